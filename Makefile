@@ -1,0 +1,44 @@
+# Two commands a new user needs (README.md): `make demo` and `make test`.
+# Each creates .venv and installs what it needs on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Strict editable mode: a link tree under build/ that mypy can see through (DESIGN.md §2).
+# It must be refreshed when files are added, so `install` re-links on every run (~2 s).
+INSTALL_FLAGS := --config-settings editable_mode=strict
+
+.PHONY: demo test test-all lint typecheck proto install chaos bench clean
+
+$(BIN)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e '.[test,dev]' $(INSTALL_FLAGS)
+	touch $@
+
+install: $(BIN)/.deps
+	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . $(INSTALL_FLAGS) >/dev/null
+
+demo: install
+	$(BIN)/strom demo
+
+# The test command CI runs: lint, types, stale generated code, then every non-slow test plus
+# a bounded, seeded sample of the slow ones (tests/conftest.py).
+test: install lint typecheck
+	$(BIN)/python -m pytest -q --slow-sample=$${STROM_SLOW_SAMPLE:-4} $(PYTEST_ARGS)
+
+test-all: install
+	$(BIN)/python -m pytest -q --run-slow $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy -p strom
+
+proto: install
+	$(BIN)/python proto/generate.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

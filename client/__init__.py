@@ -1,0 +1,1 @@
+"""The strom client SDK (Producer, Consumer, Admin). Imports only `strom.v1` and the storage codec."""

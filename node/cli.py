@@ -1,0 +1,37 @@
+"""The `strom` command line.
+
+Server commands (`strom node ...`, `strom storage ...`, `strom cluster ...`) live beside the node;
+client commands call `strom.client`. Each subcommand registers itself in `build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from strom import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="strom", description="strom: an event streaming platform in the spirit of Kafka."
+    )
+    parser.add_argument("--version", action="version", version=f"strom {__version__}")
+    parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
