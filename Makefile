@@ -12,12 +12,13 @@ INSTALL_FLAGS := --config-settings editable_mode=strict
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=77' wheel
 	$(BIN)/pip install -q -e '.[test,dev]' $(INSTALL_FLAGS)
 	touch $@
 
 install: $(BIN)/.deps
-	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . $(INSTALL_FLAGS) >/dev/null
+	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . $(INSTALL_FLAGS) \
+		>$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 
 demo: install
 	$(BIN)/strom demo

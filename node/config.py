@@ -1,0 +1,500 @@
+"""Node configuration: one YAML file per node with Kafka's key names (DESIGN.md §10).
+
+Every knob is declared once, in `NODE_KEYS`: its Kafka-style name, type, default and a one-line
+doc. `load_config` reads the YAML file, applies `STROM_<KEY>` environment overrides (dots and
+dashes become underscores, upper case: `STROM_NODE_ID`, `STROM_LOG_DIRS`), converts and checks each
+value, then `NodeConfig.validate()` checks the relationships between keys. Anything wrong stops the
+node at start with a `ConfigError` that names the key.
+
+Topic-level configs (`retention.ms`, `segment.bytes`, ...) are declared in `TOPIC_KEYS`, each with
+the broker key that supplies its default, as Kafka's `log.retention.ms` supplies `retention.ms`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "STROM_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    name: str
+    type: type  # int, bool, str or list (comma-separated strings)
+    default: Any
+    doc: str
+    check: Callable[[Any], str | None] | None = None  # returns a problem, or None when fine
+
+
+def _at_least(minimum: int) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= minimum else f"must be at least {minimum}"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+DAY_MS = 24 * 60 * 60 * 1000
+REQUIRED = object()  # default of keys that have none
+
+NODE_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey("node.id", int, REQUIRED, "this node's id, unique in the cluster", _at_least(0)),
+    ConfigKey(
+        "process.roles", list, ["broker", "controller"], "roles: broker, controller, or both"
+    ),
+    ConfigKey(
+        "controller.quorum.voters",
+        list,
+        REQUIRED,
+        "the Raft voters of the metadata quorum: id@host:port,... (controller listener addresses)",
+    ),
+    ConfigKey(
+        "listeners",
+        list,
+        ["PLAINTEXT://:9092", "CONTROLLER://:9093"],
+        "NAME://host:port the node binds; an empty host means all interfaces",
+    ),
+    ConfigKey(
+        "advertised.listeners",
+        list,
+        [],
+        "NAME://host:port clients are told to use; defaults to `listeners` (controller ones excluded)",
+    ),
+    ConfigKey(
+        "listener.security.protocol.map",
+        list,
+        ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"],
+        "listener name -> security protocol",
+    ),
+    ConfigKey(
+        "controller.listener.names", list, ["CONTROLLER"], "listeners that serve the controllers"
+    ),
+    ConfigKey(
+        "inter.broker.listener.name", str, "PLAINTEXT", "listener brokers use to reach each other"
+    ),
+    ConfigKey("broker.rack", str, "", "rack of this broker (shown in cluster descriptions)"),
+    ConfigKey("log.dirs", list, ["/tmp/strom-logs"], "data directories (the first holds metadata)"),
+    ConfigKey(
+        "metadata.log.dir", str, "", "where the metadata Raft log lives; default: log.dirs[0]"
+    ),
+    ConfigKey("num.partitions", int, 1, "partitions of auto-created topics", _at_least(1)),
+    ConfigKey(
+        "default.replication.factor", int, 1, "replicas of auto-created topics", _at_least(1)
+    ),
+    ConfigKey(
+        "min.insync.replicas", int, 1, "ISR size below which acks=all is refused", _at_least(1)
+    ),
+    ConfigKey("auto.create.topics.enable", bool, True, "create unknown topics on first use"),
+    ConfigKey("delete.topic.enable", bool, True, "allow topics to be deleted"),
+    ConfigKey(
+        "log.retention.ms", int, 7 * DAY_MS, "keep data this long; -1 forever", _at_least(-1)
+    ),
+    ConfigKey("log.retention.bytes", int, -1, "keep at most this per partition; -1 unbounded"),
+    ConfigKey("log.segment.bytes", int, 1 << 30, "roll a segment at this size", _at_least(14)),
+    ConfigKey("log.roll.ms", int, 7 * DAY_MS, "roll a segment at this age", _at_least(1)),
+    ConfigKey("log.index.interval.bytes", int, 4096, "bytes between index entries", _at_least(0)),
+    ConfigKey(
+        "log.retention.check.interval.ms",
+        int,
+        300_000,
+        "how often retention runs",
+        _at_least(1),
+    ),
+    ConfigKey(
+        "log.cleanup.policy", str, "delete", "delete or compact", _one_of("delete", "compact")
+    ),
+    ConfigKey(
+        "message.max.bytes",
+        int,
+        1_048_588,
+        "largest record batch a producer may send",
+        _at_least(0),
+    ),
+    ConfigKey("fetch.max.bytes", int, 57_671_680, "largest fetch response", _at_least(1024)),
+    ConfigKey("replica.fetch.max.bytes", int, 1_048_576, "per-partition replica fetch bytes"),
+    ConfigKey("replica.fetch.response.max.bytes", int, 10_485_760, "replica fetch response bytes"),
+    ConfigKey("replica.fetch.wait.max.ms", int, 500, "replica fetch long-poll", _at_least(0)),
+    ConfigKey(
+        "replica.lag.time.max.ms",
+        int,
+        30_000,
+        "a follower not caught up this long leaves the ISR",
+        _at_least(1),
+    ),
+    ConfigKey("unclean.leader.election.enable", bool, False, "elect out-of-ISR replicas"),
+    ConfigKey(
+        "broker.session.timeout.ms",
+        int,
+        9_000,
+        "fence a broker that has not heartbeated this long",
+        _at_least(1),
+    ),
+    ConfigKey("broker.heartbeat.interval.ms", int, 2_000, "broker heartbeat period", _at_least(1)),
+    ConfigKey(
+        "controller.quorum.election.timeout.ms",
+        int,
+        1_000,
+        "Raft election timeout (randomized up to twice this)",
+        _at_least(1),
+    ),
+    ConfigKey(
+        "controller.quorum.tick.ms",
+        int,
+        100,
+        "Raft tick: heartbeat period; the election timeout is counted in ticks",
+        _at_least(1),
+    ),
+    ConfigKey(
+        "controller.quorum.request.timeout.ms", int, 2_000, "Raft RPC deadline", _at_least(1)
+    ),
+    ConfigKey(
+        "metadata.log.max.record.bytes.between.snapshots",
+        int,
+        20 * 1024 * 1024,
+        "snapshot the metadata image after this many bytes of new records",
+        _at_least(1),
+    ),
+    ConfigKey("request.timeout.ms", int, 30_000, "longest a produce waits for acks", _at_least(1)),
+    ConfigKey(
+        "offsets.topic.num.partitions", int, 50, "partitions of __consumer_offsets", _at_least(1)
+    ),
+    ConfigKey(
+        "offsets.topic.replication.factor", int, 3, "replicas of __consumer_offsets", _at_least(1)
+    ),
+    ConfigKey(
+        "offsets.retention.minutes", int, 7 * 24 * 60, "keep offsets of empty groups this long"
+    ),
+    ConfigKey(
+        "group.consumer.session.timeout.ms",
+        int,
+        45_000,
+        "remove a group member silent this long",
+        _at_least(1),
+    ),
+    ConfigKey(
+        "group.consumer.heartbeat.interval.ms", int, 5_000, "member heartbeat period", _at_least(1)
+    ),
+    ConfigKey(
+        "auto.leader.rebalance.enable", bool, True, "move leaders back to preferred replicas"
+    ),
+    ConfigKey(
+        "leader.imbalance.check.interval.seconds",
+        int,
+        300,
+        "how often preferred leaders are checked",
+        _at_least(1),
+    ),
+    ConfigKey("controlled.shutdown.enable", bool, True, "move leaderships away before stopping"),
+    ConfigKey(
+        "log.level", str, "INFO", "root log level", _one_of("DEBUG", "INFO", "WARNING", "ERROR")
+    ),
+    ConfigKey("log.format", str, "text", "text or json log lines", _one_of("text", "json")),
+)
+
+NODE_KEYS_BY_NAME: dict[str, ConfigKey] = {key.name: key for key in NODE_KEYS}
+
+# Topic-level key -> (type, the broker key that supplies its default, check)
+TOPIC_KEYS: dict[str, tuple[type, str, Callable[[Any], str | None] | None]] = {
+    "retention.ms": (int, "log.retention.ms", _at_least(-1)),
+    "retention.bytes": (int, "log.retention.bytes", None),
+    "segment.bytes": (int, "log.segment.bytes", _at_least(14)),
+    "segment.ms": (int, "log.roll.ms", _at_least(1)),
+    "min.insync.replicas": (int, "min.insync.replicas", _at_least(1)),
+    "unclean.leader.election.enable": (bool, "unclean.leader.election.enable", None),
+    "max.message.bytes": (int, "message.max.bytes", _at_least(0)),
+    "cleanup.policy": (str, "log.cleanup.policy", _one_of("delete", "compact")),
+    "index.interval.bytes": (int, "log.index.interval.bytes", _at_least(0)),
+}
+
+
+def parse_value(name: str, expected: type, raw: Any) -> Any:
+    """Convert a YAML or environment value to `expected`, or raise ConfigError naming `name`."""
+    if expected is list:
+        if isinstance(raw, str):
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        if isinstance(raw, list) and all(isinstance(item, str | int) for item in raw):
+            return [str(item).strip() for item in raw]
+        raise ConfigError(f"{name}: expected a comma-separated list, got {raw!r}")
+    if expected is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+            return raw.strip().lower() == "true"
+        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+    if expected is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, str) and re.fullmatch(r"\s*-?\d+\s*", raw):
+            return int(raw)
+        raise ConfigError(f"{name}: expected an integer, got {raw!r}")
+    if isinstance(raw, str | int | float) and not isinstance(raw, bool):
+        return str(raw)
+    raise ConfigError(f"{name}: expected a string, got {raw!r}")
+
+
+def _checked(key: ConfigKey, raw: Any) -> Any:
+    value = parse_value(key.name, key.type, raw)
+    if key.check is not None:
+        problem = key.check(value)
+        if problem:
+            raise ConfigError(f"{key.name}: {problem} (got {value!r})")
+    return value
+
+
+def parse_topic_config(name: str, raw: Any) -> Any:
+    """Check one topic-level config value; unknown names are refused."""
+    if name not in TOPIC_KEYS:
+        raise ConfigError(f"unknown topic config {name!r}; known: {', '.join(sorted(TOPIC_KEYS))}")
+    expected, _, check = TOPIC_KEYS[name]
+    value = parse_value(name, expected, raw)
+    if check is not None and (problem := check(value)):
+        raise ConfigError(f"{name}: {problem} (got {value!r})")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    listener: str
+    host: str
+    port: int
+
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Voter:
+    node_id: int
+    host: str
+    port: int
+
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+_LISTENER = re.compile(
+    r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)://(?P<host>\[[^\]]*\]|[^:]*):(?P<port>\d+)$"
+)
+_VOTER = re.compile(r"^(?P<id>\d+)@(?P<host>\[[^\]]*\]|[^:]+):(?P<port>\d+)$")
+
+
+def parse_listener(key: str, text: str) -> Endpoint:
+    match = _LISTENER.match(text)
+    if not match or not 0 <= int(match["port"]) <= 65535:
+        raise ConfigError(f"{key}: {text!r} is not NAME://host:port")
+    return Endpoint(match["name"].upper(), match["host"], int(match["port"]))
+
+
+def parse_voter(text: str) -> Voter:
+    match = _VOTER.match(text)
+    if not match:
+        raise ConfigError(f"controller.quorum.voters: {text!r} is not id@host:port")
+    return Voter(int(match["id"]), match["host"], int(match["port"]))
+
+
+class NodeConfig:
+    """A node's validated configuration. `config["log.retention.ms"]` reads any key; the
+    properties below are the parsed forms the node uses most."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def values(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @property
+    def node_id(self) -> int:
+        node_id: int = self._values["node.id"]
+        return node_id
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(self._values["process.roles"])
+
+    @property
+    def is_controller(self) -> bool:
+        return "controller" in self.roles
+
+    @property
+    def is_broker(self) -> bool:
+        return "broker" in self.roles
+
+    @property
+    def voters(self) -> tuple[Voter, ...]:
+        return tuple(parse_voter(v) for v in self._values["controller.quorum.voters"])
+
+    @property
+    def listeners(self) -> tuple[Endpoint, ...]:
+        return tuple(parse_listener("listeners", v) for v in self._values["listeners"])
+
+    @property
+    def advertised_listeners(self) -> tuple[Endpoint, ...]:
+        """What clients and peers are told; defaults to the bound broker listeners."""
+        raw = self._values["advertised.listeners"]
+        if raw:
+            return tuple(parse_listener("advertised.listeners", v) for v in raw)
+        controller_names = set(self.controller_listener_names)
+        return tuple(
+            Endpoint(e.listener, e.host or "localhost", e.port)
+            for e in self.listeners
+            if e.listener not in controller_names
+        )
+
+    @property
+    def controller_listener_names(self) -> tuple[str, ...]:
+        return tuple(n.upper() for n in self._values["controller.listener.names"])
+
+    @property
+    def inter_broker_listener_name(self) -> str:
+        name: str = self._values["inter.broker.listener.name"]
+        return name.upper()
+
+    @property
+    def security_protocols(self) -> dict[str, str]:
+        return {
+            pair.split(":", 1)[0].upper(): pair.split(":", 1)[1].upper()
+            for pair in self._values["listener.security.protocol.map"]
+        }
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self._values["log.dirs"][0])
+
+    @property
+    def metadata_log_dir(self) -> Path:
+        explicit: str = self._values["metadata.log.dir"]
+        return Path(explicit) if explicit else self.log_dir
+
+    def topic_defaults(self) -> dict[str, Any]:
+        """Broker-level defaults of every topic config."""
+        return {name: self._values[broker_key] for name, (_, broker_key, _) in TOPIC_KEYS.items()}
+
+    def validate(self) -> None:
+        """Relationships between keys; each problem names the keys involved."""
+        if not self.roles or not self.roles <= {"broker", "controller"}:
+            raise ConfigError(
+                f"process.roles: must be broker, controller or both, got {sorted(self.roles)}"
+            )
+        voters = self.voters
+        if not voters:
+            raise ConfigError("controller.quorum.voters: at least one voter is required")
+        if len({v.node_id for v in voters}) != len(voters):
+            raise ConfigError("controller.quorum.voters: a node id appears twice")
+        voter_ids = {v.node_id for v in voters}
+        if self.is_controller and self.node_id not in voter_ids:
+            raise ConfigError(
+                f"controller.quorum.voters: node.id {self.node_id} has the controller role "
+                "but is not a voter"
+            )
+        if not self.is_controller and self.node_id in voter_ids:
+            raise ConfigError(
+                f"process.roles: node.id {self.node_id} is a voter but lacks the controller role"
+            )
+        listeners = self.listeners
+        names = [e.listener for e in listeners]
+        if len(set(names)) != len(names):
+            raise ConfigError("listeners: a listener name appears twice")
+        protocols = self.security_protocols
+        for name in names:
+            if name not in protocols:
+                raise ConfigError(
+                    f"listener.security.protocol.map: no protocol for listener {name}"
+                )
+        if self.is_controller and not set(self.controller_listener_names) & set(names):
+            raise ConfigError(
+                "controller.listener.names: none of "
+                f"{list(self.controller_listener_names)} is in listeners {names}"
+            )
+        if self.is_broker and self.inter_broker_listener_name not in names:
+            raise ConfigError(
+                f"inter.broker.listener.name: {self.inter_broker_listener_name} is not in "
+                f"listeners {names}"
+            )
+        _ = self.advertised_listeners  # parses, raising ConfigError naming the key
+        tick_ms = self._values["controller.quorum.tick.ms"]
+        if self._values["controller.quorum.election.timeout.ms"] < 2 * tick_ms:
+            raise ConfigError(
+                "controller.quorum.election.timeout.ms: must be at least twice "
+                "controller.quorum.tick.ms (the Raft heartbeat)"
+            )
+        if (
+            self._values["broker.session.timeout.ms"]
+            <= self._values["broker.heartbeat.interval.ms"]
+        ):
+            raise ConfigError("broker.session.timeout.ms: must exceed broker.heartbeat.interval.ms")
+        if self._values["message.max.bytes"] > self._values["fetch.max.bytes"]:
+            raise ConfigError("message.max.bytes: must not exceed fetch.max.bytes")
+
+
+def build_config(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Defaults, then `values` (from YAML), then `STROM_*` environment overrides."""
+    for name in values:
+        if name not in NODE_KEYS_BY_NAME:
+            raise ConfigError(f"unknown config key {name!r}" + _did_you_mean(name))
+    resolved: dict[str, Any] = {}
+    env_values = _environment_overrides(os.environ if environ is None else environ)
+    for key in NODE_KEYS:
+        if key.name in env_values:
+            raw = env_values[key.name]
+        elif key.name in values:
+            raw = values[key.name]
+        elif key.default is REQUIRED:
+            raise ConfigError(f"{key.name}: required ({key.doc})")
+        else:
+            resolved[key.name] = key.default
+            continue
+        resolved[key.name] = _checked(key, raw)
+    config = NodeConfig(resolved)
+    config.validate()
+    return config
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Read a node's YAML file; raise ConfigError naming the key for anything wrong."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return build_config({str(k): v for k, v in data.items()}, environ)
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + re.sub(r"[.\-]", "_", key).upper()
+
+
+def _environment_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    by_env = {env_name(key.name): key.name for key in NODE_KEYS}
+    overrides = {}
+    for var, value in environ.items():
+        if var in by_env:
+            overrides[by_env[var]] = value
+    return overrides
+
+
+def _did_you_mean(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, NODE_KEYS_BY_NAME, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
