@@ -40,15 +40,15 @@ def test_every_proto_has_generated_code() -> None:
 
 
 def test_error_codes_keep_kafkas_numbers() -> None:
-    from strom.v1 import errors_pb2
+    from strom.v1 import common_pb2
 
-    assert errors_pb2.NONE == 0
-    assert errors_pb2.OFFSET_OUT_OF_RANGE == 1
-    assert errors_pb2.CORRUPT_MESSAGE == 2
-    assert errors_pb2.NOT_LEADER_OR_FOLLOWER == 6
-    assert errors_pb2.NOT_ENOUGH_REPLICAS == 19
-    assert errors_pb2.FENCED_LEADER_EPOCH == 74
-    assert errors_pb2.UNKNOWN_SERVER_ERROR == -1
+    assert common_pb2.NONE == 0
+    assert common_pb2.OFFSET_OUT_OF_RANGE == 1
+    assert common_pb2.CORRUPT_MESSAGE == 2
+    assert common_pb2.NOT_LEADER_OR_FOLLOWER == 6
+    assert common_pb2.NOT_ENOUGH_REPLICAS == 19
+    assert common_pb2.FENCED_LEADER_EPOCH == 74
+    assert common_pb2.UNKNOWN_SERVER_ERROR == -1
 
 
 def test_every_error_code_is_kafkas_number_for_it() -> None:
@@ -56,12 +56,12 @@ def test_every_error_code_is_kafkas_number_for_it() -> None:
     import inspect
 
     import kafka.errors as kafka_errors
-    from strom.v1 import errors_pb2
+    from strom.v1 import common_pb2
 
     kafka_numbers = {
         cls.errno
         for cls in vars(kafka_errors).values()
         if inspect.isclass(cls) and issubclass(cls, kafka_errors.BrokerResponseError)
     }
-    for name, number in errors_pb2.ErrorCode.items():
+    for name, number in common_pb2.ErrorCode.items():
         assert number in kafka_numbers, f"{name}={number} is not a Kafka error number"
