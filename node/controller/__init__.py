@@ -1,0 +1,1 @@
+"""The active controller: decisions over the speculative metadata image, and its service."""

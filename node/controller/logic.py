@@ -1,0 +1,563 @@
+"""The active controller's decisions, as a pure state machine (DESIGN.md §6).
+
+`ControllerLogic` holds the *speculative* image: the committed image plus every batch this
+controller has proposed but not yet seen committed, as Kafka's QuorumController does. Each request
+is validated against that image and answered with the records to propose (one batch, applied
+atomically) and a result; the records are already applied to the speculative image. The shell (node/controller/service.py) proposes the batch to Raft,
+and answers the caller only when the batch commits. When
+the controller loses leadership the shell throws the speculative state away (`reset`) and starts
+again from the committed image.
+
+Broker liveness is not in the log: the active controller keeps each broker's last heartbeat time
+in memory, and a newly active controller gives every broker a fresh session (Kafka does the same),
+so a controller failover never fences healthy brokers.
+
+Rules kept here:
+- a broker is fenced when it registers, unfenced once a heartbeat shows it has caught up with the
+  metadata log up to its own registration, fenced again when its session expires;
+- fencing removes the broker from every ISR except where it is the last member (so no
+  acknowledged data is elected away) and moves its leaderships to other ISR members; a partition
+  with no eligible leader goes offline (leader -1) unless its topic allows unclean election;
+- AlterPartition is accepted only from the current leader, with its current broker epoch, leader
+  epoch and partition epoch, for an ISR that contains the leader and only active brokers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from strom.node.config import TOPIC_KEYS, ConfigError, parse_topic_config
+from strom.node.metadata.image import (
+    NO_LEADER,
+    TOPIC,
+    MetadataImage,
+    PartitionInfo,
+    TopicImage,
+    apply_records,
+)
+from strom.v1 import common_pb2, metadata_pb2
+
+from .errors import ControllerError
+from .placement import choose_leader, place_replicas, placement_start
+
+Record = metadata_pb2.MetadataRecord
+
+TOPIC_NAME_LENGTH_MAX = 249
+_TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
+PRODUCER_ID_BLOCK_SIZE = 1000
+
+
+def validate_topic_name(name: str) -> None:
+    """Kafka's rules (`org.apache.kafka.common.internals.Topic.validate`)."""
+    if not name:
+        raise ControllerError(common_pb2.INVALID_TOPIC_EXCEPTION, "topic name is empty")
+    if name in (".", ".."):
+        raise ControllerError(common_pb2.INVALID_TOPIC_EXCEPTION, f"topic name cannot be {name!r}")
+    if len(name) > TOPIC_NAME_LENGTH_MAX:
+        raise ControllerError(
+            common_pb2.INVALID_TOPIC_EXCEPTION,
+            f"topic name is {len(name)} characters; the maximum is {TOPIC_NAME_LENGTH_MAX}",
+        )
+    if not _TOPIC_NAME.match(name):
+        raise ControllerError(
+            common_pb2.INVALID_TOPIC_EXCEPTION,
+            f"topic name {name!r} is illegal: use only ASCII letters, digits, '.', '_' and '-'",
+        )
+
+
+def _collision_key(name: str) -> str:
+    # '.' and '_' collide in metric names, so Kafka refuses topics that differ only there.
+    return name.replace(".", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    num_partitions: int
+    default_replication_factor: int
+    topic_defaults: Mapping[str, object]
+    delete_topic_enable: bool = True
+
+
+def _change(
+    topic_id: bytes,
+    partition: int,
+    *,
+    leader: int | None = None,
+    isr: Iterable[int] | None = None,
+    replicas: Iterable[int] | None = None,
+) -> Record:
+    change = metadata_pb2.PartitionChangeRecord(topic_id=topic_id, partition=partition)
+    if leader is not None:
+        change.leader = leader
+    if isr is not None:
+        change.isr.ids.extend(isr)
+    if replicas is not None:
+        change.replicas.ids.extend(replicas)
+    return Record(partition_change=change)
+
+
+class ControllerLogic:
+    """Decisions of the active controller over its speculative image."""
+
+    def __init__(
+        self,
+        settings: ControllerSettings,
+        committed: MetadataImage,
+        new_topic_id: Callable[[], bytes],
+    ) -> None:
+        self.settings = settings
+        self.new_topic_id = new_topic_id
+        self.committed = committed  # what the metadata log has committed
+        self.image = committed  # committed + this controller's proposals in flight
+        self.last_heartbeat_ms: dict[int, int] = {}
+
+    # ---- speculative state -------------------------------------------------------------
+
+    def reset(self, committed: MetadataImage, now_ms: int) -> None:
+        """Start over from the committed image, giving every broker a fresh session."""
+        self.committed = committed
+        self.image = committed
+        self.last_heartbeat_ms = {broker_id: now_ms for broker_id in committed.brokers}
+
+    def _accepted(self, records: list[Record]) -> list[Record]:
+        """Apply records this controller is about to propose to its speculative image. Every
+        decision method does this before returning, so the next request sees its effect."""
+        if records:
+            self.image, _ = apply_records(
+                self.image, records, self.image.last_index, self.image.last_term
+            )
+        return records
+
+    def _active(self) -> set[int]:
+        return set(self.image.active_broker_ids())
+
+    def _unclean_allowed(self, topic: TopicImage) -> bool:
+        value = self.image.topic_configs(topic.name).get(
+            "unclean.leader.election.enable",
+            self.settings.topic_defaults.get("unclean.leader.election.enable", False),
+        )
+        return str(value).lower() == "true"
+
+    # ---- brokers -----------------------------------------------------------------------
+
+    def register_broker(
+        self,
+        broker_id: int,
+        incarnation_id: bytes,
+        endpoints: list[metadata_pb2.Endpoint],
+        rack: str,
+        now_ms: int,
+    ) -> tuple[list[Record], int]:
+        """Register (or re-register) a broker; it starts fenced with a new, larger epoch.
+        The epoch is derived from the image so replay and speculation agree: one more than any
+        epoch this broker id ever had, and never below the metadata index."""
+        previous = self.image.brokers.get(broker_id)
+        epoch = max(self.image.last_index + 1, (previous.broker_epoch + 1) if previous else 1)
+        records = [
+            Record(
+                register_broker=metadata_pb2.RegisterBrokerRecord(
+                    broker_id=broker_id,
+                    broker_epoch=epoch,
+                    incarnation_id=incarnation_id,
+                    endpoints=endpoints,
+                    rack=rack,
+                )
+            )
+        ]
+        if previous is not None:
+            # The previous incarnation is gone: its leaderships and ISR places must move now,
+            # not after a session timeout, because the new one starts with an empty memory of them.
+            records += self._remove_from_partitions(broker_id)
+        self.last_heartbeat_ms[broker_id] = now_ms
+        return self._accepted(records), epoch
+
+    def _check_epoch(self, broker_id: int, broker_epoch: int) -> None:
+        broker = self.image.brokers.get(broker_id)
+        if broker is None:
+            raise ControllerError(
+                common_pb2.BROKER_ID_NOT_REGISTERED, f"broker {broker_id} is not registered"
+            )
+        if broker.broker_epoch != broker_epoch:
+            raise ControllerError(
+                common_pb2.STALE_BROKER_EPOCH,
+                f"broker {broker_id} epoch {broker_epoch} is stale; current is "
+                f"{broker.broker_epoch}: register again",
+            )
+
+    def broker_heartbeat(
+        self,
+        broker_id: int,
+        broker_epoch: int,
+        metadata_offset: int,
+        want_fence: bool,
+        want_shut_down: bool,
+        now_ms: int,
+    ) -> tuple[list[Record], dict[str, bool]]:
+        self._check_epoch(broker_id, broker_epoch)
+        self.last_heartbeat_ms[broker_id] = now_ms
+        broker = self.image.brokers[broker_id]
+        # A broker is caught up once it has applied the metadata log up to its own registration,
+        # which therefore must have committed.
+        registered = self.committed.brokers.get(broker_id)
+        caught_up = (
+            registered is not None
+            and registered.broker_epoch == broker_epoch
+            and metadata_offset >= registered.registered_index
+        )
+        records: list[Record] = []
+        if want_shut_down:
+            if not broker.in_controlled_shutdown:
+                records = self._accepted(
+                    [self._registration_change(broker_id, in_controlled_shutdown=True)]
+                )
+                records += self._accepted(self._remove_from_partitions(broker_id))
+        elif want_fence:
+            if not broker.fenced:
+                records = self.fence_broker(broker_id)
+        elif broker.fenced and caught_up:
+            records = self._accepted([self._registration_change(broker_id, fenced=False)])
+            records += self._accepted(self._elect_offline_leaders())
+        broker = self.image.brokers[broker_id]
+        leads = any(
+            part.leader == broker_id
+            for topic in self.image.topics.values()
+            for part in topic.partitions.values()
+        )
+        return records, {
+            "is_caught_up": caught_up,
+            "is_fenced": broker.fenced,
+            "should_shut_down": broker.in_controlled_shutdown and not leads,
+        }
+
+    def _registration_change(
+        self,
+        broker_id: int,
+        *,
+        fenced: bool | None = None,
+        in_controlled_shutdown: bool | None = None,
+    ) -> Record:
+        change = metadata_pb2.BrokerRegistrationChangeRecord(
+            broker_id=broker_id, broker_epoch=self.image.brokers[broker_id].broker_epoch
+        )
+        if fenced is not None:
+            change.fenced = fenced
+        if in_controlled_shutdown is not None:
+            change.in_controlled_shutdown = in_controlled_shutdown
+        return Record(broker_registration_change=change)
+
+    def expired_brokers(self, now_ms: int, session_timeout_ms: int) -> list[int]:
+        return sorted(
+            broker_id
+            for broker_id, broker in self.image.brokers.items()
+            if not broker.fenced
+            and now_ms - self.last_heartbeat_ms.get(broker_id, now_ms) > session_timeout_ms
+        )
+
+    def fence_broker(self, broker_id: int) -> list[Record]:
+        """Fence a broker: out of every ISR it is not the last member of, leaderships moved."""
+        records = [self._registration_change(broker_id, fenced=True)]
+        records += self._remove_from_partitions(broker_id)
+        return self._accepted(records)
+
+    def _remove_from_partitions(self, broker_id: int) -> list[Record]:
+        active = self._active() - {broker_id}
+        records = []
+        for topic in self.image.topics.values():
+            unclean = self._unclean_allowed(topic)
+            for index, part in topic.partitions.items():
+                if broker_id not in part.isr and part.leader != broker_id:
+                    continue
+                isr = [r for r in part.isr if r != broker_id] or [broker_id]
+                leader = choose_leader(part, active, unclean, isr=isr, avoid=broker_id)
+                if leader != NO_LEADER and leader not in isr:
+                    isr = [leader]  # unclean election: the new leader's log is the truth
+                if leader == part.leader and tuple(isr) == part.isr:
+                    continue
+                records.append(
+                    _change(
+                        topic.topic_id,
+                        index,
+                        leader=leader if leader != part.leader else None,
+                        isr=isr if tuple(isr) != part.isr else None,
+                    )
+                )
+        return records
+
+    def _elect_offline_leaders(self) -> list[Record]:
+        """Give a leader to partitions that have none, now that a broker became active."""
+        active = self._active()
+        records = []
+        for topic in self.image.topics.values():
+            unclean = self._unclean_allowed(topic)
+            for index, part in topic.partitions.items():
+                if part.leader != NO_LEADER:
+                    continue
+                leader = choose_leader(part, active, unclean)
+                if leader == NO_LEADER:
+                    continue
+                isr = part.isr if leader in part.isr else (leader,)
+                records.append(
+                    _change(
+                        topic.topic_id,
+                        index,
+                        leader=leader,
+                        isr=isr if isr != part.isr else None,
+                    )
+                )
+        return records
+
+    # ---- topics ------------------------------------------------------------------------
+
+    def create_topic(
+        self,
+        name: str,
+        num_partitions: int,
+        replication_factor: int,
+        configs: Mapping[str, str],
+    ) -> tuple[list[Record], bytes, int, int]:
+        validate_topic_name(name)
+        if self.image.topic_by_name(name) is not None:
+            raise ControllerError(common_pb2.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+        collision = _collision_key(name)
+        for existing in self.image.topic_ids:
+            if _collision_key(existing) == collision:
+                raise ControllerError(
+                    common_pb2.INVALID_TOPIC_EXCEPTION,
+                    f"topic {name!r} collides with existing topic {existing!r} "
+                    "('.' and '_' are the same in metric names)",
+                )
+        partitions = self.settings.num_partitions if num_partitions == -1 else num_partitions
+        factor = (
+            self.settings.default_replication_factor
+            if replication_factor == -1
+            else replication_factor
+        )
+        if partitions < 1:
+            raise ControllerError(
+                common_pb2.INVALID_PARTITIONS,
+                f"number of partitions must be at least 1, got {partitions}",
+            )
+        if factor < 1:
+            raise ControllerError(
+                common_pb2.INVALID_REPLICATION_FACTOR,
+                f"replication factor must be at least 1, got {factor}",
+            )
+        checked = self._check_topic_configs(configs)
+        placements = place_replicas(
+            self._active_ordered(), partitions, factor, placement_start(self.image)
+        )
+        topic_id = self.new_topic_id()
+        records = [Record(topic=metadata_pb2.TopicRecord(name=name, topic_id=topic_id))]
+        for key, value in sorted(checked.items()):
+            records.append(
+                Record(
+                    config=metadata_pb2.ConfigRecord(
+                        resource_type=TOPIC, resource_name=name, name=key, value=value
+                    )
+                )
+            )
+        for index, replicas in enumerate(placements):
+            records.append(
+                Record(
+                    partition=metadata_pb2.PartitionRecord(
+                        topic_id=topic_id,
+                        partition=index,
+                        replicas=replicas,
+                        isr=replicas,
+                        leader=replicas[0],
+                        leader_epoch=0,
+                        partition_epoch=0,
+                    )
+                )
+            )
+        return self._accepted(records), topic_id, partitions, factor
+
+    def _active_ordered(self) -> list[int]:
+        return self.image.active_broker_ids()
+
+    def _check_topic_configs(self, configs: Mapping[str, str]) -> dict[str, str]:
+        checked = {}
+        for key, value in configs.items():
+            try:
+                parsed = parse_topic_config(key, value)
+            except ConfigError as exc:
+                raise ControllerError(common_pb2.INVALID_CONFIG, str(exc)) from exc
+            checked[key] = str(parsed).lower() if isinstance(parsed, bool) else str(parsed)
+        return checked
+
+    def delete_topic(self, name: str) -> tuple[list[Record], bytes]:
+        if not self.settings.delete_topic_enable:
+            raise ControllerError(
+                common_pb2.POLICY_VIOLATION, "topic deletion is disabled (delete.topic.enable)"
+            )
+        topic = self.image.topic_by_name(name)
+        if topic is None:
+            raise ControllerError(
+                common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        records = [Record(remove_topic=metadata_pb2.RemoveTopicRecord(topic_id=topic.topic_id))]
+        return self._accepted(records), topic.topic_id
+
+    def create_partitions(self, name: str, count: int) -> list[Record]:
+        topic = self.image.topic_by_name(name)
+        if topic is None:
+            raise ControllerError(
+                common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        current = len(topic.partitions)
+        if count <= current:
+            raise ControllerError(
+                common_pb2.INVALID_PARTITIONS,
+                f"topic {name!r} has {current} partitions; partitions can only grow, "
+                f"so ask for more than {current}",
+            )
+        factor = len(topic.partitions[0].replicas)
+        placements = place_replicas(
+            self._active_ordered(),
+            count - current,
+            factor,
+            placement_start(self.image),
+            first_partition=0,
+        )
+        return self._accepted(
+            [
+                Record(
+                    partition=metadata_pb2.PartitionRecord(
+                        topic_id=topic.topic_id,
+                        partition=current + offset,
+                        replicas=replicas,
+                        isr=replicas,
+                        leader=replicas[0],
+                        leader_epoch=0,
+                        partition_epoch=0,
+                    )
+                )
+                for offset, replicas in enumerate(placements)
+            ]
+        )
+
+    def alter_topic_configs(
+        self, name: str, set_values: Mapping[str, str], delete: Iterable[str]
+    ) -> list[Record]:
+        if self.image.topic_by_name(name) is None:
+            raise ControllerError(
+                common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        checked = self._check_topic_configs(set_values)
+        records = [
+            Record(
+                config=metadata_pb2.ConfigRecord(
+                    resource_type=TOPIC, resource_name=name, name=key, value=value
+                )
+            )
+            for key, value in sorted(checked.items())
+        ]
+        for key in sorted(delete):
+            if key not in TOPIC_KEYS:
+                raise ControllerError(common_pb2.INVALID_CONFIG, f"unknown topic config {key!r}")
+            records.append(
+                Record(
+                    config=metadata_pb2.ConfigRecord(
+                        resource_type=TOPIC, resource_name=name, name=key
+                    )
+                )
+            )
+        return self._accepted(records)
+
+    # ---- partitions --------------------------------------------------------------------
+
+    def alter_partition(
+        self,
+        broker_id: int,
+        broker_epoch: int,
+        topic_id: bytes,
+        partition: int,
+        leader_epoch: int,
+        partition_epoch: int,
+        new_isr: list[int],
+    ) -> tuple[list[Record], PartitionInfo]:
+        """An ISR change asked for by a partition's leader (DESIGN.md §7)."""
+        self._check_epoch(broker_id, broker_epoch)
+        part = self.image.partition(topic_id, partition)
+        if part is None:
+            raise ControllerError(
+                common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+                f"partition {partition} of topic id {topic_id.hex()} does not exist",
+            )
+        if part.leader != broker_id:
+            raise ControllerError(
+                common_pb2.NOT_LEADER_OR_FOLLOWER,
+                f"broker {broker_id} does not lead this partition (leader is {part.leader})",
+            )
+        if leader_epoch != part.leader_epoch:
+            raise ControllerError(
+                common_pb2.FENCED_LEADER_EPOCH,
+                f"leader epoch {leader_epoch} is not the current {part.leader_epoch}",
+            )
+        if partition_epoch != part.partition_epoch:
+            raise ControllerError(
+                common_pb2.INVALID_UPDATE_VERSION,
+                f"partition epoch {partition_epoch} is not the current {part.partition_epoch}",
+            )
+        if broker_id not in new_isr or not set(new_isr) <= set(part.replicas):
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST,
+                f"ISR {new_isr} must contain the leader and only replicas {list(part.replicas)}",
+            )
+        active = self._active()
+        added = set(new_isr) - set(part.isr)
+        ineligible = sorted(r for r in added if r not in active)
+        if ineligible:
+            raise ControllerError(
+                common_pb2.INELIGIBLE_REPLICA,
+                f"replicas {ineligible} are fenced or shutting down and cannot join the ISR",
+            )
+        ordered = [r for r in part.replicas if r in set(new_isr)]
+        if tuple(ordered) == part.isr:
+            return [], part
+        records = self._accepted([_change(topic_id, partition, isr=ordered)])
+        updated = self.image.partition(topic_id, partition)
+        assert updated is not None
+        return records, updated
+
+    def elect_preferred_leaders(
+        self, only: Iterable[tuple[bytes, int]] | None = None
+    ) -> tuple[list[Record], dict[tuple[bytes, int], tuple[int, str]]]:
+        """Move leadership to each partition's first replica where it is an active ISR member."""
+        active = self._active()
+        wanted = None if only is None else set(only)
+        records = []
+        results: dict[tuple[bytes, int], tuple[int, str]] = {}
+        for topic in self.image.topics.values():
+            for index, part in topic.partitions.items():
+                key = (topic.topic_id, index)
+                if wanted is not None and key not in wanted:
+                    continue
+                preferred = part.preferred_leader
+                if part.leader == preferred:
+                    results[key] = (common_pb2.ELECTION_NOT_NEEDED, "already the preferred leader")
+                elif preferred in active and preferred in part.isr:
+                    records.append(_change(topic.topic_id, index, leader=preferred))
+                    results[key] = (common_pb2.NONE, "")
+                else:
+                    results[key] = (
+                        common_pb2.PREFERRED_LEADER_NOT_AVAILABLE,
+                        f"preferred leader {preferred} is not an active ISR member",
+                    )
+        return self._accepted(records), results
+
+    def allocate_producer_ids(self, broker_id: int, broker_epoch: int) -> tuple[list[Record], int]:
+        self._check_epoch(broker_id, broker_epoch)
+        start = self.image.next_producer_id
+        records = [
+            Record(
+                producer_ids=metadata_pb2.ProducerIdsRecord(
+                    broker_id=broker_id,
+                    broker_epoch=broker_epoch,
+                    next_producer_id=start + PRODUCER_ID_BLOCK_SIZE,
+                )
+            )
+        ]
+        return self._accepted(records), start

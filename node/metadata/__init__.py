@@ -1,0 +1,1 @@
+"""The metadata image and its replay from the metadata log."""
