@@ -1,0 +1,1 @@
+"""Partition replicas on a broker: leader and follower state, fetchers, the replica manager."""
