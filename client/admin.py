@@ -1,0 +1,350 @@
+"""Admin: topics, configs, cluster and quorum descriptions.
+
+`AsyncAdmin` is the implementation; `Admin` is its synchronous facade. Each topic-level result
+that failed raises a typed error naming the topic (Kafka's AdminClient surfaces per-topic futures;
+with one call per topic here, raising is the simpler equivalent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from strom.v1 import admin_pb2, common_pb2, metadata_pb2
+
+from ._loop import LoopThread
+from .cluster import ClusterClient, TopicMeta
+from .errors import error_from_code
+
+
+@dataclass(frozen=True, slots=True)
+class NewTopic:
+    name: str
+    num_partitions: int = -1
+    replication_factor: int = -1
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionDescription:
+    partition: int
+    leader: int
+    leader_epoch: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDescription:
+    name: str
+    topic_id: str
+    partitions: tuple[PartitionDescription, ...]
+    configs: Mapping[str, str]  # overrides only
+    is_internal: bool = False
+
+    @property
+    def replication_factor(self) -> int:
+        return len(self.partitions[0].replicas) if self.partitions else 0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    node_id: int
+    host: str
+    port: int
+    rack: str
+    fenced: bool
+    in_controlled_shutdown: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDescription:
+    cluster_id: str
+    controller_id: int
+    brokers: tuple[BrokerInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumReplica:
+    replica_id: int
+    log_end_offset: int
+    last_fetch_timestamp_ms: int
+    last_caught_up_timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumDescription:
+    cluster_id: str
+    leader_id: int
+    leader_epoch: int
+    high_watermark: int
+    voters: tuple[QuorumReplica, ...]
+    observers: tuple[QuorumReplica, ...]
+
+
+def topic_id_str(topic_id: bytes) -> str:
+    """Kafka prints topic ids as base64url without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(topic_id).decode().rstrip("=")
+
+
+def _topic_resource(name: str) -> admin_pb2.ConfigResource:
+    return admin_pb2.ConfigResource(
+        resource_type=metadata_pb2.CONFIG_RESOURCE_TOPIC, resource_name=name
+    )
+
+
+class AsyncAdmin:
+    def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
+        self.cluster = ClusterClient(bootstrap_servers, **options)
+
+    async def close(self) -> None:
+        await self.cluster.close()
+
+    async def __aenter__(self) -> AsyncAdmin:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def create_topics(
+        self, topics: Sequence[NewTopic], validate_only: bool = False
+    ) -> dict[str, str]:
+        """Create topics; returns name -> topic id. Raises on the first topic that failed."""
+        request = admin_pb2.CreateTopicsRequest(
+            topics=[
+                admin_pb2.CreatableTopic(
+                    name=t.name,
+                    num_partitions=t.num_partitions,
+                    replication_factor=t.replication_factor,
+                    configs=dict(t.configs),
+                )
+                for t in topics
+            ],
+            timeout_ms=int(self.cluster.request_timeout_s * 1000),
+            validate_only=validate_only,
+        )
+        response = await self.cluster.call_any(
+            lambda a: self.cluster.admin_stub(a).CreateTopics, request
+        )
+        created = {}
+        for result in response.topics:
+            if result.error_code != common_pb2.NONE:
+                raise error_from_code(result.error_code, result.error_message)
+            created[result.name] = topic_id_str(result.topic_id)
+        return created
+
+    async def delete_topics(self, names: Sequence[str]) -> None:
+        request = admin_pb2.DeleteTopicsRequest(
+            names=list(names), timeout_ms=int(self.cluster.request_timeout_s * 1000)
+        )
+        response = await self.cluster.call_any(
+            lambda a: self.cluster.admin_stub(a).DeleteTopics, request
+        )
+        for result in response.topics:
+            if result.error_code != common_pb2.NONE:
+                raise error_from_code(result.error_code, result.error_message)
+
+    async def create_partitions(self, name: str, total_count: int) -> None:
+        request = admin_pb2.CreatePartitionsRequest(
+            topics=[admin_pb2.CreatePartitionsTopic(name=name, count=total_count)],
+            timeout_ms=int(self.cluster.request_timeout_s * 1000),
+        )
+        response = await self.cluster.call_any(
+            lambda a: self.cluster.admin_stub(a).CreatePartitions, request
+        )
+        for result in response.topics:
+            if result.error_code != common_pb2.NONE:
+                raise error_from_code(result.error_code, result.error_message)
+
+    async def list_topics(self, include_internal: bool = False) -> list[str]:
+        meta = await self.cluster.refresh_metadata(None)
+        return sorted(
+            name for name, t in meta.topics.items() if include_internal or not t.is_internal
+        )
+
+    async def describe_topics(self, names: Sequence[str] | None = None) -> list[TopicDescription]:
+        """Describe `names` (None: every topic). Unknown names raise UNKNOWN_TOPIC_OR_PARTITION."""
+        meta = await self.cluster.refresh_metadata(list(names) if names else None)
+        wanted = list(names) if names else sorted(meta.topics)
+        for name in wanted:
+            if name not in meta.topics:
+                raise error_from_code(
+                    common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+                )
+        configs = await self.describe_topic_configs(wanted, overrides_only=True)
+        return [self._describe(meta.topics[name], configs.get(name, {})) for name in wanted]
+
+    @staticmethod
+    def _describe(topic: TopicMeta, configs: Mapping[str, str]) -> TopicDescription:
+        return TopicDescription(
+            name=topic.name,
+            topic_id=topic_id_str(topic.topic_id),
+            partitions=tuple(
+                PartitionDescription(p.partition, p.leader, p.leader_epoch, p.replicas, p.isr)
+                for _, p in sorted(topic.partitions.items())
+            ),
+            configs=dict(configs),
+            is_internal=topic.is_internal,
+        )
+
+    async def describe_topic_configs(
+        self, names: Sequence[str], overrides_only: bool = False
+    ) -> dict[str, dict[str, str]]:
+        if not names:
+            return {}
+        request = admin_pb2.DescribeConfigsRequest(resources=[_topic_resource(n) for n in names])
+        response = await self.cluster.call_any(
+            lambda a: self.cluster.admin_stub(a).DescribeConfigs, request
+        )
+        out: dict[str, dict[str, str]] = {}
+        for result in response.results:
+            if result.error_code != common_pb2.NONE:
+                raise error_from_code(result.error_code, result.error_message)
+            out[result.resource.resource_name] = {
+                c.name: c.value
+                for c in result.configs
+                if not overrides_only or c.source == admin_pb2.CONFIG_SOURCE_DYNAMIC_TOPIC
+            }
+        return out
+
+    async def alter_topic_configs(
+        self, name: str, set_configs: Mapping[str, str], delete: Sequence[str] = ()
+    ) -> None:
+        ops = [
+            admin_pb2.AlterableConfig(name=k, op=admin_pb2.ALTER_CONFIG_SET, value=v)
+            for k, v in set_configs.items()
+        ] + [admin_pb2.AlterableConfig(name=k, op=admin_pb2.ALTER_CONFIG_DELETE) for k in delete]
+        request = admin_pb2.IncrementalAlterConfigsRequest(
+            resources=[admin_pb2.AlterConfigsResource(resource=_topic_resource(name), configs=ops)]
+        )
+        response = await self.cluster.call_any(
+            lambda a: self.cluster.admin_stub(a).IncrementalAlterConfigs, request
+        )
+        for result in response.results:
+            if result.error_code != common_pb2.NONE:
+                raise error_from_code(result.error_code, result.error_message)
+
+    async def describe_cluster(self) -> ClusterDescription:
+        response = await self.cluster.call_any(
+            lambda a: self.cluster.admin_stub(a).DescribeCluster,
+            admin_pb2.DescribeClusterRequest(),
+        )
+        return ClusterDescription(
+            cluster_id=response.cluster_id,
+            controller_id=response.controller_id,
+            brokers=tuple(
+                BrokerInfo(b.node_id, b.host, b.port, b.rack, b.fenced, b.in_controlled_shutdown)
+                for b in response.brokers
+            ),
+        )
+
+    async def describe_quorum(self) -> QuorumDescription:
+        response = await self.cluster.call_any(
+            lambda a: self.cluster.admin_stub(a).DescribeQuorum,
+            admin_pb2.DescribeQuorumRequest(),
+        )
+
+        def replicas(items: Sequence[admin_pb2.QuorumReplicaState]) -> tuple[QuorumReplica, ...]:
+            return tuple(
+                QuorumReplica(
+                    r.replica_id,
+                    r.log_end_offset,
+                    r.last_fetch_timestamp_ms,
+                    r.last_caught_up_timestamp_ms,
+                )
+                for r in items
+            )
+
+        return QuorumDescription(
+            cluster_id=response.cluster_id,
+            leader_id=response.leader_id,
+            leader_epoch=response.leader_epoch,
+            high_watermark=response.high_watermark,
+            voters=replicas(response.current_voters),
+            observers=replicas(response.observers),
+        )
+
+    async def elect_preferred_leaders(
+        self, partitions: Sequence[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], str]:
+        """Returns (topic, partition) -> Kafka error name (NONE when leadership moved)."""
+        request = admin_pb2.ElectLeadersRequest(
+            election_type=admin_pb2.ELECTION_PREFERRED,
+            partitions=[
+                common_pb2.TopicPartition(topic=t, partition=p) for t, p in partitions or []
+            ],
+            timeout_ms=int(self.cluster.request_timeout_s * 1000),
+        )
+        response = await self.cluster.call_any(
+            lambda a: self.cluster.admin_stub(a).ElectLeaders, request
+        )
+        return {
+            (r.partition.topic, r.partition.partition): common_pb2.ErrorCode.Name(r.error_code)
+            for r in response.results
+        }
+
+
+class Admin:
+    """Synchronous facade over AsyncAdmin (same code path, one private loop thread)."""
+
+    _loop: LoopThread | None = None
+
+    def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
+        if Admin._loop is None:
+            Admin._loop = LoopThread("strom-admin")
+        self._run = Admin._loop.run
+        self._async = self._run(self._make(bootstrap_servers, options))
+
+    @staticmethod
+    async def _make(bootstrap_servers: str | Sequence[str], options: dict[str, Any]) -> AsyncAdmin:
+        return AsyncAdmin(bootstrap_servers, **options)
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._run(self._async.close())
+
+    def create_topics(
+        self, topics: Sequence[NewTopic], validate_only: bool = False
+    ) -> dict[str, str]:
+        return self._run(self._async.create_topics(topics, validate_only))
+
+    def delete_topics(self, names: Sequence[str]) -> None:
+        self._run(self._async.delete_topics(names))
+
+    def create_partitions(self, name: str, total_count: int) -> None:
+        self._run(self._async.create_partitions(name, total_count))
+
+    def list_topics(self, include_internal: bool = False) -> list[str]:
+        return self._run(self._async.list_topics(include_internal))
+
+    def describe_topics(self, names: Sequence[str] | None = None) -> list[TopicDescription]:
+        return self._run(self._async.describe_topics(names))
+
+    def describe_topic_configs(
+        self, names: Sequence[str], overrides_only: bool = False
+    ) -> dict[str, dict[str, str]]:
+        return self._run(self._async.describe_topic_configs(names, overrides_only))
+
+    def alter_topic_configs(
+        self, name: str, set_configs: Mapping[str, str], delete: Sequence[str] = ()
+    ) -> None:
+        self._run(self._async.alter_topic_configs(name, set_configs, delete))
+
+    def describe_cluster(self) -> ClusterDescription:
+        return self._run(self._async.describe_cluster())
+
+    def describe_quorum(self) -> QuorumDescription:
+        return self._run(self._async.describe_quorum())
+
+    def elect_preferred_leaders(
+        self, partitions: Sequence[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], str]:
+        return self._run(self._async.elect_preferred_leaders(partitions))

@@ -1,0 +1,280 @@
+"""The client's view of the cluster: one gRPC channel per broker, cached metadata, leader routing.
+
+`ClusterClient` is the asyncio core every SDK class shares. It bootstraps from any of several
+addresses, caches which broker leads each partition, and refreshes that on demand (the SDK calls
+`invalidate` on NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION and connection loss). Every
+call has a deadline; transport failures become `RetriableError(NETWORK_EXCEPTION)` and request
+refusals become `FatalError(INVALID_REQUEST)` with the server's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import grpc
+from strom.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
+
+from .errors import FatalError, KafkaTimeoutError, RetriableError, StromError
+
+T = TypeVar("T")
+
+DEFAULT_BOOTSTRAP = "localhost:9092"
+MESSAGE_BYTES_MAX = 128 * 1024 * 1024  # gRPC message cap: above fetch.max.bytes' 55 MiB default
+
+
+def channel_options(message_bytes_max: int = MESSAGE_BYTES_MAX) -> list[tuple[str, int]]:
+    """gRPC options both sides must agree on: the 4 MiB default is too small for Kafka sizes."""
+    return [
+        ("grpc.max_send_message_length", message_bytes_max),
+        ("grpc.max_receive_message_length", message_bytes_max),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def parse_bootstrap(servers: str | Sequence[str]) -> list[str]:
+    items = servers.split(",") if isinstance(servers, str) else list(servers)
+    addresses = [s.strip() for s in items if s.strip()]
+    if not addresses:
+        raise FatalError(common_pb2.INVALID_REQUEST, "bootstrap_servers is empty")
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise FatalError(
+                common_pb2.INVALID_REQUEST, f"bootstrap server {address!r} is not host:port"
+            )
+    return addresses
+
+
+def grpc_error(exc: grpc.aio.AioRpcError, address: str) -> StromError:
+    code = exc.code()
+    detail = exc.details() or code.name
+    if code in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ):
+        return RetriableError(common_pb2.NETWORK_EXCEPTION, f"{address}: {detail}")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return FatalError(common_pb2.SASL_AUTHENTICATION_FAILED, f"{address}: {detail}")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return FatalError(common_pb2.CLUSTER_AUTHORIZATION_FAILED, f"{address}: {detail}")
+    return FatalError(common_pb2.INVALID_REQUEST, f"{address}: {detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMeta:
+    partition: int
+    leader: int
+    leader_epoch: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    error_code: int = common_pb2.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMeta:
+    name: str
+    topic_id: bytes
+    partitions: Mapping[int, PartitionMeta]
+    is_internal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMeta:
+    cluster_id: str = ""
+    controller_id: int = -1
+    brokers: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
+    topics: Mapping[str, TopicMeta] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential backoff with jitter, bounded by `max_ms`."""
+
+    initial_ms: int = 100
+    max_ms: int = 1_000
+    attempt: int = 0
+
+    def next_delay_s(self) -> float:
+        delay = min(self.max_ms, self.initial_ms << min(self.attempt, 20))
+        self.attempt += 1
+        return delay * random.uniform(0.8, 1.2) / 1000
+
+
+class ClusterClient:
+    """Channels, metadata and routing shared by Producer, Consumer and Admin."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str] = DEFAULT_BOOTSTRAP,
+        *,
+        client_id: str = "strom-python",
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
+        retry_backoff_max_ms: int = 1_000,
+    ) -> None:
+        self.bootstrap = parse_bootstrap(bootstrap_servers)
+        self.client_id = client_id
+        self.request_timeout_s = request_timeout_ms / 1000
+        self.retry_backoff_ms = retry_backoff_ms
+        self.retry_backoff_max_ms = retry_backoff_max_ms
+        self.meta = ClusterMeta()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._refresh_lock = asyncio.Lock()
+
+    # ---- channels ----------------------------------------------------------------------
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(address, options=channel_options())
+            self._channels[address] = channel
+        return channel
+
+    def broker_stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
+        return broker_pb2_grpc.BrokerStub(self.channel(address))
+
+    def admin_stub(self, address: str) -> admin_pb2_grpc.AdminStub:
+        return admin_pb2_grpc.AdminStub(self.channel(address))
+
+    def address_of(self, node_id: int) -> str | None:
+        return self.meta.brokers.get(node_id)
+
+    def known_addresses(self) -> list[str]:
+        """Brokers from metadata first (they are current), then the bootstrap list."""
+        return list(dict.fromkeys([*self.meta.brokers.values(), *self.bootstrap]))
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        await asyncio.gather(*(c.close() for c in channels.values()), return_exceptions=True)
+
+    # ---- calls -------------------------------------------------------------------------
+
+    async def call(
+        self, address: str, fn: Callable[[Any], Awaitable[T]], request: Any, timeout_s: float
+    ) -> T:
+        """One RPC with a deadline; transport errors become typed StromErrors."""
+        try:
+            return await asyncio.wait_for(fn(request), timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise grpc_error(exc, address) from exc
+        except TimeoutError as exc:
+            raise RetriableError(
+                common_pb2.REQUEST_TIMED_OUT, f"{address}: no answer within {timeout_s:.1f} s"
+            ) from exc
+
+    async def call_any(
+        self,
+        pick: Callable[[str], Callable[[Any], Awaitable[T]]],
+        request: Any,
+        timeout_s: float | None = None,
+    ) -> T:
+        """Call any reachable node (metadata and admin requests), trying each in turn until the
+        deadline; raises the last error with every address tried in its message."""
+        deadline = asyncio.get_running_loop().time() + (timeout_s or self.request_timeout_s)
+        backoff = Backoff(self.retry_backoff_ms, self.retry_backoff_max_ms)
+        errors: dict[str, str] = {}
+        while True:
+            for address in self.known_addresses():
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    return await self.call(address, pick(address), request, remaining)
+                except RetriableError as exc:
+                    errors[address] = exc.message or exc.name
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                tried = "; ".join(f"{a}: {e}" for a, e in errors.items()) or "none reachable"
+                raise KafkaTimeoutError(
+                    f"no broker answered within {timeout_s or self.request_timeout_s:.1f} s "
+                    f"(tried {tried})"
+                )
+            await asyncio.sleep(min(backoff.next_delay_s(), remaining))
+
+    # ---- metadata ----------------------------------------------------------------------
+
+    async def refresh_metadata(
+        self,
+        topics: Sequence[str] | None = None,
+        allow_auto_topic_creation: bool = False,
+        timeout_s: float | None = None,
+    ) -> ClusterMeta:
+        """Fetch metadata for `topics` (None: all) and merge it into the cache."""
+        request = broker_pb2.MetadataRequest(
+            topics=list(topics or []),
+            all_topics=topics is None,
+            allow_auto_topic_creation=allow_auto_topic_creation,
+        )
+        async with self._refresh_lock:
+            response = await self.call_any(
+                lambda a: self.broker_stub(a).Metadata, request, timeout_s
+            )
+            self.meta = self._merge(response, replace_all=topics is None)
+        return self.meta
+
+    def _merge(self, response: broker_pb2.MetadataResponse, replace_all: bool) -> ClusterMeta:
+        topics = {} if replace_all else dict(self.meta.topics)
+        for t in response.topics:
+            if t.error_code != common_pb2.NONE:
+                topics.pop(t.name, None)
+                continue
+            topics[t.name] = TopicMeta(
+                name=t.name,
+                topic_id=t.topic_id,
+                is_internal=t.is_internal,
+                partitions=MappingProxyType(
+                    {
+                        p.partition: PartitionMeta(
+                            p.partition,
+                            p.leader_id,
+                            p.leader_epoch,
+                            tuple(p.replicas),
+                            tuple(p.isr),
+                            p.error_code,
+                        )
+                        for p in t.partitions
+                    }
+                ),
+            )
+        return ClusterMeta(
+            cluster_id=response.cluster_id,
+            controller_id=response.controller_id,
+            brokers=MappingProxyType({b.node_id: f"{b.host}:{b.port}" for b in response.brokers}),
+            topics=MappingProxyType(topics),
+        )
+
+    def invalidate(self, topic: str) -> None:
+        """Forget what we know of `topic`, so the next lookup refreshes it."""
+        if topic in self.meta.topics:
+            topics = dict(self.meta.topics)
+            del topics[topic]
+            self.meta = ClusterMeta(
+                self.meta.cluster_id,
+                self.meta.controller_id,
+                self.meta.brokers,
+                MappingProxyType(topics),
+            )
+
+    async def topic(
+        self, name: str, allow_auto_topic_creation: bool = False, timeout_s: float | None = None
+    ) -> TopicMeta:
+        """Metadata of one topic, refreshed if unknown; raises UNKNOWN_TOPIC_OR_PARTITION."""
+        meta = self.meta.topics.get(name)
+        if meta is None:
+            await self.refresh_metadata([name], allow_auto_topic_creation, timeout_s)
+            meta = self.meta.topics.get(name)
+        if meta is None:
+            raise RetriableError(
+                common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        return meta

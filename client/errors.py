@@ -1,0 +1,92 @@
+"""Typed client errors carrying Kafka's error names (DESIGN.md §9).
+
+`RetriableError` means the same request may succeed later (a leader moved, a replica caught up);
+the SDK retries those itself with backoff until its deadline. `FatalError` means retrying the
+same request cannot help (a bad topic name, an oversized record). Both carry the Kafka error
+`name` and number `code`, so applications can match on either.
+"""
+
+from __future__ import annotations
+
+from strom.v1 import common_pb2
+
+_RETRIABLE = frozenset(
+    {
+        common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+        common_pb2.LEADER_NOT_AVAILABLE,
+        common_pb2.NOT_LEADER_OR_FOLLOWER,
+        common_pb2.REQUEST_TIMED_OUT,
+        common_pb2.BROKER_NOT_AVAILABLE,
+        common_pb2.REPLICA_NOT_AVAILABLE,
+        common_pb2.NETWORK_EXCEPTION,
+        common_pb2.COORDINATOR_LOAD_IN_PROGRESS,
+        common_pb2.COORDINATOR_NOT_AVAILABLE,
+        common_pb2.NOT_COORDINATOR,
+        common_pb2.NOT_ENOUGH_REPLICAS,
+        common_pb2.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        common_pb2.NOT_CONTROLLER,
+        common_pb2.KAFKA_STORAGE_ERROR,
+        common_pb2.FENCED_LEADER_EPOCH,
+        common_pb2.UNKNOWN_LEADER_EPOCH,
+        common_pb2.OFFSET_NOT_AVAILABLE,
+        common_pb2.ELIGIBLE_LEADERS_NOT_AVAILABLE,
+        common_pb2.REBALANCE_IN_PROGRESS,
+    }
+)
+
+# Errors that mean "your view of the cluster is stale": refresh metadata before retrying.
+METADATA_STALE = frozenset(
+    {
+        common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+        common_pb2.LEADER_NOT_AVAILABLE,
+        common_pb2.NOT_LEADER_OR_FOLLOWER,
+        common_pb2.FENCED_LEADER_EPOCH,
+        common_pb2.UNKNOWN_LEADER_EPOCH,
+        common_pb2.BROKER_NOT_AVAILABLE,
+        common_pb2.NETWORK_EXCEPTION,
+    }
+)
+
+
+class StromError(Exception):
+    """An error from strom; `name` is Kafka's error name, `code` its number."""
+
+    retriable = False
+
+    def __init__(self, code: int, message: str = "") -> None:
+        self.code = code
+        self.name = error_name(code)
+        self.message = message
+        super().__init__(f"{self.name}: {message}" if message else self.name)
+
+
+class RetriableError(StromError):
+    retriable = True
+
+
+class FatalError(StromError):
+    retriable = False
+
+
+class KafkaTimeoutError(RetriableError):
+    """A deadline passed before the operation completed (Kafka's TimeoutException)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(common_pb2.REQUEST_TIMED_OUT, message)
+
+
+def error_name(code: int) -> str:
+    try:
+        return common_pb2.ErrorCode.Name(code)  # type: ignore[arg-type]
+    except ValueError:
+        return f"UNKNOWN_ERROR_{code}"
+
+
+def error_from_code(code: int, message: str = "") -> StromError:
+    cls = RetriableError if code in _RETRIABLE else FatalError
+    return cls(code, message)
+
+
+def raise_for_code(code: int, message: str = "") -> None:
+    if code != common_pb2.NONE:
+        raise error_from_code(code, message)
