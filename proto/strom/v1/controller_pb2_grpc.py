@@ -80,6 +80,11 @@ class ControllerStub:
                 request_serializer=strom_dot_v1_dot_admin__pb2.ElectLeadersRequest.SerializeToString,
                 response_deserializer=strom_dot_v1_dot_admin__pb2.ElectLeadersResponse.FromString,
                 _registered_method=True)
+        self.DescribeQuorum = channel.unary_unary(
+                '/strom.v1.Controller/DescribeQuorum',
+                request_serializer=strom_dot_v1_dot_admin__pb2.DescribeQuorumRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.DescribeQuorumResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServicer:
@@ -139,6 +144,12 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeQuorum(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +197,11 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.ElectLeaders,
                     request_deserializer=strom_dot_v1_dot_admin__pb2.ElectLeadersRequest.FromString,
                     response_serializer=strom_dot_v1_dot_admin__pb2.ElectLeadersResponse.SerializeToString,
+            ),
+            'DescribeQuorum': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeQuorum,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.DescribeQuorumRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.DescribeQuorumResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -431,6 +447,33 @@ class Controller:
             '/strom.v1.Controller/ElectLeaders',
             strom_dot_v1_dot_admin__pb2.ElectLeadersRequest.SerializeToString,
             strom_dot_v1_dot_admin__pb2.ElectLeadersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeQuorum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Controller/DescribeQuorum',
+            strom_dot_v1_dot_admin__pb2.DescribeQuorumRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.DescribeQuorumResponse.FromString,
             options,
             channel_credentials,
             insecure,

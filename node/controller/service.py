@@ -1,0 +1,413 @@
+"""The Controller gRPC service: the shell around ControllerLogic on every controller node.
+
+Only the active controller decides: the Raft leader whose own no-op has committed, so that its
+speculative image starts from the whole committed log (DESIGN.md §6). Every other node answers
+NOT_CONTROLLER with the leader it knows of. A decision is synchronous (validate, emit records,
+apply them to the speculative image), then its batch is proposed to Raft and the caller is
+answered once the batch commits. Proposals go to the core in the order they were decided, so
+the speculative image is always the committed image plus the in-flight batches, in order. If a
+proposal fails because leadership was lost, the speculative state is thrown away.
+
+Timers owned here: broker session expiry (fencing) and, with auto.leader.rebalance.enable,
+preferred-leader election.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from strom.node.config import NodeConfig
+from strom.node.metadata.image import MetadataDelta, MetadataImage
+from strom.node.metadata.state import MetadataState
+from strom.node.raft_driver import NotLeaderError, RaftDriver
+from strom.raft.types import Role
+from strom.v1 import admin_pb2, common_pb2, controller_pb2, controller_pb2_grpc, metadata_pb2
+
+from .errors import ControllerError
+from .logic import ControllerLogic
+
+log = logging.getLogger("strom.controller")
+T = TypeVar("T")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ControllerService(controller_pb2_grpc.ControllerServicer):
+    def __init__(
+        self,
+        config: NodeConfig,
+        cluster_id: str,
+        driver: RaftDriver,
+        metadata: MetadataState,
+        logic: ControllerLogic,
+    ) -> None:
+        self.config = config
+        self.cluster_id = cluster_id
+        self.driver = driver
+        self.metadata = metadata
+        self.logic = logic
+        self.active = False
+        self.propose_timeout_s = config["controller.quorum.request.timeout.ms"] / 1000 * 2
+        metadata.subscribe(self._on_commit)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- leadership --------------------------------------------------------------------
+
+    def on_role_change(self, role: Role, leader_id: int, term: int) -> None:
+        if role != Role.LEADER and self.active:
+            log.info("no longer the active controller (term %d, leader %s)", term, leader_id)
+            self.active = False
+            self.logic.reset(self.metadata.image, now_ms())
+
+    def on_leader_ready(self, term: int) -> None:
+        self.logic.reset(self.metadata.image, now_ms())
+        self.active = True
+        log.info("active controller for term %d", term)
+
+    def _on_commit(self, image: MetadataImage, delta: MetadataDelta) -> None:
+        self.logic.committed = image
+        if not self.active:
+            self.logic.image = image
+
+    @property
+    def controller_id(self) -> int:
+        return self.driver.leader_id if self.driver.leader_id else -1
+
+    def _status(
+        self, code: int = common_pb2.NONE, message: str = ""
+    ) -> controller_pb2.ControllerStatus:
+        return controller_pb2.ControllerStatus(
+            error_code=code,
+            error_message=message,
+            controller_id=self.controller_id,  # type: ignore[arg-type]
+        )
+
+    def _not_controller(self) -> controller_pb2.ControllerStatus:
+        return self._status(
+            common_pb2.NOT_CONTROLLER,
+            f"node {self.config.node_id} is not the active controller",
+        )
+
+    async def _commit(self, records: list[metadata_pb2.MetadataRecord]) -> None:
+        """Propose one batch and wait for it to commit. Raises NotLeaderError / TimeoutError."""
+        if not records:
+            return
+        data = metadata_pb2.MetadataBatch(records=records).SerializeToString()
+        try:
+            await self.driver.propose(data, self.propose_timeout_s)
+        except NotLeaderError:
+            self.active = False
+            self.logic.reset(self.metadata.image, now_ms())
+            raise
+
+    async def _decide(
+        self, decide: Callable[[], tuple[list[metadata_pb2.MetadataRecord], T]]
+    ) -> tuple[controller_pb2.ControllerStatus, T | None]:
+        """Run a decision and commit its records; errors become a ControllerStatus."""
+        if not self.active:
+            return self._not_controller(), None
+        try:
+            records, result = decide()
+        except ControllerError as exc:
+            return self._status(exc.code, exc.message), None
+        try:
+            await self._commit(records)
+        except NotLeaderError:
+            return self._not_controller(), None
+        except TimeoutError:
+            return self._status(
+                common_pb2.REQUEST_TIMED_OUT, "the metadata quorum did not commit in time"
+            ), None
+        return self._status(), result
+
+    # ---- timers ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._fence_expired(), name="fence-expired"))
+        if self.config["auto.leader.rebalance.enable"]:
+            self._tasks.append(asyncio.create_task(self._rebalance(), name="preferred-leaders"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _fence_expired(self) -> None:
+        timeout_ms = self.config["broker.session.timeout.ms"]
+        period_s = min(self.config["broker.heartbeat.interval.ms"], timeout_ms) / 2000
+        while True:
+            await asyncio.sleep(period_s)
+            if not self.active:
+                continue
+            for broker_id in self.logic.expired_brokers(now_ms(), timeout_ms):
+                log.info("fencing broker %d: no heartbeat for %d ms", broker_id, timeout_ms)
+                try:
+                    await self._commit(self.logic.fence_broker(broker_id))
+                except (NotLeaderError, TimeoutError) as exc:
+                    log.info("fencing broker %d not committed: %s", broker_id, exc)
+                    break
+
+    async def _rebalance(self) -> None:
+        period_s = self.config["leader.imbalance.check.interval.seconds"]
+        while True:
+            await asyncio.sleep(period_s)
+            if self.active:
+                records, _ = self.logic.elect_preferred_leaders()
+                if records:
+                    log.info("moving %d leaderships back to preferred replicas", len(records))
+                    try:
+                        await self._commit(records)
+                    except (NotLeaderError, TimeoutError) as exc:
+                        log.info("preferred leader election not committed: %s", exc)
+
+    # ---- brokers -----------------------------------------------------------------------
+
+    async def RegisterBroker(
+        self, request: controller_pb2.BrokerRegistrationRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.BrokerRegistrationResponse:
+        if request.cluster_id != self.cluster_id:
+            return controller_pb2.BrokerRegistrationResponse(
+                status=self._status(
+                    common_pb2.INCONSISTENT_CLUSTER_ID,
+                    f"broker {request.broker_id} belongs to cluster {request.cluster_id!r}; "
+                    f"this cluster is {self.cluster_id!r}",
+                )
+            )
+        status, epoch = await self._decide(
+            lambda: self.logic.register_broker(
+                request.broker_id,
+                request.incarnation_id,
+                list(request.listeners),
+                request.rack,
+                now_ms(),
+            )
+        )
+        if epoch is not None:
+            log.info("registered broker %d with epoch %d", request.broker_id, epoch)
+        return controller_pb2.BrokerRegistrationResponse(status=status, broker_epoch=epoch or -1)
+
+    async def BrokerHeartbeat(
+        self, request: controller_pb2.BrokerHeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.BrokerHeartbeatResponse:
+        status, answer = await self._decide(
+            lambda: self.logic.broker_heartbeat(
+                request.broker_id,
+                request.broker_epoch,
+                request.current_metadata_offset,
+                request.want_fence,
+                request.want_shut_down,
+                now_ms(),
+            )
+        )
+        if answer is None:
+            return controller_pb2.BrokerHeartbeatResponse(status=status, is_fenced=True)
+        return controller_pb2.BrokerHeartbeatResponse(status=status, **answer)
+
+    async def AlterPartition(
+        self, request: controller_pb2.AlterPartitionRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.AlterPartitionResponse:
+        if not self.active:
+            return controller_pb2.AlterPartitionResponse(status=self._not_controller())
+        results = []
+        records: list[metadata_pb2.MetadataRecord] = []
+        for item in request.partitions:
+            result = controller_pb2.AlterPartitionResult(
+                topic_id=item.topic_id, partition=item.partition
+            )
+            try:
+                recs, part = self.logic.alter_partition(
+                    request.broker_id,
+                    request.broker_epoch,
+                    item.topic_id,
+                    item.partition,
+                    item.leader_epoch,
+                    item.partition_epoch,
+                    list(item.new_isr),
+                )
+                records += recs
+                result.leader_id = part.leader
+                result.leader_epoch = part.leader_epoch
+                result.isr.extend(part.isr)
+                result.partition_epoch = part.partition_epoch
+            except ControllerError as exc:
+                result.error_code = exc.code  # type: ignore[assignment]
+            results.append(result)
+        try:
+            await self._commit(records)
+        except NotLeaderError:
+            return controller_pb2.AlterPartitionResponse(status=self._not_controller())
+        except TimeoutError:
+            return controller_pb2.AlterPartitionResponse(
+                status=self._status(common_pb2.REQUEST_TIMED_OUT, "not committed in time")
+            )
+        return controller_pb2.AlterPartitionResponse(status=self._status(), partitions=results)
+
+    async def AllocateProducerIds(
+        self, request: controller_pb2.AllocateProducerIdsRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.AllocateProducerIdsResponse:
+        status, start = await self._decide(
+            lambda: self.logic.allocate_producer_ids(request.broker_id, request.broker_epoch)
+        )
+        from .logic import PRODUCER_ID_BLOCK_SIZE
+
+        return controller_pb2.AllocateProducerIdsResponse(
+            status=status,
+            producer_id_start=start if start is not None else -1,
+            producer_id_len=PRODUCER_ID_BLOCK_SIZE if start is not None else 0,
+        )
+
+    # ---- admin (forwarded from any node) -------------------------------------------------
+
+    async def CreateTopics(
+        self, request: admin_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateTopicsResponse:
+        results = []
+        for topic in request.topics:
+            result = admin_pb2.CreateTopicResult(name=topic.name)
+            status, created = await self._decide(
+                lambda t=topic: self._create_topic(t, request.validate_only)
+            )
+            result.error_code = status.error_code
+            result.error_message = status.error_message
+            if created is not None:
+                result.topic_id, result.num_partitions, result.replication_factor = created
+            results.append(result)
+        return admin_pb2.CreateTopicsResponse(topics=results)
+
+    def _create_topic(
+        self, topic: admin_pb2.CreatableTopic, validate_only: bool
+    ) -> tuple[list[metadata_pb2.MetadataRecord], tuple[bytes, int, int]]:
+        before = self.logic.image
+        records, topic_id, partitions, factor = self.logic.create_topic(
+            topic.name, topic.num_partitions, topic.replication_factor, dict(topic.configs)
+        )
+        if validate_only:
+            self.logic.image = before
+            records = []
+        return records, (topic_id, partitions, factor)
+
+    async def DeleteTopics(
+        self, request: admin_pb2.DeleteTopicsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeleteTopicsResponse:
+        results = []
+        for name in request.names:
+            status, topic_id = await self._decide(lambda n=name: self.logic.delete_topic(n))
+            results.append(
+                admin_pb2.DeleteTopicResult(
+                    name=name,
+                    topic_id=topic_id or b"",
+                    error_code=status.error_code,
+                    error_message=status.error_message,
+                )
+            )
+        return admin_pb2.DeleteTopicsResponse(topics=results)
+
+    async def CreatePartitions(
+        self, request: admin_pb2.CreatePartitionsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreatePartitionsResponse:
+        results = []
+        for topic in request.topics:
+            status, _ = await self._decide(
+                lambda t=topic: (self.logic.create_partitions(t.name, t.count), None)
+            )
+            results.append(
+                admin_pb2.CreatePartitionsResult(
+                    name=topic.name,
+                    error_code=status.error_code,
+                    error_message=status.error_message,
+                )
+            )
+        return admin_pb2.CreatePartitionsResponse(topics=results)
+
+    async def IncrementalAlterConfigs(
+        self, request: admin_pb2.IncrementalAlterConfigsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.IncrementalAlterConfigsResponse:
+        results = []
+        for resource in request.resources:
+            result = admin_pb2.AlterConfigsResult(resource=resource.resource)
+            if resource.resource.resource_type != metadata_pb2.CONFIG_RESOURCE_TOPIC:
+                result.error_code = common_pb2.INVALID_REQUEST
+                result.error_message = "only topic configs can be altered at runtime"
+                results.append(result)
+                continue
+            to_set = {
+                c.name: c.value for c in resource.configs if c.op == admin_pb2.ALTER_CONFIG_SET
+            }
+            to_delete = [c.name for c in resource.configs if c.op == admin_pb2.ALTER_CONFIG_DELETE]
+            status, _ = await self._decide(
+                lambda r=resource, s=to_set, d=to_delete: (
+                    self.logic.alter_topic_configs(r.resource.resource_name, s, d),
+                    None,
+                )
+            )
+            result.error_code = status.error_code
+            result.error_message = status.error_message
+            results.append(result)
+        return admin_pb2.IncrementalAlterConfigsResponse(results=results)
+
+    async def ElectLeaders(
+        self, request: admin_pb2.ElectLeadersRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ElectLeadersResponse:
+        if request.election_type != admin_pb2.ELECTION_PREFERRED:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "only preferred leader election is supported; unclean election happens per "
+                "topic with unclean.leader.election.enable=true",
+            )
+        image = self.logic.image
+        wanted = []
+        for tp in request.partitions:
+            topic = image.topic_by_name(tp.topic)
+            if topic is not None:
+                wanted.append((topic.topic_id, tp.partition))
+        status, results = await self._decide(
+            lambda: self.logic.elect_preferred_leaders(wanted if request.partitions else None)
+        )
+        response = admin_pb2.ElectLeadersResponse()
+        names = {t.topic_id: t.name for t in image.topics.values()}
+        for (topic_id, partition), (code, message) in (results or {}).items():
+            response.results.append(
+                admin_pb2.ElectLeaderResult(
+                    partition=common_pb2.TopicPartition(topic=names[topic_id], partition=partition),
+                    error_code=code if status.error_code == common_pb2.NONE else status.error_code,  # type: ignore[arg-type]
+                    error_message=message or status.error_message,
+                )
+            )
+        return response
+
+    async def DescribeQuorum(
+        self, request: admin_pb2.DescribeQuorumRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DescribeQuorumResponse:
+        status = self.driver.raw.status()
+        response = admin_pb2.DescribeQuorumResponse(
+            cluster_id=self.cluster_id,
+            leader_id=status.leader_id or -1,
+            leader_epoch=status.term,
+            high_watermark=status.commit,
+        )
+        if status.leader_id != status.node_id:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"node {status.node_id} is not the quorum leader (leader: {status.leader_id})",
+            )
+        heard = self.driver.peer_last_heard_ms
+        for peer in status.progress:
+            last = now_ms() if peer.node_id == status.node_id else heard.get(peer.node_id, -1)
+            response.current_voters.append(
+                admin_pb2.QuorumReplicaState(
+                    replica_id=peer.node_id,
+                    log_end_offset=status.last_index
+                    if peer.node_id == status.node_id
+                    else peer.match,
+                    last_fetch_timestamp_ms=last,
+                    last_caught_up_timestamp_ms=last if peer.match >= status.commit else -1,
+                )
+            )
+        return response
