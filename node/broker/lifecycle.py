@@ -1,0 +1,193 @@
+"""A broker's life with the active controller: registration, heartbeats, controlled shutdown.
+
+`ControllerClient` finds the active controller among the voters (trying the one the last answer
+named first) and re-routes on NOT_CONTROLLER. `BrokerLifecycle` registers this broker with a
+fresh incarnation id on start, heartbeats every `broker.heartbeat.interval.ms` with the metadata
+index it has applied (so the controller unfences it once it has caught up), re-registers when the
+controller says its epoch is stale, and on shutdown asks the controller to move its leaderships
+away before the process stops (KRaft's controlled shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from strom.client.cluster import channel_options
+from strom.node.config import NodeConfig
+from strom.v1 import common_pb2, controller_pb2, controller_pb2_grpc, metadata_pb2
+
+log = logging.getLogger("strom.broker")
+T = TypeVar("T")
+
+
+class ControllerUnavailable(Exception):
+    """No active controller answered within the deadline."""
+
+
+class ControllerClient:
+    def __init__(self, voters: dict[int, str], request_timeout_s: float) -> None:
+        self.voters = voters
+        self.request_timeout_s = request_timeout_s
+        self.controller_id = -1
+        self._stubs: dict[int, controller_pb2_grpc.ControllerStub] = {}
+        self._channels: list[grpc.aio.Channel] = []
+
+    def _stub(self, node_id: int) -> controller_pb2_grpc.ControllerStub:
+        stub = self._stubs.get(node_id)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(self.voters[node_id], options=channel_options())
+            self._channels.append(channel)
+            stub = self._stubs[node_id] = controller_pb2_grpc.ControllerStub(channel)
+        return stub
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._channels), return_exceptions=True)
+
+    async def call(
+        self,
+        method: Callable[[controller_pb2_grpc.ControllerStub], Callable[..., Awaitable[T]]],
+        request: Any,
+        deadline_s: float,
+    ) -> T:
+        """Send to the active controller; the response's `status` must not be NOT_CONTROLLER."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        attempt = 0
+        while True:
+            order = sorted(self.voters)
+            if self.controller_id in self.voters:
+                order.remove(self.controller_id)
+                order.insert(0, self.controller_id)
+            for node_id in order:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    response = await method(self._stub(node_id))(
+                        request, timeout=min(remaining, self.request_timeout_s)
+                    )
+                except grpc.aio.AioRpcError:
+                    continue
+                status = getattr(response, "status", None)
+                if status is not None and status.error_code == common_pb2.NOT_CONTROLLER:
+                    if status.controller_id in self.voters and status.controller_id != node_id:
+                        self.controller_id = status.controller_id
+                    continue
+                self.controller_id = node_id
+                return response
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ControllerUnavailable(
+                    f"no active controller among voters {sorted(self.voters)} answered"
+                )
+            attempt += 1
+            await asyncio.sleep(min(remaining, 0.05 * min(attempt, 10)))
+
+
+class BrokerLifecycle:
+    def __init__(
+        self,
+        config: NodeConfig,
+        cluster_id: str,
+        controller: ControllerClient,
+        metadata_offset: Callable[[], int],
+        endpoints: list[metadata_pb2.Endpoint],
+    ) -> None:
+        self.config = config
+        self.cluster_id = cluster_id
+        self.controller = controller
+        self.metadata_offset = metadata_offset
+        self.endpoints = endpoints
+        self.broker_epoch = -1
+        self.fenced = True
+        self.registered = asyncio.Event()
+        self.unfenced = asyncio.Event()
+        self._shutting_down = False
+        self.interval_s = config["broker.heartbeat.interval.ms"] / 1000
+
+    async def run(self) -> None:
+        while True:
+            if self.broker_epoch < 0:
+                await self._register()
+                continue
+            await self._heartbeat(want_shut_down=False)
+            await asyncio.sleep(self.interval_s)
+
+    async def _register(self) -> None:
+        request = controller_pb2.BrokerRegistrationRequest(
+            broker_id=self.config.node_id,
+            cluster_id=self.cluster_id,
+            incarnation_id=os.urandom(16),
+            listeners=self.endpoints,
+            rack=self.config["broker.rack"],
+        )
+        try:
+            response = await self.controller.call(
+                lambda s: s.RegisterBroker, request, deadline_s=self.interval_s * 2
+            )
+        except ControllerUnavailable as exc:
+            log.info("registration pending: %s", exc)
+            return
+        if response.status.error_code != common_pb2.NONE:
+            log.error("registration refused: %s", response.status.error_message)
+            await asyncio.sleep(self.interval_s)
+            return
+        self.broker_epoch = response.broker_epoch
+        self.registered.set()
+        log.info("registered as broker %d, epoch %d", self.config.node_id, self.broker_epoch)
+
+    async def _heartbeat(self, want_shut_down: bool) -> controller_pb2.BrokerHeartbeatResponse | None:
+        request = controller_pb2.BrokerHeartbeatRequest(
+            broker_id=self.config.node_id,
+            broker_epoch=self.broker_epoch,
+            current_metadata_offset=self.metadata_offset(),
+            want_shut_down=want_shut_down,
+        )
+        try:
+            response = await self.controller.call(
+                lambda s: s.BrokerHeartbeat, request, deadline_s=self.interval_s * 2
+            )
+        except ControllerUnavailable as exc:
+            log.debug("heartbeat not delivered: %s", exc)
+            return None
+        code = response.status.error_code
+        if code in (common_pb2.STALE_BROKER_EPOCH, common_pb2.BROKER_ID_NOT_REGISTERED):
+            log.info("controller says: %s; registering again", response.status.error_message)
+            self.broker_epoch = -1
+            self._set_fenced(True)
+            return None
+        if code != common_pb2.NONE:
+            log.debug("heartbeat answered %s", common_pb2.ErrorCode.Name(code))
+            return None
+        self._set_fenced(response.is_fenced)
+        return response
+
+    def _set_fenced(self, fenced: bool) -> None:
+        if fenced != self.fenced:
+            log.info("broker %d is now %s", self.config.node_id, "fenced" if fenced else "unfenced")
+        self.fenced = fenced
+        if fenced:
+            self.unfenced.clear()
+        else:
+            self.unfenced.set()
+
+    async def controlled_shutdown(self, timeout_s: float) -> bool:
+        """Ask the controller to move leaderships away; True once it says we may stop."""
+        if self.broker_epoch < 0:
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            response = await self._heartbeat(want_shut_down=True)
+            if response is not None and response.should_shut_down:
+                log.info("controlled shutdown: leaderships moved away")
+                return True
+            await asyncio.sleep(min(0.2, self.interval_s))
+        log.warning("controlled shutdown did not complete within %.1f s", timeout_s)
+        return False

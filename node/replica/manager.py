@@ -1,0 +1,310 @@
+"""The replica manager: which partitions this broker hosts, in which role, kept in step with the
+metadata image (DESIGN.md §6, §7).
+
+On every metadata delta it creates logs for new replicas (refusing a folder whose topic id is an
+older incarnation's: that folder is deleted, never served), makes each replica leader or follower
+as the image says, hands followers to one fetcher per leader broker, and deletes logs of replicas
+and topics that are gone. Timers owned here: ISR shrink checks, retention, and the high-watermark
+checkpoint. ISR changes go to the controller as AlterPartition requests; the committed result
+comes back through the metadata image like every other change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from .fetcher import ReplicaFetcher
+from .hw_checkpoint import read_hw_checkpoint, write_hw_checkpoint
+from .leader_state import IsrChange
+from .partition import Partition, PartitionError
+from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
+from strom.node.config import TOPIC_KEYS, NodeConfig
+from strom.node.metadata.image import MetadataDelta, MetadataImage, PartitionInfo
+from strom.storage.errors import InconsistentTopicIdError
+from strom.storage.log_config import LogConfig
+from strom.storage.log_manager import LogManager
+from strom.v1 import common_pb2, controller_pb2
+
+log = logging.getLogger("strom.replica")
+
+Key = tuple[bytes, int]
+HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ReplicaManager:
+    def __init__(
+        self,
+        config: NodeConfig,
+        logs: LogManager,
+        controller: ControllerClient,
+        broker_epoch: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self.broker_id = config.node_id
+        self.logs = logs
+        self.controller = controller
+        self.broker_epoch = broker_epoch
+        self.image = MetadataImage()
+        self.partitions: dict[Key, Partition] = {}
+        self.fetchers: dict[int, ReplicaFetcher] = {}
+        self._hw_path = os.path.join(logs.data_dir, HW_CHECKPOINT_FILE)
+        self._checkpointed_hw = read_hw_checkpoint(self._hw_path)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._alter_in_flight: set[Key] = set()
+
+    # ---- lookups -----------------------------------------------------------------------
+
+    def partition_by_name(self, topic: str, index: int) -> Partition:
+        topic_meta = self.image.topic_by_name(topic)
+        partition = None
+        if topic_meta is not None:
+            partition = self.partitions.get((topic_meta.topic_id, index))
+        if partition is None:
+            if topic_meta is None or index not in topic_meta.partitions:
+                raise PartitionError(
+                    common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+                    f"topic {topic!r} partition {index} does not exist",
+                )
+            info = topic_meta.partitions[index]
+            raise PartitionError(
+                common_pb2.NOT_LEADER_OR_FOLLOWER,
+                f"broker {self.broker_id} does not host {topic}-{index} (leader: {info.leader})",
+            )
+        return partition
+
+    def partition_by_id(self, topic_id: bytes, index: int) -> Partition:
+        partition = self.partitions.get((topic_id, index))
+        if partition is None:
+            raise PartitionError(
+                common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+                f"broker {self.broker_id} hosts no replica of topic id {topic_id.hex()} "
+                f"partition {index}",
+            )
+        return partition
+
+    def topic_config(self, topic: str) -> dict[str, object]:
+        values: dict[str, object] = self.config.topic_defaults()
+        values.update(self.image.topic_configs(topic))
+        return values
+
+    def min_insync_replicas(self, topic: str) -> int:
+        return int(str(self.topic_config(topic)["min.insync.replicas"]))
+
+    def log_config(self, topic: str) -> LogConfig:
+        values = self.topic_config(topic)
+        known = LogConfig.keys()
+        return LogConfig.from_kafka(
+            {k: int(str(v)) for k, v in values.items() if k in known and k in TOPIC_KEYS}
+        )
+
+    # ---- metadata ----------------------------------------------------------------------
+
+    def on_metadata(self, image: MetadataImage, delta: MetadataDelta) -> None:
+        self.image = image
+        now = now_ms()
+        for topic_id, topic in delta.removed_topics.items():
+            for index in topic.partitions:
+                self._drop(topic.name, topic_id, index, delete=True)
+        for topic_id, index in sorted(delta.changed_partitions):
+            topic = image.topics.get(topic_id)
+            if topic is None:
+                continue
+            info = topic.partitions[index]
+            if self.broker_id in info.replicas:
+                self._become_replica(topic.name, topic_id, index, info, now)
+            elif (topic_id, index) in self.partitions:
+                self._drop(topic.name, topic_id, index, delete=True)
+        for resource_type, name in delta.changed_configs:
+            topic = image.topic_by_name(name)
+            if topic is None:
+                continue
+            config = self.log_config(name)
+            for index in topic.partitions:
+                partition = self.partitions.get((topic.topic_id, index))
+                if partition is not None:
+                    partition.log.config = config
+
+    def _become_replica(
+        self, topic: str, topic_id: bytes, index: int, info: PartitionInfo, now: int
+    ) -> None:
+        key = (topic_id, index)
+        partition = self.partitions.get(key)
+        if partition is None:
+            partition = self._open(topic, topic_id, index, now)
+            self.partitions[key] = partition
+        if info.leader == self.broker_id:
+            self._stop_fetching(key)
+            partition.make_leader(info, now)
+        else:
+            if partition.make_follower(info) or not self._is_fetching(key, info.leader):
+                self._stop_fetching(key)
+                if info.leader >= 0:
+                    self._fetcher_for(info.leader).add(partition)
+
+    def _open(self, topic: str, topic_id: bytes, index: int, now: int) -> Partition:
+        config = self.log_config(topic)
+        try:
+            log_ = self.logs.get_or_create_log(
+                topic, index, topic_id=topic_id.hex(), now_ms=now, config=config
+            )
+        except InconsistentTopicIdError:
+            # The folder belongs to a deleted topic of the same name: never serve it.
+            log.info("%s-%d: deleting data of an older topic incarnation", topic, index)
+            self.logs.delete_log(topic, index)
+            log_ = self.logs.get_or_create_log(
+                topic, index, topic_id=topic_id.hex(), now_ms=now, config=config
+            )
+        hw = self._checkpointed_hw.get((topic, index), 0)
+        return Partition(topic, index, topic_id, log_, self.broker_id, hw)
+
+    def _drop(self, topic: str, topic_id: bytes, index: int, delete: bool) -> None:
+        key = (topic_id, index)
+        self._stop_fetching(key)
+        partition = self.partitions.pop(key, None)
+        if partition is not None:
+            partition.make_follower(
+                PartitionInfo(replicas=(), isr=(), leader=-1, leader_epoch=1 << 30, partition_epoch=0)
+            )
+        if delete and self.logs.get_log(topic, index) is not None:
+            log.info("%s-%d: deleting replica", topic, index)
+            self.logs.delete_log(topic, index)
+
+    def _is_fetching(self, key: Key, leader: int) -> bool:
+        fetcher = self.fetchers.get(leader)
+        return fetcher is not None and key in fetcher.partitions
+
+    def _stop_fetching(self, key: Key) -> None:
+        for fetcher in self.fetchers.values():
+            fetcher.remove(key)
+
+    def _fetcher_for(self, leader: int) -> ReplicaFetcher:
+        broker = self.image.brokers.get(leader)
+        endpoint = None if broker is None else broker.endpoint(
+            self.config.inter_broker_listener_name
+        )
+        address = f"{endpoint.host}:{endpoint.port}" if endpoint else ""
+        fetcher = self.fetchers.get(leader)
+        if fetcher is not None and fetcher.address != address:
+            old = fetcher
+            self.fetchers.pop(leader)
+            asyncio.get_running_loop().create_task(old.stop())
+            fetcher = None
+        if fetcher is None:
+            fetcher = ReplicaFetcher(
+                self.broker_id,
+                self.broker_epoch,
+                leader,
+                address,
+                max_wait_ms=self.config["replica.fetch.wait.max.ms"],
+                partition_bytes_max=self.config["replica.fetch.max.bytes"],
+                response_bytes_max=self.config["replica.fetch.response.max.bytes"],
+                request_timeout_s=self.config["controller.quorum.request.timeout.ms"] / 1000,
+            )
+            self.fetchers[leader] = fetcher
+            fetcher.start()
+        return fetcher
+
+    # ---- ISR changes -------------------------------------------------------------------
+
+    def submit_isr_change(self, partition: Partition, change: IsrChange) -> None:
+        key = (partition.topic_id, partition.partition)
+        if key in self._alter_in_flight:
+            return
+        self._alter_in_flight.add(key)
+        log.info(
+            "%s: asking the controller to change ISR %s -> %s",
+            partition.name, list(partition.isr), list(change.new_isr),
+        )  # fmt: skip
+        asyncio.get_running_loop().create_task(self._alter_partition(partition, change))
+
+    async def _alter_partition(self, partition: Partition, change: IsrChange) -> None:
+        key = (partition.topic_id, partition.partition)
+        request = controller_pb2.AlterPartitionRequest(
+            broker_id=self.broker_id,
+            broker_epoch=self.broker_epoch(),
+            partitions=[
+                controller_pb2.AlterPartitionItem(
+                    topic_id=partition.topic_id,
+                    partition=partition.partition,
+                    leader_epoch=change.leader_epoch,
+                    new_isr=change.new_isr,
+                    partition_epoch=change.partition_epoch,
+                )
+            ],
+        )
+        try:
+            response = await self.controller.call(
+                lambda s: s.AlterPartition, request, deadline_s=5.0
+            )
+            failed = response.status.error_code != common_pb2.NONE or any(
+                r.error_code != common_pb2.NONE for r in response.partitions
+            )
+            if failed:
+                log.info("%s: ISR change refused: %s", partition.name, response)
+        except ControllerUnavailable as exc:
+            log.info("%s: ISR change not delivered: %s", partition.name, exc)
+            failed = True
+        finally:
+            self._alter_in_flight.discard(key)
+        if failed:
+            partition.on_isr_change_failed()
+        # On success the committed change arrives through the metadata image.
+
+    # ---- timers ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._isr_checks(), name="isr-shrink"),
+            asyncio.create_task(self._retention(), name="retention"),
+            asyncio.create_task(self._hw_checkpoints(), name="hw-checkpoint"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(f.stop() for f in self.fetchers.values()), return_exceptions=True)
+        self.write_hw_checkpoint()
+
+    async def _isr_checks(self) -> None:
+        lag_ms = self.config["replica.lag.time.max.ms"]
+        while True:
+            await asyncio.sleep(lag_ms / 2000)
+            now = now_ms()
+            for partition in list(self.partitions.values()):
+                change = partition.maybe_shrink_isr(now, lag_ms)
+                if change is not None:
+                    self.submit_isr_change(partition, change)
+
+    async def _retention(self) -> None:
+        period_s = self.config["log.retention.check.interval.ms"] / 1000
+        while True:
+            await asyncio.sleep(period_s)
+            now = now_ms()
+            for partition in list(self.partitions.values()):
+                deleted = partition.log.delete_old_segments(partition.high_watermark, now_ms=now)
+                if deleted:
+                    log.info("%s: retention deleted %d segment(s)", partition.name, deleted)
+
+    async def _hw_checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            # Snapshot on the loop (the only writer), write in a worker thread.
+            await asyncio.to_thread(write_hw_checkpoint, self._hw_path, self._hw_snapshot())
+
+    def _hw_snapshot(self) -> dict[tuple[str, int], int]:
+        return {(p.topic, p.partition): p.high_watermark for p in self.partitions.values()}
+
+    def write_hw_checkpoint(self) -> None:
+        write_hw_checkpoint(self._hw_path, self._hw_snapshot())
+
+    def active_brokers(self) -> set[int]:
+        return set(self.image.active_broker_ids())
