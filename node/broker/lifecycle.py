@@ -142,7 +142,9 @@ class BrokerLifecycle:
         self.registered.set()
         log.info("registered as broker %d, epoch %d", self.config.node_id, self.broker_epoch)
 
-    async def _heartbeat(self, want_shut_down: bool) -> controller_pb2.BrokerHeartbeatResponse | None:
+    async def _heartbeat(
+        self, want_shut_down: bool
+    ) -> controller_pb2.BrokerHeartbeatResponse | None:
         request = controller_pb2.BrokerHeartbeatRequest(
             broker_id=self.config.node_id,
             broker_epoch=self.broker_epoch,

@@ -17,7 +17,9 @@ log = logging.getLogger("strom.replica")
 
 def write_hw_checkpoint(path: str, high_watermarks: dict[tuple[str, int], int]) -> None:
     lines = ["0", str(len(high_watermarks))]
-    lines += [f"{topic} {partition} {hw}" for (topic, partition), hw in sorted(high_watermarks.items())]
+    lines += [
+        f"{topic} {partition} {hw}" for (topic, partition), hw in sorted(high_watermarks.items())
+    ]
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -171,7 +171,9 @@ class ReplicaManager:
         partition = self.partitions.pop(key, None)
         if partition is not None:
             partition.make_follower(
-                PartitionInfo(replicas=(), isr=(), leader=-1, leader_epoch=1 << 30, partition_epoch=0)
+                PartitionInfo(
+                    replicas=(), isr=(), leader=-1, leader_epoch=1 << 30, partition_epoch=0
+                )
             )
         if delete and self.logs.get_log(topic, index) is not None:
             log.info("%s-%d: deleting replica", topic, index)
@@ -187,8 +189,8 @@ class ReplicaManager:
 
     def _fetcher_for(self, leader: int) -> ReplicaFetcher:
         broker = self.image.brokers.get(leader)
-        endpoint = None if broker is None else broker.endpoint(
-            self.config.inter_broker_listener_name
+        endpoint = (
+            None if broker is None else broker.endpoint(self.config.inter_broker_listener_name)
         )
         address = f"{endpoint.host}:{endpoint.port}" if endpoint else ""
         fetcher = self.fetchers.get(leader)

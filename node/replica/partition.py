@@ -80,7 +80,9 @@ class Partition:
             info.isr,
         )
         if not new_epoch and self.leader_state is not None:
-            self.leader_state.update_assignment(info.replicas, info.isr, info.partition_epoch, now_ms)
+            self.leader_state.update_assignment(
+                info.replicas, info.isr, info.partition_epoch, now_ms
+            )
             self._maybe_advance_hw()
             return
         leo = self.log.log_end_offset
@@ -166,7 +168,9 @@ class Partition:
         self.changed.notify()
         return info
 
-    async def wait_for_isr(self, last_offset: int, min_insync_replicas: int, timeout_s: float) -> None:
+    async def wait_for_isr(
+        self, last_offset: int, min_insync_replicas: int, timeout_s: float
+    ) -> None:
         """acks=all: return once every ISR member holds `last_offset`."""
         reached = await self.hw_waiters.wait_for(last_offset + 1, timeout_s)
         if not reached:
@@ -273,8 +277,7 @@ class Partition:
         if offset > self.high_watermark:
             raise PartitionError(
                 common_pb2.OFFSET_OUT_OF_RANGE,
-                f"{self.name}: offset {offset} is past the high watermark "
-                f"{self.high_watermark}",
+                f"{self.name}: offset {offset} is past the high watermark {self.high_watermark}",
             )
         if offset < self.log.log_start_offset:
             raise PartitionError(

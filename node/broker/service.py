@@ -1,0 +1,389 @@
+"""The client-facing data plane (Broker service) and replication (Replica service) over gRPC.
+
+Handlers validate the request (a malformed request is a gRPC INVALID_ARGUMENT with a message),
+then work per partition through the replica manager; every per-partition outcome is an
+ErrorCode in that partition's result, as Kafka answers. Records stay bytes end to end: produce
+hands the batch bytes to the log, fetch returns slices of segment files (DESIGN.md §11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
+from strom.node.delayed import wait_any
+from strom.node.replica.manager import ReplicaManager
+from strom.node.replica.partition import Partition, PartitionError
+from strom.storage.errors import StorageError
+from strom.v1 import (
+    admin_pb2,
+    broker_pb2,
+    broker_pb2_grpc,
+    common_pb2,
+    replica_pb2,
+    replica_pb2_grpc,
+)
+
+log = logging.getLogger("strom.broker")
+
+LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
+FETCH_WAIT_MS_MAX = 60_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def error_code(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, PartitionError):
+        return exc.code, exc.message
+    if isinstance(exc, StorageError):
+        try:
+            return common_pb2.ErrorCode.Value(exc.error_name), str(exc)
+        except ValueError:
+            return common_pb2.KAFKA_STORAGE_ERROR, str(exc)
+    return common_pb2.UNKNOWN_SERVER_ERROR, f"{type(exc).__name__}: {exc}"
+
+
+async def _invalid(context: grpc.aio.ServicerContext, message: str) -> None:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+class BrokerServicer(broker_pb2_grpc.BrokerServicer):
+    def __init__(
+        self,
+        manager: ReplicaManager,
+        controller: ControllerClient,
+        cluster_id: str,
+        listener: str,
+        is_ready: Callable[[], bool],
+    ) -> None:
+        self.manager = manager
+        self.controller = controller
+        self.cluster_id = cluster_id
+        self.listener = listener
+        self.is_ready = is_ready
+        self.config = manager.config
+
+    def _leader_hint(self, topic: str, index: int) -> common_pb2.LeaderIdAndEpoch:
+        info = None
+        topic_meta = self.manager.image.topic_by_name(topic)
+        if topic_meta is not None:
+            info = topic_meta.partitions.get(index)
+        if info is None:
+            return common_pb2.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1)
+        return common_pb2.LeaderIdAndEpoch(leader_id=info.leader, leader_epoch=info.leader_epoch)
+
+    # ---- produce -----------------------------------------------------------------------
+
+    async def Produce(
+        self, request: broker_pb2.ProduceRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.ProduceResponse:
+        if request.acks not in (0, 1, -1):
+            await _invalid(context, f"acks must be 0, 1 or -1 (all), got {request.acks}")
+        if request.timeout_ms < 0:
+            await _invalid(context, f"timeout_ms must be >= 0, got {request.timeout_ms}")
+        response = broker_pb2.ProduceResponse()
+        waits: list[Awaitable[None]] = []
+        now = now_ms()
+        for topic in request.topics:
+            topic_response = response.topics.add(name=topic.name)
+            for data in topic.partitions:
+                result = topic_response.partitions.add(partition=data.partition, base_offset=-1)
+                result.log_append_time_ms = -1
+                try:
+                    partition = self.manager.partition_by_name(topic.name, data.partition)
+                    min_isr = self.manager.min_insync_replicas(topic.name)
+                    info = partition.append_as_leader(data.records, request.acks, min_isr, now)
+                    result.base_offset = info.first_offset
+                    result.log_start_offset = partition.log.log_start_offset
+                    if request.acks == -1:
+                        waits.append(
+                            self._await_isr(
+                                partition, info.last_offset, min_isr, request.timeout_ms, result
+                            )
+                        )
+                except (PartitionError, StorageError) as exc:
+                    code, message = error_code(exc)
+                    result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                    result.current_leader.CopyFrom(self._leader_hint(topic.name, data.partition))
+        if waits:
+            await asyncio.gather(*waits)
+        return response
+
+    async def _await_isr(
+        self,
+        partition: Partition,
+        last_offset: int,
+        min_isr: int,
+        timeout_ms: int,
+        result: broker_pb2.PartitionProduceResponse,
+    ) -> None:
+        try:
+            await partition.wait_for_isr(last_offset, min_isr, timeout_ms / 1000)
+        except PartitionError as exc:
+            result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
+
+    # ---- fetch -------------------------------------------------------------------------
+
+    async def Fetch(
+        self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.FetchResponse:
+        if request.max_wait_ms < 0 or request.min_bytes < 0 or request.max_bytes < 0:
+            await _invalid(context, "max_wait_ms, min_bytes and max_bytes must be >= 0")
+        max_bytes = min(
+            request.max_bytes or self.config["fetch.max.bytes"], self.config["fetch.max.bytes"]
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(request.max_wait_ms, FETCH_WAIT_MS_MAX) / 1000
+        while True:
+            response, total, errors, watched = self._read_all(request, max_bytes)
+            remaining = deadline - loop.time()
+            if total >= max(1, request.min_bytes) or errors or remaining <= 0:
+                return response
+            await wait_any(watched, remaining)
+
+    def _read_all(
+        self, request: broker_pb2.FetchRequest, max_bytes: int
+    ) -> tuple[broker_pb2.FetchResponse, int, bool, list]:  # type: ignore[type-arg]
+        response = broker_pb2.FetchResponse()
+        total = 0
+        errors = False
+        watched = []
+        for topic in request.topics:
+            topic_response = response.topics.add(name=topic.name)
+            for wanted in topic.partitions:
+                result = topic_response.partitions.add(partition=wanted.partition)
+                try:
+                    partition = self.manager.partition_by_name(topic.name, wanted.partition)
+                    if not partition.is_leader:
+                        raise PartitionError(
+                            common_pb2.NOT_LEADER_OR_FOLLOWER,
+                            f"broker {self.manager.broker_id} does not lead {partition.name}",
+                        )
+                    partition.check_leader_epoch(wanted.current_leader_epoch)
+                    budget = max_bytes - total
+                    limit = min(wanted.partition_max_bytes or budget, budget)
+                    # At least one batch when nothing has been taken yet (Kafka's rule).
+                    records = partition.read_committed(wanted.fetch_offset, max(limit, 1))
+                    if total and len(records) > budget:
+                        records = b""
+                    result.records = records
+                    total += len(records)
+                    result.high_watermark = partition.high_watermark
+                    result.log_start_offset = partition.log.log_start_offset
+                    watched.append(partition.changed)
+                except (PartitionError, StorageError) as exc:
+                    code, message = error_code(exc)
+                    result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                    result.current_leader.CopyFrom(self._leader_hint(topic.name, wanted.partition))
+                    errors = True
+        return response, total, errors, watched
+
+    # ---- offsets -----------------------------------------------------------------------
+
+    async def ListOffsets(
+        self, request: broker_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.ListOffsetsResponse:
+        response = broker_pb2.ListOffsetsResponse()
+        for topic in request.topics:
+            topic_response = response.topics.add(name=topic.name)
+            for wanted in topic.partitions:
+                result = topic_response.partitions.add(partition=wanted.partition, offset=-1)
+                result.timestamp = -1
+                try:
+                    partition = self.manager.partition_by_name(topic.name, wanted.partition)
+                    if not partition.is_leader:
+                        raise PartitionError(
+                            common_pb2.NOT_LEADER_OR_FOLLOWER,
+                            f"broker {self.manager.broker_id} does not lead {partition.name}",
+                        )
+                    partition.check_leader_epoch(wanted.current_leader_epoch)
+                    result.leader_epoch = partition.leader_epoch
+                    if wanted.timestamp == EARLIEST_TIMESTAMP:
+                        result.offset = partition.log.log_start_offset
+                    elif wanted.timestamp == LATEST_TIMESTAMP:
+                        result.offset = partition.high_watermark
+                    elif wanted.timestamp >= 0:
+                        found = partition.log.offset_for_timestamp(wanted.timestamp)
+                        if found is not None and found[1] < partition.high_watermark:
+                            result.timestamp, result.offset = found
+                    else:
+                        raise PartitionError(
+                            common_pb2.INVALID_REQUEST,
+                            f"timestamp {wanted.timestamp}: use -1 (latest), -2 (earliest) "
+                            "or a time in ms",
+                        )
+                except (PartitionError, StorageError) as exc:
+                    code, message = error_code(exc)
+                    result.error_code, result.error_message = code, message  # type: ignore[assignment]
+        return response
+
+    # ---- metadata ----------------------------------------------------------------------
+
+    async def Metadata(
+        self, request: broker_pb2.MetadataRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.MetadataResponse:
+        image = self.manager.image
+        missing = [n for n in request.topics if image.topic_by_name(n) is None]
+        if (
+            missing
+            and request.allow_auto_topic_creation
+            and self.config["auto.create.topics.enable"]
+        ):
+            await self._auto_create(missing)
+            image = self.manager.image
+        response = broker_pb2.MetadataResponse(
+            cluster_id=self.cluster_id, controller_id=self.controller.controller_id
+        )
+        for broker in sorted(image.brokers.values(), key=lambda b: b.broker_id):
+            endpoint = broker.endpoint(self.listener)
+            if broker.fenced or endpoint is None:
+                continue
+            response.brokers.add(
+                node_id=broker.broker_id, host=endpoint.host, port=endpoint.port, rack=broker.rack
+            )
+        names = (
+            list(request.topics)
+            if request.topics or not request.all_topics
+            else sorted(image.topic_ids)
+        )
+        for name in names:
+            topic = image.topic_by_name(name)
+            out = response.topics.add(name=name)
+            if topic is None:
+                out.error_code = common_pb2.UNKNOWN_TOPIC_OR_PARTITION
+                out.error_message = f"topic {name!r} does not exist"
+                continue
+            out.topic_id = topic.topic_id
+            out.is_internal = name.startswith("__")
+            for index, info in sorted(topic.partitions.items()):
+                offline = [r for r in info.replicas if not self._alive(r)]
+                out.partitions.add(
+                    partition=index,
+                    leader_id=info.leader,
+                    leader_epoch=info.leader_epoch,
+                    replicas=info.replicas,
+                    isr=info.isr,
+                    offline_replicas=offline,
+                    error_code=common_pb2.LEADER_NOT_AVAILABLE
+                    if info.leader < 0
+                    else common_pb2.NONE,
+                )
+        return response
+
+    def _alive(self, broker_id: int) -> bool:
+        broker = self.manager.image.brokers.get(broker_id)
+        return broker is not None and not broker.fenced
+
+    async def _auto_create(self, names: list[str]) -> None:
+        request = admin_pb2.CreateTopicsRequest(
+            topics=[
+                admin_pb2.CreatableTopic(name=n, num_partitions=-1, replication_factor=-1)
+                for n in names
+            ]
+        )
+        try:
+            response = await self.controller.call(lambda s: s.CreateTopics, request, deadline_s=5.0)
+        except ControllerUnavailable as exc:
+            log.info("auto-creating %s failed: %s", names, exc)
+            return
+        # Wait (briefly) until the new topics reach this broker's image.
+        created = [t.name for t in response.topics if t.error_code == common_pb2.NONE]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while created and loop.time() < deadline:
+            if all(self.manager.image.topic_by_name(n) is not None for n in created):
+                return
+            await asyncio.sleep(0.02)
+
+
+class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
+    def __init__(self, manager: ReplicaManager) -> None:
+        self.manager = manager
+
+    async def Fetch(
+        self, request: replica_pb2.ReplicaFetchRequest, context: grpc.aio.ServicerContext
+    ) -> replica_pb2.ReplicaFetchResponse:
+        if request.max_wait_ms < 0 or request.max_bytes < 0:
+            await _invalid(context, "max_wait_ms and max_bytes must be >= 0")
+        replica = self.manager.image.brokers.get(request.replica_id)
+        if replica is None or replica.broker_epoch != request.broker_epoch:
+            current = None if replica is None else replica.broker_epoch
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"STALE_BROKER_EPOCH: broker {request.replica_id} epoch {request.broker_epoch} "
+                f"is not the registered one ({current})",
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(request.max_wait_ms, FETCH_WAIT_MS_MAX) / 1000
+        while True:
+            response, total, watched = self._fetch(request)
+            remaining = deadline - loop.time()
+            if total >= max(1, request.min_bytes) or remaining <= 0 or not watched:
+                return response
+            await wait_any(watched, remaining)
+
+    def _fetch(
+        self, request: replica_pb2.ReplicaFetchRequest
+    ) -> tuple[replica_pb2.ReplicaFetchResponse, int, list]:  # type: ignore[type-arg]
+        response = replica_pb2.ReplicaFetchResponse()
+        total = 0
+        watched = []
+        active = self.manager.active_brokers()
+        now = now_ms()
+        budget = request.max_bytes or (10 << 20)
+        for wanted in request.partitions:
+            result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
+            try:
+                partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
+                partition.check_leader_epoch(wanted.current_leader_epoch)
+                fetched = partition.fetch_for_follower(
+                    request.replica_id,
+                    wanted.fetch_offset,
+                    wanted.last_fetched_epoch,
+                    max(1, min(wanted.partition_max_bytes or budget, budget - total)),
+                    active,
+                    now,
+                )
+                if fetched.isr_change is not None:
+                    self.manager.submit_isr_change(partition, fetched.isr_change)
+                result.high_watermark = fetched.high_watermark
+                result.log_start_offset = fetched.log_start_offset
+                if fetched.diverging is not None:
+                    result.diverging_epoch.epoch, result.diverging_epoch.end_offset = (
+                        fetched.diverging
+                    )
+                    total += 1  # answer at once: the follower must truncate
+                else:
+                    result.records = fetched.records
+                    total += len(fetched.records)
+                watched.append(partition.changed)
+            except (PartitionError, StorageError) as exc:
+                code, message = error_code(exc)
+                result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                total += 1
+        return response, total, watched
+
+    async def OffsetForLeaderEpoch(
+        self, request: replica_pb2.OffsetForLeaderEpochRequest, context: grpc.aio.ServicerContext
+    ) -> replica_pb2.OffsetForLeaderEpochResponse:
+        response = replica_pb2.OffsetForLeaderEpochResponse()
+        for wanted in request.partitions:
+            result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
+            try:
+                partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
+                partition.check_leader_epoch(wanted.current_leader_epoch)
+                epoch, end = partition.log.leader_epoch_cache.end_offset_for(
+                    wanted.leader_epoch, partition.log.log_end_offset
+                )
+                result.leader_epoch, result.end_offset = epoch, end
+            except (PartitionError, StorageError) as exc:
+                result.error_code = error_code(exc)[0]  # type: ignore[assignment]
+        return response
