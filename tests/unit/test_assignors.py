@@ -206,7 +206,7 @@ def groups(
     return members, counts
 
 
-ASSIGNOR_NAMES = sorted(ASSIGNORS)
+ASSIGNOR_NAMES = ["range", "roundrobin", "uniform"]  # "sticky" is an alias of "uniform"
 
 
 def _check_valid(
@@ -243,7 +243,7 @@ def _moves(members: Sequence[MemberSubscription], result: GroupAssignment) -> in
 
 
 @pytest.mark.parametrize("name", ASSIGNOR_NAMES)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(group=groups())
 def test_every_partition_has_exactly_one_subscribed_owner(
     name: str, group: tuple[list[MemberSubscription], dict[str, int]]
@@ -253,7 +253,7 @@ def test_every_partition_has_exactly_one_subscribed_owner(
 
 
 @pytest.mark.parametrize("name", ASSIGNOR_NAMES)
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(group=groups(), seed=st.integers(0, 1000))
 def test_result_does_not_depend_on_input_order(
     name: str, group: tuple[list[MemberSubscription], dict[str, int]], seed: int
@@ -267,7 +267,7 @@ def test_result_does_not_depend_on_input_order(
 
 
 @pytest.mark.parametrize("name", ["roundrobin", "uniform"])
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(group=groups(identical=True))
 def test_identical_subscriptions_balance_within_one(
     name: str, group: tuple[list[MemberSubscription], dict[str, int]]
@@ -277,7 +277,7 @@ def test_identical_subscriptions_balance_within_one(
     assert max(loads) - min(loads) <= 1
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(group=groups())
 def test_range_balances_each_topic_within_one_among_its_subscribers(
     group: tuple[list[MemberSubscription], dict[str, int]],
@@ -289,7 +289,7 @@ def test_range_balances_each_topic_within_one_among_its_subscribers(
         assert max(loads) - min(loads) <= 1
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(group=groups())
 def test_uniform_leaves_no_move_that_would_improve_balance(
     group: tuple[list[MemberSubscription], dict[str, int]],
