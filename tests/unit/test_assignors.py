@@ -22,7 +22,7 @@ from strom.node.group.assignors import (
     roundrobin_assign,
     uniform_assign,
 )
-from strom.v1 import errors_pb2
+from strom.v1 import common_pb2
 
 TOPIC = "user-events"
 
@@ -124,8 +124,8 @@ def test_registry_and_unsupported_assignor() -> None:
     assert get_assignor("uniform") is get_assignor("sticky") is uniform_assign
     with pytest.raises(UnsupportedAssignorError, match=r"UNSUPPORTED_ASSIGNOR.*'fancy'") as info:
         get_assignor("fancy")
-    assert info.value.error_code == errors_pb2.UNSUPPORTED_ASSIGNOR
-    assert errors_pb2.ErrorCode.Name(info.value.error_code) == info.value.error_name
+    assert info.value.error_code == common_pb2.UNSUPPORTED_ASSIGNOR
+    assert common_pb2.ErrorCode.Name(info.value.error_code) == info.value.error_name
 
 
 def test_uniform_keeps_owned_partitions_and_only_fills_the_newcomer() -> None:

@@ -21,7 +21,7 @@ from strom.node.group.membership import (
     StaleMemberEpochError,
     UnknownMemberIdError,
 )
-from strom.v1 import errors_pb2
+from strom.v1 import common_pb2
 
 T = "orders"
 SESSION_MS = 1000
@@ -137,7 +137,7 @@ def test_epoch_fencing_and_lost_responses() -> None:
     assert group.members["a"].previous_member_epoch == 1
     with pytest.raises(FencedMemberEpochError) as fenced:
         group.heartbeat("a", 0, {T: [0]}, 3)
-    assert fenced.value.error_code == errors_pb2.FENCED_MEMBER_EPOCH
+    assert fenced.value.error_code == common_pb2.FENCED_MEMBER_EPOCH
     # Previous epoch while claiming a partition outside the assignment: fenced.
     group.set_target({"a": {T: (0,)}})
     group.heartbeat("a", 2, {T: [0, 1, 2]}, 4)  # now revoking 1, 2 at epoch 2
@@ -155,10 +155,10 @@ def test_offset_commits_need_the_current_epoch() -> None:
     group.validate_offset_commit("a", 1)
     with pytest.raises(StaleMemberEpochError) as stale:
         group.validate_offset_commit("a", 0)
-    assert stale.value.error_code == errors_pb2.STALE_MEMBER_EPOCH
+    assert stale.value.error_code == common_pb2.STALE_MEMBER_EPOCH
     with pytest.raises(UnknownMemberIdError) as unknown:
         group.validate_offset_commit("zombie", 1)
-    assert unknown.value.error_code == errors_pb2.UNKNOWN_MEMBER_ID
+    assert unknown.value.error_code == common_pb2.UNKNOWN_MEMBER_ID
 
 
 def test_bad_targets_are_refused() -> None:
