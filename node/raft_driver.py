@@ -130,6 +130,7 @@ class RaftDriver:
         self.committed_index = raw.status().commit
         self._inbox: list[Message] = []
         self._proposals: list[_Proposal] = []
+        self._commands: list[Callable[[], None]] = []
         self._pending: dict[int, _Proposal] = {}
         self._wake = asyncio.Event()
         self._bytes_since_snapshot = 0
@@ -137,6 +138,8 @@ class RaftDriver:
         self._leader_id = 0
         self.term = raw.status().term
         self.peer_last_heard_ms: dict[int, int] = {}
+        # observer id -> (last index it holds, when it last fetched), for DescribeQuorum
+        self.observer_progress: dict[int, tuple[int, int]] = {}
         self.leader_ready_term = -1
         self.recent = RecentEntries()  # committed entries served to observers
 
@@ -164,6 +167,11 @@ class RaftDriver:
         self._wake.set()
         async with asyncio.timeout(timeout_s):
             return await asyncio.shield(future)
+
+    def transfer_leadership(self, to_id: int) -> None:
+        """Ask the core (on the driver's task) to hand leadership to `to_id`."""
+        self._commands.append(lambda: self.raw.transfer_leadership(to_id))
+        self._wake.set()
 
     @property
     def leader_id(self) -> int:
@@ -197,6 +205,12 @@ class RaftDriver:
                 await self._handle(self.raw.ready())
 
     def _drain_inputs(self) -> None:
+        commands, self._commands = self._commands, []
+        for command in commands:
+            try:
+                command()
+            except RaftError as exc:
+                log.info("raft command refused: %s", exc)
         inbox, self._inbox = self._inbox, []
         for message in inbox:
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 import grpc
@@ -132,6 +133,10 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "fetch_index must be >= 1, max_bytes and max_wait_ms >= 0",
             )
+        self.driver.observer_progress[request.observer_id] = (
+            request.fetch_index - 1,
+            int(time.time() * 1000),
+        )
         applied = self.driver.applied
         if applied.value < request.fetch_index and request.max_wait_ms > 0:
             await applied.wait_for(request.fetch_index, min(request.max_wait_ms, 30_000) / 1000)

@@ -380,6 +380,15 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                     error_message=message or status.error_message,
                 )
             )
+        for observer_id, (index, fetched_ms) in sorted(self.driver.observer_progress.items()):
+            response.observers.append(
+                admin_pb2.QuorumReplicaState(
+                    replica_id=observer_id,
+                    log_end_offset=index,
+                    last_fetch_timestamp_ms=fetched_ms,
+                    last_caught_up_timestamp_ms=fetched_ms if index >= status.commit else -1,
+                )
+            )
         return response
 
     async def DescribeQuorum(
@@ -408,6 +417,15 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                     else peer.match,
                     last_fetch_timestamp_ms=last,
                     last_caught_up_timestamp_ms=last if peer.match >= status.commit else -1,
+                )
+            )
+        for observer_id, (index, fetched_ms) in sorted(self.driver.observer_progress.items()):
+            response.observers.append(
+                admin_pb2.QuorumReplicaState(
+                    replica_id=observer_id,
+                    log_end_offset=index,
+                    last_fetch_timestamp_ms=fetched_ms,
+                    last_caught_up_timestamp_ms=fetched_ms if index >= status.commit else -1,
                 )
             )
         return response

@@ -1,0 +1,329 @@
+"""A strom node: assembles the roles a configuration asks for and runs them on one event loop.
+
+Controller role: the Raft driver over the file-backed metadata log, the Raft and Controller
+services, and the active controller's timers. Broker role: the log manager, the replica manager
+and fetchers, registration and heartbeats, and the Broker, Replica and Admin services. A node
+without the controller role follows the metadata log as an observer. Every listener is its own
+gRPC server with health checking and reflection; controller listeners serve the quorum's
+services, the others serve clients and replication (DESIGN.md §1, §3, §9).
+
+Shutdown (SIGTERM) is orderly: health goes NOT_SERVING, the broker asks the controller to move
+its leaderships away, an active controller hands Raft leadership to another voter, listeners
+stop, logs are flushed and closed cleanly (the clean-shutdown marker). SIGKILL is recovered from
+at the next start by the storage layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from strom.client.cluster import channel_options
+from strom.node.broker.admin_service import AdminServicer
+from strom.node.broker.lifecycle import BrokerLifecycle, ControllerClient
+from strom.node.broker.service import BrokerServicer, ReplicaServicer
+from strom.node.config import NodeConfig
+from strom.node.controller.logic import ControllerLogic, ControllerSettings
+from strom.node.controller.service import ControllerService
+from strom.node.meta_properties import check_directories
+from strom.node.metadata.state import MetadataState
+from strom.node.observer import MetadataObserver
+from strom.node.raft_driver import RaftDriver
+from strom.node.raft_service import RaftServicer, RaftTransport
+from strom.node.replica.manager import ReplicaManager
+from strom.raft.config import Config as RaftConfig
+from strom.raft.rawnode import RawNode
+from strom.raft.types import Role
+from strom.storage.log_config import LogConfig
+from strom.storage.log_manager import LogManager
+from strom.storage.raft_store import FileRaftStore
+from strom.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    broker_pb2,
+    broker_pb2_grpc,
+    controller_pb2,
+    controller_pb2_grpc,
+    metadata_pb2,
+    raft_pb2,
+    raft_pb2_grpc,
+    replica_pb2,
+    replica_pb2_grpc,
+)
+
+log = logging.getLogger("strom.node")
+
+METADATA_LOG_DIR = "__cluster_metadata-0"
+SHUTDOWN_GRACE_S = 5.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.cluster_id = ""
+        self.metadata: MetadataState | None = None
+        self.driver: RaftDriver | None = None
+        self.raft_store: FileRaftStore | None = None
+        self.transport: RaftTransport | None = None
+        self.controller_service: ControllerService | None = None
+        self.observer: MetadataObserver | None = None
+        self.logs: LogManager | None = None
+        self.manager: ReplicaManager | None = None
+        self.lifecycle: BrokerLifecycle | None = None
+        self.controller_client: ControllerClient | None = None
+        self.health = health.aio.HealthServicer()
+        self.servers: list[grpc.aio.Server] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.stopped = asyncio.Event()
+
+    # ---- start -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        directories = [Path(d) for d in config["log.dirs"]] + [config.metadata_log_dir]
+        self.cluster_id = check_directories(directories, config.node_id)
+        self.metadata = MetadataState(self.cluster_id)
+        voters = {v.node_id: v.address() for v in config.voters}
+        timeout_s = config["controller.quorum.request.timeout.ms"] / 1000
+        if config.is_controller:
+            self._start_controller(voters, timeout_s)
+        else:
+            self.observer = MetadataObserver(
+                config.node_id, self.cluster_id, voters, self.metadata, timeout_s
+            )
+            self._spawn(self.observer.run(), "metadata-observer")
+        if config.is_broker:
+            self._start_broker(voters, timeout_s)
+        await self._start_listeners()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "node %d started: roles %s, cluster %s",
+            config.node_id, ",".join(sorted(config.roles)), self.cluster_id,
+        )  # fmt: skip
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+            self.stopped.set()  # a dead core task leaves the node useless: stop it
+
+    def _start_controller(self, voters: dict[int, str], timeout_s: float) -> None:
+        config = self.config
+        assert self.metadata is not None
+        store = FileRaftStore(str(config.metadata_log_dir / METADATA_LOG_DIR))
+        self.raft_store = store
+        snapshot = store.snapshot()
+        if snapshot.index:
+            self.metadata.restore(snapshot)
+        tick_ms = config["controller.quorum.tick.ms"]
+        raft_config = RaftConfig(
+            node_id=config.node_id,
+            voters=tuple(sorted(voters)),
+            election_timeout_ticks=max(2, config["controller.quorum.election.timeout.ms"] // tick_ms),
+            heartbeat_interval_ticks=1,
+            applied=snapshot.index,
+        )
+        raw = RawNode(raft_config, store, random.Random().randrange)
+        peers = {n: a for n, a in voters.items() if n != config.node_id}
+        self.transport = RaftTransport(self.cluster_id, peers, timeout_s)
+        logic = ControllerLogic(
+            ControllerSettings(
+                num_partitions=config["num.partitions"],
+                default_replication_factor=config["default.replication.factor"],
+                topic_defaults=config.topic_defaults(),
+                delete_topic_enable=config["delete.topic.enable"],
+            ),
+            self.metadata.image,
+            new_topic_id=lambda: uuid.uuid4().bytes,
+        )
+        self.driver = RaftDriver(
+            raw,
+            store,
+            self.metadata,
+            self.transport.send,
+            tick_s=tick_ms / 1000,
+            snapshot_bytes_threshold=config["metadata.log.max.record.bytes.between.snapshots"],
+        )
+        self.controller_service = ControllerService(
+            config, self.cluster_id, self.driver, self.metadata, logic
+        )
+        self.driver.on_role_change = self._on_role_change
+        self.driver.on_leader_ready = self.controller_service.on_leader_ready
+        self.transport.start()
+        self.controller_service.start()
+        self._spawn(self.driver.run(), "raft-driver")
+
+    def _on_role_change(self, role: Role, leader_id: int, term: int) -> None:
+        assert self.controller_service is not None
+        self.controller_service.on_role_change(role, leader_id, term)
+
+    def _start_broker(self, voters: dict[int, str], timeout_s: float) -> None:
+        config = self.config
+        assert self.metadata is not None
+        controller_names = set(config.controller_listener_names)
+        endpoints = [
+            metadata_pb2.Endpoint(
+                listener=e.listener,
+                host=e.host,
+                port=e.port,
+                security_protocol=config.security_protocols.get(e.listener, "PLAINTEXT"),
+            )
+            for e in config.advertised_listeners
+            if e.listener not in controller_names
+        ]
+        self.logs = LogManager(
+            str(config.log_dir), LogConfig.from_kafka(self._log_defaults()), now_ms=now_ms()
+        )
+        self.controller_client = ControllerClient(voters, timeout_s)
+        metadata = self.metadata
+        self.lifecycle = BrokerLifecycle(
+            config, self.cluster_id, self.controller_client, lambda: metadata.image.last_index,
+            endpoints,
+        )  # fmt: skip
+        lifecycle = self.lifecycle
+        self.manager = ReplicaManager(
+            config, self.logs, self.controller_client, lambda: lifecycle.broker_epoch
+        )
+        self.metadata.subscribe(self.manager.on_metadata)
+        self.manager.start()
+        self._spawn(self.lifecycle.run(), "broker-lifecycle")
+
+    def _log_defaults(self) -> dict[str, int]:
+        values = self.config.topic_defaults()
+        known = LogConfig.keys()
+        return {k: int(v) for k, v in values.items() if k in known}
+
+    async def _start_listeners(self) -> None:
+        config = self.config
+        controller_names = set(config.controller_listener_names)
+        for endpoint in config.listeners:
+            server = grpc.aio.server(options=channel_options())
+            names = [health.SERVICE_NAME, reflection.SERVICE_NAME]
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            if endpoint.listener in controller_names:
+                if self.driver is None or self.controller_service is None:
+                    continue
+                assert self.metadata is not None
+                raft_pb2_grpc.add_RaftServicer_to_server(
+                    RaftServicer(self.cluster_id, self.driver, self.metadata), server
+                )
+                controller_pb2_grpc.add_ControllerServicer_to_server(
+                    self.controller_service, server
+                )
+                names += [
+                    raft_pb2.DESCRIPTOR.services_by_name["Raft"].full_name,
+                    controller_pb2.DESCRIPTOR.services_by_name["Controller"].full_name,
+                ]
+            else:
+                if self.manager is None or self.controller_client is None:
+                    continue
+                assert self.metadata is not None
+                metadata = self.metadata
+                broker_pb2_grpc.add_BrokerServicer_to_server(
+                    BrokerServicer(
+                        self.manager,
+                        self.controller_client,
+                        self.cluster_id,
+                        endpoint.listener,
+                        is_ready=lambda: self.lifecycle is not None and not self.lifecycle.fenced,
+                    ),
+                    server,
+                )
+                replica_pb2_grpc.add_ReplicaServicer_to_server(ReplicaServicer(self.manager), server)
+                admin_pb2_grpc.add_AdminServicer_to_server(
+                    AdminServicer(
+                        config, self.cluster_id, self.controller_client, lambda: metadata.image
+                    ),
+                    server,
+                )
+                names += [
+                    broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name,
+                    replica_pb2.DESCRIPTOR.services_by_name["Replica"].full_name,
+                    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+                ]
+            reflection.enable_server_reflection(names, server)
+            host = endpoint.host or "0.0.0.0"
+            bound = server.add_insecure_port(f"{host}:{endpoint.port}")
+            if bound == 0:
+                raise OSError(f"listeners: cannot bind {endpoint.listener} on {host}:{endpoint.port}")
+            await server.start()
+            self.servers.append(server)
+            log.info("listening: %s on %s:%d", endpoint.listener, host, endpoint.port)
+
+    # ---- stop --------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        log.info("node %d shutting down", self.config.node_id)
+        await self.health.enter_graceful_shutdown()
+        if self.lifecycle is not None:
+            for task in self._tasks:
+                if task.get_name() == "broker-lifecycle":
+                    task.cancel()
+            if self.config["controlled.shutdown.enable"]:
+                await self.lifecycle.controlled_shutdown(timeout_s=SHUTDOWN_GRACE_S * 2)
+        await self._hand_over_raft_leadership()
+        await asyncio.gather(*(s.stop(SHUTDOWN_GRACE_S) for s in self.servers))
+        if self.controller_service is not None:
+            await self.controller_service.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.transport is not None:
+            await self.transport.stop()
+        if self.manager is not None:
+            await self.manager.stop()
+        if self.logs is not None:
+            self.logs.close()
+        if self.observer is not None:
+            await self.observer.close()
+        if self.controller_client is not None:
+            await self.controller_client.close()
+        if self.raft_store is not None:
+            self.raft_store.close()
+        log.info("node %d stopped cleanly", self.config.node_id)
+
+    async def _hand_over_raft_leadership(self) -> None:
+        """An active controller that stops hands Raft leadership to the most caught-up voter,
+        so the quorum has a leader without waiting for an election timeout."""
+        driver = self.driver
+        if driver is None or not driver.is_leader:
+            return
+        status = driver.raw.status()
+        peers = [p for p in status.progress if p.node_id != status.node_id]
+        if not peers:
+            return
+        target = max(peers, key=lambda p: p.match).node_id
+        driver.transfer_leadership(target)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config["controller.quorum.election.timeout.ms"] / 1000 * 2
+        while driver.is_leader and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
+
+async def run_node(config: NodeConfig) -> int:
+    node = Node(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.stopped.set)
+    await node.start()
+    await node.stopped.wait()
+    await node.stop()
+    return 0
