@@ -1,16 +1,375 @@
 """The `strom` command line.
 
-Server commands (`strom node ...`, `strom storage ...`, `strom cluster ...`) live beside the node;
-client commands call `strom.client`. Each subcommand registers itself in `build_parser`.
+Server commands (`strom node run`, `strom storage format`, `strom cluster ...`) run or manage
+nodes; client commands (`topics`, `produce`, `consume`, `quorum`) call `strom.client`, with
+Kafka's flag names where they exist and `--output json` for scripting. Every command reaches the
+cluster through `--bootstrap-server` (default: $STROM_BOOTSTRAP_SERVER or localhost:9092).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
+import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from strom import __version__
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as `error: ...`, exit status 1."""
+
+
+def _default_bootstrap() -> str:
+    return os.environ.get("STROM_BOOTSTRAP_SERVER", "localhost:9092")
+
+
+def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"{flag} expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+# ---- node and storage -------------------------------------------------------------------
+
+
+def _node_run(args: argparse.Namespace) -> int:
+    from strom.node.config import load_config
+    from strom.node.logging_setup import configure_logging
+    from strom.node.server import run_node
+
+    config = load_config(args.config)
+    configure_logging(config)
+    return asyncio.run(run_node(config))
+
+
+def _storage_format(args: argparse.Namespace) -> int:
+    from strom.node.config import load_config
+    from strom.node.meta_properties import format_directories
+
+    config = load_config(args.config)
+    directories = [Path(d) for d in config["log.dirs"]] + [config.metadata_log_dir]
+    done = format_directories(directories, args.cluster_id, config.node_id, args.ignore_formatted)
+    for directory in done:
+        print(f"Formatted {directory} (cluster.id={args.cluster_id}, node.id={config.node_id})")
+    return 0
+
+
+def _storage_random_uuid(args: argparse.Namespace) -> int:
+    from strom.node.meta_properties import random_uuid
+
+    print(random_uuid())
+    return 0
+
+
+# ---- local cluster ----------------------------------------------------------------------
+
+
+def _cluster(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from strom.node.local_cluster import LocalCluster
+
+    return LocalCluster(args.data_dir)
+
+
+def wait_until_healthy(bootstrap: str, node_ids: Sequence[int], timeout_s: float) -> None:
+    """Until every node is registered, unfenced and a controller is active."""
+    from strom.client.admin import Admin
+    from strom.client.errors import StromError
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    with Admin(bootstrap, request_timeout_ms=2_000) as admin:
+        while time.monotonic() < deadline:
+            try:
+                cluster = admin.describe_cluster()
+                ready = {b.node_id for b in cluster.brokers if not b.fenced}
+                if set(node_ids) <= ready and cluster.controller_id >= 0:
+                    return
+                last = f"brokers ready: {sorted(ready)}, controller: {cluster.controller_id}"
+            except StromError as exc:
+                last = str(exc)
+            time.sleep(0.2)
+    raise CommandError(f"cluster not healthy within {timeout_s:.0f} s ({last})")
+
+
+def _cluster_up(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    if not cluster.exists():
+        cluster.create(args.nodes, args.base_port, _key_values(args.override, "--override"))
+    _, nodes = cluster.load()
+    started = cluster.up()
+    if args.wait:
+        wait_until_healthy(cluster.bootstrap(), [n.node_id for n in nodes], args.timeout)
+    if args.output == "json":
+        _print_json({"bootstrap": cluster.bootstrap(), "started": started})
+    else:
+        if started:
+            print(f"Started nodes {', '.join(map(str, started))}")
+        print(f"Bootstrap servers: {cluster.bootstrap()}")
+    return 0
+
+
+def _cluster_status(args: argparse.Namespace) -> int:
+    from strom.client.admin import Admin
+    from strom.client.errors import StromError
+
+    cluster = _cluster(args)
+    cluster_id, nodes = cluster.load()
+    brokers: dict[int, Any] = {}
+    controller = -1
+    try:
+        with Admin(cluster.bootstrap(), request_timeout_ms=3_000) as admin:
+            description = admin.describe_cluster()
+            brokers = {b.node_id: b for b in description.brokers}
+            controller = description.controller_id
+    except StromError as exc:
+        print(f"warning: cluster not reachable: {exc}", file=sys.stderr)
+    rows = []
+    for node in nodes:
+        pid = cluster.pid(node.node_id)
+        broker = brokers.get(node.node_id)
+        if pid is None:
+            state = "stopped"
+        elif broker is None:
+            state = "starting"
+        elif broker.fenced:
+            state = "fenced"
+        else:
+            state = "running"
+        rows.append(
+            {
+                "node_id": node.node_id,
+                "pid": pid,
+                "address": node.bootstrap,
+                "roles": "broker,controller",
+                "state": state,
+                "active_controller": node.node_id == controller,
+            }
+        )
+    if args.output == "json":
+        _print_json({"cluster_id": cluster_id, "nodes": rows})
+        return 0
+    print(f"ClusterId: {cluster_id}")
+    print(f"{'NODE':<6}{'PID':<9}{'ADDRESS':<18}{'ROLES':<20}{'STATE':<10}CONTROLLER")
+    for row in rows:
+        print(
+            f"{row['node_id']:<6}{row['pid'] or '-':<9}{row['address']:<18}{row['roles']:<20}"
+            f"{row['state']:<10}{'active' if row['active_controller'] else ''}"
+        )
+    return 0
+
+
+def _cluster_stop(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    if not cluster.stop(args.node_id, kill=args.kill):
+        raise CommandError(f"node {args.node_id} is not running")
+    print(f"{'Killed' if args.kill else 'Stopped'} node {args.node_id}")
+    return 0
+
+
+def _cluster_down(args: argparse.Namespace) -> int:
+    stopped = _cluster(args).down()
+    print(f"Stopped nodes {', '.join(map(str, stopped))}" if stopped else "No node was running")
+    return 0
+
+
+# ---- topics -----------------------------------------------------------------------------
+
+
+def _admin(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from strom.client.admin import Admin
+
+    return Admin(args.bootstrap_server)
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    from strom.client.admin import NewTopic
+    from strom.client.errors import StromError
+
+    configs = _key_values(args.config, "--config")
+    with _admin(args) as admin:
+        try:
+            admin.create_topics(
+                [NewTopic(args.topic, args.partitions, args.replication_factor, configs)]
+            )
+        except StromError as exc:
+            if args.if_not_exists and exc.name == "TOPIC_ALREADY_EXISTS":
+                return 0
+            raise
+    print(f"Created topic {args.topic}.")
+    return 0
+
+
+def _topics_list(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        names = admin.list_topics(include_internal=True)
+    if args.output == "json":
+        _print_json(names)
+    else:
+        for name in names:
+            print(name)
+    return 0
+
+
+def _topics_describe(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        topics = admin.describe_topics([args.topic] if args.topic else None)
+        alive = {b.node_id for b in admin.describe_cluster().brokers if not b.fenced}
+        mins = {
+            t.name: int(c.get("min.insync.replicas", "1"))
+            for t, c in zip(
+                topics,
+                [admin.describe_topic_configs([t.name]).get(t.name, {}) for t in topics],
+                strict=True,
+            )
+        }
+    rows = []
+    for topic in topics:
+        parts = []
+        for p in topic.partitions:
+            under_replicated = len(p.isr) < len(p.replicas)
+            unavailable = p.leader < 0 or p.leader not in alive
+            under_min = len(p.isr) < mins[topic.name]
+            if args.under_replicated_partitions and not under_replicated:
+                continue
+            if args.unavailable_partitions and not unavailable:
+                continue
+            if args.under_min_isr_partitions and not under_min:
+                continue
+            parts.append(p)
+        rows.append((topic, parts))
+    if args.output == "json":
+        _print_json(
+            [
+                {
+                    "topic": t.name,
+                    "topic_id": t.topic_id,
+                    "partition_count": len(t.partitions),
+                    "replication_factor": t.replication_factor,
+                    "configs": dict(t.configs),
+                    "partitions": [
+                        {
+                            "partition": p.partition,
+                            "leader": p.leader,
+                            "replicas": list(p.replicas),
+                            "isr": list(p.isr),
+                        }
+                        for p in parts
+                    ],
+                }
+                for t, parts in rows
+            ]
+        )
+        return 0
+    filtering = (
+        args.under_replicated_partitions or args.unavailable_partitions or args.under_min_isr_partitions
+    )
+    for topic, parts in rows:
+        if not filtering:
+            configs = ",".join(f"{k}={v}" for k, v in sorted(topic.configs.items()))
+            print(
+                f"Topic: {topic.name}\tTopicId: {topic.topic_id}\tPartitionCount: "
+                f"{len(topic.partitions)}\tReplicationFactor: {topic.replication_factor}\t"
+                f"Configs: {configs}"
+            )
+        for p in parts:
+            leader = p.leader if p.leader >= 0 else "none"
+            print(
+                f"\tTopic: {topic.name}\tPartition: {p.partition}\tLeader: {leader}\t"
+                f"Replicas: {','.join(map(str, p.replicas))}\tIsr: {','.join(map(str, p.isr))}"
+            )
+    return 0
+
+
+def _topics_delete(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        admin.delete_topics([args.topic])
+    print(f"Deleted topic {args.topic}.")
+    return 0
+
+
+def _topics_alter(args: argparse.Namespace) -> int:
+    configs = _key_values(args.config, "--config")
+    with _admin(args) as admin:
+        if configs or args.delete_config:
+            admin.alter_topic_configs(args.topic, configs, args.delete_config or [])
+        if args.partitions is not None:
+            admin.create_partitions(args.topic, args.partitions)
+    print(f"Altered topic {args.topic}.")
+    return 0
+
+
+def _topics_elect_leaders(args: argparse.Namespace) -> int:
+    partitions = None
+    if args.topic:
+        with _admin(args) as admin:
+            topic = admin.describe_topics([args.topic])[0]
+        wanted = [args.partition] if args.partition is not None else [
+            p.partition for p in topic.partitions
+        ]
+        partitions = [(args.topic, p) for p in wanted]
+    with _admin(args) as admin:
+        results = admin.elect_preferred_leaders(partitions)
+    for (topic_name, partition), error in sorted(results.items()):
+        outcome = "elected" if error == "NONE" else error
+        print(f"{topic_name}-{partition}: {outcome}")
+    return 0
+
+
+def _quorum_status(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        quorum = admin.describe_quorum()
+    now_ms = int(time.time() * 1000)
+    leader = next((v for v in quorum.voters if v.replica_id == quorum.leader_id), None)
+    lag = max((leader.log_end_offset - v.log_end_offset for v in quorum.voters), default=0) if leader else 0
+    if args.output == "json":
+        _print_json(
+            {
+                "cluster_id": quorum.cluster_id,
+                "leader_id": quorum.leader_id,
+                "leader_epoch": quorum.leader_epoch,
+                "high_watermark": quorum.high_watermark,
+                "max_follower_lag": lag,
+                "current_voters": [v.replica_id for v in quorum.voters],
+                "current_observers": [o.replica_id for o in quorum.observers],
+            }
+        )
+        return 0
+    print(f"ClusterId:              {quorum.cluster_id}")
+    print(f"LeaderId:               {quorum.leader_id}")
+    print(f"LeaderEpoch:            {quorum.leader_epoch}")
+    print(f"HighWatermark:          {quorum.high_watermark}")
+    print(f"MaxFollowerLag:         {lag}")
+    fetches = [now_ms - v.last_fetch_timestamp_ms for v in quorum.voters if v.last_fetch_timestamp_ms > 0]
+    print(f"MaxFollowerLagTimeMs:   {max(fetches, default=0)}")
+    print(f"CurrentVoters:          [{','.join(str(v.replica_id) for v in quorum.voters)}]")
+    print(f"CurrentObservers:       [{','.join(str(o.replica_id) for o in quorum.observers)}]")
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from strom.node import demo
+
+    return demo.main(args)
+
+
+# ---- the parser -------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,20 +377,121 @@ def build_parser() -> argparse.ArgumentParser:
         prog="strom", description="strom: an event streaming platform in the spirit of Kafka."
     )
     parser.add_argument("--version", action="version", version=f"strom {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--bootstrap-server",
+            default=_default_bootstrap(),
+            help="host:port[,host:port] (default: $STROM_BOOTSTRAP_SERVER or localhost:9092)",
+        )
+        p.add_argument("--output", choices=("text", "json"), default="text")
+        return p
+
+    node = sub.add_parser("node", help="run a node").add_subparsers(dest="action", required=True)
+    run = node.add_parser("run", help="run a node in the foreground")
+    run.add_argument("--config", required=True, help="the node's YAML configuration")
+    run.set_defaults(handler=_node_run)
+
+    storage = sub.add_parser("storage", help="format data directories").add_subparsers(
+        dest="action", required=True
+    )
+    fmt = storage.add_parser("format", help="write meta.properties into every data directory")
+    fmt.add_argument("--cluster-id", required=True)
+    fmt.add_argument("--config", required=True)
+    fmt.add_argument("--ignore-formatted", action="store_true")
+    fmt.set_defaults(handler=_storage_format)
+    uuid_ = storage.add_parser("random-uuid", help="print a new cluster id")
+    uuid_.set_defaults(handler=_storage_random_uuid)
+
+    cluster = sub.add_parser("cluster", help="a local cluster of background processes")
+    cluster_sub = cluster.add_subparsers(dest="action", required=True)
+
+    def local(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data-dir", default=".strom/cluster", help="where everything lives")
+        p.add_argument("--output", choices=("text", "json"), default="text")
+        return p
+
+    up = local(cluster_sub.add_parser("up", help="start (or restart) the local cluster"))
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--base-port", type=int, default=9092)
+    up.add_argument("--override", action="append", help="node config key=value (new clusters)")
+    up.add_argument("--timeout", type=float, default=60.0)
+    up.add_argument("--no-wait", dest="wait", action="store_false")
+    up.set_defaults(handler=_cluster_up)
+    local(cluster_sub.add_parser("status", help="show the nodes")).set_defaults(
+        handler=_cluster_status
+    )
+    stop = local(cluster_sub.add_parser("stop", help="stop one node"))
+    stop.add_argument("node_id", type=int)
+    stop.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+    stop.set_defaults(handler=_cluster_stop)
+    local(cluster_sub.add_parser("down", help="stop every node")).set_defaults(
+        handler=_cluster_down
+    )
+
+    topics = sub.add_parser("topics", help="create, list, describe, alter, delete topics")
+    topics_sub = topics.add_subparsers(dest="action", required=True)
+    create = client(topics_sub.add_parser("create"))
+    create.add_argument("topic")
+    create.add_argument("--partitions", type=int, default=-1)
+    create.add_argument("--replication-factor", type=int, default=-1)
+    create.add_argument("--config", action="append", help="topic config key=value")
+    create.add_argument("--if-not-exists", action="store_true")
+    create.set_defaults(handler=_topics_create)
+    client(topics_sub.add_parser("list")).set_defaults(handler=_topics_list)
+    describe = client(topics_sub.add_parser("describe"))
+    describe.add_argument("topic", nargs="?")
+    describe.add_argument("--under-replicated-partitions", action="store_true")
+    describe.add_argument("--unavailable-partitions", action="store_true")
+    describe.add_argument("--under-min-isr-partitions", action="store_true")
+    describe.set_defaults(handler=_topics_describe)
+    delete = client(topics_sub.add_parser("delete"))
+    delete.add_argument("topic")
+    delete.set_defaults(handler=_topics_delete)
+    alter = client(topics_sub.add_parser("alter"))
+    alter.add_argument("topic")
+    alter.add_argument("--config", action="append", help="set topic config key=value")
+    alter.add_argument("--delete-config", action="append", help="remove a topic config override")
+    alter.add_argument("--partitions", type=int, help="new partition count (only grows)")
+    alter.set_defaults(handler=_topics_alter)
+    elect = client(topics_sub.add_parser("elect-leaders", help="preferred leader election"))
+    elect.add_argument("--topic")
+    elect.add_argument("--partition", type=int)
+    elect.set_defaults(handler=_topics_elect_leaders)
+
+    quorum = sub.add_parser("quorum", help="the metadata quorum").add_subparsers(
+        dest="action", required=True
+    )
+    client(quorum.add_parser("status")).set_defaults(handler=_quorum_status)
+
+    demo = sub.add_parser("demo", help="run the seed document's walkthrough as tables")
+    demo.add_argument("--data-dir", default=".strom/demo")
+    demo.set_defaults(handler=_run_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
+    handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return 2
-    result: int = handler(args)
-    return result
+    from strom.client.errors import StromError
+    from strom.node.config import ConfigError
+    from strom.node.local_cluster import ClusterError
+    from strom.node.meta_properties import StorageFormatError
+
+    try:
+        return handler(args)
+    except (CommandError, StromError, ConfigError, ClusterError, StorageFormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
     sys.exit(main())
