@@ -278,7 +278,9 @@ def _topics_describe(args: argparse.Namespace) -> int:
         )
         return 0
     filtering = (
-        args.under_replicated_partitions or args.unavailable_partitions or args.under_min_isr_partitions
+        args.under_replicated_partitions
+        or args.unavailable_partitions
+        or args.under_min_isr_partitions
     )
     for topic, parts in rows:
         if not filtering:
@@ -320,9 +322,11 @@ def _topics_elect_leaders(args: argparse.Namespace) -> int:
     if args.topic:
         with _admin(args) as admin:
             topic = admin.describe_topics([args.topic])[0]
-        wanted = [args.partition] if args.partition is not None else [
-            p.partition for p in topic.partitions
-        ]
+        wanted = (
+            [args.partition]
+            if args.partition is not None
+            else [p.partition for p in topic.partitions]
+        )
         partitions = [(args.topic, p) for p in wanted]
     with _admin(args) as admin:
         results = admin.elect_preferred_leaders(partitions)
@@ -337,7 +341,11 @@ def _quorum_status(args: argparse.Namespace) -> int:
         quorum = admin.describe_quorum()
     now_ms = int(time.time() * 1000)
     leader = next((v for v in quorum.voters if v.replica_id == quorum.leader_id), None)
-    lag = max((leader.log_end_offset - v.log_end_offset for v in quorum.voters), default=0) if leader else 0
+    lag = (
+        max((leader.log_end_offset - v.log_end_offset for v in quorum.voters), default=0)
+        if leader
+        else 0
+    )
     if args.output == "json":
         _print_json(
             {
@@ -356,7 +364,9 @@ def _quorum_status(args: argparse.Namespace) -> int:
     print(f"LeaderEpoch:            {quorum.leader_epoch}")
     print(f"HighWatermark:          {quorum.high_watermark}")
     print(f"MaxFollowerLag:         {lag}")
-    fetches = [now_ms - v.last_fetch_timestamp_ms for v in quorum.voters if v.last_fetch_timestamp_ms > 0]
+    fetches = [
+        now_ms - v.last_fetch_timestamp_ms for v in quorum.voters if v.last_fetch_timestamp_ms > 0
+    ]
     print(f"MaxFollowerLagTimeMs:   {max(fetches, default=0)}")
     print(f"CurrentVoters:          [{','.join(str(v.replica_id) for v in quorum.voters)}]")
     print(f"CurrentObservers:       [{','.join(str(o.replica_id) for o in quorum.observers)}]")

@@ -137,7 +137,9 @@ class Node:
         raft_config = RaftConfig(
             node_id=config.node_id,
             voters=tuple(sorted(voters)),
-            election_timeout_ticks=max(2, config["controller.quorum.election.timeout.ms"] // tick_ms),
+            election_timeout_ticks=max(
+                2, config["controller.quorum.election.timeout.ms"] // tick_ms
+            ),
             heartbeat_interval_ticks=1,
             applied=snapshot.index,
         )
@@ -247,7 +249,9 @@ class Node:
                     ),
                     server,
                 )
-                replica_pb2_grpc.add_ReplicaServicer_to_server(ReplicaServicer(self.manager), server)
+                replica_pb2_grpc.add_ReplicaServicer_to_server(
+                    ReplicaServicer(self.manager), server
+                )
                 admin_pb2_grpc.add_AdminServicer_to_server(
                     AdminServicer(
                         config, self.cluster_id, self.controller_client, lambda: metadata.image
@@ -263,7 +267,9 @@ class Node:
             host = endpoint.host or "0.0.0.0"
             bound = server.add_insecure_port(f"{host}:{endpoint.port}")
             if bound == 0:
-                raise OSError(f"listeners: cannot bind {endpoint.listener} on {host}:{endpoint.port}")
+                raise OSError(
+                    f"listeners: cannot bind {endpoint.listener} on {host}:{endpoint.port}"
+                )
             await server.start()
             self.servers.append(server)
             log.info("listening: %s on %s:%d", endpoint.listener, host, endpoint.port)

@@ -112,7 +112,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         )
         listener = self.config.inter_broker_listener_name
         for broker in sorted(image.brokers.values(), key=lambda b: b.broker_id):
-            endpoint = broker.endpoint(listener) or (broker.endpoints[0] if broker.endpoints else None)
+            endpoint = broker.endpoint(listener) or (
+                broker.endpoints[0] if broker.endpoints else None
+            )
             response.brokers.add(
                 node_id=broker.broker_id,
                 host=endpoint.host if endpoint else "",

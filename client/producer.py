@@ -1,0 +1,328 @@
+"""The producer: per-partition batching, routing to partition leaders, retries.
+
+`AsyncProducer.send()` appends a record to its partition's open batch and returns a future of
+its `RecordMetadata`. A batch is sent when it reaches `batch_size` bytes or has waited
+`linger_ms`; every ready batch for one leader broker travels in one Produce request. Retriable
+errors (a leader moved, not enough replicas for now) refresh metadata and retry with backoff
+until `delivery_timeout_ms`; fatal ones fail the batch's futures with a typed error. One batch
+per partition is in flight at a time, so retries never reorder a partition's records.
+
+Partitioning follows Kafka: murmur2 of the key, round-robin without a key (the seed document's
+M1→P0, M2→P1, ...), or the partition the caller names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cluster import Backoff, ClusterClient
+from .errors import METADATA_STALE, FatalError, KafkaTimeoutError, StromError, error_from_code
+from .partitioner import make_partitioner
+from .records import RecordMetadata
+from strom.storage.record_batch import Compression, Record, encode_batch
+from strom.v1 import broker_pb2, common_pb2
+
+RECORD_OVERHEAD_BYTES = 24  # a record's framing, roughly, for batch size accounting
+_ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
+_COMPRESSION = {None: Compression.NONE, "none": Compression.NONE, "gzip": Compression.GZIP}
+
+
+@dataclass(slots=True)
+class _Batch:
+    topic: str
+    partition: int
+    records: list[Record] = field(default_factory=list)
+    futures: list[asyncio.Future[RecordMetadata]] = field(default_factory=list)
+    size_bytes: int = 0
+    num_partitions: int = 1
+    created: float = 0.0
+    deadline: float = 0.0
+
+
+class AsyncProducer:
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str] = "localhost:9092",
+        *,
+        acks: int | str = "all",
+        linger_ms: int = 5,
+        batch_size: int = 16_384,
+        compression_type: str | None = None,
+        partitioner: str = "default",
+        request_timeout_ms: int = 30_000,
+        delivery_timeout_ms: int = 120_000,
+        max_request_size: int = 1_048_576,
+        retry_backoff_ms: int = 100,
+        client_id: str = "strom-producer",
+    ) -> None:
+        if acks not in _ACKS:
+            raise FatalError(
+                common_pb2.INVALID_REQUIRED_ACKS, f"acks must be all, 1 or 0, got {acks!r}"
+            )
+        if compression_type not in _COMPRESSION:
+            raise FatalError(
+                common_pb2.UNSUPPORTED_COMPRESSION_TYPE,
+                f"compression_type must be none or gzip, got {compression_type!r}",
+            )
+        self.acks = _ACKS[acks]
+        self.linger_s = linger_ms / 1000
+        self.batch_size = batch_size
+        self.compression = _COMPRESSION[compression_type]
+        self.partitioner = make_partitioner(partitioner)
+        self.request_timeout_ms = request_timeout_ms
+        self.delivery_timeout_s = delivery_timeout_ms / 1000
+        self.max_request_size = max_request_size
+        self.cluster = ClusterClient(
+            bootstrap_servers,
+            client_id=client_id,
+            request_timeout_ms=request_timeout_ms,
+            retry_backoff_ms=retry_backoff_ms,
+        )
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self._ready: list[_Batch] = []
+        self._in_flight: set[tuple[str, int]] = set()
+        self._wake = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Future[RecordMetadata]] = set()
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncProducer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- send --------------------------------------------------------------------------
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue one record; await the returned future for its metadata."""
+        if self._closed:
+            raise FatalError(common_pb2.INVALID_REQUEST, "the producer is closed")
+        if value is not None and not isinstance(value, bytes | bytearray):
+            raise TypeError(f"value must be bytes or None, got {type(value).__name__}")
+        if key is not None and not isinstance(key, bytes | bytearray):
+            raise TypeError(f"key must be bytes or None, got {type(key).__name__}")
+        size = RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
+        size += sum(len(k) + len(v or b"") for k, v in headers or ())
+        if size > self.max_request_size:
+            raise FatalError(
+                common_pb2.MESSAGE_TOO_LARGE,
+                f"the record is {size} bytes, larger than max_request_size={self.max_request_size}",
+            )
+        meta = await self.cluster.topic(topic, allow_auto_topic_creation=True)
+        count = len(meta.partitions)
+        if partition is None:
+            partition = self.partitioner.partition(topic, key, count)
+        elif not 0 <= partition < count:
+            raise FatalError(
+                common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+                f"topic {topic!r} has partitions 0..{count - 1}, not {partition}",
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RecordMetadata] = loop.create_future()
+        ts = int(time.time() * 1000) if timestamp is None else timestamp
+        batch = self._open.get((topic, partition))
+        if batch is None or batch.size_bytes + size > self.batch_size:
+            if batch is not None:
+                self._seal(batch)
+            now = loop.time()
+            batch = _Batch(
+                topic, partition, num_partitions=count, created=now,
+                deadline=now + self.delivery_timeout_s,
+            )  # fmt: skip
+            self._open[(topic, partition)] = batch
+        batch.records.append(
+            Record(bytes(key) if key is not None else None, bytes(value) if value is not None else None,
+                   tuple(headers or ()), ts)
+        )  # fmt: skip
+        batch.futures.append(future)
+        batch.size_bytes += size
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        if batch.size_bytes >= self.batch_size:
+            self._seal(batch)
+        self._ensure_sender()
+        return future
+
+    def _seal(self, batch: _Batch) -> None:
+        if self._open.get((batch.topic, batch.partition)) is batch:
+            del self._open[(batch.topic, batch.partition)]
+        self._ready.append(batch)
+        self.partitioner.on_new_batch(batch.topic, batch.partition, batch.num_partitions)
+        self._wake.set()
+
+    def _ensure_sender(self) -> None:
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+
+    async def flush(self, timeout_s: float | None = None) -> None:
+        """Send everything queued and wait for every outstanding record's answer."""
+        for batch in list(self._open.values()):
+            self._seal(batch)
+        if self._pending:
+            self._ensure_sender()
+            await asyncio.wait(set(self._pending), timeout=timeout_s)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        await self.flush()
+        self._closed = True
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+        await self.cluster.close()
+
+    # ---- the sender --------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._open or self._ready or self._in_flight:
+            now = loop.time()
+            for batch in list(self._open.values()):
+                if now - batch.created >= self.linger_s:
+                    self._seal(batch)
+            sendable = [b for b in self._ready if (b.topic, b.partition) not in self._in_flight]
+            for batch in sendable:
+                self._ready.remove(batch)
+                self._in_flight.add((batch.topic, batch.partition))
+            if sendable:
+                await self._dispatch(sendable)
+            self._wake.clear()
+            wait = self.linger_s
+            if self._open:
+                oldest = min(b.created for b in self._open.values())
+                wait = max(0.0, oldest + self.linger_s - loop.time())
+            try:
+                async with asyncio.timeout(wait if (self._open or self._ready) else 1.0):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _dispatch(self, batches: list[_Batch]) -> None:
+        by_leader: dict[int, list[_Batch]] = {}
+        for batch in batches:
+            meta = self.cluster.meta.topics.get(batch.topic)
+            part = meta.partitions.get(batch.partition) if meta else None
+            leader = part.leader if part else -1
+            by_leader.setdefault(leader, []).append(batch)
+        for leader, group in by_leader.items():
+            asyncio.get_running_loop().create_task(self._produce(leader, group))
+
+    async def _produce(self, leader: int, batches: list[_Batch]) -> None:
+        retry: list[_Batch] = []
+        try:
+            address = self.cluster.address_of(leader)
+            if address is None:
+                raise error_from_code(
+                    common_pb2.LEADER_NOT_AVAILABLE, f"no leader known ({leader})"
+                )
+            request = broker_pb2.ProduceRequest(acks=self.acks, timeout_ms=self.request_timeout_ms)
+            by_topic: dict[str, Any] = {}
+            for batch in batches:
+                topic = by_topic.get(batch.topic)
+                if topic is None:
+                    topic = by_topic[batch.topic] = request.topics.add(name=batch.topic)
+                topic.partitions.add(
+                    partition=batch.partition,
+                    records=encode_batch(batch.records, compression=self.compression),
+                )
+            response = await self.cluster.call(
+                address,
+                self.cluster.broker_stub(address).Produce,
+                request,
+                self.request_timeout_ms / 1000 + 5,
+            )
+            results = {(t.name, p.partition): p for t in response.topics for p in t.partitions}
+            for batch in batches:
+                result = results.get((batch.topic, batch.partition))
+                if result is None:
+                    retry.append(batch)
+                    continue
+                if result.error_code == common_pb2.NONE:
+                    self._complete(batch, result.base_offset)
+                    continue
+                error = error_from_code(result.error_code, result.error_message)
+                if result.error_code in METADATA_STALE:
+                    self.cluster.invalidate(batch.topic)
+                if error.retriable:
+                    retry.append(batch)
+                else:
+                    self._fail(batch, error)
+        except StromError as exc:
+            if not exc.retriable:
+                for batch in batches:
+                    self._fail(batch, exc)
+            else:
+                for batch in batches:
+                    self.cluster.invalidate(batch.topic)
+                retry = batches
+        finally:
+            for batch in batches:
+                if batch not in retry:
+                    self._in_flight.discard((batch.topic, batch.partition))
+        if retry:
+            await self._retry(retry)
+
+    async def _retry(self, batches: list[_Batch]) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(self.cluster.retry_backoff_ms, self.cluster.retry_backoff_max_ms)
+        await asyncio.sleep(backoff.next_delay_s())
+        live = []
+        for batch in batches:
+            if loop.time() > batch.deadline:
+                self._in_flight.discard((batch.topic, batch.partition))
+                self._fail(
+                    batch,
+                    KafkaTimeoutError(
+                        f"{batch.topic}-{batch.partition}: not delivered within "
+                        f"delivery_timeout_ms={int(self.delivery_timeout_s * 1000)}"
+                    ),
+                )
+            else:
+                live.append(batch)
+        if not live:
+            return
+        try:
+            for topic in {b.topic for b in live}:
+                await self.cluster.topic(topic)
+        except StromError:
+            pass
+        # Retried batches go first for their partitions: they are still marked in flight.
+        await self._dispatch_retry(live)
+
+    async def _dispatch_retry(self, batches: list[_Batch]) -> None:
+        by_leader: dict[int, list[_Batch]] = {}
+        for batch in batches:
+            meta = self.cluster.meta.topics.get(batch.topic)
+            part = meta.partitions.get(batch.partition) if meta else None
+            by_leader.setdefault(part.leader if part else -1, []).append(batch)
+        await asyncio.gather(*(self._produce(leader, group) for leader, group in by_leader.items()))
+        self._wake.set()
+
+    def _complete(self, batch: _Batch, base_offset: int) -> None:
+        for i, (record, future) in enumerate(zip(batch.records, batch.futures, strict=True)):
+            if not future.done():
+                offset = base_offset + i if self.acks != 0 and base_offset >= 0 else -1
+                future.set_result(
+                    RecordMetadata(batch.topic, batch.partition, offset, record.timestamp_ms)
+                )
+        self._wake.set()
+
+    def _fail(self, batch: _Batch, error: Exception) -> None:
+        for future in batch.futures:
+            if not future.done():
+                future.set_exception(error)
+        self._wake.set()
