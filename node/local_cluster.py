@@ -121,6 +121,33 @@ class LocalCluster:
         )
         return cluster_id, nodes
 
+    def add_broker(self, node_id: int, overrides: dict[str, str] | None = None) -> LocalNode:
+        """Add a broker-only node (it follows the metadata log as an observer)."""
+        cluster_id, nodes = self.load()
+        if any(n.node_id == node_id for n in nodes):
+            raise ClusterError(f"node {node_id} already exists")
+        first = nodes[0]
+        base = first.client_port + (node_id - 1) * PORT_STRIDE
+        node = LocalNode(node_id, base, base + 1)
+        voters_config = yaml.safe_load((self.node_dir(first.node_id) / "node.yaml").read_text())
+        data = self.node_dir(node_id) / "data"
+        config = {
+            **{k: v for k, v in voters_config.items() if k not in ("node.id", "listeners", "log.dirs")},
+            "node.id": node_id,
+            "process.roles": "broker",
+            "listeners": f"PLAINTEXT://localhost:{node.client_port}",
+            "log.dirs": str(data),
+            **(overrides or {}),
+        }
+        self.node_dir(node_id).mkdir(parents=True, exist_ok=True)
+        (self.node_dir(node_id) / "node.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        format_directories([data], cluster_id, node_id)
+        nodes.append(node)
+        self.state_file.write_text(
+            json.dumps({"cluster_id": cluster_id, "nodes": [asdict(n) for n in nodes]}, indent=2)
+        )
+        return node
+
     # ---- processes ---------------------------------------------------------------------
 
     def pid(self, node_id: int) -> int | None:
