@@ -207,6 +207,12 @@ class Node:
         self.metadata.subscribe(self.manager.on_metadata)
         self.manager.start()
         self._spawn(self.lifecycle.run(), "broker-lifecycle")
+        self._spawn(self._clean_up_when_caught_up(), "stray-logs")
+
+    async def _clean_up_when_caught_up(self) -> None:
+        assert self.lifecycle is not None and self.manager is not None
+        await self.lifecycle.unfenced.wait()
+        self.manager.delete_stray_logs()
 
     def _log_defaults(self) -> dict[str, int]:
         values = self.config.topic_defaults()

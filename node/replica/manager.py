@@ -132,6 +132,16 @@ class ReplicaManager:
                 if partition is not None:
                     partition.log.config = config
 
+    def delete_stray_logs(self) -> None:
+        """Delete local logs the metadata assigns to no replica here: partitions of deleted
+        topics (possibly re-created since) that this broker missed while it was down. Called
+        once the broker has caught up with the metadata log (when it is first unfenced)."""
+        hosted = {(p.topic, p.partition) for p in self.partitions.values()}
+        for topic, index in list(self.logs.logs()):
+            if (topic, index) not in hosted:
+                log.info("%s-%d: deleting stray log (no replica assigned here)", topic, index)
+                self.logs.delete_log(topic, index)
+
     def _become_replica(
         self, topic: str, topic_id: bytes, index: int, info: PartitionInfo, now: int
     ) -> None:
