@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 
+from strom.storage.batch_validation import split_batches
+from strom.storage.record_decode import decode_batch
+from strom.v1 import broker_pb2, common_pb2
+
 from .cluster import ClusterClient
 from .errors import METADATA_STALE, FatalError, StromError, error_from_code
 from .records import ConsumerRecord, TopicPartition
-from strom.storage.record_decode import decode_batch
-from strom.storage.batch_validation import split_batches
-from strom.v1 import broker_pb2, common_pb2
 
 EARLIEST = -2
 LATEST = -1

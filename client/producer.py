@@ -14,17 +14,21 @@ M1→P0, M2→P1, ...), or the partition the caller names.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from strom.storage.record_batch import Compression, Record, encode_batch
+from strom.v1 import broker_pb2, common_pb2
+
+from ._loop import LoopThread
 from .cluster import Backoff, ClusterClient
 from .errors import METADATA_STALE, FatalError, KafkaTimeoutError, StromError, error_from_code
 from .partitioner import make_partitioner
 from .records import RecordMetadata
-from strom.storage.record_batch import Compression, Record, encode_batch
-from strom.v1 import broker_pb2, common_pb2
 
 RECORD_OVERHEAD_BYTES = 24  # a record's framing, roughly, for batch size accounting
 _ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
@@ -36,7 +40,9 @@ class _Batch:
     topic: str
     partition: int
     records: list[Record] = field(default_factory=list)
-    futures: list[asyncio.Future[RecordMetadata]] = field(default_factory=list)
+    # asyncio futures (AsyncProducer) or concurrent.futures ones (Producer): both are completed
+    # only on the loop thread, through set_result / set_exception.
+    futures: list[Any] = field(default_factory=list)
     size_bytes: int = 0
     num_partitions: int = 1
     created: float = 0.0
@@ -110,26 +116,10 @@ class AsyncProducer:
         """Queue one record; await the returned future for its metadata."""
         if self._closed:
             raise FatalError(common_pb2.INVALID_REQUEST, "the producer is closed")
-        if value is not None and not isinstance(value, bytes | bytearray):
-            raise TypeError(f"value must be bytes or None, got {type(value).__name__}")
-        if key is not None and not isinstance(key, bytes | bytearray):
-            raise TypeError(f"key must be bytes or None, got {type(key).__name__}")
-        size = RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
-        size += sum(len(k) + len(v or b"") for k, v in headers or ())
-        if size > self.max_request_size:
-            raise FatalError(
-                common_pb2.MESSAGE_TOO_LARGE,
-                f"the record is {size} bytes, larger than max_request_size={self.max_request_size}",
-            )
+        size = self.check_record(key, value, headers)
         meta = await self.cluster.topic(topic, allow_auto_topic_creation=True)
         count = len(meta.partitions)
-        if partition is None:
-            partition = self.partitioner.partition(topic, key, count)
-        elif not 0 <= partition < count:
-            raise FatalError(
-                common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
-                f"topic {topic!r} has partitions 0..{count - 1}, not {partition}",
-            )
+        partition = self.choose_partition(topic, key, partition, count)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[RecordMetadata] = loop.create_future()
         ts = int(time.time() * 1000) if timestamp is None else timestamp
@@ -155,6 +145,47 @@ class AsyncProducer:
             self._seal(batch)
         self._ensure_sender()
         return future
+
+    def check_record(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]] | None,
+    ) -> int:
+        """Validate one record before anything is queued; returns its accounted size."""
+        if value is not None and not isinstance(value, bytes | bytearray):
+            raise TypeError(f"value must be bytes or None, got {type(value).__name__}")
+        if key is not None and not isinstance(key, bytes | bytearray):
+            raise TypeError(f"key must be bytes or None, got {type(key).__name__}")
+        size = RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
+        size += sum(len(k) + len(v or b"") for k, v in headers or ())
+        if size > self.max_request_size:
+            raise FatalError(
+                common_pb2.MESSAGE_TOO_LARGE,
+                f"the record is {size} bytes, larger than max_request_size={self.max_request_size}",
+            )
+        return size
+
+    def choose_partition(
+        self, topic: str, key: bytes | None, partition: int | None, count: int
+    ) -> int:
+        if partition is None:
+            return self.partitioner.partition(topic, key, count)
+        if not 0 <= partition < count:
+            raise FatalError(
+                common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+                f"topic {topic!r} has partitions 0..{count - 1}, not {partition}",
+            )
+        return partition
+
+    def submit_batch(self, batch: _Batch) -> None:
+        """Queue a whole batch built elsewhere (the synchronous facade); loop thread only."""
+        loop = asyncio.get_running_loop()
+        batch.created = loop.time()
+        batch.deadline = batch.created + self.delivery_timeout_s
+        self._ready.append(batch)
+        self._wake.set()
+        self._ensure_sender()
 
     def _seal(self, batch: _Batch) -> None:
         if self._open.get((batch.topic, batch.partition)) is batch:
@@ -326,3 +357,109 @@ class AsyncProducer:
             if not future.done():
                 future.set_exception(error)
         self._wake.set()
+
+
+class Producer:
+    """Synchronous producer over AsyncProducer. `send()` appends to a per-partition batch in the
+    caller's thread (like Java's RecordAccumulator); only whole batches cross to the client's
+    loop thread, when full or after `linger_ms`. Returns concurrent.futures.Future objects."""
+
+    def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
+        self._loop = LoopThread("strom-producer")
+        self._async: AsyncProducer = self._loop.run(
+            _make_async_producer(bootstrap_servers, options)
+        )
+        self._lock = threading.Lock()
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self._outstanding: set[concurrent.futures.Future[RecordMetadata]] = set()
+        self._closed = False
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> concurrent.futures.Future[RecordMetadata]:
+        if self._closed:
+            raise FatalError(common_pb2.INVALID_REQUEST, "the producer is closed")
+        producer = self._async
+        size = producer.check_record(key, value, headers)
+        meta = producer.cluster.meta.topics.get(topic)
+        if meta is None:
+            meta = self._loop.run(producer.cluster.topic(topic, allow_auto_topic_creation=True))
+        count = len(meta.partitions)
+        future: concurrent.futures.Future[RecordMetadata] = concurrent.futures.Future()
+        record = Record(
+            bytes(key) if key is not None else None,
+            bytes(value) if value is not None else None,
+            tuple(headers or ()),
+            int(time.time() * 1000) if timestamp is None else timestamp,
+        )
+        to_send = []
+        with self._lock:
+            chosen = producer.choose_partition(topic, key, partition, count)
+            batch = self._open.get((topic, chosen))
+            if batch is None or batch.size_bytes + size > producer.batch_size:
+                if batch is not None:
+                    to_send.append(self._take(batch))
+                batch = _Batch(topic, chosen, num_partitions=count)
+                self._open[(topic, chosen)] = batch
+                self._loop.loop.call_soon_threadsafe(self._linger, batch)
+            batch.records.append(record)
+            batch.futures.append(future)
+            batch.size_bytes += size
+            self._outstanding.add(future)
+            if batch.size_bytes >= producer.batch_size:
+                to_send.append(self._take(batch))
+        future.add_done_callback(self._outstanding.discard)
+        for sealed in to_send:
+            self._loop.loop.call_soon_threadsafe(self._async.submit_batch, sealed)
+        return future
+
+    def _take(self, batch: _Batch) -> _Batch:
+        """Seal `batch`: no more records join it (caller holds the lock)."""
+        if self._open.get((batch.topic, batch.partition)) is batch:
+            del self._open[(batch.topic, batch.partition)]
+        self._async.partitioner.on_new_batch(batch.topic, batch.partition, batch.num_partitions)
+        return batch
+
+    def _linger(self, batch: _Batch) -> None:
+        """Loop thread: seal `batch` after linger_ms if the caller has not filled it."""
+
+        def expire() -> None:
+            with self._lock:
+                if self._open.get((batch.topic, batch.partition)) is not batch:
+                    return
+                self._take(batch)
+            self._async.submit_batch(batch)
+
+        asyncio.get_running_loop().call_later(self._async.linger_s, expire)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        with self._lock:
+            batches = [self._take(b) for b in list(self._open.values())]
+        for batch in batches:
+            self._loop.loop.call_soon_threadsafe(self._async.submit_batch, batch)
+        concurrent.futures.wait(set(self._outstanding), timeout=timeout_s)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._loop.run(self._async.close())
+
+
+async def _make_async_producer(
+    bootstrap_servers: str | Sequence[str], options: dict[str, Any]
+) -> AsyncProducer:
+    return AsyncProducer(bootstrap_servers, **options)
