@@ -11,12 +11,14 @@ by the same policy. Consumer groups (subscribe, commits) build on this.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from strom.storage.batch_validation import split_batches
 from strom.storage.record_decode import decode_batch
 from strom.v1 import broker_pb2, common_pb2
 
+from ._loop import LoopThread
 from .cluster import ClusterClient
 from .errors import METADATA_STALE, FatalError, StromError, error_from_code
 from .records import ConsumerRecord, TopicPartition
@@ -239,3 +241,50 @@ class AsyncConsumer:
                     )  # fmt: skip
                     position = r.offset + 1
         self._positions[tp] = position
+
+
+class Consumer:
+    """Synchronous facade over AsyncConsumer: each call is one operation on the client's loop
+    thread (a whole poll's records cross at once)."""
+
+    def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
+        self._loop = LoopThread("strom-consumer")
+        self._async: AsyncConsumer = self._loop.run(_make(bootstrap_servers, options))
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[ConsumerRecord]:
+        while True:
+            yield from self.poll(timeout_ms=1_000)
+
+    def assign(self, partitions: Iterable[TopicPartition | tuple[str, int]]) -> None:
+        self._async.assign(partitions)
+
+    def assignment(self) -> list[TopicPartition]:
+        return self._async.assignment()
+
+    def seek(self, partition: TopicPartition | tuple[str, int], offset: int) -> None:
+        self._async.seek(partition, offset)
+
+    def seek_to_beginning(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        self._loop.run(self._async.seek_to_beginning(partitions))
+
+    def seek_to_end(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        self._loop.run(self._async.seek_to_end(partitions))
+
+    def position(self, partition: TopicPartition | tuple[str, int]) -> int:
+        return self._loop.run(self._async.position(partition))
+
+    def poll(self, timeout_ms: int = 1_000, max_records: int = 500) -> list[ConsumerRecord]:
+        return self._loop.run(self._async.poll(timeout_ms, max_records))
+
+    def close(self) -> None:
+        self._loop.run(self._async.close())
+
+
+async def _make(bootstrap_servers: str | Sequence[str], options: dict[str, Any]) -> AsyncConsumer:
+    return AsyncConsumer(bootstrap_servers, **options)
