@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
-
 from strom.node.meta_properties import format_directories, random_uuid
 
 DEFAULT_DIR = ".strom/cluster"
@@ -132,7 +131,11 @@ class LocalCluster:
         voters_config = yaml.safe_load((self.node_dir(first.node_id) / "node.yaml").read_text())
         data = self.node_dir(node_id) / "data"
         config = {
-            **{k: v for k, v in voters_config.items() if k not in ("node.id", "listeners", "log.dirs")},
+            **{
+                k: v
+                for k, v in voters_config.items()
+                if k not in ("node.id", "listeners", "log.dirs")
+            },
             "node.id": node_id,
             "process.roles": "broker",
             "listeners": f"PLAINTEXT://localhost:{node.client_port}",

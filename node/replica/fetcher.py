@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 
 import grpc
-
-from .leader_state import truncation_offset
-from .partition import Partition
 from strom.client.cluster import channel_options
 from strom.storage.errors import StorageError
 from strom.v1 import common_pb2, replica_pb2, replica_pb2_grpc
+
+from .leader_state import truncation_offset
+from .partition import Partition
 
 log = logging.getLogger("strom.fetcher")
 

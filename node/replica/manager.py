@@ -17,10 +17,6 @@ import os
 import time
 from collections.abc import Callable
 
-from .fetcher import ReplicaFetcher
-from .hw_checkpoint import read_hw_checkpoint, write_hw_checkpoint
-from .leader_state import IsrChange
-from .partition import Partition, PartitionError
 from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
 from strom.node.config import TOPIC_KEYS, NodeConfig
 from strom.node.metadata.image import MetadataDelta, MetadataImage, PartitionInfo
@@ -28,6 +24,11 @@ from strom.storage.errors import InconsistentTopicIdError
 from strom.storage.log_config import LogConfig
 from strom.storage.log_manager import LogManager
 from strom.v1 import common_pb2, controller_pb2
+
+from .fetcher import ReplicaFetcher
+from .hw_checkpoint import read_hw_checkpoint, write_hw_checkpoint
+from .leader_state import IsrChange
+from .partition import Partition, PartitionError
 
 log = logging.getLogger("strom.replica")
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .leader_state import IsrChange, LeaderState, diverging_epoch
 from strom.node.delayed import ChangeNotifier, OffsetWaiters
 from strom.node.metadata.image import PartitionInfo
 from strom.storage.partition_log import AppendInfo, PartitionLog
 from strom.v1 import common_pb2
+
+from .leader_state import IsrChange, LeaderState, diverging_epoch
 
 log = logging.getLogger("strom.replica")
 
