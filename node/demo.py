@@ -70,7 +70,7 @@ async def _walkthrough(bootstrap: str) -> None:
                 ]
                 for p in topic.partitions
             ],
-        )  # fmt: skip
+        )
     )
     async with AsyncProducer(bootstrap, acks="all", linger_ms=0) as producer:
         sent = []

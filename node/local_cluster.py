@@ -14,6 +14,7 @@ data, so a killed node comes back as itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -230,7 +231,5 @@ class LocalCluster:
 
 def _reap(pid: int) -> None:
     """Collect a child's exit status if it was ours (tests start clusters in-process)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

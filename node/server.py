@@ -35,6 +35,7 @@ from strom.node.config import NodeConfig
 from strom.node.controller.logic import ControllerLogic, ControllerSettings
 from strom.node.controller.service import ControllerService
 from strom.node.meta_properties import check_directories
+from strom.node.metadata.image import MetadataImage
 from strom.node.metadata.state import MetadataState
 from strom.node.observer import MetadataObserver
 from strom.node.raft_driver import RaftDriver
@@ -242,8 +243,6 @@ class Node:
             else:
                 if self.manager is None or self.controller_client is None:
                     continue
-                assert self.metadata is not None
-                metadata = self.metadata
                 broker_pb2_grpc.add_BrokerServicer_to_server(
                     BrokerServicer(
                         self.manager,
@@ -258,9 +257,7 @@ class Node:
                     ReplicaServicer(self.manager), server
                 )
                 admin_pb2_grpc.add_AdminServicer_to_server(
-                    AdminServicer(
-                        config, self.cluster_id, self.controller_client, lambda: metadata.image
-                    ),
+                    AdminServicer(config, self.cluster_id, self.controller_client, self._image),
                     server,
                 )
                 names += [
@@ -278,6 +275,10 @@ class Node:
             await server.start()
             self.servers.append(server)
             log.info("listening: %s on %s:%d", endpoint.listener, host, endpoint.port)
+
+    def _image(self) -> MetadataImage:
+        assert self.metadata is not None
+        return self.metadata.image
 
     # ---- stop --------------------------------------------------------------------------
 

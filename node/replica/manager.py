@@ -123,7 +123,7 @@ class ReplicaManager:
                 self._become_replica(topic.name, topic_id, index, info, now)
             elif (topic_id, index) in self.partitions:
                 self._drop(topic.name, topic_id, index, delete=True)
-        for resource_type, name in delta.changed_configs:
+        for _, name in delta.changed_configs:
             topic = image.topic_by_name(name)
             if topic is None:
                 continue
