@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import grpc
+
 from strom.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
 
 from .errors import FatalError, KafkaTimeoutError, RetriableError, StromError

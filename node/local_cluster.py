@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+
 from strom.node.meta_properties import format_directories, random_uuid
 
 DEFAULT_DIR = ".strom/cluster"

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 import grpc
+
 from strom.client.cluster import channel_options
 from strom.node.metadata.state import MetadataState
 from strom.node.raft_codec import entry_from_proto, snapshot_from_proto

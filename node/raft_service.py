@@ -14,6 +14,7 @@ import time
 from collections import deque
 
 import grpc
+
 from strom.client.cluster import channel_options
 from strom.node.metadata.state import MetadataState
 from strom.node.raft_codec import (

@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from strom.client.cluster import channel_options
 from strom.node.broker.admin_service import AdminServicer
 from strom.node.broker.lifecycle import BrokerLifecycle, ControllerClient

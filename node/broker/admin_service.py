@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+
 from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
 from strom.node.config import NODE_KEYS_BY_NAME, TOPIC_KEYS, NodeConfig
 from strom.node.metadata.image import MetadataImage

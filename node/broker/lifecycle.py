@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+
 from strom.client.cluster import channel_options
 from strom.node.config import NodeConfig
 from strom.v1 import common_pb2, controller_pb2, controller_pb2_grpc, metadata_pb2

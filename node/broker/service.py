@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import grpc
+
 from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
 from strom.node.delayed import wait_any
 from strom.node.replica.manager import ReplicaManager

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
+
 from strom.node.config import NodeConfig
 from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.metadata.state import MetadataState

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import grpc
+
 from strom.client.cluster import channel_options
 from strom.storage.errors import StorageError
 from strom.v1 import common_pb2, replica_pb2, replica_pb2_grpc

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Cluster, eventually
 from strom.client.admin import NewTopic
 from strom.client.consumer import AsyncConsumer
 from strom.client.errors import StromError
 from strom.client.producer import AsyncProducer
 from strom.client.records import TopicPartition
+
+from .conftest import Cluster, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +114,9 @@ def test_observer_broker_joins_and_never_votes(cluster: Cluster) -> None:
     assert 4 in [o.replica_id for o in quorum.observers]
 
 
-def test_restart_after_many_records_loads_a_snapshot(cluster_factory: Callable[..., Cluster]) -> None:
+def test_restart_after_many_records_loads_a_snapshot(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
     cluster = cluster_factory(3, **{"metadata.log.max.record.bytes.between.snapshots": "4096"})
     with cluster.admin() as admin:
         admin.create_topics([NewTopic(f"t{i}", 1, 1) for i in range(60)])

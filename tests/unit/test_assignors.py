@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from strom.node.group.assignors import (
     ASSIGNORS,
     DEFAULT_ASSIGNOR,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from strom.node.controller.errors import ControllerError
 from strom.node.controller.logic import ControllerLogic, ControllerSettings
 from strom.node.controller.placement import place_replicas

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from strom.node.delayed import ChangeNotifier, OffsetWaiters, wait_any
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from strom.node.group.coordinator_key import (
     coordinator_partition,
     java_string_hash,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from strom.node.meta_properties import (
     StorageFormatError,
     check_directories,

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
+
 from strom.client.partitioner import (
     PARTITIONER_NAMES,
     DefaultPartitioner,

@@ -56,6 +56,7 @@ def test_every_error_code_is_kafkas_number_for_it() -> None:
     import inspect
 
     import kafka.errors as kafka_errors
+
     from strom.v1 import common_pb2
 
     kafka_numbers = {
