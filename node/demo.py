@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import shutil
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 from strom.client.admin import AsyncAdmin, NewTopic
@@ -42,7 +43,7 @@ def _free(port: int) -> bool:
         return True
 
 
-def _table(headers: list[str], rows: list[list[object]]) -> str:
+def _table(headers: list[str], rows: Sequence[Sequence[object]]) -> str:
     widths = [max(len(str(x)) for x in [h, *(r[i] for r in rows)]) for i, h in enumerate(headers)]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"

@@ -152,7 +152,7 @@ class BrokerLifecycle:
             want_shut_down=want_shut_down,
         )
         try:
-            response = await self.controller.call(
+            response: controller_pb2.BrokerHeartbeatResponse = await self.controller.call(
                 lambda s: s.BrokerHeartbeat, request, deadline_s=self.interval_s * 2
             )
         except ControllerUnavailable as exc:

@@ -15,6 +15,7 @@ preferred-leader election.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -85,9 +86,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         self, code: int = common_pb2.NONE, message: str = ""
     ) -> controller_pb2.ControllerStatus:
         return controller_pb2.ControllerStatus(
-            error_code=code,
+            error_code=common_pb2.ErrorCode.ValueType(code),
             error_message=message,
-            controller_id=self.controller_id,  # type: ignore[arg-type]
+            controller_id=self.controller_id,
         )
 
     def _not_controller(self) -> controller_pb2.ControllerStatus:
@@ -127,6 +128,12 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                 common_pb2.REQUEST_TIMED_OUT, "the metadata quorum did not commit in time"
             ), None
         return self._status(), result
+
+    @staticmethod
+    def _without_result(
+        decide: Callable[..., list[metadata_pb2.MetadataRecord]], *args: object
+    ) -> tuple[list[metadata_pb2.MetadataRecord], None]:
+        return decide(*args), None
 
     # ---- timers ------------------------------------------------------------------------
 
@@ -273,7 +280,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         for topic in request.topics:
             result = admin_pb2.CreateTopicResult(name=topic.name)
             status, created = await self._decide(
-                lambda t=topic: self._create_topic(t, request.validate_only)
+                functools.partial(self._create_topic, topic, request.validate_only)
             )
             result.error_code = status.error_code
             result.error_message = status.error_message
@@ -299,7 +306,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     ) -> admin_pb2.DeleteTopicsResponse:
         results = []
         for name in request.names:
-            status, topic_id = await self._decide(lambda n=name: self.logic.delete_topic(n))
+            status, topic_id = await self._decide(functools.partial(self.logic.delete_topic, name))
             results.append(
                 admin_pb2.DeleteTopicResult(
                     name=name,
@@ -316,8 +323,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         results = []
         for topic in request.topics:
             status, _ = await self._decide(
-                lambda t=topic: (self.logic.create_partitions(t.name, t.count), None)
-            )
+                functools.partial(self._without_result, self.logic.create_partitions, topic.name,
+                                  topic.count)
+            )  # fmt: skip
             results.append(
                 admin_pb2.CreatePartitionsResult(
                     name=topic.name,
@@ -343,11 +351,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             }
             to_delete = [c.name for c in resource.configs if c.op == admin_pb2.ALTER_CONFIG_DELETE]
             status, _ = await self._decide(
-                lambda r=resource, s=to_set, d=to_delete: (
-                    self.logic.alter_topic_configs(r.resource.resource_name, s, d),
-                    None,
-                )
-            )
+                functools.partial(self._without_result, self.logic.alter_topic_configs,
+                                  resource.resource.resource_name, to_set, to_delete)
+            )  # fmt: skip
             result.error_code = status.error_code
             result.error_message = status.error_message
             results.append(result)
@@ -381,15 +387,6 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                     error_message=message or status.error_message,
                 )
             )
-        for observer_id, (index, fetched_ms) in sorted(self.driver.observer_progress.items()):
-            response.observers.append(
-                admin_pb2.QuorumReplicaState(
-                    replica_id=observer_id,
-                    log_end_offset=index,
-                    last_fetch_timestamp_ms=fetched_ms,
-                    last_caught_up_timestamp_ms=fetched_ms if index >= status.commit else -1,
-                )
-            )
         return response
 
     async def DescribeQuorum(
@@ -418,6 +415,15 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                     else peer.match,
                     last_fetch_timestamp_ms=last,
                     last_caught_up_timestamp_ms=last if peer.match >= status.commit else -1,
+                )
+            )
+        for observer_id, (index, fetched_ms) in sorted(self.driver.observer_progress.items()):
+            response.observers.append(
+                admin_pb2.QuorumReplicaState(
+                    replica_id=observer_id,
+                    log_end_offset=index,
+                    last_fetch_timestamp_ms=fetched_ms,
+                    last_caught_up_timestamp_ms=fetched_ms if index >= status.commit else -1,
                 )
             )
         for observer_id, (index, fetched_ms) in sorted(self.driver.observer_progress.items()):

@@ -115,21 +115,21 @@ class ReplicaManager:
             for index in topic.partitions:
                 self._drop(topic.name, topic_id, index, delete=True)
         for topic_id, index in sorted(delta.changed_partitions):
-            topic = image.topics.get(topic_id)
-            if topic is None:
+            changed = image.topics.get(topic_id)
+            if changed is None:
                 continue
-            info = topic.partitions[index]
+            info = changed.partitions[index]
             if self.broker_id in info.replicas:
-                self._become_replica(topic.name, topic_id, index, info, now)
+                self._become_replica(changed.name, topic_id, index, info, now)
             elif (topic_id, index) in self.partitions:
-                self._drop(topic.name, topic_id, index, delete=True)
+                self._drop(changed.name, topic_id, index, delete=True)
         for _, name in delta.changed_configs:
-            topic = image.topic_by_name(name)
-            if topic is None:
+            configured = image.topic_by_name(name)
+            if configured is None:
                 continue
             config = self.log_config(name)
-            for index in topic.partitions:
-                partition = self.partitions.get((topic.topic_id, index))
+            for index in configured.partitions:
+                partition = self.partitions.get((configured.topic_id, index))
                 if partition is not None:
                     partition.log.config = config
 

@@ -288,4 +288,5 @@ class Partition:
             )
         if offset == self.high_watermark:
             return b""
-        return self.log.read(offset, max_bytes, max_offset=self.high_watermark)
+        data: bytes = self.log.read(offset, max_bytes, max_offset=self.high_watermark)
+        return data
