@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from strom.storage.leader_epoch_cache import LeaderEpochCache
 
 
@@ -35,11 +34,8 @@ def test_end_offset_for_follows_kafka(tmp_path: Path) -> None:
     assert c.end_offset_for(0, 30) == (0, 0)  # below every epoch
     assert c.end_offset_for(6, 30) == (-1, -1)  # above every epoch
     assert c.end_offset_for(-1, 30) == (-1, -1)
-    assert (
-        cache(tmp_path / "x").end_offset_for(0, 5) == (-1, -1)
-        if (tmp_path / "x").mkdir() is None
-        else False
-    )
+    empty = LeaderEpochCache(str(tmp_path / "empty-checkpoint"))
+    assert empty.end_offset_for(0, 5) == (-1, -1)
     assert c.epoch_for_offset(15) == 3 and c.epoch_for_offset(0) == 1
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from strom.storage.errors import InconsistentTopicIdError, LogDirLockedError
 from strom.storage.log_manager import LogManager
 from strom.storage.record_batch import Record, encode_batch
@@ -14,9 +14,7 @@ from strom.storage.record_batch import Record, encode_batch
 TS = 1_700_000_000_000
 
 
-def _hold_lock(
-    path: str, ready: multiprocessing.synchronize.Event, stop: multiprocessing.synchronize.Event
-) -> None:  # type: ignore[name-defined]
+def _hold_lock(path: str, ready: Any, stop: Any) -> None:
     manager = LogManager(path, now_ms=TS)
     ready.set()
     stop.wait(30)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from kafka.record.default_records import DefaultRecordBatch
-
 from strom.storage.errors import (
     CorruptRecordError,
     InconsistentTopicIdError,
