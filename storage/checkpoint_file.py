@@ -1,4 +1,4 @@
-"""Small durable files written atomically: Kafka's checkpoint format, and a directory fsync.
+"""Kafka's checkpoint file format, written atomically (see `durability`).
 
 Checkpoint format (Kafka's CheckpointFile, text, one item per line)::
 
@@ -14,36 +14,10 @@ is garbage and ignored.
 
 from __future__ import annotations
 
-import os
-
+from .durability import write_atomically
 from .errors import LogCorruptionError
 
 VERSION = 0
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename or create in directory `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: str, data: bytes, sync: bool = True) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    if sync:
-        fsync_dir(os.path.dirname(path) or ".")
 
 
 def write_checkpoint(path: str, entries: list[tuple[int, int]], sync: bool = True) -> None:

@@ -12,10 +12,10 @@ leader epochs, checkpoints and retention policy belong to `partition_log`.
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_right
 from collections.abc import Sequence
 
+from . import durability
 from .log_segment import LogSegment
 from .record_batch import BatchHeader
 
@@ -116,11 +116,7 @@ class LocalLog:
         """fsync every segment that may hold bytes at or above `offset`."""
         for segment in self._segments[self.index_of(offset) :]:
             segment.flush()
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # new segment files are directory entries too
-        finally:
-            os.close(fd)
+        durability.fsync_dir(self.directory)  # new segment files are directory entries too
 
     def close(self, clean: bool) -> None:
         for segment in self._segments:

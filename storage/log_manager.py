@@ -24,7 +24,7 @@ import re
 import shutil
 from collections.abc import Mapping
 
-from .checkpoint_file import fsync_dir
+from .durability import fsync_dir
 from .errors import LogDirLockedError
 from .log_config import LogConfig
 from .partition_log import PartitionLog

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import crc32c
 
+from . import durability
 from .errors import LogCorruptionError, StorageError
 from .record_batch import (
     ATTRIBUTES_OFFSET,
@@ -263,7 +264,7 @@ class LogSegment:
         return removed
 
     def flush(self) -> None:
-        os.fsync(self._fd)
+        durability.fsync(self._fd)
         self.offset_index.flush(sync=True)
         self.time_index.flush(sync=True)
 

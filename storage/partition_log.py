@@ -31,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .batch_validation import split_batches, validate_batches
-from .checkpoint_file import fsync_dir, read_checkpoint, write_atomically, write_checkpoint
+from .checkpoint_file import read_checkpoint, write_checkpoint
+from .durability import fsync_dir, write_atomically
 from .errors import CorruptRecordError, OffsetOutOfRangeError, UnexpectedAppendOffsetError
 from .leader_epoch_cache import FILE_NAME as EPOCH_FILE
 from .leader_epoch_cache import LeaderEpochCache

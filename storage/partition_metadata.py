@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from .checkpoint_file import write_atomically
+from .durability import write_atomically
 from .errors import InconsistentTopicIdError, LogCorruptionError
 
 FILE_NAME = "partition.metadata"

@@ -24,6 +24,8 @@ import sys
 from array import array
 from bisect import bisect_left, bisect_right
 
+from . import durability
+
 _TIME_ENTRY = struct.Struct(">qi")
 
 
@@ -38,7 +40,7 @@ def _write_tail(path: str, keep_bytes: int, tail: bytes, sync: bool) -> None:
         if tail:
             os.pwrite(fd, tail, keep_bytes)
         if sync:
-            os.fsync(fd)
+            durability.fsync(fd)
     finally:
         os.close(fd)
 
