@@ -1,0 +1,466 @@
+"""A partition's durable log (Kafka's UnifiedLog): appends as leader or follower, reads, truncation,
+retention, recovery bookkeeping and the leader-epoch cache, over `local_log` segments.
+
+Folder `<topic>-<partition>/`::
+
+    00000000000000000000.log / .index / .timeindex   segments (see `log_segment`)
+    partition.metadata                                topic id (see `partition_metadata`)
+    leader-epoch-checkpoint                           epoch → start offset (`leader_epoch_cache`)
+    recovery-point-offset-checkpoint                  offset below which everything is fsynced
+    log-start-offset-checkpoint                       the first offset the log still serves
+    .clean-shutdown                                   present only after a clean `close()`
+
+The two offset checkpoints use Kafka's checkpoint format with one entry ``0 <offset>``.
+
+Rules:
+- Leader appends are validated completely (`batch_validation`) before any byte is written, then
+  get offsets and the leader epoch stamped in place. Follower appends keep the leader's offsets
+  and must continue the log exactly; only their bounds are checked.
+- The recovery point only moves forward past fsynced bytes (`flush`, and on every roll the
+  finished segment is fsynced), and back with truncation.
+- The clean-shutdown marker is deleted as soon as the log is opened, so any later crash is seen.
+- Time is never read here: callers pass `now_ms`.
+- Not thread-safe: one owner (the node's event loop) calls it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .batch_validation import split_batches, validate_batches
+from .checkpoint_file import read_checkpoint, write_checkpoint
+from .durability import fsync_dir, write_atomically
+from .errors import CorruptRecordError, OffsetOutOfRangeError, UnexpectedAppendOffsetError
+from .leader_epoch_cache import FILE_NAME as EPOCH_FILE
+from .leader_epoch_cache import LeaderEpochCache
+from .local_log import LocalLog
+from .log_config import LogConfig
+from .log_recovery import load_segments
+from .log_segment import INT32_MAX, LogSegment
+from .partition_metadata import check_topic_id
+from .record_batch import NO_TIMESTAMP, BatchHeader, assign_offset_and_epoch, parse_header
+
+RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
+LOG_START_FILE = "log-start-offset-checkpoint"
+CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+
+# A retention rule: (segment, the segment after it or None) → delete it?
+_Predicate = Callable[[LogSegment, LogSegment | None], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendInfo:
+    """What an append wrote: offsets [first_offset, last_offset] in `batch_count` batches."""
+
+    first_offset: int
+    last_offset: int
+    max_timestamp: int
+    offset_of_max_timestamp: int
+    record_count: int
+    batch_count: int
+    size_in_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenInfo:
+    clean_shutdown: bool
+    recovered_segments: int
+    truncated_bytes: int
+
+
+def _read_offset(path: str) -> int | None:
+    entries = read_checkpoint(path)
+    return entries[0][1] if entries else None
+
+
+class PartitionLog:
+    """Open with `PartitionLog.open(...)`; close with `close()`."""
+
+    def __init__(
+        self,
+        directory: str,
+        config: LogConfig,
+        local: LocalLog,
+        epochs: LeaderEpochCache,
+        log_start_offset: int,
+        recovery_point: int,
+        topic_id: str | None,
+        open_info: OpenInfo,
+    ) -> None:
+        self.directory = directory
+        self.config = config
+        self._local = local
+        self.leader_epoch_cache = epochs
+        self._log_start_offset = log_start_offset
+        self._recovery_point = recovery_point
+        self.topic_id = topic_id
+        self.open_info = open_info
+        self._closed = False
+
+    # ---- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: str,
+        config: LogConfig | None = None,
+        *,
+        now_ms: int,
+        topic_id: str | None = None,
+        initial_offset: int = 0,
+    ) -> PartitionLog:
+        """Open (creating if needed) the log in `directory`, recovering after an unclean
+        shutdown. `topic_id`, when given, must match the folder's (InconsistentTopicIdError).
+        A new, empty log starts at `initial_offset`."""
+        config = config or LogConfig()
+        os.makedirs(directory, exist_ok=True)
+        stored_topic_id = check_topic_id(directory, topic_id)
+        marker = os.path.join(directory, CLEAN_SHUTDOWN_FILE)
+        clean = os.path.exists(marker)
+        if clean:
+            os.remove(marker)
+            fsync_dir(directory)
+        recovery_point = _read_offset(os.path.join(directory, RECOVERY_POINT_FILE)) or 0
+        log_start = _read_offset(os.path.join(directory, LOG_START_FILE))
+        epochs = LeaderEpochCache(os.path.join(directory, EPOCH_FILE))
+
+        def on_recovered_batch(header: BatchHeader) -> None:
+            if header.partition_leader_epoch >= 0:
+                epochs.assign(header.partition_leader_epoch, header.base_offset)
+
+        loaded = load_segments(
+            directory,
+            clean_shutdown=clean,
+            recovery_point=recovery_point,
+            index_interval_bytes=config.index_interval_bytes,
+            now_ms=now_ms,
+            on_recovered_batch=on_recovered_batch,
+        )
+        segments = loaded.segments
+        if not segments:
+            start = initial_offset if log_start is None else log_start
+            segments = [LogSegment(directory, start, config.index_interval_bytes, now_ms)]
+        local = LocalLog(directory, config.index_interval_bytes, segments)
+        log_start = max(log_start or 0, segments[0].base_offset)
+        info = OpenInfo(clean, loaded.recovered_segments, loaded.truncated_bytes)
+        log = cls(
+            directory, config, local, epochs, log_start, recovery_point, stored_topic_id, info
+        )
+        if log_start > local.log_end_offset:
+            log.truncate_fully_and_start_at(log_start, now_ms=now_ms)
+        epochs.truncate_from_end(local.log_end_offset)
+        epochs.truncate_from_start(log_start)
+        if loaded.recovered_segments or recovery_point > local.log_end_offset:
+            log.flush()  # recovered bytes are now known good; make them durable
+        log._write_log_start()
+        return log
+
+    # ---- state ---------------------------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._local.log_end_offset
+
+    @property
+    def recovery_point(self) -> int:
+        return self._recovery_point
+
+    @property
+    def size_in_bytes(self) -> int:
+        return self._local.size_in_bytes
+
+    @property
+    def segment_base_offsets(self) -> tuple[int, ...]:
+        return tuple(s.base_offset for s in self._local.segments)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"log {self.directory} is closed")
+
+    # ---- appends -------------------------------------------------------------------------
+
+    def append(self, data: bytes, leader_epoch: int, *, now_ms: int) -> AppendInfo:
+        """Append batches produced by a client, as leader: validate everything, then assign
+        offsets from the log end offset and stamp `leader_epoch` in place. Raises
+        `CorruptRecordError` (nothing written) on bad input."""
+        self._check_open()
+        config = self.config
+        checked = validate_batches(
+            data,
+            max_message_bytes=config.max_message_bytes,
+            now_ms=now_ms,
+            timestamp_before_max_ms=config.message_timestamp_before_max_ms,
+            timestamp_after_max_ms=config.message_timestamp_after_max_ms,
+        )
+        if len(data) > config.segment_bytes:
+            raise CorruptRecordError(
+                f"{len(data)} bytes in one append exceed segment.bytes={config.segment_bytes}",
+                "RECORD_LIST_TOO_LARGE",
+            )
+        buf = bytearray(data)
+        offset = self.log_end_offset
+        stamped = []
+        for position, header in checked:
+            assign_offset_and_epoch(buf, position, offset, leader_epoch)
+            stamped.append(
+                (position, header._replace(base_offset=offset, partition_leader_epoch=leader_epoch))
+            )
+            offset += header.record_count
+        return self._append(buf, stamped, now_ms)
+
+    def append_as_follower(self, data: bytes, *, now_ms: int) -> AppendInfo:
+        """Append batches exactly as the leader sent them. Only bounds are checked; the first
+        batch must start at the log end offset and the batches must be contiguous
+        (`UnexpectedAppendOffsetError` otherwise, nothing written)."""
+        self._check_open()
+        if not data:
+            raise CorruptRecordError("no record batches received")
+        batches = [(pos, parse_header(data, pos)) for pos, _ in split_batches(data)]
+        expected = self.log_end_offset
+        for position, header in batches:
+            if header.base_offset != expected or header.last_offset_delta < 0:
+                raise UnexpectedAppendOffsetError(
+                    f"batch at byte {position} starts at offset {header.base_offset} "
+                    f"(last delta {header.last_offset_delta}); the log expects {expected}"
+                )
+            expected = header.next_offset
+        if len(data) > self.config.segment_bytes:
+            raise CorruptRecordError(
+                f"{len(data)} bytes in one append exceed segment.bytes", "RECORD_LIST_TOO_LARGE"
+            )
+        return self._append(data, batches, now_ms)
+
+    def _append(
+        self, data: bytes | bytearray, batches: list[tuple[int, BatchHeader]], now_ms: int
+    ) -> AppendInfo:
+        first = batches[0][1].base_offset
+        last = batches[-1][1].last_offset
+        max_ts, offset_of_max, records = NO_TIMESTAMP, first, 0
+        for _, header in batches:
+            records += header.record_count
+            if header.max_timestamp > max_ts:
+                max_ts, offset_of_max = header.max_timestamp, header.last_offset
+        self._maybe_roll(len(data), max_ts, last, now_ms)
+        for _, header in batches:
+            if header.partition_leader_epoch >= 0:
+                self.leader_epoch_cache.assign(header.partition_leader_epoch, header.base_offset)
+        self._local.append(data, batches)
+        return AppendInfo(first, last, max_ts, offset_of_max, records, len(batches), len(data))
+
+    def _maybe_roll(self, incoming_bytes: int, max_ts: int, last_offset: int, now_ms: int) -> None:
+        """Kafka's shouldRoll: size, age (by record timestamps when the segment has them),
+        and relative offsets that must fit the indexes' 32 bits."""
+        active = self._local.active
+        if active.size == 0:
+            return
+        if active.rolling_timestamp >= 0:
+            waited_ms = max_ts - active.rolling_timestamp
+        else:
+            waited_ms = now_ms - active.created_ms
+        if (
+            active.size > self.config.segment_bytes - incoming_bytes
+            or waited_ms > self.config.segment_ms
+            or last_offset - active.base_offset > INT32_MAX
+        ):
+            self.roll(now_ms=now_ms)
+
+    def roll(self, *, now_ms: int) -> None:
+        """Start a new active segment (no-op if the active one is empty) and fsync the
+        finished ones, moving the recovery point to the new segment's base."""
+        self._check_open()
+        before = self._local.active
+        if self._local.roll(now_ms) is not before:
+            self._flush_up_to_active()
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> bytes:
+        """Raw bytes of whole batches, starting with the batch containing `offset`, up to
+        `max_bytes` but at least one batch, and only batches wholly below `max_offset` (the
+        high watermark for consumers). Empty at the log end. Never decodes records."""
+        self._check_open()
+        if offset < self._log_start_offset or offset > self.log_end_offset:
+            raise OffsetOutOfRangeError(offset, self._log_start_offset, self.log_end_offset)
+        if offset == self.log_end_offset:
+            return b""
+        return self._local.read(offset, max_bytes, max_offset)
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(timestamp, offset) of the first record whose timestamp is ≥ `timestamp_ms`, or None
+        (Kafka's ListOffsets by time)."""
+        self._check_open()
+        for segment in self._local.segments:
+            if segment.max_timestamp >= timestamp_ms:
+                found = segment.find_offset_by_timestamp(timestamp_ms, self._log_start_offset)
+                if found is not None:
+                    return found
+        return None
+
+    def check_integrity(self) -> None:
+        """CRC-check every batch of every segment (an operator's full scan)."""
+        for segment in self._local.segments:
+            segment.check_integrity()
+
+    # ---- truncation ----------------------------------------------------------------------
+
+    def truncate_to(self, offset: int, *, now_ms: int = 0) -> int:
+        """Remove every batch from the one containing `offset` on (a follower dropping its
+        divergent suffix). Returns the new log end offset, which is `offset` when it falls on
+        a batch boundary. Below the log start this truncates fully."""
+        self._check_open()
+        if offset < 0:
+            raise ValueError(f"cannot truncate to negative offset {offset}")
+        if offset >= self.log_end_offset:
+            return self.log_end_offset
+        if offset < self._log_start_offset:
+            self.truncate_fully_and_start_at(offset, now_ms=now_ms)
+            return offset
+        self._local.truncate_to(offset)
+        self.leader_epoch_cache.truncate_from_end(self.log_end_offset)
+        if self._recovery_point > self.log_end_offset:
+            self._recovery_point = self.log_end_offset
+            self._write_recovery_point()
+        return self.log_end_offset
+
+    def truncate_fully_and_start_at(self, offset: int, *, now_ms: int) -> None:
+        """Delete everything and continue, empty, at `offset` (a follower far behind)."""
+        self._check_open()
+        self._local.truncate_fully(offset, now_ms)
+        self.leader_epoch_cache.clear()
+        self._log_start_offset = offset
+        self._recovery_point = offset
+        self._write_log_start()
+        self._write_recovery_point()
+
+    def maybe_increment_log_start_offset(self, offset: int) -> bool:
+        """Move the log start offset up to `offset` (≤ the log end); older offsets stop being
+        served and whole segments below it are deleted by the next retention pass."""
+        self._check_open()
+        if offset <= self._log_start_offset:
+            return False
+        if offset > self.log_end_offset:
+            raise OffsetOutOfRangeError(offset, self._log_start_offset, self.log_end_offset)
+        self._log_start_offset = offset
+        self.leader_epoch_cache.truncate_from_start(offset)
+        self._write_log_start()
+        return True
+
+    # ---- retention -----------------------------------------------------------------------
+
+    def delete_old_segments(self, high_watermark: int, *, now_ms: int) -> int:
+        """Retention: delete whole segments by retention.ms (each segment's largest
+        timestamp), then retention.bytes, then those below the log start offset — only
+        segments that end at or below `high_watermark`. An expired active segment is rolled
+        first. Returns the number of segments deleted."""
+        self._check_open()
+        config = self.config
+        deleted = 0
+        if config.retention_ms >= 0:
+            deleted += self._delete_while(
+                high_watermark,
+                now_ms,
+                lambda s, _: now_ms - _largest_timestamp(s) > config.retention_ms,
+            )
+        if config.retention_bytes >= 0:
+            excess = [self.size_in_bytes - config.retention_bytes]
+
+            def over_size(segment: LogSegment, _: LogSegment | None) -> bool:
+                if excess[0] - segment.size < 0:
+                    return False
+                excess[0] -= segment.size
+                return True
+
+            deleted += self._delete_while(high_watermark, now_ms, over_size)
+        deleted += self._delete_while(
+            high_watermark,
+            now_ms,
+            lambda _, after: after is not None and after.base_offset <= self._log_start_offset,
+        )
+        return deleted
+
+    def _delete_while(self, high_watermark: int, now_ms: int, predicate: _Predicate) -> int:
+        doomed: list[LogSegment] = []
+        segments = self._local.segments
+        for i, segment in enumerate(segments):
+            after = segments[i + 1] if i + 1 < len(segments) else None
+            upper = after.base_offset if after is not None else self.log_end_offset
+            last_and_empty = after is None and segment.size == 0
+            if high_watermark >= upper and not last_and_empty and predicate(segment, after):
+                doomed.append(segment)
+            else:
+                break
+        if not doomed:
+            return 0
+        if doomed[-1] is self._local.active:
+            self.roll(now_ms=now_ms)
+        self._local.delete_segments(doomed)
+        start = self._local.segments[0].base_offset
+        if start > self._log_start_offset:
+            self._log_start_offset = start
+            self.leader_epoch_cache.truncate_from_start(start)
+            self._write_log_start()
+        return len(doomed)
+
+    # ---- durability ----------------------------------------------------------------------
+
+    def _write_recovery_point(self) -> None:
+        path = os.path.join(self.directory, RECOVERY_POINT_FILE)
+        write_checkpoint(path, [(0, self._recovery_point)])
+
+    def _write_log_start(self) -> None:
+        path = os.path.join(self.directory, LOG_START_FILE)
+        write_checkpoint(path, [(0, self._log_start_offset)])
+
+    def _flush_up_to_active(self) -> None:
+        active = self._local.active
+        if self._recovery_point >= active.base_offset:
+            return
+        for segment in self._local.segments[self._local.index_of(self._recovery_point) :]:
+            if segment is not active:
+                segment.flush()
+        fsync_dir(self.directory)
+        self._recovery_point = active.base_offset
+        self._write_recovery_point()
+
+    def flush(self) -> None:
+        """fsync every segment with bytes at or above the recovery point, then move the
+        recovery point to the log end offset."""
+        self._check_open()
+        self._local.flush_from(self._recovery_point)
+        self._recovery_point = self.log_end_offset
+        self._write_recovery_point()
+
+    def close(self, *, clean: bool = True) -> None:
+        """Clean: flush, write indexes and checkpoints, then the clean-shutdown marker. Not
+        clean: just release the files, leaving the disk as a crash would."""
+        if self._closed:
+            return
+        if clean:
+            self.flush()
+            self._local.close(clean=True)
+            write_atomically(os.path.join(self.directory, CLEAN_SHUTDOWN_FILE), b"")
+        else:
+            self._local.close(clean=False)
+        self._closed = True
+
+    def delete(self) -> None:
+        """Close and remove the whole partition folder."""
+        if not self._closed:
+            self._local.close(clean=False)
+            self._closed = True
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _largest_timestamp(segment: LogSegment) -> int:
+    """A segment's largest record timestamp; Kafka falls back to the file's modification time
+    when no batch carries a timestamp."""
+    if segment.max_timestamp >= 0:
+        return segment.max_timestamp
+    return int(os.stat(segment.log_path).st_mtime * 1000)
