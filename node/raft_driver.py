@@ -126,7 +126,10 @@ class RaftDriver:
         self.snapshot_bytes_threshold = snapshot_bytes_threshold
         self.on_role_change = on_role_change
         self.on_leader_ready = on_leader_ready
-        self.applied = OffsetWaiters(raw.status().applied)
+        # The core's status as of the last Ready, for readers outside the driver task (the
+        # store may be mid-write in a worker thread; the core must not be touched then).
+        self.status = raw.status()
+        self.applied = OffsetWaiters(self.status.applied)
         self.committed_index = raw.status().commit
         self._inbox: list[Message] = []
         self._proposals: list[_Proposal] = []
@@ -251,6 +254,7 @@ class RaftDriver:
             self._apply(entry)
         self.raw.advance(rd)
         self._maybe_snapshot()
+        self.status = self.raw.status()
 
     def _persist(self, rd: Ready) -> None:
         """Runs in a worker thread; the order is the core's (see strom.raft.rawnode)."""

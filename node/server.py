@@ -64,7 +64,8 @@ from strom.v1 import (
 
 log = logging.getLogger("strom.node")
 
-METADATA_LOG_DIR = "__cluster_metadata-0"
+# Not named like a partition folder (<topic>-<n>), so the log manager never mistakes it for one.
+METADATA_LOG_DIR = "__cluster_metadata"
 SHUTDOWN_GRACE_S = 5.0
 
 
@@ -319,7 +320,7 @@ class Node:
         driver = self.driver
         if driver is None or not driver.is_leader:
             return
-        status = driver.raw.status()
+        status = driver.status
         peers = [p for p in status.progress if p.node_id != status.node_id]
         if not peers:
             return

@@ -392,7 +392,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     async def DescribeQuorum(
         self, request: admin_pb2.DescribeQuorumRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DescribeQuorumResponse:
-        status = self.driver.raw.status()
+        status = self.driver.status
         response = admin_pb2.DescribeQuorumResponse(
             cluster_id=self.cluster_id,
             leader_id=status.leader_id or -1,
