@@ -88,9 +88,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     async def IncrementalAlterConfigs(
         self, request: admin_pb2.IncrementalAlterConfigsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.IncrementalAlterConfigsResponse:
+        before = self.image().last_index
         response = await self._forward("IncrementalAlterConfigs", request, context)
-        target = self.image().last_index + 1
-        await self._until(lambda image: image.last_index >= target)
+        if any(r.error_code == common_pb2.NONE for r in response.results):
+            # The change committed as some entry after `before`: wait until it is applied here.
+            await self._until(lambda image: image.last_index > before)
         return response  # type: ignore[no-any-return]
 
     async def ElectLeaders(

@@ -97,6 +97,16 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             f"node {self.config.node_id} is not the active controller",
         )
 
+    async def _require_active(self, context: grpc.aio.ServicerContext) -> None:
+        """Forwarded admin requests have no status field: refuse at the gRPC level, so the
+        forwarding node tries the next voter."""
+        if not self.active:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"NOT_CONTROLLER: node {self.config.node_id} is not the active controller "
+                f"(leader: {self.controller_id})",
+            )
+
     async def _commit(self, records: list[metadata_pb2.MetadataRecord]) -> None:
         """Propose one batch and wait for it to commit. Raises NotLeaderError / TimeoutError."""
         if not records:
@@ -276,12 +286,18 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     async def CreateTopics(
         self, request: admin_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateTopicsResponse:
-        results = []
-        for topic in request.topics:
-            result = admin_pb2.CreateTopicResult(name=topic.name)
-            status, created = await self._decide(
-                functools.partial(self._create_topic, topic, request.validate_only)
+        await self._require_active(context)
+        # Tasks start in order, and each decides (synchronously) before it awaits its commit,
+        # so the batches are proposed in decision order and commit together.
+        outcomes = await asyncio.gather(
+            *(
+                self._decide(functools.partial(self._create_topic, topic, request.validate_only))
+                for topic in request.topics
             )
+        )
+        results = []
+        for topic, (status, created) in zip(request.topics, outcomes, strict=True):
+            result = admin_pb2.CreateTopicResult(name=topic.name)
             result.error_code = status.error_code
             result.error_message = status.error_message
             if created is not None:
@@ -304,22 +320,25 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     async def DeleteTopics(
         self, request: admin_pb2.DeleteTopicsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteTopicsResponse:
-        results = []
-        for name in request.names:
-            status, topic_id = await self._decide(functools.partial(self.logic.delete_topic, name))
-            results.append(
-                admin_pb2.DeleteTopicResult(
-                    name=name,
-                    topic_id=topic_id or b"",
-                    error_code=status.error_code,
-                    error_message=status.error_message,
-                )
+        await self._require_active(context)
+        outcomes = await asyncio.gather(
+            *(self._decide(functools.partial(self.logic.delete_topic, n)) for n in request.names)
+        )
+        results = [
+            admin_pb2.DeleteTopicResult(
+                name=name,
+                topic_id=topic_id or b"",
+                error_code=status.error_code,
+                error_message=status.error_message,
             )
+            for name, (status, topic_id) in zip(request.names, outcomes, strict=True)
+        ]
         return admin_pb2.DeleteTopicsResponse(topics=results)
 
     async def CreatePartitions(
         self, request: admin_pb2.CreatePartitionsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreatePartitionsResponse:
+        await self._require_active(context)
         results = []
         for topic in request.topics:
             status, _ = await self._decide(
@@ -338,6 +357,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     async def IncrementalAlterConfigs(
         self, request: admin_pb2.IncrementalAlterConfigsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.IncrementalAlterConfigsResponse:
+        await self._require_active(context)
         results = []
         for resource in request.resources:
             result = admin_pb2.AlterConfigsResult(resource=resource.resource)
@@ -362,6 +382,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     async def ElectLeaders(
         self, request: admin_pb2.ElectLeadersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ElectLeadersResponse:
+        await self._require_active(context)
         if request.election_type != admin_pb2.ELECTION_PREFERRED:
             await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED,

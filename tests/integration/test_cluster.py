@@ -12,14 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cluster_harness import Cluster, eventually
 
 from strom.client.admin import NewTopic
 from strom.client.consumer import AsyncConsumer
 from strom.client.errors import StromError
 from strom.client.producer import AsyncProducer
 from strom.client.records import TopicPartition
-
-from .conftest import Cluster, eventually
 
 pytestmark = pytest.mark.integration
 

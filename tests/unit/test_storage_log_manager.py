@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from strom.storage.errors import InconsistentTopicIdError, LogDirLockedError
 from strom.storage.log_manager import LogManager
 from strom.storage.record_batch import Record, encode_batch

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from kafka.record.default_records import DefaultRecordBatch
+
 from strom.storage.errors import (
     CorruptRecordError,
     InconsistentTopicIdError,

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+
 from strom.storage.batch_validation import split_batches, validate_batch, validate_batches
 from strom.storage.errors import CorruptRecordError
 from strom.storage.record_batch import (
