@@ -23,6 +23,8 @@ from typing import cast
 import pytest
 
 from . import netns, procs
+from .checker import check
+from .history import Recorder
 from .lab import Lab, LabError, Mode, RemoteCallError
 from .probes import DOWN, UNREACHABLE, echo_many, echo_once
 
@@ -180,6 +182,22 @@ def test_kill_and_restart(lab: Lab) -> None:
     assert lab.kill("n2", signal.SIGTERM) == -signal.SIGTERM
 
 
+def test_faults_are_recorded_in_the_history(tmp_path: Path) -> None:
+    recorder = Recorder()
+    with Lab(["a", "b"], workdir=tmp_path, on_fault=recorder.fault) as lab:
+        lab.spawn("a", ["sleep", "600"])
+        lab.isolate("b")
+        lab.pause("a")
+        lab.resume("a")
+        lab.kill("a")
+        lab.heal()
+    assert [op.f for op in recorder.ops] == ["isolate", "pause", "resume", "kill", "heal"]
+    assert recorder.ops[0].value == {"host": "b"}
+    assert check(recorder.ops).faults == dict.fromkeys(
+        ["isolate", "pause", "resume", "kill", "heal"], 1
+    )
+
+
 def test_call_in_reports_remote_failures(lab: Lab) -> None:
     with pytest.raises(RemoteCallError, match="ValueError"):
         lab.call_in("client", int, "not a number")
@@ -192,8 +210,10 @@ def test_wait_listening_reports_a_node_that_died(lab: Lab) -> None:
         lab.wait_listening("client", PORT)
 
 
-def _root_links() -> str:
-    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+def _root_links() -> set[str]:
+    """Names of the root namespace's links (the lab must never add one)."""
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
 
 
 def _alive(pid: int) -> bool:

@@ -44,7 +44,7 @@ def link() -> Iterator[tuple[LinkProxies, _CountingServer]]:
     else:
         pytest.fail("no free 127.<base>/16 for the proxies")
     server = _CountingServer((proxies.host_addr("b"), PORT), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield proxies, server
