@@ -71,7 +71,7 @@ __all__ = ["Lab", "LabError", "RemoteCallError", "sweep"]
 
 _T = TypeVar("_T")
 Mode = Literal["netns", "proxy"]
-FaultHook = Callable[[str, dict[str, Any]], None]
+FaultHook = Callable[[str, dict[str, Any]], object]
 
 HOSTS_MAX = 250
 STATE_WAIT_S_MAX = 5.0

@@ -38,6 +38,8 @@ def echo_once(addr: str, port: int, timeout_s: float, marker: str | None = None)
             return "timeout"
         except ConnectionRefusedError:
             return "refused"
+        except ConnectionResetError:  # a proxy that accepted, then found nobody upstream
+            return "reset"
         except OSError as exc:
             return f"error:{errno.errorcode.get(exc.errno or 0, exc.errno)}"
         received = b""

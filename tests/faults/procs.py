@@ -79,10 +79,14 @@ def past_prefix(pid: int, prefix: list[str]) -> bool:
     signal), or has exited. Popen returns when the *first* program is exec'd: a parent that died
     before setpriv ran would leave the node without its parent-death signal."""
     try:
-        first = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
-    except (OSError, UnicodeDecodeError):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return True
-    return first not in prefix
+    if not cmdline:
+        # Mid-exec (the new image's arguments are not mapped yet) or exited: the caller
+        # polls the process for the latter.
+        return False
+    return cmdline.split(b"\0", 1)[0].decode(errors="replace") not in prefix
 
 
 def _stat_fields(pid: int) -> list[str] | None:

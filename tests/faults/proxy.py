@@ -169,6 +169,7 @@ class LinkProxies:
         ]
         for conn in doomed:
             conn.abort()
+            self._conns.discard(conn)  # gone now, not when its handler next runs
         return len(doomed)
 
     async def _handle(

@@ -128,7 +128,7 @@ def test_a_dead_upstream_resets_the_client(link: tuple[LinkProxies, _CountingSer
     proxies, server = link
     server.shutdown()
     server.server_close()
-    with _connect(proxies) as sock:
+    # The RST may beat the client's own connect() to the finish: any of the three may see it.
+    with pytest.raises((ConnectionResetError, BrokenPipeError)), _connect(proxies) as sock:
         sock.sendall(b"x")
-        with pytest.raises(ConnectionResetError):
-            sock.recv(16)
+        sock.recv(16)
