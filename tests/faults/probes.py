@@ -60,12 +60,13 @@ def echo_once(addr: str, port: int, timeout_s: float, marker: str | None = None)
     return "ok" if received == token else "error:garbled"
 
 
-def echo_many(targets: Sequence[tuple[str, int]], timeout_s: float) -> list[str]:
-    """`echo_once` against every target at the same time; outcomes in the targets' order."""
+def echo_many(targets: Sequence[tuple[str, int, float]]) -> list[str]:
+    """`echo_once` against every (address, port, timeout) at the same time; outcomes in the
+    targets' order."""
     outcomes = [""] * len(targets)
 
     def one(i: int) -> None:
-        outcomes[i] = echo_once(targets[i][0], targets[i][1], timeout_s)
+        outcomes[i] = echo_once(*targets[i])
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(targets))]
     for thread in threads:

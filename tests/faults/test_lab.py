@@ -33,9 +33,11 @@ pytestmark = pytest.mark.faults
 PORT = 7000
 NODES = ("n1", "n2", "n3")
 ECHO = Path(__file__).with_name("echo_server.py")
-# Long enough that a loaded 2-core machine still answers a healthy probe, short enough that a
-# dozen partitioned probes stay within the file's budget.
-PROBE_TIMEOUT_S = 0.75
+# A probe expected to fail silently waits this long: no amount of load makes a blocked link
+# answer, so it can be short. Any other probe may wait long (it returns as soon as it has its
+# answer), so a loaded 2-core machine never turns a healthy link into a false "noreply".
+SILENT_PROBE_S = 0.75
+ANSWER_PROBE_S = 15.0
 NETNS_REASON = netns.available()
 
 
@@ -56,22 +58,25 @@ def lab(mode: Mode, tmp_path: Path) -> Iterator[Lab]:
         yield lab
 
 
-def reach(lab: Lab, routes: Mapping[str, tuple[str, ...]]) -> dict[tuple[str, str], str]:
-    """Echo from each source host to each of its destinations, all sources at once."""
+def reach(
+    lab: Lab, routes: Mapping[str, tuple[tuple[str, float], ...]]
+) -> dict[tuple[str, str], str]:
+    """Echo from each source host to each (destination, timeout), all sources at once."""
 
     def from_src(src: str) -> list[str]:
-        targets = [(lab.peer_addr(src, dst), PORT) for dst in routes[src]]
-        return lab.call_in(src, echo_many, targets, PROBE_TIMEOUT_S)
+        targets = [(lab.peer_addr(src, dst), PORT, wait_s) for dst, wait_s in routes[src]]
+        return lab.call_in(src, echo_many, targets, timeout_s=ANSWER_PROBE_S + 30)
 
     with ThreadPoolExecutor(len(routes)) as pool:
         results = dict(zip(routes, pool.map(from_src, routes), strict=True))
-    return {(src, dst): results[src][i] for src in routes for i, dst in enumerate(routes[src])}
+    return {(src, dst): results[src][i] for src in routes for i, (dst, _) in enumerate(routes[src])}
 
 
 def assert_reach(lab: Lab, expected: Mapping[tuple[str, str], frozenset[str]]) -> None:
-    routes: dict[str, tuple[str, ...]] = {}
-    for src, dst in expected:
-        routes[src] = (*routes.get(src, ()), dst)
+    routes: dict[str, tuple[tuple[str, float], ...]] = {}
+    for (src, dst), outcomes in expected.items():
+        wait_s = SILENT_PROBE_S if outcomes <= UNREACHABLE else ANSWER_PROBE_S
+        routes[src] = (*routes.get(src, ()), (dst, wait_s))
     seen = reach(lab, routes)
     wrong = {link: seen[link] for link in expected if seen[link] not in expected[link]}
     assert not wrong, f"unexpected outcomes {wrong} (all: {seen})"
