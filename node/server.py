@@ -35,6 +35,8 @@ from strom.node.broker.service import BrokerServicer, ReplicaServicer
 from strom.node.config import NodeConfig
 from strom.node.controller.logic import ControllerLogic, ControllerSettings
 from strom.node.controller.service import ControllerService
+from strom.node.group.coordinator import GroupCoordinator
+from strom.node.group.service import EndOffsets
 from strom.node.meta_properties import check_directories
 from strom.node.metadata.image import MetadataImage
 from strom.node.metadata.state import MetadataState
@@ -55,6 +57,7 @@ from strom.v1 import (
     broker_pb2_grpc,
     controller_pb2,
     controller_pb2_grpc,
+    group_pb2,
     metadata_pb2,
     raft_pb2,
     raft_pb2_grpc,
@@ -87,6 +90,8 @@ class Node:
         self.manager: ReplicaManager | None = None
         self.lifecycle: BrokerLifecycle | None = None
         self.controller_client: ControllerClient | None = None
+        self.coordinator: GroupCoordinator | None = None
+        self.end_offsets: EndOffsets | None = None
         self.health = health.aio.HealthServicer()
         self.servers: list[grpc.aio.Server] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -207,7 +212,12 @@ class Node:
             config, self.logs, self.controller_client, lambda: lifecycle.broker_epoch
         )
         self.metadata.subscribe(self.manager.on_metadata)
+        self.end_offsets = EndOffsets(self.manager, timeout_s)
+        self.coordinator = GroupCoordinator(config, self.manager, self.end_offsets)
+        # After the replica manager: the coordinator reads the partitions it has just opened.
+        self.metadata.subscribe(self.coordinator.on_metadata)
         self.manager.start()
+        self.coordinator.start()
         self._spawn(self.lifecycle.run(), "broker-lifecycle")
         self._spawn(self._clean_up_when_caught_up(), "stray-logs")
 
@@ -266,6 +276,7 @@ class Node:
                     broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name,
                     replica_pb2.DESCRIPTOR.services_by_name["Replica"].full_name,
                     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+                    group_pb2.DESCRIPTOR.services_by_name["Group"].full_name,
                 ]
             reflection.enable_server_reflection(names, server)
             host = endpoint.host or "0.0.0.0"
@@ -302,6 +313,10 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.transport is not None:
             await self.transport.stop()
+        if self.coordinator is not None:
+            await self.coordinator.stop()
+        if self.end_offsets is not None:
+            await self.end_offsets.close()
         if self.manager is not None:
             await self.manager.stop()
         if self.logs is not None:

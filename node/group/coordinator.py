@@ -1,0 +1,449 @@
+"""The group coordinator: consumer groups whose offsets partition this broker leads (DESIGN.md §8).
+
+Group G lives on partition `coordinator_partition(G, N)` of `__consumer_offsets`; whichever broker
+leads that partition coordinates G. Becoming leader loads the partition (every committed offset
+record, in order) before answering; until then requests get COORDINATOR_LOAD_IN_PROGRESS, and
+after losing leadership NOT_COORDINATOR, so clients find the new coordinator.
+
+Membership follows KIP-848 (membership.py): members heartbeat their subscriptions and owned
+partitions and get their current assignment; the coordinator recomputes the group's target with
+the group's assignor (assignors.py) whenever members, subscriptions or partition counts change.
+Membership is kept in memory. A coordinator that takes a group over from another broker does not
+know who owned what, so it hands out no partition for one session timeout: by then every member
+of the old coordinator has either rejoined here (having dropped its partitions) or stopped
+consuming (a consumer that cannot heartbeat for a session timeout drops its partitions), so no
+partition is ever owned by two members at once.
+
+Offset commits are records in the offsets partition and are acknowledged only once the ISR has
+them (acks=all), so they survive the loss of the coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from strom.node.config import NodeConfig
+from strom.node.metadata.image import MetadataDelta, MetadataImage
+from strom.node.replica.manager import ReplicaManager
+from strom.node.replica.partition import Partition, PartitionError
+from strom.v1 import common_pb2
+
+from .assignors import MemberSubscription, UnsupportedAssignorError, assign, get_assignor
+from .coordinator_key import coordinator_partition
+from .membership import (
+    FencedMemberEpochError,
+    GroupReconciler,
+    StaleMemberEpochError,
+    UnknownMemberIdError,
+)
+from .offsets_log import OFFSETS_TOPIC, OffsetEntry, decode_records, encode_records
+
+log = logging.getLogger("strom.group")
+
+LOAD_CHUNK_BYTES = 1 << 20
+MEMBERS_MAX = 1_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class GroupError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class MemberInfo:
+    member_id: str
+    client_id: str
+    instance_id: str
+    host: str
+    topics: frozenset[str]
+
+
+@dataclass(slots=True)
+class Group:
+    group_id: str
+    partition: int
+    reconciler: GroupReconciler
+    assignor: str = "range"
+    members: dict[str, MemberInfo] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], OffsetEntry] = field(default_factory=dict)
+    frozen_until_ms: int = 0
+    partition_counts: dict[str, int] = field(default_factory=dict)
+    empty_since_ms: int = 0
+
+    @property
+    def state(self) -> str:
+        if not self.members:
+            return "Empty"
+        if self.frozen_until_ms > now_ms():
+            return "Assigning"
+        return "Stable" if self.reconciler.is_converged() else "Reconciling"
+
+
+EndOffsetLookup = Callable[[str, int], Awaitable[int]]
+
+
+class GroupCoordinator:
+    def __init__(
+        self,
+        config: NodeConfig,
+        manager: ReplicaManager,
+        end_offset: EndOffsetLookup,
+    ) -> None:
+        self.config = config
+        self.manager = manager
+        self.end_offset = end_offset
+        self.num_partitions = config["offsets.topic.num.partitions"]
+        self.session_timeout_ms = config["group.consumer.session.timeout.ms"]
+        self.heartbeat_interval_ms = config["group.consumer.heartbeat.interval.ms"]
+        self.groups: dict[str, Group] = {}
+        self.loaded: set[int] = set()  # offsets partitions whose groups are in memory
+        self.loading: dict[int, asyncio.Task[None]] = {}
+        # offsets partition -> until when groups there get no partitions (taken over)
+        self.frozen_until_ms: dict[int, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- partitions of __consumer_offsets ------------------------------------------------
+
+    def on_metadata(self, image: MetadataImage, delta: MetadataDelta) -> None:
+        topic = image.topic_by_name(OFFSETS_TOPIC)
+        led: set[int] = set()
+        if topic is not None:
+            led = {
+                p for p, info in topic.partitions.items() if info.leader == self.manager.broker_id
+            }
+        for partition in sorted(led - self.loaded - set(self.loading)):
+            info = topic.partitions[partition] if topic else None
+            took_over = info is not None and info.leader_epoch > 0
+            self.loading[partition] = asyncio.get_running_loop().create_task(
+                self._load(partition, took_over), name=f"load-offsets-{partition}"
+            )
+        for partition in sorted((self.loaded | set(self.loading)) - led):
+            self._unload(partition)
+        # Partition counts changed: targets must follow (e.g. a topic grew).
+        counts = {t.name: len(t.partitions) for t in image.topics.values()}
+        for group in self.groups.values():
+            subscribed = {n: counts.get(n, 0) for m in group.members.values() for n in m.topics}
+            if subscribed != {n: group.partition_counts.get(n, 0) for n in subscribed}:
+                self._recompute_target(group)
+
+    async def _load(self, partition: int, took_over: bool) -> None:
+        started = now_ms()
+        try:
+            replica = self.manager.partition_by_name(OFFSETS_TOPIC, partition)
+            offset = replica.log.log_start_offset
+            groups: dict[str, Group] = {}
+            while offset < replica.log.log_end_offset:
+                data = replica.log.read(offset, LOAD_CHUNK_BYTES)
+                if not data:
+                    break
+                for record_offset, group_id, topic, index, entry in decode_records(data):
+                    offset = record_offset + 1
+                    group = groups.get(group_id) or self._new_group(group_id, partition)
+                    groups[group_id] = group
+                    if entry is None:
+                        group.offsets.pop((topic, index), None)
+                    else:
+                        group.offsets[(topic, index)] = entry
+                await asyncio.sleep(0)  # let other requests run between chunks
+            freeze = now_ms() + self.session_timeout_ms if took_over else 0
+            self.frozen_until_ms[partition] = freeze
+            for group in groups.values():
+                group.frozen_until_ms = freeze
+                self.groups[group.group_id] = group
+            self.loaded.add(partition)
+            log.info(
+                "loaded %d group(s) of %s-%d in %d ms", len(groups), OFFSETS_TOPIC, partition,
+                now_ms() - started,
+            )  # fmt: skip
+        except PartitionError as exc:
+            log.info("cannot load %s-%d: %s", OFFSETS_TOPIC, partition, exc.message)
+        finally:
+            self.loading.pop(partition, None)
+
+    def _unload(self, partition: int) -> None:
+        task = self.loading.pop(partition, None)
+        if task is not None:
+            task.cancel()
+        self.loaded.discard(partition)
+        for group_id in [g for g, group in self.groups.items() if group.partition == partition]:
+            del self.groups[group_id]
+        log.info("no longer coordinating groups of %s-%d", OFFSETS_TOPIC, partition)
+
+    def _new_group(self, group_id: str, partition: int) -> Group:
+        return Group(
+            group_id,
+            partition,
+            GroupReconciler(self.session_timeout_ms),
+            frozen_until_ms=self.frozen_until_ms.get(partition, 0),
+            empty_since_ms=now_ms(),
+        )
+
+    def partition_for(self, group_id: str) -> int:
+        return coordinator_partition(group_id, self.num_partitions)
+
+    def _group(self, group_id: str, create: bool) -> Group | None:
+        """The group if this broker coordinates it; raises NOT_COORDINATOR or LOAD_IN_PROGRESS."""
+        if not group_id:
+            raise GroupError(common_pb2.INVALID_GROUP_ID, "the group id must not be empty")
+        partition = self.partition_for(group_id)
+        if partition in self.loading:
+            raise GroupError(
+                common_pb2.COORDINATOR_LOAD_IN_PROGRESS,
+                f"loading {OFFSETS_TOPIC}-{partition}; retry shortly",
+            )
+        if partition not in self.loaded:
+            raise GroupError(
+                common_pb2.NOT_COORDINATOR,
+                f"broker {self.manager.broker_id} is not the coordinator of group {group_id!r}",
+            )
+        group = self.groups.get(group_id)
+        if group is None and create:
+            group = self.groups[group_id] = self._new_group(group_id, partition)
+        return group
+
+    # ---- membership --------------------------------------------------------------------
+
+    def heartbeat(
+        self,
+        group_id: str,
+        member_id: str,
+        member_epoch: int,
+        client_id: str,
+        instance_id: str,
+        host: str,
+        topics: list[str] | None,
+        assignor: str,
+        owned: Mapping[str, list[int]] | None,
+    ) -> tuple[str, int, dict[str, tuple[int, ...]]]:
+        """Returns (member id, member epoch, current assignment)."""
+        group = self._group(group_id, create=member_epoch == 0)
+        assert group is not None or member_epoch != 0
+        now = now_ms()
+        if group is None:
+            raise GroupError(common_pb2.UNKNOWN_MEMBER_ID, f"group {group_id!r} has no members")
+        if member_epoch == -1:
+            if member_id in group.members:
+                group.reconciler.leave(member_id)
+                del group.members[member_id]
+                log.info("group %s: member %s left", group_id, member_id)
+                self._membership_changed(group)
+            return member_id, -1, {}
+        if assignor:
+            try:
+                get_assignor(assignor)
+            except UnsupportedAssignorError as exc:
+                raise GroupError(common_pb2.UNSUPPORTED_ASSIGNOR, str(exc)) from exc
+        if member_epoch == 0:
+            if len(group.members) >= MEMBERS_MAX:
+                raise GroupError(
+                    common_pb2.UNKNOWN_SERVER_ERROR, f"group {group_id!r} is full ({MEMBERS_MAX})"
+                )
+            member_id = member_id or uuid.uuid4().hex
+            if member_id in group.members:
+                group.reconciler.leave(member_id)  # a rejoin after a fence: start over
+            group.reconciler.join(member_id, now)
+            group.members[member_id] = MemberInfo(
+                member_id, client_id, instance_id, host, frozenset(topics or ())
+            )
+            if assignor:
+                group.assignor = assignor
+            log.info("group %s: member %s (%s) joined", group_id, member_id, client_id)
+            self._membership_changed(group)
+            owned = {}
+        else:
+            info = group.members.get(member_id)
+            if info is None:
+                raise GroupError(
+                    common_pb2.UNKNOWN_MEMBER_ID,
+                    f"member {member_id!r} is not in group {group_id!r}: rejoin with epoch 0",
+                )
+            if topics is not None and frozenset(topics) != info.topics:
+                info.topics = frozenset(topics)
+                self._recompute_target(group)
+        try:
+            response = group.reconciler.heartbeat(member_id, member_epoch, owned, now)
+        except UnknownMemberIdError as exc:
+            raise GroupError(common_pb2.UNKNOWN_MEMBER_ID, str(exc)) from exc
+        except FencedMemberEpochError as exc:
+            raise GroupError(common_pb2.FENCED_MEMBER_EPOCH, str(exc)) from exc
+        return member_id, response.member_epoch, dict(response.assignment)
+
+    def _membership_changed(self, group: Group) -> None:
+        group.empty_since_ms = 0 if group.members else now_ms()
+        self._recompute_target(group)
+
+    def _recompute_target(self, group: Group) -> None:
+        if group.frozen_until_ms > now_ms():
+            return  # taken over: nothing is handed out until old owners are surely gone
+        image = self.manager.image
+        counts: dict[str, int] = {}
+        for info in group.members.values():
+            for name in info.topics:
+                topic = image.topic_by_name(name)
+                counts[name] = len(topic.partitions) if topic is not None else 0
+        group.partition_counts = counts
+        subscriptions = [
+            MemberSubscription(
+                member_id=m.member_id,
+                topics=m.topics,
+                client_id=m.client_id,
+                group_instance_id=m.instance_id or None,
+                owned={t: ps for t, ps in group.reconciler.target_of(m.member_id).items()},
+            )
+            for m in group.members.values()
+        ]
+        target = assign(group.assignor, subscriptions, counts) if subscriptions else {}
+        epoch = group.reconciler.set_target(target)
+        log.info(
+            "group %s: epoch %d target %s", group.group_id, epoch,
+            {m: dict(a) for m, a in target.items()},
+        )  # fmt: skip
+
+    # ---- timers ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._maintenance(), name="group-maintenance"))
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self.loading.values()]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self.loading.values(), return_exceptions=True)
+
+    async def _maintenance(self) -> None:
+        retention_ms = self.config["offsets.retention.minutes"] * 60_000
+        while True:
+            await asyncio.sleep(min(0.5, self.session_timeout_ms / 4000))
+            now = now_ms()
+            for group in list(self.groups.values()):
+                expired = group.reconciler.expire_sessions(now)
+                for member_id in expired:
+                    group.members.pop(member_id, None)
+                    log.info("group %s: member %s expired", group.group_id, member_id)
+                thawed = group.frozen_until_ms and group.frozen_until_ms <= now
+                if thawed:
+                    group.frozen_until_ms = 0
+                if expired or thawed:
+                    self._membership_changed(group)
+                if (
+                    not group.members
+                    and group.offsets
+                    and group.empty_since_ms
+                    and now - group.empty_since_ms > retention_ms
+                ):
+                    log.info("group %s: offsets expired after %d min empty", group.group_id,
+                             retention_ms // 60_000)  # fmt: skip
+                    await self._delete_offsets(group)
+
+    # ---- offsets -----------------------------------------------------------------------
+
+    async def commit(
+        self,
+        group_id: str,
+        member_id: str,
+        member_epoch: int,
+        offsets: list[tuple[str, int, int, str]],
+    ) -> dict[tuple[str, int], tuple[int, str]]:
+        """Commit (topic, partition, offset, metadata) items; returns per-item (code, message)."""
+        group = self._group(group_id, create=not member_id)
+        assert group is not None
+        if member_id:
+            try:
+                group.reconciler.validate_offset_commit(member_id, member_epoch)
+            except UnknownMemberIdError as exc:
+                raise GroupError(common_pb2.UNKNOWN_MEMBER_ID, str(exc)) from exc
+            except StaleMemberEpochError as exc:
+                raise GroupError(common_pb2.STALE_MEMBER_EPOCH, str(exc)) from exc
+        elif group.members:
+            raise GroupError(
+                common_pb2.NON_EMPTY_GROUP,
+                f"group {group_id!r} has {len(group.members)} active member(s); offsets can be "
+                "reset only while the group is empty (stop its consumers first)",
+            )
+        results: dict[tuple[str, int], tuple[int, str]] = {}
+        accepted = []
+        now = now_ms()
+        for topic, partition, offset, metadata in offsets:
+            try:
+                end = await self.end_offset(topic, partition)
+            except GroupError as exc:
+                results[(topic, partition)] = (exc.code, exc.message)
+                continue
+            if offset < 0 or offset > end:
+                results[(topic, partition)] = (
+                    common_pb2.OFFSET_OUT_OF_RANGE,
+                    f"offset {offset} is outside {topic}-{partition}'s range [0, {end}]",
+                )
+                continue
+            accepted.append((topic, partition, OffsetEntry(offset, metadata, now)))
+        if accepted:
+            await self._append(group, [(group_id, t, p, e, member_epoch) for t, p, e in accepted])
+            for topic, partition, entry in accepted:
+                group.offsets[(topic, partition)] = entry
+                results[(topic, partition)] = (common_pb2.NONE, "")
+        return results
+
+    async def _append(
+        self, group: Group, items: list[tuple[str, str, int, OffsetEntry | None, int]]
+    ) -> None:
+        replica = self._offsets_replica(group.partition)
+        min_isr = self.manager.min_insync_replicas(OFFSETS_TOPIC)
+        data = encode_records(items, now_ms())
+        try:
+            info = replica.append_as_leader(data, -1, min_isr, now_ms())
+            await replica.wait_for_isr(
+                info.last_offset, min_isr, self.config["request.timeout.ms"] / 1000
+            )
+        except PartitionError as exc:
+            raise GroupError(exc.code, exc.message) from exc
+
+    def _offsets_replica(self, partition: int) -> Partition:
+        try:
+            return self.manager.partition_by_name(OFFSETS_TOPIC, partition)
+        except PartitionError as exc:
+            raise GroupError(common_pb2.NOT_COORDINATOR, exc.message) from exc
+
+    def fetch_offsets(
+        self, group_id: str, wanted: list[tuple[str, int]] | None
+    ) -> dict[tuple[str, int], OffsetEntry | None]:
+        group = self._group(group_id, create=False)
+        if group is None:
+            return dict.fromkeys(wanted or [])
+        if wanted is None:
+            return dict(group.offsets)
+        return {tp: group.offsets.get(tp) for tp in wanted}
+
+    async def delete_group(self, group_id: str) -> None:
+        group = self._group(group_id, create=False)
+        if group is None:
+            raise GroupError(common_pb2.GROUP_ID_NOT_FOUND, f"group {group_id!r} does not exist")
+        if group.members:
+            raise GroupError(
+                common_pb2.NON_EMPTY_GROUP,
+                f"group {group_id!r} has {len(group.members)} active member(s); stop them first",
+            )
+        await self._delete_offsets(group)
+        self.groups.pop(group_id, None)
+
+    async def _delete_offsets(self, group: Group) -> None:
+        if group.offsets:
+            await self._append(
+                group, [(group.group_id, t, p, None, -1) for (t, p) in sorted(group.offsets)]
+            )
+        group.offsets.clear()
+
+    def describe(self, group_id: str) -> Group:
+        group = self._group(group_id, create=False)
+        if group is None:
+            raise GroupError(common_pb2.GROUP_ID_NOT_FOUND, f"group {group_id!r} does not exist")
+        return group

@@ -1,0 +1,298 @@
+"""The Group gRPC service: finding coordinators, heartbeats, offset commits and group admin.
+
+Served on client listeners of every broker. FindCoordinator creates the internal topic
+`__consumer_offsets` on first use (offsets.topic.num.partitions partitions, replicated up to
+offsets.topic.replication.factor, compacted) and answers with the leader of the group's offsets
+partition, at the listener the client used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from strom.client.cluster import channel_options
+from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
+from strom.node.replica.manager import ReplicaManager
+from strom.node.replica.partition import PartitionError
+from strom.v1 import (
+    admin_pb2,
+    broker_pb2,
+    broker_pb2_grpc,
+    common_pb2,
+    group_pb2,
+    group_pb2_grpc,
+)
+
+from .coordinator import GroupCoordinator, GroupError
+from .offsets_log import OFFSETS_TOPIC
+
+log = logging.getLogger("strom.group")
+
+
+def _code(code: int) -> common_pb2.ErrorCode.ValueType:
+    return common_pb2.ErrorCode.ValueType(code)
+
+
+class EndOffsets:
+    """The latest offset (high watermark) of any partition: locally when this broker leads it,
+    else by asking its leader (ListOffsets)."""
+
+    def __init__(self, manager: ReplicaManager, timeout_s: float) -> None:
+        self.manager = manager
+        self.timeout_s = timeout_s
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def __call__(self, topic: str, partition: int) -> int:
+        image = self.manager.image
+        meta = image.topic_by_name(topic)
+        if meta is None or partition not in meta.partitions:
+            raise GroupError(
+                common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"{topic}-{partition} does not exist"
+            )
+        leader = meta.partitions[partition].leader
+        if leader == self.manager.broker_id:
+            try:
+                return self.manager.partition_by_name(topic, partition).high_watermark
+            except PartitionError as exc:
+                raise GroupError(exc.code, exc.message) from exc
+        broker = image.brokers.get(leader)
+        endpoint = (
+            broker.endpoint(self.manager.config.inter_broker_listener_name) if broker else None
+        )
+        if endpoint is None:
+            raise GroupError(
+                common_pb2.LEADER_NOT_AVAILABLE, f"{topic}-{partition} has no leader right now"
+            )
+        address = f"{endpoint.host}:{endpoint.port}"
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address, options=channel_options()
+            )
+        request = broker_pb2.ListOffsetsRequest()
+        request.topics.add(name=topic).partitions.add(
+            partition=partition, timestamp=-1, current_leader_epoch=-1
+        )
+        try:
+            response = await broker_pb2_grpc.BrokerStub(channel).ListOffsets(
+                request, timeout=self.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise GroupError(
+                common_pb2.LEADER_NOT_AVAILABLE, f"{address}: {exc.details()}"
+            ) from exc
+        result = response.topics[0].partitions[0]
+        if result.error_code != common_pb2.NONE:
+            raise GroupError(result.error_code, result.error_message)
+        return int(result.offset)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._channels.values()), return_exceptions=True)
+
+
+class GroupServicer(group_pb2_grpc.GroupServicer):
+    def __init__(
+        self,
+        coordinator: GroupCoordinator,
+        manager: ReplicaManager,
+        controller: ControllerClient,
+        listener: str,
+    ) -> None:
+        self.coordinator = coordinator
+        self.manager = manager
+        self.controller = controller
+        self.listener = listener
+        self.config = manager.config
+
+    async def _ensure_offsets_topic(self) -> bool:
+        if self.manager.image.topic_by_name(OFFSETS_TOPIC) is not None:
+            return True
+        active = len(self.manager.image.active_broker_ids())
+        factor = max(1, min(self.config["offsets.topic.replication.factor"], active))
+        request = admin_pb2.CreateTopicsRequest(
+            topics=[
+                admin_pb2.CreatableTopic(
+                    name=OFFSETS_TOPIC,
+                    num_partitions=self.config["offsets.topic.num.partitions"],
+                    replication_factor=factor,
+                    configs={"cleanup.policy": "compact"},
+                )
+            ]
+        )
+        try:
+            await self.controller.call(lambda s: s.CreateTopics, request, deadline_s=5.0)
+        except ControllerUnavailable as exc:
+            log.info("cannot create %s yet: %s", OFFSETS_TOPIC, exc)
+        return False
+
+    async def FindCoordinator(
+        self, request: group_pb2.FindCoordinatorRequest, context: grpc.aio.ServicerContext
+    ) -> group_pb2.FindCoordinatorResponse:
+        if not request.key:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "key (the group id) is empty")
+        if not await self._ensure_offsets_topic():
+            return group_pb2.FindCoordinatorResponse(
+                error_code=common_pb2.COORDINATOR_NOT_AVAILABLE,
+                error_message=f"creating {OFFSETS_TOPIC}; retry",
+            )
+        image = self.manager.image
+        topic = image.topic_by_name(OFFSETS_TOPIC)
+        assert topic is not None
+        partition = self.coordinator.partition_for(request.key)
+        info = topic.partitions.get(partition)
+        broker = image.brokers.get(info.leader) if info else None
+        endpoint = broker.endpoint(self.listener) if broker and not broker.fenced else None
+        if endpoint is None:
+            return group_pb2.FindCoordinatorResponse(
+                error_code=common_pb2.COORDINATOR_NOT_AVAILABLE,
+                error_message=f"{OFFSETS_TOPIC}-{partition} has no leader right now; retry",
+            )
+        return group_pb2.FindCoordinatorResponse(
+            node_id=broker.broker_id if broker else -1, host=endpoint.host, port=endpoint.port
+        )
+
+    async def ConsumerGroupHeartbeat(
+        self, request: group_pb2.ConsumerGroupHeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> group_pb2.ConsumerGroupHeartbeatResponse:
+        if request.member_epoch < -1:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "member_epoch must be >= -1")
+        owned = None
+        if request.owned_partitions_present:
+            owned = {tp.topic: list(tp.partitions) for tp in request.owned_partitions}
+        try:
+            member_id, epoch, assignment = self.coordinator.heartbeat(
+                request.group_id,
+                request.member_id,
+                request.member_epoch,
+                request.client_id,
+                request.instance_id,
+                context.peer() or "",
+                list(request.subscribed_topic_names) if request.subscribed_topic_names else None,
+                request.server_assignor,
+                owned,
+            )
+        except GroupError as exc:
+            return group_pb2.ConsumerGroupHeartbeatResponse(
+                error_code=_code(exc.code), error_message=exc.message
+            )
+        return group_pb2.ConsumerGroupHeartbeatResponse(
+            member_id=member_id,
+            member_epoch=epoch,
+            heartbeat_interval_ms=self.coordinator.heartbeat_interval_ms,
+            session_timeout_ms=self.coordinator.session_timeout_ms,
+            assignment=[
+                group_pb2.TopicPartitions(topic=t, partitions=ps) for t, ps in assignment.items()
+            ],
+        )
+
+    async def OffsetCommit(
+        self, request: group_pb2.OffsetCommitRequest, context: grpc.aio.ServicerContext
+    ) -> group_pb2.OffsetCommitResponse:
+        items = [
+            (t.name, p.partition, p.offset, p.metadata)
+            for t in request.topics
+            for p in t.partitions
+        ]
+        try:
+            results = await self.coordinator.commit(
+                request.group_id, request.member_id, request.member_epoch, items
+            )
+        except GroupError as exc:
+            return group_pb2.OffsetCommitResponse(
+                error_code=_code(exc.code), error_message=exc.message
+            )
+        response = group_pb2.OffsetCommitResponse()
+        for t in request.topics:
+            out = response.topics.add(name=t.name)
+            for p in t.partitions:
+                code, message = results.get((t.name, p.partition), (common_pb2.NONE, ""))
+                out.partitions.add(
+                    partition=p.partition, error_code=_code(code), error_message=message
+                )
+        return response
+
+    async def OffsetFetch(
+        self, request: group_pb2.OffsetFetchRequest, context: grpc.aio.ServicerContext
+    ) -> group_pb2.OffsetFetchResponse:
+        wanted = [(t.topic, p) for t in request.topics for p in t.partitions] or None
+        try:
+            offsets = self.coordinator.fetch_offsets(request.group_id, wanted)
+        except GroupError as exc:
+            return group_pb2.OffsetFetchResponse(
+                error_code=_code(exc.code), error_message=exc.message
+            )
+        response = group_pb2.OffsetFetchResponse()
+        by_topic: dict[str, group_pb2.OffsetFetchTopic] = {}
+        for (topic, partition), entry in sorted(offsets.items()):
+            out = by_topic.get(topic)
+            if out is None:
+                out = by_topic[topic] = response.topics.add(name=topic)
+            out.partitions.add(
+                partition=partition,
+                offset=-1 if entry is None else entry.offset,
+                metadata="" if entry is None else entry.metadata,
+                commit_timestamp_ms=-1 if entry is None else entry.commit_timestamp_ms,
+            )
+        return response
+
+    async def ListGroups(
+        self, request: group_pb2.ListGroupsRequest, context: grpc.aio.ServicerContext
+    ) -> group_pb2.ListGroupsResponse:
+        return group_pb2.ListGroupsResponse(
+            groups=[
+                group_pb2.ListedGroup(
+                    group_id=g.group_id, state=g.state, member_count=len(g.members)
+                )
+                for g in sorted(self.coordinator.groups.values(), key=lambda g: g.group_id)
+            ]
+        )
+
+    async def DescribeGroups(
+        self, request: group_pb2.DescribeGroupsRequest, context: grpc.aio.ServicerContext
+    ) -> group_pb2.DescribeGroupsResponse:
+        response = group_pb2.DescribeGroupsResponse()
+        for group_id in request.group_ids:
+            out = response.groups.add(group_id=group_id, coordinator_id=self.manager.broker_id)
+            try:
+                group = self.coordinator.describe(group_id)
+            except GroupError as exc:
+                out.error_code, out.error_message = _code(exc.code), exc.message
+                out.state = "Dead"
+                continue
+            out.state = group.state
+            out.group_epoch = group.reconciler.group_epoch
+            out.assignor = group.assignor
+            statuses = group.reconciler.members
+            for member_id, info in sorted(group.members.items()):
+                status = statuses.get(member_id)
+                member = out.members.add(
+                    member_id=member_id,
+                    instance_id=info.instance_id,
+                    client_id=info.client_id,
+                    client_host=info.host,
+                    member_epoch=status.member_epoch if status else 0,
+                    subscribed_topic_names=sorted(info.topics),
+                )
+                current: dict[str, list[int]] = {}
+                for topic, partition in sorted(status.assigned if status else ()):
+                    current.setdefault(topic, []).append(partition)
+                for topic, partitions in current.items():
+                    member.assignment.add(topic=topic, partitions=partitions)
+                for topic, targeted in group.reconciler.target_of(member_id).items():
+                    member.target_assignment.add(topic=topic, partitions=targeted)
+        return response
+
+    async def DeleteGroups(
+        self, request: group_pb2.DeleteGroupsRequest, context: grpc.aio.ServicerContext
+    ) -> group_pb2.DeleteGroupsResponse:
+        response = group_pb2.DeleteGroupsResponse()
+        for group_id in request.group_ids:
+            result = response.results.add(group_id=group_id)
+            try:
+                await self.coordinator.delete_group(group_id)
+            except GroupError as exc:
+                result.error_code, result.error_message = _code(exc.code), exc.message
+        return response
