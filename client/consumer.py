@@ -11,17 +11,31 @@ by the same policy. Consumer groups (subscribe, commits) build on this.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from strom.storage.batch_validation import split_batches
 from strom.storage.record_decode import decode_batch
-from strom.v1 import broker_pb2, common_pb2
+from strom.v1 import broker_pb2, common_pb2, group_pb2
 
 from ._loop import LoopThread
 from .cluster import ClusterClient
 from .errors import METADATA_STALE, FatalError, StromError, error_from_code
+from .group import GroupMembership
 from .records import ConsumerRecord, TopicPartition
+
+log = logging.getLogger("strom.client.consumer")
+
+RebalanceCallback = Callable[[list[TopicPartition]], Any]
+
+
+async def _call(callback: RebalanceCallback, partitions: list[TopicPartition]) -> None:
+    result = callback(partitions)
+    if inspect.isawaitable(result):
+        await result
+
 
 EARLIEST = -2
 LATEST = -1
@@ -39,6 +53,11 @@ class AsyncConsumer:
         max_partition_fetch_bytes: int = 1_048_576,
         request_timeout_ms: int = 30_000,
         client_id: str = "strom-consumer",
+        group_id: str | None = None,
+        group_instance_id: str = "",
+        group_remote_assignor: str = "range",
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5_000,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise FatalError(
@@ -56,6 +75,21 @@ class AsyncConsumer:
         self._assignment: list[TopicPartition] = []
         self._positions: dict[TopicPartition, int] = {}
         self._buffer: list[ConsumerRecord] = []
+        self.client_id = client_id
+        self.enable_auto_commit = enable_auto_commit
+        self.auto_commit_interval_s = auto_commit_interval_ms / 1000
+        self._next_auto_commit = 0.0
+        self._on_assign: RebalanceCallback | None = None
+        self._on_revoke: RebalanceCallback | None = None
+        self.group: GroupMembership | None = None
+        if group_id is not None:
+            self.group = GroupMembership(
+                self.cluster,
+                group_id,
+                client_id=client_id,
+                instance_id=group_instance_id,
+                assignor=group_remote_assignor,
+            )
 
     async def __aenter__(self) -> AsyncConsumer:
         return self
@@ -64,7 +98,163 @@ class AsyncConsumer:
         await self.close()
 
     async def close(self) -> None:
-        await self.cluster.close()
+        """Commit (with auto-commit), give up the partitions, leave the group promptly."""
+        try:
+            if self.group is not None and self.group.member_epoch > 0:
+                await self._revoke(set(self.group.owned))
+                await self.group.leave()
+        finally:
+            await self.cluster.close()
+
+    # ---- groups ------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> None:
+        """Join the consumer group (group_id) for `topics`; the coordinator assigns partitions.
+        `on_assign` / `on_revoke` get the partitions that arrive or go, from inside `poll()`."""
+        if self.group is None:
+            raise FatalError(common_pb2.INVALID_GROUP_ID, "subscribe() needs a group_id")
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self.group.subscribe(topics)
+        self.group.start()
+
+    async def _apply_assignment(self) -> None:
+        group = self.group
+        if group is None:
+            return
+        if group.fatal is not None:
+            raise group.fatal
+        target = group.assignment
+        if target is None or target == group.owned:
+            return
+        revoked = group.owned - target
+        added = target - group.owned
+        if revoked:
+            await self._revoke(revoked)
+        if added:
+            committed = await self.committed_offsets(sorted(added))
+            for tp in sorted(added):
+                self._assignment.append(tp)
+                if committed.get(tp, -1) >= 0:
+                    self._positions[tp] = committed[tp]
+            group.owned |= added
+            if self._on_assign is not None:
+                await _call(self._on_assign, sorted(added))
+        group.wake()  # report the new ownership at once
+
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
+        group = self.group
+        assert group is not None
+        if self.enable_auto_commit:
+            try:
+                await self.commit(
+                    {tp: self._positions[tp] for tp in revoked if tp in self._positions}
+                )
+            except StromError as exc:
+                log.info("commit before revoking %s failed: %s", sorted(revoked), exc)
+        if self._on_revoke is not None:
+            await _call(self._on_revoke, sorted(revoked))
+        self._assignment = [tp for tp in self._assignment if tp not in revoked]
+        for tp in revoked:
+            self._positions.pop(tp, None)
+        self._buffer = [
+            r for r in self._buffer if TopicPartition(r.topic, r.partition) not in revoked
+        ]
+        group.owned -= revoked
+
+    async def _coordinator_call(self, method: str, request: Any) -> Any:
+        group = self.group
+        assert group is not None
+        backoff_s = 0.05
+        for _ in range(20):
+            address = group.coordinator or await group.find_coordinator()
+            response = await self.cluster.call(
+                address,
+                getattr(group.stub(address), method),
+                request,
+                self.cluster.request_timeout_s,
+            )
+            if response.error_code in (
+                common_pb2.NOT_COORDINATOR,
+                common_pb2.COORDINATOR_NOT_AVAILABLE,
+                common_pb2.COORDINATOR_LOAD_IN_PROGRESS,
+            ):
+                group.coordinator = None
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(1.0, backoff_s * 2)
+                continue
+            if response.error_code != common_pb2.NONE:
+                raise error_from_code(response.error_code, response.error_message)
+            return response
+        raise error_from_code(common_pb2.COORDINATOR_NOT_AVAILABLE, "no coordinator answered")
+
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        """Commit `offsets` (default: the position of every owned partition, i.e. what poll()
+        has returned). Acknowledged once the offsets are replicated."""
+        group = self.group
+        if group is None:
+            raise FatalError(common_pb2.INVALID_GROUP_ID, "commit() needs a group_id")
+        if offsets is None:
+            offsets = {tp: self._positions[tp] for tp in group.owned if tp in self._positions}
+        if not offsets:
+            return
+        by_topic: dict[str, list[group_pb2.OffsetCommitPartition]] = {}
+        for tp, offset in sorted(offsets.items()):
+            by_topic.setdefault(tp.topic, []).append(
+                group_pb2.OffsetCommitPartition(partition=tp.partition, offset=offset)
+            )
+        request = group_pb2.OffsetCommitRequest(
+            group_id=group.group_id,
+            member_id=group.member_id,
+            member_epoch=group.member_epoch,
+            topics=[
+                group_pb2.OffsetCommitTopic(name=t, partitions=ps) for t, ps in by_topic.items()
+            ],
+        )
+        response = await self._coordinator_call("OffsetCommit", request)
+        for topic in response.topics:
+            for p in topic.partitions:
+                if p.error_code != common_pb2.NONE:
+                    raise error_from_code(p.error_code, p.error_message)
+
+    async def committed_offsets(
+        self, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """The group's committed offset of each partition (-1: none)."""
+        group = self.group
+        if group is None:
+            raise FatalError(common_pb2.INVALID_GROUP_ID, "committed() needs a group_id")
+        by_topic: dict[str, list[int]] = {}
+        for tp in partitions:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        request = group_pb2.OffsetFetchRequest(
+            group_id=group.group_id,
+            topics=[
+                group_pb2.TopicPartitions(topic=t, partitions=ps) for t, ps in by_topic.items()
+            ],
+        )
+        response = await self._coordinator_call("OffsetFetch", request)
+        return {
+            TopicPartition(t.name, p.partition): p.offset
+            for t in response.topics
+            for p in t.partitions
+        }
+
+    async def _maybe_auto_commit(self) -> None:
+        if self.group is None or not self.enable_auto_commit or self.group.member_epoch <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        if now < self._next_auto_commit:
+            return
+        self._next_auto_commit = now + self.auto_commit_interval_s
+        try:
+            await self.commit()
+        except StromError as exc:
+            log.info("auto-commit failed: %s", exc)
 
     # ---- assignment and positions -------------------------------------------------------
 
@@ -171,6 +361,14 @@ class AsyncConsumer:
         `timeout_ms` for some to arrive."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000
+        # The previous poll's records are processed: commit their positions (auto-commit), then
+        # apply assignment changes (revoke first, with callbacks) before fetching more.
+        await self._maybe_auto_commit()
+        await self._apply_assignment()
+        if self.group is not None and not self._assignment and not self._buffer:
+            # Nothing assigned yet: wait a little for the coordinator, then report.
+            await asyncio.sleep(min(0.05, timeout_ms / 1000))
+            await self._apply_assignment()
         while not self._buffer and self._assignment:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -281,6 +479,30 @@ class Consumer:
 
     def poll(self, timeout_ms: int = 1_000, max_records: int = 500) -> list[ConsumerRecord]:
         return self._loop.run(self._async.poll(timeout_ms, max_records))
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> None:
+        """Callbacks run on the client's loop thread, inside poll() (which blocks meanwhile)."""
+
+        async def run() -> None:
+            self._async.subscribe(topics, on_assign, on_revoke)
+
+        self._loop.run(run())
+
+    def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        self._loop.run(self._async.commit(offsets))
+
+    def commit_async(self, offsets: dict[TopicPartition, int] | None = None) -> Any:
+        """Returns a concurrent.futures.Future of the commit."""
+        return asyncio.run_coroutine_threadsafe(self._async.commit(offsets), self._loop.loop)
+
+    def committed(self, partition: TopicPartition | tuple[str, int]) -> int:
+        tp = TopicPartition(*partition)
+        return self._loop.run(self._async.committed_offsets([tp])).get(tp, -1)
 
     def close(self) -> None:
         self._loop.run(self._async.close())

@@ -186,6 +186,13 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         "group.consumer.heartbeat.interval.ms", int, 5_000, "member heartbeat period", _at_least(1)
     ),
     ConfigKey(
+        "group.initial.rebalance.delay.ms",
+        int,
+        3_000,
+        "an empty group waits this long for more members before the first assignment",
+        _at_least(0),
+    ),
+    ConfigKey(
         "auto.leader.rebalance.enable", bool, True, "move leaders back to preferred replicas"
     ),
     ConfigKey(

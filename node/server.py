@@ -36,7 +36,7 @@ from strom.node.config import NodeConfig
 from strom.node.controller.logic import ControllerLogic, ControllerSettings
 from strom.node.controller.service import ControllerService
 from strom.node.group.coordinator import GroupCoordinator
-from strom.node.group.service import EndOffsets
+from strom.node.group.service import EndOffsets, GroupServicer
 from strom.node.meta_properties import check_directories
 from strom.node.metadata.image import MetadataImage
 from strom.node.metadata.state import MetadataState
@@ -58,6 +58,7 @@ from strom.v1 import (
     controller_pb2,
     controller_pb2_grpc,
     group_pb2,
+    group_pb2_grpc,
     metadata_pb2,
     raft_pb2,
     raft_pb2_grpc,
@@ -267,6 +268,13 @@ class Node:
                 )
                 replica_pb2_grpc.add_ReplicaServicer_to_server(
                     ReplicaServicer(self.manager), server
+                )
+                assert self.coordinator is not None
+                group_pb2_grpc.add_GroupServicer_to_server(
+                    GroupServicer(
+                        self.coordinator, self.manager, self.controller_client, endpoint.listener
+                    ),
+                    server,
                 )
                 admin_pb2_grpc.add_AdminServicer_to_server(
                     AdminServicer(config, self.cluster_id, self.controller_client, self._image),

@@ -106,6 +106,7 @@ class GroupCoordinator:
         self.num_partitions = config["offsets.topic.num.partitions"]
         self.session_timeout_ms = config["group.consumer.session.timeout.ms"]
         self.heartbeat_interval_ms = config["group.consumer.heartbeat.interval.ms"]
+        self.initial_delay_ms = config["group.initial.rebalance.delay.ms"]
         self.groups: dict[str, Group] = {}
         self.loaded: set[int] = set()  # offsets partitions whose groups are in memory
         self.loading: dict[int, asyncio.Task[None]] = {}
@@ -252,6 +253,10 @@ class GroupCoordinator:
             member_id = member_id or uuid.uuid4().hex
             if member_id in group.members:
                 group.reconciler.leave(member_id)  # a rejoin after a fence: start over
+            if not group.members and self.initial_delay_ms:
+                # Kafka's group.initial.rebalance.delay.ms: consumers started together are
+                # assigned together, instead of the first taking everything for a moment.
+                group.frozen_until_ms = max(group.frozen_until_ms, now + self.initial_delay_ms)
             group.reconciler.join(member_id, now)
             group.members[member_id] = MemberInfo(
                 member_id, client_id, instance_id, host, frozenset(topics or ())

@@ -23,6 +23,9 @@ FAST = {
     "replica.fetch.wait.max.ms": "200",
     "log.retention.check.interval.ms": "500",
     "leader.imbalance.check.interval.seconds": "2",
+    "group.consumer.session.timeout.ms": "3000",
+    "group.consumer.heartbeat.interval.ms": "300",
+    "group.initial.rebalance.delay.ms": "500",
 }
 
 
