@@ -7,11 +7,12 @@ with one call per topic here, raising is the simpler equivalent).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from strom.v1 import admin_pb2, common_pb2, metadata_pb2
+from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2, group_pb2_grpc, metadata_pb2
 
 from ._loop import LoopThread
 from .cluster import ClusterClient, TopicMeta
@@ -286,6 +287,168 @@ class AsyncAdmin:
             for r in response.results
         }
 
+    # ---- consumer groups ---------------------------------------------------------------
+
+    async def _coordinator(self, group_id: str) -> str:
+        request = group_pb2.FindCoordinatorRequest(key=group_id)
+        for _ in range(50):
+            response = await self.cluster.call_any(
+                lambda a: group_pb2_grpc.GroupStub(self.cluster.channel(a)).FindCoordinator,
+                request,
+            )
+            if response.error_code == common_pb2.NONE:
+                return f"{response.host}:{response.port}"
+            if response.error_code != common_pb2.COORDINATOR_NOT_AVAILABLE:
+                raise error_from_code(response.error_code, response.error_message)
+            await asyncio.sleep(0.2)
+        raise error_from_code(
+            common_pb2.COORDINATOR_NOT_AVAILABLE, f"no coordinator for {group_id!r}"
+        )
+
+    async def _group_call(self, group_id: str, method: str, request: Any) -> Any:
+        for _ in range(50):
+            address = await self._coordinator(group_id)
+            stub = group_pb2_grpc.GroupStub(self.cluster.channel(address))
+            response = await self.cluster.call(
+                address, getattr(stub, method), request, self.cluster.request_timeout_s
+            )
+            code = getattr(response, "error_code", common_pb2.NONE)
+            if code in (common_pb2.NOT_COORDINATOR, common_pb2.COORDINATOR_LOAD_IN_PROGRESS):
+                await asyncio.sleep(0.2)
+                continue
+            return response
+        raise error_from_code(
+            common_pb2.COORDINATOR_NOT_AVAILABLE, f"no coordinator for {group_id!r}"
+        )
+
+    async def list_groups(self) -> list[tuple[str, str, int]]:
+        """(group id, state, member count) of every group, from every broker's coordinator."""
+        await self.cluster.refresh_metadata(None)
+        found: dict[str, tuple[str, str, int]] = {}
+        for address in self.cluster.meta.brokers.values():
+            stub = group_pb2_grpc.GroupStub(self.cluster.channel(address))
+            response = await self.cluster.call(
+                address,
+                stub.ListGroups,
+                group_pb2.ListGroupsRequest(),
+                self.cluster.request_timeout_s,
+            )
+            for g in response.groups:
+                found[g.group_id] = (g.group_id, g.state, g.member_count)
+        return sorted(found.values())
+
+    async def describe_group(self, group_id: str) -> GroupDescription:
+        response = await self._group_call(
+            group_id, "DescribeGroups", group_pb2.DescribeGroupsRequest(group_ids=[group_id])
+        )
+        g = response.groups[0]
+        if g.error_code != common_pb2.NONE:
+            raise error_from_code(g.error_code, g.error_message)
+        return GroupDescription(
+            group_id=g.group_id,
+            state=g.state,
+            group_epoch=g.group_epoch,
+            assignor=g.assignor,
+            coordinator_id=g.coordinator_id,
+            members=tuple(
+                GroupMember(
+                    member_id=m.member_id,
+                    client_id=m.client_id,
+                    host=m.client_host,
+                    member_epoch=m.member_epoch,
+                    topics=tuple(m.subscribed_topic_names),
+                    assignment=tuple((tp.topic, p) for tp in m.assignment for p in tp.partitions),
+                )
+                for m in g.members
+            ),
+        )
+
+    async def list_group_offsets(self, group_id: str) -> dict[tuple[str, int], int]:
+        response = await self._group_call(
+            group_id, "OffsetFetch", group_pb2.OffsetFetchRequest(group_id=group_id)
+        )
+        if response.error_code != common_pb2.NONE:
+            raise error_from_code(response.error_code, response.error_message)
+        return {(t.name, p.partition): p.offset for t in response.topics for p in t.partitions}
+
+    async def alter_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Set committed offsets of a group that has no active members (Kafka's
+        AlterConsumerGroupOffsets); refused with NON_EMPTY_GROUP otherwise."""
+        by_topic: dict[str, list[group_pb2.OffsetCommitPartition]] = {}
+        for (topic, partition), offset in sorted(offsets.items()):
+            by_topic.setdefault(topic, []).append(
+                group_pb2.OffsetCommitPartition(partition=partition, offset=offset)
+            )
+        request = group_pb2.OffsetCommitRequest(
+            group_id=group_id,
+            member_id="",
+            member_epoch=-1,
+            topics=[
+                group_pb2.OffsetCommitTopic(name=t, partitions=ps) for t, ps in by_topic.items()
+            ],
+        )
+        response = await self._group_call(group_id, "OffsetCommit", request)
+        if response.error_code != common_pb2.NONE:
+            raise error_from_code(response.error_code, response.error_message)
+        for topic in response.topics:
+            for p in topic.partitions:
+                if p.error_code != common_pb2.NONE:
+                    raise error_from_code(p.error_code, p.error_message)
+
+    async def delete_groups(self, group_ids: Sequence[str]) -> None:
+        for group_id in group_ids:
+            response = await self._group_call(
+                group_id, "DeleteGroups", group_pb2.DeleteGroupsRequest(group_ids=[group_id])
+            )
+            for result in response.results:
+                if result.error_code != common_pb2.NONE:
+                    raise error_from_code(result.error_code, result.error_message)
+
+    async def list_offsets(
+        self, partitions: Sequence[tuple[str, int]], timestamp: int
+    ) -> dict[tuple[str, int], int]:
+        """Offsets at `timestamp` (-1 latest, -2 earliest, or ms) from each partition's leader."""
+        out: dict[tuple[str, int], int] = {}
+        for topic, partition in partitions:
+            meta = await self.cluster.topic(topic)
+            leader = meta.partitions[partition].leader
+            address = self.cluster.address_of(leader)
+            if address is None:
+                raise error_from_code(common_pb2.LEADER_NOT_AVAILABLE, f"{topic}-{partition}")
+            request = broker_pb2.ListOffsetsRequest()
+            request.topics.add(name=topic).partitions.add(
+                partition=partition, timestamp=timestamp, current_leader_epoch=-1
+            )
+            response = await self.cluster.call(
+                address, self.cluster.broker_stub(address).ListOffsets, request,
+                self.cluster.request_timeout_s,
+            )  # fmt: skip
+            result = response.topics[0].partitions[0]
+            if result.error_code != common_pb2.NONE:
+                raise error_from_code(result.error_code, result.error_message)
+            out[(topic, partition)] = result.offset
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    member_id: str
+    client_id: str
+    host: str
+    member_epoch: int
+    topics: tuple[str, ...]
+    assignment: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    group_id: str
+    state: str
+    group_epoch: int
+    assignor: str
+    coordinator_id: int
+    members: tuple[GroupMember, ...]
+
 
 class Admin:
     """Synchronous facade over AsyncAdmin (same code path, one private loop thread)."""
@@ -348,3 +511,23 @@ class Admin:
         self, partitions: Sequence[tuple[str, int]] | None = None
     ) -> dict[tuple[str, int], str]:
         return self._run(self._async.elect_preferred_leaders(partitions))
+
+    def list_groups(self) -> list[tuple[str, str, int]]:
+        return self._run(self._async.list_groups())
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        return self._run(self._async.describe_group(group_id))
+
+    def list_group_offsets(self, group_id: str) -> dict[tuple[str, int], int]:
+        return self._run(self._async.list_group_offsets(group_id))
+
+    def alter_group_offsets(self, group_id: str, offsets: dict[tuple[str, int], int]) -> None:
+        self._run(self._async.alter_group_offsets(group_id, offsets))
+
+    def delete_groups(self, group_ids: Sequence[str]) -> None:
+        self._run(self._async.delete_groups(group_ids))
+
+    def list_offsets(
+        self, partitions: Sequence[tuple[str, int]], timestamp: int
+    ) -> dict[tuple[str, int], int]:
+        return self._run(self._async.list_offsets(partitions, timestamp))

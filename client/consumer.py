@@ -73,7 +73,10 @@ class AsyncConsumer:
             bootstrap_servers, client_id=client_id, request_timeout_ms=request_timeout_ms
         )
         self._assignment: list[TopicPartition] = []
+        # Two positions per partition: where the next fetch starts (records may sit in the
+        # buffer), and the next offset poll() will return, which is what commits record.
         self._positions: dict[TopicPartition, int] = {}
+        self._consumed: dict[TopicPartition, int] = {}
         self._buffer: list[ConsumerRecord] = []
         self.client_id = client_id
         self.enable_auto_commit = enable_auto_commit
@@ -140,7 +143,7 @@ class AsyncConsumer:
             for tp in sorted(added):
                 self._assignment.append(tp)
                 if committed.get(tp, -1) >= 0:
-                    self._positions[tp] = committed[tp]
+                    self._positions[tp] = self._consumed[tp] = committed[tp]
             group.owned |= added
             if self._on_assign is not None:
                 await _call(self._on_assign, sorted(added))
@@ -152,7 +155,7 @@ class AsyncConsumer:
         if self.enable_auto_commit:
             try:
                 await self.commit(
-                    {tp: self._positions[tp] for tp in revoked if tp in self._positions}
+                    {tp: self._consumed[tp] for tp in revoked if tp in self._consumed}
                 )
             except StromError as exc:
                 log.info("commit before revoking %s failed: %s", sorted(revoked), exc)
@@ -161,6 +164,7 @@ class AsyncConsumer:
         self._assignment = [tp for tp in self._assignment if tp not in revoked]
         for tp in revoked:
             self._positions.pop(tp, None)
+            self._consumed.pop(tp, None)
         self._buffer = [
             r for r in self._buffer if TopicPartition(r.topic, r.partition) not in revoked
         ]
@@ -199,7 +203,7 @@ class AsyncConsumer:
         if group is None:
             raise FatalError(common_pb2.INVALID_GROUP_ID, "commit() needs a group_id")
         if offsets is None:
-            offsets = {tp: self._positions[tp] for tp in group.owned if tp in self._positions}
+            offsets = {tp: self._consumed[tp] for tp in group.owned if tp in self._consumed}
         if not offsets:
             return
         by_topic: dict[str, list[group_pb2.OffsetCommitPartition]] = {}
@@ -262,6 +266,7 @@ class AsyncConsumer:
         self._assignment = [TopicPartition(*tp) for tp in partitions]
         keep = set(self._assignment)
         self._positions = {tp: o for tp, o in self._positions.items() if tp in keep}
+        self._consumed = {tp: o for tp, o in self._consumed.items() if tp in keep}
         self._buffer = [r for r in self._buffer if (r.topic, r.partition) in keep]
 
     def assignment(self) -> list[TopicPartition]:
@@ -273,7 +278,7 @@ class AsyncConsumer:
             raise FatalError(common_pb2.INVALID_REQUEST, f"{tp} is not assigned to this consumer")
         if offset < 0:
             raise FatalError(common_pb2.INVALID_REQUEST, f"offset must be >= 0, got {offset}")
-        self._positions[tp] = offset
+        self._positions[tp] = self._consumed[tp] = offset
         self._buffer = [r for r in self._buffer if (r.topic, r.partition) != tp]
 
     async def seek_to_beginning(self, partitions: Iterable[TopicPartition] | None = None) -> None:
@@ -286,7 +291,7 @@ class AsyncConsumer:
         tp = TopicPartition(*partition)
         if tp not in self._positions:
             await self._reset_missing([tp])
-        return self._positions[tp]
+        return self._consumed.get(tp, self._positions[tp])
 
     async def list_offsets(
         self, partitions: Sequence[TopicPartition], timestamp: int
@@ -319,7 +324,7 @@ class AsyncConsumer:
     async def _reset(self, partitions: list[TopicPartition], timestamp: int) -> None:
         offsets = await self.list_offsets(partitions, timestamp)
         for tp, offset in offsets.items():
-            self._positions[tp] = offset
+            self._positions[tp] = self._consumed[tp] = offset
         self._buffer = [
             r for r in self._buffer if TopicPartition(r.topic, r.partition) not in offsets
         ]
@@ -380,6 +385,8 @@ class AsyncConsumer:
                     raise
                 await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
         records, self._buffer = self._buffer[:max_records], self._buffer[max_records:]
+        for r in records:
+            self._consumed[TopicPartition(r.topic, r.partition)] = r.offset + 1
         return records
 
     async def _fetch(self, max_wait_ms: int) -> None:

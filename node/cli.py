@@ -454,13 +454,22 @@ def _consume(args: argparse.Namespace) -> int:
     async def run() -> int:
         reset = "earliest" if args.from_beginning else "latest"
         shown = 0
-        async with AsyncConsumer(args.bootstrap_server, auto_offset_reset=reset) as consumer:
-            if args.partition is not None:
+        async with AsyncConsumer(
+            args.bootstrap_server, auto_offset_reset=reset, group_id=args.group,
+            client_id="strom-console-consumer",
+        ) as consumer:  # fmt: skip
+            if args.group is not None:
+                if args.partition is not None:
+                    raise CommandError("--group and --partition exclude each other")
+                consumer.subscribe([args.topic])
+                partitions = []
+            elif args.partition is not None:
                 partitions = [TopicPartition(args.topic, args.partition)]
             else:
                 meta = await consumer.cluster.topic(args.topic)
                 partitions = [TopicPartition(args.topic, p) for p in sorted(meta.partitions)]
-            consumer.assign(partitions)
+            if args.group is None:
+                consumer.assign(partitions)
             if args.offset is not None:
                 if args.offset == "earliest":
                     await consumer.seek_to_beginning()
@@ -470,7 +479,10 @@ def _consume(args: argparse.Namespace) -> int:
                     consumer.seek(partitions[0], int(args.offset))
             idle_ms = 0
             while args.max_messages is None or shown < args.max_messages:
-                records = await consumer.poll(timeout_ms=500)
+                # Ask only for what will be printed: with --group, whatever poll() returns counts
+                # as consumed and is committed.
+                wanted = 500 if args.max_messages is None else args.max_messages - shown
+                records = await consumer.poll(timeout_ms=500, max_records=wanted)
                 if not records:
                     idle_ms += 500
                     if args.timeout_ms is not None and idle_ms >= args.timeout_ms:
@@ -514,6 +526,146 @@ def _print_record_json(r: Any) -> None:
         ),
         flush=True,
     )
+
+
+def _groups_list(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        groups = admin.list_groups()
+    if args.output == "json":
+        _print_json([{"group": g, "state": s, "members": n} for g, s, n in groups])
+        return 0
+    for group_id, _, _ in groups:
+        print(group_id)
+    return 0
+
+
+def _groups_describe(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        group = admin.describe_group(args.group)
+        offsets = admin.list_group_offsets(args.group)
+        owner = {tp: m for m in group.members for tp in m.assignment}
+        partitions = sorted(set(offsets) | set(owner))
+        ends = admin.list_offsets(partitions, -1) if partitions else {}
+    if args.output == "json":
+        _print_json(
+            {
+                "group": group.group_id,
+                "state": group.state,
+                "epoch": group.group_epoch,
+                "assignor": group.assignor,
+                "coordinator": group.coordinator_id,
+                "members": [
+                    {"member_id": m.member_id, "client_id": m.client_id, "host": m.host,
+                     "epoch": m.member_epoch, "assignment": [list(tp) for tp in m.assignment]}
+                    for m in group.members
+                ],
+                "offsets": [
+                    {"topic": t, "partition": p, "current_offset": offsets.get((t, p), -1),
+                     "log_end_offset": ends.get((t, p), -1),
+                     "lag": _lag(offsets.get((t, p), -1), ends.get((t, p), -1))}
+                    for t, p in partitions
+                ],
+            }
+        )  # fmt: skip
+        return 0
+    if args.state:
+        print(f"{'GROUP':<28}{'COORDINATOR':<13}{'ASSIGNOR':<11}{'STATE':<13}#MEMBERS")
+        print(f"{group.group_id:<28}{group.coordinator_id:<13}{group.assignor:<11}"
+              f"{group.state:<13}{len(group.members)}")  # fmt: skip
+        return 0
+    if args.members:
+        print(
+            f"{'GROUP':<28}{'CONSUMER-ID':<34}{'HOST':<22}{'CLIENT-ID':<16}#PARTITIONS  ASSIGNMENT"
+        )
+        for m in group.members:
+            assignment = ",".join(f"{t}:{p}" for t, p in m.assignment) or "-"
+            print(f"{group.group_id:<28}{m.member_id:<34}{m.host:<22}{m.client_id:<16}"
+                  f"{len(m.assignment):<13}{assignment}")  # fmt: skip
+        return 0
+    print(
+        f"{'GROUP':<28}{'TOPIC':<20}{'PARTITION':<11}{'CURRENT-OFFSET':<16}{'LOG-END-OFFSET':<16}"
+        f"{'LAG':<6}{'CONSUMER-ID':<34}{'HOST':<22}CLIENT-ID"
+    )
+    for topic, partition in partitions:
+        member = owner.get((topic, partition))
+        current = offsets.get((topic, partition), -1)
+        end = ends.get((topic, partition), -1)
+        print(
+            f"{group.group_id:<28}{topic:<20}{partition:<11}"
+            f"{current if current >= 0 else '-':<16}{end:<16}{_lag(current, end):<6}"
+            f"{member.member_id if member else '-':<34}{member.host if member else '-':<22}"
+            f"{member.client_id if member else '-'}"
+        )
+    if not group.members:
+        print(f"\nConsumer group '{group.group_id}' has no active members.")
+    return 0
+
+
+def _lag(current: int, end: int) -> int | str:
+    return end - current if current >= 0 and end >= 0 else "-"
+
+
+def _groups_reset_offsets(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    with _admin(args) as admin:
+        group = admin.describe_group(args.group) if args.execute else None
+        if group is not None and group.members:
+            raise CommandError(
+                f"group {args.group!r} has {len(group.members)} active member(s): offsets can be "
+                "reset only while the group is empty; stop its consumers first"
+            )
+        committed = admin.list_group_offsets(args.group)
+        if args.all_topics:
+            topics = sorted({t for t, _ in committed})
+        elif args.topic:
+            topics = [args.topic]
+        else:
+            raise CommandError("say which offsets to reset: --topic T or --all-topics")
+        partitions = []
+        for topic in topics:
+            (description,) = admin.describe_topics([topic])
+            partitions += [(topic, p.partition) for p in description.partitions]
+        earliest = admin.list_offsets(partitions, -2)
+        latest = admin.list_offsets(partitions, -1)
+        if args.to_earliest:
+            new = dict(earliest)
+        elif args.to_latest:
+            new = dict(latest)
+        elif args.to_offset is not None:
+            new = {tp: args.to_offset for tp in partitions}
+        elif args.shift_by is not None:
+            new = {tp: committed.get(tp, earliest[tp]) + args.shift_by for tp in partitions}
+        elif args.to_datetime is not None:
+            try:
+                moment = datetime.fromisoformat(args.to_datetime)
+            except ValueError as exc:
+                raise CommandError(
+                    f"--to-datetime: {exc}; use ISO 8601, e.g. 2026-11-27T10:00:00"
+                ) from exc
+            by_time = admin.list_offsets(partitions, int(moment.timestamp() * 1000))
+            new = {tp: (o if o >= 0 else latest[tp]) for tp, o in by_time.items()}
+        else:
+            raise CommandError(
+                "choose one of --to-earliest, --to-latest, --to-offset N, --shift-by N, --to-datetime T"
+            )
+        # Clamp into each partition's range, as Kafka's tool does.
+        new = {tp: max(earliest[tp], min(latest[tp], o)) for tp, o in new.items()}
+        if args.execute:
+            admin.alter_group_offsets(args.group, new)
+    print(f"{'GROUP':<28}{'TOPIC':<20}{'PARTITION':<11}NEW-OFFSET")
+    for (topic, partition), offset in sorted(new.items()):
+        print(f"{args.group:<28}{topic:<20}{partition:<11}{offset}")
+    if not args.execute:
+        print("\n(dry run: add --execute to apply)")
+    return 0
+
+
+def _groups_delete(args: argparse.Namespace) -> int:
+    with _admin(args) as admin:
+        admin.delete_groups([args.group])
+    print(f"Deleted consumer group '{args.group}'.")
+    return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -627,7 +779,32 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--max-messages", type=int)
     consume.add_argument("--timeout-ms", type=int, help="stop after this long without records")
     consume.add_argument("--property", action="append", help="print.key=true, key.separator=:")
+    consume.add_argument("--group", help="join this consumer group and commit as it goes")
     consume.set_defaults(handler=_consume)
+
+    groups = sub.add_parser("groups", help="consumer groups").add_subparsers(
+        dest="action", required=True
+    )
+    client(groups.add_parser("list")).set_defaults(handler=_groups_list)
+    gdescribe = client(groups.add_parser("describe", help="offsets, lag and members of a group"))
+    gdescribe.add_argument("group")
+    gdescribe.add_argument("--members", action="store_true")
+    gdescribe.add_argument("--state", action="store_true")
+    gdescribe.set_defaults(handler=_groups_describe)
+    reset = client(groups.add_parser("reset-offsets", help="move a group's committed offsets"))
+    reset.add_argument("group")
+    reset.add_argument("--topic")
+    reset.add_argument("--all-topics", action="store_true")
+    reset.add_argument("--to-earliest", action="store_true")
+    reset.add_argument("--to-latest", action="store_true")
+    reset.add_argument("--to-offset", type=int)
+    reset.add_argument("--shift-by", type=int)
+    reset.add_argument("--to-datetime")
+    reset.add_argument("--execute", action="store_true", help="apply (default: dry run)")
+    reset.set_defaults(handler=_groups_reset_offsets)
+    gdelete = client(groups.add_parser("delete"))
+    gdelete.add_argument("group")
+    gdelete.set_defaults(handler=_groups_delete)
 
     quorum = sub.add_parser("quorum", help="the metadata quorum").add_subparsers(
         dest="action", required=True
