@@ -59,6 +59,24 @@ def _node_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_node(config))
 
 
+def _node_health(args: argparse.Namespace) -> int:
+    """gRPC health check of one node (what Docker's HEALTHCHECK runs): exit 0 when SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(f"{args.address}: {exc.code().name}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(f"{args.address}: {status}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def _storage_format(args: argparse.Namespace) -> int:
     from strom.node.config import load_config
     from strom.node.meta_properties import format_directories
@@ -111,7 +129,10 @@ def wait_until_healthy(bootstrap: str, node_ids: Sequence[int], timeout_s: float
 def _cluster_up(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     if not cluster.exists():
-        cluster.create(args.nodes, args.base_port, _key_values(args.override, "--override"))
+        if args.from_compose:
+            cluster.create_from_compose(args.from_compose, args.base_port)
+        else:
+            cluster.create(args.nodes, args.base_port, _key_values(args.override, "--override"))
     _, nodes = cluster.load()
     started = cluster.up()
     if args.wait:
@@ -697,6 +718,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = node.add_parser("run", help="run a node in the foreground")
     run.add_argument("--config", required=True, help="the node's YAML configuration")
     run.set_defaults(handler=_node_run)
+    health_ = node.add_parser("health", help="gRPC health check of a node (exit 0 if serving)")
+    health_.add_argument("--address", default="localhost:9093", help="any listener host:port")
+    health_.add_argument("--timeout", type=float, default=3.0)
+    health_.set_defaults(handler=_node_health)
 
     storage = sub.add_parser("storage", help="format data directories").add_subparsers(
         dest="action", required=True
@@ -722,6 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--base-port", type=int, default=9092)
     up.add_argument("--override", action="append", help="node config key=value (new clusters)")
     up.add_argument("--timeout", type=float, default=60.0)
+    up.add_argument(
+        "--from-compose", metavar="FILE", help="run a docker-compose file's topology locally"
+    )
     up.add_argument("--no-wait", dest="wait", action="store_false")
     up.set_defaults(handler=_cluster_up)
     local(cluster_sub.add_parser("status", help="show the nodes")).set_defaults(

@@ -122,6 +122,63 @@ class LocalCluster:
         )
         return cluster_id, nodes
 
+    def create_from_compose(self, compose_file: str | Path, base_port: int) -> list[LocalNode]:
+        """The topology of a docker-compose file, as local processes: each service's STROM_*
+        environment becomes its node's configuration, with container hostnames and ports
+        remapped to free localhost ports (one block of ports per node) and data under DIR."""
+        compose = yaml.safe_load(Path(compose_file).read_text())
+        services = compose.get("services") or {}
+        configs = []
+        for name, service in sorted(services.items()):
+            env = {str(k): str(v) for k, v in (service.get("environment") or {}).items()}
+            if "STROM_NODE_ID" not in env:
+                raise ClusterError(f"{compose_file}: service {name} has no STROM_NODE_ID")
+            configs.append((name, env))
+        cluster_ids = {env.get("STROM_CLUSTER_ID", "") for _, env in configs}
+        if len(cluster_ids) != 1 or "" in cluster_ids:
+            raise ClusterError(f"{compose_file}: services must share one STROM_CLUSTER_ID")
+        cluster_id = cluster_ids.pop()
+        hosts = {name: env["STROM_NODE_ID"] for name, env in configs}
+        port_of: dict[tuple[str, str], int] = {}  # (service, listener name) -> local port
+        nodes = []
+        for name, env in configs:
+            node_id = int(env["STROM_NODE_ID"])
+            base = base_port + (node_id - 1) * PORT_STRIDE
+            for i, listener in enumerate(env.get("STROM_LISTENERS", "").split(",")):
+                listener_name = listener.split("://", 1)[0].strip().upper()
+                port_of[(name, listener_name)] = base + 10 + i
+            nodes.append(LocalNode(node_id, port_of.get((name, "EXTERNAL"), base), base + 1))
+        for name, env in configs:
+            node_id = int(env["STROM_NODE_ID"])
+            node_dir = self.node_dir(node_id)
+            config = {_config_key(k): v for k, v in env.items() if k != "STROM_CLUSTER_ID"}
+            listeners = [
+                f"{listener.split('://', 1)[0]}://localhost:{port_of[(name, listener.split('://', 1)[0].upper())]}"
+                for listener in env.get("STROM_LISTENERS", "").split(",")
+            ]
+            config["listeners"] = ",".join(listeners)
+            config["advertised.listeners"] = ",".join(
+                item for item in listeners if not item.upper().startswith("CONTROLLER")
+            )
+            voters = []
+            for voter in env.get("STROM_CONTROLLER_QUORUM_VOTERS", "").split(","):
+                voter_id, _, address = voter.partition("@")
+                host = address.rsplit(":", 1)[0]
+                service = next((s for s, n in hosts.items() if s == host or n == voter_id), None)
+                if service is None or (service, "CONTROLLER") not in port_of:
+                    raise ClusterError(f"{compose_file}: voter {voter!r} names no service")
+                voters.append(f"{voter_id}@localhost:{port_of[(service, 'CONTROLLER')]}")
+            config["controller.quorum.voters"] = ",".join(voters)
+            config["log.dirs"] = str(node_dir / "data")
+            node_dir.mkdir(parents=True, exist_ok=True)
+            (node_dir / "node.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            format_directories([node_dir / "data"], cluster_id, node_id)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(
+            json.dumps({"cluster_id": cluster_id, "nodes": [asdict(n) for n in nodes]}, indent=2)
+        )
+        return nodes
+
     def add_broker(self, node_id: int, overrides: dict[str, str] | None = None) -> LocalNode:
         """Add a broker-only node (it follows the metadata log as an observer)."""
         cluster_id, nodes = self.load()
@@ -228,6 +285,17 @@ class LocalCluster:
         for node_id in running:
             self.stop(node_id, timeout_s=timeout_s)
         return running
+
+
+def _config_key(env_name: str) -> str:
+    """STROM_LOG_RETENTION_MS -> log.retention.ms (the reverse of config.env_name)."""
+    from strom.node.config import NODE_KEYS
+    from strom.node.config import env_name as to_env
+
+    for key in NODE_KEYS:
+        if to_env(key.name) == env_name:
+            return key.name
+    raise ClusterError(f"{env_name} is not a strom setting")
 
 
 def _reap(pid: int) -> None:
