@@ -33,7 +33,7 @@ ISR, with HW = LEO everywhere.
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -319,16 +319,17 @@ DROP_UNSENT_ISR_CHANGE = "drop_unsent_isr_change"
 # a timeout (ControllerUnavailable) included, though the controller may have committed it; Kafka
 # resends until it gets an answer and forgets only on INELIGIBLE_REPLICA/OPERATION_NOT_ATTEMPTED.
 FORGET_ON_ANY_ALTER_FAILURE = "forget_on_any_alter_failure"
-# node/replica/fetcher.py _handle stops fetching a partition on any FENCED_LEADER_EPOCH answer,
-# also one to a request sent before newer metadata re-added the partition to the same fetcher:
-# the follower then never fetches again until the partition's metadata changes.
-STALE_FENCE_STOPS_FETCH = "stale_fence_stops_fetch"
+# node/replica/fetcher.py applies the answer to a request sent before newer metadata re-added
+# the partition to the same fetcher (same leader broker, newer leader epoch). A FENCED answer
+# then stops fetching for good (until the partition's metadata changes again), and old-epoch
+# records appended after an epoch this replica started as leader rewrite its epoch cache.
+STALE_FETCH_ANSWER_APPLIED = "stale_fetch_answer_applied"
 STROM_SHELL_QUIRKS = frozenset(
     {
         TRUNCATE_KEEPS_EPOCH_AT_LEO,
         DROP_UNSENT_ISR_CHANGE,
         FORGET_ON_ANY_ALTER_FAILURE,
-        STALE_FENCE_STOPS_FETCH,
+        STALE_FETCH_ANSWER_APPLIED,
     }
 )
 
@@ -367,7 +368,9 @@ class Simulation:
         self._new_acks: list[int] = []
         self.committed: list[tuple[int, int]] = []
         self.events = 0
+        self.heal_events = 0
         self.acks = 0
+        self.stats: Counter[str] = Counter()  # what happened, so tests can see coverage
         self.trace: deque[str] = deque(maxlen=TRACE_EVENTS_MAX)
         self.healing = False
         self._menus: dict[tuple[str, ...] | None, Any] = {}
@@ -424,6 +427,7 @@ class Simulation:
             if self.converged():
                 return
             self.step(HEAL_KINDS)
+            self.heal_events += 1
         self._fail("Convergence", f"no convergence within {HEAL_EVENTS_MAX} heal events: "
                    f"{self.describe()}")  # fmt: skip
 
@@ -516,6 +520,7 @@ class Simulation:
                 self._new_acks.append(offset)
                 self.acked_end = max(self.acked_end, offset + 1)
             self.acks += 1
+            self.stats["acks"] += 1
             self.trace.append(f"  ack by {r.id} up to offset {w.last_offset}")
 
     # ---- events: follower fetch ---------------------------------------------------------------
@@ -618,14 +623,14 @@ class Simulation:
         if f.fetching_from != leader:
             return f"{f.id} drops an answer from {leader}: no longer fetching there"
         b = msg.body
+        if b["request_epoch"] != f.leader_epoch and STALE_FETCH_ANSWER_APPLIED not in self.quirks:
+            # The partition was re-added to this fetcher under a newer leader epoch while the
+            # request was in flight: its answer belongs to the old one (Kafka likewise acts on
+            # FENCED_LEADER_EPOCH only for the epoch it still fetches in, onPartitionFenced).
+            return f"{f.id} drops an answer to its epoch {b['request_epoch']} request"
         if b["error"] == FENCED_LEADER_EPOCH:
-            # Kafka (AbstractFetcherThread.onPartitionFenced) stops fetching only if the fenced
-            # request carried the epoch the follower still believes current: an answer to a
-            # request sent before newer metadata re-added the partition must not stop it.
-            if b["request_epoch"] == f.leader_epoch or STALE_FENCE_STOPS_FETCH in self.quirks:
-                f.fetching_from = None
-                return f"{f.id} fenced by {leader}; waits for metadata"
-            return f"{f.id} ignores a fence of its epoch {b['request_epoch']} request"
+            f.fetching_from = None
+            return f"{f.id} fenced by {leader}; waits for metadata"
         if b["error"] != NONE:
             return f"{f.id} refused by {leader}: {b['error']}"
         if "diverging" in b:
@@ -638,11 +643,13 @@ class Simulation:
                 del f.log[offset:]
                 f.cache.truncate_from_end(offset)
                 f.verified = min(f.verified, offset)
+                self.stats["truncations"] += 1
             elif TRUNCATE_KEEPS_EPOCH_AT_LEO not in self.quirks:
                 # Kafka's UnifiedLog.truncateTo: a no-op truncation still drops cache entries
                 # at or past the log end (an epoch this replica started as leader but wrote
                 # nothing in); otherwise the follower keeps naming that epoch and livelocks.
                 f.cache.truncate_from_end(leo)
+            self.stats["divergences"] += 1
             return f"{f.id} diverges {b['diverging']} (local {local}): truncates {leo} -> {offset}"
         if b["records"]:
             if b["base"] != f.leo:
@@ -651,8 +658,9 @@ class Simulation:
                 if f.log and epoch < f.log[-1][0]:
                     self._fail("EpochsMonotonic", f"{f.id} appends epoch {epoch} after "
                                f"{f.log[-1][0]}")  # fmt: skip
-                if f.cache.latest_epoch is None or epoch > f.cache.latest_epoch:
-                    f.cache.assign(epoch, b["base"] + i)
+                # PartitionLog._append assigns every batch's epoch; an entry the follower wrote
+                # as a leader that appended nothing is dropped when an older epoch arrives.
+                f.cache.assign(epoch, b["base"] + i)
                 f.log.append((epoch, value))
         f.hw = max(f.hw, min(b["hw"], f.leo))
         return f"{f.id} appends {len(b['records'])} at {b['base']} from {leader}, hw {f.hw}"
@@ -685,6 +693,7 @@ class Simulation:
         change = msg.body["change"]
         error = self.controller.alter_partition(msg.src, change)
         self._send("alter_resp", -1, msg.src, msg.req_id, error=error)
+        self.stats["alter_" + error] += 1
         return f"controller: AlterPartition from {msg.src} {change.new_isr}: {error}"
 
     def _handle_alter_response(self, r: Replica, msg: Message) -> str:
@@ -761,6 +770,7 @@ class Simulation:
         if r is None:
             return None
         r.alive = r.paused = False
+        self.stats["crashes"] += 1
         r.leader_state, r.view, r.view_version, r.leader_epoch = None, None, -1, -1
         r.leader_id = NO_LEADER
         r.waiters, r.parked, r.fetch_inflight, r.alter_inflight = [], [], {}, None
@@ -882,6 +892,15 @@ class Simulation:
         self._complete_waiters(r)
 
     # ---- invariants ------------------------------------------------------------------------
+
+    def summary(self) -> Counter[str]:
+        c = Counter(self.stats)
+        c["events"] = self.events
+        c["heal_events"] = self.heal_events
+        c["leader_epochs"] = self.controller.state.leader_epoch
+        c["isr_versions"] = self.controller.state.partition_epoch
+        c["committed"] = len(self.committed)
+        return c
 
     def check(self) -> None:
         """Every named invariant, after every event. Logs change only by appends and by
