@@ -44,7 +44,7 @@ from strom.node.replica.leader_state import IsrChange, LeaderState
 NO_LEADER = -1
 UNDEFINED = -1
 TRACE_EVENTS_MAX = 40
-HEAL_EVENTS_MAX = 4_000
+HEAL_EVENTS_MAX = 10_000  # the 200 CI seeds need at most ~2,700
 
 # Kafka error names the shell passes around (only their identity matters here).
 NONE, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, NOT_LEADER = "NONE", "FENCED", "UNKNOWN", "NOTLDR"
