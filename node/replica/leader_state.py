@@ -163,7 +163,15 @@ class LeaderState:
         return self._propose([r for r in self.isr if r not in lagging])
 
     def on_isr_change_failed(self) -> None:
-        """The controller refused or did not answer: forget the pending change, retry later."""
+        """The controller definitively refused the change: forget it, propose again later.
+
+        Call it only on a refusal that proves the change was not applied (an error from the
+        controller's checks), or for a change that was never sent. A request that timed out or
+        reached a controller that lost leadership may still commit: forgetting an addition then
+        lets the HW pass a member the committed ISR holds, which can be elected without
+        acknowledged records (tests/sim/test_replication_sim.py, seed 14). Keep it pending and
+        resend the same request instead, as Kafka does; the metadata ends it either way.
+        """
         self.pending = None
 
     def out_of_sync_replicas(self, now_ms: int, lag_time_max_ms: int) -> list[int]:
