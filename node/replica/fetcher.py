@@ -132,6 +132,7 @@ class ReplicaFetcher:
         if not snapshot:
             await asyncio.sleep(RETRY_DELAY_MS / 1000)
             return
+        asked_epochs = {key: p.leader_epoch for key, p in snapshot.items()}
         response = await self._stub.Fetch(
             request, timeout=self.max_wait_ms / 1000 + self.request_timeout_s
         )
@@ -140,6 +141,8 @@ class ReplicaFetcher:
             partition = snapshot.get(key)
             if partition is None or self.partitions.get(key) is not partition:
                 continue  # reassigned while the fetch was in flight
+            if partition.leader_epoch != asked_epochs[key]:
+                continue  # the answer to an older epoch's request: ask again
             self._handle(partition, result)
 
     def _handle(

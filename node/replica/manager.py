@@ -230,6 +230,9 @@ class ReplicaManager:
     def submit_isr_change(self, partition: Partition, change: IsrChange) -> None:
         key = (partition.topic_id, partition.partition)
         if key in self._alter_in_flight:
+            # An earlier request is still being answered; LeaderState already counts this one
+            # as pending, so release it to be proposed again, or the ISR would freeze.
+            partition.on_isr_change_failed()
             return
         self._alter_in_flight.add(key)
         log.info(
@@ -239,10 +242,16 @@ class ReplicaManager:
         asyncio.get_running_loop().create_task(self._alter_partition(partition, change))
 
     async def _alter_partition(self, partition: Partition, change: IsrChange) -> None:
+        """Send one ISR change until the controller gives a definitive answer.
+
+        A timeout or a controller change is not an answer: the change may have committed, so it
+        stays pending (the HW keeps counting the maximal ISR) and the same request is sent again.
+        Only a refusal forgets it. Stops when this leadership ends or the change was superseded.
+        """
         key = (partition.topic_id, partition.partition)
+        state = partition.leader_state
         request = controller_pb2.AlterPartitionRequest(
             broker_id=self.broker_id,
-            broker_epoch=self.broker_epoch(),
             partitions=[
                 controller_pb2.AlterPartitionItem(
                     topic_id=partition.topic_id,
@@ -253,23 +262,35 @@ class ReplicaManager:
                 )
             ],
         )
+        delay_s = 0.1
         try:
-            response = await self.controller.call(
-                lambda s: s.AlterPartition, request, deadline_s=5.0
-            )
-            failed = response.status.error_code != common_pb2.NONE or any(
-                r.error_code != common_pb2.NONE for r in response.partitions
-            )
-            if failed:
+            while partition.leader_state is state and state is not None and state.pending == change:
+                request.broker_epoch = self.broker_epoch()
+                try:
+                    response = await self.controller.call(
+                        lambda s: s.AlterPartition, request, deadline_s=5.0
+                    )
+                except ControllerUnavailable as exc:
+                    log.info("%s: ISR change not delivered yet: %s", partition.name, exc)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(2.0, delay_s * 2)
+                    continue
+                if response.status.error_code == common_pb2.NONE and all(
+                    r.error_code == common_pb2.NONE for r in response.partitions
+                ):
+                    return  # committed: the new ISR arrives through the metadata image
+                if response.status.error_code in (
+                    common_pb2.NOT_CONTROLLER,
+                    common_pb2.REQUEST_TIMED_OUT,
+                ):
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(2.0, delay_s * 2)
+                    continue
                 log.info("%s: ISR change refused: %s", partition.name, response)
-        except ControllerUnavailable as exc:
-            log.info("%s: ISR change not delivered: %s", partition.name, exc)
-            failed = True
+                partition.on_isr_change_failed()
+                return
         finally:
             self._alter_in_flight.discard(key)
-        if failed:
-            partition.on_isr_change_failed()
-        # On success the committed change arrives through the metadata image.
 
     # ---- timers ------------------------------------------------------------------------
 

@@ -269,7 +269,10 @@ class Partition:
                 self.name, offset, self.log.log_end_offset,
             )  # fmt: skip
             self.log.truncate_to(offset, now_ms=now_ms)
-            self.log.leader_epoch_cache.truncate_from_end(offset)
+        # Even with nothing to cut, drop epochs that start at or past `offset`: a replica that
+        # led an epoch without writing in it keeps an entry at its log end, and would otherwise
+        # ask about that epoch forever (Kafka's UnifiedLog.truncateTo does the same).
+        self.log.leader_epoch_cache.truncate_from_end(offset)
 
     # ---- reads -------------------------------------------------------------------------
 
