@@ -47,6 +47,7 @@ class _Batch:
     num_partitions: int = 1
     created: float = 0.0
     deadline: float = 0.0
+    encoded: bytes | None = None  # encoded once, on first dispatch; retries resend these bytes
 
 
 class AsyncProducer:
@@ -64,6 +65,7 @@ class AsyncProducer:
         max_request_size: int = 1_048_576,
         retry_backoff_ms: int = 100,
         client_id: str = "strom-producer",
+        enable_idempotence: bool | None = None,
     ) -> None:
         if acks not in _ACKS:
             raise FatalError(
@@ -75,6 +77,18 @@ class AsyncProducer:
                 f"compression_type must be none or gzip, got {compression_type!r}",
             )
         self.acks = _ACKS[acks]
+        if enable_idempotence and self.acks != -1:
+            raise FatalError(
+                common_pb2.INVALID_CONFIG,
+                "enable_idempotence=True needs acks='all' (an acks=1 write can be lost on "
+                "failover, so retries could not be deduplicated safely)",
+            )
+        # Kafka's default since 3.0: idempotent whenever acks=all, unless turned off.
+        self.idempotent = self.acks == -1 and enable_idempotence is not False
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self._next_sequence: dict[tuple[str, int], int] = {}
+        self._producer_id_lock = asyncio.Lock()
         self.linger_s = linger_ms / 1000
         self.batch_size = batch_size
         self.compression = _COMPRESSION[compression_type]
@@ -252,9 +266,40 @@ class AsyncProducer:
         for leader, group in by_leader.items():
             asyncio.get_running_loop().create_task(self._produce(leader, group))
 
+    async def _ensure_producer_id(self) -> None:
+        if not self.idempotent or self.producer_id >= 0:
+            return
+        async with self._producer_id_lock:
+            if self.producer_id >= 0:
+                return
+            response = await self.cluster.call_any(
+                lambda a: self.cluster.broker_stub(a).InitProducerId,
+                broker_pb2.InitProducerIdRequest(),
+            )
+            if response.error_code != common_pb2.NONE:
+                raise error_from_code(response.error_code, response.error_message)
+            self.producer_id, self.producer_epoch = response.producer_id, response.producer_epoch
+
+    def _encode(self, batch: _Batch) -> bytes:
+        if batch.encoded is None:
+            sequence = -1
+            if self.idempotent:
+                key = (batch.topic, batch.partition)
+                sequence = self._next_sequence.get(key, 0)
+                self._next_sequence[key] = (sequence + len(batch.records)) % (1 << 31)
+            batch.encoded = encode_batch(
+                batch.records,
+                compression=self.compression,
+                producer_id=self.producer_id if self.idempotent else -1,
+                producer_epoch=self.producer_epoch if self.idempotent else -1,
+                base_sequence=sequence,
+            )
+        return batch.encoded
+
     async def _produce(self, leader: int, batches: list[_Batch]) -> None:
         retry: list[_Batch] = []
         try:
+            await self._ensure_producer_id()
             address = self.cluster.address_of(leader)
             if address is None:
                 raise error_from_code(
@@ -266,10 +311,7 @@ class AsyncProducer:
                 topic = by_topic.get(batch.topic)
                 if topic is None:
                     topic = by_topic[batch.topic] = request.topics.add(name=batch.topic)
-                topic.partitions.add(
-                    partition=batch.partition,
-                    records=encode_batch(batch.records, compression=self.compression),
-                )
+                topic.partitions.add(partition=batch.partition, records=self._encode(batch))
             response = await self.cluster.call(
                 address,
                 self.cluster.broker_stub(address).Produce,

@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from strom.client.cluster import channel_options
 from strom.node.broker.admin_service import AdminServicer
 from strom.node.broker.lifecycle import BrokerLifecycle, ControllerClient
-from strom.node.broker.service import BrokerServicer, ReplicaServicer
+from strom.node.broker.service import BrokerServicer, ProducerIdAllocator, ReplicaServicer
 from strom.node.config import NodeConfig
 from strom.node.controller.logic import ControllerLogic, ControllerSettings
 from strom.node.controller.service import ControllerService
@@ -213,6 +213,9 @@ class Node:
             config, self.logs, self.controller_client, lambda: lifecycle.broker_epoch
         )
         self.metadata.subscribe(self.manager.on_metadata)
+        self.producer_ids = ProducerIdAllocator(
+            self.controller_client, config.node_id, lambda: lifecycle.broker_epoch
+        )
         self.end_offsets = EndOffsets(self.manager, timeout_s)
         self.coordinator = GroupCoordinator(config, self.manager, self.end_offsets)
         # After the replica manager: the coordinator reads the partitions it has just opened.
@@ -263,6 +266,7 @@ class Node:
                         self.cluster_id,
                         endpoint.listener,
                         is_ready=lambda: self.lifecycle is not None and not self.lifecycle.fenced,
+                        producer_ids=self.producer_ids,
                     ),
                     server,
                 )

@@ -25,6 +25,7 @@ from strom.v1 import (
     broker_pb2,
     broker_pb2_grpc,
     common_pb2,
+    controller_pb2,
     replica_pb2,
     replica_pb2_grpc,
 )
@@ -55,6 +56,38 @@ async def _invalid(context: grpc.aio.ServicerContext, message: str) -> None:
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+class ProducerIdAllocator:
+    """Hands out producer ids from blocks the active controller allocates in the metadata log,
+    so ids are unique across brokers and restarts."""
+
+    def __init__(
+        self, controller: ControllerClient, broker_id: int, broker_epoch: Callable[[], int]
+    ):
+        self.controller = controller
+        self.broker_id = broker_id
+        self.broker_epoch = broker_epoch
+        self._next = 0
+        self._end = 0
+        self._lock = asyncio.Lock()
+
+    async def next_id(self) -> int:
+        async with self._lock:
+            if self._next >= self._end:
+                request = controller_pb2.AllocateProducerIdsRequest(
+                    broker_id=self.broker_id, broker_epoch=self.broker_epoch()
+                )
+                response = await self.controller.call(
+                    lambda s: s.AllocateProducerIds, request, deadline_s=5.0
+                )
+                if response.status.error_code != common_pb2.NONE:
+                    raise ControllerUnavailable(response.status.error_message)
+                self._next = response.producer_id_start
+                self._end = response.producer_id_start + response.producer_id_len
+            producer_id = self._next
+            self._next += 1
+            return producer_id
+
+
 class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     def __init__(
         self,
@@ -63,6 +96,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         cluster_id: str,
         listener: str,
         is_ready: Callable[[], bool],
+        producer_ids: ProducerIdAllocator,
     ) -> None:
         self.manager = manager
         self.controller = controller
@@ -70,6 +104,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         self.listener = listener
         self.is_ready = is_ready
         self.config = manager.config
+        self.producer_ids = producer_ids
 
     def _leader_hint(self, topic: str, index: int) -> common_pb2.LeaderIdAndEpoch:
         info = None
@@ -277,6 +312,18 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     else common_pb2.NONE,
                 )
         return response
+
+    async def InitProducerId(
+        self, request: broker_pb2.InitProducerIdRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.InitProducerIdResponse:
+        try:
+            producer_id = await self.producer_ids.next_id()
+        except ControllerUnavailable as exc:
+            return broker_pb2.InitProducerIdResponse(
+                error_code=common_pb2.COORDINATOR_NOT_AVAILABLE,
+                error_message=f"cannot allocate producer ids now: {exc}",
+            )
+        return broker_pb2.InitProducerIdResponse(producer_id=producer_id, producer_epoch=0)
 
     def _alive(self, broker_id: int) -> bool:
         broker = self.manager.image.brokers.get(broker_id)

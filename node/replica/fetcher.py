@@ -24,6 +24,7 @@ from strom.v1 import common_pb2, replica_pb2, replica_pb2_grpc
 
 from .leader_state import truncation_offset
 from .partition import Partition
+from .producer_state import ProducerState
 
 log = logging.getLogger("strom.fetcher")
 
@@ -171,6 +172,7 @@ class ReplicaFetcher:
                     partition.name, leo, result.log_start_offset,
                 )  # fmt: skip
                 partition.log.truncate_fully_and_start_at(result.log_start_offset, now_ms=now)
+                partition.producers = ProducerState()
                 return
         if result.error_code == common_pb2.FENCED_LEADER_EPOCH:
             # Our view is older than the leader's: new metadata will reassign this partition.

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 
 from strom.node.delayed import ChangeNotifier, OffsetWaiters
 from strom.node.metadata.image import PartitionInfo
+from strom.storage.batch_validation import split_batches
 from strom.storage.partition_log import AppendInfo, PartitionLog
+from strom.storage.record_batch import parse_header
 from strom.v1 import common_pb2
 
 from .leader_state import IsrChange, LeaderState, diverging_epoch
+from .producer_state import ProducerState, ProducerStateError
 
 log = logging.getLogger("strom.replica")
 
@@ -61,6 +64,7 @@ class Partition:
         self.high_watermark = min(high_watermark, log.log_end_offset)
         self.hw_waiters = OffsetWaiters(self.high_watermark)
         self.changed = ChangeNotifier()  # appends and HW moves: wakes long-polling fetches
+        self.producers = ProducerState.rebuild(log)
 
     @property
     def name(self) -> str:
@@ -164,7 +168,27 @@ class Partition:
                 f"{self.name}: ISR {list(self.isr)} has fewer than min.insync.replicas="
                 f"{min_insync_replicas} members",
             )
+        headers = [parse_header(data, position) for position, _ in split_batches(data)]
+        try:
+            duplicates = [self.producers.check(h) for h in headers]
+        except ProducerStateError as exc:
+            raise PartitionError(exc.code, f"{self.name}: {exc.message}") from exc
+        if any(d is not None for d in duplicates):
+            if not all(d is not None for d in duplicates) or len(duplicates) != 1:
+                raise PartitionError(
+                    common_pb2.INVALID_RECORD,
+                    f"{self.name}: a request mixing a retried batch with new ones",
+                )
+            original = duplicates[0]
+            assert original is not None
+            # A retry of a batch this log already has: answer with where it was written.
+            return AppendInfo(original.first_offset, original.last_offset, -1,
+                              original.first_offset, 0, 0, 0)  # fmt: skip
         info = self.log.append(data, self.leader_epoch, now_ms=now_ms)
+        offset = info.first_offset
+        for header in headers:
+            self.producers.update(header._replace(base_offset=offset))
+            offset += header.record_count
         self._maybe_advance_hw()
         self.changed.notify()
         return info
@@ -256,6 +280,7 @@ class Partition:
     def append_as_follower(self, data: bytes, leader_hw: int, now_ms: int) -> None:
         if data:
             self.log.append_as_follower(data, now_ms=now_ms)
+            self.producers.update_all(data)
             self.changed.notify()
         self.follower_update_hw(leader_hw)
 
@@ -269,6 +294,7 @@ class Partition:
                 self.name, offset, self.log.log_end_offset,
             )  # fmt: skip
             self.log.truncate_to(offset, now_ms=now_ms)
+            self.producers = ProducerState.rebuild(self.log)
         # Even with nothing to cut, drop epochs that start at or past `offset`: a replica that
         # led an epoch without writing in it keeps an entry at its log end, and would otherwise
         # ask about that epoch forever (Kafka's UnifiedLog.truncateTo does the same).

@@ -59,6 +59,7 @@ from replication_parts import (
     Replica,
     Waiter,
 )
+
 from strom.node.replica import leader_state as ls_mod
 from strom.node.replica.leader_state import IsrChange, LeaderState
 

@@ -26,6 +26,7 @@ from replication_model import (
     InvariantViolation,
     Simulation,
 )
+
 from strom.node.replica.leader_state import (
     UNKNOWN_OFFSET,
     IsrChange,
