@@ -239,10 +239,15 @@ class AsyncProducer:
             for batch in list(self._open.values()):
                 if now - batch.created >= self.linger_s:
                     self._seal(batch)
-            sendable = [b for b in self._ready if (b.topic, b.partition) not in self._in_flight]
-            for batch in sendable:
-                self._ready.remove(batch)
-                self._in_flight.add((batch.topic, batch.partition))
+            # One batch per partition at a time, oldest first: it keeps a partition's records
+            # in order across retries, and one Produce answer per partition is unambiguous.
+            sendable = []
+            for batch in list(self._ready):
+                key = (batch.topic, batch.partition)
+                if key not in self._in_flight:
+                    self._ready.remove(batch)
+                    self._in_flight.add(key)
+                    sendable.append(batch)
             if sendable:
                 await self._dispatch(sendable)
             self._wake.clear()

@@ -38,7 +38,7 @@ from strom.node.controller.service import ControllerService
 from strom.node.group.coordinator import GroupCoordinator
 from strom.node.group.service import EndOffsets, GroupServicer
 from strom.node.meta_properties import check_directories
-from strom.node.metadata.image import MetadataImage
+from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.metadata.state import MetadataState
 from strom.node.observer import MetadataObserver
 from strom.node.raft_driver import RaftDriver
@@ -223,12 +223,14 @@ class Node:
         self.manager.start()
         self.coordinator.start()
         self._spawn(self.lifecycle.run(), "broker-lifecycle")
-        self._spawn(self._clean_up_when_caught_up(), "stray-logs")
+        self._spawn(self._act_when_caught_up(), "act-when-caught-up")
 
-    async def _clean_up_when_caught_up(self) -> None:
+    async def _act_when_caught_up(self) -> None:
         assert self.lifecycle is not None and self.manager is not None
+        assert self.coordinator is not None
         await self.lifecycle.unfenced.wait()
-        self.manager.delete_stray_logs()
+        self.manager.start_acting()
+        self.coordinator.on_metadata(self.manager.image, MetadataDelta())
 
     def _log_defaults(self) -> dict[str, int]:
         values = self.config.topic_defaults()

@@ -117,6 +117,8 @@ class GroupCoordinator:
     # ---- partitions of __consumer_offsets ------------------------------------------------
 
     def on_metadata(self, image: MetadataImage, delta: MetadataDelta) -> None:
+        if not self.manager.caught_up:
+            return  # a stale image: see ReplicaManager.start_acting
         topic = image.topic_by_name(OFFSETS_TOPIC)
         led: set[int] = set()
         if topic is not None:

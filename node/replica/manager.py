@@ -20,6 +20,7 @@ from collections.abc import Callable
 from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
 from strom.node.config import TOPIC_KEYS, NodeConfig
 from strom.node.metadata.image import MetadataDelta, MetadataImage, PartitionInfo
+from strom.node.metadata.state import full_delta
 from strom.storage.errors import InconsistentTopicIdError
 from strom.storage.log_config import LogConfig
 from strom.storage.log_manager import LogManager
@@ -60,6 +61,7 @@ class ReplicaManager:
         self._checkpointed_hw = read_hw_checkpoint(self._hw_path)
         self._tasks: list[asyncio.Task[None]] = []
         self._alter_in_flight: set[Key] = set()
+        self.caught_up = False
 
     # ---- lookups -----------------------------------------------------------------------
 
@@ -110,6 +112,21 @@ class ReplicaManager:
 
     def on_metadata(self, image: MetadataImage, delta: MetadataDelta) -> None:
         self.image = image
+        if self.caught_up:
+            self._apply(image, delta)
+
+    def start_acting(self) -> None:
+        """The broker has caught up with the metadata log (the controller unfenced it): from now
+        on the image is current, so act on all of it. Before this, a restarted broker's image is
+        the stale one it replayed from disk, and acting on it would make it lead partitions that
+        moved away while it was down (a zombie leader)."""
+        if self.caught_up:
+            return
+        self.caught_up = True
+        self._apply(self.image, full_delta(MetadataImage(), self.image))
+        self.delete_stray_logs()
+
+    def _apply(self, image: MetadataImage, delta: MetadataDelta) -> None:
         now = now_ms()
         for topic_id, topic in delta.removed_topics.items():
             for index in topic.partitions:

@@ -111,7 +111,9 @@ def _hex_ipv4(addr: str) -> str:
 def is_listening(pid: int, addr: str, port: int) -> bool:
     """True when a TCP socket in `pid`'s network namespace listens on addr:port (or any:port)."""
     wanted = {f"{_hex_ipv4(addr)}:{port:04X}", f"00000000:{port:04X}"}
-    wanted6 = {f"{'0' * 32}:{port:04X}"}
+    # gRPC binds an IPv4 address as a dual-stack socket: it shows as ::ffff:a.b.c.d in tcp6
+    # (four 32-bit words, each in host byte order, so the ffff word reads FFFF0000).
+    wanted6 = {f"{'0' * 32}:{port:04X}", f"0000000000000000FFFF0000{_hex_ipv4(addr)}:{port:04X}"}
     for table, keys in (("tcp", wanted), ("tcp6", wanted6)):
         try:
             lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
