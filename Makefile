@@ -41,5 +41,13 @@ typecheck: install
 proto: install
 	$(BIN)/python proto/generate.py
 
+# A long fault-injection run (root: network namespaces): make chaos SEED=7 DURATION=300
+chaos: install
+	STROM_CHAOS_SEED=$${SEED:-$$RANDOM} STROM_CHAOS_DURATION_S=$${DURATION:-300} \
+		$(BIN)/python -m pytest -s -p no:cacheprovider tests/faults/test_chaos.py
+
+bench: install
+	$(BIN)/python bench/cluster_bench.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
