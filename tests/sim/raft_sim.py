@@ -37,6 +37,8 @@ from strom.raft import (
     Config,
     Entry,
     EntryKind,
+    HeartbeatRequest,
+    HeartbeatResponse,
     MemoryStorage,
     Message,
     RaftError,
@@ -72,6 +74,8 @@ class Faults:
     leader_crash_p: float
     commit_crash_p: float
     crash_loses_msgs_p: float
+    uncommitted_bytes_max: int
+    leader_isolate_p: float
     pre_vote: bool
     check_quorum: bool
 
@@ -88,19 +92,21 @@ class Faults:
         }
         return Faults(
             voters=rng.choice([1, 3, 3, 3, 5, 5]),
-            election_timeout_ticks=rng.choice([3, 5, 10]),
+            election_timeout_ticks=rng.choice([3, 3, 5, 10]),
             drop_p=rng.choice([0.0, 0.02, 0.1, 0.3]),
             dup_p=rng.choice([0.0, 0.02, 0.1]),
             delay_units_max=rng.choice([1, 5, 15, 40]),
-            sync_units_max=rng.choice([1, 3, 10]),
+            sync_units_max=rng.choice([1, 3, 10, 10]),
             chaos_units_mean=rng.choice([5, 15, 40]),
             weights=weights,
             entries_per_msg_max=rng.choice([1, 3, 64]),
             inflight_msgs_max=rng.choice([1, 4, 64]),
             msg_bytes_max=rng.choice([40, 1 << 20]),
             leader_crash_p=rng.choice([0.0, 0.1, 0.3, 0.6]),
-            commit_crash_p=rng.choice([0.0, 0.05, 0.2]),
+            commit_crash_p=rng.choice([0.0, 0.1, 0.2, 0.3]),
             crash_loses_msgs_p=rng.choice([0.0, 0.5, 1.0]),
+            uncommitted_bytes_max=rng.choice([300, 64 << 20]),
+            leader_isolate_p=rng.choice([0.0, 0.1, 0.3]),
             pre_vote=rng.random() < 0.85,
             check_quorum=rng.random() < 0.85,
         )
@@ -145,6 +151,11 @@ class Checker:
         self.leader_of_term: dict[int, int] = {}
         self.committed: dict[int, tuple[int, bytes, int]] = {}  # index -> (term, data, digest)
         self.committed_term: dict[int, int] = {}  # index -> term, as soon as any node commits
+        self.commit_max = (0, 0)  # (index, term) of the highest committed entry
+        self.checked_max = (0, 0)
+        # Set by the simulator when a log may have changed (persist, append, crash, restart);
+        # the commit-safety check is skipped for events that cannot change its outcome.
+        self.logs_changed = True
         self.index_of_data: dict[bytes, int] = {}
         self.entry_at: dict[
             tuple[int, int], tuple[bytes, int]
@@ -179,6 +190,41 @@ class Checker:
                         "ElectionSafety",
                         f"nodes {other} and {node.node_id} both lead term {raft.term}",
                     )
+        if self.commit_max[0] and (self.logs_changed or self.commit_max != self.checked_max):
+            self.logs_changed = False
+            self.checked_max = self.commit_max
+            self._check_committed_is_safe(nodes)
+
+    def _check_committed_is_safe(self, nodes: list[SimNode]) -> None:
+        """The latest committed entry (c, t), per the proof of Raft §5.4.3:
+        - CommittedIsDurable: a majority hold it in their durable stores;
+        - CommittedCannotBeLost: no node lacking it has a log at least as up to date (§5.4.1)
+          as the durable logs of a majority, so no such node can ever be elected.
+        Both hold in every reachable state of correct Raft; they fail the moment a leader
+        commits unsafely (Figure 8), not only once another leader overwrites the entry."""
+        index, term = self.commit_max
+        durable = [(_last(n.storage), _holds(n.storage, index, term)) for n in nodes]
+        holders = sum(1 for _, holds in durable if holds)
+        need = len(nodes) // 2 + 1
+        if holders < need:
+            self.fail(
+                "CommittedIsDurable",
+                f"committed entry {index} (term {term}) is durable on {holders} of {len(nodes)}",
+            )
+        for n, (durable_last, holds) in zip(nodes, durable, strict=True):
+            logs: list[tuple[int, int]] = [] if holds else [durable_last]
+            if n.raw is not None:
+                log = n.raw.raft.log
+                if log.first_index() <= index and log.term(index) != term:
+                    logs.append((log.last_term(), log.last_index()))
+            for last in logs:
+                voters = sum(1 for other, _ in durable if last >= other)
+                if voters >= need:
+                    self.fail(
+                        "CommittedCannotBeLost",
+                        f"node {n.node_id} lacks committed entry {index} (term {term}) but its "
+                        f"log (last term, index) {last} is as up to date as {voters} voters'",
+                    )
 
     def _on_commit(self, node: SimNode, previous: int, commit: int) -> None:
         """A committed entry never changes: the first node to commit an index fixes its term."""
@@ -188,6 +234,8 @@ class Checker:
             term = log.term(index)
             assert term is not None
             seen = self.committed_term.setdefault(index, term)
+            if index > self.commit_max[0]:
+                self.commit_max = (index, term)
             if seen != term:
                 self.fail(
                     "CommittedNeverChanges",
@@ -258,6 +306,18 @@ class Checker:
                 )
 
 
+def _last(store: MemoryStorage) -> tuple[int, int]:
+    """(last term, last index): the order of Raft §5.4.1's up-to-date comparison."""
+    last = store.last_index()
+    return store.term(last), last
+
+
+def _holds(store: MemoryStorage, index: int, term: int) -> bool:
+    if store.snapshot_meta().index >= index:
+        return True  # the snapshot covers it (its content is checked on restore)
+    return index <= store.last_index() and store.term(index) == term
+
+
 RawNodeFactory = Callable[[Config, MemoryStorage, Callable[[int], int]], RawNode]
 
 
@@ -321,6 +381,7 @@ class Simulation:
             msg_bytes_max=f.msg_bytes_max,
             inflight_msgs_max=f.inflight_msgs_max,
             committed_bytes_per_ready_max=f.msg_bytes_max,
+            uncommitted_bytes_max=f.uncommitted_bytes_max,
             applied=applied,
         )
 
@@ -369,6 +430,10 @@ class Simulation:
         self.now = at
         self.events += 1
         touched = getattr(self, f"_on_{kind}")(payload)
+        if kind != "tick" and not (
+            kind == "deliver" and isinstance(payload[0], HeartbeatRequest | HeartbeatResponse)
+        ):
+            self.checker.logs_changed = True
         for node_id in touched:
             self._drive(self.nodes[node_id])
         self.checker.after_event(list(self.nodes.values()))
@@ -383,20 +448,24 @@ class Simulation:
         index moves, leaves the multi-term uncommitted suffixes of Raft Figure 8."""
         f = self.faults
         mark = (raw.raft.term, node.incarnation)
-        crash_p = 0.0
         if self.leader_seen.get(node.node_id) != mark:
             self.leader_seen[node.node_id] = mark
             self.leader_commit[node.node_id] = raw.raft.log.committed
             self._note(f"node {node.node_id} leads term {mark[0]}")
             self.stats["elections"] += 1
             self.checker.on_leader(node)
-            crash_p = f.leader_crash_p
+            self._maybe_fault(node, "crash", f.leader_crash_p)
+            self._maybe_fault(node, "isolate", f.leader_isolate_p)
         elif raw.raft.log.committed > self.leader_commit[node.node_id]:
             self.leader_commit[node.node_id] = raw.raft.log.committed
-            crash_p = f.commit_crash_p
-        if crash_p and self.faults_on and self.rng.random() < crash_p:
-            at = self.now + self.rng.randint(1, 2 * f.delay_units_max)
-            self._schedule(at, "crash", (node.node_id, node.incarnation))
+            self._maybe_fault(node, "crash", f.commit_crash_p)
+
+    def _maybe_fault(self, node: SimNode, kind: str, probability: float) -> None:
+        """Schedule a crash, or an isolation (it keeps running and appending entries nobody
+        else gets), of `node` within two message delays."""
+        if probability and self.faults_on and self.rng.random() < probability:
+            at = self.now + self.rng.randint(1, 2 * self.faults.delay_units_max)
+            self._schedule(at, kind, (node.node_id, node.incarnation))
 
     def _on_tick(self, node_id: int) -> list[int]:
         node = self.nodes[node_id]
@@ -416,6 +485,15 @@ class Simulation:
         self._note(f"deliver {_fmt(m)}")
         node.raw.step(m)
         return [m.to_id]
+
+    def _on_isolate(self, payload: tuple[int, int]) -> list[int]:
+        node_id, incarnation = payload
+        if self.faults_on and self.nodes[node_id].incarnation == incarnation:
+            for other in self.nodes:
+                if other != node_id:
+                    self.blocked.update({(node_id, other), (other, node_id)})
+            self._note(f"isolate node {node_id}")
+        return []
 
     def _on_crash(self, payload: tuple[int, int]) -> list[int]:
         node_id, incarnation = payload
@@ -598,7 +676,11 @@ class Simulation:
     # ---- heal and converge ----
 
     def heal_ticks_max(self) -> int:
-        return 30 * self.faults.election_timeout_ticks
+        """30 election timeouts, plus a round trip per message of the backlog to replicate."""
+        logs = [n.raw.raft.log for n in self.nodes.values() if n.raw is not None]
+        backlog = max(log.last_index() for log in logs) - min(log.committed for log in logs)
+        per_msg = min(self.faults.entries_per_msg_max, self.faults.inflight_msgs_max)
+        return 30 * self.faults.election_timeout_ticks + 4 * backlog // per_msg
 
     def _heal(self) -> None:
         """Faults stop; a leader must emerge and new proposals must apply everywhere."""
@@ -613,7 +695,8 @@ class Simulation:
                 self.checker.on_restart(node)
                 self._drive(node)
         self._note("heal: faults off, all nodes up")
-        deadline = self.now + self.heal_ticks_max() * TICK_UNITS
+        heal_ticks_max = self.heal_ticks_max()
+        deadline = self.now + heal_ticks_max * TICK_UNITS
         proposed_terms: set[int] = set()
         wanted: list[bytes] = []
         while self.now < deadline:
@@ -637,7 +720,7 @@ class Simulation:
                 return
         raise InvariantViolation(
             f"Liveness: after healing, no proposal was applied on every node within "
-            f"{self.heal_ticks_max()} ticks (proposed {wanted})"
+            f"{heal_ticks_max} ticks (proposed {wanted})"
         )
 
     def _applied_everywhere(self, wanted: list[bytes]) -> bool:
