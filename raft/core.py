@@ -454,13 +454,19 @@ class Raft:
 
     def _maybe_commit(self) -> bool:
         """Raft §5.4.2: commit the quorum's match index only if it is an entry of our term."""
-        index = committed_index(self.voters, {v: pr.match for v, pr in self.progress.items()})
+        index = self._quorum_match_index()
         if index <= self.log.committed or self.log.term(index) != self.term:
             return False
+        self._commit_to(index)
+        return True
+
+    def _quorum_match_index(self) -> int:
+        return committed_index(self.voters, {v: pr.match for v, pr in self.progress.items()})
+
+    def _commit_to(self, index: int) -> None:
         self.log.commit_to(index)
         while self._uncommitted and self._uncommitted[0][0] <= index:
             self.uncommitted_bytes -= self._uncommitted.popleft()[1]
-        return True
 
     def _bcast_append(self) -> None:
         for peer in self.peers:

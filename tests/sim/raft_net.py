@@ -161,8 +161,11 @@ class Net:
                 out.append(f"{node_id} compacted log through {rd.compaction.index}")
             if rd.hard_state is not None:
                 node.storage.set_hard_state(rd.hard_state)
-            self.queue.extend(rd.messages)
-            self.queue.extend(rd.persisted_messages)
+            for m in (*rd.messages, *rd.persisted_messages):
+                if (m.from_id, m.to_id) in self.blocked or self.nodes[m.to_id].raw is None:
+                    out.append(f"dropped {fmt_message(m)}")
+                else:
+                    self.queue.append(m)
             for entry in rd.committed_entries:
                 if entry.kind is EntryKind.NORMAL:
                     node.applied.append(entry.data.decode())
@@ -250,7 +253,9 @@ class Net:
         self.raw(node_id).compact(index, data)
 
 
-def run_command(net: Net | None, cmd: str, args: list[str]) -> tuple[Net | None, list[str]]:
+def run_command(
+    net: Net | None, cmd: str, args: list[str], raft_factory: RaftFactory = Raft
+) -> tuple[Net | None, list[str]]:
     """One transcript command; returns the (possibly new) network and the output lines."""
     kv = dict(a.split("=", 1) for a in args if "=" in a)
     pos = [a for a in args if "=" not in a]
@@ -262,7 +267,7 @@ def run_command(net: Net | None, cmd: str, args: list[str]) -> tuple[Net | None,
                 continue
             parsed: int | bool = value == "true" if value in ("true", "false") else int(value)
             overrides[names.get(key, key)] = parsed
-        net = Net(int(kv["voters"]), **overrides)
+        net = Net(int(kv["voters"]), raft_factory, **overrides)
         return net, [net.status(i) for i in net.voter_ids]
     assert net is not None, "start with `cluster`"
     ids = (

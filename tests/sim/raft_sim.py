@@ -27,31 +27,26 @@ from __future__ import annotations
 
 import heapq
 import random
-import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from raft_invariants import App, Checker, InvariantViolation, SimNode
 from strom.raft import (
     Config,
-    Entry,
-    EntryKind,
+    HeartbeatRequest,
+    HeartbeatResponse,
     MemoryStorage,
     Message,
     RaftError,
     RawNode,
     Ready,
     Role,
-    Snapshot,
 )
 
 TICK_UNITS = 10
 TRACE_EVENTS_MAX = 40
-
-
-class InvariantViolation(AssertionError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -72,6 +67,8 @@ class Faults:
     leader_crash_p: float
     commit_crash_p: float
     crash_loses_msgs_p: float
+    uncommitted_bytes_max: int
+    leader_isolate_p: float
     pre_vote: bool
     check_quorum: bool
 
@@ -88,174 +85,24 @@ class Faults:
         }
         return Faults(
             voters=rng.choice([1, 3, 3, 3, 5, 5]),
-            election_timeout_ticks=rng.choice([3, 5, 10]),
+            election_timeout_ticks=rng.choice([3, 3, 5, 10]),
             drop_p=rng.choice([0.0, 0.02, 0.1, 0.3]),
             dup_p=rng.choice([0.0, 0.02, 0.1]),
             delay_units_max=rng.choice([1, 5, 15, 40]),
-            sync_units_max=rng.choice([1, 3, 10]),
+            sync_units_max=rng.choice([1, 3, 10, 10]),
             chaos_units_mean=rng.choice([5, 15, 40]),
             weights=weights,
             entries_per_msg_max=rng.choice([1, 3, 64]),
             inflight_msgs_max=rng.choice([1, 4, 64]),
             msg_bytes_max=rng.choice([40, 1 << 20]),
             leader_crash_p=rng.choice([0.0, 0.1, 0.3, 0.6]),
-            commit_crash_p=rng.choice([0.0, 0.05, 0.2]),
+            commit_crash_p=rng.choice([0.0, 0.1, 0.2, 0.3]),
             crash_loses_msgs_p=rng.choice([0.0, 0.5, 1.0]),
+            uncommitted_bytes_max=rng.choice([300, 64 << 20]),
+            leader_isolate_p=rng.choice([0.0, 0.1, 0.3]),
             pre_vote=rng.random() < 0.85,
             check_quorum=rng.random() < 0.85,
         )
-
-
-class App:
-    """The replicated state machine: a CRC-32 chain over applied data, plus what it applied."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.index = snapshot.index
-        self.digest = int(snapshot.data.split(b":")[1]) if snapshot.data else 0
-
-    def apply(self, entry: Entry) -> None:
-        assert entry.index == self.index + 1, f"applied {entry.index} after {self.index}"
-        self.index = entry.index
-        self.digest = zlib.crc32(entry.data, self.digest)
-
-    def snapshot_data(self) -> bytes:
-        return f"{self.index}:{self.digest}".encode()
-
-
-@dataclass
-class SimNode:
-    node_id: int
-    storage: MemoryStorage = field(default_factory=MemoryStorage)
-    raw: RawNode | None = None
-    app: App = field(default_factory=lambda: App(Snapshot()))
-    pending: Ready | None = None
-    incarnation: int = 0
-    next_tick: int = 0
-
-    @property
-    def alive(self) -> bool:
-        return self.raw is not None
-
-
-class Checker:
-    """Named invariants (Raft §5.2 Election Safety, §5.3 Log Matching, §5.4.3 State Machine
-    Safety, monotonic terms and commits), each checked incrementally after every event."""
-
-    def __init__(self) -> None:
-        self.leader_of_term: dict[int, int] = {}
-        self.committed: dict[int, tuple[int, bytes, int]] = {}  # index -> (term, data, digest)
-        self.committed_term: dict[int, int] = {}  # index -> term, as soon as any node commits
-        self.index_of_data: dict[bytes, int] = {}
-        self.entry_at: dict[
-            tuple[int, int], tuple[bytes, int]
-        ] = {}  # (index, term) -> (data, prev term)
-        self.max_term: dict[int, int] = {}
-        self.durable_term: dict[int, int] = {}
-        self.durable_commit: dict[int, int] = {}
-        self.volatile_commit: dict[int, int] = {}
-
-    def fail(self, name: str, detail: str) -> None:
-        raise InvariantViolation(f"{name}: {detail}")
-
-    def after_event(self, nodes: list[SimNode]) -> None:
-        for node in nodes:
-            if node.raw is None:
-                continue
-            raft = node.raw.raft
-            if raft.term < self.max_term.get(node.node_id, 0):
-                self.fail("TermMonotonic", f"node {node.node_id} term went back to {raft.term}")
-            self.max_term[node.node_id] = raft.term
-            commit = raft.log.committed
-            previous = self.volatile_commit.get(node.node_id, 0)
-            if commit < previous:
-                self.fail("CommitMonotonic", f"node {node.node_id} commit back to {commit}")
-            if commit > previous:
-                self._on_commit(node, previous, commit)
-                self.volatile_commit[node.node_id] = commit
-            if raft.role is Role.LEADER:
-                other = self.leader_of_term.setdefault(raft.term, node.node_id)
-                if other != node.node_id:
-                    self.fail(
-                        "ElectionSafety",
-                        f"nodes {other} and {node.node_id} both lead term {raft.term}",
-                    )
-
-    def _on_commit(self, node: SimNode, previous: int, commit: int) -> None:
-        """A committed entry never changes: the first node to commit an index fixes its term."""
-        assert node.raw is not None
-        log = node.raw.raft.log
-        for index in range(max(previous + 1, log.first_index()), commit + 1):
-            term = log.term(index)
-            assert term is not None
-            seen = self.committed_term.setdefault(index, term)
-            if seen != term:
-                self.fail(
-                    "CommittedNeverChanges",
-                    f"node {node.node_id} committed index {index} with term {term}, "
-                    f"committed elsewhere with term {seen}",
-                )
-
-    def on_restart(self, node: SimNode) -> None:
-        # Volatile state restarts from the durable state: an unsynced term bump or commit may
-        # be lost, but nothing durable may go back.
-        self.volatile_commit[node.node_id] = self.durable_commit.get(node.node_id, 0)
-        self.max_term[node.node_id] = self.durable_term.get(node.node_id, 0)
-
-    def on_persist(self, node: SimNode, rd: Ready) -> None:
-        nid = node.node_id
-        if rd.hard_state is not None:
-            hs = rd.hard_state
-            if hs.term < self.durable_term.get(nid, 0):
-                self.fail("TermMonotonic", f"node {nid} persisted term {hs.term} going back")
-            if hs.commit < self.durable_commit.get(nid, 0):
-                self.fail("CommitMonotonic", f"node {nid} persisted commit {hs.commit} going back")
-            self.durable_term[nid] = hs.term
-            self.durable_commit[nid] = hs.commit
-        for entry in rd.entries:
-            try:
-                prev_term = node.storage.term(entry.index - 1)
-            except RaftError:
-                continue  # below this node's snapshot
-            key = (entry.index, entry.term)
-            seen = self.entry_at.setdefault(key, (entry.data, prev_term))
-            if seen != (entry.data, prev_term):
-                self.fail(
-                    "LogMatching",
-                    f"node {nid} holds entry {key} = {entry.data!r} after term {prev_term}, "
-                    f"elsewhere {seen[0]!r} after term {seen[1]}",
-                )
-
-    def on_apply(self, node: SimNode, entry: Entry) -> None:
-        record = (entry.term, entry.data, node.app.digest)
-        seen = self.committed.setdefault(entry.index, record)
-        if seen != record:
-            self.fail(
-                "StateMachineSafety",
-                f"node {node.node_id} applied {record[:2]} at {entry.index}, "
-                f"another node applied {seen[:2]}",
-            )
-        if entry.kind is EntryKind.NORMAL:
-            at = self.index_of_data.setdefault(entry.data, entry.index)
-            if at != entry.index:
-                self.fail("NoDuplicates", f"{entry.data!r} applied at {at} and {entry.index}")
-
-    def on_restore(self, node: SimNode, snap: Snapshot) -> None:
-        seen = self.committed.get(snap.index)
-        if seen is not None and seen[2] != node.app.digest:
-            self.fail("StateMachineSafety", f"node {node.node_id} snapshot {snap.index} differs")
-
-    def on_leader(self, node: SimNode) -> None:
-        """Raft §5.4 Leader Completeness: a new leader holds every entry committed anywhere."""
-        assert node.raw is not None
-        log = node.raw.raft.log
-        first = log.first_index()
-        for index, term in self.committed_term.items():
-            if index >= first and log.term(index) != term:
-                self.fail(
-                    "LeaderCompleteness",
-                    f"leader {node.node_id} of term {node.raw.raft.term} lacks committed "
-                    f"entry {index} (term {term}), has term {log.term(index)}",
-                )
 
 
 RawNodeFactory = Callable[[Config, MemoryStorage, Callable[[int], int]], RawNode]
@@ -321,6 +168,7 @@ class Simulation:
             msg_bytes_max=f.msg_bytes_max,
             inflight_msgs_max=f.inflight_msgs_max,
             committed_bytes_per_ready_max=f.msg_bytes_max,
+            uncommitted_bytes_max=f.uncommitted_bytes_max,
             applied=applied,
         )
 
@@ -369,6 +217,10 @@ class Simulation:
         self.now = at
         self.events += 1
         touched = getattr(self, f"_on_{kind}")(payload)
+        if kind != "tick" and not (
+            kind == "deliver" and isinstance(payload[0], HeartbeatRequest | HeartbeatResponse)
+        ):
+            self.checker.logs_changed = True
         for node_id in touched:
             self._drive(self.nodes[node_id])
         self.checker.after_event(list(self.nodes.values()))
@@ -383,20 +235,24 @@ class Simulation:
         index moves, leaves the multi-term uncommitted suffixes of Raft Figure 8."""
         f = self.faults
         mark = (raw.raft.term, node.incarnation)
-        crash_p = 0.0
         if self.leader_seen.get(node.node_id) != mark:
             self.leader_seen[node.node_id] = mark
             self.leader_commit[node.node_id] = raw.raft.log.committed
             self._note(f"node {node.node_id} leads term {mark[0]}")
             self.stats["elections"] += 1
             self.checker.on_leader(node)
-            crash_p = f.leader_crash_p
+            self._maybe_fault(node, "crash", f.leader_crash_p)
+            self._maybe_fault(node, "isolate", f.leader_isolate_p)
         elif raw.raft.log.committed > self.leader_commit[node.node_id]:
             self.leader_commit[node.node_id] = raw.raft.log.committed
-            crash_p = f.commit_crash_p
-        if crash_p and self.faults_on and self.rng.random() < crash_p:
-            at = self.now + self.rng.randint(1, 2 * f.delay_units_max)
-            self._schedule(at, "crash", (node.node_id, node.incarnation))
+            self._maybe_fault(node, "crash", f.commit_crash_p)
+
+    def _maybe_fault(self, node: SimNode, kind: str, probability: float) -> None:
+        """Schedule a crash, or an isolation (it keeps running and appending entries nobody
+        else gets), of `node` within two message delays."""
+        if probability and self.faults_on and self.rng.random() < probability:
+            at = self.now + self.rng.randint(1, 2 * self.faults.delay_units_max)
+            self._schedule(at, kind, (node.node_id, node.incarnation))
 
     def _on_tick(self, node_id: int) -> list[int]:
         node = self.nodes[node_id]
@@ -416,6 +272,15 @@ class Simulation:
         self._note(f"deliver {_fmt(m)}")
         node.raw.step(m)
         return [m.to_id]
+
+    def _on_isolate(self, payload: tuple[int, int]) -> list[int]:
+        node_id, incarnation = payload
+        if self.faults_on and self.nodes[node_id].incarnation == incarnation:
+            for other in self.nodes:
+                if other != node_id:
+                    self.blocked.update({(node_id, other), (other, node_id)})
+            self._note(f"isolate node {node_id}")
+        return []
 
     def _on_crash(self, payload: tuple[int, int]) -> list[int]:
         node_id, incarnation = payload
@@ -598,7 +463,11 @@ class Simulation:
     # ---- heal and converge ----
 
     def heal_ticks_max(self) -> int:
-        return 30 * self.faults.election_timeout_ticks
+        """30 election timeouts, plus a round trip per message of the backlog to replicate."""
+        logs = [n.raw.raft.log for n in self.nodes.values() if n.raw is not None]
+        backlog = max(log.last_index() for log in logs) - min(log.committed for log in logs)
+        per_msg = min(self.faults.entries_per_msg_max, self.faults.inflight_msgs_max)
+        return 30 * self.faults.election_timeout_ticks + 4 * backlog // per_msg
 
     def _heal(self) -> None:
         """Faults stop; a leader must emerge and new proposals must apply everywhere."""
@@ -613,7 +482,8 @@ class Simulation:
                 self.checker.on_restart(node)
                 self._drive(node)
         self._note("heal: faults off, all nodes up")
-        deadline = self.now + self.heal_ticks_max() * TICK_UNITS
+        heal_ticks_max = self.heal_ticks_max()
+        deadline = self.now + heal_ticks_max * TICK_UNITS
         proposed_terms: set[int] = set()
         wanted: list[bytes] = []
         while self.now < deadline:
@@ -637,7 +507,7 @@ class Simulation:
                 return
         raise InvariantViolation(
             f"Liveness: after healing, no proposal was applied on every node within "
-            f"{self.heal_ticks_max()} ticks (proposed {wanted})"
+            f"{heal_ticks_max} ticks (proposed {wanted})"
         )
 
     def _applied_everywhere(self, wanted: list[bytes]) -> bool:

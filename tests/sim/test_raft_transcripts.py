@@ -76,3 +76,18 @@ def test_transcript(path: Path) -> None:
         path.write_text(_render(actual))
         return
     assert not mismatches, f"{path.name}:\n" + "\n\n".join(mismatches)
+
+
+def test_figure8_transcript_catches_commit_by_counting_old_term_replicas() -> None:
+    """Raft §5.4.2: replaying figure8.txt with a core that commits an earlier term's entry by
+    counting replicas shows the entry committed at step (c) and then overwritten at (d)."""
+    from test_raft_swarm import Figure8Raft
+
+    net: Net | None = None
+    outputs = {}
+    for _, command, _ in _parse((TESTDATA / "figure8.txt").read_text()):
+        cmd, *args = command.split()
+        net, outputs[command] = run_command(net, cmd, args, raft_factory=Figure8Raft)
+    assert outputs["status 1"] == ["1: leader term=3 vote=1 leader=1 commit=2 applied=1 log=1..3"]
+    assert outputs["log"][0] == "1: [1@1:noop 2@1:x 3@3:noop]"
+    assert outputs["log"][1] == "2: [1@1:noop 2@2:noop 3@4:noop]"  # x, committed, is gone
