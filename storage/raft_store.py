@@ -46,6 +46,7 @@ import struct
 from pathlib import Path
 
 import crc32c
+
 from strom.raft.errors import CompactedError, RaftError, UnavailableError
 from strom.raft.storage import limit_size
 from strom.raft.types import Entry, EntryKind, HardState, Snapshot, SnapshotMeta

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raft_invariants import App, Checker, InvariantViolation, SimNode
+
 from strom.raft import (
     Config,
     HeartbeatRequest,

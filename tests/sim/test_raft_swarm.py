@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 from raft_sim import InvariantViolation, Simulation
+
 from strom.raft import Config, MemoryStorage, Raft, RawNode, VoteRequest
 
 SWARM_SEEDS = 300

@@ -4,6 +4,7 @@ from unknown nodes or with impossible indexes are dropped) and bad configs are r
 from __future__ import annotations
 
 import pytest
+
 from strom.raft import (
     AppendRequest,
     AppendResponse,

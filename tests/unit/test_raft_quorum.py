@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from strom.raft.quorum import VoteResult, committed_index, majority, vote_result
 
 VOTERS = st.lists(st.integers(1, 9), min_size=1, max_size=7, unique=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from strom.raft import Entry, EntryKind, HardState, MemoryStorage, Snapshot
 from strom.storage.raft_store import FileRaftStore, StoreCorruptError, encode_frame
 
