@@ -17,7 +17,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,8 @@ class _Batch:
     created: float = 0.0
     deadline: float = 0.0
     encoded: bytes | None = None  # encoded once, on first dispatch; retries resend these bytes
+    # Returns the batch's bytes to whoever accounts buffer_memory for it (None: the async one).
+    on_release: Callable[[int], None] | None = None
 
 
 class AsyncProducer:
@@ -66,6 +68,8 @@ class AsyncProducer:
         retry_backoff_ms: int = 100,
         client_id: str = "strom-producer",
         enable_idempotence: bool | None = None,
+        buffer_memory: int = 32 * 1024 * 1024,
+        max_block_ms: int = 60_000,
     ) -> None:
         if acks not in _ACKS:
             raise FatalError(
@@ -77,6 +81,10 @@ class AsyncProducer:
                 f"compression_type must be none or gzip, got {compression_type!r}",
             )
         self.acks = _ACKS[acks]
+        self.buffer_memory = buffer_memory
+        self.max_block_s = max_block_ms / 1000
+        self._buffered = 0
+        self._space = asyncio.Event()
         if enable_idempotence and self.acks != -1:
             raise FatalError(
                 common_pb2.INVALID_CONFIG,
@@ -134,6 +142,7 @@ class AsyncProducer:
         meta = await self.cluster.topic(topic, allow_auto_topic_creation=True)
         count = len(meta.partitions)
         partition = self.choose_partition(topic, key, partition, count)
+        await self._reserve(size)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[RecordMetadata] = loop.create_future()
         ts = int(time.time() * 1000) if timestamp is None else timestamp
@@ -160,6 +169,32 @@ class AsyncProducer:
         self._ensure_sender()
         return future
 
+    async def _reserve(self, size: int) -> None:
+        """Back-pressure: wait (up to max_block_ms) until buffer_memory has room for `size`."""
+        if self._buffered + size > self.buffer_memory:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.max_block_s
+            while self._buffered + size > self.buffer_memory:
+                self._space.clear()
+                remaining = deadline - loop.time()
+                try:
+                    async with asyncio.timeout(max(0.0, remaining)):
+                        await self._space.wait()
+                except TimeoutError:
+                    raise KafkaTimeoutError(
+                        f"buffer_memory ({self.buffer_memory} bytes) stayed full for "
+                        f"max_block_ms={int(self.max_block_s * 1000)}: the cluster is not keeping "
+                        "up with this producer"
+                    ) from None
+        self._buffered += size
+
+    def _release(self, batch: _Batch) -> None:
+        if batch.on_release is not None:
+            batch.on_release(batch.size_bytes)
+        else:
+            self._buffered -= batch.size_bytes
+            self._space.set()
+
     def check_record(
         self,
         key: bytes | None,
@@ -173,10 +208,11 @@ class AsyncProducer:
             raise TypeError(f"key must be bytes or None, got {type(key).__name__}")
         size = RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
         size += sum(len(k) + len(v or b"") for k, v in headers or ())
-        if size > self.max_request_size:
+        if size > self.max_request_size or size > self.buffer_memory:
             raise FatalError(
                 common_pb2.MESSAGE_TOO_LARGE,
-                f"the record is {size} bytes, larger than max_request_size={self.max_request_size}",
+                f"the record is {size} bytes, larger than max_request_size="
+                f"{self.max_request_size} (or buffer_memory={self.buffer_memory})",
             )
         return size
 
@@ -391,6 +427,7 @@ class AsyncProducer:
         self._wake.set()
 
     def _complete(self, batch: _Batch, base_offset: int) -> None:
+        self._release(batch)
         for i, (record, future) in enumerate(zip(batch.records, batch.futures, strict=True)):
             if not future.done():
                 offset = base_offset + i if self.acks != 0 and base_offset >= 0 else -1
@@ -400,6 +437,7 @@ class AsyncProducer:
         self._wake.set()
 
     def _fail(self, batch: _Batch, error: Exception) -> None:
+        self._release(batch)
         for future in batch.futures:
             if not future.done():
                 future.set_exception(error)
@@ -417,6 +455,8 @@ class Producer:
             _make_async_producer(bootstrap_servers, options)
         )
         self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._buffered = 0
         self._open: dict[tuple[str, int], _Batch] = {}
         self._outstanding: set[concurrent.futures.Future[RecordMetadata]] = set()
         self._closed = False
@@ -453,12 +493,21 @@ class Producer:
         )
         to_send = []
         with self._lock:
+            # Back-pressure: block the caller while buffer_memory is full (max_block_ms).
+            if not self._space.wait_for(
+                lambda: self._buffered + size <= producer.buffer_memory, producer.max_block_s
+            ):
+                raise KafkaTimeoutError(
+                    f"buffer_memory ({producer.buffer_memory} bytes) stayed full for "
+                    f"max_block_ms={int(producer.max_block_s * 1000)}"
+                )
             chosen = producer.choose_partition(topic, key, partition, count)
+            self._buffered += size
             batch = self._open.get((topic, chosen))
             if batch is None or batch.size_bytes + size > producer.batch_size:
                 if batch is not None:
                     to_send.append(self._take(batch))
-                batch = _Batch(topic, chosen, num_partitions=count)
+                batch = _Batch(topic, chosen, num_partitions=count, on_release=self._release)
                 self._open[(topic, chosen)] = batch
                 self._loop.loop.call_soon_threadsafe(self._linger, batch)
             batch.records.append(record)
@@ -471,6 +520,12 @@ class Producer:
         for sealed in to_send:
             self._loop.loop.call_soon_threadsafe(self._async.submit_batch, sealed)
         return future
+
+    def _release(self, size: int) -> None:
+        """Loop thread: a batch is done; its bytes leave the buffer."""
+        with self._space:
+            self._buffered -= size
+            self._space.notify_all()
 
     def _take(self, batch: _Batch) -> _Batch:
         """Seal `batch`: no more records join it (caller holds the lock)."""
