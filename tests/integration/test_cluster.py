@@ -217,3 +217,35 @@ def test_unknown_config_key_and_foreign_data_dir_stop_the_node(
     )  # fmt: skip
     assert result.returncode == 1
     assert "belongs to node 1, not node.id 2" in result.stderr
+
+
+def test_retention_deletes_old_segments_whether_consumed_or_not(cluster: Cluster) -> None:
+    with cluster.admin() as admin:
+        admin.create_topics(
+            [NewTopic("short-lived", 1, 3, {"segment.bytes": "1024", "retention.ms": "1000"})]
+        )
+    produce(cluster.bootstrap, "short-lived", [b"x" * 100 for _ in range(60)], acks="all")
+
+    def log_start() -> int:
+        with cluster.admin() as admin:
+            return admin.list_offsets([("short-lived", 0)], -2)[("short-lived", 0)]
+
+    # Nobody consumed anything: retention deletes whole segments by age all the same.
+    assert eventually(lambda: log_start() > 0, what="old segments deleted") > 0
+    with cluster.admin() as admin:
+        assert admin.list_offsets([("short-lived", 0)], -1)[("short-lived", 0)] == 60
+
+
+def test_topics_are_auto_created_on_first_produce(cluster: Cluster) -> None:
+    produce(cluster.bootstrap, "auto-made", [b"hello"], acks="all")
+    with cluster.admin() as admin:
+        (topic,) = admin.describe_topics(["auto-made"])
+    assert len(topic.partitions) == 3  # num.partitions of the local cluster
+
+
+def test_unknown_topic_with_auto_create_off(cluster_factory: Callable[..., Cluster]) -> None:
+    cluster = cluster_factory(3, **{"auto.create.topics.enable": "false"})
+    with pytest.raises(StromError) as err:
+        produce(cluster.bootstrap, "never-made", [b"x"], acks="all")
+    assert err.value.name == "UNKNOWN_TOPIC_OR_PARTITION"
+    assert "never-made" in err.value.message
