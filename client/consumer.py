@@ -425,6 +425,11 @@ class AsyncConsumer:
                 if tp not in self._positions:
                     continue  # unassigned or reset while the fetch was in flight
                 if p.error_code == common_pb2.OFFSET_OUT_OF_RANGE:
+                    log.warning(
+                        "%s-%d: position %d out of range at %s (%s); resetting to %s",
+                        tp.topic, tp.partition, self._positions[tp], address, p.error_message,
+                        self.auto_offset_reset,
+                    )  # fmt: skip
                     del self._positions[tp]
                     continue
                 if p.error_code != common_pb2.NONE:

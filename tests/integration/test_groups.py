@@ -170,3 +170,51 @@ def test_replay_after_resetting_offsets(orders: Cluster) -> None:
         await admin_consumer.close()
 
     asyncio.run(scenario())
+
+
+def test_group_survives_the_loss_of_its_coordinator(cluster: Cluster) -> None:
+    from strom.client.admin import AsyncAdmin
+
+    with cluster.admin() as admin:
+        admin.create_topics([NewTopic("work", 3, 3)])
+
+    async def scenario() -> None:
+        async with AsyncProducer(cluster.bootstrap, linger_ms=5) as producer:
+            for i in range(300):
+                await producer.send("work", f"job-{i}".encode())
+            await producer.flush()
+        c = consumer(cluster, "C1", "workers", enable_auto_commit=False)
+        c.subscribe(["work"])
+        processed: list[tuple[int, int]] = []
+        committed_at_kill: dict[int, int] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        killed = False
+        kill_index = 0
+        while len(set(processed)) < 300:
+            assert loop.time() < deadline, f"processed {len(set(processed))} of 300"
+            try:
+                records = await c.poll(timeout_ms=300, max_records=20)
+                processed += [(r.partition, r.offset) for r in records]
+                await c.commit()  # every processed record is committed before the next poll
+            except StromError:
+                continue  # the coordinator is moving: poll again
+            if not killed and len(processed) >= 100:
+                async with AsyncAdmin(cluster.bootstrap) as admin:
+                    coordinator = (await admin.describe_group("workers")).coordinator_id
+                    committed_at_kill = {
+                        tp[1]: o for tp, o in (await admin.list_group_offsets("workers")).items()
+                    }
+                cluster.local.stop(coordinator, kill=True)
+                killed = True
+                kill_index = len(processed)
+        await c.close()
+        # Nothing committed before the kill was processed a second time.
+        again = [(p, o) for p, o in processed[kill_index:] if o < committed_at_kill.get(p, 0)]
+        assert not again, f"processed again after the coordinator moved: {again[:5]}"
+        assert committed_at_kill and sum(committed_at_kill.values()) >= 100
+        async with AsyncAdmin(cluster.bootstrap) as admin:
+            final = await admin.list_group_offsets("workers")
+        assert sum(final.values()) == 300, final
+
+    asyncio.run(scenario())
