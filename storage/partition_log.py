@@ -128,8 +128,12 @@ class PartitionLog:
         epochs = LeaderEpochCache(os.path.join(directory, EPOCH_FILE))
 
         def on_recovered_batch(header: BatchHeader) -> None:
-            if header.partition_leader_epoch >= 0:
-                epochs.assign(header.partition_leader_epoch, header.base_offset)
+            # Kafka's rule: recovery only adds epochs newer than the cache knows; entries the
+            # lost tail invalidated are cut below with truncate_from_end.
+            epoch = header.partition_leader_epoch
+            latest = epochs.latest_epoch
+            if epoch >= 0 and (latest is None or epoch > latest):
+                epochs.assign(epoch, header.base_offset)
 
         loaded = load_segments(
             directory,
@@ -323,6 +327,10 @@ class PartitionLog:
             self.truncate_fully_and_start_at(offset, now_ms=now_ms)
             return offset
         self._local.truncate_to(offset)
+        if self.log_end_offset < self._log_start_offset:
+            # The batch holding `offset` also held the log start: nothing servable is left.
+            self.truncate_fully_and_start_at(self._log_start_offset, now_ms=now_ms)
+            return self.log_end_offset
         self.leader_epoch_cache.truncate_from_end(self.log_end_offset)
         if self._recovery_point > self.log_end_offset:
             self._recovery_point = self.log_end_offset
