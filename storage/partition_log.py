@@ -29,6 +29,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .batch_validation import split_batches, validate_batches
 from .checkpoint_file import read_checkpoint, write_checkpoint
@@ -51,9 +52,9 @@ CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 _Predicate = Callable[[LogSegment, LogSegment | None], bool]
 
 
-@dataclass(frozen=True, slots=True)
-class AppendInfo:
-    """What an append wrote: offsets [first_offset, last_offset] in `batch_count` batches."""
+class AppendInfo(NamedTuple):
+    """What an append wrote: offsets [first_offset, last_offset] in `batch_count` batches.
+    A NamedTuple (immutable, built by one C call): one is returned per append."""
 
     first_offset: int
     last_offset: int
@@ -223,39 +224,47 @@ class PartitionLog:
         """Append batches exactly as the leader sent them. Only bounds are checked; the first
         batch must start at the log end offset and the batches must be contiguous
         (`UnexpectedAppendOffsetError` otherwise, nothing written)."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if not data:
             raise CorruptRecordError("no record batches received")
-        batches = [(pos, parse_header(data, pos)) for pos, _ in split_batches(data)]
+        if len(data) > self.config.segment_bytes:
+            raise CorruptRecordError(
+                f"{len(data)} bytes in one append exceed segment.bytes", "RECORD_LIST_TOO_LARGE"
+            )
+        batches = []
         expected = self.log_end_offset
-        for position, header in batches:
+        for position, _ in split_batches(data):
+            header = parse_header(data, position)
             if header.base_offset != expected or header.last_offset_delta < 0:
                 raise UnexpectedAppendOffsetError(
                     f"batch at byte {position} starts at offset {header.base_offset} "
                     f"(last delta {header.last_offset_delta}); the log expects {expected}"
                 )
-            expected = header.next_offset
-        if len(data) > self.config.segment_bytes:
-            raise CorruptRecordError(
-                f"{len(data)} bytes in one append exceed segment.bytes", "RECORD_LIST_TOO_LARGE"
-            )
+            expected = header.base_offset + header.last_offset_delta + 1
+            batches.append((position, header))
         return self._append(data, batches, now_ms)
 
     def _append(
         self, data: bytes | bytearray, batches: list[tuple[int, BatchHeader]], now_ms: int
     ) -> AppendInfo:
         first = batches[0][1].base_offset
-        last = batches[-1][1].last_offset
+        last_header = batches[-1][1]
+        last = last_header.base_offset + last_header.last_offset_delta
         max_ts, offset_of_max, records = NO_TIMESTAMP, first, 0
+        cache = self.leader_epoch_cache
+        latest_epoch = cache.latest_epoch
         for _, header in batches:
             records += header.record_count
             if header.max_timestamp > max_ts:
-                max_ts, offset_of_max = header.max_timestamp, header.last_offset
+                max_ts = header.max_timestamp
+                offset_of_max = header.base_offset + header.last_offset_delta
+            epoch = header.partition_leader_epoch
+            if epoch >= 0 and epoch != latest_epoch:
+                cache.assign(epoch, header.base_offset)
+                latest_epoch = cache.latest_epoch
         self._maybe_roll(len(data), max_ts, last, now_ms)
-        for _, header in batches:
-            if header.partition_leader_epoch >= 0:
-                self.leader_epoch_cache.assign(header.partition_leader_epoch, header.base_offset)
-        self._local.append(data, batches)
+        self._local.active.append(data, batches)
         return AppendInfo(first, last, max_ts, offset_of_max, records, len(batches), len(data))
 
     def _maybe_roll(self, incoming_bytes: int, max_ts: int, last_offset: int, now_ms: int) -> None:
