@@ -18,8 +18,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="strom", description="strom: an event streaming platform in the spirit of Kafka."
     )
     parser.add_argument("--version", action="version", version=f"strom {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser("demo", help="walk through the seed document's example")
+    demo.set_defaults(handler=_demo)
     return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from strom.node.demo import main as demo_main
+
+    return demo_main(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
