@@ -82,6 +82,7 @@ class LogSegment:
         self.rolling_timestamp = NO_TIMESTAMP  # the first batch's maxTimestamp (segment.ms)
         self._bytes_since_index = 0
         self.unverified_end = self.size  # bytes below this came from disk, not from us
+        self._next_read_position = -1  # where the last read ended (see _sequential_hint)
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -266,6 +267,7 @@ class LogSegment:
         self.offset_index.truncate_to(offset)
         self.time_index.truncate_to(offset)
         os.ftruncate(self._fd, position)
+        self._next_read_position = -1
         removed = self.size - position
         self.size = position
         self.unverified_end = min(self.unverified_end, position)
@@ -320,7 +322,7 @@ class LogSegment:
         """Whole batches starting with the one containing `offset`: up to `max_bytes`, but at
         least one batch, and none that ends after `max_position`. None if `offset` is beyond
         this segment."""
-        found = self.translate_offset(offset)
+        found = self._sequential_hint(offset) or self.translate_offset(offset)
         if found is None:
             return None
         position, header = found
@@ -332,7 +334,20 @@ class LogSegment:
         data = os.pread(self._fd, end - position, position)
         if position < self.unverified_end:
             self._verify(data, position)
+        self._next_read_position = end
         return data
+
+    def _sequential_hint(self, offset: int) -> tuple[int, BatchHeader] | None:
+        """A consumer reading front to back asks next for the batch right after its last read:
+        one header read instead of an index lookup and a scan. Positions stay batch boundaries
+        until a truncation, which clears the hint."""
+        position = self._next_read_position
+        if position < 0 or position + HEADER_SIZE > self.size:
+            return None
+        header = self._header_at(position)
+        if header.base_offset <= offset <= header.base_offset + header.last_offset_delta:
+            return position, header
+        return None
 
     def _verify(self, data: bytes, position: int) -> None:
         """CRC-check whole batches read from bytes this process did not write."""

@@ -172,6 +172,23 @@ class LogMachine(RuleBasedStateMachine):
         assert got == expected
 
     @precondition(lambda self: self.end > self.start)
+    @rule(max_bytes=st.integers(1, 3000))
+    def read_front_to_back(self, max_bytes: int) -> None:
+        """A consumer: each read starts right after the last batch of the previous one."""
+        got = b""
+        offset = self.start
+        while offset < self.end:
+            data = self.plog.read(offset, max_bytes)
+            assert data
+            got += data
+            position = 0
+            while position < len(data):
+                header = parse_header(data, position)
+                offset = header.last_offset + 1
+                position += header.size_in_bytes
+        assert got == b"".join(b.data for b in self.batches)
+
+    @precondition(lambda self: self.end > self.start)
     @rule(data=st.data())
     def truncate(self, data: st.DataObject) -> None:
         offset = data.draw(st.integers(self.start, self.end))
