@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .batch_validation import split_batches, validate_batches
+from .batch_validation import validate_batches
 from .checkpoint_file import read_checkpoint, write_checkpoint
 from .durability import fsync_dir, write_atomically
 from .errors import CorruptRecordError, OffsetOutOfRangeError, UnexpectedAppendOffsetError
@@ -42,7 +42,15 @@ from .log_config import LogConfig
 from .log_recovery import load_segments
 from .log_segment import INT32_MAX, LogSegment
 from .partition_metadata import check_topic_id
-from .record_batch import NO_TIMESTAMP, BatchHeader, assign_offset_and_epoch, parse_header
+from .record_batch import (
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    MAGIC,
+    NO_TIMESTAMP,
+    BatchHeader,
+    assign_offset_and_epoch,
+    parse_header,
+)
 
 RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_FILE = "log-start-offset-checkpoint"
@@ -232,10 +240,20 @@ class PartitionLog:
             raise CorruptRecordError(
                 f"{len(data)} bytes in one append exceed segment.bytes", "RECORD_LIST_TOO_LARGE"
             )
+        # One pass: bounds (as `split_batches`) and contiguity, parsing each header once.
         batches = []
-        expected = self.log_end_offset
-        for position, _ in split_batches(data):
+        expected = self._local.active.next_offset
+        position, end = 0, len(data)
+        while position < end:
+            if end - position < HEADER_SIZE:
+                raise CorruptRecordError(f"batch at byte {position}: only {end - position} left")
             header = parse_header(data, position)
+            size = header.batch_length + LOG_OVERHEAD
+            if header.magic != MAGIC or size < HEADER_SIZE or size > end - position:
+                raise CorruptRecordError(
+                    f"batch at byte {position}: magic {header.magic}, {size} bytes claimed, "
+                    f"{end - position} left"
+                )
             if header.base_offset != expected or header.last_offset_delta < 0:
                 raise UnexpectedAppendOffsetError(
                     f"batch at byte {position} starts at offset {header.base_offset} "
@@ -243,6 +261,7 @@ class PartitionLog:
                 )
             expected = header.base_offset + header.last_offset_delta + 1
             batches.append((position, header))
+            position += size
         return self._append(data, batches, now_ms)
 
     def _append(
@@ -263,8 +282,16 @@ class PartitionLog:
             if epoch >= 0 and epoch != latest_epoch:
                 cache.assign(epoch, header.base_offset)
                 latest_epoch = cache.latest_epoch
-        self._maybe_roll(len(data), max_ts, last, now_ms)
-        self._local.active.append(data, batches)
+        active = self._local.active
+        if active.size and (
+            active.size > self.config.segment_bytes - len(data)
+            or max_ts - active.rolling_timestamp > self.config.segment_ms
+            or active.rolling_timestamp < 0
+            or last - active.base_offset > INT32_MAX
+        ):
+            self._maybe_roll(len(data), max_ts, last, now_ms)  # the full rule, when it may roll
+            active = self._local.active
+        active.append(data, batches)
         return AppendInfo(first, last, max_ts, offset_of_max, records, len(batches), len(data))
 
     def _maybe_roll(self, incoming_bytes: int, max_ts: int, last_offset: int, now_ms: int) -> None:
@@ -323,7 +350,7 @@ class PartitionLog:
 
     # ---- truncation ----------------------------------------------------------------------
 
-    def truncate_to(self, offset: int, *, now_ms: int = 0) -> int:
+    def truncate_to(self, offset: int, *, now_ms: int) -> int:
         """Remove every batch from the one containing `offset` on (a follower dropping its
         divergent suffix). Returns the new log end offset, which is `offset` when it falls on
         a batch boundary. Below the log start this truncates fully."""
