@@ -110,6 +110,10 @@ def check_record_framing(
             if b < 0x80:
                 length = b >> 1 if not b & 1 else -((b + 1) >> 1)
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                raw = (b & 0x7F) | (data[pos + 1] << 7)
+                length = (raw >> 1) ^ -(raw & 1)
+                pos += 2
             else:
                 raw, pos = slow(data, pos)
                 length = (raw >> 1) ^ -(raw & 1)

@@ -82,6 +82,7 @@ class LogSegment:
         self.rolling_timestamp = NO_TIMESTAMP  # the first batch's maxTimestamp (segment.ms)
         self._bytes_since_index = 0
         self.unverified_end = self.size  # bytes below this came from disk, not from us
+        self._next_read_position = -1  # where the last read ended (see _sequential_hint)
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -161,12 +162,15 @@ class LogSegment:
             raise LogCorruptionError(self.log_path, position, "batch header cut short")
         return parse_header(data)
 
-    def _scan(self, position: int, verify: bool) -> Iterator[tuple[int, BatchHeader]]:
-        """(position, header) of each batch from `position` to the end of the file. Raises
-        `_BadBatch` at the first batch that does not fit (or fails its CRC when `verify`)."""
+    def _scan(
+        self, position: int, verify: bool, chunk_bytes: int = _SCAN_CHUNK_BYTES
+    ) -> Iterator[tuple[int, BatchHeader]]:
+        """(position, header) of each batch from `position` to the end of the file, reading
+        `chunk_bytes` at a time. Raises `_BadBatch` at the first batch that does not fit (or
+        fails its CRC when `verify`)."""
         end = self.size
         while position < end:
-            chunk = os.pread(self._fd, min(_SCAN_CHUNK_BYTES, end - position), position)
+            chunk = os.pread(self._fd, min(chunk_bytes, end - position), position)
             at = 0
             while at < len(chunk):
                 if len(chunk) - at < HEADER_SIZE:
@@ -195,9 +199,11 @@ class LogSegment:
             position += at
 
     def _headers_from(self, position: int) -> Iterator[tuple[int, BatchHeader]]:
-        """Like `_scan` without CRC, for bytes already trusted; damage is an operator error."""
+        """Like `_scan` without CRC, for bytes already trusted; damage is an operator error.
+        Reads about one index interval at a time: a lookup rarely scans further."""
+        chunk_bytes = min(_SCAN_CHUNK_BYTES, self.index_interval_bytes + 2 * HEADER_SIZE)
         try:
-            yield from self._scan(position, verify=False)
+            yield from self._scan(position, verify=False, chunk_bytes=chunk_bytes)
         except _BadBatch as bad:
             raise LogCorruptionError(self.log_path, bad.position, bad.reason) from None
 
@@ -231,11 +237,12 @@ class LogSegment:
     def append(self, data: bytes | bytearray, batches: Sequence[tuple[int, BatchHeader]]) -> None:
         """Append whole batches; `batches` gives each one's position within `data`."""
         start = self.size
-        written = 0
         try:
-            with memoryview(data) as view:
-                while written < len(data):
-                    written += os.pwrite(self._fd, view[written:], start + written)
+            written = os.pwrite(self._fd, data, start)
+            if written < len(data):  # rare for regular files; finish the write
+                with memoryview(data) as view:
+                    while written < len(data):
+                        written += os.pwrite(self._fd, view[written:], start + written)
         except OSError as err:
             os.ftruncate(self._fd, start)
             raise StorageError(f"{self.log_path}: append failed: {err}") from err
@@ -243,7 +250,10 @@ class LogSegment:
             self.rolling_timestamp = batches[0][1].max_timestamp
         for relative, header in batches:
             self._index_batch(
-                start + relative, header.size_in_bytes, header.last_offset, header.max_timestamp
+                start + relative,
+                header.batch_length + LOG_OVERHEAD,
+                header.base_offset + header.last_offset_delta,
+                header.max_timestamp,
             )
         self.size = start + len(data)
         self.next_offset = batches[-1][1].last_offset + 1
@@ -257,6 +267,7 @@ class LogSegment:
         self.offset_index.truncate_to(offset)
         self.time_index.truncate_to(offset)
         os.ftruncate(self._fd, position)
+        self._next_read_position = -1
         removed = self.size - position
         self.size = position
         self.unverified_end = min(self.unverified_end, position)
@@ -311,7 +322,7 @@ class LogSegment:
         """Whole batches starting with the one containing `offset`: up to `max_bytes`, but at
         least one batch, and none that ends after `max_position`. None if `offset` is beyond
         this segment."""
-        found = self.translate_offset(offset)
+        found = self._sequential_hint(offset) or self.translate_offset(offset)
         if found is None:
             return None
         position, header = found
@@ -323,7 +334,20 @@ class LogSegment:
         data = os.pread(self._fd, end - position, position)
         if position < self.unverified_end:
             self._verify(data, position)
+        self._next_read_position = end
         return data
+
+    def _sequential_hint(self, offset: int) -> tuple[int, BatchHeader] | None:
+        """A consumer reading front to back asks next for the batch right after its last read:
+        one header read instead of an index lookup and a scan. Positions stay batch boundaries
+        until a truncation, which clears the hint."""
+        position = self._next_read_position
+        if position < 0 or position + HEADER_SIZE > self.size:
+            return None
+        header = self._header_at(position)
+        if header.base_offset <= offset <= header.base_offset + header.last_offset_delta:
+            return position, header
+        return None
 
     def _verify(self, data: bytes, position: int) -> None:
         """CRC-check whole batches read from bytes this process did not write."""

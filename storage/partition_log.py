@@ -29,8 +29,9 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from .batch_validation import split_batches, validate_batches
+from .batch_validation import validate_batches
 from .checkpoint_file import read_checkpoint, write_checkpoint
 from .durability import fsync_dir, write_atomically
 from .errors import CorruptRecordError, OffsetOutOfRangeError, UnexpectedAppendOffsetError
@@ -41,7 +42,15 @@ from .log_config import LogConfig
 from .log_recovery import load_segments
 from .log_segment import INT32_MAX, LogSegment
 from .partition_metadata import check_topic_id
-from .record_batch import NO_TIMESTAMP, BatchHeader, assign_offset_and_epoch, parse_header
+from .record_batch import (
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    MAGIC,
+    NO_TIMESTAMP,
+    BatchHeader,
+    assign_offset_and_epoch,
+    parse_header,
+)
 
 RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_FILE = "log-start-offset-checkpoint"
@@ -51,9 +60,9 @@ CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 _Predicate = Callable[[LogSegment, LogSegment | None], bool]
 
 
-@dataclass(frozen=True, slots=True)
-class AppendInfo:
-    """What an append wrote: offsets [first_offset, last_offset] in `batch_count` batches."""
+class AppendInfo(NamedTuple):
+    """What an append wrote: offsets [first_offset, last_offset] in `batch_count` batches.
+    A NamedTuple (immutable, built by one C call): one is returned per append."""
 
     first_offset: int
     last_offset: int
@@ -128,8 +137,12 @@ class PartitionLog:
         epochs = LeaderEpochCache(os.path.join(directory, EPOCH_FILE))
 
         def on_recovered_batch(header: BatchHeader) -> None:
-            if header.partition_leader_epoch >= 0:
-                epochs.assign(header.partition_leader_epoch, header.base_offset)
+            # Kafka's rule: recovery only adds epochs newer than the cache knows; entries the
+            # lost tail invalidated are cut below with truncate_from_end.
+            epoch = header.partition_leader_epoch
+            latest = epochs.latest_epoch
+            if epoch >= 0 and (latest is None or epoch > latest):
+                epochs.assign(epoch, header.base_offset)
 
         loaded = load_segments(
             directory,
@@ -219,39 +232,66 @@ class PartitionLog:
         """Append batches exactly as the leader sent them. Only bounds are checked; the first
         batch must start at the log end offset and the batches must be contiguous
         (`UnexpectedAppendOffsetError` otherwise, nothing written)."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if not data:
             raise CorruptRecordError("no record batches received")
-        batches = [(pos, parse_header(data, pos)) for pos, _ in split_batches(data)]
-        expected = self.log_end_offset
-        for position, header in batches:
+        if len(data) > self.config.segment_bytes:
+            raise CorruptRecordError(
+                f"{len(data)} bytes in one append exceed segment.bytes", "RECORD_LIST_TOO_LARGE"
+            )
+        # One pass: bounds (as `split_batches`) and contiguity, parsing each header once.
+        batches = []
+        expected = self._local.active.next_offset
+        position, end = 0, len(data)
+        while position < end:
+            if end - position < HEADER_SIZE:
+                raise CorruptRecordError(f"batch at byte {position}: only {end - position} left")
+            header = parse_header(data, position)
+            size = header.batch_length + LOG_OVERHEAD
+            if header.magic != MAGIC or size < HEADER_SIZE or size > end - position:
+                raise CorruptRecordError(
+                    f"batch at byte {position}: magic {header.magic}, {size} bytes claimed, "
+                    f"{end - position} left"
+                )
             if header.base_offset != expected or header.last_offset_delta < 0:
                 raise UnexpectedAppendOffsetError(
                     f"batch at byte {position} starts at offset {header.base_offset} "
                     f"(last delta {header.last_offset_delta}); the log expects {expected}"
                 )
-            expected = header.next_offset
-        if len(data) > self.config.segment_bytes:
-            raise CorruptRecordError(
-                f"{len(data)} bytes in one append exceed segment.bytes", "RECORD_LIST_TOO_LARGE"
-            )
+            expected = header.base_offset + header.last_offset_delta + 1
+            batches.append((position, header))
+            position += size
         return self._append(data, batches, now_ms)
 
     def _append(
         self, data: bytes | bytearray, batches: list[tuple[int, BatchHeader]], now_ms: int
     ) -> AppendInfo:
         first = batches[0][1].base_offset
-        last = batches[-1][1].last_offset
+        last_header = batches[-1][1]
+        last = last_header.base_offset + last_header.last_offset_delta
         max_ts, offset_of_max, records = NO_TIMESTAMP, first, 0
+        cache = self.leader_epoch_cache
+        latest_epoch = cache.latest_epoch
         for _, header in batches:
             records += header.record_count
             if header.max_timestamp > max_ts:
-                max_ts, offset_of_max = header.max_timestamp, header.last_offset
-        self._maybe_roll(len(data), max_ts, last, now_ms)
-        for _, header in batches:
-            if header.partition_leader_epoch >= 0:
-                self.leader_epoch_cache.assign(header.partition_leader_epoch, header.base_offset)
-        self._local.append(data, batches)
+                max_ts = header.max_timestamp
+                offset_of_max = header.base_offset + header.last_offset_delta
+            epoch = header.partition_leader_epoch
+            if epoch >= 0 and epoch != latest_epoch:
+                cache.assign(epoch, header.base_offset)
+                latest_epoch = cache.latest_epoch
+        active = self._local.active
+        if active.size and (
+            active.size > self.config.segment_bytes - len(data)
+            or max_ts - active.rolling_timestamp > self.config.segment_ms
+            or active.rolling_timestamp < 0
+            or last - active.base_offset > INT32_MAX
+        ):
+            self._maybe_roll(len(data), max_ts, last, now_ms)  # the full rule, when it may roll
+            active = self._local.active
+        active.append(data, batches)
         return AppendInfo(first, last, max_ts, offset_of_max, records, len(batches), len(data))
 
     def _maybe_roll(self, incoming_bytes: int, max_ts: int, last_offset: int, now_ms: int) -> None:
@@ -310,7 +350,7 @@ class PartitionLog:
 
     # ---- truncation ----------------------------------------------------------------------
 
-    def truncate_to(self, offset: int, *, now_ms: int = 0) -> int:
+    def truncate_to(self, offset: int, *, now_ms: int) -> int:
         """Remove every batch from the one containing `offset` on (a follower dropping its
         divergent suffix). Returns the new log end offset, which is `offset` when it falls on
         a batch boundary. Below the log start this truncates fully."""
@@ -323,6 +363,10 @@ class PartitionLog:
             self.truncate_fully_and_start_at(offset, now_ms=now_ms)
             return offset
         self._local.truncate_to(offset)
+        if self.log_end_offset < self._log_start_offset:
+            # The batch holding `offset` also held the log start: nothing servable is left.
+            self.truncate_fully_and_start_at(self._log_start_offset, now_ms=now_ms)
+            return self.log_end_offset
         self.leader_epoch_cache.truncate_from_end(self.log_end_offset)
         if self._recovery_point > self.log_end_offset:
             self._recovery_point = self.log_end_offset

@@ -133,12 +133,12 @@ def test_truncate_to_removes_whole_batches_and_epochs(tmp_path: Path) -> None:
     for epoch in range(6):
         log.append(batch(3, tag=f"e{epoch}"), epoch, now_ms=TS)
     assert len(log.segment_base_offsets) > 1
-    assert log.truncate_to(10) == 9  # offset 10 is inside batch [9, 11]
+    assert log.truncate_to(10, now_ms=TS) == 9  # offset 10 is inside batch [9, 11]
     assert log.log_end_offset == 9
     assert [e.epoch for e in log.leader_epoch_cache.entries] == [0, 1, 2]
     assert log.read(9, 100) == b""
     assert values(log.read(6, 100)) == [b"e2-0", b"e2-1", b"e2-2"]
-    assert log.truncate_to(3) == 3 and log.segment_base_offsets[-1] <= 3
+    assert log.truncate_to(3, now_ms=TS) == 3 and log.segment_base_offsets[-1] <= 3
     assert log.append(batch(1), 7, now_ms=TS).first_offset == 3
     assert log.leader_epoch_cache.entries[-1] == (7, 3)
     log.truncate_fully_and_start_at(100, now_ms=TS)
