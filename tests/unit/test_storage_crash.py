@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from strom.storage.errors import LogCorruptionError
 from strom.storage.log_config import LogConfig
 from strom.storage.partition_log import PartitionLog

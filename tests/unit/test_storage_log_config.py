@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from strom.storage.log_config import LogConfig
 
 

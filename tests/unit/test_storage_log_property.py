@@ -27,6 +27,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+
 from strom.storage import durability
 from strom.storage.log_config import LogConfig
 from strom.storage.partition_log import PartitionLog
