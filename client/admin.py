@@ -16,7 +16,7 @@ from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2, group_pb2_grp
 
 from ._loop import LoopThread
 from .cluster import ClusterClient, TopicMeta
-from .errors import error_from_code
+from .errors import RetriableError, error_from_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,9 +309,13 @@ class AsyncAdmin:
         for _ in range(50):
             address = await self._coordinator(group_id)
             stub = group_pb2_grpc.GroupStub(self.cluster.channel(address))
-            response = await self.cluster.call(
-                address, getattr(stub, method), request, self.cluster.request_timeout_s
-            )
+            try:
+                response = await self.cluster.call(
+                    address, getattr(stub, method), request, self.cluster.request_timeout_s
+                )
+            except RetriableError:
+                await asyncio.sleep(0.2)  # the coordinator moved or died: find it again
+                continue
             code = getattr(response, "error_code", common_pb2.NONE)
             if code in (common_pb2.NOT_COORDINATOR, common_pb2.COORDINATOR_LOAD_IN_PROGRESS):
                 await asyncio.sleep(0.2)

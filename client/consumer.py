@@ -22,7 +22,7 @@ from strom.v1 import broker_pb2, common_pb2, group_pb2
 
 from ._loop import LoopThread
 from .cluster import ClusterClient
-from .errors import METADATA_STALE, FatalError, StromError, error_from_code
+from .errors import METADATA_STALE, FatalError, RetriableError, StromError, error_from_code
 from .group import GroupMembership
 from .records import ConsumerRecord, TopicPartition
 
@@ -176,12 +176,16 @@ class AsyncConsumer:
         backoff_s = 0.05
         for _ in range(20):
             address = group.coordinator or await group.find_coordinator()
-            response = await self.cluster.call(
-                address,
-                getattr(group.stub(address), method),
-                request,
-                self.cluster.request_timeout_s,
-            )
+            try:
+                response = await self.cluster.call(
+                    address, getattr(group.stub(address), method), request,
+                    self.cluster.request_timeout_s,
+                )  # fmt: skip
+            except RetriableError:
+                group.coordinator = None  # it moved or died: find it again
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(1.0, backoff_s * 2)
+                continue
             if response.error_code in (
                 common_pb2.NOT_COORDINATOR,
                 common_pb2.COORDINATOR_NOT_AVAILABLE,
@@ -415,10 +419,17 @@ class AsyncConsumer:
                 current_leader_epoch=-1,
                 partition_max_bytes=self.max_partition_fetch_bytes,
             )
-        response = await self.cluster.call(
-            address, self.cluster.broker_stub(address).Fetch, request,
-            max_wait_ms / 1000 + self.cluster.request_timeout_s,
-        )  # fmt: skip
+        try:
+            response = await self.cluster.call(
+                address, self.cluster.broker_stub(address).Fetch, request,
+                max_wait_ms / 1000 + self.cluster.request_timeout_s,
+            )  # fmt: skip
+        except RetriableError:
+            # The broker is unreachable: it may no longer lead these partitions. Forget what we
+            # know of their topics so the next fetch asks for fresh metadata.
+            for name in {tp.topic for tp in partitions}:
+                self.cluster.invalidate(name)
+            raise
         for t in response.topics:
             for p in t.partitions:
                 tp = TopicPartition(t.name, p.partition)

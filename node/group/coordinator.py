@@ -247,7 +247,13 @@ class GroupCoordinator:
                 get_assignor(assignor)
             except UnsupportedAssignorError as exc:
                 raise GroupError(common_pb2.UNSUPPORTED_ASSIGNOR, str(exc)) from exc
-        if member_epoch == 0:
+        current = group.reconciler.members.get(member_id) if member_id else None
+        # A member still waiting for its first assignment (the group is frozen) heartbeats with
+        # epoch 0 again: that is a heartbeat, not a new join.
+        waiting = member_epoch == 0 and current is not None and current.member_epoch == 0
+        if waiting:
+            owned = {}
+        elif member_epoch == 0:
             if len(group.members) >= MEMBERS_MAX:
                 raise GroupError(
                     common_pb2.UNKNOWN_SERVER_ERROR, f"group {group_id!r} is full ({MEMBERS_MAX})"
