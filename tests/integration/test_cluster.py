@@ -224,7 +224,9 @@ def test_retention_deletes_old_segments_whether_consumed_or_not(cluster: Cluster
         admin.create_topics(
             [NewTopic("short-lived", 1, 3, {"segment.bytes": "1024", "retention.ms": "1000"})]
         )
-    produce(cluster.bootstrap, "short-lived", [b"x" * 100 for _ in range(60)], acks="all")
+    # Small batches: a batch larger than segment.bytes is refused (RECORD_LIST_TOO_LARGE).
+    produce(cluster.bootstrap, "short-lived", [b"x" * 100 for _ in range(60)], acks="all",
+            batch_size=300)  # fmt: skip
 
     def log_start() -> int:
         with cluster.admin() as admin:
