@@ -303,11 +303,15 @@ class Partition:
     # ---- reads -------------------------------------------------------------------------
 
     def read_committed(self, offset: int, max_bytes: int) -> bytes:
-        """Consumer read: whole batches from `offset`, only below the high watermark."""
-        if offset > self.high_watermark:
+        """Consumer read: whole batches from `offset`, only below the high watermark.
+
+        An offset between the high watermark and the log end is valid but not yet readable
+        (a new leader's HW can trail what consumers already read from the old one): the read is
+        empty, never OFFSET_OUT_OF_RANGE, or consumers would reset and re-read (Kafka's rule)."""
+        if offset > self.log.log_end_offset:
             raise PartitionError(
                 common_pb2.OFFSET_OUT_OF_RANGE,
-                f"{self.name}: offset {offset} is past the high watermark {self.high_watermark}",
+                f"{self.name}: offset {offset} is past the log end {self.log.log_end_offset}",
             )
         if offset < self.log.log_start_offset:
             raise PartitionError(
@@ -315,7 +319,7 @@ class Partition:
                 f"{self.name}: offset {offset} is before the log start "
                 f"{self.log.log_start_offset} (deleted by retention)",
             )
-        if offset == self.high_watermark:
+        if offset >= self.high_watermark:
             return b""
         data: bytes = self.log.read(offset, max_bytes, max_offset=self.high_watermark)
         return data
