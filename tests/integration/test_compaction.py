@@ -13,10 +13,12 @@ import pytest
 from cluster_harness import Cluster, eventually
 
 from strom.client.admin import AsyncAdmin, NewTopic
+from strom.client.producer import AsyncProducer
 
 pytestmark = pytest.mark.integration
 
-COMMITS = 2_000
+COMMITS = 1_500
+RECORDS = 100
 PARTITIONS = 3
 GROUP = "compacted"
 TOPIC = "events"
@@ -48,10 +50,19 @@ def test_offsets_topic_is_compacted_and_survives_a_restart(
         admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3)])
 
     async def commit_many() -> dict[tuple[str, int], int]:
+        # Committed offsets must lie within each partition's range: give them RECORDS records.
+        async with AsyncProducer(cluster.bootstrap, linger_ms=5) as producer:
+            futures = [
+                await producer.send(TOPIC, b"x", partition=p)
+                for p in range(PARTITIONS)
+                for _ in range(RECORDS)
+            ]
+            for future in futures:
+                await future
         async with AsyncAdmin(cluster.bootstrap, request_timeout_ms=5_000) as admin:
             last: dict[tuple[str, int], int] = {}
             for i in range(COMMITS):
-                last = {(TOPIC, p): i * 10 + p for p in range(PARTITIONS)}
+                last = {(TOPIC, p): (i * 7 + p) % (RECORDS + 1) for p in range(PARTITIONS)}
                 await admin.alter_group_offsets(GROUP, last)
             return last
 
