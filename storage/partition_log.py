@@ -460,9 +460,7 @@ class PartitionLog:
         self._check_open()
         segments = self._local.segments
         return tuple(
-            segment
-            for segment, after in itertools.pairwise(segments)
-            if after.base_offset <= bound
+            segment for segment, after in itertools.pairwise(segments) if after.base_offset <= bound
         )
 
     def replace_cleaned_segment(self, segment: LogSegment, cleaned_path: str | None) -> bool:
