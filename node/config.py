@@ -115,6 +115,10 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         "log.cleanup.policy", str, "delete", "delete or compact", _one_of("delete", "compact")
     ),
     ConfigKey(
+        "log.cleaner.delete.retention.ms", int, DAY_MS, "keep tombstones this long", _at_least(0)
+    ),
+    ConfigKey("log.cleaner.backoff.ms", int, 15_000, "how often the cleaner runs", _at_least(1)),
+    ConfigKey(
         "message.max.bytes",
         int,
         1_048_588,
@@ -222,6 +226,7 @@ TOPIC_KEYS: dict[str, tuple[type, str, Callable[[Any], str | None] | None]] = {
     "max.message.bytes": (int, "message.max.bytes", _at_least(0)),
     "cleanup.policy": (str, "log.cleanup.policy", _one_of("delete", "compact")),
     "index.interval.bytes": (int, "log.index.interval.bytes", _at_least(0)),
+    "delete.retention.ms": (int, "log.cleaner.delete.retention.ms", _at_least(0)),
 }
 
 

@@ -2,7 +2,8 @@
 LogLoader).
 
 Rules (DESIGN.md §4):
-- Leftover temporary files (`*.tmp`) and index files without a `.log` are deleted.
+- Leftover temporary files (`*.tmp`, and the log cleaner's `*.cleaned`) and index files without
+  a `.log` are deleted.
 - After a clean shutdown every segment's indexes are loaded and trusted; an unusable index is
   rebuilt from its `.log` (which must then be intact).
 - After an unclean shutdown every segment from the one containing the recovery point on is
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import LogCorruptionError
-from .log_segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment
+from .log_segment import CLEANED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment
 from .record_batch import BatchHeader
 
 _SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex)$")
@@ -39,7 +40,7 @@ def _list_files(directory: str) -> dict[int, set[str]]:
     """Base offset → suffixes present; deletes leftovers that can never be valid."""
     found: dict[int, set[str]] = {}
     for name in os.listdir(directory):
-        if name.endswith(".tmp"):
+        if name.endswith((".tmp", CLEANED_SUFFIX)):
             os.remove(os.path.join(directory, name))
             continue
         match = _SEGMENT_FILE.match(name)

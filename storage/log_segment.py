@@ -44,6 +44,7 @@ LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
+CLEANED_SUFFIX = ".cleaned"  # `<base>.log.cleaned`: the log cleaner's temporary copy
 _SCAN_CHUNK_BYTES = 64 * 1024
 _LENGTH_PREFIX = struct.Struct(">qi")  # baseOffset, batchLength
 INT32_MAX = 2**31 - 1
@@ -273,6 +274,26 @@ class LogSegment:
         self.unverified_end = min(self.unverified_end, position)
         self._load_tail_state()
         return removed
+
+    def replace_with(self, cleaned_path: str) -> None:
+        """Swap in `cleaned_path`, a fsynced cleaned copy of this segment (see `log_cleaner` for
+        the protocol). The old indexes are removed before the rename, so a crash at any moment
+        leaves either the old or the new `.log` and no index that could describe the wrong one
+        (a missing index is rebuilt on open). Then the indexes are rebuilt and written."""
+        directory = os.path.dirname(self.log_path)
+        for path in (self.offset_index.path, self.time_index.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        durability.fsync_dir(directory)
+        os.replace(cleaned_path, self.log_path)
+        durability.fsync_dir(directory)
+        os.close(self._fd)
+        self._fd = os.open(self.log_path, os.O_RDWR)
+        self.size = os.fstat(self._fd).st_size
+        self._next_read_position = -1
+        self.recover(truncate=False)
+        self.offset_index.flush(sync=True)
+        self.time_index.flush(sync=True)
 
     def flush(self) -> None:
         durability.fsync(self._fd)

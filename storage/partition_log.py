@@ -25,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from .leader_epoch_cache import LeaderEpochCache
 from .local_log import LocalLog
 from .log_config import LogConfig
 from .log_recovery import load_segments
-from .log_segment import INT32_MAX, LogSegment
+from .log_segment import CLEANED_SUFFIX, INT32_MAX, LogSegment
 from .partition_metadata import check_topic_id
 from .record_batch import (
     HEADER_SIZE,
@@ -451,6 +452,39 @@ class PartitionLog:
             self.leader_epoch_cache.truncate_from_start(start)
             self._write_log_start()
         return len(doomed)
+
+    # ---- compaction (see `log_cleaner`) ----------------------------------------------------
+
+    def cleanable_segments(self, bound: int) -> tuple[LogSegment, ...]:
+        """The segments that lie entirely below `bound`; never the active segment."""
+        self._check_open()
+        segments = self._local.segments
+        return tuple(
+            segment for segment, after in itertools.pairwise(segments) if after.base_offset <= bound
+        )
+
+    def replace_cleaned_segment(self, segment: LogSegment, cleaned_path: str | None) -> bool:
+        """Swap in a cleaned copy of `segment` (`LogSegment.replace_with`), or, when
+        `cleaned_path` is None because nothing in it survived, delete it (the first segment
+        stays, emptied, so the log start offset does not move). False, with nothing changed
+        except the cleaned file removed, when `segment` is no longer a closed segment of
+        this log (truncated or deleted meanwhile)."""
+        self._check_open()
+        segments = self._local.segments
+        if segment not in segments or segment is self._local.active:
+            if cleaned_path is not None and os.path.exists(cleaned_path):
+                os.remove(cleaned_path)
+            return False
+        if cleaned_path is not None:
+            segment.replace_with(cleaned_path)
+        elif segment is segments[0]:
+            empty = segment.log_path + CLEANED_SUFFIX
+            write_atomically(empty, b"")
+            segment.replace_with(empty)
+        else:
+            self._local.delete_segments([segment])
+            fsync_dir(self.directory)
+        return True
 
     # ---- durability ----------------------------------------------------------------------
 

@@ -287,3 +287,49 @@ def encode_batch(
         crc = crc32c.crc32c(view[ATTRIBUTES_OFFSET:])
     struct.pack_into(">I", out, CRC_OFFSET, crc)
     return bytes(out)
+
+
+def encode_retained(
+    header: BatchHeader, kept_records: Sequence[bytes], gzip_level: int = 6
+) -> bytes:
+    """Re-encode a batch keeping only `kept_records` (each one record's exact bytes, length
+    prefix included, in their original order), as Kafka's log cleaner does for RecordBatch v2.
+
+    Every header field is kept (baseOffset, lastOffsetDelta, partitionLeaderEpoch, attributes,
+    timestamps, producer id/epoch, baseSequence) except batchLength, recordCount and the CRC, so
+    offsets are preserved: the kept records keep their offset deltas, which are then no longer
+    contiguous, and recordCount may be less than lastOffsetDelta + 1. The records section is
+    recompressed with the batch's codec.
+    """
+    if not kept_records:
+        raise ValueError("a retained batch needs at least one record")
+    codec = header.compression
+    if codec not in Compression.SUPPORTED:
+        raise ValueError(f"unsupported compression {Compression.NAMES.get(codec)!r}")
+    body = b"".join(kept_records)
+    if codec == Compression.GZIP:
+        packer = zlib.compressobj(gzip_level, zlib.DEFLATED, 31)
+        body = packer.compress(body) + packer.flush()
+    out = bytearray(HEADER_SIZE)
+    out += body
+    HEADER.pack_into(
+        out,
+        0,
+        header.base_offset,
+        len(out) - LOG_OVERHEAD,
+        header.partition_leader_epoch,
+        MAGIC,
+        0,
+        header.attributes,
+        header.last_offset_delta,
+        header.base_timestamp,
+        header.max_timestamp,
+        header.producer_id,
+        header.producer_epoch,
+        header.base_sequence,
+        len(kept_records),
+    )
+    with memoryview(out) as view:
+        crc = crc32c.crc32c(view[ATTRIBUTES_OFFSET:])
+    struct.pack_into(">I", out, CRC_OFFSET, crc)
+    return bytes(out)

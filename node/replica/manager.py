@@ -4,9 +4,10 @@ metadata image (DESIGN.md §6, §7).
 On every metadata delta it creates logs for new replicas (refusing a folder whose topic id is an
 older incarnation's: that folder is deleted, never served), makes each replica leader or follower
 as the image says, hands followers to one fetcher per leader broker, and deletes logs of replicas
-and topics that are gone. Timers owned here: ISR shrink checks, retention, and the high-watermark
-checkpoint. ISR changes go to the controller as AlterPartition requests; the committed result
-comes back through the metadata image like every other change.
+and topics that are gone. Timers owned here: ISR shrink checks, retention (of `delete` topics),
+log compaction (of `compact` topics), and the high-watermark checkpoint. ISR changes go to the
+controller as AlterPartition requests; the committed result comes back through the metadata
+image like every other change.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
 from strom.node.config import TOPIC_KEYS, NodeConfig
 from strom.node.metadata.image import MetadataDelta, MetadataImage, PartitionInfo
 from strom.node.metadata.state import full_delta
-from strom.storage.errors import InconsistentTopicIdError
+from strom.storage import log_cleaner
+from strom.storage.errors import InconsistentTopicIdError, StorageError
 from strom.storage.log_config import LogConfig
 from strom.storage.log_manager import LogManager
 from strom.v1 import common_pb2, controller_pb2
@@ -315,6 +317,7 @@ class ReplicaManager:
         self._tasks = [
             asyncio.create_task(self._isr_checks(), name="isr-shrink"),
             asyncio.create_task(self._retention(), name="retention"),
+            asyncio.create_task(self._compaction(), name="log-cleaner"),
             asyncio.create_task(self._hw_checkpoints(), name="hw-checkpoint"),
         ]
 
@@ -341,9 +344,49 @@ class ReplicaManager:
             await asyncio.sleep(period_s)
             now = now_ms()
             for partition in list(self.partitions.values()):
+                if self.topic_config(partition.topic)["cleanup.policy"] == "compact":
+                    continue  # compacted topics are bounded by the cleaner, not by age
                 deleted = partition.log.delete_old_segments(partition.high_watermark, now_ms=now)
                 if deleted:
                     log.info("%s: retention deleted %d segment(s)", partition.name, deleted)
+
+    async def _compaction(self) -> None:
+        """Every `log.cleaner.backoff.ms`, clean each hosted partition of a compacted topic below
+        min(high watermark, active segment base). The scan and the writing of cleaned copies run
+        in a worker thread; the swap runs here, on the loop that owns the log."""
+        period_s = self.config["log.cleaner.backoff.ms"] / 1000
+        while True:
+            await asyncio.sleep(period_s)
+            for partition in list(self.partitions.values()):
+                config = self.topic_config(partition.topic)
+                if config["cleanup.policy"] != "compact":
+                    continue
+                plog = partition.log
+                bound = min(partition.high_watermark, plog.segment_base_offsets[-1])
+                plan = log_cleaner.plan_clean(
+                    plog,
+                    bound,
+                    now_ms=now_ms(),
+                    delete_retention_ms=int(str(config["delete.retention.ms"])),
+                )
+                if plan.sources:
+                    try:
+                        cleaned = await asyncio.to_thread(log_cleaner.write_cleaned, plan)
+                        key = (partition.topic_id, partition.partition)
+                        if self.partitions.get(key) is not partition:
+                            log_cleaner.discard(cleaned)  # dropped while we were cleaning
+                            continue
+                        stats = log_cleaner.swap_in(plog, cleaned)
+                    except (OSError, StorageError) as exc:
+                        log.warning("%s: log cleaning failed: %s", partition.name, exc)
+                        continue
+                    if stats.segments_cleaned:
+                        log.info(
+                            "%s: cleaned %d segment(s), %d -> %d bytes, %d record(s) removed",
+                            partition.name, stats.segments_cleaned, stats.bytes_before,
+                            stats.bytes_after, stats.records_removed,
+                        )  # fmt: skip
+                await asyncio.sleep(0)
 
     async def _hw_checkpoints(self) -> None:
         while True:
