@@ -453,7 +453,7 @@ class AsyncConsumer:
     def _take(self, tp: TopicPartition, data: bytes) -> None:
         position = self._positions[tp]
         for start, _ in split_batches(data):
-            _, records = decode_batch(data, start)
+            header, records = decode_batch(data, start)
             for r in records:
                 if r.offset >= position:
                     self._buffer.append(
@@ -461,6 +461,8 @@ class AsyncConsumer:
                                        r.value, r.headers)
                     )  # fmt: skip
                     position = r.offset + 1
+            # A compacted batch may have lost its last records: continue after the batch.
+            position = max(position, header.base_offset + header.last_offset_delta + 1)
         self._positions[tp] = position
 
 

@@ -230,9 +230,10 @@ class PartitionLog:
         return self._append(buf, stamped, now_ms)
 
     def append_as_follower(self, data: bytes, *, now_ms: int) -> AppendInfo:
-        """Append batches exactly as the leader sent them. Only bounds are checked; the first
-        batch must start at the log end offset and the batches must be contiguous
-        (`UnexpectedAppendOffsetError` otherwise, nothing written)."""
+        """Append batches exactly as the leader sent them. Only bounds are checked, and that
+        offsets never go backwards: no batch may start below the log end or overlap the one
+        before (`UnexpectedAppendOffsetError` otherwise, nothing written). Gaps are allowed, as
+        in Kafka: compaction removes whole batches from the leader's log."""
         if self._closed:
             self._check_open()
         if not data:
@@ -255,10 +256,10 @@ class PartitionLog:
                     f"batch at byte {position}: magic {header.magic}, {size} bytes claimed, "
                     f"{end - position} left"
                 )
-            if header.base_offset != expected or header.last_offset_delta < 0:
+            if header.base_offset < expected or header.last_offset_delta < 0:
                 raise UnexpectedAppendOffsetError(
                     f"batch at byte {position} starts at offset {header.base_offset} "
-                    f"(last delta {header.last_offset_delta}); the log expects {expected}"
+                    f"(last delta {header.last_offset_delta}); the log expects at least {expected}"
                 )
             expected = header.base_offset + header.last_offset_delta + 1
             batches.append((position, header))

@@ -41,7 +41,13 @@ from .membership import (
     StaleMemberEpochError,
     UnknownMemberIdError,
 )
-from .offsets_log import OFFSETS_TOPIC, OffsetEntry, decode_records, encode_records
+from .offsets_log import (
+    OFFSETS_TOPIC,
+    OffsetEntry,
+    decode_records,
+    encode_records,
+    last_offset_of,
+)
 
 log = logging.getLogger("strom.group")
 
@@ -150,8 +156,10 @@ class GroupCoordinator:
                 data = replica.log.read(offset, LOAD_CHUNK_BYTES)
                 if not data:
                     break
-                for record_offset, group_id, topic, index, entry in decode_records(data):
-                    offset = record_offset + 1
+                # Continue after the last batch read, not its last record: compaction may
+                # have removed a batch's last records.
+                offset = max(offset, last_offset_of(data) + 1)
+                for _, group_id, topic, index, entry in decode_records(data):
                     group = groups.get(group_id) or self._new_group(group_id, partition)
                     groups[group_id] = group
                     if entry is None:

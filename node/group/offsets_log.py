@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from strom.storage.batch_validation import split_batches
-from strom.storage.record_batch import Record, encode_batch
+from strom.storage.record_batch import Record, encode_batch, parse_header
 from strom.storage.record_decode import decode_batch
 from strom.v1 import group_pb2
 
@@ -78,3 +78,13 @@ def decode_records(
                 value = group_pb2.OffsetCommitValue.FromString(record.value)
                 entry = OffsetEntry(value.offset, value.metadata, value.commit_timestamp_ms)
             yield record.offset, key.group, key.topic, key.partition, entry
+
+
+def last_offset_of(data: bytes) -> int:
+    """The last offset the last whole batch in `data` covers (its lastOffsetDelta counts, even
+    when compaction removed its last records)."""
+    last = -1
+    for position, _ in split_batches(data):
+        header = parse_header(data, position)
+        last = header.base_offset + header.last_offset_delta
+    return last

@@ -104,7 +104,7 @@ def test_bad_batches_are_refused_and_nothing_is_written(tmp_path: Path) -> None:
     assert info.value.error_name == "MESSAGE_TOO_LARGE"
 
 
-def test_follower_append_keeps_offsets_and_requires_contiguity(tmp_path: Path) -> None:
+def test_follower_append_keeps_offsets_and_never_goes_backwards(tmp_path: Path) -> None:
     leader = open_log(tmp_path / "leader")
     for epoch in (1, 1, 3):
         leader.append(batch(2), epoch, now_ms=TS)
@@ -117,15 +117,20 @@ def test_follower_append_keeps_offsets_and_requires_contiguity(tmp_path: Path) -
         follower.append_as_follower(leader.read(2, 1 << 20), now_ms=TS)
     leader.append(batch(1), 3, now_ms=TS)
     tail = leader.read(6, 1 << 20)
-    gap = bytearray(tail)
-    struct.pack_into(">q", gap, 0, 7)
-    with pytest.raises(UnexpectedAppendOffsetError):
-        follower.append_as_follower(bytes(gap), now_ms=TS)
     with pytest.raises(CorruptRecordError):
         follower.append_as_follower(tail[:-1], now_ms=TS)
     assert follower.log_end_offset == 6
     follower.append_as_follower(tail, now_ms=TS)
     assert follower.log_end_offset == 7
+    # A gap is allowed (compaction removed whole batches on the leader); going back is not.
+    gap = bytearray(tail)
+    struct.pack_into(">q", gap, 0, 9)
+    follower.append_as_follower(bytes(gap), now_ms=TS)
+    assert follower.log_end_offset == 10
+    back = bytearray(tail)
+    struct.pack_into(">q", back, 0, 8)
+    with pytest.raises(UnexpectedAppendOffsetError):
+        follower.append_as_follower(bytes(back), now_ms=TS)
 
 
 def test_truncate_to_removes_whole_batches_and_epochs(tmp_path: Path) -> None:
