@@ -49,7 +49,9 @@ DAY_MS = 24 * 60 * 60 * 1000
 REQUIRED = object()  # default of keys that have none
 
 NODE_KEYS: tuple[ConfigKey, ...] = (
-    ConfigKey("node.id", int, REQUIRED, "this node's id, unique in the cluster", _at_least(0)),
+    ConfigKey(
+        "node.id", int, REQUIRED, "this node's id, unique in the cluster, from 1", _at_least(1)
+    ),
     ConfigKey(
         "process.roles", list, ["broker", "controller"], "roles: broker, controller, or both"
     ),

@@ -60,6 +60,7 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
     [
         ("num.partitions", "three", "num.partitions: expected an integer"),
         ("num.partitions", 0, "num.partitions: must be at least 1"),
+        ("node.id", 0, "node.id: must be at least 1"),
         ("auto.create.topics.enable", "maybe", "auto.create.topics.enable: expected true or false"),
         ("log.cleanup.policy", "shred", "log.cleanup.policy: must be one of"),
         ("listeners", "PLAINTEXT:9092", "listeners: 'PLAINTEXT:9092' is not NAME://host:port"),
