@@ -147,6 +147,8 @@ class LocalCluster:
         services = compose.get("services") or {}
         configs = []
         for name, service in sorted(services.items()):
+            if service.get("profiles"):
+                continue  # optional services (monitoring) are not strom nodes
             env = {str(k): str(v) for k, v in (service.get("environment") or {}).items()}
             if "STROM_NODE_ID" not in env:
                 raise ClusterError(f"{compose_file}: service {name} has no STROM_NODE_ID")
