@@ -35,7 +35,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # `*_created` series double the output and no dashboard of ours reads them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 NO_RAFT_LEADER = 0  # strom.raft.types.NONE: Raft ids are > 0 there
 
 MESSAGES_IN = Counter(

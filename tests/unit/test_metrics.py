@@ -337,3 +337,24 @@ def test_grafana_dashboard_references_only_exported_metrics() -> None:
         "strom_request_duration_seconds_bucket",
     ):
         assert wanted in referenced, f"the dashboard has no panel for {wanted}"
+
+
+def test_prometheus_scrapes_every_compose_node_on_its_admin_listener() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    nodes = {n: s for n, s in compose["services"].items() if n.startswith("strom")}
+    monitoring = {
+        n for n, s in compose["services"].items() if "monitoring" in s.get("profiles", [])
+    }
+    assert monitoring == {"prometheus", "grafana"}
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = {
+        t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    }
+    expected = set()
+    for name, service in nodes.items():
+        env = {**compose["x-strom-common"]["environment"], **service["environment"]}
+        _, port = parse_address(env["STROM_ADMIN_LISTENER"])
+        expected.add(f"{name}:{port}")
+    assert targets == expected
