@@ -77,6 +77,18 @@ def _node_health(args: argparse.Namespace) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _node_metrics(args: argparse.Namespace) -> int:
+    from strom.node.operator_cli import node_metrics
+
+    return node_metrics(args)
+
+
+def _cluster_describe(args: argparse.Namespace) -> int:
+    from strom.node.operator_cli import cluster_describe
+
+    return cluster_describe(args)
+
+
 def _storage_format(args: argparse.Namespace) -> int:
     from strom.node.config import load_config
     from strom.node.meta_properties import format_directories
@@ -722,6 +734,11 @@ def build_parser() -> argparse.ArgumentParser:
     health_.add_argument("--address", default="localhost:9093", help="any listener host:port")
     health_.add_argument("--timeout", type=float, default=3.0)
     health_.set_defaults(handler=_node_health)
+    metrics_ = node.add_parser("metrics", help="a node's key numbers from its admin listener")
+    metrics_.add_argument("--address", required=True, help="the node's admin.listener host:port")
+    metrics_.add_argument("--timeout", type=float, default=3.0)
+    metrics_.add_argument("--output", choices=("text", "json"), default="text")
+    metrics_.set_defaults(handler=_node_metrics)
 
     storage = sub.add_parser("storage", help="format data directories").add_subparsers(
         dest="action", required=True
@@ -762,6 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
     local(cluster_sub.add_parser("down", help="stop every node")).set_defaults(
         handler=_cluster_down
     )
+    client(
+        cluster_sub.add_parser("describe", help="brokers, their state and load, the controller")
+    ).set_defaults(handler=_cluster_describe)
 
     topics = sub.add_parser("topics", help="create, list, describe, alter, delete topics")
     topics_sub = topics.add_subparsers(dest="action", required=True)
@@ -856,10 +876,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from strom.node.config import ConfigError
     from strom.node.local_cluster import ClusterError
     from strom.node.meta_properties import StorageFormatError
+    from strom.node.operator_cli import OperatorError
 
+    errors = (
+        CommandError,
+        StromError,
+        ConfigError,
+        ClusterError,
+        StorageFormatError,
+        OperatorError,
+    )
     try:
         return handler(args)
-    except (CommandError, StromError, ConfigError, ClusterError, StorageFormatError) as exc:
+    except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -45,6 +45,12 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
 
 
+def _host_port_or_empty(value: Any) -> str | None:
+    if value == "" or re.fullmatch(r"(\[[^\]]*\]|[^:]*):\d{1,5}", value):
+        return None
+    return "must be host:port, or empty for none"
+
+
 DAY_MS = 24 * 60 * 60 * 1000
 REQUIRED = object()  # default of keys that have none
 
@@ -213,6 +219,13 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         "log.level", str, "INFO", "root log level", _one_of("DEBUG", "INFO", "WARNING", "ERROR")
     ),
     ConfigKey("log.format", str, "text", "text or json log lines", _one_of("text", "json")),
+    ConfigKey(
+        "admin.listener",
+        str,
+        "",
+        "host:port of the admin HTTP listener (/metrics, /healthz, /readyz); empty: off",
+        _host_port_or_empty,
+    ),
 )
 
 NODE_KEYS_BY_NAME: dict[str, ConfigKey] = {key.name: key for key in NODE_KEYS}

@@ -43,6 +43,11 @@ class LocalNode:
     node_id: int
     client_port: int
     controller_port: int
+    admin_port: int = 0  # the admin HTTP listener (/metrics); 0: none
+
+    @property
+    def admin_address(self) -> str:
+        return f"localhost:{self.admin_port}" if self.admin_port else ""
 
     @property
     def bootstrap(self) -> str:
@@ -83,15 +88,26 @@ class LocalCluster:
         return ",".join(n.bootstrap for n in nodes)
 
     def create(
-        self, count: int, base_port: int = BASE_CLIENT_PORT, overrides: dict[str, str] | None = None
+        self,
+        count: int,
+        base_port: int = BASE_CLIENT_PORT,
+        overrides: dict[str, str] | None = None,
+        admin: bool = False,
     ) -> tuple[str, list[LocalNode]]:
+        """`admin`: give each node an admin HTTP listener on its client port + 2."""
         if count < 1:
             raise ClusterError("--nodes must be at least 1")
+        bases = [base_port + (i - 1) * PORT_STRIDE for i in range(1, count + 1)]
         nodes = [
-            LocalNode(i, base_port + (i - 1) * PORT_STRIDE, base_port + 1 + (i - 1) * PORT_STRIDE)
-            for i in range(1, count + 1)
+            LocalNode(i, base, base + 1, base + 2 if admin else 0)
+            for i, base in enumerate(bases, start=1)
         ]
-        busy = [p for n in nodes for p in (n.client_port, n.controller_port) if not _port_free(p)]
+        busy = [
+            p
+            for n in nodes
+            for p in (n.client_port, n.controller_port, n.admin_port)
+            if p and not _port_free(p)
+        ]
         if busy:
             raise ClusterError(
                 f"ports {busy} are in use; pick others with --base-port, or stop what uses them"
@@ -111,6 +127,7 @@ class LocalCluster:
                 "num.partitions": 3,
                 "default.replication.factor": min(3, count),
                 "offsets.topic.replication.factor": min(3, count),
+                **({"admin.listener": node.admin_address} if node.admin_port else {}),
                 **(overrides or {}),
             }
             node_dir.mkdir(parents=True, exist_ok=True)
@@ -130,6 +147,8 @@ class LocalCluster:
         services = compose.get("services") or {}
         configs = []
         for name, service in sorted(services.items()):
+            if service.get("profiles"):
+                continue  # optional services (monitoring) are not strom nodes
             env = {str(k): str(v) for k, v in (service.get("environment") or {}).items()}
             if "STROM_NODE_ID" not in env:
                 raise ClusterError(f"{compose_file}: service {name} has no STROM_NODE_ID")
@@ -147,7 +166,10 @@ class LocalCluster:
             for i, listener in enumerate(env.get("STROM_LISTENERS", "").split(",")):
                 listener_name = listener.split("://", 1)[0].strip().upper()
                 port_of[(name, listener_name)] = base + 10 + i
-            nodes.append(LocalNode(node_id, port_of.get((name, "EXTERNAL"), base), base + 1))
+            admin_port = base + 2 if env.get("STROM_ADMIN_LISTENER") else 0
+            nodes.append(
+                LocalNode(node_id, port_of.get((name, "EXTERNAL"), base), base + 1, admin_port)
+            )
         for name, env in configs:
             node_id = int(env["STROM_NODE_ID"])
             node_dir = self.node_dir(node_id)
@@ -170,6 +192,10 @@ class LocalCluster:
                 voters.append(f"{voter_id}@localhost:{port_of[(service, 'CONTROLLER')]}")
             config["controller.quorum.voters"] = ",".join(voters)
             config["log.dirs"] = str(node_dir / "data")
+            if "admin.listener" in config:  # the container's port, remapped like the others
+                config["admin.listener"] = next(
+                    n.admin_address for n in nodes if n.node_id == node_id
+                )
             node_dir.mkdir(parents=True, exist_ok=True)
             (node_dir / "node.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             format_directories([node_dir / "data"], cluster_id, node_id)
@@ -186,19 +212,20 @@ class LocalCluster:
             raise ClusterError(f"node {node_id} already exists")
         first = nodes[0]
         base = first.client_port + (node_id - 1) * PORT_STRIDE
-        node = LocalNode(node_id, base, base + 1)
+        node = LocalNode(node_id, base, base + 1, base + 2 if first.admin_port else 0)
         voters_config = yaml.safe_load((self.node_dir(first.node_id) / "node.yaml").read_text())
         data = self.node_dir(node_id) / "data"
         config = {
             **{
                 k: v
                 for k, v in voters_config.items()
-                if k not in ("node.id", "listeners", "log.dirs")
+                if k not in ("node.id", "listeners", "log.dirs", "admin.listener")
             },
             "node.id": node_id,
             "process.roles": "broker",
             "listeners": f"PLAINTEXT://localhost:{node.client_port}",
             "log.dirs": str(data),
+            **({"admin.listener": node.admin_address} if node.admin_port else {}),
             **(overrides or {}),
         }
         self.node_dir(node_id).mkdir(parents=True, exist_ok=True)

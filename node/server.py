@@ -27,8 +27,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY
 
 from strom.client.cluster import channel_options
+from strom.node.admin_http import AdminHttpServer, readiness
 from strom.node.broker.admin_service import AdminServicer
 from strom.node.broker.lifecycle import BrokerLifecycle, ControllerClient
 from strom.node.broker.service import BrokerServicer, ProducerIdAllocator, ReplicaServicer
@@ -40,6 +42,7 @@ from strom.node.group.service import EndOffsets, GroupServicer
 from strom.node.meta_properties import check_directories
 from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.metadata.state import MetadataState
+from strom.node.metrics import NodeCollector, RequestTimer
 from strom.node.observer import MetadataObserver
 from strom.node.raft_driver import RaftDriver
 from strom.node.raft_service import RaftServicer, RaftTransport
@@ -95,6 +98,9 @@ class Node:
         self.end_offsets: EndOffsets | None = None
         self.health = health.aio.HealthServicer()
         self.servers: list[grpc.aio.Server] = []
+        self.admin_http: AdminHttpServer | None = None
+        self.collector: NodeCollector | None = None
+        self.stopping = False
         self._tasks: list[asyncio.Task[Any]] = []
         self.stopped = asyncio.Event()
 
@@ -105,6 +111,8 @@ class Node:
         directories = [Path(d) for d in config["log.dirs"]] + [config.metadata_log_dir]
         self.cluster_id = check_directories(directories, config.node_id)
         self.metadata = MetadataState(self.cluster_id)
+        # NOT_SERVING until every listener is up: health checks must not pass while starting.
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         voters = {v.node_id: v.address() for v in config.voters}
         timeout_s = config["controller.quorum.request.timeout.ms"] / 1000
         if config.is_controller:
@@ -117,11 +125,31 @@ class Node:
         if config.is_broker:
             self._start_broker(voters, timeout_s)
         await self._start_listeners()
+        await self._start_admin_http()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "node %d started: roles %s, cluster %s",
             config.node_id, ",".join(sorted(config.roles)), self.cluster_id,
         )  # fmt: skip
+
+    async def _start_admin_http(self) -> None:
+        address = self.config["admin.listener"]
+        if not address:
+            return
+        self.collector = NodeCollector(self)
+        REGISTRY.register(self.collector)
+        self.admin_http = AdminHttpServer(address, lambda: readiness(self))
+        try:
+            await self.admin_http.start()
+        except OSError as exc:
+            raise OSError(f"admin.listener: cannot bind {address}: {exc.strerror}") from exc
+
+    async def _stop_admin_http(self) -> None:
+        if self.admin_http is not None:
+            await self.admin_http.stop()
+        if self.collector is not None:
+            REGISTRY.unregister(self.collector)
+            self.collector = None
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -241,7 +269,7 @@ class Node:
         config = self.config
         controller_names = set(config.controller_listener_names)
         for endpoint in config.listeners:
-            server = grpc.aio.server(options=channel_options())
+            server = grpc.aio.server(options=channel_options(), interceptors=[RequestTimer()])
             names = [health.SERVICE_NAME, reflection.SERVICE_NAME]
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
             if endpoint.listener in controller_names:
@@ -311,6 +339,7 @@ class Node:
 
     async def stop(self) -> None:
         log.info("node %d shutting down", self.config.node_id)
+        self.stopping = True  # /readyz answers 503 from now on
         await self.health.enter_graceful_shutdown()
         if self.lifecycle is not None:
             for task in self._tasks:
@@ -341,6 +370,7 @@ class Node:
             await self.controller_client.close()
         if self.raft_store is not None:
             self.raft_store.close()
+        await self._stop_admin_http()
         log.info("node %d stopped cleanly", self.config.node_id)
 
     async def _hand_over_raft_leadership(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
+from strom.node import metrics
 from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
 from strom.node.delayed import wait_any
 from strom.node.replica.manager import ReplicaManager
@@ -136,6 +137,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     partition = self.manager.partition_by_name(topic.name, data.partition)
                     min_isr = self.manager.min_insync_replicas(topic.name)
                     info = partition.append_as_leader(data.records, request.acks, min_isr, now)
+                    metrics.record_produce(topic.name, info.record_count, len(data.records))
                     result.base_offset = info.first_offset
                     result.log_start_offset = partition.log.log_start_offset
                     if request.acks == -1:
@@ -181,6 +183,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             response, total, errors, watched = self._read_all(request, max_bytes)
             remaining = deadline - loop.time()
             if total >= max(1, request.min_bytes) or errors or remaining <= 0:
+                for topic in response.topics:
+                    metrics.record_fetch(topic.name, sum(len(p.records) for p in topic.partitions))
                 return response
             await wait_any(watched, remaining)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from strom.node import metrics
 from strom.node.delayed import ChangeNotifier, OffsetWaiters
 from strom.node.metadata.image import PartitionInfo
 from strom.storage.batch_validation import split_batches
@@ -78,6 +79,8 @@ class Partition:
 
     def make_leader(self, info: PartitionInfo, now_ms: int) -> None:
         new_epoch = info.leader_epoch != self.leader_epoch or self.leader_state is None
+        if not new_epoch:
+            metrics.record_isr_change(self.isr, info.isr)
         self.leader_id, self.leader_epoch = info.leader, info.leader_epoch
         self.partition_epoch, self.replicas, self.isr = (
             info.partition_epoch,

@@ -26,7 +26,9 @@ COMPOSE = ROOT / "docker-compose.yml"
 
 
 def services() -> dict[str, dict[str, object]]:
-    return dict(yaml.safe_load(COMPOSE.read_text())["services"])
+    """The strom nodes (the optional `monitoring` profile adds Prometheus and Grafana)."""
+    every = dict(yaml.safe_load(COMPOSE.read_text())["services"])
+    return {name: s for name, s in every.items() if name.startswith("strom")}
 
 
 def env_of(service: dict[str, object]) -> dict[str, str]:

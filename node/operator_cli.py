@@ -1,0 +1,155 @@
+"""Operator commands of the `strom` command line: `strom cluster describe` and `strom node metrics`.
+
+`cluster describe` joins the cluster description (brokers, active controller) with the topics'
+partition assignments to show, per broker, how many replicas it hosts and how many it leads.
+`node metrics` reads one node's admin listener (`/metrics`, plain urllib) and prints the numbers
+an operator looks at first, summed over labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+# (label shown, metric family name as the parser names it: counters without `_total`)
+KEY_METRICS: tuple[tuple[str, str], ...] = (
+    ("messages in", "strom_server_brokertopicmetrics_messagesin"),
+    ("bytes in", "strom_server_brokertopicmetrics_bytesin"),
+    ("bytes out", "strom_server_brokertopicmetrics_bytesout"),
+    ("partitions", "strom_server_replicamanager_partitioncount"),
+    ("leaders", "strom_server_replicamanager_leadercount"),
+    ("under-replicated partitions", "strom_server_replicamanager_underreplicatedpartitions"),
+    ("under-min-ISR partitions", "strom_server_replicamanager_underminisrpartitioncount"),
+    ("ISR shrinks", "strom_server_replicamanager_isrshrinks"),
+    ("ISR expands", "strom_server_replicamanager_isrexpands"),
+    ("fenced", "strom_server_brokerstate_fenced"),
+    ("active controller", "strom_controller_activecontrollercount"),
+    ("offline partitions", "strom_controller_offlinepartitionscount"),
+    ("raft leader", "strom_raft_current_leader"),
+    ("raft epoch", "strom_raft_current_epoch"),
+    ("raft high watermark", "strom_raft_high_watermark"),
+    ("metadata offset", "strom_metadata_last_applied_offset"),
+    ("log bytes", "strom_log_size_bytes"),
+    ("log segments", "strom_log_segments"),
+)
+
+
+class OperatorError(Exception):
+    """Printed by the command line as `error: ...`."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerRow:
+    id: int
+    address: str
+    rack: str
+    state: str
+    partitions: int
+    leaders: int
+    active_controller: bool
+
+
+def describe_cluster_rows(description: Any, topics: list[Any]) -> list[BrokerRow]:
+    """Rows of `strom cluster describe` from Admin.describe_cluster() and describe_topics()."""
+    replicas: dict[int, int] = {}
+    leaders: dict[int, int] = {}
+    for topic in topics:
+        for partition in topic.partitions:
+            for replica in partition.replicas:
+                replicas[replica] = replicas.get(replica, 0) + 1
+            if partition.leader >= 0:
+                leaders[partition.leader] = leaders.get(partition.leader, 0) + 1
+    rows = []
+    for broker in sorted(description.brokers, key=lambda b: b.node_id):
+        if broker.in_controlled_shutdown:
+            state = "shutting down"
+        else:
+            state = "fenced" if broker.fenced else "unfenced"
+        rows.append(
+            BrokerRow(
+                broker.node_id,
+                f"{broker.host}:{broker.port}",
+                broker.rack,
+                state,
+                replicas.get(broker.node_id, 0),
+                leaders.get(broker.node_id, 0),
+                broker.node_id == description.controller_id,
+            )
+        )
+    return rows
+
+
+def cluster_describe(args: argparse.Namespace) -> int:
+    from strom.client.admin import Admin
+
+    with Admin(args.bootstrap_server) as admin:
+        description = admin.describe_cluster()
+        topics = admin.describe_topics(None)
+    rows = describe_cluster_rows(description, topics)
+    if args.output == "json":
+        print(
+            json.dumps(
+                {
+                    "cluster_id": description.cluster_id,
+                    "controller_id": description.controller_id,
+                    "brokers": [asdict(r) for r in rows],
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return 0
+    print(f"ClusterId: {description.cluster_id}")
+    print(f"ActiveController: {description.controller_id}")
+    print(f"{'ID':<5}{'ADDRESS':<24}{'RACK':<10}{'STATE':<15}{'PARTITIONS':<12}{'LEADERS':<9}")
+    for r in rows:
+        controller = "  (active controller)" if r.active_controller else ""
+        print(
+            f"{r.id:<5}{r.address:<24}{r.rack or '-':<10}{r.state:<15}{r.partitions:<12}"
+            f"{r.leaders:<9}{controller}".rstrip()
+        )
+    return 0
+
+
+def scrape(address: str, timeout_s: float) -> str:
+    url = address if "://" in address else f"http://{address}"
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/metrics", timeout=timeout_s) as response:
+            text: str = response.read().decode()
+    except (urllib.error.URLError, OSError) as exc:
+        raise OperatorError(
+            f"cannot read metrics from {address}: {exc} (is admin.listener set on that node?)"
+        ) from exc
+    return text
+
+
+def key_numbers(text: str) -> dict[str, float]:
+    """Each of KEY_METRICS present in `text`, summed over its labels (counters: their total)."""
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    numbers = {}
+    for label, name in KEY_METRICS:
+        family = families.get(name)
+        if family is None:
+            continue
+        numbers[label] = sum(
+            s.value for s in family.samples if not s.name.endswith(("_created", "_bucket"))
+        )
+    return numbers
+
+
+def node_metrics(args: argparse.Namespace) -> int:
+    numbers = key_numbers(scrape(args.address, args.timeout))
+    if args.output == "json":
+        print(json.dumps(numbers, indent=2, sort_keys=True))
+        return 0
+    width = max((len(k) for k in numbers), default=0) + 2
+    for label, value in numbers.items():
+        shown = int(value) if value == int(value) else round(value, 3)
+        print(f"{label + ':':<{width}}{shown}")
+    return 0
