@@ -410,6 +410,11 @@ class AsyncConsumer:
             max_wait_ms=max_wait_ms, min_bytes=self.fetch_min_bytes, max_bytes=self.fetch_max_bytes
         )
         topics: dict[str, broker_pb2.FetchTopic] = {}
+        # A partition whose position another leader's answer just invalidated (out of range)
+        # waits for the next round, which resets it first.
+        partitions = [tp for tp in partitions if tp in self._positions]
+        if not partitions:
+            return
         for tp in partitions:
             topic = topics.get(tp.topic) or request.topics.add(name=tp.topic)
             topics[tp.topic] = topic
