@@ -229,3 +229,22 @@ def test_group_survives_the_loss_of_its_coordinator(cluster: Cluster) -> None:
         assert sum(final.values()) == 300, (final, committed_at_kill)
 
     asyncio.run(scenario())
+
+
+def test_unknown_group_and_cli_refusals_are_clear(cluster: Cluster) -> None:
+    import subprocess
+    import sys
+
+    from strom.client.admin import Admin
+
+    with Admin(cluster.bootstrap) as admin, pytest.raises(StromError) as err:
+        admin.describe_group("no-such-group")
+    assert err.value.name == "GROUP_ID_NOT_FOUND"
+    assert "no-such-group" in err.value.message
+    result = subprocess.run(
+        [sys.executable, "-m", "strom.node.cli", "groups", "describe", "no-such-group",
+         "--bootstrap-server", cluster.bootstrap],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "GROUP_ID_NOT_FOUND" in result.stderr and "no-such-group" in result.stderr
