@@ -269,7 +269,9 @@ class Node:
         config = self.config
         controller_names = set(config.controller_listener_names)
         for endpoint in config.listeners:
-            server = grpc.aio.server(options=channel_options(), interceptors=[RequestTimer()])
+            # Request timing only when someone can read it (the admin listener is on).
+            timers = [RequestTimer()] if config["admin.listener"] else []
+            server = grpc.aio.server(options=channel_options(), interceptors=timers)
             names = [health.SERVICE_NAME, reflection.SERVICE_NAME]
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
             if endpoint.listener in controller_names:
