@@ -89,6 +89,7 @@ COLLECTED_NAMES = (
     "strom_log_size_bytes",
     "strom_log_segments",
     "strom_log_end_offset",
+    "strom_consumergroup_lag",
 )
 EVENT_NAMES = (
     "strom_server_brokertopicmetrics_messagesin_total",
@@ -163,6 +164,22 @@ class NodeCollector(Collector):
         yield from self._broker()
         yield from self._controller()
         yield from self._raft()
+        yield from self._groups()
+
+    def _groups(self) -> Iterator[GaugeMetricFamily]:
+        """Consumer lag of the groups this broker coordinates, from the coordinator's cache
+        (refreshed in the background, so a scrape never waits on another broker)."""
+        coordinator = getattr(self.node, "coordinator", None)
+        if coordinator is None:
+            return
+        lag = GaugeMetricFamily(
+            "strom_consumergroup_lag",
+            "log end offset minus committed offset, per group partition",
+            labels=["group", "topic", "partition"],
+        )
+        for (group, topic, partition), value in sorted(coordinator.lag.items()):
+            lag.add_metric([group, topic, str(partition)], value)
+        yield lag
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())  # names vary with the roles; registering must not call collect()

@@ -52,6 +52,7 @@ from .offsets_log import (
 log = logging.getLogger("strom.group")
 
 LOAD_CHUNK_BYTES = 1 << 20
+LAG_REFRESH_S = 5.0
 MEMBERS_MAX = 1_000
 
 
@@ -118,6 +119,8 @@ class GroupCoordinator:
         self.loading: dict[int, asyncio.Task[None]] = {}
         # offsets partition -> until when groups there get no partitions (taken over)
         self.frozen_until_ms: dict[int, int] = {}
+        # (group, topic, partition) -> log end offset minus committed offset, for metrics
+        self.lag: dict[tuple[str, str, int], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- partitions of __consumer_offsets ------------------------------------------------
@@ -335,6 +338,21 @@ class GroupCoordinator:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._maintenance(), name="group-maintenance"))
+        self._tasks.append(asyncio.create_task(self._refresh_lag(), name="group-lag"))
+
+    async def _refresh_lag(self) -> None:
+        """Recompute consumer lag of coordinated groups every few seconds (for metrics)."""
+        while True:
+            await asyncio.sleep(LAG_REFRESH_S)
+            lag: dict[tuple[str, str, int], int] = {}
+            for group in list(self.groups.values()):
+                for (topic, partition), entry in list(group.offsets.items()):
+                    try:
+                        end = await self.end_offset(topic, partition)
+                    except GroupError:
+                        continue  # no leader right now: no number rather than a wrong one
+                    lag[(group.group_id, topic, partition)] = max(0, end - entry.offset)
+            self.lag = lag
 
     async def stop(self) -> None:
         for task in [*self._tasks, *self.loading.values()]:

@@ -78,6 +78,9 @@ def fake_node(*, active: bool = True, is_broker: bool = True) -> Any:
         controller_service=SimpleNamespace(active=active),
         driver=SimpleNamespace(leader_id=3, term=7, committed_index=41),
         metadata=SimpleNamespace(image=image),
+        coordinator=SimpleNamespace(lag={("inventory-group", "orders", 0): 7})
+        if is_broker
+        else None,
         stopping=False,
     )
 
@@ -107,6 +110,14 @@ def test_collector_derives_replica_manager_gauges_from_partitions() -> None:
     assert values[("strom_log_size_bytes", labels)] == 300
     assert values[("strom_log_segments", labels)] == 2
     assert values[("strom_log_end_offset", labels)] == 5
+
+
+def test_group_lag_comes_from_the_coordinators_cache() -> None:
+    labels = (("group", "inventory-group"), ("partition", "0"), ("topic", "orders"))
+    assert scrape(fake_node())[("strom_consumergroup_lag", labels)] == 7
+    assert not any(
+        name == "strom_consumergroup_lag" for name, _ in scrape(fake_node(is_broker=False))
+    )
 
 
 def test_only_the_active_controller_reports_cluster_counts() -> None:
