@@ -297,7 +297,6 @@ class Node:
                         self.controller_client,
                         self.cluster_id,
                         endpoint.listener,
-                        is_ready=lambda: self.lifecycle is not None and not self.lifecycle.fenced,
                         producer_ids=self.producer_ids,
                     ),
                     server,

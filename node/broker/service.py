@@ -96,14 +96,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         controller: ControllerClient,
         cluster_id: str,
         listener: str,
-        is_ready: Callable[[], bool],
         producer_ids: ProducerIdAllocator,
     ) -> None:
         self.manager = manager
         self.controller = controller
         self.cluster_id = cluster_id
         self.listener = listener
-        self.is_ready = is_ready
         self.config = manager.config
         self.producer_ids = producer_ids
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
+from strom.node.errors import CodedError
 
-class ControllerError(Exception):
+
+class ControllerError(CodedError):
     """A request the controller refuses; `code` is a strom.v1 ErrorCode (Kafka's number)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from strom.node.config import NodeConfig
+from strom.node.errors import CodedError
 from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.replica.manager import ReplicaManager
 from strom.node.replica.partition import Partition, PartitionError
@@ -60,11 +61,8 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class GroupError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class GroupError(CodedError):
+    """A group request the coordinator refuses."""
 
 
 @dataclass(slots=True)

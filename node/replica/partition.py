@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from strom.node import metrics
 from strom.node.delayed import ChangeNotifier, OffsetWaiters
+from strom.node.errors import CodedError
 from strom.node.metadata.image import PartitionInfo
 from strom.storage.batch_validation import split_batches
 from strom.storage.partition_log import AppendInfo, PartitionLog
@@ -28,13 +29,8 @@ from .producer_state import ProducerState, ProducerStateError
 log = logging.getLogger("strom.replica")
 
 
-class PartitionError(Exception):
+class PartitionError(CodedError):
     """A per-partition refusal with a Kafka error code; the handler puts it in the response."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from strom.node.errors import CodedError
 from strom.storage.batch_validation import split_batches
 from strom.storage.partition_log import PartitionLog
 from strom.storage.record_batch import BatchHeader, parse_header
@@ -32,11 +33,8 @@ SEQUENCE_MODULUS = 1 << 31
 READ_CHUNK_BYTES = 4 << 20
 
 
-class ProducerStateError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ProducerStateError(CodedError):
+    """A batch the producer state refuses (zombie epoch, sequence gap)."""
 
 
 @dataclass(frozen=True, slots=True)
