@@ -15,6 +15,17 @@ from strom.client.producer import AsyncProducer
 from strom.client.records import TopicPartition
 
 
+def active_brokers(bootstrap: str) -> list[int]:
+    """The ids of the registered, unfenced brokers: the ones placement spreads replicas over."""
+
+    async def run() -> list[int]:
+        async with AsyncAdmin(bootstrap, request_timeout_ms=5_000) as admin:
+            cluster = await admin.describe_cluster()
+            return sorted(b.node_id for b in cluster.brokers if not b.fenced)
+
+    return asyncio.run(run())
+
+
 def create_topic(
     bootstrap: str, topic: str, configs: dict[str, str]
 ) -> list[tuple[int, list[int]]]:

@@ -74,7 +74,17 @@ def test_unclean_election_after_acks_1_loses_writes_and_the_checker_says_so(
     bootstrap = ",".join(f"{lab.addr(h)}:9092" for h in VOTERS)
     env_ok = {"timeout_s": 60.0}
 
+    # Listening is not registered: placement spreads replicas over the unfenced brokers only,
+    # and this script needs a partition whose followers are exactly the two broker-only nodes.
     deadline = time.monotonic() + 60
+    while True:
+        try:
+            if lab.call_in("c1", scripted.active_brokers, bootstrap) == [1, 2, 3, 4, 5]:
+                break
+        except Exception:
+            pass
+        assert time.monotonic() < deadline, "the five brokers never all registered"
+        time.sleep(0.5)
     while True:
         try:
             placements = lab.call_in("c1", scripted.create_topic, bootstrap, "fragile",
@@ -84,7 +94,9 @@ def test_unclean_election_after_acks_1_loses_writes_and_the_checker_says_so(
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
-    partition, replicas = next((p, r) for p, r in placements if set(r[1:]) == {4, 5})
+    fragile = [(p, r) for p, r in placements if set(r[1:]) == {4, 5}]
+    assert fragile, f"no partition is led by a voter and followed by 4 and 5: {placements}"
+    partition, replicas = fragile[0]
     leader_host = VOTERS[replicas[0] - 1]
     histories = [tmp_path / f"h{i}.jsonl" for i in range(4)]
     assert lab.call_in("c1", scripted.produce, bootstrap, "fragile", partition, "before", 20,
