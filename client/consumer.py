@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from strom.storage.batch_validation import split_batches
-from strom.storage.record_decode import decode_batch
+from strom.storage.record_decode import decode_batch_as
 from strom.v1 import broker_pb2, common_pb2, group_pb2
 
 from ._loop import LoopThread
@@ -39,6 +40,57 @@ async def _call(callback: RebalanceCallback, partitions: list[TopicPartition]) -
 
 EARLIEST = -2
 LATEST = -1
+# After poll() hands out records, the next fetch starts in the background while fewer than this
+# many records remain buffered, so the application's processing overlaps the network round trip
+# (Kafka's consumer pipelines its fetches the same way).
+PREFETCH_BELOW_RECORDS = 10_000
+
+
+class _FetchBuffer:
+    """Fetched records not yet handed to the application: per-partition runs in fetch order.
+
+    Kept as runs (not one flat list) so that taking records costs one slice per run, and the
+    consumed position of each partition comes from the last record taken from its run, with no
+    per-record bookkeeping."""
+
+    def __init__(self) -> None:
+        self._runs: deque[tuple[TopicPartition, list[ConsumerRecord]]] = deque()
+        self._head = 0  # records of the first run already taken
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        if records:
+            self._runs.append((tp, records))
+            self.count += len(records)
+
+    def discard(self, drop: Callable[[TopicPartition], bool]) -> None:
+        """Forget the buffered records of the partitions `drop` picks (revoked, reset, sought)."""
+        if not any(drop(tp) for tp, _ in self._runs):
+            return
+        first_tp, first = self._runs[0]
+        if self._head:
+            self._runs[0] = (first_tp, first[self._head :])
+            self._head = 0
+        self._runs = deque((tp, run) for tp, run in self._runs if not drop(tp))
+        self.count = sum(len(run) for _, run in self._runs)
+
+    def take(self, max_records: int, consumed: dict[TopicPartition, int]) -> list[ConsumerRecord]:
+        """Up to `max_records` records, oldest first; sets `consumed` past each one taken."""
+        out: list[ConsumerRecord] = []
+        while self._runs and len(out) < max_records:
+            tp, run = self._runs[0]
+            piece = run[self._head : self._head + max_records - len(out)]
+            out += piece
+            consumed[tp] = piece[-1].offset + 1
+            self._head += len(piece)
+            if self._head >= len(run):
+                self._runs.popleft()
+                self._head = 0
+        self.count -= len(out)
+        return out
 
 
 class AsyncConsumer:
@@ -77,7 +129,8 @@ class AsyncConsumer:
         # buffer), and the next offset poll() will return, which is what commits record.
         self._positions: dict[TopicPartition, int] = {}
         self._consumed: dict[TopicPartition, int] = {}
-        self._buffer: list[ConsumerRecord] = []
+        self._buffer = _FetchBuffer()
+        self._prefetch: asyncio.Task[None] | None = None
         self.client_id = client_id
         self.enable_auto_commit = enable_auto_commit
         self.auto_commit_interval_s = auto_commit_interval_ms / 1000
@@ -102,6 +155,10 @@ class AsyncConsumer:
 
     async def close(self) -> None:
         """Commit (with auto-commit), give up the partitions, leave the group promptly."""
+        if self._prefetch is not None:
+            self._prefetch.cancel()
+            await asyncio.gather(self._prefetch, return_exceptions=True)
+            self._prefetch = None
         try:
             if self.group is not None and self.group.member_epoch > 0:
                 await self._revoke(set(self.group.owned))
@@ -165,9 +222,7 @@ class AsyncConsumer:
         for tp in revoked:
             self._positions.pop(tp, None)
             self._consumed.pop(tp, None)
-        self._buffer = [
-            r for r in self._buffer if TopicPartition(r.topic, r.partition) not in revoked
-        ]
+        self._buffer.discard(revoked.__contains__)
         group.owned -= revoked
 
     async def _coordinator_call(self, method: str, request: Any) -> Any:
@@ -271,7 +326,7 @@ class AsyncConsumer:
         keep = set(self._assignment)
         self._positions = {tp: o for tp, o in self._positions.items() if tp in keep}
         self._consumed = {tp: o for tp, o in self._consumed.items() if tp in keep}
-        self._buffer = [r for r in self._buffer if (r.topic, r.partition) in keep]
+        self._buffer.discard(lambda tp: tp not in keep)
 
     def assignment(self) -> list[TopicPartition]:
         return list(self._assignment)
@@ -283,7 +338,7 @@ class AsyncConsumer:
         if offset < 0:
             raise FatalError(common_pb2.INVALID_REQUEST, f"offset must be >= 0, got {offset}")
         self._positions[tp] = self._consumed[tp] = offset
-        self._buffer = [r for r in self._buffer if (r.topic, r.partition) != tp]
+        self._buffer.discard(lambda other: other == tp)
 
     async def seek_to_beginning(self, partitions: Iterable[TopicPartition] | None = None) -> None:
         await self._reset(list(partitions or self._assignment), EARLIEST)
@@ -325,15 +380,19 @@ class AsyncConsumer:
                     out[TopicPartition(t.name, p.partition)] = p.offset
         return out
 
-    async def _reset(self, partitions: list[TopicPartition], timestamp: int) -> None:
+    async def _reset(
+        self, partitions: list[TopicPartition], timestamp: int, only_if_still_missing: bool = False
+    ) -> None:
         offsets = await self.list_offsets(partitions, timestamp)
         for tp, offset in offsets.items():
+            if only_if_still_missing and tp in self._positions:
+                continue  # a seek landed while we asked: the application's position wins
             self._positions[tp] = self._consumed[tp] = offset
-        self._buffer = [
-            r for r in self._buffer if TopicPartition(r.topic, r.partition) not in offsets
-        ]
+        self._buffer.discard(offsets.__contains__)
 
-    async def _reset_missing(self, partitions: list[TopicPartition]) -> None:
+    async def _reset_missing(
+        self, partitions: list[TopicPartition], only_if_still_missing: bool = False
+    ) -> None:
         missing = [tp for tp in partitions if tp not in self._positions]
         if not missing:
             return
@@ -342,7 +401,10 @@ class AsyncConsumer:
                 common_pb2.OFFSET_OUT_OF_RANGE,
                 f"no position for {missing} and auto_offset_reset is none: seek first",
             )
-        await self._reset(missing, EARLIEST if self.auto_offset_reset == "earliest" else LATEST)
+        await self._reset(
+            missing, EARLIEST if self.auto_offset_reset == "earliest" else LATEST,
+            only_if_still_missing,
+        )  # fmt: skip
 
     async def _by_leader(
         self, partitions: Sequence[TopicPartition]
@@ -383,18 +445,36 @@ class AsyncConsumer:
             if remaining <= 0:
                 break
             try:
-                await self._fetch(min(self.fetch_max_wait_ms, int(remaining * 1000)))
+                if self._prefetch is None:
+                    await self._fetch(min(self.fetch_max_wait_ms, int(remaining * 1000)))
+                else:
+                    await self._await_prefetch(remaining)
             except StromError as exc:
                 if not exc.retriable:
                     raise
                 await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
-        records, self._buffer = self._buffer[:max_records], self._buffer[max_records:]
-        for r in records:
-            self._consumed[TopicPartition(r.topic, r.partition)] = r.offset + 1
+        records = self._buffer.take(max_records, self._consumed)
+        if (
+            records
+            and self._prefetch is None
+            and self._assignment
+            and len(self._buffer) < PREFETCH_BELOW_RECORDS
+        ):
+            self._prefetch = loop.create_task(self._fetch(self.fetch_max_wait_ms))
         return records
 
+    async def _await_prefetch(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the background fetch; keep it running if it is not done
+        (a long poll may outlast this poll), raise what it raised if it failed."""
+        task = self._prefetch
+        assert task is not None
+        await asyncio.wait([task], timeout=timeout_s)
+        if task.done():
+            self._prefetch = None
+            task.result()
+
     async def _fetch(self, max_wait_ms: int) -> None:
-        await self._reset_missing(self._assignment)
+        await self._reset_missing(self._assignment, only_if_still_missing=True)
         by_leader = await self._by_leader(self._assignment)
         if not by_leader:
             await asyncio.sleep(0.1)
@@ -415,12 +495,13 @@ class AsyncConsumer:
         partitions = [tp for tp in partitions if tp in self._positions]
         if not partitions:
             return
+        asked = {tp: self._positions[tp] for tp in partitions}
         for tp in partitions:
             topic = topics.get(tp.topic) or request.topics.add(name=tp.topic)
             topics[tp.topic] = topic
             topic.partitions.add(
                 partition=tp.partition,
-                fetch_offset=self._positions[tp],
+                fetch_offset=asked[tp],
                 current_leader_epoch=-1,
                 partition_max_bytes=self.max_partition_fetch_bytes,
             )
@@ -438,8 +519,8 @@ class AsyncConsumer:
         for t in response.topics:
             for p in t.partitions:
                 tp = TopicPartition(t.name, p.partition)
-                if tp not in self._positions:
-                    continue  # unassigned or reset while the fetch was in flight
+                if self._positions.get(tp) != asked.get(tp):
+                    continue  # unassigned, reset or sought while the fetch was in flight
                 if p.error_code == common_pb2.OFFSET_OUT_OF_RANGE:
                     log.warning(
                         "%s-%d: position %d out of range at %s (%s); resetting to %s",
@@ -457,15 +538,13 @@ class AsyncConsumer:
 
     def _take(self, tp: TopicPartition, data: bytes) -> None:
         position = self._positions[tp]
+        topic, partition = tp
+
         for start, _ in split_batches(data):
-            header, records = decode_batch(data, start)
-            for r in records:
-                if r.offset >= position:
-                    self._buffer.append(
-                        ConsumerRecord(tp.topic, tp.partition, r.offset, r.timestamp_ms, r.key,
-                                       r.value, r.headers)
-                    )  # fmt: skip
-                    position = r.offset + 1
+            header, records = decode_batch_as(
+                data, start, ConsumerRecord, topic, partition, min_offset=position
+            )
+            self._buffer.add(tp, records)
             # A compacted batch may have lost its last records: continue after the batch.
             position = max(position, header.base_offset + header.last_offset_delta + 1)
         self._positions[tp] = position
@@ -489,14 +568,22 @@ class Consumer:
         while True:
             yield from self.poll(timeout_ms=1_000)
 
+    # State changes run on the loop thread: a background fetch may be using that state there.
+
     def assign(self, partitions: Iterable[TopicPartition | tuple[str, int]]) -> None:
-        self._async.assign(partitions)
+        self._on_loop(self._async.assign, list(partitions))
 
     def assignment(self) -> list[TopicPartition]:
         return self._async.assignment()
 
     def seek(self, partition: TopicPartition | tuple[str, int], offset: int) -> None:
-        self._async.seek(partition, offset)
+        self._on_loop(self._async.seek, partition, offset)
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async def run() -> Any:
+            return fn(*args)
+
+        return self._loop.run(run())
 
     def seek_to_beginning(self, partitions: Iterable[TopicPartition] | None = None) -> None:
         self._loop.run(self._async.seek_to_beginning(partitions))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -39,7 +40,11 @@ def _free(port: int) -> bool:
 
 
 def free_base_port(nodes: int) -> int:
-    for base in range(20092, 60000, 1000):
+    # Start the search at a place that depends on this process, so two test runs on one machine
+    # (engineers' worktrees) do not both pick the first free range at the same moment.
+    ranges = list(range(20092, 60000, 1000))
+    start = os.getpid() % len(ranges)
+    for base in ranges[start:] + ranges[:start]:
         if all(_free(base + i * PORT_STRIDE + d) for i in range(nodes + 1) for d in (0, 1)):
             return base
     raise RuntimeError("no free port range")
