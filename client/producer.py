@@ -23,10 +23,11 @@ from strom.storage.record_batch import Compression
 from strom.v1 import broker_pb2, common_pb2
 
 from ._loop import LoopThread
-from .cluster import Backoff, ClusterClient
-from .errors import METADATA_STALE, FatalError, KafkaTimeoutError, StromError, error_from_code
+from .cluster import ClusterClient
+from .errors import FatalError, KafkaTimeoutError, error_from_code
 from .partitioner import make_partitioner
 from .producer_batch import ProducerBatch, RecordFuture
+from .producer_sender import Sender
 
 _BYTES = (bytes, bytearray)  # a tuple: `bytes | bytearray` would build a union on every call
 RECORD_OVERHEAD_BYTES = 24  # a record's framing, roughly, for batch size accounting
@@ -52,6 +53,7 @@ class AsyncProducer:
         enable_idempotence: bool | None = None,
         buffer_memory: int = 32 * 1024 * 1024,
         max_block_ms: int = 60_000,
+        max_in_flight_requests_per_connection: int = 5,
     ) -> None:
         if acks not in _ACKS:
             raise FatalError(
@@ -93,10 +95,7 @@ class AsyncProducer:
             retry_backoff_ms=retry_backoff_ms,
         )
         self._open: dict[tuple[str, int], ProducerBatch] = {}
-        self._ready: list[ProducerBatch] = []
-        self._in_flight: set[tuple[str, int]] = set()
-        self._wake = asyncio.Event()
-        self._sender: asyncio.Task[None] | None = None
+        self._sender = Sender(self, max_in_flight_requests_per_connection)
         self._unfinished: set[ProducerBatch] = set()  # queued or in flight: what flush awaits
         self._closed = False
 
@@ -139,7 +138,7 @@ class AsyncProducer:
             batch.deadline = batch.created + self.delivery_timeout_s
             self._open[(topic, partition)] = batch
             self._unfinished.add(batch)
-            self._ensure_sender()
+            self._sender.ensure_running()
         future = batch.append(
             time.time_ns() // 1_000_000 if timestamp is None else timestamp, key, value, headers,
             size,
@@ -218,27 +217,20 @@ class AsyncProducer:
         batch.created = loop.time()
         batch.deadline = batch.created + self.delivery_timeout_s
         self._unfinished.add(batch)
-        self._ready.append(batch)
-        self._wake.set()
-        self._ensure_sender()
+        self._sender.submit(batch)
 
     def _seal(self, batch: ProducerBatch) -> None:
         if self._open.get((batch.topic, batch.partition)) is batch:
             del self._open[(batch.topic, batch.partition)]
-        self._ready.append(batch)
         self.partitioner.on_new_batch(batch.topic, batch.partition, batch.num_partitions)
-        self._wake.set()
-
-    def _ensure_sender(self) -> None:
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+        self._sender.submit(batch)
 
     async def flush(self, timeout_s: float | None = None) -> None:
         """Send everything queued and wait for every outstanding record's answer."""
         for batch in list(self._open.values()):
             self._seal(batch)
         if self._unfinished:
-            self._ensure_sender()
+            self._sender.ensure_running()
             waiters = {batch.result.waiter() for batch in self._unfinished}
             await asyncio.wait(waiters, timeout=timeout_s)
 
@@ -247,53 +239,29 @@ class AsyncProducer:
             return
         await self.flush()
         self._closed = True
-        if self._sender is not None:
-            self._sender.cancel()
-            await asyncio.gather(self._sender, return_exceptions=True)
+        await self._sender.stop()
         await self.cluster.close()
 
-    # ---- the sender --------------------------------------------------------------------
+    # ---- what the sender needs -----------------------------------------------------------
 
-    async def _send_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._open or self._ready or self._in_flight:
-            now = loop.time()
-            for batch in list(self._open.values()):
-                if now - batch.created >= self.linger_s:
-                    self._seal(batch)
-            # One batch per partition at a time, oldest first: it keeps a partition's records
-            # in order across retries, and one Produce answer per partition is unambiguous.
-            sendable = []
-            for batch in list(self._ready):
-                key = (batch.topic, batch.partition)
-                if key not in self._in_flight:
-                    self._ready.remove(batch)
-                    self._in_flight.add(key)
-                    sendable.append(batch)
-            if sendable:
-                await self._dispatch(sendable)
-            self._wake.clear()
-            wait = self.linger_s
-            if self._open:
-                oldest = min(b.created for b in self._open.values())
-                wait = max(0.0, oldest + self.linger_s - loop.time())
-            try:
-                async with asyncio.timeout(wait if (self._open or self._ready) else 1.0):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+    @property
+    def has_open_batches(self) -> bool:
+        return bool(self._open)
 
-    async def _dispatch(self, batches: list[ProducerBatch]) -> None:
-        by_leader: dict[int, list[ProducerBatch]] = {}
-        for batch in batches:
-            meta = self.cluster.meta.topics.get(batch.topic)
-            part = meta.partitions.get(batch.partition) if meta else None
-            leader = part.leader if part else -1
-            by_leader.setdefault(leader, []).append(batch)
-        for leader, group in by_leader.items():
-            asyncio.get_running_loop().create_task(self._produce(leader, group))
+    def seal_lingering(self) -> float | None:
+        """Seal the open batches that waited linger_ms; seconds until the next one is due."""
+        if not self._open:
+            return None
+        now = asyncio.get_running_loop().time()
+        for batch in list(self._open.values()):
+            if now - batch.created >= self.linger_s:
+                self._seal(batch)
+        if not self._open:
+            return None
+        oldest = min(b.created for b in self._open.values())
+        return max(0.0, oldest + self.linger_s - now)
 
-    async def _ensure_producer_id(self) -> None:
+    async def ensure_producer_id(self) -> None:
         if not self.idempotent or self.producer_id >= 0:
             return
         async with self._producer_id_lock:
@@ -307,7 +275,13 @@ class AsyncProducer:
                 raise error_from_code(response.error_code, response.error_message)
             self.producer_id, self.producer_epoch = response.producer_id, response.producer_epoch
 
-    def _encode(self, batch: ProducerBatch) -> bytes:
+    def reset_producer_id(self) -> None:
+        """Forget the producer id and every sequence: the next batch starts a fresh id at 0."""
+        self.producer_id = self.producer_epoch = -1
+        self._next_sequence.clear()
+
+    def encode(self, batch: ProducerBatch) -> bytes:
+        """The batch's bytes, sealed on first use with the next sequence of its partition."""
         if batch.encoded is None:
             sequence = -1
             if self.idempotent:
@@ -322,107 +296,16 @@ class AsyncProducer:
             )
         return batch.encoded
 
-    async def _produce(self, leader: int, batches: list[ProducerBatch]) -> None:
-        retry: list[ProducerBatch] = []
-        try:
-            await self._ensure_producer_id()
-            address = self.cluster.address_of(leader)
-            if address is None:
-                raise error_from_code(
-                    common_pb2.LEADER_NOT_AVAILABLE, f"no leader known ({leader})"
-                )
-            request = broker_pb2.ProduceRequest(acks=self.acks, timeout_ms=self.request_timeout_ms)
-            by_topic: dict[str, Any] = {}
-            for batch in batches:
-                topic = by_topic.get(batch.topic)
-                if topic is None:
-                    topic = by_topic[batch.topic] = request.topics.add(name=batch.topic)
-                topic.partitions.add(partition=batch.partition, records=self._encode(batch))
-            response = await self.cluster.call(
-                address,
-                self.cluster.broker_stub(address).Produce,
-                request,
-                self.request_timeout_ms / 1000 + 5,
-            )
-            results = {(t.name, p.partition): p for t in response.topics for p in t.partitions}
-            for batch in batches:
-                result = results.get((batch.topic, batch.partition))
-                if result is None:
-                    retry.append(batch)
-                    continue
-                if result.error_code == common_pb2.NONE:
-                    self._complete(batch, result.base_offset)
-                    continue
-                error = error_from_code(result.error_code, result.error_message)
-                if result.error_code in METADATA_STALE:
-                    self.cluster.invalidate(batch.topic)
-                if error.retriable:
-                    retry.append(batch)
-                else:
-                    self._fail(batch, error)
-        except StromError as exc:
-            if not exc.retriable:
-                for batch in batches:
-                    self._fail(batch, exc)
-            else:
-                for batch in batches:
-                    self.cluster.invalidate(batch.topic)
-                retry = batches
-        finally:
-            for batch in batches:
-                if batch not in retry:
-                    self._in_flight.discard((batch.topic, batch.partition))
-        if retry:
-            await self._retry(retry)
-
-    async def _retry(self, batches: list[ProducerBatch]) -> None:
-        loop = asyncio.get_running_loop()
-        backoff = Backoff(self.cluster.retry_backoff_ms, self.cluster.retry_backoff_max_ms)
-        await asyncio.sleep(backoff.next_delay_s())
-        live = []
-        for batch in batches:
-            if loop.time() > batch.deadline:
-                self._in_flight.discard((batch.topic, batch.partition))
-                self._fail(
-                    batch,
-                    KafkaTimeoutError(
-                        f"{batch.topic}-{batch.partition}: not delivered within "
-                        f"delivery_timeout_ms={int(self.delivery_timeout_s * 1000)}"
-                    ),
-                )
-            else:
-                live.append(batch)
-        if not live:
-            return
-        try:
-            for topic in {b.topic for b in live}:
-                await self.cluster.topic(topic)
-        except StromError:
-            pass
-        # Retried batches go first for their partitions: they are still marked in flight.
-        await self._dispatch_retry(live)
-
-    async def _dispatch_retry(self, batches: list[ProducerBatch]) -> None:
-        by_leader: dict[int, list[ProducerBatch]] = {}
-        for batch in batches:
-            meta = self.cluster.meta.topics.get(batch.topic)
-            part = meta.partitions.get(batch.partition) if meta else None
-            by_leader.setdefault(part.leader if part else -1, []).append(batch)
-        await asyncio.gather(*(self._produce(leader, group) for leader, group in by_leader.items()))
-        self._wake.set()
-
-    def _complete(self, batch: ProducerBatch, base_offset: int) -> None:
+    def complete(self, batch: ProducerBatch, base_offset: int) -> None:
         self._release(batch)
         self._unfinished.discard(batch)
         batch.result.has_offsets = self.acks != 0 and base_offset >= 0
         batch.result.complete(base_offset)
-        self._wake.set()
 
-    def _fail(self, batch: ProducerBatch, error: Exception) -> None:
+    def fail(self, batch: ProducerBatch, error: Exception) -> None:
         self._release(batch)
         self._unfinished.discard(batch)
         batch.result.complete(-1, error)
-        self._wake.set()
 
 
 class Producer:

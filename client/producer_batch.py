@@ -185,6 +185,7 @@ class ProducerBatch:
         "encoded",
         "num_partitions",
         "on_release",
+        "order",
         "partition",
         "result",
         "size_bytes",
@@ -203,6 +204,7 @@ class ProducerBatch:
         self.encoded: bytes | None = None  # sealed once, on first dispatch; retries resend it
         # Returns the batch's bytes to whoever accounts buffer_memory for it (None: the async one).
         self.on_release: Callable[[int], None] | None = None
+        self.order = -1  # dispatch order among the producer's batches (the sender sets it)
 
     @property
     def record_count(self) -> int:
