@@ -10,12 +10,17 @@ drift on a shared machine hits both, and reports medians:
 - SDK: `AsyncProducer.send()` per 100-byte record, RF=3, acks=all (as cluster_bench.py).
 - batches: pre-encoded 2,500-record batches over raw gRPC Produce, RF=3, acks=all: fewer
   Python cycles per byte, so the cost of encryption shows more plainly.
+
+Wall-clock throughput on a shared machine swings by 2x between runs, so the script also counts
+CPU time (user + system, from /proc) spent by the three node processes and by this client
+process per record during the batch phase: contention moves that far less than throughput.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import sys
@@ -70,16 +75,33 @@ async def batch_produce(bootstrap: str, topic: str, count: int, options: dict[st
         return batches * 3 * BATCH_RECORDS / (time.perf_counter() - started)
 
 
-def measure(cluster: LocalCluster, count: int, run: int) -> tuple[float, float]:
+def nodes_cpu_s(cluster: LocalCluster) -> float:
+    """User + system CPU seconds the cluster's node processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for node in cluster.load()[1]:
+        pid = cluster.pid(node.node_id)
+        assert pid is not None, f"node {node.node_id} is not running"
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def measure(cluster: LocalCluster, count: int, run: int) -> tuple[float, float, float, float]:
+    """(SDK records/s, batch records/s, node CPU µs per record, client CPU µs per record)."""
     options = cluster.client_options()
 
-    async def go() -> tuple[float, float]:
+    async def go() -> tuple[float, float, float, float]:
         async with AsyncAdmin(cluster.bootstrap(), **options) as admin:
             for name in (f"s{run}", f"b{run}"):
                 await admin.create_topics([NewTopic(name, 3, 3, {"min.insync.replicas": "2"})])
         sdk = await sdk_produce(cluster.bootstrap(), f"s{run}", count, options)
-        raw = await batch_produce(cluster.bootstrap(), f"b{run}", count * 5, options)
-        return sdk, raw
+        records = count * 5
+        nodes_before, client_before = nodes_cpu_s(cluster), time.process_time()
+        raw = await batch_produce(cluster.bootstrap(), f"b{run}", records, options)
+        nodes_us = (nodes_cpu_s(cluster) - nodes_before) * 1e6 / records
+        client_us = (time.process_time() - client_before) * 1e6 / records
+        return sdk, raw, nodes_us, client_us
 
     return asyncio.run(go())
 
@@ -95,16 +117,18 @@ def main() -> int:
     clusters["mutual TLS"].create(3, _free_base_port(3) + 5000, {"log.level": "WARNING"}, tls=True)
     sdk: dict[str, list[float]] = {name: [] for name in clusters}
     raw: dict[str, list[float]] = {name: [] for name in clusters}
+    node_cpu: dict[str, list[float]] = {name: [] for name in clusters}
+    client_cpu: dict[str, list[float]] = {name: [] for name in clusters}
     try:
         for cluster in clusters.values():
             cluster.up()
             wait_until_healthy(cluster.bootstrap(), [1, 2, 3], 60, cluster.client_options())
         for run in range(args.runs):
             for name, cluster in clusters.items():
-                one_sdk, one_raw = measure(cluster, args.records, run)
-                sdk[name].append(one_sdk)
-                raw[name].append(one_raw)
-            print(f"run {run}: sdk {sdk} batches {raw}", file=sys.stderr)
+                one = measure(cluster, args.records, run)
+                for series, value in zip((sdk, raw, node_cpu, client_cpu), one, strict=True):
+                    series[name].append(value)
+            print(f"run {run}: sdk {sdk} batches {raw} node µs {node_cpu}", file=sys.stderr)
     finally:
         for cluster in clusters.values():
             cluster.down()
@@ -116,6 +140,12 @@ def main() -> int:
         plain = statistics.median(results["plaintext"])
         tls = statistics.median(results["mutual TLS"])
         print(f"| {label} | {plain:,.0f} | {tls:,.0f} | {100 * (1 - tls / plain):.1f}% |")
+    print("\n| CPU per record, batch phase | plaintext µs | mutual TLS µs | cost of TLS |")
+    print("|---|---:|---:|---:|")
+    for label, results in (("3 nodes together", node_cpu), ("client", client_cpu)):
+        plain = statistics.median(results["plaintext"])
+        tls = statistics.median(results["mutual TLS"])
+        print(f"| {label} | {plain:.2f} | {tls:.2f} | {100 * (tls / plain - 1):+.1f}% |")
     return 0
 
 
