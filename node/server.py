@@ -276,7 +276,11 @@ class Node:
         for endpoint in config.listeners:
             # Request timing only when someone can read it (the admin listener is on).
             timers = [RequestTimer()] if config["admin.listener"] else []
-            server = grpc.aio.server(options=channel_options(), interceptors=timers)
+            # No SO_REUSEPORT (gRPC's default): a port another process holds must fail the bind,
+            # not silently share connections with it (a TLS client could land on a stranger).
+            server = grpc.aio.server(
+                options=[*channel_options(), ("grpc.so_reuseport", 0)], interceptors=timers
+            )
             names = [health.SERVICE_NAME, reflection.SERVICE_NAME]
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
             if endpoint.listener in controller_names:
