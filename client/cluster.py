@@ -21,6 +21,7 @@ import grpc
 from strom.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
 
 from .errors import FatalError, KafkaTimeoutError, RetriableError, StromError
+from .tls import SecurityOptions, connection_hint, open_channel
 
 T = TypeVar("T")
 
@@ -54,9 +55,9 @@ def parse_bootstrap(servers: str | Sequence[str]) -> list[str]:
     return addresses
 
 
-def grpc_error(exc: grpc.aio.AioRpcError, address: str) -> StromError:
+def grpc_error(exc: grpc.aio.AioRpcError, address: str, hint: str = "") -> StromError:
     code = exc.code()
-    detail = exc.details() or code.name
+    detail = (exc.details() or code.name) + hint
     if code in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -122,7 +123,11 @@ class ClusterClient:
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1_000,
+        **security_options: Any,
     ) -> None:
+        """`security_options`: the fields of `SecurityOptions` (security_protocol, ssl_cafile,
+        ssl_certfile, ssl_keyfile), as kafka-python names them."""
+        self.security = SecurityOptions.from_options(security_options)
         self.bootstrap = parse_bootstrap(bootstrap_servers)
         self.client_id = client_id
         self.request_timeout_s = request_timeout_ms / 1000
@@ -137,7 +142,7 @@ class ClusterClient:
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=channel_options())
+            channel = open_channel(address, self.security, channel_options())
             self._channels[address] = channel
         return channel
 
@@ -167,7 +172,10 @@ class ClusterClient:
         try:
             return await asyncio.wait_for(fn(request), timeout_s)
         except grpc.aio.AioRpcError as exc:
-            raise grpc_error(exc, address) from exc
+            hint = ""
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                hint = connection_hint(self.security, exc.details() or "")
+            raise grpc_error(exc, address, hint) from exc
         except TimeoutError as exc:
             raise RetriableError(
                 common_pb2.REQUEST_TIMED_OUT, f"{address}: no answer within {timeout_s:.1f} s"

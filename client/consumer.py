@@ -110,7 +110,10 @@ class AsyncConsumer:
         group_remote_assignor: str = "range",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5_000,
+        **security_options: Any,
     ) -> None:
+        """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
+        (client/tls.py `SecurityOptions`)."""
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise FatalError(
                 common_pb2.INVALID_CONFIG,
@@ -122,7 +125,10 @@ class AsyncConsumer:
         self.fetch_max_bytes = fetch_max_bytes
         self.max_partition_fetch_bytes = max_partition_fetch_bytes
         self.cluster = ClusterClient(
-            bootstrap_servers, client_id=client_id, request_timeout_ms=request_timeout_ms
+            bootstrap_servers,
+            client_id=client_id,
+            request_timeout_ms=request_timeout_ms,
+            **security_options,
         )
         self._assignment: list[TopicPartition] = []
         # Two positions per partition: where the next fetch starts (records may sit in the

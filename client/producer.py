@@ -54,7 +54,10 @@ class AsyncProducer:
         buffer_memory: int = 32 * 1024 * 1024,
         max_block_ms: int = 60_000,
         max_in_flight_requests_per_connection: int = 5,
+        **security_options: Any,
     ) -> None:
+        """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
+        (client/tls.py `SecurityOptions`)."""
         if acks not in _ACKS:
             raise FatalError(
                 common_pb2.INVALID_REQUIRED_ACKS, f"acks must be all, 1 or 0, got {acks!r}"
@@ -93,6 +96,7 @@ class AsyncProducer:
             client_id=client_id,
             request_timeout_ms=request_timeout_ms,
             retry_backoff_ms=retry_backoff_ms,
+            **security_options,
         )
         self._open: dict[tuple[str, int], ProducerBatch] = {}
         self._sender = Sender(self, max_in_flight_requests_per_connection)

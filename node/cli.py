@@ -3,7 +3,9 @@
 Server commands (`strom node run`, `strom storage format`, `strom cluster ...`) run or manage
 nodes; client commands (`topics`, `produce`, `consume`, `quorum`) call `strom.client`, with
 Kafka's flag names where they exist and `--output json` for scripting. Every command reaches the
-cluster through `--bootstrap-server` (default: $STROM_BOOTSTRAP_SERVER or localhost:9092).
+cluster through `--bootstrap-server` (default: $STROM_BOOTSTRAP_SERVER or localhost:9092) and
+`--command-config FILE`, a Kafka-style properties file of connection settings (TLS:
+`security.protocol`, `ssl.ca.location`, ...; strom.client.properties).
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def connection_options(args: argparse.Namespace) -> dict[str, Any]:
+    """SDK keyword arguments from `--command-config` (empty without one)."""
+    from strom.client.properties import read_client_properties
+
+    path = getattr(args, "command_config", None)
+    return read_client_properties(path) if path else {}
+
+
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
@@ -64,13 +74,17 @@ def _node_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.address) as channel:
+    from strom.client.tls import SecurityOptions, connection_hint, open_sync_channel
+
+    security = SecurityOptions.from_options(connection_options(args))
+    with open_sync_channel(args.address, security) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=args.timeout
             )
         except grpc.RpcError as exc:
-            print(f"{args.address}: {exc.code().name}", file=sys.stderr)
+            hint = connection_hint(security, exc.details() or "")
+            print(f"{args.address}: {exc.code().name}{hint}", file=sys.stderr)
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(f"{args.address}: {status}")
@@ -108,6 +122,41 @@ def _storage_random_uuid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certs_create(args: argparse.Namespace) -> int:
+    """A throwaway CA and certificates for a cluster (what `cluster up --tls` does for a local
+    one), e.g. for the docker-compose TLS variant."""
+    from strom.node.certs import CLIENT_PROPERTIES, write_cluster_certs
+
+    out = Path(args.out)
+    if (out / "ca.key").exists():
+        raise CommandError(f"{out} already holds a CA (ca.key): remove it or pick another --out")
+    nodes: dict[str, list[str]] = {}
+    for item in args.node or []:
+        name, _, hosts = item.partition("=")
+        if not name:
+            raise CommandError(f"--node expects NAME[=HOST,HOST...], got {item!r}")
+        nodes[name] = [name, *(h.strip() for h in hosts.split(",") if h.strip())]
+    if not nodes:
+        raise CommandError("name at least one node: --node NAME[=HOST,...]")
+    clients = args.client or ["strom-admin"]
+    files = write_cluster_certs(out, nodes, clients)
+    if args.output == "json":
+        _print_json(
+            {
+                "ca": str(out / "ca.crt"),
+                "identities": {name: str(f.certificate) for name, f in files.items()},
+                "command_config": str(out / CLIENT_PROPERTIES),
+            }
+        )
+        return 0
+    print(f"CA: {out / 'ca.crt'} (its key ca.key stays in {out}: keep the folder private)")
+    for name, identity in files.items():
+        role = "node" if name in nodes else "client"
+        print(f"{role} {name}: {identity.certificate}, {identity.key}")
+    print(f"Clients: --command-config {out / CLIENT_PROPERTIES}")
+    return 0
+
+
 # ---- local cluster ----------------------------------------------------------------------
 
 
@@ -117,14 +166,19 @@ def _cluster(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return LocalCluster(args.data_dir)
 
 
-def wait_until_healthy(bootstrap: str, node_ids: Sequence[int], timeout_s: float) -> None:
+def wait_until_healthy(
+    bootstrap: str,
+    node_ids: Sequence[int],
+    timeout_s: float,
+    options: dict[str, str] | None = None,
+) -> None:
     """Until every node is registered, unfenced and a controller is active."""
     from strom.client.admin import Admin
     from strom.client.errors import StromError
 
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
-    with Admin(bootstrap, request_timeout_ms=2_000) as admin:
+    with Admin(bootstrap, request_timeout_ms=2_000, **(options or {})) as admin:
         while time.monotonic() < deadline:
             try:
                 cluster = admin.describe_cluster()
@@ -144,17 +198,37 @@ def _cluster_up(args: argparse.Namespace) -> int:
         if args.from_compose:
             cluster.create_from_compose(args.from_compose, args.base_port)
         else:
-            cluster.create(args.nodes, args.base_port, _key_values(args.override, "--override"))
+            cluster.create(
+                args.nodes,
+                args.base_port,
+                _key_values(args.override, "--override"),
+                tls=args.tls,
+            )
+    elif args.tls and cluster.client_properties() is None:
+        raise CommandError(
+            f"the cluster in {cluster.dir} exists without TLS: `strom cluster down`, remove "
+            "the directory, then `strom cluster up --tls`"
+        )
     _, nodes = cluster.load()
     started = cluster.up()
+    options = cluster.client_options()
     if args.wait:
-        wait_until_healthy(cluster.bootstrap(), [n.node_id for n in nodes], args.timeout)
+        wait_until_healthy(cluster.bootstrap(), [n.node_id for n in nodes], args.timeout, options)
+    properties = cluster.client_properties()
     if args.output == "json":
-        _print_json({"bootstrap": cluster.bootstrap(), "started": started})
+        _print_json(
+            {
+                "bootstrap": cluster.bootstrap(),
+                "started": started,
+                "command_config": str(properties) if properties else None,
+            }
+        )
     else:
         if started:
             print(f"Started nodes {', '.join(map(str, started))}")
         print(f"Bootstrap servers: {cluster.bootstrap()}")
+        if properties is not None:
+            print(f"TLS (mutual): pass --command-config {properties} to strom client commands")
     return 0
 
 
@@ -167,7 +241,9 @@ def _cluster_status(args: argparse.Namespace) -> int:
     brokers: dict[int, Any] = {}
     controller = -1
     try:
-        with Admin(cluster.bootstrap(), request_timeout_ms=3_000) as admin:
+        with Admin(
+            cluster.bootstrap(), request_timeout_ms=3_000, **cluster.client_options()
+        ) as admin:
             description = admin.describe_cluster()
             brokers = {b.node_id: b for b in description.brokers}
             controller = description.controller_id
@@ -228,7 +304,7 @@ def _cluster_down(args: argparse.Namespace) -> int:
 def _admin(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from strom.client.admin import Admin
 
-    return Admin(args.bootstrap_server)
+    return Admin(args.bootstrap_server, **connection_options(args))
 
 
 def _topics_create(args: argparse.Namespace) -> int:
@@ -453,7 +529,9 @@ def _produce(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         count = 0
-        async with AsyncProducer(args.bootstrap_server, **options) as producer:
+        async with AsyncProducer(
+            args.bootstrap_server, **options, **connection_options(args)
+        ) as producer:
             futures = []
             for line in sys.stdin:
                 line = line.rstrip("\n")
@@ -497,7 +575,7 @@ def _consume(args: argparse.Namespace) -> int:
         shown = 0
         async with AsyncConsumer(
             args.bootstrap_server, auto_offset_reset=reset, group_id=args.group,
-            client_id="strom-console-consumer",
+            client_id="strom-console-consumer", **connection_options(args),
         ) as consumer:  # fmt: skip
             if args.group is not None:
                 if args.partition is not None:
@@ -732,7 +810,16 @@ def build_parser() -> argparse.ArgumentParser:
             help="host:port[,host:port] (default: $STROM_BOOTSTRAP_SERVER or localhost:9092)",
         )
         p.add_argument("--output", choices=("text", "json"), default="text")
+        command_config(p)
         return p
+
+    def command_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--command-config",
+            metavar="FILE",
+            help="client properties file: security.protocol, ssl.ca.location, "
+            "ssl.certificate.location, ssl.key.location",
+        )
 
     node = sub.add_parser("node", help="run a node").add_subparsers(dest="action", required=True)
     run = node.add_parser("run", help="run a node in the foreground")
@@ -741,6 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
     health_ = node.add_parser("health", help="gRPC health check of a node (exit 0 if serving)")
     health_.add_argument("--address", default="localhost:9093", help="any listener host:port")
     health_.add_argument("--timeout", type=float, default=3.0)
+    command_config(health_)
     health_.set_defaults(handler=_node_health)
     metrics_ = node.add_parser("metrics", help="a node's key numbers from its admin listener")
     metrics_.add_argument("--address", required=True, help="the node's admin.listener host:port")
@@ -776,6 +864,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-compose", metavar="FILE", help="run a docker-compose file's topology locally"
     )
     up.add_argument("--no-wait", dest="wait", action="store_false")
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="new cluster with a throwaway CA: TLS and client certificates on every listener",
+    )
     up.set_defaults(handler=_cluster_up)
     local(cluster_sub.add_parser("status", help="show the nodes")).set_defaults(
         handler=_cluster_status
@@ -790,6 +883,29 @@ def build_parser() -> argparse.ArgumentParser:
     client(
         cluster_sub.add_parser("describe", help="brokers, their state and load, the controller")
     ).set_defaults(handler=_cluster_describe)
+
+    certs = sub.add_parser("certs", help="throwaway TLS certificates").add_subparsers(
+        dest="action", required=True
+    )
+    certs_create = certs.add_parser(
+        "create", help="a new CA, a certificate per node and per client, properties files"
+    )
+    certs_create.add_argument("--out", required=True, help="folder to write (must hold no CA)")
+    certs_create.add_argument(
+        "--node",
+        action="append",
+        metavar="NAME[=HOST,...]",
+        help="a node certificate (server and client use) for NAME and the hosts it is dialled "
+        "by; localhost and 127.0.0.1 are always included. Repeat per node",
+    )
+    certs_create.add_argument(
+        "--client",
+        action="append",
+        metavar="NAME",
+        help="a client certificate with CN=NAME (default: strom-admin). Repeatable",
+    )
+    certs_create.add_argument("--output", choices=("text", "json"), default="text")
+    certs_create.set_defaults(handler=_certs_create)
 
     topics = sub.add_parser("topics", help="create, list, describe, alter, delete topics")
     topics_sub = topics.add_subparsers(dest="action", required=True)
@@ -869,7 +985,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .perf import add_commands as add_perf_commands
 
-    add_perf_commands(sub, client, _producer_options)
+    add_perf_commands(sub, client, _producer_options, connection_options)
 
     demo = sub.add_parser("demo", help="run the seed document's walkthrough as tables")
     demo.add_argument("--data-dir", default=".strom/demo")

@@ -6,6 +6,10 @@ dashes become underscores, upper case: `STROM_NODE_ID`, `STROM_LOG_DIRS`), conve
 value, then `NodeConfig.validate()` checks the relationships between keys. Anything wrong stops the
 node at start with a `ConfigError` that names the key.
 
+Keys in `LISTENER_KEYS` (the TLS settings) may also be set per listener, as Kafka does:
+`listener.name.<listener name in lower case>.ssl.key.location` overrides `ssl.key.location` for
+that listener only (environment: `STROM_LISTENER_NAME_EXTERNAL_SSL_KEY_LOCATION`).
+
 Topic-level configs (`retention.ms`, `segment.bytes`, ...) are declared in `TOPIC_KEYS`, each with
 the broker key that supplies its default, as Kafka's `log.retention.ms` supplies `retention.ms`.
 """
@@ -90,6 +94,21 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
     ),
     ConfigKey(
         "inter.broker.listener.name", str, "PLAINTEXT", "listener brokers use to reach each other"
+    ),
+    ConfigKey(
+        "ssl.certificate.location",
+        str,
+        "",
+        "PEM certificate chain of SSL listeners, also this node's client certificate",
+    ),
+    ConfigKey("ssl.key.location", str, "", "PEM private key of ssl.certificate.location"),
+    ConfigKey("ssl.ca.location", str, "", "PEM CAs trusted for peers and client certificates"),
+    ConfigKey(
+        "ssl.client.auth",
+        str,
+        "none",
+        "client certificates on SSL listeners: required, requested (= none in gRPC), none",
+        _one_of("required", "requested", "none"),
     ),
     ConfigKey("broker.rack", str, "", "rack of this broker (shown in cluster descriptions)"),
     ConfigKey("log.dirs", list, ["/tmp/strom-logs"], "data directories (the first holds metadata)"),
@@ -229,6 +248,27 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
 )
 
 NODE_KEYS_BY_NAME: dict[str, ConfigKey] = {key.name: key for key in NODE_KEYS}
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# Keys a listener may override as `listener.name.<name>.<key>`.
+LISTENER_KEYS = frozenset(
+    {"ssl.certificate.location", "ssl.key.location", "ssl.ca.location", "ssl.client.auth"}
+)
+_LISTENER_KEY = re.compile(r"^listener\.name\.(?P<listener>[a-z_][a-z0-9_]*)\.(?P<key>.+)$")
+
+
+def listener_key(listener: str, key: str) -> str:
+    """`listener.name.<listener>.<key>`: the per-listener form of `key`."""
+    return f"listener.name.{listener.lower()}.{key}"
+
+
+def _split_listener_key(name: str) -> tuple[str, str] | None:
+    """(LISTENER, base key) of a per-listener key, or None when `name` is not one."""
+    match = _LISTENER_KEY.match(name)
+    if match is None or match["key"] not in LISTENER_KEYS:
+        return None
+    return match["listener"].upper(), match["key"]
+
 
 # Topic-level key -> (type, the broker key that supplies its default, check)
 TOPIC_KEYS: dict[str, tuple[type, str, Callable[[Any], str | None] | None]] = {
@@ -399,6 +439,11 @@ class NodeConfig:
             for pair in self._values["listener.security.protocol.map"]
         }
 
+    def listener_setting(self, listener: str, key: str) -> Any:
+        """`key` as `listener` sees it: its `listener.name.<name>.<key>` override, else global."""
+        assert key in LISTENER_KEYS, key
+        return self._values.get(listener_key(listener, key), self._values[key])
+
     @property
     def log_dir(self) -> Path:
         return Path(self._values["log.dirs"][0])
@@ -443,6 +488,7 @@ class NodeConfig:
                 raise ConfigError(
                     f"listener.security.protocol.map: no protocol for listener {name}"
                 )
+        self._validate_security(names)
         if self.is_controller and not set(self.controller_listener_names) & set(names):
             raise ConfigError(
                 "controller.listener.names: none of "
@@ -468,14 +514,49 @@ class NodeConfig:
         if self._values["message.max.bytes"] > self._values["fetch.max.bytes"]:
             raise ConfigError("message.max.bytes: must not exceed fetch.max.bytes")
 
+    def _validate_security(self, names: list[str]) -> None:
+        for name, protocol in self.security_protocols.items():
+            if protocol not in SECURITY_PROTOCOLS:
+                raise ConfigError(
+                    f"listener.security.protocol.map: {name}:{protocol} is not one of "
+                    f"{', '.join(SECURITY_PROTOCOLS)}"
+                )
+        known = {*names, *self.controller_listener_names, self.inter_broker_listener_name}
+        for key in self._values:
+            split = _split_listener_key(key)
+            if split is not None and split[0] not in known:
+                raise ConfigError(f"{key}: no listener {split[0]} in listeners {names}")
+        for name in names:
+            if self.security_protocols[name] not in ("SSL", "SASL_SSL"):
+                continue
+            for key in ("ssl.certificate.location", "ssl.key.location"):
+                if not self.listener_setting(name, key):
+                    raise ConfigError(
+                        f"{key}: listener {name} uses {self.security_protocols[name]} and needs "
+                        f"a certificate and key (or set {listener_key(name, key)})"
+                    )
+            auth = self.listener_setting(name, "ssl.client.auth")
+            if auth == "required" and not self.listener_setting(name, "ssl.ca.location"):
+                raise ConfigError(
+                    f"ssl.ca.location: listener {name} has ssl.client.auth=required and needs "
+                    "the CA that signs client certificates"
+                )
+
 
 def build_config(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> NodeConfig:
     """Defaults, then `values` (from YAML), then `STROM_*` environment overrides."""
     for name in values:
-        if name not in NODE_KEYS_BY_NAME:
+        if name not in NODE_KEYS_BY_NAME and _split_listener_key(name) is None:
             raise ConfigError(f"unknown config key {name!r}" + _did_you_mean(name))
     resolved: dict[str, Any] = {}
     env_values = _environment_overrides(os.environ if environ is None else environ)
+    per_listener = {
+        name: raw for name, raw in {**values, **env_values}.items() if name not in NODE_KEYS_BY_NAME
+    }
+    for name, raw in per_listener.items():
+        split = _split_listener_key(name)
+        assert split is not None
+        resolved[name] = _checked(NODE_KEYS_BY_NAME[split[1]], raw)
     for key in NODE_KEYS:
         if key.name in env_values:
             raw = env_values[key.name]
@@ -513,10 +594,18 @@ def env_name(key: str) -> str:
 
 def _environment_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     by_env = {env_name(key.name): key.name for key in NODE_KEYS}
+    listener_prefix = env_name("listener.name.")
     overrides = {}
     for var, value in environ.items():
         if var in by_env:
             overrides[by_env[var]] = value
+        elif var.startswith(listener_prefix):
+            # STROM_LISTENER_NAME_<NAME>_<KEY>: the key is a known suffix; the rest is the name.
+            rest = var[len(listener_prefix) :]
+            for key in LISTENER_KEYS:
+                suffix = "_" + env_name(key)[len(ENV_PREFIX) :]
+                if rest.endswith(suffix) and len(rest) > len(suffix):
+                    overrides[listener_key(rest[: -len(suffix)], key)] = value
     return overrides
 
 

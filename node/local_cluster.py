@@ -7,6 +7,8 @@ Everything a local cluster writes stays under its data directory:
     DIR/node-N/data/          its log directory (formatted with the cluster id)
     DIR/node-N/node.log       its output
     DIR/node-N/pid            its process id while running
+    DIR/tls/                  with `--tls`: a throwaway CA, node-N.crt/.key per node, a client
+                              certificate (strom-admin) and client.properties for --command-config
 
 Running `up` again starts only the nodes that are not running, with the same ids, configs and
 data, so a killed node comes back as itself.
@@ -27,11 +29,15 @@ from pathlib import Path
 
 import yaml
 
+from strom.client.properties import read_client_properties
 from strom.node.meta_properties import format_directories, random_uuid
 
 DEFAULT_DIR = ".strom/cluster"
 BASE_CLIENT_PORT = 9092
 PORT_STRIDE = 100
+TLS_DIR = "tls"
+TLS_CLIENT = "strom-admin"  # CN of the client certificate a --tls cluster hands its user
+CLIENT_PROPERTIES = "client.properties"  # written by node/certs.py for the first client
 
 
 class ClusterError(Exception):
@@ -93,8 +99,10 @@ class LocalCluster:
         base_port: int = BASE_CLIENT_PORT,
         overrides: dict[str, str] | None = None,
         admin: bool = False,
+        tls: bool = False,
     ) -> tuple[str, list[LocalNode]]:
-        """`admin`: give each node an admin HTTP listener on its client port + 2."""
+        """`admin`: give each node an admin HTTP listener on its client port + 2. `tls`: every
+        listener serves TLS and requires client certificates from the cluster's own CA."""
         if count < 1:
             raise ClusterError("--nodes must be at least 1")
         bases = [base_port + (i - 1) * PORT_STRIDE for i in range(1, count + 1)]
@@ -112,8 +120,11 @@ class LocalCluster:
             raise ClusterError(
                 f"ports {busy} are in use; pick others with --base-port, or stop what uses them"
             )
+        if tls:
+            self._write_certs(nodes)
         cluster_id = random_uuid()
         voters = ",".join(f"{n.node_id}@localhost:{n.controller_port}" for n in nodes)
+        client_listener = "SSL" if tls else "PLAINTEXT"
         for node in nodes:
             node_dir = self.node_dir(node.node_id)
             data = node_dir / "data"
@@ -121,13 +132,14 @@ class LocalCluster:
                 "node.id": node.node_id,
                 "process.roles": "broker,controller",
                 "controller.quorum.voters": voters,
-                "listeners": f"PLAINTEXT://localhost:{node.client_port},"
+                "listeners": f"{client_listener}://localhost:{node.client_port},"
                 f"CONTROLLER://localhost:{node.controller_port}",
                 "log.dirs": str(data),
                 "num.partitions": 3,
                 "default.replication.factor": min(3, count),
                 "offsets.topic.replication.factor": min(3, count),
                 **({"admin.listener": node.admin_address} if node.admin_port else {}),
+                **(self._tls_config(node.node_id) if tls else {}),
                 **(overrides or {}),
             }
             node_dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +150,40 @@ class LocalCluster:
             json.dumps({"cluster_id": cluster_id, "nodes": [asdict(n) for n in nodes]}, indent=2)
         )
         return cluster_id, nodes
+
+    # ---- TLS ---------------------------------------------------------------------------
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / TLS_DIR
+
+    def client_properties(self) -> Path | None:
+        """The `--command-config` file of a `--tls` cluster; None for a plaintext one."""
+        path = self.tls_dir / CLIENT_PROPERTIES
+        return path if path.exists() else None
+
+    def client_options(self) -> dict[str, str]:
+        """SDK keyword arguments that reach this cluster (empty for plaintext)."""
+        path = self.client_properties()
+        return {} if path is None else read_client_properties(path)
+
+    def _write_certs(self, nodes: list[LocalNode]) -> None:
+        from strom.node.certs import write_cluster_certs  # cryptography: only when needed
+
+        names = {f"node-{n.node_id}": ["localhost", "127.0.0.1"] for n in nodes}
+        write_cluster_certs(self.tls_dir, names, clients=[TLS_CLIENT])
+
+    def _tls_config(self, node_id: int) -> dict[str, str]:
+        """Every listener TLS with client certificates required: the client listener doubles
+        as the inter-broker one, and CONTROLLER carries Raft and broker-to-controller calls."""
+        return {
+            "listener.security.protocol.map": "SSL:SSL,CONTROLLER:SSL",
+            "inter.broker.listener.name": "SSL",
+            "ssl.certificate.location": str(self.tls_dir / f"node-{node_id}.crt"),
+            "ssl.key.location": str(self.tls_dir / f"node-{node_id}.key"),
+            "ssl.ca.location": str(self.tls_dir / "ca.crt"),
+            "ssl.client.auth": "required",
+        }
 
     def create_from_compose(self, compose_file: str | Path, base_port: int) -> list[LocalNode]:
         """The topology of a docker-compose file, as local processes: each service's STROM_*
@@ -215,6 +261,13 @@ class LocalCluster:
         node = LocalNode(node_id, base, base + 1, base + 2 if first.admin_port else 0)
         voters_config = yaml.safe_load((self.node_dir(first.node_id) / "node.yaml").read_text())
         data = self.node_dir(node_id) / "data"
+        listener = "PLAINTEXT"
+        if self.client_properties() is not None:
+            listener = "SSL"
+            voters_config.update(self._tls_config(node_id))
+            from strom.node.certs import load_authority, write_identity
+
+            write_identity(self.tls_dir, load_authority(self.tls_dir), f"node-{node_id}")
         config = {
             **{
                 k: v
@@ -223,7 +276,7 @@ class LocalCluster:
             },
             "node.id": node_id,
             "process.roles": "broker",
-            "listeners": f"PLAINTEXT://localhost:{node.client_port}",
+            "listeners": f"{listener}://localhost:{node.client_port}",
             "log.dirs": str(data),
             **({"admin.listener": node.admin_address} if node.admin_port else {}),
             **(overrides or {}),

@@ -14,6 +14,7 @@ import logging
 import grpc
 
 from strom.client.cluster import channel_options
+from strom.client.tls import PLAINTEXT, SecurityOptions, open_channel
 from strom.node.metadata.state import MetadataState
 from strom.node.raft_codec import entry_from_proto, snapshot_from_proto
 from strom.raft.types import EntryKind
@@ -37,12 +38,14 @@ class MetadataObserver:
         voters: dict[int, str],
         state: MetadataState,
         timeout_s: float,
+        security: SecurityOptions = PLAINTEXT,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.voters = voters
         self.state = state
         self.timeout_s = timeout_s
+        self.security = security
         self.next_index = 1
         self.leader_id = 0
         self.commit_index = 0
@@ -55,7 +58,7 @@ class MetadataObserver:
     def _stub(self, voter: int) -> raft_pb2_grpc.RaftStub:
         channel = self._channels.get(voter)
         if channel is None:
-            channel = grpc.aio.insecure_channel(self.voters[voter], options=channel_options())
+            channel = open_channel(self.voters[voter], self.security, channel_options())
             self._channels[voter] = channel
         return raft_pb2_grpc.RaftStub(channel)
 

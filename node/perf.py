@@ -248,7 +248,9 @@ def run_consume(
         if group is not None:
             consumer.subscribe([topic])
         else:
-            consumer.assign([TopicPartition(topic, p) for p in _partitions(bootstrap, topic)])
+            consumer.assign(
+                [TopicPartition(topic, p) for p in _partitions(bootstrap, topic, options)]
+            )
         last_data = time.perf_counter()
         while consumed < messages:
             records = consumer.poll(timeout_ms=500, max_records=100_000)
@@ -299,6 +301,7 @@ def run_end_to_end(
     record_size: int,
     throughput: float,
     producer_options: dict[str, Any],
+    connection_keys: frozenset[str] = frozenset(),
 ) -> LatencySummary:
     """Send at `throughput` records/s with the send time in each value; a consumer in this
     process measures send → poll latency. The consumer is positioned at the end first, so only
@@ -311,11 +314,12 @@ def run_end_to_end(
         raise ValueError(f"--record-size must be at least {_SENT_AT.size} bytes")
     filler = payload(record_size - _SENT_AT.size)
     stats = LatencyStats(num_records, record_size)
-    consumer = Consumer(bootstrap, auto_offset_reset="latest")
+    connection = {k: v for k, v in producer_options.items() if k in connection_keys}
+    consumer = Consumer(bootstrap, auto_offset_reset="latest", **connection)
     producer = Producer(bootstrap, **producer_options)
     failures: list[BaseException] = []
     try:
-        partitions = _partitions(bootstrap, topic)
+        partitions = _partitions(bootstrap, topic, connection)
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         consumer.seek_to_end()
         for p in partitions:  # resolve the end offsets now, not after the first send
@@ -377,12 +381,14 @@ def _props(items: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def _ensure_topic(bootstrap: str, topic: str, partitions: int, replication: int) -> None:
+def _ensure_topic(
+    bootstrap: str, topic: str, partitions: int, replication: int, connection: dict[str, Any]
+) -> None:
     """Create the topic if it does not exist (a perf run against a fresh cluster)."""
     from strom.client.admin import Admin, NewTopic
     from strom.v1 import common_pb2
 
-    with Admin(bootstrap) as admin:
+    with Admin(bootstrap, **connection) as admin:
         try:
             admin.create_topics([NewTopic(topic, partitions, replication)])
         except StromError as exc:
@@ -390,10 +396,10 @@ def _ensure_topic(bootstrap: str, topic: str, partitions: int, replication: int)
                 raise
 
 
-def _partitions(bootstrap: str, topic: str) -> list[int]:
+def _partitions(bootstrap: str, topic: str, connection: dict[str, Any]) -> list[int]:
     from strom.client.admin import Admin
 
-    with Admin(bootstrap) as admin:
+    with Admin(bootstrap, **connection) as admin:
         (description,) = admin.describe_topics([topic])
         return sorted(p.partition for p in description.partitions)
 
@@ -402,6 +408,7 @@ def add_commands(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg]
     client: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
     producer_options: Callable[[dict[str, str]], dict[str, Any]],
+    connection_options: Callable[[argparse.Namespace], dict[str, Any]],
 ) -> None:
     perf = sub.add_parser("perf", help="load tests: produce, consume, end-to-end latency")
     perf_sub = perf.add_subparsers(dest="action", required=True)
@@ -436,31 +443,36 @@ def add_commands(
     e2e.add_argument("--producer-props", nargs="*", metavar="KEY=VALUE")
 
     def handler(args: argparse.Namespace) -> int:
-        return _run(args, producer_options)
+        return _run(args, producer_options, connection_options(args))
 
     for p in (produce, consume, e2e):
         p.set_defaults(handler=handler)
 
 
 def _run(
-    args: argparse.Namespace, producer_options: Callable[[dict[str, str]], dict[str, Any]]
+    args: argparse.Namespace,
+    producer_options: Callable[[dict[str, str]], dict[str, Any]],
+    connection: dict[str, Any],
 ) -> int:
     if args.create_topic:
         parts, _, rf = args.create_topic.partition(":")
-        _ensure_topic(args.bootstrap_server, args.topic, int(parts), int(rf or 1))
+        _ensure_topic(args.bootstrap_server, args.topic, int(parts), int(rf or 1), connection)
     as_json = args.output == "json"
     try:
         if args.action == "consume":
             consumed = run_consume(
-                args.bootstrap_server, args.topic, args.messages, args.group, args.timeout_ms, {}
-            )
+                args.bootstrap_server, args.topic, args.messages, args.group, args.timeout_ms,
+                connection,
+            )  # fmt: skip
             if as_json:
                 print(json.dumps(asdict(consumed), sort_keys=True))
             else:
                 print(ConsumeSummary.HEADER)
                 print(consumed.line())
             return 0
-        options = {"acks": args.acks, **producer_options(_props(args.producer_props))}
+        options = {
+            "acks": args.acks, **producer_options(_props(args.producer_props)), **connection
+        }  # fmt: skip
         if args.action == "produce":
 
             def progress(line: str) -> None:
@@ -474,7 +486,7 @@ def _run(
         else:
             summary = run_end_to_end(
                 args.bootstrap_server, args.topic, args.num_records, args.record_size,
-                args.throughput, options,
+                args.throughput, options, frozenset(connection),
             )  # fmt: skip
     except (ValueError, PerfError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ from collections import deque
 import grpc
 
 from strom.client.cluster import channel_options
+from strom.client.tls import PLAINTEXT, SecurityOptions, open_channel
 from strom.node.metadata.state import MetadataState
 from strom.node.raft_codec import (
     entry_to_proto,
@@ -36,10 +37,17 @@ class RaftTransport:
     """One bounded queue and one sender task per peer; each Step call carries every queued
     message. A full queue drops the oldest messages: Raft retries what matters."""
 
-    def __init__(self, cluster_id: str, peers: dict[int, str], timeout_s: float) -> None:
+    def __init__(
+        self,
+        cluster_id: str,
+        peers: dict[int, str],
+        timeout_s: float,
+        security: SecurityOptions = PLAINTEXT,
+    ) -> None:
         self.cluster_id = cluster_id
         self.peers = peers
         self.timeout_s = timeout_s
+        self.security = security
         self._queues: dict[int, deque[Message]] = {p: deque(maxlen=PEER_QUEUE_MAX) for p in peers}
         self._ready = {p: asyncio.Event() for p in peers}
         self._channels: dict[int, grpc.aio.Channel] = {}
@@ -64,7 +72,7 @@ class RaftTransport:
         self._ready[peer].set()
 
     async def _sender(self, peer: int) -> None:
-        channel = grpc.aio.insecure_channel(self.peers[peer], options=channel_options())
+        channel = open_channel(self.peers[peer], self.security, channel_options())
         self._channels[peer] = channel
         stub = raft_pb2_grpc.RaftStub(channel)
         queue, ready = self._queues[peer], self._ready[peer]

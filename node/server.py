@@ -47,6 +47,7 @@ from strom.node.observer import MetadataObserver
 from strom.node.raft_driver import RaftDriver
 from strom.node.raft_service import RaftServicer, RaftTransport
 from strom.node.replica.manager import ReplicaManager
+from strom.node.tls import check_files, controller_security, server_credentials
 from strom.raft.config import Config as RaftConfig
 from strom.raft.rawnode import RawNode
 from strom.raft.types import Role
@@ -113,14 +114,16 @@ class Node:
         self.metadata = MetadataState(self.cluster_id)
         # NOT_SERVING until every listener is up: health checks must not pass while starting.
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        check_files(config)
         voters = {v.node_id: v.address() for v in config.voters}
         timeout_s = config["controller.quorum.request.timeout.ms"] / 1000
         if config.is_controller:
             self._start_controller(voters, timeout_s)
         else:
             self.observer = MetadataObserver(
-                config.node_id, self.cluster_id, voters, self.metadata, timeout_s
-            )
+                config.node_id, self.cluster_id, voters, self.metadata, timeout_s,
+                controller_security(config),
+            )  # fmt: skip
             self._spawn(self.observer.run(), "metadata-observer")
         if config.is_broker:
             self._start_broker(voters, timeout_s)
@@ -181,7 +184,9 @@ class Node:
         )
         raw = RawNode(raft_config, store, random.Random().randrange)
         peers = {n: a for n, a in voters.items() if n != config.node_id}
-        self.transport = RaftTransport(self.cluster_id, peers, timeout_s)
+        self.transport = RaftTransport(
+            self.cluster_id, peers, timeout_s, controller_security(config)
+        )
         logic = ControllerLogic(
             ControllerSettings(
                 num_partitions=config["num.partitions"],
@@ -230,7 +235,7 @@ class Node:
         self.logs = LogManager(
             str(config.log_dir), LogConfig.from_kafka(self._log_defaults()), now_ms=now_ms()
         )
-        self.controller_client = ControllerClient(voters, timeout_s)
+        self.controller_client = ControllerClient(voters, timeout_s, controller_security(config))
         metadata = self.metadata
         self.lifecycle = BrokerLifecycle(
             config, self.cluster_id, self.controller_client, lambda: metadata.image.last_index,
@@ -271,7 +276,11 @@ class Node:
         for endpoint in config.listeners:
             # Request timing only when someone can read it (the admin listener is on).
             timers = [RequestTimer()] if config["admin.listener"] else []
-            server = grpc.aio.server(options=channel_options(), interceptors=timers)
+            # No SO_REUSEPORT (gRPC's default): a port another process holds must fail the bind,
+            # not silently share connections with it (a TLS client could land on a stranger).
+            server = grpc.aio.server(
+                options=[*channel_options(), ("grpc.so_reuseport", 0)], interceptors=timers
+            )
             names = [health.SERVICE_NAME, reflection.SERVICE_NAME]
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
             if endpoint.listener in controller_names:
@@ -323,14 +332,22 @@ class Node:
                 ]
             reflection.enable_server_reflection(names, server)
             host = endpoint.host or "0.0.0.0"
-            bound = server.add_insecure_port(f"{host}:{endpoint.port}")
+            credentials = server_credentials(config, endpoint.listener)
+            address = f"{host}:{endpoint.port}"
+            if credentials is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, credentials)
             if bound == 0:
                 raise OSError(
                     f"listeners: cannot bind {endpoint.listener} on {host}:{endpoint.port}"
                 )
             await server.start()
             self.servers.append(server)
-            log.info("listening: %s on %s:%d", endpoint.listener, host, endpoint.port)
+            log.info(
+                "listening: %s on %s:%d (%s)", endpoint.listener, host, endpoint.port,
+                config.security_protocols[endpoint.listener],
+            )  # fmt: skip
 
     def _image(self) -> MetadataImage:
         assert self.metadata is not None

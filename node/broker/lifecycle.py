@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import grpc
 
 from strom.client.cluster import channel_options
+from strom.client.tls import PLAINTEXT, SecurityOptions, open_channel
 from strom.node.config import NodeConfig
 from strom.v1 import common_pb2, controller_pb2, controller_pb2_grpc, metadata_pb2
 
@@ -31,8 +32,14 @@ class ControllerUnavailable(Exception):
 
 
 class ControllerClient:
-    def __init__(self, voters: dict[int, str], request_timeout_s: float) -> None:
+    def __init__(
+        self,
+        voters: dict[int, str],
+        request_timeout_s: float,
+        security: SecurityOptions = PLAINTEXT,
+    ) -> None:
         self.voters = voters
+        self.security = security
         self.request_timeout_s = request_timeout_s
         self.controller_id = -1
         self._stubs: dict[int, controller_pb2_grpc.ControllerStub] = {}
@@ -41,7 +48,7 @@ class ControllerClient:
     def _stub(self, node_id: int) -> controller_pb2_grpc.ControllerStub:
         stub = self._stubs.get(node_id)
         if stub is None:
-            channel = grpc.aio.insecure_channel(self.voters[node_id], options=channel_options())
+            channel = open_channel(self.voters[node_id], self.security, channel_options())
             self._channels.append(channel)
             stub = self._stubs[node_id] = controller_pb2_grpc.ControllerStub(channel)
         return stub

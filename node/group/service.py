@@ -14,9 +14,11 @@ import logging
 import grpc
 
 from strom.client.cluster import channel_options
+from strom.client.tls import open_channel
 from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
 from strom.node.replica.manager import ReplicaManager
 from strom.node.replica.partition import PartitionError
+from strom.node.tls import inter_broker_security
 from strom.v1 import (
     admin_pb2,
     broker_pb2,
@@ -69,8 +71,8 @@ class EndOffsets:
         address = f"{endpoint.host}:{endpoint.port}"
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=channel_options()
+            channel = self._channels[address] = open_channel(
+                address, inter_broker_security(self.manager.config), channel_options()
             )
         request = broker_pb2.ListOffsetsRequest()
         request.topics.add(name=topic).partitions.add(

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import grpc
 
 from strom.client.cluster import channel_options
+from strom.client.tls import PLAINTEXT, SecurityOptions, open_channel
 from strom.storage.errors import StorageError
 from strom.v1 import common_pb2, replica_pb2, replica_pb2_grpc
 
@@ -47,6 +48,7 @@ class ReplicaFetcher:
         partition_bytes_max: int,
         response_bytes_max: int,
         request_timeout_s: float,
+        security: SecurityOptions = PLAINTEXT,
     ) -> None:
         self.broker_id = broker_id
         self.broker_epoch = broker_epoch
@@ -59,7 +61,7 @@ class ReplicaFetcher:
         self.partitions: dict[Key, Partition] = {}
         self._delayed_until: dict[Key, int] = {}
         self._wake = asyncio.Event()
-        self._channel = grpc.aio.insecure_channel(address, options=channel_options())
+        self._channel = open_channel(address, security, channel_options())
         self._stub = replica_pb2_grpc.ReplicaStub(self._channel)
         self._task: asyncio.Task[None] | None = None
 

@@ -75,7 +75,8 @@ class Cluster:
         return self.local.bootstrap()
 
     def admin(self) -> Admin:
-        return Admin(self.bootstrap, request_timeout_ms=5_000)
+        # A `--tls` cluster hands out its client certificate; plaintext clusters need nothing.
+        return Admin(self.bootstrap, request_timeout_ms=5_000, **self.local.client_options())
 
     def wait_healthy(self, node_ids: list[int] | None = None, timeout_s: float = 30.0) -> None:
         _, nodes = self.local.load()
