@@ -14,42 +14,24 @@ M1→P0, M2→P1, ...), or the partition the caller names.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
-from strom.storage.record_batch import Compression, Record, encode_batch
+from strom.storage.record_batch import Compression
 from strom.v1 import broker_pb2, common_pb2
 
 from ._loop import LoopThread
 from .cluster import Backoff, ClusterClient
 from .errors import METADATA_STALE, FatalError, KafkaTimeoutError, StromError, error_from_code
 from .partitioner import make_partitioner
-from .records import RecordMetadata
+from .producer_batch import ProducerBatch, RecordFuture
 
+_BYTES = (bytes, bytearray)  # a tuple: `bytes | bytearray` would build a union on every call
 RECORD_OVERHEAD_BYTES = 24  # a record's framing, roughly, for batch size accounting
 _ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
 _COMPRESSION = {None: Compression.NONE, "none": Compression.NONE, "gzip": Compression.GZIP}
-
-
-@dataclass(slots=True)
-class _Batch:
-    topic: str
-    partition: int
-    records: list[Record] = field(default_factory=list)
-    # asyncio futures (AsyncProducer) or concurrent.futures ones (Producer): both are completed
-    # only on the loop thread, through set_result / set_exception.
-    futures: list[Any] = field(default_factory=list)
-    size_bytes: int = 0
-    num_partitions: int = 1
-    created: float = 0.0
-    deadline: float = 0.0
-    encoded: bytes | None = None  # encoded once, on first dispatch; retries resend these bytes
-    # Returns the batch's bytes to whoever accounts buffer_memory for it (None: the async one).
-    on_release: Callable[[int], None] | None = None
 
 
 class AsyncProducer:
@@ -110,12 +92,12 @@ class AsyncProducer:
             request_timeout_ms=request_timeout_ms,
             retry_backoff_ms=retry_backoff_ms,
         )
-        self._open: dict[tuple[str, int], _Batch] = {}
-        self._ready: list[_Batch] = []
+        self._open: dict[tuple[str, int], ProducerBatch] = {}
+        self._ready: list[ProducerBatch] = []
         self._in_flight: set[tuple[str, int]] = set()
         self._wake = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Future[RecordMetadata]] = set()
+        self._unfinished: set[ProducerBatch] = set()  # queued or in flight: what flush awaits
         self._closed = False
 
     async def __aenter__(self) -> AsyncProducer:
@@ -134,39 +116,36 @@ class AsyncProducer:
         headers: Sequence[tuple[str, bytes | None]] | None = None,
         partition: int | None = None,
         timestamp: int | None = None,
-    ) -> asyncio.Future[RecordMetadata]:
+    ) -> RecordFuture:
         """Queue one record; await the returned future for its metadata."""
         if self._closed:
             raise FatalError(common_pb2.INVALID_REQUEST, "the producer is closed")
         size = self.check_record(key, value, headers)
-        meta = await self.cluster.topic(topic, allow_auto_topic_creation=True)
+        meta = self.cluster.meta.topics.get(topic)
+        if meta is None:
+            meta = await self.cluster.topic(topic, allow_auto_topic_creation=True)
         count = len(meta.partitions)
         partition = self.choose_partition(topic, key, partition, count)
-        await self._reserve(size)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[RecordMetadata] = loop.create_future()
-        ts = int(time.time() * 1000) if timestamp is None else timestamp
+        if self._buffered + size > self.buffer_memory:
+            await self._reserve(size)
+        else:
+            self._buffered += size
         batch = self._open.get((topic, partition))
         if batch is None or batch.size_bytes + size > self.batch_size:
             if batch is not None:
                 self._seal(batch)
-            now = loop.time()
-            batch = _Batch(
-                topic, partition, num_partitions=count, created=now,
-                deadline=now + self.delivery_timeout_s,
-            )  # fmt: skip
+            batch = ProducerBatch(topic, partition, count)
+            batch.created = asyncio.get_running_loop().time()
+            batch.deadline = batch.created + self.delivery_timeout_s
             self._open[(topic, partition)] = batch
-        batch.records.append(
-            Record(bytes(key) if key is not None else None, bytes(value) if value is not None else None,
-                   tuple(headers or ()), ts)
+            self._unfinished.add(batch)
+            self._ensure_sender()
+        future = batch.append(
+            time.time_ns() // 1_000_000 if timestamp is None else timestamp, key, value, headers,
+            size,
         )  # fmt: skip
-        batch.futures.append(future)
-        batch.size_bytes += size
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
         if batch.size_bytes >= self.batch_size:
             self._seal(batch)
-        self._ensure_sender()
         return future
 
     async def _reserve(self, size: int) -> None:
@@ -188,7 +167,7 @@ class AsyncProducer:
                     ) from None
         self._buffered += size
 
-    def _release(self, batch: _Batch) -> None:
+    def _release(self, batch: ProducerBatch) -> None:
         if batch.on_release is not None:
             batch.on_release(batch.size_bytes)
         else:
@@ -202,12 +181,17 @@ class AsyncProducer:
         headers: Sequence[tuple[str, bytes | None]] | None,
     ) -> int:
         """Validate one record before anything is queued; returns its accounted size."""
-        if value is not None and not isinstance(value, bytes | bytearray):
-            raise TypeError(f"value must be bytes or None, got {type(value).__name__}")
-        if key is not None and not isinstance(key, bytes | bytearray):
-            raise TypeError(f"key must be bytes or None, got {type(key).__name__}")
-        size = RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
-        size += sum(len(k) + len(v or b"") for k, v in headers or ())
+        size = RECORD_OVERHEAD_BYTES
+        if value is not None:
+            if not isinstance(value, _BYTES):
+                raise TypeError(f"value must be bytes or None, got {type(value).__name__}")
+            size += len(value)
+        if key is not None:
+            if not isinstance(key, _BYTES):
+                raise TypeError(f"key must be bytes or None, got {type(key).__name__}")
+            size += len(key)
+        if headers:
+            size += sum(len(k) + len(v or b"") for k, v in headers)
         if size > self.max_request_size or size > self.buffer_memory:
             raise FatalError(
                 common_pb2.MESSAGE_TOO_LARGE,
@@ -228,16 +212,17 @@ class AsyncProducer:
             )
         return partition
 
-    def submit_batch(self, batch: _Batch) -> None:
+    def submit_batch(self, batch: ProducerBatch) -> None:
         """Queue a whole batch built elsewhere (the synchronous facade); loop thread only."""
         loop = asyncio.get_running_loop()
         batch.created = loop.time()
         batch.deadline = batch.created + self.delivery_timeout_s
+        self._unfinished.add(batch)
         self._ready.append(batch)
         self._wake.set()
         self._ensure_sender()
 
-    def _seal(self, batch: _Batch) -> None:
+    def _seal(self, batch: ProducerBatch) -> None:
         if self._open.get((batch.topic, batch.partition)) is batch:
             del self._open[(batch.topic, batch.partition)]
         self._ready.append(batch)
@@ -252,9 +237,10 @@ class AsyncProducer:
         """Send everything queued and wait for every outstanding record's answer."""
         for batch in list(self._open.values()):
             self._seal(batch)
-        if self._pending:
+        if self._unfinished:
             self._ensure_sender()
-            await asyncio.wait(set(self._pending), timeout=timeout_s)
+            waiters = {batch.result.waiter() for batch in self._unfinished}
+            await asyncio.wait(waiters, timeout=timeout_s)
 
     async def close(self) -> None:
         if self._closed:
@@ -297,8 +283,8 @@ class AsyncProducer:
             except TimeoutError:
                 pass
 
-    async def _dispatch(self, batches: list[_Batch]) -> None:
-        by_leader: dict[int, list[_Batch]] = {}
+    async def _dispatch(self, batches: list[ProducerBatch]) -> None:
+        by_leader: dict[int, list[ProducerBatch]] = {}
         for batch in batches:
             meta = self.cluster.meta.topics.get(batch.topic)
             part = meta.partitions.get(batch.partition) if meta else None
@@ -321,15 +307,14 @@ class AsyncProducer:
                 raise error_from_code(response.error_code, response.error_message)
             self.producer_id, self.producer_epoch = response.producer_id, response.producer_epoch
 
-    def _encode(self, batch: _Batch) -> bytes:
+    def _encode(self, batch: ProducerBatch) -> bytes:
         if batch.encoded is None:
             sequence = -1
             if self.idempotent:
                 key = (batch.topic, batch.partition)
                 sequence = self._next_sequence.get(key, 0)
-                self._next_sequence[key] = (sequence + len(batch.records)) % (1 << 31)
-            batch.encoded = encode_batch(
-                batch.records,
+                self._next_sequence[key] = (sequence + batch.record_count) % (1 << 31)
+            batch.encoded = batch.builder.build(
                 compression=self.compression,
                 producer_id=self.producer_id if self.idempotent else -1,
                 producer_epoch=self.producer_epoch if self.idempotent else -1,
@@ -337,8 +322,8 @@ class AsyncProducer:
             )
         return batch.encoded
 
-    async def _produce(self, leader: int, batches: list[_Batch]) -> None:
-        retry: list[_Batch] = []
+    async def _produce(self, leader: int, batches: list[ProducerBatch]) -> None:
+        retry: list[ProducerBatch] = []
         try:
             await self._ensure_producer_id()
             address = self.cluster.address_of(leader)
@@ -390,7 +375,7 @@ class AsyncProducer:
         if retry:
             await self._retry(retry)
 
-    async def _retry(self, batches: list[_Batch]) -> None:
+    async def _retry(self, batches: list[ProducerBatch]) -> None:
         loop = asyncio.get_running_loop()
         backoff = Backoff(self.cluster.retry_backoff_ms, self.cluster.retry_backoff_max_ms)
         await asyncio.sleep(backoff.next_delay_s())
@@ -417,8 +402,8 @@ class AsyncProducer:
         # Retried batches go first for their partitions: they are still marked in flight.
         await self._dispatch_retry(live)
 
-    async def _dispatch_retry(self, batches: list[_Batch]) -> None:
-        by_leader: dict[int, list[_Batch]] = {}
+    async def _dispatch_retry(self, batches: list[ProducerBatch]) -> None:
+        by_leader: dict[int, list[ProducerBatch]] = {}
         for batch in batches:
             meta = self.cluster.meta.topics.get(batch.topic)
             part = meta.partitions.get(batch.partition) if meta else None
@@ -426,28 +411,25 @@ class AsyncProducer:
         await asyncio.gather(*(self._produce(leader, group) for leader, group in by_leader.items()))
         self._wake.set()
 
-    def _complete(self, batch: _Batch, base_offset: int) -> None:
+    def _complete(self, batch: ProducerBatch, base_offset: int) -> None:
         self._release(batch)
-        for i, (record, future) in enumerate(zip(batch.records, batch.futures, strict=True)):
-            if not future.done():
-                offset = base_offset + i if self.acks != 0 and base_offset >= 0 else -1
-                future.set_result(
-                    RecordMetadata(batch.topic, batch.partition, offset, record.timestamp_ms)
-                )
+        self._unfinished.discard(batch)
+        batch.result.has_offsets = self.acks != 0 and base_offset >= 0
+        batch.result.complete(base_offset)
         self._wake.set()
 
-    def _fail(self, batch: _Batch, error: Exception) -> None:
+    def _fail(self, batch: ProducerBatch, error: Exception) -> None:
         self._release(batch)
-        for future in batch.futures:
-            if not future.done():
-                future.set_exception(error)
+        self._unfinished.discard(batch)
+        batch.result.complete(-1, error)
         self._wake.set()
 
 
 class Producer:
-    """Synchronous producer over AsyncProducer. `send()` appends to a per-partition batch in the
-    caller's thread (like Java's RecordAccumulator); only whole batches cross to the client's
-    loop thread, when full or after `linger_ms`. Returns concurrent.futures.Future objects."""
+    """Synchronous producer over AsyncProducer. `send()` encodes the record into its partition's
+    batch in the caller's thread (like Java's RecordAccumulator); only whole batches cross to the
+    client's loop thread, when full or after `linger_ms`. Returns `RecordFuture`s, which behave
+    like concurrent.futures.Future (`result`, `exception`, `add_done_callback`)."""
 
     def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
         self._loop = LoopThread("strom-producer")
@@ -457,8 +439,8 @@ class Producer:
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._buffered = 0
-        self._open: dict[tuple[str, int], _Batch] = {}
-        self._outstanding: set[concurrent.futures.Future[RecordMetadata]] = set()
+        self._open: dict[tuple[str, int], ProducerBatch] = {}
+        self._outstanding: set[ProducerBatch] = set()  # sealed, not yet answered
         self._closed = False
 
     def __enter__(self) -> Producer:
@@ -475,7 +457,7 @@ class Producer:
         headers: Sequence[tuple[str, bytes | None]] | None = None,
         partition: int | None = None,
         timestamp: int | None = None,
-    ) -> concurrent.futures.Future[RecordMetadata]:
+    ) -> RecordFuture:
         if self._closed:
             raise FatalError(common_pb2.INVALID_REQUEST, "the producer is closed")
         producer = self._async
@@ -484,42 +466,41 @@ class Producer:
         if meta is None:
             meta = self._loop.run(producer.cluster.topic(topic, allow_auto_topic_creation=True))
         count = len(meta.partitions)
-        future: concurrent.futures.Future[RecordMetadata] = concurrent.futures.Future()
-        record = Record(
-            bytes(key) if key is not None else None,
-            bytes(value) if value is not None else None,
-            tuple(headers or ()),
-            int(time.time() * 1000) if timestamp is None else timestamp,
-        )
-        to_send = []
+        if timestamp is None:
+            timestamp = time.time_ns() // 1_000_000
+        sealed = None
         with self._lock:
-            # Back-pressure: block the caller while buffer_memory is full (max_block_ms).
-            if not self._space.wait_for(
-                lambda: self._buffered + size <= producer.buffer_memory, producer.max_block_s
-            ):
-                raise KafkaTimeoutError(
-                    f"buffer_memory ({producer.buffer_memory} bytes) stayed full for "
-                    f"max_block_ms={int(producer.max_block_s * 1000)}"
-                )
+            if self._buffered + size > producer.buffer_memory:
+                self._wait_for_space(size)
             chosen = producer.choose_partition(topic, key, partition, count)
             self._buffered += size
             batch = self._open.get((topic, chosen))
             if batch is None or batch.size_bytes + size > producer.batch_size:
                 if batch is not None:
-                    to_send.append(self._take(batch))
-                batch = _Batch(topic, chosen, num_partitions=count, on_release=self._release)
+                    sealed = self._take(batch)
+                batch = ProducerBatch(topic, chosen, count)
+                batch.on_release = self._release
                 self._open[(topic, chosen)] = batch
                 self._loop.loop.call_soon_threadsafe(self._linger, batch)
-            batch.records.append(record)
-            batch.futures.append(future)
-            batch.size_bytes += size
-            self._outstanding.add(future)
+            future = batch.append(timestamp, key, value, headers, size)
             if batch.size_bytes >= producer.batch_size:
-                to_send.append(self._take(batch))
-        future.add_done_callback(self._outstanding.discard)
-        for sealed in to_send:
-            self._loop.loop.call_soon_threadsafe(self._async.submit_batch, sealed)
+                # A new batch just sealed the previous one; this one cannot fill in one record.
+                sealed = self._take(batch)
+        if sealed is not None:
+            self._loop.loop.call_soon_threadsafe(producer.submit_batch, sealed)
         return future
+
+    def _wait_for_space(self, size: int) -> None:
+        """Back-pressure: block the caller while buffer_memory is full (max_block_ms); the caller
+        holds the lock."""
+        producer = self._async
+        if not self._space.wait_for(
+            lambda: self._buffered + size <= producer.buffer_memory, producer.max_block_s
+        ):
+            raise KafkaTimeoutError(
+                f"buffer_memory ({producer.buffer_memory} bytes) stayed full for "
+                f"max_block_ms={int(producer.max_block_s * 1000)}"
+            )
 
     def _release(self, size: int) -> None:
         """Loop thread: a batch is done; its bytes leave the buffer."""
@@ -527,14 +508,15 @@ class Producer:
             self._buffered -= size
             self._space.notify_all()
 
-    def _take(self, batch: _Batch) -> _Batch:
+    def _take(self, batch: ProducerBatch) -> ProducerBatch:
         """Seal `batch`: no more records join it (caller holds the lock)."""
         if self._open.get((batch.topic, batch.partition)) is batch:
             del self._open[(batch.topic, batch.partition)]
+        self._outstanding.add(batch)
         self._async.partitioner.on_new_batch(batch.topic, batch.partition, batch.num_partitions)
         return batch
 
-    def _linger(self, batch: _Batch) -> None:
+    def _linger(self, batch: ProducerBatch) -> None:
         """Loop thread: seal `batch` after linger_ms if the caller has not filled it."""
 
         def expire() -> None:
@@ -547,11 +529,20 @@ class Producer:
         asyncio.get_running_loop().call_later(self._async.linger_s, expire)
 
     def flush(self, timeout_s: float | None = None) -> None:
+        """Send every open batch and wait for every outstanding batch's answer."""
         with self._lock:
             batches = [self._take(b) for b in list(self._open.values())]
         for batch in batches:
             self._loop.loop.call_soon_threadsafe(self._async.submit_batch, batch)
-        concurrent.futures.wait(set(self._outstanding), timeout=timeout_s)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._lock:
+            waiting = list(self._outstanding)
+        for batch in waiting:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not batch.result.wait(remaining):
+                return
+        with self._lock:
+            self._outstanding.difference_update(b for b in waiting if b.result.done())
 
     def close(self) -> None:
         if self._closed:

@@ -406,7 +406,7 @@ def _quorum_status(args: argparse.Namespace) -> int:
     return 0
 
 
-_PRODUCER_PROPERTIES = {
+_PRODUCER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "acks": ("acks", str),
     "linger.ms": ("linger_ms", int),
     "batch.size": ("batch_size", int),
@@ -415,7 +415,15 @@ _PRODUCER_PROPERTIES = {
     "delivery.timeout.ms": ("delivery_timeout_ms", int),
     "max.request.size": ("max_request_size", int),
     "partitioner.class": ("partitioner", str),
+    "buffer.memory": ("buffer_memory", int),
+    "enable.idempotence": ("enable_idempotence", lambda v: _boolean("enable.idempotence", v)),
 }
+
+
+def _boolean(key: str, value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise CommandError(f"producer property {key}: expected true or false, got {value!r}")
+    return value.lower() == "true"
 
 
 def _producer_options(properties: dict[str, str]) -> dict[str, Any]:
@@ -858,6 +866,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     client(quorum.add_parser("status")).set_defaults(handler=_quorum_status)
+
+    from .perf import add_commands as add_perf_commands
+
+    add_perf_commands(sub, client, _producer_options)
 
     demo = sub.add_parser("demo", help="run the seed document's walkthrough as tables")
     demo.add_argument("--data-dir", default=".strom/demo")

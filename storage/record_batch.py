@@ -236,6 +236,97 @@ def _encode_records(out: bytearray, records: Sequence[Record], base_ts: int) -> 
     return max_ts
 
 
+class BatchBuilder:
+    """Builds one RecordBatch v2 a record at a time, as Kafka's MemoryRecordsBuilder: each
+    `append` encodes its record straight into the batch buffer, so a producer keeps bytes, not
+    record objects, and sealing the batch only writes the header and the CRC.
+
+    Offset deltas run 0..n-1 in append order; timestamps are deltas from the first record's.
+    `build` produces exactly the bytes `encode_batch` would for the same records.
+    """
+
+    __slots__ = ("_buffer", "base_timestamp", "count", "max_timestamp")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(HEADER_SIZE)
+        self.count = 0
+        self.base_timestamp = NO_TIMESTAMP
+        self.max_timestamp = NO_TIMESTAMP
+
+    @property
+    def size_in_bytes(self) -> int:
+        """Bytes of the batch so far, header included (before compression)."""
+        return len(self._buffer)
+
+    def append(
+        self,
+        timestamp_ms: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+    ) -> int:
+        """Encode one record at the next offset delta; returns the bytes it took.
+
+        One `%` format writes the whole record: it is the cheapest way Python has to join eight
+        small byte strings (about half the cost of eight `+=`), and this runs once per record
+        a producer sends."""
+        table = _VARINT
+        offset_delta = self.count
+        if offset_delta == 0:
+            self.base_timestamp = self.max_timestamp = timestamp_ms
+        elif timestamp_ms > self.max_timestamp:
+            self.max_timestamp = timestamp_ms
+        delta = timestamp_ms - self.base_timestamp
+        zz = (delta << 1) ^ (delta >> 63)
+        ts_bytes = table[zz] if zz < _TABLE_SIZE else zigzag_varint(delta)
+        zz = offset_delta << 1
+        od_bytes = table[zz] if zz < _TABLE_SIZE else zigzag_varint(offset_delta)
+        if key is None:
+            key_len = b"\x01"
+            key = b""
+        else:
+            zz = len(key) << 1
+            key_len = table[zz] if zz < _TABLE_SIZE else zigzag_varint(len(key))
+        if value is None:
+            value_len = b"\x01"
+            value = b""
+        else:
+            zz = len(value) << 1
+            value_len = table[zz] if zz < _TABLE_SIZE else zigzag_varint(len(value))
+        tail = _encode_headers(headers) if headers else b"\x00"
+        body_size = (
+            1 + len(ts_bytes) + len(od_bytes) + len(key_len) + len(key) + len(value_len)
+            + len(value) + len(tail)
+        )  # fmt: skip
+        zz = body_size << 1
+        prefix = table[zz] if zz < _TABLE_SIZE else zigzag_varint(body_size)
+        self._buffer += b"%b\x00%b%b%b%b%b%b%b" % (
+            prefix, ts_bytes, od_bytes, key_len, key, value_len, value, tail,
+        )  # fmt: skip
+        self.count = offset_delta + 1
+        return len(prefix) + body_size
+
+    def build(
+        self,
+        *,
+        compression: int = Compression.NONE,
+        producer_id: int = NO_PRODUCER_ID,
+        producer_epoch: int = NO_PRODUCER_EPOCH,
+        base_sequence: int = NO_SEQUENCE,
+        is_transactional: bool = False,
+        gzip_level: int = 6,
+    ) -> bytes:
+        """The finished batch (base offset 0, leader epoch -1: the leader assigns both)."""
+        if self.count == 0:
+            raise ValueError("a record batch needs at least one record")
+        return _seal(
+            self._buffer, self.count, self.base_timestamp, self.max_timestamp,
+            compression=compression, producer_id=producer_id, producer_epoch=producer_epoch,
+            base_sequence=base_sequence, is_transactional=is_transactional, base_offset=0,
+            partition_leader_epoch=NO_PARTITION_LEADER_EPOCH, gzip_level=gzip_level,
+        )  # fmt: skip
+
+
 def encode_batch(
     records: Sequence[Record],
     *,
@@ -254,11 +345,36 @@ def encode_batch(
     """
     if not records:
         raise ValueError("a record batch needs at least one record")
-    if compression not in Compression.SUPPORTED:
-        raise ValueError(f"unsupported compression {Compression.NAMES.get(compression)!r}")
     base_ts = records[0][3]
     out = bytearray(HEADER_SIZE)
     max_ts = _encode_records(out, records, base_ts)
+    return _seal(
+        out, len(records), base_ts, max_ts, compression=compression, producer_id=producer_id,
+        producer_epoch=producer_epoch, base_sequence=base_sequence,
+        is_transactional=is_transactional, base_offset=base_offset,
+        partition_leader_epoch=partition_leader_epoch, gzip_level=gzip_level,
+    )  # fmt: skip
+
+
+def _seal(
+    out: bytearray,
+    count: int,
+    base_ts: int,
+    max_ts: int,
+    *,
+    compression: int,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    is_transactional: bool,
+    base_offset: int,
+    partition_leader_epoch: int,
+    gzip_level: int,
+) -> bytes:
+    """Compress the records after the header room in `out` if asked, then fill in the header and
+    the CRC. `out` is modified."""
+    if compression not in Compression.SUPPORTED:
+        raise ValueError(f"unsupported compression {Compression.NAMES.get(compression)!r}")
     if compression == Compression.GZIP:
         packer = zlib.compressobj(gzip_level, zlib.DEFLATED, 31)  # 31: gzip container
         with memoryview(out) as view:
@@ -275,13 +391,13 @@ def encode_batch(
         MAGIC,
         0,
         attributes,
-        len(records) - 1,
+        count - 1,
         base_ts,
         max_ts,
         producer_id,
         producer_epoch,
         base_sequence,
-        len(records),
+        count,
     )
     with memoryview(out) as view:
         crc = crc32c.crc32c(view[ATTRIBUTES_OFFSET:])

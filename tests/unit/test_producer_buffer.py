@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from strom.client.errors import KafkaTimeoutError, StromError
-from strom.client.producer import AsyncProducer, _Batch
+from strom.client.producer import AsyncProducer
+from strom.client.producer_batch import ProducerBatch
 
 
 def test_full_buffer_blocks_then_times_out() -> None:
@@ -27,7 +28,9 @@ def test_a_finished_batch_makes_room_for_a_waiting_send() -> None:
         waiter = asyncio.create_task(producer._reserve(500))
         await asyncio.sleep(0.01)
         assert not waiter.done()
-        producer._release(_Batch("t", 0, size_bytes=900))
+        batch = ProducerBatch("t", 0)
+        batch.size_bytes = 900
+        producer._release(batch)
         await asyncio.wait_for(waiter, 1)
         return producer._buffered
 

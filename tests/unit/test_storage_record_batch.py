@@ -14,6 +14,7 @@ from strom.storage.batch_validation import split_batches, validate_batch, valida
 from strom.storage.errors import CorruptRecordError
 from strom.storage.record_batch import (
     HEADER_SIZE,
+    BatchBuilder,
     Compression,
     Record,
     assign_offset_and_epoch,
@@ -65,6 +66,27 @@ def test_kafka_python_parses_what_strom_writes(records: list[Record], compressio
         records
     )
     assert validate_batch(data) == header
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=records_st, compression=st.sampled_from([Compression.NONE, Compression.GZIP]))
+def test_builder_appending_one_record_at_a_time_equals_encode_batch(
+    records: list[Record], compression: int
+) -> None:
+    builder = BatchBuilder()
+    sizes = [builder.append(r.timestamp_ms, r.key, r.value, r.headers) for r in records]
+    assert builder.count == len(records)
+    assert builder.size_in_bytes == HEADER_SIZE + sum(sizes)
+    built = builder.build(compression=compression, producer_id=7, producer_epoch=1, base_sequence=5)
+    assert built == encode_batch(
+        records, compression=compression, producer_id=7, producer_epoch=1, base_sequence=5
+    )
+    assert _kafka_records(built) == _expected(records)
+
+
+def test_an_empty_builder_refuses_to_build() -> None:
+    with pytest.raises(ValueError, match="at least one record"):
+        BatchBuilder().build()
 
 
 @settings(max_examples=60, deadline=None)

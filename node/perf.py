@@ -1,0 +1,485 @@
+"""`strom perf produce|consume|end-to-end`: load tools shaped like Kafka's perf tools.
+
+They measure what an application sees, as Kafka's do: `perf produce` calls the SDK's `send()`
+once per record and counts a record only when its acknowledgement arrives (latency = send() to
+acknowledgement, per record); `perf consume` counts the records `poll()` hands to the
+application; `perf end-to-end` sends at a fixed rate, stamps each record with the send time and
+measures send-to-poll latency in the same process (one monotonic clock, no skew).
+
+Output lines follow kafka-producer-perf-test / kafka-consumer-perf-test; `--output json` prints
+one JSON object instead (keys are stable: bench/ scripts read them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+from strom.client.errors import StromError
+
+REPORT_INTERVAL_S = 5.0
+LATENCY_SAMPLES_MAX = 500_000  # Kafka's perf tool keeps at most this many latency samples
+
+
+class Throttler:
+    """Keeps a loop at `per_second` iterations (≤ 0: unthrottled), as Kafka's
+    ThroughputThrottler: sleep only when ahead of schedule, so bursts catch up."""
+
+    def __init__(self, per_second: float, started: float) -> None:
+        self.per_second = per_second
+        self.started = started
+
+    def wait(self, done: int) -> None:
+        if self.per_second <= 0:
+            return
+        ahead_s = done / self.per_second - (time.perf_counter() - self.started)
+        if ahead_s > 0.001:
+            time.sleep(ahead_s)
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, int(fraction * len(sorted_values)))
+    return sorted_values[index]
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySummary:
+    records: int
+    records_per_sec: float
+    mb_per_sec: float
+    avg_latency_ms: float
+    max_latency_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    p999_ms: float
+
+    def line(self) -> str:
+        return (
+            f"{self.records} records sent, {self.records_per_sec:.1f} records/sec "
+            f"({self.mb_per_sec:.2f} MB/sec), {self.avg_latency_ms:.2f} ms avg latency, "
+            f"{self.max_latency_ms:.2f} ms max latency, {self.p50_ms:.0f} ms 50th, "
+            f"{self.p95_ms:.0f} ms 95th, {self.p99_ms:.0f} ms 99th, {self.p999_ms:.0f} ms 99.9th."
+        )
+
+
+class LatencyStats:
+    """Per-record latencies: every record counts toward the totals; every `sampling`-th one is
+    kept for percentiles (bounded memory for long runs). Called from the SDK's callback thread."""
+
+    def __init__(self, num_records: int, record_size: int) -> None:
+        self.sampling = max(1, num_records // LATENCY_SAMPLES_MAX)
+        self.record_size = record_size
+        self.samples: list[float] = []
+        self.count = 0
+        self.total_ms = 0.0
+        self.max_ms = 0.0
+        self.window_count = 0
+        self.window_total_ms = 0.0
+        self.window_max_ms = 0.0
+        self.window_started = time.perf_counter()
+        self.started = self.window_started
+        self.lock = threading.Lock()
+
+    def record(self, index: int, latency_ms: float) -> None:
+        with self.lock:
+            self.count += 1
+            self.total_ms += latency_ms
+            self.window_count += 1
+            self.window_total_ms += latency_ms
+            if latency_ms > self.max_ms:
+                self.max_ms = latency_ms
+            if latency_ms > self.window_max_ms:
+                self.window_max_ms = latency_ms
+            if index % self.sampling == 0:
+                self.samples.append(latency_ms)
+
+    def window_line(self) -> str | None:
+        """Kafka's periodic line, then a new window; None if the window is still young."""
+        now = time.perf_counter()
+        elapsed = now - self.window_started
+        if elapsed < REPORT_INTERVAL_S:
+            return None
+        with self.lock:
+            count, total, peak = self.window_count, self.window_total_ms, self.window_max_ms
+            self.window_count, self.window_total_ms, self.window_max_ms = 0, 0.0, 0.0
+            self.window_started = now
+        rate = count / elapsed
+        return (
+            f"{count} records sent, {rate:.1f} records/sec "
+            f"({rate * self.record_size / 1024 / 1024:.2f} MB/sec), "
+            f"{total / max(count, 1):.1f} ms avg latency, {peak:.1f} ms max latency."
+        )
+
+    def summary(self, elapsed_s: float) -> LatencySummary:
+        with self.lock:
+            ordered = sorted(self.samples)
+            rate = self.count / elapsed_s if elapsed_s > 0 else 0.0
+            return LatencySummary(
+                records=self.count,
+                records_per_sec=rate,
+                mb_per_sec=rate * self.record_size / 1024 / 1024,
+                avg_latency_ms=self.total_ms / max(self.count, 1),
+                max_latency_ms=self.max_ms,
+                p50_ms=percentile(ordered, 0.5),
+                p95_ms=percentile(ordered, 0.95),
+                p99_ms=percentile(ordered, 0.99),
+                p999_ms=percentile(ordered, 0.999),
+            )
+
+
+def payload(record_size: int) -> bytes:
+    """Random printable bytes, as Kafka's tool sends: compressible only as much as text is."""
+    rng = random.Random(42)
+    return bytes(rng.randrange(65, 91) for _ in range(record_size))
+
+
+# ---- produce ------------------------------------------------------------------------------
+
+
+def run_produce(
+    bootstrap: str,
+    topic: str,
+    num_records: int,
+    record_size: int,
+    throughput: float,
+    options: dict[str, Any],
+    progress: Callable[[str], None] | None = None,
+) -> LatencySummary:
+    from strom.client.producer import Producer
+
+    value = payload(record_size)
+    stats = LatencyStats(num_records, record_size)
+    errors: list[BaseException] = []
+    clock = time.perf_counter
+
+    def done(index: int, sent: float, future: Any) -> None:
+        error = future.exception()
+        if error is not None:
+            errors.append(error)
+        else:
+            stats.record(index, (clock() - sent) * 1000)
+
+    with Producer(bootstrap, **options) as producer:
+        started = clock()
+        stats.started = stats.window_started = started
+        throttler = Throttler(throughput, started)
+        for index in range(num_records):
+            producer.send(topic, value).add_done_callback(partial(done, index, clock()))
+            throttler.wait(index + 1)
+            if progress is not None and index % 1000 == 0:
+                line = stats.window_line()
+                if line is not None:
+                    progress(line)
+            if errors:
+                break
+        producer.flush()
+        elapsed = clock() - started
+    if errors:
+        raise errors[0]
+    return stats.summary(elapsed)
+
+
+# ---- consume ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumeSummary:
+    start_time: str
+    end_time: str
+    data_consumed_in_mb: float
+    mb_sec: float
+    data_consumed_in_nmsg: int
+    nmsg_sec: float
+    rebalance_time_ms: int
+    fetch_time_ms: int
+    fetch_mb_sec: float
+    fetch_nmsg_sec: float
+
+    HEADER = (
+        "start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, "
+        "rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec"
+    )
+
+    def line(self) -> str:
+        return (
+            f"{self.start_time}, {self.end_time}, {self.data_consumed_in_mb:.4f}, "
+            f"{self.mb_sec:.4f}, {self.data_consumed_in_nmsg}, {self.nmsg_sec:.4f}, "
+            f"{self.rebalance_time_ms}, {self.fetch_time_ms}, {self.fetch_mb_sec:.4f}, "
+            f"{self.fetch_nmsg_sec:.4f}"
+        )
+
+
+def _stamp(epoch_s: float) -> str:
+    return (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s))
+        + f":{int(epoch_s * 1000) % 1000:03d}"
+    )
+
+
+def run_consume(
+    bootstrap: str, topic: str, messages: int, group: str | None, timeout_ms: int,
+    options: dict[str, Any],
+) -> ConsumeSummary:  # fmt: skip
+    """Consume `messages` records (or until `timeout_ms` without any). With a group, joining it
+    is the rebalance time; without, every partition is assigned from the beginning."""
+    from strom.client.consumer import Consumer
+    from strom.client.records import TopicPartition
+
+    started_wall = time.time()
+    started = time.perf_counter()
+    consumed = 0
+    consumed_bytes = 0
+    rebalance_s = 0.0
+    first_record_at: float | None = None
+    consumer = Consumer(bootstrap, group_id=group, auto_offset_reset="earliest", **options)
+    try:
+        if group is not None:
+            consumer.subscribe([topic])
+        else:
+            consumer.assign([TopicPartition(topic, p) for p in _partitions(bootstrap, topic)])
+        last_data = time.perf_counter()
+        while consumed < messages:
+            records = consumer.poll(timeout_ms=500, max_records=100_000)
+            now = time.perf_counter()
+            if not records:
+                if (now - last_data) * 1000 >= timeout_ms:
+                    break
+                continue
+            if first_record_at is None:
+                first_record_at = now
+                rebalance_s = now - started if group is not None else 0.0
+            last_data = now
+            for record in records:
+                value = record.value
+                consumed_bytes += (len(value) if value is not None else 0) + (
+                    len(record.key) if record.key is not None else 0
+                )
+            consumed += len(records)
+    finally:
+        consumer.close()
+    ended = time.perf_counter()
+    elapsed = ended - started
+    fetch_s = max(ended - (first_record_at or ended), 1e-9)
+    mb = consumed_bytes / 1024 / 1024
+    return ConsumeSummary(
+        start_time=_stamp(started_wall),
+        end_time=_stamp(started_wall + elapsed),
+        data_consumed_in_mb=mb,
+        mb_sec=mb / elapsed,
+        data_consumed_in_nmsg=consumed,
+        nmsg_sec=consumed / elapsed,
+        rebalance_time_ms=int(rebalance_s * 1000),
+        fetch_time_ms=int(fetch_s * 1000),
+        fetch_mb_sec=mb / fetch_s,
+        fetch_nmsg_sec=consumed / fetch_s,
+    )
+
+
+# ---- end to end ---------------------------------------------------------------------------
+
+_SENT_AT = struct.Struct(">d")
+
+
+def run_end_to_end(
+    bootstrap: str,
+    topic: str,
+    num_records: int,
+    record_size: int,
+    throughput: float,
+    producer_options: dict[str, Any],
+) -> LatencySummary:
+    """Send at `throughput` records/s with the send time in each value; a consumer in this
+    process measures send → poll latency. The consumer is positioned at the end first, so only
+    this run's records count."""
+    from strom.client.consumer import Consumer
+    from strom.client.producer import Producer
+    from strom.client.records import TopicPartition
+
+    if record_size < _SENT_AT.size:
+        raise ValueError(f"--record-size must be at least {_SENT_AT.size} bytes")
+    filler = payload(record_size - _SENT_AT.size)
+    stats = LatencyStats(num_records, record_size)
+    consumer = Consumer(bootstrap, auto_offset_reset="latest")
+    producer = Producer(bootstrap, **producer_options)
+    failures: list[BaseException] = []
+    try:
+        partitions = _partitions(bootstrap, topic)
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        consumer.seek_to_end()
+        for p in partitions:  # resolve the end offsets now, not after the first send
+            consumer.position(TopicPartition(topic, p))
+
+        def produce() -> None:
+            try:
+                throttler = Throttler(throughput, time.perf_counter())
+                for index in range(num_records):
+                    producer.send(topic, _SENT_AT.pack(time.perf_counter()) + filler)
+                    throttler.wait(index + 1)
+                producer.flush()
+            except BaseException as exc:  # reported by the main thread
+                failures.append(exc)
+
+        sender = threading.Thread(target=produce, name="perf-e2e-producer", daemon=True)
+        started = time.perf_counter()
+        sender.start()
+        received = 0
+        idle_since = time.perf_counter()
+        while received < num_records and not failures:
+            records = consumer.poll(timeout_ms=200, max_records=100_000)
+            now = time.perf_counter()
+            if not records:
+                if now - idle_since > 30:
+                    break
+                continue
+            idle_since = now
+            for record in records:
+                (sent,) = _SENT_AT.unpack_from(record.value or b"\0" * 8)
+                stats.record(received, (now - sent) * 1000)
+                received += 1
+        elapsed = time.perf_counter() - started
+        sender.join()
+    finally:
+        producer.close()
+        consumer.close()
+    if failures:
+        raise failures[0]
+    if received < num_records:
+        raise PerfError(f"only {received} of {num_records} records arrived within 30 s")
+    return stats.summary(elapsed)
+
+
+class PerfError(Exception):
+    """A perf run that could not complete (printed as an error by the CLI)."""
+
+
+# ---- the command line ---------------------------------------------------------------------
+
+
+def _props(items: Sequence[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--producer-props expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _ensure_topic(bootstrap: str, topic: str, partitions: int, replication: int) -> None:
+    """Create the topic if it does not exist (a perf run against a fresh cluster)."""
+    from strom.client.admin import Admin, NewTopic
+    from strom.v1 import common_pb2
+
+    with Admin(bootstrap) as admin:
+        try:
+            admin.create_topics([NewTopic(topic, partitions, replication)])
+        except StromError as exc:
+            if exc.code != common_pb2.TOPIC_ALREADY_EXISTS:
+                raise
+
+
+def _partitions(bootstrap: str, topic: str) -> list[int]:
+    from strom.client.admin import Admin
+
+    with Admin(bootstrap) as admin:
+        (description,) = admin.describe_topics([topic])
+        return sorted(p.partition for p in description.partitions)
+
+
+def add_commands(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    client: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+    producer_options: Callable[[dict[str, str]], dict[str, Any]],
+) -> None:
+    perf = sub.add_parser("perf", help="load tests: produce, consume, end-to-end latency")
+    perf_sub = perf.add_subparsers(dest="action", required=True)
+
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        client(p)
+        p.add_argument("--topic", required=True)
+        p.add_argument(
+            "--create-topic",
+            metavar="PARTITIONS:RF",
+            help="create the topic first if missing, e.g. 3:3",
+        )
+        return p
+
+    produce = common(perf_sub.add_parser("produce", help="like kafka-producer-perf-test"))
+    produce.add_argument("--num-records", type=int, required=True)
+    produce.add_argument("--record-size", type=int, default=100)
+    produce.add_argument("--throughput", type=float, default=-1, help="records/s; -1: no limit")
+    produce.add_argument("--acks", default="all", choices=("all", "-1", "1", "0"))
+    produce.add_argument("--producer-props", nargs="*", metavar="KEY=VALUE")
+
+    consume = common(perf_sub.add_parser("consume", help="like kafka-consumer-perf-test"))
+    consume.add_argument("--messages", type=int, required=True)
+    consume.add_argument("--group", help="consume as this group (default: assign partitions)")
+    consume.add_argument("--timeout-ms", type=int, default=10_000)
+
+    e2e = common(perf_sub.add_parser("end-to-end", help="produce → consume latency"))
+    e2e.add_argument("--num-records", type=int, required=True)
+    e2e.add_argument("--record-size", type=int, default=100)
+    e2e.add_argument("--throughput", type=float, default=10_000, help="records/s")
+    e2e.add_argument("--acks", default="all", choices=("all", "-1", "1", "0"))
+    e2e.add_argument("--producer-props", nargs="*", metavar="KEY=VALUE")
+
+    def handler(args: argparse.Namespace) -> int:
+        return _run(args, producer_options)
+
+    for p in (produce, consume, e2e):
+        p.set_defaults(handler=handler)
+
+
+def _run(
+    args: argparse.Namespace, producer_options: Callable[[dict[str, str]], dict[str, Any]]
+) -> int:
+    if args.create_topic:
+        parts, _, rf = args.create_topic.partition(":")
+        _ensure_topic(args.bootstrap_server, args.topic, int(parts), int(rf or 1))
+    as_json = args.output == "json"
+    try:
+        if args.action == "consume":
+            consumed = run_consume(
+                args.bootstrap_server, args.topic, args.messages, args.group, args.timeout_ms, {}
+            )
+            if as_json:
+                print(json.dumps(asdict(consumed), sort_keys=True))
+            else:
+                print(ConsumeSummary.HEADER)
+                print(consumed.line())
+            return 0
+        options = {"acks": args.acks, **producer_options(_props(args.producer_props))}
+        if args.action == "produce":
+
+            def progress(line: str) -> None:
+                if not as_json:
+                    print(line, flush=True)
+
+            summary = run_produce(
+                args.bootstrap_server, args.topic, args.num_records, args.record_size,
+                args.throughput, options, progress,
+            )  # fmt: skip
+        else:
+            summary = run_end_to_end(
+                args.bootstrap_server, args.topic, args.num_records, args.record_size,
+                args.throughput, options,
+            )  # fmt: skip
+    except (ValueError, PerfError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except StromError:
+        raise
+    print(json.dumps(asdict(summary), sort_keys=True) if as_json else summary.line())
+    return 0
