@@ -192,12 +192,12 @@ RUNNERS: dict[str, tuple[Callable[[Context], None], Callable[[], str | None]]] =
 }
 
 
-def _version(argv: list[str]) -> str:
+def _first_line(argv: list[str], otherwise: str = "not installed") -> str:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
         return out.stdout.strip().splitlines()[0]
     except (OSError, IndexError, subprocess.TimeoutExpired):
-        return "not installed"
+        return otherwise
 
 
 def _package(name: str) -> str:
@@ -216,10 +216,11 @@ def machine_lines(load_before: tuple[float, ...]) -> list[str]:
     return [
         f"- Command: `{' '.join(['.venv/bin/python', *sys.argv])}`",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- Machine: `{' '.join(platform.uname())}`; nproc {os.cpu_count()}; CPU {cpu}",
+        f"- Machine: `{_first_line(['uname', '-a'], ' '.join(platform.uname()))}`; "
+        f"nproc {os.cpu_count()}; CPU model {cpu}",
         f"- Load average (1 min) before / after: {load_before[0]:.2f} / {load_after[0]:.2f}",
-        f"- Python {platform.python_version()}; {_version(['nats-server', '--version'])}; "
-        f"{_version(['redis-server', '--version'])}; {_package('nats-py')}; {_package('redis')}",
+        f"- Python {platform.python_version()}; {_first_line(['nats-server', '--version'])}; "
+        f"{_first_line(['redis-server', '--version'])}; {_package('nats-py')}; {_package('redis')}",
     ]
 
 
