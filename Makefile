@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # It must be refreshed when files are added, so `install` re-links on every run (~2 s).
 INSTALL_FLAGS := --config-settings editable_mode=strict
 
-.PHONY: demo test test-all lint typecheck proto install chaos bench clean
+.PHONY: demo test test-all lint typecheck proto install chaos bench bench-peers clean
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,17 @@ chaos: install
 
 bench: install
 	$(BIN)/python bench/cluster_bench.py
+
+# strom side by side with a file, raw gRPC, NATS JetStream and Redis Streams (bench/peers.py).
+# Installs the `bench` extra and Debian's nats-server/redis-server (apt, as root) when missing;
+# a peer that still cannot be installed is skipped. make bench-peers BENCH_ARGS='--runs 5'
+bench-peers: install
+	@$(BIN)/python -c 'import nats, redis' 2>/dev/null || \
+		$(BIN)/pip install -q -e '.[bench]' $(INSTALL_FLAGS)
+	@command -v nats-server >/dev/null && command -v redis-server >/dev/null || \
+		{ apt-get update -q && apt-get install -y -q nats-server redis-server; } || \
+		echo "could not install nats-server/redis-server: those peers will be skipped"
+	$(BIN)/python bench/peers.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -60,9 +60,9 @@ async def consume(bootstrap: str, topic: str, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-async def raw_grpc(bootstrap: str, topic: str, count: int) -> float:
-    """The ceiling: pre-encoded batches of 2,500 records, acks=1, one request in flight per
-    partition leader at a time, no SDK."""
+async def raw_grpc(bootstrap: str, topic: str, count: int, acks: int = 1) -> float:
+    """The ceiling: pre-encoded batches of 2,500 records, `acks` (1, or -1 for all), one request
+    in flight per partition leader at a time, no SDK. Also used by bench/peers.py."""
     async with AsyncProducer(bootstrap) as producer:  # only for its metadata and channels
         meta = await producer.cluster.topic(topic)
         per_batch = 2_500
@@ -74,9 +74,12 @@ async def raw_grpc(bootstrap: str, topic: str, count: int) -> float:
             assert address is not None
             stub = producer.cluster.broker_stub(address)
             for _ in range(batches):
-                request = broker_pb2.ProduceRequest(acks=1, timeout_ms=30_000)
+                request = broker_pb2.ProduceRequest(acks=acks, timeout_ms=30_000)
                 request.topics.add(name=topic).partitions.add(partition=p, records=batch)
-                await stub.Produce(request)
+                reply = (await stub.Produce(request)).topics[0].partitions[0]
+                # Count only acknowledged records: an error reply is a failed benchmark.
+                if reply.error_code:
+                    raise RuntimeError(f"Produce failed: {reply.error_message}")
 
         batches = count // per_batch // 3
         await asyncio.gather(*(to_partition(p, batches) for p in range(3)))
