@@ -127,6 +127,10 @@ def check_record_framing(
             if b < 0x80:
                 ts = base_ts + ((b >> 1) ^ -(b & 1))
                 pos += 2
+            elif data[pos + 2] < 0x80:
+                raw = (b & 0x7F) | (data[pos + 2] << 7)
+                ts = base_ts + ((raw >> 1) ^ -(raw & 1))
+                pos += 3
             else:
                 raw, pos = slow(data, pos + 1)
                 ts = base_ts + ((raw >> 1) ^ -(raw & 1))
@@ -138,6 +142,9 @@ def check_record_framing(
             if b < 0x80:
                 raw = b
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                raw = (b & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 raw, pos = slow(data, pos)
             if raw != index << 1:  # the zigzag of a non-negative index is twice the index
