@@ -1,11 +1,12 @@
 """The producer: per-partition batching, routing to partition leaders, retries.
 
-`AsyncProducer.send()` appends a record to its partition's open batch and returns a future of
-its `RecordMetadata`. A batch is sent when it reaches `batch_size` bytes or has waited
-`linger_ms`; every ready batch for one leader broker travels in one Produce request. Retriable
-errors (a leader moved, not enough replicas for now) refresh metadata and retry with backoff
-until `delivery_timeout_ms`; fatal ones fail the batch's futures with a typed error. One batch
-per partition is in flight at a time, so retries never reorder a partition's records.
+`AsyncProducer.send()` encodes a record into its partition's open batch (client/producer_batch.py)
+and returns a `RecordFuture` of its `RecordMetadata`. A batch is sealed when it reaches
+`batch_size` bytes or has waited `linger_ms`; the sender (client/producer_sender.py) pipelines
+sealed batches to partition leaders, up to `max_in_flight_requests_per_connection` per
+partition, and retries retriable errors in order until `delivery_timeout_ms`; fatal errors fail
+the batch's futures with a typed error. With idempotence (the default for acks=all) retries
+neither duplicate nor reorder a partition's records.
 
 Partitioning follows Kafka: murmur2 of the key, round-robin without a key (the seed document's
 M1→P0, M2→P1, ...), or the partition the caller names.
@@ -84,6 +85,7 @@ class AsyncProducer:
         self.producer_epoch = -1
         self._next_sequence: dict[tuple[str, int], int] = {}
         self._producer_id_lock = asyncio.Lock()
+        self.linger_ms = linger_ms
         self.linger_s = linger_ms / 1000
         self.batch_size = batch_size
         self.compression = _COMPRESSION[compression_type]
@@ -325,7 +327,11 @@ class Producer:
         )
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
-        self._buffered = 0
+        # buffer_memory in use = reserved - released. Each counter has one writer (callers under
+        # the lock; the loop thread), so finishing a batch never takes the senders' lock.
+        self._reserved = 0
+        self._released = 0
+        self._waiting_for_space = False
         self._open: dict[tuple[str, int], ProducerBatch] = {}
         self._outstanding: set[ProducerBatch] = set()  # sealed, not yet answered
         self._closed = False
@@ -353,47 +359,60 @@ class Producer:
         if meta is None:
             meta = self._loop.run(producer.cluster.topic(topic, allow_auto_topic_creation=True))
         count = len(meta.partitions)
-        if timestamp is None:
-            timestamp = time.time_ns() // 1_000_000
-        sealed = None
+        now_ms = time.time_ns() // 1_000_000
+        sealed = []
         with self._lock:
-            if self._buffered + size > producer.buffer_memory:
+            if self._reserved - self._released + size > producer.buffer_memory:
                 self._wait_for_space(size)
             chosen = producer.choose_partition(topic, key, partition, count)
-            self._buffered += size
+            self._reserved += size
             batch = self._open.get((topic, chosen))
-            if batch is None or batch.size_bytes + size > producer.batch_size:
-                if batch is not None:
-                    sealed = self._take(batch)
+            # The caller seals what has lingered long enough: a busy producer never needs the
+            # loop thread's timer, which would have to take this lock (see _linger).
+            if batch is not None and (
+                batch.size_bytes + size > producer.batch_size
+                or now_ms - batch.created_ms >= producer.linger_ms
+            ):
+                sealed.append(self._take(batch))
+                batch = None
+            if batch is None:
                 batch = ProducerBatch(topic, chosen, count)
+                batch.created_ms = now_ms
                 batch.on_release = self._release
                 self._open[(topic, chosen)] = batch
                 self._loop.loop.call_soon_threadsafe(self._linger, batch)
-            future = batch.append(timestamp, key, value, headers, size)
+            future = batch.append(now_ms if timestamp is None else timestamp, key, value, headers,
+                                  size)  # fmt: skip
             if batch.size_bytes >= producer.batch_size:
-                # A new batch just sealed the previous one; this one cannot fill in one record.
-                sealed = self._take(batch)
-        if sealed is not None:
-            self._loop.loop.call_soon_threadsafe(producer.submit_batch, sealed)
+                sealed.append(self._take(batch))
+        for full in sealed:
+            self._loop.loop.call_soon_threadsafe(producer.submit_batch, full)
         return future
 
     def _wait_for_space(self, size: int) -> None:
         """Back-pressure: block the caller while buffer_memory is full (max_block_ms); the caller
         holds the lock."""
         producer = self._async
-        if not self._space.wait_for(
-            lambda: self._buffered + size <= producer.buffer_memory, producer.max_block_s
-        ):
-            raise KafkaTimeoutError(
-                f"buffer_memory ({producer.buffer_memory} bytes) stayed full for "
-                f"max_block_ms={int(producer.max_block_s * 1000)}"
-            )
+        self._waiting_for_space = True
+        try:
+            if not self._space.wait_for(
+                lambda: self._reserved - self._released + size <= producer.buffer_memory,
+                producer.max_block_s,
+            ):
+                raise KafkaTimeoutError(
+                    f"buffer_memory ({producer.buffer_memory} bytes) stayed full for "
+                    f"max_block_ms={int(producer.max_block_s * 1000)}"
+                )
+        finally:
+            self._waiting_for_space = False
 
     def _release(self, size: int) -> None:
-        """Loop thread: a batch is done; its bytes leave the buffer."""
-        with self._space:
-            self._buffered -= size
-            self._space.notify_all()
+        """Loop thread: a batch is done; its bytes leave the buffer. Only a blocked sender is
+        woken (under the lock), so the common case takes no lock."""
+        self._released += size
+        if self._waiting_for_space:
+            with self._space:
+                self._space.notify_all()
 
     def _take(self, batch: ProducerBatch) -> ProducerBatch:
         """Seal `batch`: no more records join it (caller holds the lock)."""
@@ -404,16 +423,21 @@ class Producer:
         return batch
 
     def _linger(self, batch: ProducerBatch) -> None:
-        """Loop thread: seal `batch` after linger_ms if the caller has not filled it."""
+        """Loop thread: seal `batch` if the caller has not, for a producer gone quiet. It waits
+        one linger_ms more than the caller would (a busy caller seals on its next send), so the
+        two rarely meet on the lock."""
 
         def expire() -> None:
+            if self._open.get((batch.topic, batch.partition)) is not batch:
+                return  # sealed already (a dict read is atomic: no lock needed to look)
             with self._lock:
                 if self._open.get((batch.topic, batch.partition)) is not batch:
                     return
                 self._take(batch)
             self._async.submit_batch(batch)
 
-        asyncio.get_running_loop().call_later(self._async.linger_s, expire)
+        linger_s = self._async.linger_s
+        asyncio.get_running_loop().call_later(2 * linger_s + 0.001, expire)
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Send every open batch and wait for every outstanding batch's answer."""

@@ -181,6 +181,7 @@ class ProducerBatch:
     __slots__ = (
         "builder",
         "created",
+        "created_ms",
         "deadline",
         "encoded",
         "num_partitions",
@@ -199,7 +200,8 @@ class ProducerBatch:
         self.builder = BatchBuilder()
         self.result = BatchResult(topic, partition)
         self.size_bytes = 0  # what buffer_memory accounts for this batch
-        self.created = 0.0
+        self.created = 0.0  # loop time when queued (the async producer's linger, deadlines)
+        self.created_ms = 0  # wall clock ms when opened (the sync producer's linger)
         self.deadline = 0.0
         self.encoded: bytes | None = None  # sealed once, on first dispatch; retries resend it
         # Returns the batch's bytes to whoever accounts buffer_memory for it (None: the async one).

@@ -4,7 +4,9 @@ Up to `max_in_flight` batches per partition are on the wire at once (Kafka's
 max.in.flight.requests.per.connection, default 5): one batch per round trip would cap a
 partition at batch_size / RTT, and with acks=all a round trip includes the followers' fetches.
 
-Order survives retries. Batches of a partition are dispatched, and given their idempotence
+Order survives retries. Until a partition's leader has acknowledged one batch of the producer
+id, the partition sends one batch at a time (a leader takes any first sequence from a producer it
+does not know yet). Batches of a partition are dispatched, and given their idempotence
 sequence numbers, in the order they were sealed. When one fails with a retriable error the
 partition stops sending new batches, waits for its in-flight ones to answer, then resends every
 failed batch one at a time, oldest first, before new batches flow again. A later batch that the
@@ -49,6 +51,10 @@ class Sender:
         self.in_flight: dict[Key, deque[ProducerBatch]] = {}  # sent, unanswered, in send order
         self.retrying: dict[Key, list[ProducerBatch]] = {}  # failed, waiting to be resent
         self._resending: set[Key] = set()
+        # Partitions whose leader has acknowledged a batch of the current producer id. Until
+        # then one batch at a time: a leader accepts any first sequence from a producer it does
+        # not know, so a pipelined second batch could land before a first one that failed.
+        self.acknowledged: set[Key] = set()
         self._dispatched = 0  # dispatch order of batches, for "is there an earlier one"
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -94,14 +100,12 @@ class Sender:
         """Ready batches that may go now, oldest first; a partition that is retrying, or has
         max_in_flight batches out, holds back its later batches too (they must not overtake)."""
         sendable, waiting, held = [], [], set()
+        idempotent = self.producer.idempotent
         for batch in self.ready:
             key = (batch.topic, batch.partition)
             flying = self.in_flight.get(key)
-            if (
-                key in held
-                or key in self.retrying
-                or (flying and len(flying) >= self.max_in_flight)
-            ):
+            limit = self.max_in_flight if key in self.acknowledged or not idempotent else 1
+            if key in held or key in self.retrying or (flying and len(flying) >= limit):
                 held.add(key)
                 waiting.append(batch)
                 continue
@@ -198,6 +202,7 @@ class Sender:
             if not flying:
                 del self.in_flight[key]
         if error is None:
+            self.acknowledged.add(key)
             self.producer.complete(batch, offset)
         elif error.retriable or self._earlier_unresolved(key, batch, error):
             retry = self.retrying.setdefault(key, [])
@@ -262,5 +267,6 @@ class Sender:
             )
         if self.producer.idempotent:
             self.producer.reset_producer_id()
+            self.acknowledged.clear()
             for batch in self.retrying[key]:
                 batch.encoded = None

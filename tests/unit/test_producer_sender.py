@@ -27,10 +27,9 @@ PARTITIONS = 2
 class ScriptedLeader:
     """One leader for every partition of topic "t", with the broker's sequence rules."""
 
-    def __init__(self, seed: int, refuse_fraction: float, lose_state: bool = False) -> None:
+    def __init__(self, seed: int, refuse_fraction: float) -> None:
         self.rng = random.Random(seed)
         self.refuse_fraction = refuse_fraction
-        self.lose_state = lose_state
         self.logs: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
         self.next_seq: dict[int, int] = {}
         self.seen: dict[tuple[int, int], int] = {}  # (partition, base seq) -> base offset
@@ -58,7 +57,8 @@ class ScriptedLeader:
         seq = header.base_sequence
         if (partition, seq) in self.seen:
             return common_pb2.NONE, self.seen[(partition, seq)]  # a duplicate
-        if seq != self.next_seq.get(partition, 0):
+        # As the broker: a producer it does not know yet may start at any sequence.
+        if partition in self.next_seq and seq != self.next_seq[partition]:
             return common_pb2.OUT_OF_ORDER_SEQUENCE_NUMBER, -1
         if (partition, seq) not in self.refused_once and self.rng.random() < self.refuse_fraction:
             self.refused_once.add((partition, seq))
