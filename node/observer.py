@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
@@ -37,7 +39,9 @@ class MetadataObserver:
         voters: dict[int, str],
         state: MetadataState,
         timeout_s: float,
+        interceptors: Sequence[Any] = (),
     ) -> None:
+        self.interceptors = list(interceptors)  # credentials for SASL controller listeners
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.voters = voters
@@ -55,7 +59,9 @@ class MetadataObserver:
     def _stub(self, voter: int) -> raft_pb2_grpc.RaftStub:
         channel = self._channels.get(voter)
         if channel is None:
-            channel = grpc.aio.insecure_channel(self.voters[voter], options=channel_options())
+            channel = grpc.aio.insecure_channel(
+                self.voters[voter], options=channel_options(), interceptors=self.interceptors
+            )
             self._channels[voter] = channel
         return raft_pb2_grpc.RaftStub(channel)
 

@@ -12,6 +12,8 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
@@ -36,8 +38,15 @@ class RaftTransport:
     """One bounded queue and one sender task per peer; each Step call carries every queued
     message. A full queue drops the oldest messages: Raft retries what matters."""
 
-    def __init__(self, cluster_id: str, peers: dict[int, str], timeout_s: float) -> None:
+    def __init__(
+        self,
+        cluster_id: str,
+        peers: dict[int, str],
+        timeout_s: float,
+        interceptors: Sequence[Any] = (),
+    ) -> None:
         self.cluster_id = cluster_id
+        self.interceptors = list(interceptors)  # credentials for SASL controller listeners
         self.peers = peers
         self.timeout_s = timeout_s
         self._queues: dict[int, deque[Message]] = {p: deque(maxlen=PEER_QUEUE_MAX) for p in peers}
@@ -64,7 +73,9 @@ class RaftTransport:
         self._ready[peer].set()
 
     async def _sender(self, peer: int) -> None:
-        channel = grpc.aio.insecure_channel(self.peers[peer], options=channel_options())
+        channel = grpc.aio.insecure_channel(
+            self.peers[peer], options=channel_options(), interceptors=self.interceptors
+        )
         self._channels[peer] = channel
         stub = raft_pb2_grpc.RaftStub(channel)
         queue, ready = self._queues[peer], self._ready[peer]

@@ -47,6 +47,7 @@ from strom.node.observer import MetadataObserver
 from strom.node.raft_driver import RaftDriver
 from strom.node.raft_service import RaftServicer, RaftTransport
 from strom.node.replica.manager import ReplicaManager
+from strom.node.security.interceptor import NodeSecurity, node_interceptors
 from strom.raft.config import Config as RaftConfig
 from strom.raft.rawnode import RawNode
 from strom.raft.types import Role
@@ -111,6 +112,13 @@ class Node:
         directories = [Path(d) for d in config["log.dirs"]] + [config.metadata_log_dir]
         self.cluster_id = check_directories(directories, config.node_id)
         self.metadata = MetadataState(self.cluster_id)
+        self.security = NodeSecurity(config, self._image)
+        security = self.security
+        self.metadata.subscribe(lambda _, delta: security.on_users_changed(delta.changed_users))
+        # Credentials for this node's own calls to SASL controller listeners.
+        self.controller_interceptors = node_interceptors(
+            config, config.controller_listener_names[0]
+        )
         # NOT_SERVING until every listener is up: health checks must not pass while starting.
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         voters = {v.node_id: v.address() for v in config.voters}
@@ -119,8 +127,9 @@ class Node:
             self._start_controller(voters, timeout_s)
         else:
             self.observer = MetadataObserver(
-                config.node_id, self.cluster_id, voters, self.metadata, timeout_s
-            )
+                config.node_id, self.cluster_id, voters, self.metadata, timeout_s,
+                self.controller_interceptors,
+            )  # fmt: skip
             self._spawn(self.observer.run(), "metadata-observer")
         if config.is_broker:
             self._start_broker(voters, timeout_s)
@@ -181,7 +190,9 @@ class Node:
         )
         raw = RawNode(raft_config, store, random.Random().randrange)
         peers = {n: a for n, a in voters.items() if n != config.node_id}
-        self.transport = RaftTransport(self.cluster_id, peers, timeout_s)
+        self.transport = RaftTransport(
+            self.cluster_id, peers, timeout_s, self.controller_interceptors
+        )
         logic = ControllerLogic(
             ControllerSettings(
                 num_partitions=config["num.partitions"],
@@ -230,7 +241,7 @@ class Node:
         self.logs = LogManager(
             str(config.log_dir), LogConfig.from_kafka(self._log_defaults()), now_ms=now_ms()
         )
-        self.controller_client = ControllerClient(voters, timeout_s)
+        self.controller_client = ControllerClient(voters, timeout_s, self.controller_interceptors)
         metadata = self.metadata
         self.lifecycle = BrokerLifecycle(
             config, self.cluster_id, self.controller_client, lambda: metadata.image.last_index,
@@ -244,7 +255,9 @@ class Node:
         self.producer_ids = ProducerIdAllocator(
             self.controller_client, config.node_id, lambda: lifecycle.broker_epoch
         )
-        self.end_offsets = EndOffsets(self.manager, timeout_s)
+        self.end_offsets = EndOffsets(
+            self.manager, timeout_s, node_interceptors(config, config.inter_broker_listener_name)
+        )
         self.coordinator = GroupCoordinator(config, self.manager, self.end_offsets)
         # After the replica manager: the coordinator reads the partitions it has just opened.
         self.metadata.subscribe(self.coordinator.on_metadata)
@@ -271,7 +284,8 @@ class Node:
         for endpoint in config.listeners:
             # Request timing only when someone can read it (the admin listener is on).
             timers = [RequestTimer()] if config["admin.listener"] else []
-            server = grpc.aio.server(options=channel_options(), interceptors=timers)
+            security = self.security.server_interceptors(endpoint.listener)
+            server = grpc.aio.server(options=channel_options(), interceptors=timers + security)
             names = [health.SERVICE_NAME, reflection.SERVICE_NAME]
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
             if endpoint.listener in controller_names:

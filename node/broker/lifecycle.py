@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -31,8 +31,11 @@ class ControllerUnavailable(Exception):
 
 
 class ControllerClient:
-    def __init__(self, voters: dict[int, str], request_timeout_s: float) -> None:
+    def __init__(
+        self, voters: dict[int, str], request_timeout_s: float, interceptors: Sequence[Any] = ()
+    ) -> None:
         self.voters = voters
+        self.interceptors = list(interceptors)  # credentials for SASL controller listeners
         self.request_timeout_s = request_timeout_s
         self.controller_id = -1
         self._stubs: dict[int, controller_pb2_grpc.ControllerStub] = {}
@@ -41,7 +44,9 @@ class ControllerClient:
     def _stub(self, node_id: int) -> controller_pb2_grpc.ControllerStub:
         stub = self._stubs.get(node_id)
         if stub is None:
-            channel = grpc.aio.insecure_channel(self.voters[node_id], options=channel_options())
+            channel = grpc.aio.insecure_channel(
+                self.voters[node_id], options=channel_options(), interceptors=self.interceptors
+            )
             self._channels.append(channel)
             stub = self._stubs[node_id] = controller_pb2_grpc.ControllerStub(channel)
         return stub

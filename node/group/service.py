@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
@@ -40,8 +42,11 @@ class EndOffsets:
     """The latest offset (high watermark) of any partition: locally when this broker leads it,
     else by asking its leader (ListOffsets)."""
 
-    def __init__(self, manager: ReplicaManager, timeout_s: float) -> None:
+    def __init__(
+        self, manager: ReplicaManager, timeout_s: float, interceptors: Sequence[Any] = ()
+    ) -> None:
         self.manager = manager
+        self.interceptors = list(interceptors)  # credentials for a SASL inter-broker listener
         self.timeout_s = timeout_s
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -70,7 +75,7 @@ class EndOffsets:
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=channel_options()
+                address, options=channel_options(), interceptors=self.interceptors
             )
         request = broker_pb2.ListOffsetsRequest()
         request.topics.add(name=topic).partitions.add(

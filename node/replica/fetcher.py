@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 
@@ -47,6 +48,7 @@ class ReplicaFetcher:
         partition_bytes_max: int,
         response_bytes_max: int,
         request_timeout_s: float,
+        interceptors: Sequence[Any] = (),
     ) -> None:
         self.broker_id = broker_id
         self.broker_epoch = broker_epoch
@@ -59,7 +61,9 @@ class ReplicaFetcher:
         self.partitions: dict[Key, Partition] = {}
         self._delayed_until: dict[Key, int] = {}
         self._wake = asyncio.Event()
-        self._channel = grpc.aio.insecure_channel(address, options=channel_options())
+        self._channel = grpc.aio.insecure_channel(
+            address, options=channel_options(), interceptors=list(interceptors)
+        )
         self._stub = replica_pb2_grpc.ReplicaStub(self._channel)
         self._task: asyncio.Task[None] | None = None
 

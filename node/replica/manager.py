@@ -22,6 +22,7 @@ from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
 from strom.node.config import TOPIC_KEYS, NodeConfig
 from strom.node.metadata.image import MetadataDelta, MetadataImage, PartitionInfo
 from strom.node.metadata.state import full_delta
+from strom.node.security.interceptor import node_interceptors
 from strom.storage import log_cleaner
 from strom.storage.errors import InconsistentTopicIdError, StorageError
 from strom.storage.log_config import LogConfig
@@ -239,6 +240,7 @@ class ReplicaManager:
                 partition_bytes_max=self.config["replica.fetch.max.bytes"],
                 response_bytes_max=self.config["replica.fetch.response.max.bytes"],
                 request_timeout_s=self.config["controller.quorum.request.timeout.ms"] / 1000,
+                interceptors=node_interceptors(self.config, self.config.inter_broker_listener_name),
             )
             self.fetchers[leader] = fetcher
             fetcher.start()
