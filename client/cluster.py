@@ -20,7 +20,8 @@ import grpc
 
 from strom.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
 
-from .errors import FatalError, KafkaTimeoutError, RetriableError, StromError
+from .errors import FatalError, KafkaTimeoutError, RetriableError, StromError, error_from_code
+from .sasl import sasl_interceptors
 
 T = TypeVar("T")
 
@@ -65,9 +66,9 @@ def grpc_error(exc: grpc.aio.AioRpcError, address: str) -> StromError:
     ):
         return RetriableError(common_pb2.NETWORK_EXCEPTION, f"{address}: {detail}")
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return FatalError(common_pb2.SASL_AUTHENTICATION_FAILED, f"{address}: {detail}")
+        return error_from_code(common_pb2.SASL_AUTHENTICATION_FAILED, f"{address}: {detail}")
     if code == grpc.StatusCode.PERMISSION_DENIED:
-        return FatalError(common_pb2.CLUSTER_AUTHORIZATION_FAILED, f"{address}: {detail}")
+        return error_from_code(common_pb2.CLUSTER_AUTHORIZATION_FAILED, f"{address}: {detail}")
     return FatalError(common_pb2.INVALID_REQUEST, f"{address}: {detail}")
 
 
@@ -122,13 +123,23 @@ class ClusterClient:
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1_000,
+        sasl_mechanism: str = "PLAIN",
+        sasl_username: str | None = None,
+        sasl_password: str | None = None,
     ) -> None:
         self.bootstrap = parse_bootstrap(bootstrap_servers)
+        try:
+            # Credentials on every call, for listeners whose protocol is SASL_* (client/sasl.py).
+            self._interceptors = sasl_interceptors(sasl_username, sasl_password, sasl_mechanism)
+        except ValueError as exc:
+            raise FatalError(common_pb2.INVALID_CONFIG, str(exc)) from exc
         self.client_id = client_id
         self.request_timeout_s = request_timeout_ms / 1000
         self.retry_backoff_ms = retry_backoff_ms
         self.retry_backoff_max_ms = retry_backoff_max_ms
         self.meta = ClusterMeta()
+        # Topics the last metadata answers refused (TOPIC_AUTHORIZATION_FAILED): name -> message.
+        self.unauthorized_topics: dict[str, str] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._refresh_lock = asyncio.Lock()
 
@@ -137,7 +148,9 @@ class ClusterClient:
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=channel_options())
+            channel = grpc.aio.insecure_channel(
+                address, options=channel_options(), interceptors=self._interceptors
+            )
             self._channels[address] = channel
         return channel
 
@@ -226,6 +239,10 @@ class ClusterClient:
     def _merge(self, response: broker_pb2.MetadataResponse, replace_all: bool) -> ClusterMeta:
         topics = {} if replace_all else dict(self.meta.topics)
         for t in response.topics:
+            if t.error_code == common_pb2.TOPIC_AUTHORIZATION_FAILED:
+                self.unauthorized_topics[t.name] = t.error_message
+            else:
+                self.unauthorized_topics.pop(t.name, None)
             if t.error_code != common_pb2.NONE:
                 topics.pop(t.name, None)
                 continue
@@ -269,11 +286,16 @@ class ClusterClient:
     async def topic(
         self, name: str, allow_auto_topic_creation: bool = False, timeout_s: float | None = None
     ) -> TopicMeta:
-        """Metadata of one topic, refreshed if unknown; raises UNKNOWN_TOPIC_OR_PARTITION."""
+        """Metadata of one topic, refreshed if unknown; raises UNKNOWN_TOPIC_OR_PARTITION, or
+        TOPIC_AUTHORIZATION_FAILED (fatal) when the caller may not describe it."""
         meta = self.meta.topics.get(name)
         if meta is None:
             await self.refresh_metadata([name], allow_auto_topic_creation, timeout_s)
             meta = self.meta.topics.get(name)
+        if meta is None and name in self.unauthorized_topics:
+            raise error_from_code(
+                common_pb2.TOPIC_AUTHORIZATION_FAILED, self.unauthorized_topics[name]
+            )
         if meta is None:
             raise RetriableError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"

@@ -58,6 +58,9 @@ class AsyncConsumer:
         group_remote_assignor: str = "range",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5_000,
+        sasl_mechanism: str = "PLAIN",
+        sasl_username: str | None = None,
+        sasl_password: str | None = None,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise FatalError(
@@ -70,7 +73,12 @@ class AsyncConsumer:
         self.fetch_max_bytes = fetch_max_bytes
         self.max_partition_fetch_bytes = max_partition_fetch_bytes
         self.cluster = ClusterClient(
-            bootstrap_servers, client_id=client_id, request_timeout_ms=request_timeout_ms
+            bootstrap_servers,
+            client_id=client_id,
+            request_timeout_ms=request_timeout_ms,
+            sasl_mechanism=sasl_mechanism,
+            sasl_username=sasl_username,
+            sasl_password=sasl_password,
         )
         self._assignment: list[TopicPartition] = []
         # Two positions per partition: where the next fetch starts (records may sit in the

@@ -70,6 +70,9 @@ class AsyncProducer:
         enable_idempotence: bool | None = None,
         buffer_memory: int = 32 * 1024 * 1024,
         max_block_ms: int = 60_000,
+        sasl_mechanism: str = "PLAIN",
+        sasl_username: str | None = None,
+        sasl_password: str | None = None,
     ) -> None:
         if acks not in _ACKS:
             raise FatalError(
@@ -109,6 +112,9 @@ class AsyncProducer:
             client_id=client_id,
             request_timeout_ms=request_timeout_ms,
             retry_backoff_ms=retry_backoff_ms,
+            sasl_mechanism=sasl_mechanism,
+            sasl_username=sasl_username,
+            sasl_password=sasl_password,
         )
         self._open: dict[tuple[str, int], _Batch] = {}
         self._ready: list[_Batch] = []

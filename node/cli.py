@@ -1,7 +1,8 @@
 """The `strom` command line.
 
 Server commands (`strom node run`, `strom storage format`, `strom cluster ...`) run or manage
-nodes; client commands (`topics`, `produce`, `consume`, `quorum`) call `strom.client`, with
+nodes; client commands (`topics`, `produce`, `consume`, `quorum`, `users`, `acls`) call
+`strom.client` (with SASL credentials from $STROM_SASL_USERNAME / $STROM_SASL_PASSWORD), with
 Kafka's flag names where they exist and `--output json` for scripting. Every command reaches the
 cluster through `--bootstrap-server` (default: $STROM_BOOTSTRAP_SERVER or localhost:9092).
 """
@@ -40,6 +41,13 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
             raise CommandError(f"{flag} expects key=value, got {item!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def _credentials() -> dict[str, Any]:
+    """The CLI's own SASL login (STROM_SASL_USERNAME / STROM_SASL_PASSWORD), if set."""
+    from strom.node.cli_security import client_credentials
+
+    return client_credentials()
 
 
 def _print_json(value: Any) -> None:
@@ -124,7 +132,7 @@ def wait_until_healthy(bootstrap: str, node_ids: Sequence[int], timeout_s: float
 
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
-    with Admin(bootstrap, request_timeout_ms=2_000) as admin:
+    with Admin(bootstrap, request_timeout_ms=2_000, **_credentials()) as admin:
         while time.monotonic() < deadline:
             try:
                 cluster = admin.describe_cluster()
@@ -167,7 +175,7 @@ def _cluster_status(args: argparse.Namespace) -> int:
     brokers: dict[int, Any] = {}
     controller = -1
     try:
-        with Admin(cluster.bootstrap(), request_timeout_ms=3_000) as admin:
+        with Admin(cluster.bootstrap(), request_timeout_ms=3_000, **_credentials()) as admin:
             description = admin.describe_cluster()
             brokers = {b.node_id: b for b in description.brokers}
             controller = description.controller_id
@@ -228,7 +236,7 @@ def _cluster_down(args: argparse.Namespace) -> int:
 def _admin(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from strom.client.admin import Admin
 
-    return Admin(args.bootstrap_server)
+    return Admin(args.bootstrap_server, **_credentials())
 
 
 def _topics_create(args: argparse.Namespace) -> int:
@@ -445,7 +453,7 @@ def _produce(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         count = 0
-        async with AsyncProducer(args.bootstrap_server, **options) as producer:
+        async with AsyncProducer(args.bootstrap_server, **options, **_credentials()) as producer:
             futures = []
             for line in sys.stdin:
                 line = line.rstrip("\n")
@@ -489,7 +497,7 @@ def _consume(args: argparse.Namespace) -> int:
         shown = 0
         async with AsyncConsumer(
             args.bootstrap_server, auto_offset_reset=reset, group_id=args.group,
-            client_id="strom-console-consumer",
+            client_id="strom-console-consumer", **_credentials(),
         ) as consumer:  # fmt: skip
             if args.group is not None:
                 if args.partition is not None:
@@ -858,6 +866,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     client(quorum.add_parser("status")).set_defaults(handler=_quorum_status)
+
+    from strom.node.cli_security import add_commands as add_security_commands
+
+    add_security_commands(sub, client)
 
     demo = sub.add_parser("demo", help="run the seed document's walkthrough as tables")
     demo.add_argument("--data-dir", default=".strom/demo")

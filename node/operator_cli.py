@@ -87,8 +87,9 @@ def describe_cluster_rows(description: Any, topics: list[Any]) -> list[BrokerRow
 
 def cluster_describe(args: argparse.Namespace) -> int:
     from strom.client.admin import Admin
+    from strom.node.cli_security import client_credentials
 
-    with Admin(args.bootstrap_server) as admin:
+    with Admin(args.bootstrap_server, **client_credentials()) as admin:
         description = admin.describe_cluster()
         topics = admin.describe_topics(None)
     rows = describe_cluster_rows(description, topics)
