@@ -173,6 +173,10 @@ class AsyncAdmin(AsyncSecurityAdmin):
         meta = await self.cluster.refresh_metadata(list(names) if names else None)
         wanted = list(names) if names else sorted(meta.topics)
         for name in wanted:
+            if name in self.cluster.unauthorized_topics:
+                raise error_from_code(
+                    common_pb2.TOPIC_AUTHORIZATION_FAILED, self.cluster.unauthorized_topics[name]
+                )
             if name not in meta.topics:
                 raise error_from_code(
                     common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
