@@ -14,6 +14,7 @@ import io
 import re
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -335,6 +336,36 @@ def test_acl_changes_apply_to_cluster_resources(cluster: Secured) -> None:
     assert cluster.revoke([AclBindingFilter(resource_type=ResourceType.CLUSTER)]) == [operator]
     with cluster.admin("alice", ALICE_PW) as alice:
         refused(AuthorizationFailedError, alice.describe_users)
+
+
+def test_allow_everyone_if_no_acl_found(tmp_path: Path) -> None:
+    """With the flag on (one node of its own), a resource no ACL names is open to every
+    authenticated principal; the first ACL naming it closes it to everyone else."""
+    local = LocalCluster(tmp_path / "loose")
+    local.create(1, free_base_port(1), {
+        **FAST,
+        "listener.security.protocol.map": "PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "authorizer.enabled": "true", "allow.everyone.if.no.acl.found": "true",
+        "super.users": "User:node", "node.sasl.username": "node", "node.sasl.password": NODE_PW,
+    })  # fmt: skip
+    local.up()
+    try:
+        loose = Secured(local)
+        with loose.admin("node", NODE_PW) as node:
+            eventually(lambda: node.describe_cluster().controller_id > 0, 30, "a controller")
+            node.create_user("alice", ALICE_PW)
+            node.create_topics([NewTopic("open", 1, 1), NewTopic("other", 1, 1)])
+        with loose.producer("alice", ALICE_PW) as producer:
+            producer.send("open", b"1").result(15)
+            with loose.admin("node", NODE_PW) as node:
+                node.create_acls([allow("User:bob", Operation.READ, ResourceType.TOPIC, "open")])
+            refused(AuthorizationFailedError, lambda: producer.send("open", b"2").result(15))
+            producer.send("other", b"3").result(15)  # still no ACL there
+    finally:
+        try:
+            local.down(timeout_s=10)
+        finally:
+            local.stop(1, kill=True)
 
 
 def test_no_secret_in_logs_metrics_or_errors(cluster: Secured) -> None:
