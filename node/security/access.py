@@ -55,7 +55,7 @@ class Access:
 
     def require_cluster(self, operation: Operation) -> None:
         if not self.cluster(operation):
-            raise Denied(f"CLUSTER_AUTHORIZATION_FAILED: {self.principal} may not "
+            raise Denied(f"{self.principal} may not "
                          f"{operation.name} on the cluster")  # fmt: skip
 
     def refusal(self, operation: Operation, kind: str, name: str) -> str:
