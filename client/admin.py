@@ -1,4 +1,4 @@
-"""Admin: topics, configs, cluster and quorum descriptions.
+"""Admin: topics, configs, cluster and quorum descriptions; users and ACLs (client/admin_security.py).
 
 `AsyncAdmin` is the implementation; `Admin` is its synchronous facade. Each topic-level result
 that failed raises a typed error naming the topic (Kafka's AdminClient surfaces per-topic futures;
@@ -15,6 +15,8 @@ from typing import Any
 from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2, group_pb2_grpc, metadata_pb2
 
 from ._loop import LoopThread
+from .acl import AclBinding, AclBindingFilter
+from .admin_security import AsyncSecurityAdmin, UserDescription
 from .cluster import ClusterClient, TopicMeta
 from .errors import RetriableError, error_from_code
 
@@ -97,7 +99,7 @@ def _topic_resource(name: str) -> admin_pb2.ConfigResource:
     )
 
 
-class AsyncAdmin:
+class AsyncAdmin(AsyncSecurityAdmin):
     def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
         self.cluster = ClusterClient(bootstrap_servers, **options)
 
@@ -171,6 +173,10 @@ class AsyncAdmin:
         meta = await self.cluster.refresh_metadata(list(names) if names else None)
         wanted = list(names) if names else sorted(meta.topics)
         for name in wanted:
+            if name in self.cluster.unauthorized_topics:
+                raise error_from_code(
+                    common_pb2.TOPIC_AUTHORIZATION_FAILED, self.cluster.unauthorized_topics[name]
+                )
             if name not in meta.topics:
                 raise error_from_code(
                     common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
@@ -535,3 +541,23 @@ class Admin:
         self, partitions: Sequence[tuple[str, int]], timestamp: int
     ) -> dict[tuple[str, int], int]:
         return self._run(self._async.list_offsets(partitions, timestamp))
+
+    # ---- users and ACLs (client/admin_security.py) -----------------------------------------
+
+    def create_user(self, name: str, password: str) -> None:
+        self._run(self._async.create_user(name, password))
+
+    def delete_user(self, name: str) -> None:
+        self._run(self._async.delete_user(name))
+
+    def describe_users(self, names: Sequence[str] | None = None) -> list[UserDescription]:
+        return self._run(self._async.describe_users(names))
+
+    def create_acls(self, bindings: Sequence[AclBinding]) -> None:
+        self._run(self._async.create_acls(bindings))
+
+    def delete_acls(self, filters: Sequence[AclBindingFilter]) -> list[AclBinding]:
+        return self._run(self._async.delete_acls(filters))
+
+    def describe_acls(self, selector: AclBindingFilter | None = None) -> list[AclBinding]:
+        return self._run(self._async.describe_acls(selector))

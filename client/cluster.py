@@ -20,7 +20,7 @@ import grpc
 
 from strom.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
 
-from .errors import FatalError, KafkaTimeoutError, RetriableError, StromError
+from .errors import FatalError, KafkaTimeoutError, RetriableError, StromError, error_from_code
 from .tls import SecurityOptions, connection_hint, open_channel
 
 T = TypeVar("T")
@@ -66,9 +66,9 @@ def grpc_error(exc: grpc.aio.AioRpcError, address: str, hint: str = "") -> Strom
     ):
         return RetriableError(common_pb2.NETWORK_EXCEPTION, f"{address}: {detail}")
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return FatalError(common_pb2.SASL_AUTHENTICATION_FAILED, f"{address}: {detail}")
+        return error_from_code(common_pb2.SASL_AUTHENTICATION_FAILED, f"{address}: {detail}")
     if code == grpc.StatusCode.PERMISSION_DENIED:
-        return FatalError(common_pb2.CLUSTER_AUTHORIZATION_FAILED, f"{address}: {detail}")
+        return error_from_code(common_pb2.CLUSTER_AUTHORIZATION_FAILED, f"{address}: {detail}")
     return FatalError(common_pb2.INVALID_REQUEST, f"{address}: {detail}")
 
 
@@ -126,7 +126,8 @@ class ClusterClient:
         **security_options: Any,
     ) -> None:
         """`security_options`: the fields of `SecurityOptions` (security_protocol, ssl_cafile,
-        ssl_certfile, ssl_keyfile), as kafka-python names them."""
+        ssl_certfile, ssl_keyfile, sasl_mechanism, sasl_username, sasl_password), as
+        kafka-python names them."""
         self.security = SecurityOptions.from_options(security_options)
         self.bootstrap = parse_bootstrap(bootstrap_servers)
         self.client_id = client_id
@@ -134,6 +135,8 @@ class ClusterClient:
         self.retry_backoff_ms = retry_backoff_ms
         self.retry_backoff_max_ms = retry_backoff_max_ms
         self.meta = ClusterMeta()
+        # Topics the last metadata answers refused (TOPIC_AUTHORIZATION_FAILED): name -> message.
+        self.unauthorized_topics: dict[str, str] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._refresh_lock = asyncio.Lock()
 
@@ -234,6 +237,10 @@ class ClusterClient:
     def _merge(self, response: broker_pb2.MetadataResponse, replace_all: bool) -> ClusterMeta:
         topics = {} if replace_all else dict(self.meta.topics)
         for t in response.topics:
+            if t.error_code == common_pb2.TOPIC_AUTHORIZATION_FAILED:
+                self.unauthorized_topics[t.name] = t.error_message
+            else:
+                self.unauthorized_topics.pop(t.name, None)
             if t.error_code != common_pb2.NONE:
                 topics.pop(t.name, None)
                 continue
@@ -277,11 +284,16 @@ class ClusterClient:
     async def topic(
         self, name: str, allow_auto_topic_creation: bool = False, timeout_s: float | None = None
     ) -> TopicMeta:
-        """Metadata of one topic, refreshed if unknown; raises UNKNOWN_TOPIC_OR_PARTITION."""
+        """Metadata of one topic, refreshed if unknown; raises UNKNOWN_TOPIC_OR_PARTITION, or
+        TOPIC_AUTHORIZATION_FAILED (fatal) when the caller may not describe it."""
         meta = self.meta.topics.get(name)
         if meta is None:
             await self.refresh_metadata([name], allow_auto_topic_creation, timeout_s)
             meta = self.meta.topics.get(name)
+        if meta is None and name in self.unauthorized_topics:
+            raise error_from_code(
+                common_pb2.TOPIC_AUTHORIZATION_FAILED, self.unauthorized_topics[name]
+            )
         if meta is None:
             raise RetriableError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"

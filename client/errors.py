@@ -68,6 +68,23 @@ class FatalError(StromError):
     retriable = False
 
 
+class AuthenticationFailedError(FatalError):
+    """The cluster did not accept the client's credentials (SASL_AUTHENTICATION_FAILED)."""
+
+
+class AuthorizationFailedError(FatalError):
+    """The principal may not do this (TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED); an
+    administrator must grant an ACL first. Retrying cannot help."""
+
+
+_TYPED: dict[int, type[StromError]] = {
+    common_pb2.SASL_AUTHENTICATION_FAILED: AuthenticationFailedError,
+    common_pb2.TOPIC_AUTHORIZATION_FAILED: AuthorizationFailedError,
+    common_pb2.GROUP_AUTHORIZATION_FAILED: AuthorizationFailedError,
+    common_pb2.CLUSTER_AUTHORIZATION_FAILED: AuthorizationFailedError,
+}
+
+
 class KafkaTimeoutError(RetriableError):
     """A deadline passed before the operation completed (Kafka's TimeoutException)."""
 
@@ -83,7 +100,7 @@ def error_name(code: int) -> str:
 
 
 def error_from_code(code: int, message: str = "") -> StromError:
-    cls = RetriableError if code in _RETRIABLE else FatalError
+    cls = _TYPED.get(code) or (RetriableError if code in _RETRIABLE else FatalError)
     return cls(code, message)
 
 

@@ -25,6 +25,9 @@ CLIENT_PROPERTIES: dict[str, str] = {
     "ssl.ca.location": "ssl_cafile",
     "ssl.certificate.location": "ssl_certfile",
     "ssl.key.location": "ssl_keyfile",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
 }
 # Properties whose values are file paths (resolved against the file's folder).
 PATH_PROPERTIES = frozenset({"ssl.ca.location", "ssl.certificate.location", "ssl.key.location"})

@@ -10,6 +10,10 @@ TLS; the SASL_ variants add credentials on top (the SASL part is not in this mod
 - gRPC checks the server's certificate against the host name dialled, so a certificate must
   list that host (or IP address) among its subject alternative names.
 
+- `sasl_username` + `sasl_password` (`sasl_mechanism` PLAIN) go as call metadata on every call
+  of the channel (client/sasl.py), for SASL_PLAINTEXT / SASL_SSL listeners; credentials given
+  without a security_protocol mean SASL_PLAINTEXT. The password is never part of `repr`.
+
 `open_channel` is the one place the SDK and the node open client channels. PEM files are read
 when a channel is opened (channels are cached per address), so a renewed certificate is picked
 up by new connections. File contents never appear in errors or logs: only paths do.
@@ -18,7 +22,7 @@ up by new connections. File contents never appear in errors or logs: only paths 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ import grpc
 from strom.v1 import common_pb2
 
 from .errors import FatalError
+from .sasl import sasl_interceptors
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
@@ -38,9 +43,14 @@ class SecurityOptions:
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         protocol = self.security_protocol.upper()
+        if self.sasl_username and protocol == "PLAINTEXT":
+            protocol = "SASL_PLAINTEXT"  # credentials given: the caller means SASL
         if protocol not in SECURITY_PROTOCOLS:
             raise FatalError(
                 common_pb2.INVALID_CONFIG,
@@ -48,6 +58,7 @@ class SecurityOptions:
                 f"got {self.security_protocol!r}",
             )
         object.__setattr__(self, "security_protocol", protocol)
+        self.interceptors()  # refuses a username without a password, an unknown mechanism
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise FatalError(
                 common_pb2.INVALID_CONFIG,
@@ -81,6 +92,14 @@ class SecurityOptions:
     def uses_tls(self) -> bool:
         return self.security_protocol in TLS_PROTOCOLS
 
+    def interceptors(self) -> list[Any]:
+        """Client interceptors a channel needs: SASL credentials on every call, or none."""
+        try:
+            return list(sasl_interceptors(self.sasl_username, self.sasl_password,
+                                          self.sasl_mechanism))  # fmt: skip
+        except ValueError as exc:
+            raise FatalError(common_pb2.INVALID_CONFIG, str(exc)) from None
+
     def channel_credentials(self) -> grpc.ChannelCredentials:
         assert self.uses_tls, "plaintext needs no credentials"
         return grpc.ssl_channel_credentials(
@@ -111,9 +130,12 @@ def open_channel(
     address: str, security: SecurityOptions, options: list[tuple[str, int]]
 ) -> grpc.aio.Channel:
     """An asyncio channel to `address`, over TLS when `security` says so."""
+    interceptors = security.interceptors() or None
     if security.uses_tls:
-        return grpc.aio.secure_channel(address, security.channel_credentials(), options=options)
-    return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.secure_channel(
+            address, security.channel_credentials(), options=options, interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
 
 
 def open_sync_channel(

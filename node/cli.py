@@ -1,7 +1,8 @@
 """The `strom` command line.
 
 Server commands (`strom node run`, `strom storage format`, `strom cluster ...`) run or manage
-nodes; client commands (`topics`, `produce`, `consume`, `quorum`) call `strom.client`, with
+nodes; client commands (`topics`, `produce`, `consume`, `quorum`, `users`, `acls`) call
+`strom.client` (with SASL credentials from $STROM_SASL_USERNAME / $STROM_SASL_PASSWORD), with
 Kafka's flag names where they exist and `--output json` for scripting. Every command reaches the
 cluster through `--bootstrap-server` (default: $STROM_BOOTSTRAP_SERVER or localhost:9092) and
 `--command-config FILE`, a Kafka-style properties file of connection settings (TLS:
@@ -44,12 +45,23 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _credentials() -> dict[str, Any]:
+    """The CLI's own SASL login (STROM_SASL_USERNAME / STROM_SASL_PASSWORD), if set."""
+    from strom.node.cli_security import client_credentials
+
+    return client_credentials()
+
+
 def connection_options(args: argparse.Namespace) -> dict[str, Any]:
-    """SDK keyword arguments from `--command-config` (empty without one)."""
+    """SDK keyword arguments from `--command-config` (security.protocol, ssl.*, sasl.*); a SASL
+    login from the environment applies where the file gives none."""
     from strom.client.properties import read_client_properties
 
     path = getattr(args, "command_config", None)
-    return read_client_properties(path) if path else {}
+    options = read_client_properties(path) if path else {}
+    if "sasl_username" not in options:
+        options = {**_credentials(), **options}
+    return options
 
 
 def _print_json(value: Any) -> None:
@@ -178,7 +190,9 @@ def wait_until_healthy(
 
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
-    with Admin(bootstrap, request_timeout_ms=2_000, **(options or {})) as admin:
+    with Admin(
+        bootstrap, request_timeout_ms=2_000, **{**_credentials(), **(options or {})}
+    ) as admin:
         while time.monotonic() < deadline:
             try:
                 cluster = admin.describe_cluster()
@@ -241,9 +255,8 @@ def _cluster_status(args: argparse.Namespace) -> int:
     brokers: dict[int, Any] = {}
     controller = -1
     try:
-        with Admin(
-            cluster.bootstrap(), request_timeout_ms=3_000, **cluster.client_options()
-        ) as admin:
+        options = {**_credentials(), **cluster.client_options()}
+        with Admin(cluster.bootstrap(), request_timeout_ms=3_000, **options) as admin:
             description = admin.describe_cluster()
             brokers = {b.node_id: b for b in description.brokers}
             controller = description.controller_id
@@ -983,9 +996,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client(quorum.add_parser("status")).set_defaults(handler=_quorum_status)
 
+    from strom.node.cli_security import add_commands as add_security_commands
+
     from .perf import add_commands as add_perf_commands
 
     add_perf_commands(sub, client, _producer_options, connection_options)
+    add_security_commands(sub, client)
 
     demo = sub.add_parser("demo", help="run the seed document's walkthrough as tables")
     demo.add_argument("--data-dir", default=".strom/demo")

@@ -55,6 +55,19 @@ def _host_port_or_empty(value: Any) -> str | None:
     return "must be host:port, or empty for none"
 
 
+def _principals(value: Any) -> str | None:
+    from strom.node.security.authorizer import parse_super_users
+
+    try:
+        parse_super_users(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SECRET_KEYS = frozenset({"node.sasl.password"})  # never echoed in an error message
+
 DAY_MS = 24 * 60 * 60 * 1000
 REQUIRED = object()  # default of keys that have none
 
@@ -238,6 +251,29 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         "log.level", str, "INFO", "root log level", _one_of("DEBUG", "INFO", "WARNING", "ERROR")
     ),
     ConfigKey("log.format", str, "text", "text or json log lines", _one_of("text", "json")),
+    # Security (node/security/). The authorizer is off by default for local development.
+    ConfigKey("authorizer.enabled", bool, False, "check every RPC against the ACLs"),
+    ConfigKey(
+        "super.users",
+        str,
+        "",
+        "principals allowed everything: User:admin;User:node (or a comma list)",
+        _principals,
+    ),
+    ConfigKey(
+        "allow.everyone.if.no.acl.found",
+        bool,
+        False,
+        "a resource no ACL names is open to everyone (Kafka's default: closed)",
+    ),
+    ConfigKey(
+        "node.sasl.username",
+        str,
+        "",
+        "this node's SASL user for its calls to SASL listeners of other nodes; every SASL "
+        "listener also accepts it (so nodes can talk before any user exists)",
+    ),
+    ConfigKey("node.sasl.password", str, "", "the password of node.sasl.username (a secret)"),
     ConfigKey(
         "admin.listener",
         str,
@@ -313,6 +349,8 @@ def parse_value(name: str, expected: type, raw: Any) -> Any:
 
 
 def _checked(key: ConfigKey, raw: Any) -> Any:
+    if key.name in SECRET_KEYS and not isinstance(raw, str | int):
+        raise ConfigError(f"{key.name}: expected a string")
     value = parse_value(key.name, key.type, raw)
     if key.check is not None:
         problem = key.check(value)
@@ -515,7 +553,10 @@ class NodeConfig:
             raise ConfigError("message.max.bytes: must not exceed fetch.max.bytes")
 
     def _validate_security(self, names: list[str]) -> None:
-        for name, protocol in self.security_protocols.items():
+        """Known security protocols; certificates for TLS listeners; credentials wherever nodes
+        talk over SASL."""
+        protocols = self.security_protocols
+        for name, protocol in protocols.items():
             if protocol not in SECURITY_PROTOCOLS:
                 raise ConfigError(
                     f"listener.security.protocol.map: {name}:{protocol} is not one of "
@@ -541,6 +582,15 @@ class NodeConfig:
                     f"ssl.ca.location: listener {name} has ssl.client.auth=required and needs "
                     "the CA that signs client certificates"
                 )
+        if bool(self._values["node.sasl.username"]) != bool(self._values["node.sasl.password"]):
+            raise ConfigError("node.sasl.username and node.sasl.password: set both or neither")
+        inter_node = {*self.controller_listener_names, self.inter_broker_listener_name}
+        sasl = [n for n in sorted(inter_node) if protocols.get(n, "").startswith("SASL_")]
+        if sasl and not self._values["node.sasl.username"]:
+            raise ConfigError(
+                f"node.sasl.username: listeners {sasl} carry calls between nodes over SASL, so "
+                "this node needs credentials (node.sasl.username and node.sasl.password)"
+            )
 
 
 def build_config(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> NodeConfig:

@@ -47,6 +47,7 @@ from strom.node.observer import MetadataObserver
 from strom.node.raft_driver import RaftDriver
 from strom.node.raft_service import RaftServicer, RaftTransport
 from strom.node.replica.manager import ReplicaManager
+from strom.node.security.interceptor import NodeSecurity
 from strom.node.tls import check_files, controller_security, server_credentials
 from strom.raft.config import Config as RaftConfig
 from strom.raft.rawnode import RawNode
@@ -112,6 +113,9 @@ class Node:
         directories = [Path(d) for d in config["log.dirs"]] + [config.metadata_log_dir]
         self.cluster_id = check_directories(directories, config.node_id)
         self.metadata = MetadataState(self.cluster_id)
+        self.security = NodeSecurity(config, self._image)
+        security = self.security
+        self.metadata.subscribe(lambda _, delta: security.on_users_changed(delta.changed_users))
         # NOT_SERVING until every listener is up: health checks must not pass while starting.
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         check_files(config)
@@ -276,10 +280,13 @@ class Node:
         for endpoint in config.listeners:
             # Request timing only when someone can read it (the admin listener is on).
             timers = [RequestTimer()] if config["admin.listener"] else []
+            # Authentication, then authorization, before any handler (node/security/).
+            security = self.security.server_interceptors(endpoint.listener)
             # No SO_REUSEPORT (gRPC's default): a port another process holds must fail the bind,
             # not silently share connections with it (a TLS client could land on a stranger).
             server = grpc.aio.server(
-                options=[*channel_options(), ("grpc.so_reuseport", 0)], interceptors=timers
+                options=[*channel_options(), ("grpc.so_reuseport", 0)],
+                interceptors=timers + security,
             )
             names = [health.SERVICE_NAME, reflection.SERVICE_NAME]
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -73,8 +73,17 @@ def server_credentials(config: NodeConfig, listener: str) -> grpc.ServerCredenti
 def client_security(config: NodeConfig, listener: str) -> SecurityOptions:
     """How this node connects to other nodes' `listener`."""
     protocol = config.security_protocols.get(listener, "PLAINTEXT")
+    # On a SASL listener this node logs in as itself (node.sasl.username / node.sasl.password).
+    sasl = (
+        {
+            "sasl_username": config["node.sasl.username"],
+            "sasl_password": config["node.sasl.password"],
+        }
+        if protocol.startswith("SASL_") and config["node.sasl.username"]
+        else {}
+    )
     if protocol not in TLS_PROTOCOLS:
-        return PLAINTEXT if protocol == "PLAINTEXT" else SecurityOptions(protocol)
+        return PLAINTEXT if protocol == "PLAINTEXT" else SecurityOptions(protocol, **sasl)
 
     def setting(key: str) -> str | None:
         value: str = config.listener_setting(listener, key)
@@ -85,6 +94,7 @@ def client_security(config: NodeConfig, listener: str) -> SecurityOptions:
         ssl_cafile=setting("ssl.ca.location"),
         ssl_certfile=setting("ssl.certificate.location"),
         ssl_keyfile=setting("ssl.key.location"),
+        **sasl,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from strom.client.acl import binding_from_proto, binding_to_proto, filter_from_proto
 from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
 from strom.node.config import NODE_KEYS_BY_NAME, TOPIC_KEYS, NodeConfig
 from strom.node.metadata.image import MetadataImage
@@ -158,3 +159,64 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                     )
                 result.configs.add(name=name, value=value, source=source)
         return response
+
+    # ---- users and ACLs ----------------------------------------------------------------
+
+    async def _forward_and_wait(
+        self, method: str, request: Any, context: grpc.aio.ServicerContext, changed: bool
+    ) -> Any:
+        before = self.image().last_index
+        response = await self._forward(method, request, context)
+        if changed and any(r.error_code == common_pb2.NONE for r in response.results):
+            await self._until(lambda image: image.last_index > before)
+        return response
+
+    async def AlterUserCredentials(
+        self, request: admin_pb2.AlterUserCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AlterUserCredentialsResponse:
+        return await self._forward_and_wait("AlterUserCredentials", request, context, True)  # type: ignore[no-any-return]
+
+    async def CreateAcls(
+        self, request: admin_pb2.CreateAclsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateAclsResponse:
+        return await self._forward_and_wait("CreateAcls", request, context, True)  # type: ignore[no-any-return]
+
+    async def DeleteAcls(
+        self, request: admin_pb2.DeleteAclsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeleteAclsResponse:
+        response = await self._forward("DeleteAcls", request, context)
+        gone = [binding_from_proto(b) for r in response.results for b in r.deleted]
+        await self._until(lambda image: not image.acls & set(gone))
+        return response  # type: ignore[no-any-return]
+
+    async def DescribeUsers(
+        self, request: admin_pb2.DescribeUsersRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DescribeUsersResponse:
+        users = self.image().users
+        response = admin_pb2.DescribeUsersResponse()
+        for name in list(request.names) or sorted(users):
+            credential = users.get(name)
+            if credential is None:
+                response.users.add(
+                    name=name,
+                    error_code=common_pb2.RESOURCE_NOT_FOUND,
+                    error_message=f"user {name!r} does not exist",
+                )
+            else:
+                # Never the salt or the hash: they stay in the metadata log.
+                response.users.add(
+                    name=name, mechanism=metadata_pb2.CREDENTIAL_MECHANISM_SCRYPT, n=credential.n
+                )
+        return response
+
+    async def DescribeAcls(
+        self, request: admin_pb2.DescribeAclsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DescribeAclsResponse:
+        try:
+            selector = filter_from_proto(request.filter)
+        except ValueError as exc:
+            return admin_pb2.DescribeAclsResponse(
+                error_code=common_pb2.INVALID_REQUEST, error_message=f"invalid ACL filter: {exc}"
+            )
+        matching = sorted(b for b in self.image().acls if selector.matches(b))
+        return admin_pb2.DescribeAclsResponse(bindings=[binding_to_proto(b) for b in matching])

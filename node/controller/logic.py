@@ -28,6 +28,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from strom.client.acl import AclBinding, AclBindingFilter
+from strom.client.sasl import ScryptCredential
 from strom.node.config import TOPIC_KEYS, ConfigError, parse_topic_config
 from strom.node.metadata.image import (
     NO_LEADER,
@@ -39,6 +41,7 @@ from strom.node.metadata.image import (
 )
 from strom.v1 import common_pb2, metadata_pb2
 
+from . import security
 from .errors import ControllerError
 from .placement import choose_leader, place_replicas, placement_start
 
@@ -561,3 +564,18 @@ class ControllerLogic:
             )
         ]
         return self._accepted(records), start
+
+    # ---- users and ACLs (node/controller/security.py decides) --------------------------
+
+    def upsert_user(self, name: str, credential: ScryptCredential) -> list[Record]:
+        return self._accepted(security.upsert_user(self.image, name, credential))
+
+    def delete_user(self, name: str) -> list[Record]:
+        return self._accepted(security.delete_user(self.image, name))
+
+    def create_acl(self, binding: AclBinding) -> list[Record]:
+        return self._accepted(security.create_acl(self.image, binding))
+
+    def delete_acls(self, selector: AclBindingFilter) -> tuple[list[Record], list[AclBinding]]:
+        records, deleted = security.delete_acls(self.image, selector)
+        return self._accepted(records), deleted

@@ -23,6 +23,8 @@ from typing import TypeVar
 
 import grpc
 
+from strom.client.acl import binding_from_proto, binding_to_proto, filter_from_proto
+from strom.client.sasl import credential_from_proto
 from strom.node.config import NodeConfig
 from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.metadata.state import MetadataState
@@ -408,6 +410,77 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                     error_message=message or status.error_message,
                 )
             )
+        return response
+
+    async def AlterUserCredentials(
+        self, request: admin_pb2.AlterUserCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AlterUserCredentialsResponse:
+        await self._require_active(context)
+        response = admin_pb2.AlterUserCredentialsResponse()
+        decisions: list[tuple[str, Callable[[], list[metadata_pb2.MetadataRecord]]]] = []
+        for upsertion in request.upsertions:
+            try:
+                credential = credential_from_proto(upsertion.credential)
+            except ValueError as exc:
+                response.results.add(
+                    name=upsertion.name,
+                    error_code=common_pb2.UNACCEPTABLE_CREDENTIAL,
+                    error_message=str(exc),
+                )
+                continue
+            decisions.append(
+                (
+                    upsertion.name,
+                    functools.partial(self.logic.upsert_user, upsertion.name, credential),
+                )
+            )
+        for name in request.deletions:
+            decisions.append((name, functools.partial(self.logic.delete_user, name)))
+        for name, decide in decisions:
+            status, _ = await self._decide(functools.partial(self._without_result, decide))
+            response.results.add(
+                name=name, error_code=status.error_code, error_message=status.error_message
+            )
+        return response
+
+    async def CreateAcls(
+        self, request: admin_pb2.CreateAclsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateAclsResponse:
+        await self._require_active(context)
+        response = admin_pb2.CreateAclsResponse()
+        for creation in request.creations:
+            try:
+                binding = binding_from_proto(creation)
+            except ValueError as exc:
+                response.results.add(
+                    error_code=common_pb2.INVALID_REQUEST, error_message=f"invalid ACL: {exc}"
+                )
+                continue
+            status, _ = await self._decide(
+                functools.partial(self._without_result, self.logic.create_acl, binding)
+            )
+            response.results.add(error_code=status.error_code, error_message=status.error_message)
+        return response
+
+    async def DeleteAcls(
+        self, request: admin_pb2.DeleteAclsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeleteAclsResponse:
+        await self._require_active(context)
+        response = admin_pb2.DeleteAclsResponse()
+        for message in request.filters:
+            result = response.results.add()
+            try:
+                selector = filter_from_proto(message)
+            except ValueError as exc:
+                result.error_code = common_pb2.INVALID_REQUEST
+                result.error_message = f"invalid ACL filter: {exc}"
+                continue
+            status, deleted = await self._decide(
+                functools.partial(self.logic.delete_acls, selector)
+            )
+            result.error_code = status.error_code
+            result.error_message = status.error_message
+            result.deleted.extend(binding_to_proto(b) for b in deleted or ())
         return response
 
     async def DescribeQuorum(

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from strom.client.acl import AclBinding, binding_from_proto, binding_to_proto
+from strom.client.sasl import ScryptCredential, credential_from_proto, credential_to_proto
 from strom.v1 import metadata_pb2
 
 NO_LEADER = -1
@@ -94,6 +96,9 @@ class MetadataImage:
         default_factory=lambda: MappingProxyType({})
     )
     next_producer_id: int = 0
+    # SASL users by name (salted scrypt keys, never passwords) and the ACL bindings.
+    users: Mapping[str, ScryptCredential] = field(default_factory=lambda: MappingProxyType({}))
+    acls: frozenset[AclBinding] = frozenset()
 
     def topic_by_name(self, name: str) -> TopicImage | None:
         topic_id = self.topic_ids.get(name)
@@ -119,6 +124,8 @@ class MetadataDelta:
     removed_topics: dict[bytes, TopicImage] = field(default_factory=dict)
     changed_brokers: set[int] = field(default_factory=set)
     changed_configs: set[tuple[int, str]] = field(default_factory=set)
+    changed_users: set[str] = field(default_factory=set)
+    acls_changed: bool = False
 
     def merge(self, other: MetadataDelta) -> None:
         self.changed_partitions |= other.changed_partitions
@@ -126,6 +133,8 @@ class MetadataDelta:
         self.removed_topics.update(other.removed_topics)
         self.changed_brokers |= other.changed_brokers
         self.changed_configs |= other.changed_configs
+        self.changed_users |= other.changed_users
+        self.acls_changed |= other.acls_changed
 
     def is_empty(self) -> bool:
         return not (
@@ -134,6 +143,8 @@ class MetadataDelta:
             or self.removed_topics
             or self.changed_brokers
             or self.changed_configs
+            or self.changed_users
+            or self.acls_changed
         )
 
 
@@ -150,7 +161,19 @@ class _Builder:
         self.configs: dict[tuple[int, str], Mapping[str, str]] | None = None
         self.partitions: dict[bytes, dict[int, PartitionInfo]] = {}
         self.next_producer_id = image.next_producer_id
+        self.users: dict[str, ScryptCredential] | None = None
+        self.acls: set[AclBinding] | None = None
         self.delta = MetadataDelta()
+
+    def _users(self) -> dict[str, ScryptCredential]:
+        if self.users is None:
+            self.users = dict(self.base.users)
+        return self.users
+
+    def _acls(self) -> set[AclBinding]:
+        if self.acls is None:
+            self.acls = set(self.base.acls)
+        return self.acls
 
     def _brokers(self) -> dict[int, BrokerRegistration]:
         if self.brokers is None:
@@ -279,6 +302,24 @@ class _Builder:
         assert rec.next_producer_id > self.next_producer_id, "producer ids never go back"
         self.next_producer_id = rec.next_producer_id
 
+    def _apply_user_credential(self, rec: metadata_pb2.UserCredentialRecord) -> None:
+        self._users()[rec.name] = credential_from_proto(rec.credential)
+        self.delta.changed_users.add(rec.name)
+
+    def _apply_remove_user_credential(self, rec: metadata_pb2.RemoveUserCredentialRecord) -> None:
+        removed = self._users().pop(rec.name, None)
+        assert removed is not None, f"removal of unknown user {rec.name!r}"
+        self.delta.changed_users.add(rec.name)
+
+    # ACL records are idempotent: a binding is its own identity, and the image holds a set.
+    def _apply_acl(self, rec: metadata_pb2.AclRecord) -> None:
+        self._acls().add(binding_from_proto(rec.binding))
+        self.delta.acls_changed = True
+
+    def _apply_remove_acl(self, rec: metadata_pb2.RemoveAclRecord) -> None:
+        self._acls().discard(binding_from_proto(rec.binding))
+        self.delta.acls_changed = True
+
     def build(self, last_index: int, last_term: int) -> MetadataImage:
         topics = self.topics if self.topics is not None else None
         if self.partitions:
@@ -297,6 +338,8 @@ class _Builder:
             else MappingProxyType(self.topic_ids),
             configs=base.configs if self.configs is None else MappingProxyType(self.configs),
             next_producer_id=self.next_producer_id,
+            users=base.users if self.users is None else MappingProxyType(self.users),
+            acls=base.acls if self.acls is None else frozenset(self.acls),
         )
 
 
@@ -394,6 +437,23 @@ def image_to_records(image: MetadataImage) -> list[metadata_pb2.MetadataRecord]:
                 )
             )
         )
+    records += _security_records(image)
+    return records
+
+
+def _security_records(image: MetadataImage) -> list[metadata_pb2.MetadataRecord]:
+    records = [
+        metadata_pb2.MetadataRecord(
+            user_credential=metadata_pb2.UserCredentialRecord(
+                name=name, credential=credential_to_proto(credential)
+            )
+        )
+        for name, credential in sorted(image.users.items())
+    ]
+    records += [
+        metadata_pb2.MetadataRecord(acl=metadata_pb2.AclRecord(binding=binding_to_proto(b)))
+        for b in sorted(image.acls)
+    ]
     return records
 
 

@@ -36,6 +36,8 @@ def full_delta(old: MetadataImage, new: MetadataImage) -> MetadataDelta:
         (tid, p) for tid, topic in new.topics.items() for p in topic.partitions
     }
     delta.changed_configs = set(old.configs) | set(new.configs)
+    delta.changed_users = set(old.users) | set(new.users)
+    delta.acls_changed = old.acls != new.acls
     return delta
 
 

@@ -74,6 +74,31 @@ class AdminStub:
                 request_serializer=strom_dot_v1_dot_admin__pb2.ElectLeadersRequest.SerializeToString,
                 response_deserializer=strom_dot_v1_dot_admin__pb2.ElectLeadersResponse.FromString,
                 _registered_method=True)
+        self.AlterUserCredentials = channel.unary_unary(
+                '/strom.v1.Admin/AlterUserCredentials',
+                request_serializer=strom_dot_v1_dot_admin__pb2.AlterUserCredentialsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.AlterUserCredentialsResponse.FromString,
+                _registered_method=True)
+        self.DescribeUsers = channel.unary_unary(
+                '/strom.v1.Admin/DescribeUsers',
+                request_serializer=strom_dot_v1_dot_admin__pb2.DescribeUsersRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.DescribeUsersResponse.FromString,
+                _registered_method=True)
+        self.CreateAcls = channel.unary_unary(
+                '/strom.v1.Admin/CreateAcls',
+                request_serializer=strom_dot_v1_dot_admin__pb2.CreateAclsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.CreateAclsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcls = channel.unary_unary(
+                '/strom.v1.Admin/DeleteAcls',
+                request_serializer=strom_dot_v1_dot_admin__pb2.DeleteAclsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.DeleteAclsResponse.FromString,
+                _registered_method=True)
+        self.DescribeAcls = channel.unary_unary(
+                '/strom.v1.Admin/DescribeAcls',
+                request_serializer=strom_dot_v1_dot_admin__pb2.DescribeAclsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.DescribeAclsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -127,6 +152,38 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlterUserCredentials(self, request, context):
+        """Users and ACLs (Kafka's AlterUserScramCredentials, DescribeUserScramCredentials,
+        CreateAcls, DeleteAcls, DescribeAcls).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeUsers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +226,31 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ElectLeaders,
                     request_deserializer=strom_dot_v1_dot_admin__pb2.ElectLeadersRequest.FromString,
                     response_serializer=strom_dot_v1_dot_admin__pb2.ElectLeadersResponse.SerializeToString,
+            ),
+            'AlterUserCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterUserCredentials,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.AlterUserCredentialsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.AlterUserCredentialsResponse.SerializeToString,
+            ),
+            'DescribeUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeUsers,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.DescribeUsersRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.DescribeUsersResponse.SerializeToString,
+            ),
+            'CreateAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAcls,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.CreateAclsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.CreateAclsResponse.SerializeToString,
+            ),
+            'DeleteAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcls,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.DeleteAclsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.DeleteAclsResponse.SerializeToString,
+            ),
+            'DescribeAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeAcls,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.DescribeAclsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.DescribeAclsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +469,141 @@ class Admin:
             '/strom.v1.Admin/ElectLeaders',
             strom_dot_v1_dot_admin__pb2.ElectLeadersRequest.SerializeToString,
             strom_dot_v1_dot_admin__pb2.ElectLeadersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterUserCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Admin/AlterUserCredentials',
+            strom_dot_v1_dot_admin__pb2.AlterUserCredentialsRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.AlterUserCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Admin/DescribeUsers',
+            strom_dot_v1_dot_admin__pb2.DescribeUsersRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.DescribeUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Admin/CreateAcls',
+            strom_dot_v1_dot_admin__pb2.CreateAclsRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.CreateAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Admin/DeleteAcls',
+            strom_dot_v1_dot_admin__pb2.DeleteAclsRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.DeleteAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Admin/DescribeAcls',
+            strom_dot_v1_dot_admin__pb2.DescribeAclsRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.DescribeAclsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,14 @@ class AdminStub:
     DescribeCluster: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DescribeClusterRequest, _admin_pb2.DescribeClusterResponse]
     DescribeQuorum: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DescribeQuorumRequest, _admin_pb2.DescribeQuorumResponse]
     ElectLeaders: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ElectLeadersRequest, _admin_pb2.ElectLeadersResponse]
+    AlterUserCredentials: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AlterUserCredentialsRequest, _admin_pb2.AlterUserCredentialsResponse]
+    """Users and ACLs (Kafka's AlterUserScramCredentials, DescribeUserScramCredentials,
+    CreateAcls, DeleteAcls, DescribeAcls).
+    """
+    DescribeUsers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DescribeUsersRequest, _admin_pb2.DescribeUsersResponse]
+    CreateAcls: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateAclsRequest, _admin_pb2.CreateAclsResponse]
+    DeleteAcls: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteAclsRequest, _admin_pb2.DeleteAclsResponse]
+    DescribeAcls: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DescribeAclsRequest, _admin_pb2.DescribeAclsResponse]
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -53,6 +61,14 @@ class AdminAsyncStub(AdminStub):
     DescribeCluster: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeClusterRequest, _admin_pb2.DescribeClusterResponse]  # type: ignore[assignment]
     DescribeQuorum: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeQuorumRequest, _admin_pb2.DescribeQuorumResponse]  # type: ignore[assignment]
     ElectLeaders: _aio.UnaryUnaryMultiCallable[_admin_pb2.ElectLeadersRequest, _admin_pb2.ElectLeadersResponse]  # type: ignore[assignment]
+    AlterUserCredentials: _aio.UnaryUnaryMultiCallable[_admin_pb2.AlterUserCredentialsRequest, _admin_pb2.AlterUserCredentialsResponse]  # type: ignore[assignment]
+    """Users and ACLs (Kafka's AlterUserScramCredentials, DescribeUserScramCredentials,
+    CreateAcls, DeleteAcls, DescribeAcls).
+    """
+    DescribeUsers: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeUsersRequest, _admin_pb2.DescribeUsersResponse]  # type: ignore[assignment]
+    CreateAcls: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateAclsRequest, _admin_pb2.CreateAclsResponse]  # type: ignore[assignment]
+    DeleteAcls: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteAclsRequest, _admin_pb2.DeleteAclsResponse]  # type: ignore[assignment]
+    DescribeAcls: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeAclsRequest, _admin_pb2.DescribeAclsResponse]  # type: ignore[assignment]
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -110,5 +126,43 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ElectLeadersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ElectLeadersResponse, _abc.Awaitable[_admin_pb2.ElectLeadersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AlterUserCredentials(
+        self,
+        request: _admin_pb2.AlterUserCredentialsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.AlterUserCredentialsResponse, _abc.Awaitable[_admin_pb2.AlterUserCredentialsResponse]]:
+        """Users and ACLs (Kafka's AlterUserScramCredentials, DescribeUserScramCredentials,
+        CreateAcls, DeleteAcls, DescribeAcls).
+        """
+
+    @_abc_1.abstractmethod
+    def DescribeUsers(
+        self,
+        request: _admin_pb2.DescribeUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DescribeUsersResponse, _abc.Awaitable[_admin_pb2.DescribeUsersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateAcls(
+        self,
+        request: _admin_pb2.CreateAclsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CreateAclsResponse, _abc.Awaitable[_admin_pb2.CreateAclsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteAcls(
+        self,
+        request: _admin_pb2.DeleteAclsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeleteAclsResponse, _abc.Awaitable[_admin_pb2.DeleteAclsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DescribeAcls(
+        self,
+        request: _admin_pb2.DescribeAclsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DescribeAclsResponse, _abc.Awaitable[_admin_pb2.DescribeAclsResponse]]: ...
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

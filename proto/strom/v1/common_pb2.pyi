@@ -60,6 +60,7 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     GROUP_AUTHORIZATION_FAILED: _ErrorCode.ValueType  # 30
     CLUSTER_AUTHORIZATION_FAILED: _ErrorCode.ValueType  # 31
     INVALID_TIMESTAMP: _ErrorCode.ValueType  # 32
+    UNSUPPORTED_SASL_MECHANISM: _ErrorCode.ValueType  # 33
     UNSUPPORTED_VERSION: _ErrorCode.ValueType  # 35
     TOPIC_ALREADY_EXISTS: _ErrorCode.ValueType  # 36
     INVALID_PARTITIONS: _ErrorCode.ValueType  # 37
@@ -87,6 +88,8 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     ELECTION_NOT_NEEDED: _ErrorCode.ValueType  # 84
     INVALID_RECORD: _ErrorCode.ValueType  # 87
     PRODUCER_FENCED: _ErrorCode.ValueType  # 90
+    RESOURCE_NOT_FOUND: _ErrorCode.ValueType  # 91
+    UNACCEPTABLE_CREDENTIAL: _ErrorCode.ValueType  # 93
     INCONSISTENT_VOTER_SET: _ErrorCode.ValueType  # 94
     INVALID_UPDATE_VERSION: _ErrorCode.ValueType  # 95
     SNAPSHOT_NOT_FOUND: _ErrorCode.ValueType  # 98
@@ -136,6 +139,7 @@ TOPIC_AUTHORIZATION_FAILED: ErrorCode.ValueType  # 29
 GROUP_AUTHORIZATION_FAILED: ErrorCode.ValueType  # 30
 CLUSTER_AUTHORIZATION_FAILED: ErrorCode.ValueType  # 31
 INVALID_TIMESTAMP: ErrorCode.ValueType  # 32
+UNSUPPORTED_SASL_MECHANISM: ErrorCode.ValueType  # 33
 UNSUPPORTED_VERSION: ErrorCode.ValueType  # 35
 TOPIC_ALREADY_EXISTS: ErrorCode.ValueType  # 36
 INVALID_PARTITIONS: ErrorCode.ValueType  # 37
@@ -163,6 +167,8 @@ ELIGIBLE_LEADERS_NOT_AVAILABLE: ErrorCode.ValueType  # 83
 ELECTION_NOT_NEEDED: ErrorCode.ValueType  # 84
 INVALID_RECORD: ErrorCode.ValueType  # 87
 PRODUCER_FENCED: ErrorCode.ValueType  # 90
+RESOURCE_NOT_FOUND: ErrorCode.ValueType  # 91
+UNACCEPTABLE_CREDENTIAL: ErrorCode.ValueType  # 93
 INCONSISTENT_VOTER_SET: ErrorCode.ValueType  # 94
 INVALID_UPDATE_VERSION: ErrorCode.ValueType  # 95
 SNAPSHOT_NOT_FOUND: ErrorCode.ValueType  # 98

@@ -85,6 +85,21 @@ class ControllerStub:
                 request_serializer=strom_dot_v1_dot_admin__pb2.DescribeQuorumRequest.SerializeToString,
                 response_deserializer=strom_dot_v1_dot_admin__pb2.DescribeQuorumResponse.FromString,
                 _registered_method=True)
+        self.AlterUserCredentials = channel.unary_unary(
+                '/strom.v1.Controller/AlterUserCredentials',
+                request_serializer=strom_dot_v1_dot_admin__pb2.AlterUserCredentialsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.AlterUserCredentialsResponse.FromString,
+                _registered_method=True)
+        self.CreateAcls = channel.unary_unary(
+                '/strom.v1.Controller/CreateAcls',
+                request_serializer=strom_dot_v1_dot_admin__pb2.CreateAclsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.CreateAclsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAcls = channel.unary_unary(
+                '/strom.v1.Controller/DeleteAcls',
+                request_serializer=strom_dot_v1_dot_admin__pb2.DeleteAclsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.DeleteAclsResponse.FromString,
+                _registered_method=True)
 
 
 class ControllerServicer:
@@ -150,6 +165,24 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlterUserCredentials(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAcls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +235,21 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.DescribeQuorum,
                     request_deserializer=strom_dot_v1_dot_admin__pb2.DescribeQuorumRequest.FromString,
                     response_serializer=strom_dot_v1_dot_admin__pb2.DescribeQuorumResponse.SerializeToString,
+            ),
+            'AlterUserCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterUserCredentials,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.AlterUserCredentialsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.AlterUserCredentialsResponse.SerializeToString,
+            ),
+            'CreateAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAcls,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.CreateAclsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.CreateAclsResponse.SerializeToString,
+            ),
+            'DeleteAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAcls,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.DeleteAclsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.DeleteAclsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -474,6 +522,87 @@ class Controller:
             '/strom.v1.Controller/DescribeQuorum',
             strom_dot_v1_dot_admin__pb2.DescribeQuorumRequest.SerializeToString,
             strom_dot_v1_dot_admin__pb2.DescribeQuorumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterUserCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Controller/AlterUserCredentials',
+            strom_dot_v1_dot_admin__pb2.AlterUserCredentialsRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.AlterUserCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Controller/CreateAcls',
+            strom_dot_v1_dot_admin__pb2.CreateAclsRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.CreateAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Controller/DeleteAcls',
+            strom_dot_v1_dot_admin__pb2.DeleteAclsRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.DeleteAclsResponse.FromString,
             options,
             channel_credentials,
             insecure,

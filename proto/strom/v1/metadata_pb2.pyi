@@ -43,6 +43,141 @@ CONFIG_RESOURCE_TOPIC: ConfigResourceType.ValueType  # 2
 CONFIG_RESOURCE_BROKER: ConfigResourceType.ValueType  # 4
 Global___ConfigResourceType: _TypeAlias = ConfigResourceType  # noqa: Y015
 
+class _AclResourceType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AclResourceTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AclResourceType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACL_RESOURCE_UNKNOWN: _AclResourceType.ValueType  # 0
+    ACL_RESOURCE_ANY: _AclResourceType.ValueType  # 1
+    """filters only"""
+    ACL_RESOURCE_TOPIC: _AclResourceType.ValueType  # 2
+    ACL_RESOURCE_GROUP: _AclResourceType.ValueType  # 3
+    ACL_RESOURCE_CLUSTER: _AclResourceType.ValueType  # 4
+    """the one resource named "kafka-cluster" """
+
+class AclResourceType(_AclResourceType, metaclass=_AclResourceTypeEnumTypeWrapper):
+    """---- security: users and ACLs (node/security/) ----------------------------------------------
+    Enum numbers are Kafka's (org.apache.kafka.common.resource / acl), so a Kafka wire-protocol
+    listener can translate them one to one.
+    """
+
+ACL_RESOURCE_UNKNOWN: AclResourceType.ValueType  # 0
+ACL_RESOURCE_ANY: AclResourceType.ValueType  # 1
+"""filters only"""
+ACL_RESOURCE_TOPIC: AclResourceType.ValueType  # 2
+ACL_RESOURCE_GROUP: AclResourceType.ValueType  # 3
+ACL_RESOURCE_CLUSTER: AclResourceType.ValueType  # 4
+"""the one resource named "kafka-cluster" """
+Global___AclResourceType: _TypeAlias = AclResourceType  # noqa: Y015
+
+class _AclPatternType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AclPatternTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AclPatternType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACL_PATTERN_UNKNOWN: _AclPatternType.ValueType  # 0
+    ACL_PATTERN_ANY: _AclPatternType.ValueType  # 1
+    """filters only: any stored pattern type"""
+    ACL_PATTERN_MATCH: _AclPatternType.ValueType  # 2
+    """filters only: bindings that apply to the named resource"""
+    ACL_PATTERN_LITERAL: _AclPatternType.ValueType  # 3
+    """the name exactly; "*" is every resource of the type"""
+    ACL_PATTERN_PREFIXED: _AclPatternType.ValueType  # 4
+    """every name starting with resource_name"""
+
+class AclPatternType(_AclPatternType, metaclass=_AclPatternTypeEnumTypeWrapper): ...
+
+ACL_PATTERN_UNKNOWN: AclPatternType.ValueType  # 0
+ACL_PATTERN_ANY: AclPatternType.ValueType  # 1
+"""filters only: any stored pattern type"""
+ACL_PATTERN_MATCH: AclPatternType.ValueType  # 2
+"""filters only: bindings that apply to the named resource"""
+ACL_PATTERN_LITERAL: AclPatternType.ValueType  # 3
+"""the name exactly; "*" is every resource of the type"""
+ACL_PATTERN_PREFIXED: AclPatternType.ValueType  # 4
+"""every name starting with resource_name"""
+Global___AclPatternType: _TypeAlias = AclPatternType  # noqa: Y015
+
+class _AclOperation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AclOperationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AclOperation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACL_OPERATION_UNKNOWN: _AclOperation.ValueType  # 0
+    ACL_OPERATION_ANY: _AclOperation.ValueType  # 1
+    """filters only"""
+    ACL_OPERATION_ALL: _AclOperation.ValueType  # 2
+    ACL_OPERATION_READ: _AclOperation.ValueType  # 3
+    ACL_OPERATION_WRITE: _AclOperation.ValueType  # 4
+    ACL_OPERATION_CREATE: _AclOperation.ValueType  # 5
+    ACL_OPERATION_DELETE: _AclOperation.ValueType  # 6
+    ACL_OPERATION_ALTER: _AclOperation.ValueType  # 7
+    ACL_OPERATION_DESCRIBE: _AclOperation.ValueType  # 8
+    ACL_OPERATION_CLUSTER_ACTION: _AclOperation.ValueType  # 9
+    ACL_OPERATION_DESCRIBE_CONFIGS: _AclOperation.ValueType  # 10
+    ACL_OPERATION_ALTER_CONFIGS: _AclOperation.ValueType  # 11
+    ACL_OPERATION_IDEMPOTENT_WRITE: _AclOperation.ValueType  # 12
+
+class AclOperation(_AclOperation, metaclass=_AclOperationEnumTypeWrapper): ...
+
+ACL_OPERATION_UNKNOWN: AclOperation.ValueType  # 0
+ACL_OPERATION_ANY: AclOperation.ValueType  # 1
+"""filters only"""
+ACL_OPERATION_ALL: AclOperation.ValueType  # 2
+ACL_OPERATION_READ: AclOperation.ValueType  # 3
+ACL_OPERATION_WRITE: AclOperation.ValueType  # 4
+ACL_OPERATION_CREATE: AclOperation.ValueType  # 5
+ACL_OPERATION_DELETE: AclOperation.ValueType  # 6
+ACL_OPERATION_ALTER: AclOperation.ValueType  # 7
+ACL_OPERATION_DESCRIBE: AclOperation.ValueType  # 8
+ACL_OPERATION_CLUSTER_ACTION: AclOperation.ValueType  # 9
+ACL_OPERATION_DESCRIBE_CONFIGS: AclOperation.ValueType  # 10
+ACL_OPERATION_ALTER_CONFIGS: AclOperation.ValueType  # 11
+ACL_OPERATION_IDEMPOTENT_WRITE: AclOperation.ValueType  # 12
+Global___AclOperation: _TypeAlias = AclOperation  # noqa: Y015
+
+class _AclPermission:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AclPermissionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AclPermission.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACL_PERMISSION_UNKNOWN: _AclPermission.ValueType  # 0
+    ACL_PERMISSION_ANY: _AclPermission.ValueType  # 1
+    """filters only"""
+    ACL_PERMISSION_DENY: _AclPermission.ValueType  # 2
+    ACL_PERMISSION_ALLOW: _AclPermission.ValueType  # 3
+
+class AclPermission(_AclPermission, metaclass=_AclPermissionEnumTypeWrapper): ...
+
+ACL_PERMISSION_UNKNOWN: AclPermission.ValueType  # 0
+ACL_PERMISSION_ANY: AclPermission.ValueType  # 1
+"""filters only"""
+ACL_PERMISSION_DENY: AclPermission.ValueType  # 2
+ACL_PERMISSION_ALLOW: AclPermission.ValueType  # 3
+Global___AclPermission: _TypeAlias = AclPermission  # noqa: Y015
+
+class _CredentialMechanism:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CredentialMechanismEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CredentialMechanism.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDENTIAL_MECHANISM_UNKNOWN: _CredentialMechanism.ValueType  # 0
+    CREDENTIAL_MECHANISM_SCRYPT: _CredentialMechanism.ValueType  # 1
+    """hash = scrypt(password, salt, n, r, p), 32 bytes"""
+
+class CredentialMechanism(_CredentialMechanism, metaclass=_CredentialMechanismEnumTypeWrapper): ...
+
+CREDENTIAL_MECHANISM_UNKNOWN: CredentialMechanism.ValueType  # 0
+CREDENTIAL_MECHANISM_SCRYPT: CredentialMechanism.ValueType  # 1
+"""hash = scrypt(password, salt, n, r, p), 32 bytes"""
+Global___CredentialMechanism: _TypeAlias = CredentialMechanism  # noqa: Y015
+
 @_typing.final
 class Endpoint(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -350,6 +485,174 @@ class ProducerIdsRecord(_message.Message):
 Global___ProducerIdsRecord: _TypeAlias = ProducerIdsRecord  # noqa: Y015
 
 @_typing.final
+class AclBinding(_message.Message):
+    """One access rule. Its value is its identity: the image holds a set of bindings, and removing
+    a binding names it whole.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_TYPE_FIELD_NUMBER: _builtins.int
+    RESOURCE_NAME_FIELD_NUMBER: _builtins.int
+    PATTERN_TYPE_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    PERMISSION_FIELD_NUMBER: _builtins.int
+    resource_type: Global___AclResourceType.ValueType
+    resource_name: _builtins.str
+    pattern_type: Global___AclPatternType.ValueType
+    principal: _builtins.str
+    """"User:alice", or "User:*" for every principal"""
+    host: _builtins.str
+    """"*" (hosts are not distinguished yet)"""
+    operation: Global___AclOperation.ValueType
+    permission: Global___AclPermission.ValueType
+    def __init__(
+        self,
+        *,
+        resource_type: Global___AclResourceType.ValueType = ...,
+        resource_name: _builtins.str = ...,
+        pattern_type: Global___AclPatternType.ValueType = ...,
+        principal: _builtins.str = ...,
+        host: _builtins.str = ...,
+        operation: Global___AclOperation.ValueType = ...,
+        permission: Global___AclPermission.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "operation", b"operation", "pattern_type", b"pattern_type", "permission", b"permission", "principal", b"principal", "resource_name", b"resource_name", "resource_type", b"resource_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AclBinding: _TypeAlias = AclBinding  # noqa: Y015
+
+@_typing.final
+class UserCredential(_message.Message):
+    """A user's stored credential, SCRAM-like: the salt, the work factors and the derived key.
+    The password itself is never stored, logged or sent to the controller (the client hashes).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MECHANISM_FIELD_NUMBER: _builtins.int
+    SALT_FIELD_NUMBER: _builtins.int
+    N_FIELD_NUMBER: _builtins.int
+    R_FIELD_NUMBER: _builtins.int
+    P_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    mechanism: Global___CredentialMechanism.ValueType
+    salt: _builtins.bytes
+    n: _builtins.int
+    """scrypt CPU/memory cost, a power of two"""
+    r: _builtins.int
+    """scrypt block size"""
+    p: _builtins.int
+    """scrypt parallelism"""
+    hash: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        mechanism: Global___CredentialMechanism.ValueType = ...,
+        salt: _builtins.bytes = ...,
+        n: _builtins.int = ...,
+        r: _builtins.int = ...,
+        p: _builtins.int = ...,
+        hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash", b"hash", "mechanism", b"mechanism", "n", b"n", "p", b"p", "r", b"r", "salt", b"salt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserCredential: _TypeAlias = UserCredential  # noqa: Y015
+
+@_typing.final
+class UserCredentialRecord(_message.Message):
+    """Creates a user, or replaces its credential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def credential(self) -> Global___UserCredential: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        credential: Global___UserCredential | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserCredentialRecord: _TypeAlias = UserCredentialRecord  # noqa: Y015
+
+@_typing.final
+class RemoveUserCredentialRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveUserCredentialRecord: _TypeAlias = RemoveUserCredentialRecord  # noqa: Y015
+
+@_typing.final
+class AclRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BINDING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def binding(self) -> Global___AclBinding: ...
+    def __init__(
+        self,
+        *,
+        binding: Global___AclBinding | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding", b"binding"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding", b"binding"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AclRecord: _TypeAlias = AclRecord  # noqa: Y015
+
+@_typing.final
+class RemoveAclRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BINDING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def binding(self) -> Global___AclBinding: ...
+    def __init__(
+        self,
+        *,
+        binding: Global___AclBinding | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binding", b"binding"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binding", b"binding"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveAclRecord: _TypeAlias = RemoveAclRecord  # noqa: Y015
+
+@_typing.final
 class MetadataRecord(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -361,6 +664,10 @@ class MetadataRecord(_message.Message):
     REMOVE_TOPIC_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
     PRODUCER_IDS_FIELD_NUMBER: _builtins.int
+    USER_CREDENTIAL_FIELD_NUMBER: _builtins.int
+    REMOVE_USER_CREDENTIAL_FIELD_NUMBER: _builtins.int
+    ACL_FIELD_NUMBER: _builtins.int
+    REMOVE_ACL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register_broker(self) -> Global___RegisterBrokerRecord: ...
     @_builtins.property
@@ -377,6 +684,14 @@ class MetadataRecord(_message.Message):
     def config(self) -> Global___ConfigRecord: ...
     @_builtins.property
     def producer_ids(self) -> Global___ProducerIdsRecord: ...
+    @_builtins.property
+    def user_credential(self) -> Global___UserCredentialRecord: ...
+    @_builtins.property
+    def remove_user_credential(self) -> Global___RemoveUserCredentialRecord: ...
+    @_builtins.property
+    def acl(self) -> Global___AclRecord: ...
+    @_builtins.property
+    def remove_acl(self) -> Global___RemoveAclRecord: ...
     def __init__(
         self,
         *,
@@ -388,12 +703,16 @@ class MetadataRecord(_message.Message):
         remove_topic: Global___RemoveTopicRecord | None = ...,
         config: Global___ConfigRecord | None = ...,
         producer_ids: Global___ProducerIdsRecord | None = ...,
+        user_credential: Global___UserCredentialRecord | None = ...,
+        remove_user_credential: Global___RemoveUserCredentialRecord | None = ...,
+        acl: Global___AclRecord | None = ...,
+        remove_acl: Global___RemoveAclRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_topic", b"remove_topic", "topic", b"topic"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "user_credential", b"user_credential"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_topic", b"remove_topic", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "user_credential", b"user_credential"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["register_broker", "broker_registration_change", "topic", "partition", "partition_change", "remove_topic", "config", "producer_ids"]  # noqa: Y015
+    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["register_broker", "broker_registration_change", "topic", "partition", "partition_change", "remove_topic", "config", "producer_ids", "user_credential", "remove_user_credential", "acl", "remove_acl"]  # noqa: Y015
     _WhichOneofArgType_record: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_record) -> _WhichOneofReturnType_record | None: ...
 

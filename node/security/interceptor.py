@@ -1,0 +1,161 @@
+"""The security of one listener: authenticate every call, then check it before it acts.
+
+Each listener is its own gRPC server (node/server.py), so each gets its own
+`SecurityInterceptor` with the listener's protocol from `listener.security.protocol.map`. For
+every unary call to a strom service it (1) finds the principal (node/security/authn.py;
+UNAUTHENTICATED on failure), then (2) with `authorizer.enabled`, runs the RPC's rule from `RULES`
+(node/security/rules_*.py) around the real handler. A strom RPC missing from `RULES` is open to
+super users only, so a new RPC is closed until someone writes its rule. Health checking and
+reflection stay open (load balancers and `grpcurl` need them; they reveal no data).
+
+The other direction, the credentials a node sends on its own calls to other nodes when the
+listener it calls is SASL (node.sasl.username / node.sasl.password, the JAAS-config idea kept
+simple), is `strom.node.tls.client_security`: one SecurityOptions for TLS and SASL alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from strom.client.sasl import new_credential
+from strom.node.config import NodeConfig
+from strom.node.metadata.image import MetadataImage
+
+from . import rules_admin, rules_broker, rules_group
+from .access import Access, AccessControl, Call, Denied, Rule, cluster_action, open_to_all
+from .authn import AuthenticationError, Authenticator
+from .authorizer import AuthorizerSettings, parse_super_users
+from .credentials import CredentialVerifier
+
+log = logging.getLogger("strom.security")
+
+OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+
+RULES: dict[str, Rule] = {
+    "/strom.v1.Broker/Produce": rules_broker.produce,
+    "/strom.v1.Broker/Fetch": rules_broker.fetch,
+    "/strom.v1.Broker/ListOffsets": rules_broker.list_offsets,
+    "/strom.v1.Broker/Metadata": rules_broker.metadata,
+    "/strom.v1.Broker/InitProducerId": rules_broker.init_producer_id,
+    "/strom.v1.Replica/Fetch": cluster_action,
+    "/strom.v1.Replica/OffsetForLeaderEpoch": cluster_action,
+    "/strom.v1.Raft/Step": cluster_action,
+    "/strom.v1.Raft/FetchLog": cluster_action,
+    **{
+        f"/strom.v1.Controller/{rpc}": cluster_action
+        for rpc in (
+            "RegisterBroker",
+            "BrokerHeartbeat",
+            "AlterPartition",
+            "AllocateProducerIds",
+            "CreateTopics",
+            "DeleteTopics",
+            "CreatePartitions",
+            "IncrementalAlterConfigs",
+            "ElectLeaders",
+            "DescribeQuorum",
+            "AlterUserCredentials",
+            "CreateAcls",
+            "DeleteAcls",
+        )
+    },
+    "/strom.v1.Admin/CreateTopics": rules_admin.create_topics,
+    "/strom.v1.Admin/DeleteTopics": rules_admin.delete_topics,
+    "/strom.v1.Admin/CreatePartitions": rules_admin.create_partitions,
+    "/strom.v1.Admin/DescribeConfigs": rules_admin.describe_configs,
+    "/strom.v1.Admin/IncrementalAlterConfigs": rules_admin.alter_configs,
+    "/strom.v1.Admin/DescribeCluster": open_to_all,
+    "/strom.v1.Admin/DescribeQuorum": rules_admin.describe_quorum,
+    "/strom.v1.Admin/ElectLeaders": rules_admin.elect_leaders,
+    "/strom.v1.Admin/AlterUserCredentials": rules_admin.alter_user_credentials,
+    "/strom.v1.Admin/DescribeUsers": rules_admin.describe_users,
+    "/strom.v1.Admin/CreateAcls": rules_admin.create_acls,
+    "/strom.v1.Admin/DeleteAcls": rules_admin.delete_acls,
+    "/strom.v1.Admin/DescribeAcls": rules_admin.describe_acls,
+    "/strom.v1.Group/FindCoordinator": rules_group.find_coordinator,
+    "/strom.v1.Group/ConsumerGroupHeartbeat": rules_group.heartbeat,
+    "/strom.v1.Group/OffsetCommit": rules_group.offset_commit,
+    "/strom.v1.Group/OffsetFetch": rules_group.offset_fetch,
+    "/strom.v1.Group/ListGroups": rules_group.list_groups,
+    "/strom.v1.Group/DescribeGroups": rules_group.describe_groups,
+    "/strom.v1.Group/DeleteGroups": rules_group.delete_groups,
+}
+
+
+async def super_users_only(access: Access, request: Any, call: Call) -> Any:
+    if not access.authorizer.is_super_user(access.principal):
+        raise Denied(f"{access.principal} is not authorized for this RPC")
+    return await call(request)
+
+
+class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, authenticator: Authenticator, access_control: AccessControl) -> None:
+        self.authenticator = authenticator
+        self.access_control = access_control
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        method = str(details.method)
+        service = method.lstrip("/").rpartition("/")[0]
+        if handler is None or service in OPEN_SERVICES:
+            return handler
+        if handler.unary_unary is None:
+            return None  # every strom RPC is unary; anything else is refused (UNIMPLEMENTED)
+        inner = handler.unary_unary
+        rule = RULES.get(method, super_users_only)
+        authenticator, access_control = self.authenticator, self.access_control
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                principal = await authenticator.principal(
+                    context.invocation_metadata(), context.auth_context()
+                )
+            except AuthenticationError as exc:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+                raise AssertionError("unreachable") from exc
+            access = access_control.access(principal)
+            if not access.enabled:
+                return await inner(request, context)
+            try:
+                return await rule(access, request, lambda r: inner(r, context))
+            except Denied as exc:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                raise AssertionError("unreachable") from exc
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class NodeSecurity:
+    """A node's security, built once from its config: the credential verifier every SASL
+    listener shares, the access control every listener shares, and the interceptors."""
+
+    def __init__(self, config: NodeConfig, image: Callable[[], MetadataImage]) -> None:
+        self.config = config
+        self.settings = AuthorizerSettings(
+            enabled=config["authorizer.enabled"],
+            super_users=parse_super_users(config["super.users"]),
+            allow_everyone_if_no_acl_found=config["allow.everyone.if.no.acl.found"],
+        )
+        username = config["node.sasl.username"]
+        static = {username: new_credential(config["node.sasl.password"])} if username else {}
+        self.verifier = CredentialVerifier(lambda: image().users, static)
+        self.access_control = AccessControl(self.settings, image)
+
+    def server_interceptors(self, listener: str) -> list[SecurityInterceptor]:
+        """Nothing on a PLAINTEXT listener with the authorizer off: no cost at all."""
+        protocol = self.config.security_protocols.get(listener, "PLAINTEXT")
+        authenticator = Authenticator(protocol, self.verifier)
+        if authenticator.trivial and not self.settings.enabled:
+            return []
+        return [SecurityInterceptor(authenticator, self.access_control)]
+
+    def on_users_changed(self, usernames: set[str]) -> None:
+        self.verifier.forget(usernames)
