@@ -185,3 +185,58 @@ def test_plaintext_controller_inside_tls_outside(tmp_path: Path) -> None:
         assert "(SSL)" in log
     finally:
         _teardown(local)
+
+
+def test_sasl_over_tls_with_mutual_tls_between_nodes(tmp_path: Path) -> None:
+    """SASL_SSL for clients (a login over an encrypted connection, client certificates still
+    required), mutual TLS between nodes on CONTROLLER, the authorizer on: the nodes log in to
+    each other's SASL_SSL listener as `node`, the first admin is created with that login, and a
+    wrong password is refused over TLS."""
+    node_pw, admin_pw = "n0de-Pw-7f3a91", "adm1n-Pw-2b8e44"
+    local = LocalCluster(tmp_path / "sasl-ssl")
+    overrides = {
+        **FAST,
+        "authorizer.enabled": "true",
+        # Node principals: `node` on SASL_SSL, each certificate's CN on the mTLS CONTROLLER.
+        "super.users": "User:admin;User:node;User:node-1;User:node-2;User:node-3",
+        "node.sasl.username": "node",
+        "node.sasl.password": node_pw,
+    }
+    local.create(3, free_base_port(3), overrides, tls=True)
+    for node_dir in local.dir.glob("node-*"):
+        path = node_dir / "node.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["listener.security.protocol.map"] = "SSL:SASL_SSL,CONTROLLER:SSL"
+        path.write_text(yaml.safe_dump(config))
+    certs = local.client_options()
+    try:
+        local.up()
+        node_login = {**certs, "security_protocol": "SASL_SSL", "sasl_username": "node",
+                      "sasl_password": node_pw}  # fmt: skip
+        bootstrap = local.bootstrap()
+
+        def admin_created() -> bool:
+            with Admin(bootstrap, request_timeout_ms=SHORT_MS, **node_login) as admin:
+                admin.create_user("admin", admin_pw)
+            return True
+
+        eventually(admin_created, 60, "the first admin user created over SASL_SSL")
+        admin_login = {**node_login, "sasl_username": "admin", "sasl_password": admin_pw}
+
+        def all_unfenced() -> bool:
+            with Admin(bootstrap, request_timeout_ms=SHORT_MS, **admin_login) as admin:
+                return len([b for b in admin.describe_cluster().brokers if not b.fenced]) == 3
+
+        eventually(all_unfenced, 60, "three brokers unfenced (they log in to each other)")
+        seen = _round_trip(bootstrap, "sasl-ssl", admin_login)
+        assert sorted(seen) == sorted(f"v{i}".encode() for i in range(10))
+        wrong = {**admin_login, "sasl_password": "not-" + admin_pw}
+        with (
+            Admin(bootstrap, request_timeout_ms=SHORT_MS, **wrong) as admin,
+            pytest.raises(StromError) as refused,
+        ):
+            admin.list_topics()
+        assert refused.value.name == "SASL_AUTHENTICATION_FAILED"
+        assert admin_pw not in str(refused.value)
+    finally:
+        _teardown(local)
