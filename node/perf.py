@@ -13,12 +13,14 @@ one JSON object instead (keys are stable: bench/ scripts read them).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import struct
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -28,6 +30,7 @@ from strom.client.errors import StromError
 
 REPORT_INTERVAL_S = 5.0
 LATENCY_SAMPLES_MAX = 500_000  # Kafka's perf tool keeps at most this many latency samples
+LATENCY_SAMPLE_EVERY = 16
 
 
 class Throttler:
@@ -75,11 +78,10 @@ class LatencySummary:
 
 
 class LatencyStats:
-    """Per-record latencies: every record counts toward the totals; every `sampling`-th one is
-    kept for percentiles (bounded memory for long runs). Called from the SDK's callback thread."""
+    """Acknowledged records (counted as their futures complete) and a sample of their latencies
+    (bounded memory for long runs). Fed from the SDK's callback thread and the sending one."""
 
-    def __init__(self, num_records: int, record_size: int) -> None:
-        self.sampling = max(1, num_records // LATENCY_SAMPLES_MAX)
+    def __init__(self, record_size: int) -> None:
         self.record_size = record_size
         self.samples: list[float] = []
         self.count = 0
@@ -87,22 +89,28 @@ class LatencyStats:
         self.max_ms = 0.0
         self.window_count = 0
         self.window_total_ms = 0.0
+        self.window_samples = 0
         self.window_max_ms = 0.0
         self.window_started = time.perf_counter()
         self.started = self.window_started
         self.lock = threading.Lock()
 
-    def record(self, index: int, latency_ms: float) -> None:
+    def acked(self, records: int) -> None:
         with self.lock:
-            self.count += 1
+            self.count += records
+            self.window_count += records
+
+    def record(self, latency_ms: float) -> None:
+        """One sampled record's send → acknowledgement (or send → poll) latency."""
+        with self.lock:
             self.total_ms += latency_ms
-            self.window_count += 1
             self.window_total_ms += latency_ms
+            self.window_samples += 1
             if latency_ms > self.max_ms:
                 self.max_ms = latency_ms
             if latency_ms > self.window_max_ms:
                 self.window_max_ms = latency_ms
-            if index % self.sampling == 0:
+            if len(self.samples) < LATENCY_SAMPLES_MAX:
                 self.samples.append(latency_ms)
 
     def window_line(self) -> str | None:
@@ -113,13 +121,15 @@ class LatencyStats:
             return None
         with self.lock:
             count, total, peak = self.window_count, self.window_total_ms, self.window_max_ms
+            samples = self.window_samples
             self.window_count, self.window_total_ms, self.window_max_ms = 0, 0.0, 0.0
+            self.window_samples = 0
             self.window_started = now
         rate = count / elapsed
         return (
             f"{count} records sent, {rate:.1f} records/sec "
             f"({rate * self.record_size / 1024 / 1024:.2f} MB/sec), "
-            f"{total / max(count, 1):.1f} ms avg latency, {peak:.1f} ms max latency."
+            f"{total / max(samples, 1):.1f} ms avg latency, {peak:.1f} ms max latency."
         )
 
     def summary(self, elapsed_s: float) -> LatencySummary:
@@ -130,13 +140,45 @@ class LatencyStats:
                 records=self.count,
                 records_per_sec=rate,
                 mb_per_sec=rate * self.record_size / 1024 / 1024,
-                avg_latency_ms=self.total_ms / max(self.count, 1),
+                avg_latency_ms=self.total_ms / max(len(self.samples), 1),
                 max_latency_ms=self.max_ms,
                 p50_ms=percentile(ordered, 0.5),
                 p95_ms=percentile(ordered, 0.95),
                 p99_ms=percentile(ordered, 0.99),
                 p999_ms=percentile(ordered, 0.999),
             )
+
+
+class AckCounter:
+    """Counts acknowledged records by sweeping the futures of sent records in send order (a
+    partition's records complete in order, batches roughly so), and samples the latency of
+    every `LATENCY_SAMPLE_EVERY`-th record with a callback. Cheaper than a callback per record,
+    which in Python costs as much as the send itself; records of one batch share one
+    acknowledgement, so the samples see every batch's latency."""
+
+    def __init__(self, stats: LatencyStats) -> None:
+        self.stats = stats
+        self.pending: deque[Any] = deque()
+        self.errors: list[BaseException] = []
+
+    def sent(self, index: int, future: Any, sent_at: float) -> None:
+        self.pending.append(future)
+        if index % LATENCY_SAMPLE_EVERY == 0:
+            future.add_done_callback(partial(self._sampled, sent_at))
+
+    def _sampled(self, sent_at: float, future: Any) -> None:
+        if future.exception() is None:
+            self.stats.record((time.perf_counter() - sent_at) * 1000)
+
+    def sweep(self) -> None:
+        pending, acked = self.pending, 0
+        while pending and pending[0].done():
+            error = pending.popleft().exception()
+            if error is None:
+                acked += 1
+            else:
+                self.errors.append(error)
+        self.stats.acked(acked)
 
 
 def payload(record_size: int) -> bytes:
@@ -156,39 +198,78 @@ def run_produce(
     throughput: float,
     options: dict[str, Any],
     progress: Callable[[str], None] | None = None,
+    api: str = "async",
 ) -> LatencySummary:
-    from strom.client.producer import Producer
-
+    """`api`: "async" drives the SDK's asyncio core (AsyncProducer) from one event loop;
+    "sync" calls the thread-safe facade (Producer), whose batches cross to a loop thread."""
     value = payload(record_size)
-    stats = LatencyStats(num_records, record_size)
-    errors: list[BaseException] = []
-    clock = time.perf_counter
+    stats = LatencyStats(record_size)
+    acks = AckCounter(stats)
 
-    def done(index: int, sent: float, future: Any) -> None:
-        error = future.exception()
-        if error is not None:
-            errors.append(error)
-        else:
-            stats.record(index, (clock() - sent) * 1000)
+    def every_thousand() -> None:
+        acks.sweep()
+        if progress is not None:
+            line = stats.window_line()
+            if line is not None:
+                progress(line)
 
-    with Producer(bootstrap, **options) as producer:
-        started = clock()
-        stats.started = stats.window_started = started
-        throttler = Throttler(throughput, started)
-        for index in range(num_records):
-            producer.send(topic, value).add_done_callback(partial(done, index, clock()))
-            throttler.wait(index + 1)
-            if progress is not None and index % 1000 == 0:
-                line = stats.window_line()
-                if line is not None:
-                    progress(line)
-            if errors:
-                break
-        producer.flush()
-        elapsed = clock() - started
-    if errors:
-        raise errors[0]
+    if api == "sync":
+        from strom.client.producer import Producer
+
+        clock = time.perf_counter
+        with Producer(bootstrap, **options) as producer:
+            started = stats.started = stats.window_started = clock()
+            throttler = Throttler(throughput, started)
+            for index in range(num_records):
+                acks.sent(index, producer.send(topic, value), clock())
+                throttler.wait(index + 1)
+                if index % 1000 == 0:
+                    every_thousand()
+                    if acks.errors:
+                        break
+            producer.flush()
+            elapsed = clock() - started
+    else:
+        elapsed = asyncio.run(
+            _produce_async(bootstrap, topic, num_records, value, throughput, options, stats,
+                           acks, every_thousand)
+        )  # fmt: skip
+    acks.sweep()
+    if acks.errors:
+        raise acks.errors[0]
     return stats.summary(elapsed)
+
+
+async def _produce_async(
+    bootstrap: str,
+    topic: str,
+    num_records: int,
+    value: bytes,
+    throughput: float,
+    options: dict[str, Any],
+    stats: LatencyStats,
+    acks: AckCounter,
+    every_thousand: Callable[[], None],
+) -> float:
+    from strom.client.producer import AsyncProducer
+
+    clock = time.perf_counter
+    async with AsyncProducer(bootstrap, **options) as producer:
+        started = stats.started = stats.window_started = clock()
+        for index in range(num_records):
+            acks.sent(index, await producer.send(topic, value), clock())
+            if throughput > 0:
+                ahead_s = (index + 1) / throughput - (clock() - started)
+                if ahead_s > 0.001:
+                    await asyncio.sleep(ahead_s)
+            if index % 1000 == 0:
+                # send() does not wait while the buffer has room: let the sender run.
+                await asyncio.sleep(0)
+                every_thousand()
+                if acks.errors:
+                    break
+        await producer.flush()
+        return clock() - started
 
 
 # ---- consume ------------------------------------------------------------------------------
@@ -313,7 +394,7 @@ def run_end_to_end(
     if record_size < _SENT_AT.size:
         raise ValueError(f"--record-size must be at least {_SENT_AT.size} bytes")
     filler = payload(record_size - _SENT_AT.size)
-    stats = LatencyStats(num_records, record_size)
+    stats = LatencyStats(record_size)
     connection = {k: v for k, v in producer_options.items() if k in connection_keys}
     consumer = Consumer(bootstrap, auto_offset_reset="latest", **connection)
     producer = Producer(bootstrap, **producer_options)
@@ -350,8 +431,9 @@ def run_end_to_end(
             idle_since = now
             for record in records:
                 (sent,) = _SENT_AT.unpack_from(record.value or b"\0" * 8)
-                stats.record(received, (now - sent) * 1000)
+                stats.record((now - sent) * 1000)
                 received += 1
+            stats.acked(len(records))
         elapsed = time.perf_counter() - started
         sender.join()
     finally:
@@ -429,6 +511,12 @@ def add_commands(
     produce.add_argument("--throughput", type=float, default=-1, help="records/s; -1: no limit")
     produce.add_argument("--acks", default="all", choices=("all", "-1", "1", "0"))
     produce.add_argument("--producer-props", nargs="*", metavar="KEY=VALUE")
+    produce.add_argument(
+        "--api",
+        choices=("async", "sync"),
+        default="async",
+        help="the SDK's asyncio core (AsyncProducer) or its thread-safe facade (Producer)",
+    )
 
     consume = common(perf_sub.add_parser("consume", help="like kafka-consumer-perf-test"))
     consume.add_argument("--messages", type=int, required=True)
@@ -481,7 +569,7 @@ def _run(
 
             summary = run_produce(
                 args.bootstrap_server, args.topic, args.num_records, args.record_size,
-                args.throughput, options, progress,
+                args.throughput, options, progress, args.api,
             )  # fmt: skip
         else:
             summary = run_end_to_end(
