@@ -174,7 +174,7 @@ class AsyncProducer:
 
     def _release(self, batch: ProducerBatch) -> None:
         if batch.on_release is not None:
-            batch.on_release(batch.size_bytes)
+            batch.on_release(batch)
         else:
             self._buffered -= batch.size_bytes
             self._space.set()
@@ -406,10 +406,12 @@ class Producer:
         finally:
             self._waiting_for_space = False
 
-    def _release(self, size: int) -> None:
-        """Loop thread: a batch is done; its bytes leave the buffer. Only a blocked sender is
-        woken (under the lock), so the common case takes no lock."""
-        self._released += size
+    def _release(self, batch: ProducerBatch) -> None:
+        """Loop thread: a batch is done; its bytes leave the buffer and it leaves the
+        outstanding set (a set's discard is atomic). Only a blocked sender is woken (under the
+        lock), so the common case takes no lock."""
+        self._outstanding.discard(batch)
+        self._released += batch.size_bytes
         if self._waiting_for_space:
             with self._space:
                 self._space.notify_all()

@@ -205,7 +205,7 @@ class ProducerBatch:
         self.deadline = 0.0
         self.encoded: bytes | None = None  # sealed once, on first dispatch; retries resend it
         # Returns the batch's bytes to whoever accounts buffer_memory for it (None: the async one).
-        self.on_release: Callable[[int], None] | None = None
+        self.on_release: Callable[[ProducerBatch], None] | None = None
         self.order = -1  # dispatch order among the producer's batches (the sender sets it)
 
     @property

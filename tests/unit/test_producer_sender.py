@@ -145,3 +145,20 @@ def test_a_real_sequence_gap_is_fatal() -> None:
 
 def test_out_of_order_is_fatal_by_itself() -> None:
     assert not error_from_code(common_pb2.OUT_OF_ORDER_SEQUENCE_NUMBER).retriable
+
+
+def test_the_sync_producer_lets_go_of_every_answered_batch() -> None:
+    from strom.client.producer import Producer
+
+    producer = Producer("fake:1", acks="all", linger_ms=1, batch_size=600)
+    try:
+        producer._async.cluster = FakeCluster(ScriptedLeader(3, refuse_fraction=0.2))  # type: ignore[assignment]
+        producer._async.producer_id, producer._async.producer_epoch = 7, 0
+        futures = [producer.send("t", b"v%d" % i, partition=i % PARTITIONS) for i in range(300)]
+        # No flush (it would tidy up): lingering seals every batch, answers release them.
+        assert all(f.result(timeout=30).offset >= 0 for f in futures)
+        # Nothing answered stays referenced, and buffer_memory is all returned.
+        assert not producer._outstanding
+        assert producer._reserved == producer._released > 0
+    finally:
+        producer.close()
