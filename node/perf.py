@@ -1,10 +1,12 @@
 """`strom perf produce|consume|end-to-end`: load tools shaped like Kafka's perf tools.
 
 They measure what an application sees, as Kafka's do: `perf produce` calls the SDK's `send()`
-once per record and counts a record only when its acknowledgement arrives (latency = send() to
-acknowledgement, per record); `perf consume` counts the records `poll()` hands to the
-application; `perf end-to-end` sends at a fixed rate, stamps each record with the send time and
-measures send-to-poll latency in the same process (one monotonic clock, no skew).
+once per record (the asyncio core by default, `--api sync` for the thread-safe facade) and
+counts a record only when its acknowledgement arrives; latency (send() to acknowledgement) is
+sampled on every 16th record, whose batch-mates share its acknowledgement, because a Python
+callback per record would cost as much as the send. `perf consume` counts the records `poll()`
+hands to the application; `perf end-to-end` sends at a fixed rate, stamps each record with the
+send time and measures send-to-poll latency in the same process (one monotonic clock, no skew).
 
 Output lines follow kafka-producer-perf-test / kafka-consumer-perf-test; `--output json` prints
 one JSON object instead (keys are stable: bench/ scripts read them).
