@@ -385,10 +385,12 @@ def run_end_to_end(
     throughput: float,
     producer_options: dict[str, Any],
     connection_keys: frozenset[str] = frozenset(),
+    api: str = "async",
 ) -> LatencySummary:
     """Send at `throughput` records/s with the send time in each value; a consumer in this
     process measures send → poll latency. The consumer is positioned at the end first, so only
-    this run's records count."""
+    this run's records count. `api` "async": producer and consumer share one event loop (the
+    SDK's asyncio core); "sync": the thread-safe facades, a sending thread and a polling one."""
     from strom.client.consumer import Consumer
     from strom.client.producer import Producer
     from strom.client.records import TopicPartition
@@ -398,6 +400,15 @@ def run_end_to_end(
     filler = payload(record_size - _SENT_AT.size)
     stats = LatencyStats(record_size)
     connection = {k: v for k, v in producer_options.items() if k in connection_keys}
+    if api == "async":
+        partitions = _partitions(bootstrap, topic, connection)
+        elapsed, received = asyncio.run(
+            _end_to_end_async(bootstrap, topic, partitions, num_records, filler, throughput,
+                              producer_options, connection, stats)
+        )  # fmt: skip
+        if received < num_records:
+            raise PerfError(f"only {received} of {num_records} records arrived within 30 s")
+        return stats.summary(elapsed)
     consumer = Consumer(bootstrap, auto_offset_reset="latest", **connection)
     producer = Producer(bootstrap, **producer_options)
     failures: list[BaseException] = []
@@ -446,6 +457,63 @@ def run_end_to_end(
     if received < num_records:
         raise PerfError(f"only {received} of {num_records} records arrived within 30 s")
     return stats.summary(elapsed)
+
+
+async def _end_to_end_async(
+    bootstrap: str,
+    topic: str,
+    partitions: list[int],
+    num_records: int,
+    filler: bytes,
+    throughput: float,
+    producer_options: dict[str, Any],
+    connection: dict[str, Any],
+    stats: LatencyStats,
+) -> tuple[float, int]:
+    from strom.client.consumer import AsyncConsumer
+    from strom.client.producer import AsyncProducer
+    from strom.client.records import TopicPartition
+
+    clock = time.perf_counter
+    async with (
+        AsyncProducer(bootstrap, **producer_options) as producer,
+        AsyncConsumer(bootstrap, auto_offset_reset="latest", **connection) as consumer,
+    ):
+        assigned = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assigned)
+        await consumer.seek_to_end()
+        for tp in assigned:  # resolve the end offsets now, not after the first send
+            await consumer.position(tp)
+
+        async def produce() -> None:
+            started = clock()
+            for index in range(num_records):
+                await producer.send(topic, _SENT_AT.pack(clock()) + filler)
+                ahead_s = (index + 1) / throughput - (clock() - started)
+                if ahead_s > 0.001:
+                    await asyncio.sleep(ahead_s)
+            await producer.flush()
+
+        started = clock()
+        sender = asyncio.create_task(produce())
+        received = 0
+        idle_since = clock()
+        while received < num_records and not (sender.done() and sender.exception()):
+            records = await consumer.poll(timeout_ms=200, max_records=100_000)
+            now = clock()
+            if not records:
+                if now - idle_since > 30:
+                    break
+                continue
+            idle_since = now
+            for record in records:
+                (sent,) = _SENT_AT.unpack_from(record.value or b"\0" * 8)
+                stats.record((now - sent) * 1000)
+            received += len(records)
+            stats.acked(len(records))
+        elapsed = clock() - started
+        await sender  # raises what the sender raised
+        return elapsed, received
 
 
 class PerfError(Exception):
@@ -531,6 +599,12 @@ def add_commands(
     e2e.add_argument("--throughput", type=float, default=10_000, help="records/s")
     e2e.add_argument("--acks", default="all", choices=("all", "-1", "1", "0"))
     e2e.add_argument("--producer-props", nargs="*", metavar="KEY=VALUE")
+    e2e.add_argument(
+        "--api",
+        choices=("async", "sync"),
+        default="async",
+        help="producer and consumer on one asyncio loop, or the thread-safe facades",
+    )
 
     def handler(args: argparse.Namespace) -> int:
         return _run(args, producer_options, connection_options(args))
@@ -576,7 +650,7 @@ def _run(
         else:
             summary = run_end_to_end(
                 args.bootstrap_server, args.topic, args.num_records, args.record_size,
-                args.throughput, options, frozenset(connection),
+                args.throughput, options, frozenset(connection), args.api,
             )  # fmt: skip
     except (ValueError, PerfError) as exc:
         print(f"error: {exc}", file=sys.stderr)

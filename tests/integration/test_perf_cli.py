@@ -50,12 +50,14 @@ def test_produce_then_consume_count_every_record(cluster: Cluster) -> None:
 
 
 def test_end_to_end_reports_latency_percentiles_as_json(cluster: Cluster) -> None:
-    done = _strom(cluster, "end-to-end", "--topic", "e2e", "--create-topic", "1:3",
-                  "--num-records", "2000", "--throughput", "1000", "--output", "json")  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    assert result["records"] == 2000
-    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_latency_ms"]
+    for api in ("async", "sync"):
+        done = _strom(cluster, "end-to-end", "--topic", "e2e", "--create-topic", "1:3",
+                      "--num-records", "2000", "--throughput", "1000", "--output", "json",
+                      "--api", api)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["records"] == 2000
+        assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_latency_ms"]
 
 
 def test_end_to_end_refuses_records_too_small_for_the_send_time(cluster: Cluster) -> None:
