@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from strom.client.admin import AsyncAdmin, NewTopic
 from strom.client.consumer import AsyncConsumer
@@ -39,9 +40,14 @@ from strom.v1 import broker_pb2
 RECORD_BYTES = 100
 
 
-async def produce(bootstrap: str, topic: str, count: int, acks: str) -> float:
+async def produce(
+    bootstrap: str, topic: str, count: int, acks: str, options: dict[str, Any] | None = None
+) -> float:
+    """`options`: more SDK options (a TLS cluster's security options, for bench/tls_cost.py)."""
     value = b"x" * RECORD_BYTES
-    async with AsyncProducer(bootstrap, acks=acks, linger_ms=5, batch_size=256 * 1024) as producer:
+    async with AsyncProducer(
+        bootstrap, acks=acks, linger_ms=5, batch_size=256 * 1024, **(options or {})
+    ) as producer:
         started = time.perf_counter()
         futures = [await producer.send(topic, value, partition=i % 3) for i in range(count)]
         await producer.flush()
@@ -60,10 +66,12 @@ async def consume(bootstrap: str, topic: str, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-async def raw_grpc(bootstrap: str, topic: str, count: int, acks: int = 1) -> float:
+async def raw_grpc(
+    bootstrap: str, topic: str, count: int, acks: int = 1, options: dict[str, Any] | None = None
+) -> float:
     """The ceiling: pre-encoded batches of 2,500 records, `acks` (1, or -1 for all), one request
     in flight per partition leader at a time, no SDK. Also used by bench/peers.py."""
-    async with AsyncProducer(bootstrap) as producer:  # only for its metadata and channels
+    async with AsyncProducer(bootstrap, **(options or {})) as producer:  # metadata, channels
         meta = await producer.cluster.topic(topic)
         per_batch = 2_500
         batch = encode_batch([Record(None, b"x" * RECORD_BYTES, (), 0)] * per_batch)

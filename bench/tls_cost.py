@@ -27,52 +27,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+import cluster_bench
 
 from strom.client.admin import AsyncAdmin, NewTopic
-from strom.client.producer import AsyncProducer
 from strom.node.cli import wait_until_healthy
 from strom.node.demo import _free_base_port
 from strom.node.local_cluster import LocalCluster
-from strom.storage.record_batch import Record, encode_batch
-from strom.v1 import broker_pb2
-
-RECORD_BYTES = 100
-BATCH_RECORDS = 2_500
-
-
-async def sdk_produce(bootstrap: str, topic: str, count: int, options: dict[str, Any]) -> float:
-    value = b"x" * RECORD_BYTES
-    async with AsyncProducer(
-        bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024, **options
-    ) as producer:
-        started = time.perf_counter()
-        futures = [await producer.send(topic, value, partition=i % 3) for i in range(count)]
-        await producer.flush()
-        for future in futures:
-            future.result()
-        return count / (time.perf_counter() - started)
-
-
-async def batch_produce(bootstrap: str, topic: str, count: int, options: dict[str, Any]) -> float:
-    async with AsyncProducer(bootstrap, **options) as producer:  # its metadata and channels
-        meta = await producer.cluster.topic(topic)
-        batch = encode_batch([Record(None, b"x" * RECORD_BYTES, (), 0)] * BATCH_RECORDS)
-        batches = count // BATCH_RECORDS // 3
-
-        async def to_partition(p: int) -> None:
-            address = producer.cluster.address_of(meta.partitions[p].leader)
-            assert address is not None
-            stub = producer.cluster.broker_stub(address)
-            for _ in range(batches):
-                request = broker_pb2.ProduceRequest(acks=-1, timeout_ms=30_000)
-                request.topics.add(name=topic).partitions.add(partition=p, records=batch)
-                response = await stub.Produce(request)
-                assert response.topics[0].partitions[0].error_code == 0, response
-
-        started = time.perf_counter()
-        await asyncio.gather(*(to_partition(p) for p in range(3)))
-        return batches * 3 * BATCH_RECORDS / (time.perf_counter() - started)
 
 
 def nodes_cpu_s(cluster: LocalCluster) -> float:
@@ -95,10 +56,10 @@ def measure(cluster: LocalCluster, count: int, run: int) -> tuple[float, float, 
         async with AsyncAdmin(cluster.bootstrap(), **options) as admin:
             for name in (f"s{run}", f"b{run}"):
                 await admin.create_topics([NewTopic(name, 3, 3, {"min.insync.replicas": "2"})])
-        sdk = await sdk_produce(cluster.bootstrap(), f"s{run}", count, options)
+        sdk = await cluster_bench.produce(cluster.bootstrap(), f"s{run}", count, "all", options)
         records = count * 5
         nodes_before, client_before = nodes_cpu_s(cluster), time.process_time()
-        raw = await batch_produce(cluster.bootstrap(), f"b{run}", records, options)
+        raw = await cluster_bench.raw_grpc(cluster.bootstrap(), f"b{run}", records, -1, options)
         nodes_us = (nodes_cpu_s(cluster) - nodes_before) * 1e6 / records
         client_us = (time.process_time() - client_before) * 1e6 / records
         return sdk, raw, nodes_us, client_us

@@ -454,8 +454,6 @@ class Producer:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not batch.result.wait(remaining):
                 return
-        with self._lock:
-            self._outstanding.difference_update(b for b in waiting if b.result.done())
 
     def close(self) -> None:
         if self._closed:

@@ -1000,7 +1000,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .perf import add_commands as add_perf_commands
 
-    add_perf_commands(sub, client, _producer_options, connection_options)
+    add_perf_commands(
+        sub,
+        client,
+        lambda items: _producer_options(_key_values(items, "--producer-props")),
+        connection_options,
+    )
     add_security_commands(sub, client)
 
     demo = sub.add_parser("demo", help="run the seed document's walkthrough as tables")

@@ -442,11 +442,7 @@ def run_end_to_end(
                     break
                 continue
             idle_since = now
-            for record in records:
-                (sent,) = _SENT_AT.unpack_from(record.value or b"\0" * 8)
-                stats.record((now - sent) * 1000)
-                received += 1
-            stats.acked(len(records))
+            received += _polled(stats, records, now)
         elapsed = time.perf_counter() - started
         sender.join()
     finally:
@@ -506,14 +502,19 @@ async def _end_to_end_async(
                     break
                 continue
             idle_since = now
-            for record in records:
-                (sent,) = _SENT_AT.unpack_from(record.value or b"\0" * 8)
-                stats.record((now - sent) * 1000)
-            received += len(records)
-            stats.acked(len(records))
+            received += _polled(stats, records, now)
         elapsed = clock() - started
         await sender  # raises what the sender raised
         return elapsed, received
+
+
+def _polled(stats: LatencyStats, records: Sequence[Any], now: float) -> int:
+    """Count records handed over by a poll at `now` and their send → poll latencies."""
+    for record in records:
+        (sent,) = _SENT_AT.unpack_from(record.value or b"\0" * 8)
+        stats.record((now - sent) * 1000)
+    stats.acked(len(records))
+    return len(records)
 
 
 class PerfError(Exception):
@@ -521,16 +522,6 @@ class PerfError(Exception):
 
 
 # ---- the command line ---------------------------------------------------------------------
-
-
-def _props(items: Sequence[str] | None) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--producer-props expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _ensure_topic(
@@ -559,9 +550,11 @@ def _partitions(bootstrap: str, topic: str, connection: dict[str, Any]) -> list[
 def add_commands(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg]
     client: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
-    producer_options: Callable[[dict[str, str]], dict[str, Any]],
+    producer_options: Callable[[Sequence[str] | None], dict[str, Any]],
     connection_options: Callable[[argparse.Namespace], dict[str, Any]],
 ) -> None:
+    """`producer_options`: `--producer-props` items (key=value, Kafka names) to SDK options;
+    the CLI's own parser, so both commands accept and refuse the same properties."""
     perf = sub.add_parser("perf", help="load tests: produce, consume, end-to-end latency")
     perf_sub = perf.add_subparsers(dest="action", required=True)
 
@@ -615,7 +608,7 @@ def add_commands(
 
 def _run(
     args: argparse.Namespace,
-    producer_options: Callable[[dict[str, str]], dict[str, Any]],
+    producer_options: Callable[[Sequence[str] | None], dict[str, Any]],
     connection: dict[str, Any],
 ) -> int:
     if args.create_topic:
@@ -635,7 +628,7 @@ def _run(
                 print(consumed.line())
             return 0
         options = {
-            "acks": args.acks, **producer_options(_props(args.producer_props)), **connection
+            "acks": args.acks, **producer_options(args.producer_props), **connection
         }  # fmt: skip
         if args.action == "produce":
 

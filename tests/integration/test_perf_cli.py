@@ -65,3 +65,18 @@ def test_end_to_end_refuses_records_too_small_for_the_send_time(cluster: Cluster
                   "--record-size", "4")  # fmt: skip
     assert done.returncode == 1
     assert "record-size must be at least 8" in done.stderr
+
+
+def test_bad_producer_props_are_refused_before_anything_is_sent() -> None:
+    for props, message in (
+        ("bogus", "expects key=value"),
+        ("nosuch=1", "unknown producer property 'nosuch'"),
+        ("linger.ms=soon", "is not a number"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "strom.node.cli", "perf", "produce", "--topic", "t",
+             "--num-records", "1", "--bootstrap-server", "localhost:1", "--producer-props", props],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1
+        assert message in done.stderr, done.stderr
