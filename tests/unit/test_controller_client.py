@@ -40,7 +40,7 @@ class ScriptedVoters:
         voters = self
 
         class Stub:
-            async def BrokerHeartbeat(  # noqa: N802 (the gRPC method name)
+            async def BrokerHeartbeat(
                 self, request: Any, timeout: float
             ) -> controller_pb2.BrokerHeartbeatResponse:
                 voters.calls.append(node_id)
