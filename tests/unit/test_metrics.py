@@ -54,7 +54,10 @@ def fake_node(*, active: bool = True, is_broker: bool = True) -> Any:
         (b"b", 0): fake_partition("events", 0, False, (2, 1), (2,)),
     }
     manager = SimpleNamespace(
-        partitions=partitions, caught_up=True, min_insync_replicas=lambda topic: 2
+        partitions=partitions,
+        caught_up=True,
+        min_insync_replicas=lambda topic: 2,
+        offline_replicas=lambda: [(b"c", 0)],  # a replica whose log failed here
     )
     image = MetadataImage(
         last_index=42,
@@ -105,6 +108,7 @@ def test_collector_derives_replica_manager_gauges_from_partitions() -> None:
     assert values[("strom_server_replicamanager_underminisrpartitioncount", ())] == 1
     assert values[("strom_server_replicamanager_partitioncount", ())] == 4
     assert values[("strom_server_replicamanager_leadercount", ())] == 3
+    assert values[("strom_server_replicamanager_offlinereplicacount", ())] == 1
     assert values[("strom_server_brokerstate_fenced", ())] == 0
     labels = (("partition", "0"), ("topic", "orders"))
     assert values[("strom_log_size_bytes", labels)] == 300
