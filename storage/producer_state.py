@@ -379,6 +379,10 @@ class ProducerStateReplay:
         self.snapshot_offset: int | None = None
         self.corrupt: tuple[str, ...] = ()
         self.headers_scanned = 0
+        # Bytes of batches after the newest place it may start: what `run` reads unless that
+        # snapshot turns out damaged (the owner runs short replays in place).
+        newest = starts[max(starts)]
+        self.scan_bytes = sum(s.end for s in spans[newest[0] :]) - newest[1]
 
     def run(self) -> ProducerState | None:
         try:

@@ -8,9 +8,10 @@ pass), serves follower fetches (recording their progress in a pure `LeaderState`
 high watermark, and completes acks=all produces waiting for it. As follower it appends what its
 leader sent, takes the leader's high watermark, and truncates a divergent suffix.
 
-After a truncation the log's producer state must be replayed from its newest snapshot: that scan
-runs in a worker thread (`load_producer_state`), never on the event loop, and appends wait for it
-(a produce meanwhile gets a retriable NOT_LEADER_OR_FOLLOWER; the fetcher skips the partition).
+After a truncation the log's producer state must be replayed from its newest snapshot: a short
+scan (up to `REPLAY_IN_PLACE_BYTES_MAX`) runs in place, a longer one in a worker thread, never on
+the event loop, and appends wait for it (a produce meanwhile gets a retriable
+NOT_LEADER_OR_FOLLOWER; the fetcher skips the partition).
 
 A storage failure (an I/O error on append, a damaged file met while replaying) is reported once
 through `on_failure`: the replica manager then takes the replica offline on this broker.
@@ -33,12 +34,16 @@ from strom.storage import log_cleaner
 from strom.storage.errors import StorageError
 from strom.storage.log_config import LogConfig
 from strom.storage.partition_log import AppendInfo, LogReader, PartitionLog
-from strom.storage.producer_state import ProducerState
+from strom.storage.producer_state import ProducerState, ProducerStateReplay
 from strom.v1 import common_pb2
 
 from .leader_state import IsrChange, LeaderState, diverging_epoch
 
 log = logging.getLogger("strom.replica")
+
+# A producer-state replay reading at most this much runs in place (about a millisecond);
+# a longer one runs in a worker thread, so the event loop never stalls on it.
+REPLAY_IN_PLACE_BYTES_MAX = 1 << 20
 
 
 class PartitionError(CodedError):
@@ -297,6 +302,13 @@ class Partition:
         if state.maybe_advance_high_watermark(self._log.log_end_offset):
             self._set_hw(state.high_watermark)
 
+    def _reset_hw(self, hw: int) -> None:
+        """Lower the HW (truncation): only a follower does this, so no acks=all waits on it."""
+        assert self.leader_state is None, "a leader never truncates"
+        self.high_watermark = hw
+        self.hw_waiters = OffsetWaiters(hw)
+        self.changed.notify()
+
     def _set_hw(self, hw: int) -> None:
         if hw > self.high_watermark:
             self.high_watermark = hw
@@ -313,6 +325,7 @@ class Partition:
         max_bytes: int,
         active_brokers: set[int],
         now_ms: int,
+        broker_epoch: int = -1,
     ) -> FollowerFetchResult:
         state = self._require_leader()
         if replica_id not in self.replicas:
@@ -333,7 +346,7 @@ class Partition:
                 common_pb2.OFFSET_OUT_OF_RANGE,
                 f"{self.name}: follower offset {fetch_offset} is past the leader's end {leo}",
             )
-        state.on_follower_fetch(replica_id, fetch_offset, leo, now_ms)
+        state.on_follower_fetch(replica_id, fetch_offset, leo, now_ms, broker_epoch)
         self._maybe_advance_hw()
         change = state.maybe_expand_isr(replica_id, active_brokers)
         if fetch_offset < self._log.log_start_offset:
@@ -377,6 +390,10 @@ class Partition:
                 self.name, offset, self._log.log_end_offset,
             )  # fmt: skip
             self._log.truncate_to(offset, now_ms=now_ms)
+        if self.high_watermark > self._log.log_end_offset:
+            # What was cut was never committed as far as this replica can prove: it must not
+            # count as committed if this replica leads later (Kafka clamps the HW here too).
+            self._reset_hw(self._log.log_end_offset)
         # Even with nothing to cut, drop epochs that start at or past `offset`: a replica that
         # led an epoch without writing in it keeps an entry at its log end, and would otherwise
         # ask about that epoch forever (Kafka's UnifiedLog.truncateTo does the same).
@@ -395,12 +412,17 @@ class Partition:
     # ---- producer state --------------------------------------------------------------------
 
     def start_producer_state_load(self) -> asyncio.Task[None] | None:
-        """Replay the producer state in a worker thread if the log needs it (after a
-        truncation); returns the task, shared by every caller, or None when there is nothing to
-        do. A failure goes to `on_failure` once."""
+        """Bring the producer state up to date if the log needs it (after a truncation): a
+        short replay (the usual one, from the snapshot of the last roll) right here, a long one
+        in a worker thread. Returns that task, shared by every caller, or None when the state is
+        current. A failure goes to `on_failure`."""
         if self._loading is not None and not self._loading.done():
             return self._loading
-        if not self._log.producer_state_pending:
+        try:
+            if self._replay_in_place():
+                return None
+        except (StorageError, OSError) as exc:
+            self.on_failure(self, exc)
             return None
         self._loading = asyncio.get_running_loop().create_task(
             self._replay_producer_state(), name=f"producer-state-{self.name}"
@@ -413,6 +435,24 @@ class Partition:
         task = self.start_producer_state_load()
         if task is not None:
             await asyncio.shield(task)
+
+    def _replay_in_place(self) -> bool:
+        """Run the pending replay now if it reads at most REPLAY_IN_PLACE_BYTES_MAX; True when
+        the state is current."""
+        full = False
+        while True:
+            replay = self._log.plan_producer_state_replay(full)
+            if replay is None:
+                return True
+            if replay.scan_bytes > REPLAY_IN_PLACE_BYTES_MAX:
+                replay.close()
+                return False
+            state = replay.run()
+            if state is None:
+                full = True  # every snapshot it counted on was damaged: from the log start
+                continue
+            self._install(replay, state)
+            return True
 
     async def _replay_producer_state(self) -> None:
         full = False
@@ -427,18 +467,23 @@ class Partition:
                     continue  # truncated again under the replay: plan the next one
                 raise
             if state is None:
-                full = True  # every snapshot it counted on was corrupt: from the log start
+                full = True
                 continue
-            if self._log.install_producer_state(replay, state):
-                loaded = self._log.producer_state_load
-                for corrupt in loaded.corrupt:
-                    log.warning("%s: ignored a corrupt producer snapshot: %s", self.name, corrupt)
-                log.info(
-                    "%s: producer state rebuilt from %s plus %d batch header(s)", self.name,
-                    "the log start" if loaded.snapshot_offset is None
-                    else f"the snapshot at {loaded.snapshot_offset}", loaded.headers_scanned,
-                )  # fmt: skip
+            if self._install(replay, state):
                 return
+
+    def _install(self, replay: ProducerStateReplay, state: ProducerState) -> bool:
+        if not self._log.install_producer_state(replay, state):
+            return False  # truncated again meanwhile: a newer replay is due
+        loaded = self._log.producer_state_load
+        for corrupt in loaded.corrupt:
+            log.warning("%s: ignored a damaged producer snapshot: %s", self.name, corrupt)
+        log.info(
+            "%s: producer state rebuilt from %s plus %d batch header(s)", self.name,
+            "the log start" if loaded.snapshot_offset is None
+            else f"the snapshot at {loaded.snapshot_offset}", loaded.headers_scanned,
+        )  # fmt: skip
+        return True
 
     def _loaded(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
