@@ -299,7 +299,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             out.topic_id = topic.topic_id
             out.is_internal = name.startswith("__")
             for index, info in sorted(topic.partitions.items()):
-                offline = [r for r in info.replicas if not self._alive(r)]
+                # Kafka's meaning: on a dead broker, or offline there (its log failed).
+                offline = [
+                    r for r in info.replicas if not self._alive(r) or r in info.offline_replicas
+                ]
                 out.partitions.add(
                     partition=index,
                     leader_id=info.leader,

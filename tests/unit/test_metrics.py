@@ -307,18 +307,21 @@ def test_cluster_describe_counts_replicas_and_leaders_per_broker() -> None:
             "t",
             "id",
             (
-                PartitionDescription(0, 1, 0, (1, 2, 3), (1, 2, 3)),
-                PartitionDescription(1, 2, 0, (2, 3), (2, 3)),
-                PartitionDescription(2, -1, 0, (3,), ()),
+                PartitionDescription(0, 1, 0, (1, 2, 3), (1, 2, 3), offline_replicas=(1,)),
+                PartitionDescription(1, 2, 0, (2, 3), (2,), offline_replicas=(3,)),
+                PartitionDescription(2, -1, 0, (3,), (3,), offline_replicas=(3,)),
             ),
             {},
         )
     ]
     rows = describe_cluster_rows(description, topics)
-    assert [(r.id, r.state, r.partitions, r.leaders, r.active_controller) for r in rows] == [
-        (1, "fenced", 1, 1, False),
-        (2, "unfenced", 2, 1, True),
-        (3, "shutting down", 3, 0, False),
+    summary = [
+        (r.id, r.state, r.partitions, r.leaders, r.active_controller, r.offline) for r in rows
+    ]
+    assert summary == [
+        (1, "fenced", 1, 1, False, 1),
+        (2, "unfenced", 2, 1, True, 0),
+        (3, "shutting down", 3, 0, False, 2),  # e.g. its log of t-1 and t-2 failed
     ]
     assert rows[1].address == "h2:9192" and rows[1].rack == "r2"
 
