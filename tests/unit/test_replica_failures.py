@@ -270,7 +270,7 @@ def test_a_storage_error_while_truncating_does_not_kill_the_fetcher(tmp_path: Pa
 
     async def scenario() -> None:
         replicas = manager(tmp_path, ScriptedLeaderPeers(leader))
-        assert replicas.logs.failed == {}
+        assert replicas.logs.get_log("t", 0) is not None  # its damage is not where open reads
         errors_before = fetcher_errors("partition")
         follower = image({0: led_by(2), 1: led_by(2)})
         replicas.on_metadata(follower, changed(follower))

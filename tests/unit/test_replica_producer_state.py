@@ -141,14 +141,15 @@ def test_a_big_truncation_never_stalls_the_event_loop(
         response = replica_pb2.ReplicaFetchResponse()
         for wanted in request.partitions:
             out = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
-            if wanted.fetch_offset > cut:  # the leader's epoch 1 ended at `cut`
+            if wanted.last_fetched_epoch == 1 and wanted.fetch_offset > cut:
+                # The leader's epoch 1 ended at `cut`: the follower's suffix diverged.
                 out.diverging_epoch.epoch, out.diverging_epoch.end_offset = 1, cut
             elif wanted.fetch_offset < cut + 10:
                 out.records = leader_batches(wanted.fetch_offset, 10, epoch=2, pid=PID)
             out.high_watermark = min(wanted.fetch_offset, cut)
         return response
 
-    async def scenario() -> tuple[int, int]:
+    async def scenario() -> tuple[int, tuple[int, int]]:
         peers = ScriptedLeaderPeers(leader)
         replicas = manager(tmp_path, peers)
         follower = image({0: led_by(2, epoch=2)})
@@ -161,11 +162,14 @@ def test_a_big_truncation_never_stalls_the_event_loop(
             timeout_s=60,
         )
         parsed = headers_parsed_on_loop[0] - before
-        last_seq = partition.producer_state.producers[PID].last_seq
+        # The rebuilt state is whole: as leader, a retry of the last batch is a duplicate.
+        partition.make_leader(led_by(1, epoch=3), now_ms=5000)
+        retry = leader_batches(cut + 9, 1, epoch=2, pid=PID)
+        info = partition.append_as_leader(retry, 1, 1, now_ms=5000)
         await replicas.stop()
         replicas.logs.close()
-        return parsed, last_seq
+        return parsed, (info.first_offset, info.batch_count)
 
-    parsed, last_seq = asyncio.run(scenario())
+    parsed, retried = asyncio.run(scenario())
     assert parsed < 1_000, parsed
-    assert last_seq == cut + 9  # the rebuilt state, then ten batches of epoch 2
+    assert retried == (cut + 9, 0)
