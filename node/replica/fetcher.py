@@ -154,9 +154,10 @@ class ReplicaFetcher:
         }
         for key, partition in list(snapshot.items()):
             if not partition.producer_state_ready:
-                partition.start_producer_state_load()  # fetched again once it is done
-                del snapshot[key]
-                continue
+                partition.start_producer_state_load()  # a short replay completes here
+                if not partition.producer_state_ready:
+                    del snapshot[key]  # a long one: fetched again once it is done
+                    continue
             latest = partition.latest_epoch
             request.partitions.append(
                 replica_pb2.ReplicaFetchPartition(
