@@ -209,8 +209,11 @@ class ReplicaManager:
                     if (configured.topic_id, index) in self.partitions:
                         self.take_offline(name, (configured.topic_id, index), exc, storage=False)
                 continue
-            for index in configured.partitions:
-                partition = self.partitions.get((configured.topic_id, index))
+            for index, info in sorted(configured.partitions.items()):
+                key = (configured.topic_id, index)
+                if self.bring_online(key) and self.broker_id in info.replicas:
+                    self._isolated(name, key, self._become_replica, name, key[0], index, info, now)
+                partition = self.partitions.get(key)
                 if partition is not None:
                     partition.set_log_config(config)
 

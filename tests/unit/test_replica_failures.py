@@ -124,6 +124,10 @@ def test_a_config_the_broker_cannot_apply_takes_only_that_topic_offline(tmp_path
         assert replicas.offline_replicas() == [(TOPIC_ID, 0)]
         assert not replicas.offline[(TOPIC_ID, 0)].storage  # its log stays open
         assert replicas.logs.get_log("t", 0) is not None
+        fixed = image({0: led_by(1)}, configs={"segment.bytes": "1048576"})
+        replicas.on_metadata(fixed, changed(fixed))  # a config it can apply: back online
+        assert replicas.offline_replicas() == []
+        assert replicas.partition_by_name("t", 0).is_leader
         await replicas.stop()
         replicas.logs.close()
 
