@@ -41,9 +41,11 @@ from .leader_state import IsrChange, LeaderState, diverging_epoch
 
 log = logging.getLogger("strom.replica")
 
-# A producer-state replay reading at most this much runs in place (about a millisecond);
-# a longer one runs in a worker thread, so the event loop never stalls on it.
+# A producer-state replay reading at most this much of the log, from a snapshot of at most
+# this size (about 500 producers), runs in place (a millisecond or two); a longer one runs in a
+# worker thread, so the event loop never stalls on it.
 REPLAY_IN_PLACE_BYTES_MAX = 1 << 20
+REPLAY_IN_PLACE_SNAPSHOT_BYTES_MAX = 64 << 10
 
 
 class PartitionError(CodedError):
@@ -437,14 +439,17 @@ class Partition:
             await asyncio.shield(task)
 
     def _replay_in_place(self) -> bool:
-        """Run the pending replay now if it reads at most REPLAY_IN_PLACE_BYTES_MAX; True when
-        the state is current."""
+        """Run the pending replay now if it is short (REPLAY_IN_PLACE_*_MAX); True when the
+        state is current."""
         full = False
         while True:
             replay = self._log.plan_producer_state_replay(full)
             if replay is None:
                 return True
-            if replay.scan_bytes > REPLAY_IN_PLACE_BYTES_MAX:
+            if (
+                replay.scan_bytes > REPLAY_IN_PLACE_BYTES_MAX
+                or replay.snapshot_bytes > REPLAY_IN_PLACE_SNAPSHOT_BYTES_MAX
+            ):
                 replay.close()
                 return False
             state = replay.run()
