@@ -73,6 +73,9 @@ STORE = web.AppKey("store", SessionStore)
 SHARED = web.AppKey("shared", dict)  # {"access": ClusterAccess} when nobody signs in
 RATES = web.AppKey("rates", RateSampler)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
+SESSION = web.RequestKey("session", Session)
+SESSION_CREATED = web.RequestKey("session_created", bool)
+NEW_SESSION = web.ResponseKey("new_session", bool)  # set by the sign-in handler
 
 
 def templates() -> jinja2.Environment:
@@ -90,7 +93,7 @@ def templates() -> jinja2.Environment:
 
 
 def page(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
-    session: Session | None = request.get("session")
+    session: Session | None = request.get(SESSION)
     settings = request.app[SETTINGS]
     flash = session.state.pop("flash", []) if session is not None else []
     html = (
@@ -117,15 +120,14 @@ def redirect(location: str) -> web.Response:
 
 
 def flash(request: web.Request, message: str) -> None:
-    session: Session = request["session"]
+    session = request[SESSION]
     session.state.setdefault("flash", []).append(message)
 
 
 def access(request: web.Request) -> ClusterAccess:
     """The SDK clients of whoever makes this request."""
     if request.app[SETTINGS].login_required:
-        session: Session = request["session"]
-        found = session.state.get("access")
+        found = request[SESSION].state.get("access")
         if not isinstance(found, ClusterAccess):
             raise web.HTTPFound("/login")
         return found
@@ -197,27 +199,36 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = page(request, "error.html", status, title=title, message=message)
     if not response.prepared:
         response.headers.update(SECURITY_HEADERS)
+        session = request.get(SESSION)
+        if session is not None and (request.get(SESSION_CREATED) or response.get(NEW_SESSION)):
+            response.set_cookie(
+                SESSION_COOKIE,
+                session.session_id,
+                httponly=True,
+                samesite="Strict",
+                secure=request.app[SETTINGS].tls,
+                path="/",
+            )
     return response
 
 
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request's session (a new one, with its cookie set by `guard`, when it has none)."""
     settings = request.app[SETTINGS]
     store = request.app[STORE]
     session = await store.get(request.cookies.get(SESSION_COOKIE))
-    created = session is None
-    if session is None:
-        session = await store.create()
-    request["session"] = session
+    request[SESSION_CREATED] = session is None
+    request[SESSION] = session or await store.create()
+    session = request[SESSION]
     public = request.path.startswith(PUBLIC_PATHS)
     if settings.login_required and not session.signed_in and not public:
         if request.method == "GET" and not request.path.endswith((".json", "/tail")):
-            return _with_cookie(redirect("/login"), session, settings, created)
+            return redirect("/login")
         raise web.HTTPUnauthorized(text="Sign in first.")
     if request.method not in ("GET", "HEAD"):
         await _check_post(request, session, settings)
-    response = await handler(request)
-    return _with_cookie(response, request["session"], settings, created)
+    return await handler(request)
 
 
 async def _check_post(request: web.Request, session: Session, settings: ConsoleSettings) -> None:
@@ -236,21 +247,6 @@ async def _check_post(request: web.Request, session: Session, settings: ConsoleS
         )
     if settings.read_only and request.path not in ("/login", "/logout"):
         raise web.HTTPForbidden(text="This console runs read-only: it changes nothing.")
-
-
-def _with_cookie(
-    response: web.StreamResponse, session: Session, settings: ConsoleSettings, created: bool
-) -> web.StreamResponse:
-    if (created or response.get("new_session")) and not response.prepared:
-        response.set_cookie(
-            SESSION_COOKIE,
-            session.session_id,
-            httponly=True,
-            samesite="Strict",
-            secure=settings.tls,
-            path="/",
-        )
-    return response
 
 
 # ---- start and stop ----------------------------------------------------------------------------

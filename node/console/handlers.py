@@ -16,7 +16,7 @@ from strom.client.offset_reset import STRATEGIES, ResetRequest
 
 from . import cluster as views
 from . import messages
-from .app import RATES, SETTINGS, STORE, access, flash, page, redirect
+from .app import NEW_SESSION, RATES, SESSION, SETTINGS, STORE, access, flash, page, redirect
 from .render import (
     CAP_BYTES_DEFAULT,
     CAP_BYTES_MAX,
@@ -27,7 +27,6 @@ from .render import (
     parse_int,
     parse_timestamp_ms,
 )
-from .sessions import Session
 
 CHART_WIDTH, CHART_HEIGHT = 600, 120
 LAG_GROUPS_PER_SESSION_MAX = 50
@@ -99,16 +98,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     except BaseException:
         await candidate.close()
         raise
-    session = await request.app[STORE].sign_in(request["session"], username, password)
+    session = await request.app[STORE].sign_in(request[SESSION], username, password)
     session.state["access"] = candidate
-    request["session"] = session
+    request[SESSION] = session
     response = redirect("/")
-    response["new_session"] = True
+    response[NEW_SESSION] = True
     return response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    await request.app[STORE].end(request["session"])
+    await request.app[STORE].end(request[SESSION])
     return redirect("/login" if request.app[SETTINGS].login_required else "/")
 
 
@@ -124,7 +123,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
 async def _visibility(request: web.Request) -> tuple[set[str], bool]:
     """(topics this person may describe, whether they may describe the cluster), cached for a
     few seconds per session: the live numbers are filtered by it."""
-    session: Session = request["session"]
+    session = request[SESSION]
     cached = session.state.get("visibility")
     if cached is not None and time.monotonic() - cached[0] < VISIBILITY_TTL_S:
         return cached[1], cached[2]
@@ -304,7 +303,7 @@ async def topic_produce(request: web.Request) -> web.StreamResponse:
 async def topic_tail(request: web.Request) -> web.StreamResponse:
     """Server-sent events of new records (see messages.tail)."""
     name = request.match_info["name"]
-    session: Session = request["session"]
+    session = request[SESSION]
     query = browse_query({**request.query, "mode": "newest"})
     partitions = await messages.partitions_of(access(request), name, query.partition)
     if session.state.get("tails", 0) >= TAILS_PER_SESSION_MAX:
@@ -350,7 +349,7 @@ async def groups(request: web.Request) -> web.StreamResponse:
 
 
 def _lag_history(request: web.Request, group_id: str, total_lag: int) -> views.LagHistory:
-    session: Session = request["session"]
+    session = request[SESSION]
     histories: dict[str, views.LagHistory] = session.state.setdefault("lag", {})
     history = histories.pop(group_id, None) or views.LagHistory()
     histories[group_id] = history  # most recently seen last

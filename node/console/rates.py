@@ -53,12 +53,14 @@ class Rates:
 def parse_sample(text: str, at_s: float) -> Sample:
     counters: dict[str, dict[str, float]] = {MESSAGES_IN: {}, BYTES_IN: {}, BYTES_OUT: {}}
     for family in text_string_to_metric_families(text):
-        if family.name not in counters:
+        # The parser names a counter family without `_total`, unless the text lacks its TYPE.
+        name = family.name.removesuffix("_total")
+        if name not in counters:
             continue
         for s in family.samples:
             if s.name.endswith("_total"):
                 topic = s.labels.get("topic", "")
-                counters[family.name][topic] = counters[family.name].get(topic, 0.0) + s.value
+                counters[name][topic] = counters[name].get(topic, 0.0) + s.value
     return Sample(at_s, counters)
 
 
