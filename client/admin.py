@@ -19,6 +19,7 @@ from .acl import AclBinding, AclBindingFilter
 from .admin_security import AsyncSecurityAdmin, UserDescription
 from .cluster import Backoff, ClusterClient, TopicMeta
 from .errors import METADATA_STALE, RetriableError, error_from_code
+from .log_dirs import AsyncLogDirsAdmin, LogDir
 
 LIST_OFFSETS_ATTEMPTS_MAX = 3
 
@@ -101,7 +102,7 @@ def _topic_resource(name: str) -> admin_pb2.ConfigResource:
     )
 
 
-class AsyncAdmin(AsyncSecurityAdmin):
+class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin):
     def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
         self.cluster = ClusterClient(bootstrap_servers, **options)
 
@@ -554,6 +555,9 @@ class Admin:
 
     def describe_quorum(self) -> QuorumDescription:
         return self._run(self._async.describe_quorum())
+
+    def describe_log_dirs(self, topics: Sequence[str] | None = None) -> list[LogDir]:
+        return self._run(self._async.describe_log_dirs(topics))
 
     def elect_preferred_leaders(
         self, partitions: Sequence[tuple[str, int]] | None = None

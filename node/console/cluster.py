@@ -16,7 +16,8 @@ from typing import Any
 
 from strom.client.admin import AsyncAdmin, GroupDescription, NewTopic, TopicDescription
 from strom.client.aio import AsyncConsumer, AsyncProducer
-from strom.client.errors import AuthorizationFailedError
+from strom.client.errors import AuthorizationFailedError, StromError
+from strom.client.log_dirs import LogDir
 from strom.client.offset_reset import ResetRequest, plan_offsets_reset
 
 REQUEST_TIMEOUT_MS = 10_000
@@ -193,20 +194,21 @@ def quorum_view(quorum: Any, now_ms: int) -> QuorumView:
     )
 
 
-async def disk_by_broker(admin: AsyncAdmin, notes: list[str]) -> dict[int, int]:
-    """Bytes of partition logs per broker (DescribeLogDirs); empty when not allowed."""
-    describe = getattr(admin, "describe_log_dirs", None)
-    if describe is None:
-        return {}
+async def log_dirs(admin: AsyncAdmin, notes: list[str], hidden: str) -> list[LogDir] | None:
+    """Every broker's log directories (DescribeLogDirs), or None with a note saying why not."""
     try:
-        dirs = await describe()
+        return await admin.describe_log_dirs()
     except AuthorizationFailedError:
-        notes.append(
-            "Disk use is hidden: describing log directories needs DESCRIBE on the cluster."
-        )
-        return {}
+        notes.append(f"{hidden} hidden: describing log directories needs DESCRIBE on the cluster.")
+    except StromError as exc:
+        notes.append(f"{hidden} unavailable: a broker did not describe its logs ({exc}).")
+    return None
+
+
+async def disk_by_broker(admin: AsyncAdmin, notes: list[str]) -> dict[int, int]:
+    """Bytes of partition logs per broker."""
     out: dict[int, int] = {}
-    for d in dirs:
+    for d in await log_dirs(admin, notes, "Disk use is") or []:
         out[d.broker_id] = out.get(d.broker_id, 0) + sum(p.size_bytes for p in d.partitions)
     return out
 
@@ -247,13 +249,8 @@ async def topic_rows(access: ClusterAccess, notes: list[str]) -> list[TopicRow]:
 
 async def leader_sizes(admin: AsyncAdmin, notes: list[str]) -> dict[tuple[str, int], int] | None:
     """Bytes of each partition's log on its leader (one copy of the data), or None."""
-    describe = getattr(admin, "describe_log_dirs", None)
-    if describe is None:
-        return None
-    try:
-        dirs = await describe()
-    except AuthorizationFailedError:
-        notes.append("Sizes are hidden: describing log directories needs DESCRIBE on the cluster.")
+    dirs = await log_dirs(admin, notes, "Sizes are")
+    if dirs is None:
         return None
     return {(p.topic, p.partition): p.size_bytes for d in dirs for p in d.partitions if p.leader}
 
@@ -296,18 +293,12 @@ async def topic_detail(access: ClusterAccess, name: str) -> TopicDetail:
     earliest, latest = await asyncio.gather(
         admin.list_offsets(tps, EARLIEST), admin.list_offsets(tps, LATEST)
     )
-    ends: dict[tuple[str, int], int] = {}
-    describe = getattr(admin, "describe_log_dirs", None)
-    if describe is not None:
-        try:
-            ends = {
-                (p.topic, p.partition): p.log_end_offset
-                for d in await describe()
-                for p in d.partitions
-                if p.leader and p.topic == name
-            }
-        except AuthorizationFailedError:
-            notes.append("Log end offsets are hidden: they need DESCRIBE on the cluster.")
+    ends = {
+        (p.topic, p.partition): p.log_end_offset
+        for d in await log_dirs(admin, notes, "Log end offsets are") or []
+        for p in d.partitions
+        if p.leader and p.topic == name
+    }
     configs: tuple[ConfigRow, ...] = ()
     try:
         every = (await admin.describe_topic_configs([name])).get(name, {})
