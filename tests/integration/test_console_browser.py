@@ -399,6 +399,8 @@ def test_describe_log_dirs_reports_each_brokers_logs(env: Env, browser: Any) -> 
     for p in leaders:  # acks=all: the leader's log end is its high watermark, 10 records each
         assert p.log_end_offset == p.high_watermark == 10 and p.size_bytes > 1000
         assert p.offset_lag == 0 and p.log_start_offset == 0
-    with Admin(env.bootstrap, sasl_username="alice", sasl_password=ALICE_PW) as alice:
-        with pytest.raises(AuthorizationFailedError):
-            alice.describe_log_dirs()
+    with (
+        Admin(env.bootstrap, sasl_username="alice", sasl_password=ALICE_PW) as alice,
+        pytest.raises(AuthorizationFailedError),
+    ):
+        alice.describe_log_dirs()
