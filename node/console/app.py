@@ -44,10 +44,10 @@ from .sessions import (
 log = logging.getLogger("strom.console")
 
 HERE = Path(__file__).parent
-DEFAULT_PORT = 8080
 # The largest form the console reads: a produced message up to PRODUCE_BYTES_MAX (1 MiB) plus its
 # key, headers and fields. A larger body is refused with a page saying so.
 REQUEST_BYTES_MAX = 2 * 1024 * 1024
+SHUTDOWN_S = 3.0
 SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 PUBLIC_PATHS = ("/login", "/static/")
 
@@ -155,8 +155,6 @@ def _error_status(exc: BaseException) -> tuple[int, str, str]:
         return 400, "That input cannot be used", str(exc)
     if isinstance(exc, Refused):
         return 409, "Not possible right now", str(exc)
-    if isinstance(exc, AuthenticationFailedError):
-        return 401, "Not signed in", "The cluster no longer accepts this login: sign in again."
     if isinstance(exc, AuthorizationFailedError):
         return 403, "Not allowed", f"The cluster refused this for your user: {exc.message or exc}"
     if isinstance(exc, KafkaTimeoutError):
@@ -192,6 +190,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     except web.HTTPException as exc:
         response = page(request, "error.html", exc.status, title=exc.reason, message=exc.text or "")
+    except AuthenticationFailedError:
+        # The person's password changed or the user was deleted: their session is over.
+        session = request.get(SESSION)
+        if session is not None and session.signed_in:
+            await request.app[STORE].end(session)
+        response = redirect("/login")
     except Exception as exc:
         status, title, message = _error_status(exc)
         if status == 500:
@@ -302,7 +306,8 @@ async def serve(
     """Serve until cancelled (Ctrl-C or SIGTERM), then close every client cleanly."""
     import asyncio
 
-    runner = web.AppRunner(make_app(settings), access_log=None)
+    # Open live tails end with the process; do not wait a minute for them on shutdown.
+    runner = web.AppRunner(make_app(settings), access_log=None, shutdown_timeout=SHUTDOWN_S)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
