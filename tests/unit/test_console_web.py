@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -181,3 +183,23 @@ def test_sessions_expire_and_sign_in_gets_a_new_id() -> None:
         assert b in closed and len(store) == 2
 
     asyncio.run(main())
+
+
+def test_strom_console_explains_a_missing_extra_and_refuses_a_console_identity(
+    monkeypatch: Any, capsys: Any, tmp_path: Any
+) -> None:
+    from strom.node import cli
+
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if the console extra were missing
+    assert cli.main(["console"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: strom console needs the console extra (aiohttp is not installed): "
+        "pip install 'strom[console]'"
+    )
+    monkeypatch.undo()
+    config = tmp_path / "console.properties"
+    config.write_text("security.protocol=SASL_PLAINTEXT\nsasl.username=ops\nsasl.password=pw\n")
+    assert cli.main(["console", "--command-config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "holds no cluster identity of its own" in err and "pw" not in err.replace("password", "")
