@@ -253,6 +253,20 @@ async def _check_post(request: web.Request, session: Session, settings: ConsoleS
         raise web.HTTPForbidden(text="This console runs read-only: it changes nothing.")
 
 
+# The console's own two assets, read once: no request ever names a file on disk.
+STATIC_TYPES = {"console.js": "text/javascript", "console.css": "text/css"}
+_STATIC: dict[str, bytes] = {}
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in STATIC_TYPES:
+        raise web.HTTPNotFound()
+    if name not in _STATIC:
+        _STATIC[name] = (HERE / "static" / name).read_bytes()
+    return web.Response(body=_STATIC[name], content_type=STATIC_TYPES[name], charset="utf-8")
+
+
 # ---- start and stop ----------------------------------------------------------------------------
 
 
@@ -272,7 +286,7 @@ def make_app(settings: ConsoleSettings) -> web.Application:
     app[RATES] = RateSampler(settings.admin_listeners)
     app[TEMPLATES] = templates()
     add_routes(app)
-    app.router.add_static("/static/", HERE / "static")
+    app.router.add_get("/static/{name}", static_file)
     app.on_startup.append(_on_startup)
     app.on_cleanup.append(_on_cleanup)
     return app

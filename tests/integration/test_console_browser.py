@@ -145,6 +145,7 @@ def browser(env: Env) -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     assert CHROMIUM is not None and CHROMEDRIVER is not None
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                  "--window-size=1400,1000"):  # fmt: skip
         options.add_argument(flag)
@@ -168,9 +169,20 @@ def sign_in(driver: Any, env: Env, user: str, password: str) -> None:
 
 
 def wait(driver: Any, check: Any, what: str) -> Any:
+    """Until `check(driver)` is truthy; on timeout, the page and its console log are kept."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT_S).until(lambda d: check(d), message=what)
+    try:
+        return WebDriverWait(driver, WAIT_S).until(lambda d: check(d), message=what)
+    except TimeoutException:
+        name = "".join(c if c.isalnum() else "-" for c in what)[:60]
+        shot(driver, f"timeout-{name}")
+        (ARTIFACTS / f"timeout-{name}.html").write_text(driver.page_source)
+        (ARTIFACTS / f"timeout-{name}.log").write_text(
+            "\n".join(str(e) for e in driver.get_log("browser"))
+        )
+        raise
 
 
 def text(driver: Any, css: str) -> str:

@@ -203,3 +203,16 @@ def test_strom_console_explains_a_missing_extra_and_refuses_a_console_identity(
     assert cli.main(["console", "--command-config", str(config)]) == 1
     err = capsys.readouterr().err
     assert "holds no cluster identity of its own" in err and "pw" not in err.replace("password", "")
+
+
+def test_the_two_assets_are_served_and_nothing_else() -> None:
+    async def body(client: TestClient) -> None:
+        script = await client.get("/static/console.js")
+        assert script.status == 200 and script.content_type == "text/javascript"
+        assert "EventSource" in await script.text()
+        style = await client.get("/static/console.css")
+        assert style.status == 200 and style.content_type == "text/css"
+        for path in ("/static/app.py", "/static/..%2fapp.py", "/static/", "/static/../app.py"):
+            assert (await client.get(path)).status == 404, path
+
+    run(PLAIN, body)
