@@ -171,8 +171,12 @@ class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin):
             name for name, t in meta.topics.items() if include_internal or not t.is_internal
         )
 
-    async def describe_topics(self, names: Sequence[str] | None = None) -> list[TopicDescription]:
-        """Describe `names` (None: every topic). Unknown names raise UNKNOWN_TOPIC_OR_PARTITION."""
+    async def describe_topics(
+        self, names: Sequence[str] | None = None, include_configs: bool = True
+    ) -> list[TopicDescription]:
+        """Describe `names` (None: every topic). Unknown names raise UNKNOWN_TOPIC_OR_PARTITION.
+        `include_configs` adds each topic's config overrides, which needs DESCRIBE_CONFIGS on
+        the topic besides DESCRIBE (Kafka's describeTopics has no configs at all)."""
         meta = await self.cluster.refresh_metadata(list(names) if names else None)
         wanted = list(names) if names else sorted(meta.topics)
         for name in wanted:
@@ -184,7 +188,11 @@ class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin):
                 raise error_from_code(
                     common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
                 )
-        configs = await self.describe_topic_configs(wanted, overrides_only=True)
+        configs = (
+            await self.describe_topic_configs(wanted, overrides_only=True)
+            if include_configs
+            else {}
+        )
         return [self._describe(meta.topics[name], configs.get(name, {})) for name in wanted]
 
     @staticmethod
@@ -537,8 +545,10 @@ class Admin:
     def list_topics(self, include_internal: bool = False) -> list[str]:
         return self._run(self._async.list_topics(include_internal))
 
-    def describe_topics(self, names: Sequence[str] | None = None) -> list[TopicDescription]:
-        return self._run(self._async.describe_topics(names))
+    def describe_topics(
+        self, names: Sequence[str] | None = None, include_configs: bool = True
+    ) -> list[TopicDescription]:
+        return self._run(self._async.describe_topics(names, include_configs))
 
     def describe_topic_configs(
         self, names: Sequence[str], overrides_only: bool = False

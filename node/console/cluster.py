@@ -122,7 +122,7 @@ def broker_state(fenced: bool, in_controlled_shutdown: bool) -> str:
 async def overview(access: ClusterAccess) -> Overview:
     admin = access.admin
     description = await admin.describe_cluster()
-    topics = await admin.describe_topics(None)
+    topics = await admin.describe_topics(None, include_configs=False)
     notes: list[str] = []
     quorum: QuorumView | None = None
     try:
@@ -227,7 +227,7 @@ class TopicRow:
 
 
 async def topic_rows(access: ClusterAccess, notes: list[str]) -> list[TopicRow]:
-    topics = await access.admin.describe_topics(None)
+    topics = await access.admin.describe_topics(None, include_configs=False)
     sizes = await leader_sizes(access.admin, notes)
     rows = []
     for t in topics:
@@ -287,7 +287,7 @@ class TopicDetail:
 
 async def topic_detail(access: ClusterAccess, name: str) -> TopicDetail:
     admin = access.admin
-    (description,) = await admin.describe_topics([name])
+    (description,) = await admin.describe_topics([name], include_configs=False)
     tps = [(name, p.partition) for p in description.partitions]
     notes: list[str] = []
     earliest, latest = await asyncio.gather(
@@ -302,7 +302,7 @@ async def topic_detail(access: ClusterAccess, name: str) -> TopicDetail:
     configs: tuple[ConfigRow, ...] = ()
     try:
         every = (await admin.describe_topic_configs([name])).get(name, {})
-        overrides = description.configs
+        overrides = (await admin.describe_topic_configs([name], overrides_only=True)).get(name, {})
         configs = tuple(ConfigRow(k, v, k in overrides) for k, v in sorted(every.items()))
     except AuthorizationFailedError:
         notes.append("Configs are hidden: they need DESCRIBE_CONFIGS on the topic.")
@@ -446,7 +446,7 @@ async def plan_reset(
     committed = await admin.list_group_offsets(group_id)
     topics = [topic] if topic else sorted({t for t, _ in committed})
     partitions: list[tuple[str, int]] = []
-    for description in await admin.describe_topics(topics) if topics else []:
+    for description in await admin.describe_topics(topics, include_configs=False) if topics else []:
         partitions += [(description.name, p.partition) for p in description.partitions]
     if not partitions:
         return ResetPlan(group_id, ())

@@ -93,7 +93,7 @@ class BrowseResult:
 
 
 async def partitions_of(access: ClusterAccess, topic: str, wanted: int | None) -> list[int]:
-    (description,) = await access.admin.describe_topics([topic])
+    (description,) = await access.admin.describe_topics([topic], include_configs=False)
     every = [p.partition for p in description.partitions]
     if wanted is None:
         return every
