@@ -141,7 +141,7 @@ async def _visibility(request: web.Request) -> tuple[set[str], bool]:
 async def overview_live(request: web.Request) -> web.StreamResponse:
     sampler = request.app[RATES]
     visible, cluster = await _visibility(request)
-    rates = sampler.rates
+    rates = sampler.wanted()
     body: dict[str, Any] = {
         "configured": sampler.configured,
         "listeners_ok": rates.listeners_ok,

@@ -4,7 +4,8 @@
 `interval_s`, keeps the previous sample per listener, and publishes rates: messages in, bytes in
 and bytes out per second, cluster-wide and per topic (a node's counters count what it did as a
 leader, so the sum over nodes is the cluster's). A counter that went down (the node restarted)
-gives no rate for that interval. `rates_between` is the pure core.
+gives no rate for that interval. `rates_between` is the pure core. Nobody watching (no
+`wanted()` for `IDLE_AFTER_S`), nothing is scraped: the nodes do no work for an unread page.
 
 The admin listeners serve metrics without authentication, so the console decides what to show:
 per-topic rates only for topics the person may describe, totals only to those who may describe
@@ -30,6 +31,7 @@ BYTES_IN = "strom_server_brokertopicmetrics_bytesin"
 BYTES_OUT = "strom_server_brokertopicmetrics_bytesout"
 SCRAPE_TIMEOUT_S = 2.0
 METRICS_BYTES_MAX = 8 * 1024 * 1024
+IDLE_AFTER_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,12 @@ class RateSampler:
         self.rates = Rates()
         self._last: dict[str, Sample] = {}
         self._task: asyncio.Task[None] | None = None
+        self._wanted_at_s = clock()
+
+    def wanted(self) -> Rates:
+        """The latest rates, and a note that someone is looking (keeps sampling on)."""
+        self._wanted_at_s = self.clock()
+        return self.rates
 
     @property
     def configured(self) -> bool:
@@ -116,7 +124,11 @@ class RateSampler:
         timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             while True:
-                await self.sample_once(http)
+                if self.clock() - self._wanted_at_s < IDLE_AFTER_S:
+                    await self.sample_once(http)
+                else:
+                    self._last.clear()  # a rate must not span the idle gap
+                    self.rates = Rates()
                 await asyncio.sleep(self.interval_s)
 
     async def sample_once(self, http: aiohttp.ClientSession) -> None:
