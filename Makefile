@@ -13,7 +13,7 @@ INSTALL_FLAGS := --config-settings editable_mode=strict
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 'setuptools>=77' wheel
-	$(BIN)/pip install -q -e '.[test,dev]' $(INSTALL_FLAGS)
+	$(BIN)/pip install -q -e '.[test,dev,console]' $(INSTALL_FLAGS)
 	touch $@
 
 install: $(BIN)/.deps
