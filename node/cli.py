@@ -506,6 +506,7 @@ _PRODUCER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max.request.size": ("max_request_size", int),
     "partitioner.class": ("partitioner", str),
     "buffer.memory": ("buffer_memory", int),
+    "max.in.flight.requests.per.connection": ("max_in_flight_requests_per_connection", int),
     "enable.idempotence": ("enable_idempotence", lambda v: _boolean("enable.idempotence", v)),
 }
 
