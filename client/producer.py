@@ -42,8 +42,11 @@ class AsyncProducer:
         bootstrap_servers: str | Sequence[str] = "localhost:9092",
         *,
         acks: int | str = "all",
-        linger_ms: int = 5,
-        batch_size: int = 16_384,
+        # Defaults measured on the 2-core bench machine (README "Producer defaults",
+        # bench/RESULTS.md): a Python gRPC call costs far more CPU than Kafka's, so records per
+        # request decide throughput and, once the cores are busy, latency too.
+        linger_ms: int = 10,
+        batch_size: int = 262_144,
         compression_type: str | None = None,
         partitioner: str = "default",
         request_timeout_ms: int = 30_000,
