@@ -21,18 +21,18 @@ from types import ModuleType
 PURE_PYTHON_ENV = "STROM_PURE_PYTHON"
 
 
-def _load() -> tuple[ModuleType | None, str]:
-    """(the extension module or None, why not)."""
+def _load() -> tuple[ModuleType | None, str, str]:
+    """(the extension module or None, why not in a phrase, the import error if any)."""
     if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
-        return None, f"{PURE_PYTHON_ENV} is set"
+        return None, f"{PURE_PYTHON_ENV} is set", ""
     try:
         from . import _codec
     except ImportError as err:
-        return None, f"the C extension is not built ({err})"
-    return _codec, ""
+        return None, "the C extension is not built", str(err)
+    return _codec, "", ""
 
 
-codec, unavailable_reason = _load()
+codec, unavailable_reason, _import_error = _load()
 COMPILED = codec is not None
 
 
@@ -43,9 +43,10 @@ def describe() -> str:
     return f"pure Python ({unavailable_reason})"
 
 
-if codec is None and not unavailable_reason.startswith(PURE_PYTHON_ENV):
+if _import_error:
     logging.getLogger("strom.storage").warning(
-        "record codec: %s; running the pure-Python codec, which costs several times more CPU "
-        "per record (reinstall with a C compiler and Python headers present to build it)",
+        "record codec: %s (%s); running the pure-Python codec, which costs several times more "
+        "CPU per record (reinstall with a C compiler and Python headers present to build it)",
         unavailable_reason,
+        _import_error,
     )
