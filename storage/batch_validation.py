@@ -11,7 +11,9 @@ the spirit of Kafka's LogValidator:
 4. Record framing: one pass over the records (decompressed first when compressed) reading only
    lengths, offset deltas and timestamp deltas: every record's length covers exactly its fields,
    offset deltas run 0..n-1, record timestamps are ≤ maxTimestamp and maxTimestamp is reached,
-   and no bytes are left over. No record objects are built.
+   and no bytes are left over. No record objects are built. This pass runs in C when
+   storage/_codec.c is built (`check_record_framing`); `check_record_framing_py` is its
+   reference and fallback.
 
 Any failure raises `CorruptRecordError` with Kafka's error name: CORRUPT_MESSAGE for bytes that
 cannot be parsed or fail the CRC, INVALID_RECORD for well-formed but inconsistent batches,
@@ -209,10 +211,10 @@ def _check_record_framing_compiled(
     return min_ts
 
 
+# The framing walk the leader runs: check_record_framing(data, header, start, end) returns the
+# smallest record timestamp of the uncompressed records of the batch `header` describes, in
+# data[start:end], or raises CorruptRecordError. Compiled when storage/_codec.c is built.
 check_record_framing = check_record_framing_py if codec is None else _check_record_framing_compiled
-check_record_framing.__doc__ = """The smallest record timestamp of the uncompressed records of
-the batch `header` describes, in data[start:end]; raises `CorruptRecordError` when their framing
-is wrong. Compiled when storage/_codec.c is built, else `check_record_framing_py`."""
 
 
 def _skip_headers(data: Buffer, pos: int, index: int) -> int:
