@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from strom import __version__
+from strom.storage import compiled_codec
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -508,6 +509,7 @@ _PRODUCER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max.request.size": ("max_request_size", int),
     "partitioner.class": ("partitioner", str),
     "buffer.memory": ("buffer_memory", int),
+    "max.in.flight.requests.per.connection": ("max_in_flight_requests_per_connection", int),
     "enable.idempotence": ("enable_idempotence", lambda v: _boolean("enable.idempotence", v)),
 }
 
@@ -837,7 +839,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="strom", description="strom: an event streaming platform in the spirit of Kafka."
     )
-    parser.add_argument("--version", action="version", version=f"strom {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"strom {__version__} (record codec: {compiled_codec.describe()})",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
