@@ -65,9 +65,7 @@ def container_env(statefulset: dict[str, Any], pod: str) -> dict[str, str]:
         if "valueFrom" in item:
             env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
-            env[item["name"]] = re.sub(
-                r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), item["value"]
-            )
+            env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), item["value"])
     return env
 
 
@@ -166,5 +164,9 @@ def test_tls_overlay_turns_every_listener_to_mutual_tls(tmp_path: Path) -> None:
     volumes = statefulset["spec"]["template"]["spec"]["volumes"]
     (secret,) = [v["secret"] for v in volumes if "secret" in v]
     assert secret["secretName"] == "strom-tls"
-    for key in ("STROM_SSL_CA_LOCATION", "STROM_SSL_CERTIFICATE_LOCATION", "STROM_SSL_KEY_LOCATION"):
+    for key in (
+        "STROM_SSL_CA_LOCATION",
+        "STROM_SSL_CERTIFICATE_LOCATION",
+        "STROM_SSL_KEY_LOCATION",
+    ):
         assert env[key].startswith("/etc/strom/tls/")
