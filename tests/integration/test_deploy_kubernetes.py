@@ -116,7 +116,8 @@ def test_every_pod_gets_a_valid_identity_and_role(overlay: str, tmp_path: Path) 
         if "EXTERNAL" in advertised:
             assert advertised["EXTERNAL"].host == f"strom-{ordinal}.strom.example.com"
     # The voters are the first three pods, by their stable names under the headless Service.
-    assert voters == {(n + 1, f"strom-{n}.{headless}", 9093) for n in range(3)}
+    domain = f"{headless}.{NAMESPACE}.svc.cluster.local"
+    assert voters == {(n + 1, f"strom-{n}.{domain}", 9093) for n in range(3)}
 
 
 @pytest.mark.parametrize("overlay", list(OVERLAYS))
