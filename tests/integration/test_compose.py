@@ -25,7 +25,8 @@ from strom.client.consumer import Consumer
 from strom.client.producer import Producer
 from strom.client.records import TopicPartition
 
-pytestmark = pytest.mark.integration
+# The first test also waits for the image build and `up` (fixtures count towards its timeout).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 EXTERNAL = {1: "localhost:9092", 2: "localhost:9192", 3: "localhost:9292"}
 BOOTSTRAP = ",".join(EXTERNAL.values())

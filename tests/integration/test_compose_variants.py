@@ -19,7 +19,8 @@ from strom.client.consumer import Consumer
 from strom.client.errors import StromError
 from strom.client.producer import Producer
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The first test also waits for the image build and `up` (fixtures count towards its timeout).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def ports(*numbers: int) -> list[str]:
