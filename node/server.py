@@ -328,7 +328,13 @@ class Node:
                     server,
                 )
                 admin_pb2_grpc.add_AdminServicer_to_server(
-                    AdminServicer(config, self.cluster_id, self.controller_client, self._image),
+                    AdminServicer(
+                        config,
+                        self.cluster_id,
+                        self.controller_client,
+                        self._image,
+                        endpoint.listener,
+                    ),
                     server,
                 )
                 names += [

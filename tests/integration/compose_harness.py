@@ -80,7 +80,8 @@ def image_exists(name: str) -> bool:
 
 
 def build_image(python: str) -> dict[str, float]:
-    """Build TEST_IMAGE as a user without a registry would; returns seconds per step."""
+    """Build TEST_IMAGE as a user without a registry would; returns seconds per step (and the
+    image's size)."""
     timings: dict[str, float] = {}
     base = "python:3.11-slim" if image_exists("python:3.11-slim") else BASE_IMAGE
     for step, command in (
@@ -94,6 +95,8 @@ def build_image(python: str) -> dict[str, float]:
         start = time.monotonic()
         run(command, timeout_s=600)
         timings[step] = time.monotonic() - start
+    size = run(["docker", "image", "inspect", "--format", "{{.Size}}", TEST_IMAGE]).stdout
+    timings["size MB"] = int(size) / 1e6
     return timings
 
 
