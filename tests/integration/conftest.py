@@ -52,7 +52,9 @@ def strom_image() -> Iterator[str]:
     try:
         timings = build_image(sys.executable)
         steps = ", ".join(f"{step} {s:.1f}" for step, s in timings.items())
-        print(f"\nimage {TEST_IMAGE} built in {time.monotonic() - start:.1f} s ({steps}; seconds unless named)")
+        print(
+            f"\nimage {TEST_IMAGE} built in {time.monotonic() - start:.1f} s ({steps}; seconds unless named)"
+        )
         yield TEST_IMAGE
     finally:
         remove_image()
