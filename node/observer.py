@@ -13,9 +13,9 @@ import logging
 
 import grpc
 
-from strom.client.cluster import channel_options
-from strom.client.tls import PLAINTEXT, SecurityOptions, open_channel
+from strom.client.tls import PLAINTEXT, SecurityOptions
 from strom.node.metadata.state import MetadataState
+from strom.node.peers import Peers
 from strom.node.raft_codec import entry_from_proto, snapshot_from_proto
 from strom.raft.types import EntryKind
 from strom.v1 import common_pb2, raft_pb2, raft_pb2_grpc
@@ -37,6 +37,7 @@ class MetadataObserver:
         cluster_id: str,
         voters: dict[int, str],
         state: MetadataState,
+        peers: Peers,
         timeout_s: float,
         security: SecurityOptions = PLAINTEXT,
     ) -> None:
@@ -46,21 +47,17 @@ class MetadataObserver:
         self.state = state
         self.timeout_s = timeout_s
         self.security = security
+        self.peers = peers
         self.next_index = 1
         self.leader_id = 0
         self.commit_index = 0
-        self._channels: dict[int, grpc.aio.Channel] = {}
 
     @property
     def applied_index(self) -> int:
         return self.next_index - 1
 
     def _stub(self, voter: int) -> raft_pb2_grpc.RaftStub:
-        channel = self._channels.get(voter)
-        if channel is None:
-            channel = open_channel(self.voters[voter], self.security, channel_options())
-            self._channels[voter] = channel
-        return raft_pb2_grpc.RaftStub(channel)
+        return self.peers.stub(raft_pb2_grpc.RaftStub, self.voters[voter], self.security)
 
     def _candidates(self) -> list[int]:
         ordered = sorted(self.voters)
@@ -81,6 +78,10 @@ class MetadataObserver:
                     break
                 except grpc.aio.AioRpcError as exc:
                     log.debug("metadata fetch from node %d failed: %s", voter, exc.code().name)
+                    if voter == self.leader_id:
+                        # Unknown until a voter names it again: the controller client must not
+                        # keep preferring a leader that stopped answering.
+                        self.leader_id = 0
                 except MetadataFetchRefused as exc:
                     log.warning("%s", exc)
             if not progressed:
@@ -114,6 +115,3 @@ class MetadataObserver:
             if entry.kind == EntryKind.NORMAL:
                 self.state.apply(entry)
             self.next_index = entry.index + 1
-
-    async def close(self) -> None:
-        await asyncio.gather(*(c.close() for c in self._channels.values()), return_exceptions=True)

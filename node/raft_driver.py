@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.delayed import OffsetWaiters
-from strom.raft.errors import NotLeader, RaftError
+from strom.raft.errors import NotLeader, ProposalDropped, RaftError
 from strom.raft.rawnode import RawNode, Ready
 from strom.raft.storage import LogStore
 from strom.raft.types import (
@@ -91,11 +91,16 @@ class StateMachine(Protocol):
 
 
 class NotLeaderError(Exception):
-    """This node cannot propose: `leader_id` (0 when unknown) can."""
+    """This node cannot propose: `leader_id` (0 when unknown) can. Raised only when this node
+    is not (or no longer) the Raft leader, never for back-pressure."""
 
     def __init__(self, leader_id: int, message: str = "") -> None:
         super().__init__(message or f"not the leader; leader is {leader_id or 'unknown'}")
         self.leader_id = leader_id
+
+
+class ProposalRefused(Exception):
+    """The leader has too many proposals in flight: nothing was proposed; retry shortly."""
 
 
 @dataclass(slots=True)
@@ -117,8 +122,10 @@ class RaftDriver:
         snapshot_bytes_threshold: int,
         on_role_change: Callable[[Role, int, int], None] | None = None,
         on_leader_ready: Callable[[int], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.raw = raw
+        self.clock = clock
         self.store = store
         self.state_machine = state_machine
         self.send = send
@@ -153,18 +160,29 @@ class RaftDriver:
         room = INBOX_MAX - len(self._inbox)
         if room > 0:
             self._inbox.extend(messages[:room])
-        now_ms = int(time.time() * 1000)
+        now_ms = self.clock.now_ms()
         for m in messages:
             if isinstance(m, AppendResponse | HeartbeatResponse):
                 self.peer_last_heard_ms[m.from_id] = now_ms
         self._wake.set()
 
+    @property
+    def proposals_full(self) -> bool:
+        """True when `propose` would refuse for back-pressure (check before deciding)."""
+        return len(self._proposals) + len(self._pending) >= PROPOSALS_MAX
+
     async def propose(self, data: bytes, timeout_s: float) -> int:
-        """Propose `data`; return its index once applied. Raises NotLeaderError or TimeoutError."""
+        """Propose `data`; return its index once applied.
+
+        Raises NotLeaderError (this node does not lead, or lost leadership before the entry
+        committed), ProposalRefused (back-pressure: nothing was proposed) or TimeoutError (the
+        entry may still commit). A proposal the core cannot take yet (a leadership transfer in
+        progress, the uncommitted-bytes bound) waits in order for the next loop turn instead of
+        failing: only a lost leadership fails it."""
         if self._role != Role.LEADER:
             raise NotLeaderError(self._leader_id)
-        if len(self._proposals) + len(self._pending) >= PROPOSALS_MAX:
-            raise NotLeaderError(self._leader_id, "too many proposals in flight; retry")
+        if self.proposals_full:
+            raise ProposalRefused(f"{PROPOSALS_MAX} metadata proposals in flight; retry")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._proposals.append(_Proposal(data, future))
         self._wake.set()
@@ -221,17 +239,21 @@ class RaftDriver:
             except RaftError as exc:
                 log.debug("dropped Raft message %s: %s", type(message).__name__, exc)
         proposals, self._proposals = self._proposals, []
-        for proposal in proposals:
+        for position, proposal in enumerate(proposals):
             if proposal.future.done():
                 continue
             try:
                 proposal.index = self.raw.propose(proposal.data)
             except NotLeader as exc:
-                proposal.future.set_exception(NotLeaderError(getattr(exc, "leader_id", 0)))
+                proposal.future.set_exception(NotLeaderError(exc.leader_id))
                 continue
-            except RaftError as exc:
-                proposal.future.set_exception(NotLeaderError(self._leader_id, str(exc)))
-                continue
+            except ProposalDropped as exc:
+                # Not now (leadership moving, too many uncommitted bytes): keep this and every
+                # later proposal, in order, for the next turn. The controller decided them on a
+                # speculative image that includes them, so they must not be dropped.
+                log.debug("proposals wait: %s", exc)
+                self._proposals[:0] = proposals[position:]
+                break
             proposal.term = self.raw.status().term
             self._pending[proposal.index] = proposal
 

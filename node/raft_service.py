@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 
 import grpc
 
-from strom.client.cluster import channel_options
-from strom.client.tls import PLAINTEXT, SecurityOptions, open_channel
+from strom.client.tls import PLAINTEXT, SecurityOptions
+from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.metadata.state import MetadataState
+from strom.node.peers import Peers
 from strom.node.raft_codec import (
     entry_to_proto,
     message_from_proto,
@@ -40,28 +40,30 @@ class RaftTransport:
     def __init__(
         self,
         cluster_id: str,
-        peers: dict[int, str],
+        addresses: dict[int, str],
+        peers: Peers,
         timeout_s: float,
         security: SecurityOptions = PLAINTEXT,
     ) -> None:
         self.cluster_id = cluster_id
+        self.addresses = addresses
         self.peers = peers
         self.timeout_s = timeout_s
         self.security = security
-        self._queues: dict[int, deque[Message]] = {p: deque(maxlen=PEER_QUEUE_MAX) for p in peers}
-        self._ready = {p: asyncio.Event() for p in peers}
-        self._channels: dict[int, grpc.aio.Channel] = {}
+        self._queues: dict[int, deque[Message]] = {
+            p: deque(maxlen=PEER_QUEUE_MAX) for p in addresses
+        }
+        self._ready = {p: asyncio.Event() for p in addresses}
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        for peer in self.peers:
+        for peer in self.addresses:
             self._tasks.append(asyncio.create_task(self._sender(peer), name=f"raft-send-{peer}"))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(c.close() for c in self._channels.values()), return_exceptions=True)
 
     def send(self, peer: int, messages: list[Message]) -> None:
         queue = self._queues.get(peer)
@@ -72,9 +74,7 @@ class RaftTransport:
         self._ready[peer].set()
 
     async def _sender(self, peer: int) -> None:
-        channel = open_channel(self.peers[peer], self.security, channel_options())
-        self._channels[peer] = channel
-        stub = raft_pb2_grpc.RaftStub(channel)
+        stub = self.peers.stub(raft_pb2_grpc.RaftStub, self.addresses[peer], self.security)
         queue, ready = self._queues[peer], self._ready[peer]
         failures = 0
         while True:
@@ -106,11 +106,13 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         cluster_id: str,
         driver: RaftDriver,
         metadata: MetadataState,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.cluster_id = cluster_id
         self.driver = driver
         self.recent = driver.recent
         self.metadata = metadata
+        self.clock = clock
 
     async def Step(
         self, request: raft_pb2.RaftMessages, context: grpc.aio.ServicerContext
@@ -144,7 +146,7 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
             )
         self.driver.observer_progress[request.observer_id] = (
             request.fetch_index - 1,
-            int(time.time() * 1000),
+            self.clock.now_ms(),
         )
         applied = self.driver.applied
         if applied.value < request.fetch_index and request.max_wait_ms > 0:

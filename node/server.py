@@ -19,8 +19,6 @@ import asyncio
 import logging
 import random
 import signal
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +30,9 @@ from prometheus_client import REGISTRY
 from strom.client.cluster import channel_options
 from strom.node.admin_http import AdminHttpServer, readiness
 from strom.node.broker.admin_service import AdminServicer
-from strom.node.broker.lifecycle import BrokerLifecycle, ControllerClient
+from strom.node.broker.lifecycle import BrokerLifecycle
 from strom.node.broker.service import BrokerServicer, ProducerIdAllocator, ReplicaServicer
+from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import NodeConfig
 from strom.node.controller.logic import ControllerLogic, ControllerSettings
 from strom.node.controller.service import ControllerService
@@ -44,6 +43,7 @@ from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.metadata.state import MetadataState
 from strom.node.metrics import NodeCollector, RequestTimer
 from strom.node.observer import MetadataObserver
+from strom.node.peers import ControllerClient, GrpcPeers, Peers
 from strom.node.raft_driver import RaftDriver
 from strom.node.raft_service import RaftServicer, RaftTransport
 from strom.node.replica.manager import ReplicaManager
@@ -78,13 +78,20 @@ METADATA_LOG_DIR = "__cluster_metadata"
 SHUTDOWN_GRACE_S = 5.0
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        clock: Clock = SYSTEM_CLOCK,
+        peers: Peers | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """`clock`, `peers` and `rng` are the node's only sources of time, other nodes and
+        chance: the deterministic simulation (tests/sim) replaces all three."""
         self.config = config
+        self.clock = clock
+        self.peers: Peers = GrpcPeers() if peers is None else peers
+        self.rng = random.SystemRandom() if rng is None else rng
         self.cluster_id = ""
         self.metadata: MetadataState | None = None
         self.driver: RaftDriver | None = None
@@ -125,7 +132,7 @@ class Node:
             self._start_controller(voters, timeout_s)
         else:
             self.observer = MetadataObserver(
-                config.node_id, self.cluster_id, voters, self.metadata, timeout_s,
+                config.node_id, self.cluster_id, voters, self.metadata, self.peers, timeout_s,
                 controller_security(config),
             )  # fmt: skip
             self._spawn(self.observer.run(), "metadata-observer")
@@ -186,10 +193,10 @@ class Node:
             heartbeat_interval_ticks=1,
             applied=snapshot.index,
         )
-        raw = RawNode(raft_config, store, random.Random().randrange)
+        raw = RawNode(raft_config, store, self.rng.randrange)
         peers = {n: a for n, a in voters.items() if n != config.node_id}
         self.transport = RaftTransport(
-            self.cluster_id, peers, timeout_s, controller_security(config)
+            self.cluster_id, peers, self.peers, timeout_s, controller_security(config)
         )
         logic = ControllerLogic(
             ControllerSettings(
@@ -199,7 +206,7 @@ class Node:
                 delete_topic_enable=config["delete.topic.enable"],
             ),
             self.metadata.image,
-            new_topic_id=lambda: uuid.uuid4().bytes,
+            new_topic_id=lambda: self.rng.randbytes(16),
         )
         self.driver = RaftDriver(
             raw,
@@ -208,9 +215,10 @@ class Node:
             self.transport.send,
             tick_s=tick_ms / 1000,
             snapshot_bytes_threshold=config["metadata.log.max.record.bytes.between.snapshots"],
+            clock=self.clock,
         )
         self.controller_service = ControllerService(
-            config, self.cluster_id, self.driver, self.metadata, logic
+            config, self.cluster_id, self.driver, self.metadata, logic, self.clock
         )
         self.driver.on_role_change = self._on_role_change
         self.driver.on_leader_ready = self.controller_service.on_leader_ready
@@ -237,24 +245,32 @@ class Node:
             if e.listener not in controller_names
         ]
         self.logs = LogManager(
-            str(config.log_dir), LogConfig.from_kafka(self._log_defaults()), now_ms=now_ms()
+            str(config.log_dir),
+            LogConfig.from_kafka(self._log_defaults()),
+            now_ms=self.clock.now_ms(),
         )
-        self.controller_client = ControllerClient(voters, timeout_s, controller_security(config))
+        self.controller_client = ControllerClient(
+            voters, self.peers, timeout_s, controller_security(config), self._quorum_leader
+        )
         metadata = self.metadata
         self.lifecycle = BrokerLifecycle(
             config, self.cluster_id, self.controller_client, lambda: metadata.image.last_index,
-            endpoints,
+            endpoints, new_incarnation_id=lambda: self.rng.randbytes(16),
         )  # fmt: skip
         lifecycle = self.lifecycle
         self.manager = ReplicaManager(
-            config, self.logs, self.controller_client, lambda: lifecycle.broker_epoch
-        )
+            config, self.logs, self.controller_client, lambda: lifecycle.broker_epoch,
+            self.peers, self.clock,
+        )  # fmt: skip
         self.metadata.subscribe(self.manager.on_metadata)
         self.producer_ids = ProducerIdAllocator(
             self.controller_client, config.node_id, lambda: lifecycle.broker_epoch
         )
-        self.end_offsets = EndOffsets(self.manager, timeout_s)
-        self.coordinator = GroupCoordinator(config, self.manager, self.end_offsets)
+        self.end_offsets = EndOffsets(self.manager, timeout_s, self.peers)
+        self.coordinator = GroupCoordinator(
+            config, self.manager, self.end_offsets, self.clock,
+            new_member_id=lambda: self.rng.randbytes(16).hex(),
+        )  # fmt: skip
         # After the replica manager: the coordinator reads the partitions it has just opened.
         self.metadata.subscribe(self.coordinator.on_metadata)
         self.manager.start()
@@ -295,7 +311,7 @@ class Node:
                     continue
                 assert self.metadata is not None
                 raft_pb2_grpc.add_RaftServicer_to_server(
-                    RaftServicer(self.cluster_id, self.driver, self.metadata), server
+                    RaftServicer(self.cluster_id, self.driver, self.metadata, self.clock), server
                 )
                 controller_pb2_grpc.add_ControllerServicer_to_server(
                     self.controller_service, server
@@ -314,6 +330,7 @@ class Node:
                         self.cluster_id,
                         endpoint.listener,
                         producer_ids=self.producer_ids,
+                        clock=self.clock,
                     ),
                     server,
                 )
@@ -362,6 +379,14 @@ class Node:
                 config.security_protocols[endpoint.listener],
             )  # fmt: skip
 
+    def _quorum_leader(self) -> int:
+        """The metadata quorum's leader as this node sees it (-1 or 0 when unknown)."""
+        if self.driver is not None:
+            return self.driver.leader_id
+        if self.observer is not None:
+            return self.observer.leader_id
+        return -1
+
     def _image(self) -> MetadataImage:
         assert self.metadata is not None
         return self.metadata.image
@@ -389,16 +414,11 @@ class Node:
             await self.transport.stop()
         if self.coordinator is not None:
             await self.coordinator.stop()
-        if self.end_offsets is not None:
-            await self.end_offsets.close()
         if self.manager is not None:
             await self.manager.stop()
         if self.logs is not None:
             self.logs.close()
-        if self.observer is not None:
-            await self.observer.close()
-        if self.controller_client is not None:
-            await self.controller_client.close()
+        await self.peers.close()
         if self.raft_store is not None:
             self.raft_store.close()
         await self._stop_admin_http()

@@ -15,9 +15,9 @@ from typing import Any
 import grpc
 
 from strom.client.acl import binding_from_proto, binding_to_proto, filter_from_proto
-from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
 from strom.node.config import NODE_KEYS_BY_NAME, TOPIC_KEYS, NodeConfig
 from strom.node.metadata.image import MetadataImage
+from strom.node.peers import ControllerClient, ControllerUnavailable
 from strom.v1 import admin_pb2, admin_pb2_grpc, common_pb2, metadata_pb2
 
 VISIBLE_WAIT_S = 5.0

@@ -1,7 +1,7 @@
 """A broker's life with the active controller: registration, heartbeats, controlled shutdown.
 
-`ControllerClient` finds the active controller among the voters (trying the one the last answer
-named first) and re-routes on NOT_CONTROLLER. `BrokerLifecycle` registers this broker with a
+`BrokerLifecycle` (through node/peers.py's `ControllerClient`, which finds the active
+controller) registers this broker with a
 fresh incarnation id on start, heartbeats every `broker.heartbeat.interval.ms` with the metadata
 index it has applied (so the controller unfences it once it has caught up), re-registers when the
 controller says its epoch is stale, and on shutdown asks the controller to move its leaderships
@@ -13,88 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
 
-import grpc
-
-from strom.client.cluster import channel_options
-from strom.client.tls import PLAINTEXT, SecurityOptions, open_channel
 from strom.node.config import NodeConfig
-from strom.v1 import common_pb2, controller_pb2, controller_pb2_grpc, metadata_pb2
+from strom.node.peers import ControllerClient, ControllerUnavailable
+from strom.v1 import common_pb2, controller_pb2, metadata_pb2
 
 log = logging.getLogger("strom.broker")
-T = TypeVar("T")
-
-
-class ControllerUnavailable(Exception):
-    """No active controller answered within the deadline."""
-
-
-class ControllerClient:
-    def __init__(
-        self,
-        voters: dict[int, str],
-        request_timeout_s: float,
-        security: SecurityOptions = PLAINTEXT,
-    ) -> None:
-        self.voters = voters
-        self.security = security
-        self.request_timeout_s = request_timeout_s
-        self.controller_id = -1
-        self._stubs: dict[int, controller_pb2_grpc.ControllerStub] = {}
-        self._channels: list[grpc.aio.Channel] = []
-
-    def _stub(self, node_id: int) -> controller_pb2_grpc.ControllerStub:
-        stub = self._stubs.get(node_id)
-        if stub is None:
-            channel = open_channel(self.voters[node_id], self.security, channel_options())
-            self._channels.append(channel)
-            stub = self._stubs[node_id] = controller_pb2_grpc.ControllerStub(channel)
-        return stub
-
-    async def close(self) -> None:
-        await asyncio.gather(*(c.close() for c in self._channels), return_exceptions=True)
-
-    async def call(
-        self,
-        method: Callable[[controller_pb2_grpc.ControllerStub], Callable[..., Awaitable[T]]],
-        request: Any,
-        deadline_s: float,
-    ) -> T:
-        """Send to the active controller; the response's `status` must not be NOT_CONTROLLER."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + deadline_s
-        attempt = 0
-        while True:
-            order = sorted(self.voters)
-            if self.controller_id in self.voters:
-                order.remove(self.controller_id)
-                order.insert(0, self.controller_id)
-            for node_id in order:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    response = await method(self._stub(node_id))(
-                        request, timeout=min(remaining, self.request_timeout_s)
-                    )
-                except grpc.aio.AioRpcError:
-                    continue
-                status = getattr(response, "status", None)
-                if status is not None and status.error_code == common_pb2.NOT_CONTROLLER:
-                    if status.controller_id in self.voters and status.controller_id != node_id:
-                        self.controller_id = status.controller_id
-                    continue
-                self.controller_id = node_id
-                return response
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise ControllerUnavailable(
-                    f"no active controller among voters {sorted(self.voters)} answered"
-                )
-            attempt += 1
-            await asyncio.sleep(min(remaining, 0.05 * min(attempt, 10)))
 
 
 class BrokerLifecycle:
@@ -105,7 +30,9 @@ class BrokerLifecycle:
         controller: ControllerClient,
         metadata_offset: Callable[[], int],
         endpoints: list[metadata_pb2.Endpoint],
+        new_incarnation_id: Callable[[], bytes] = lambda: os.urandom(16),
     ) -> None:
+        self.new_incarnation_id = new_incarnation_id
         self.config = config
         self.cluster_id = cluster_id
         self.controller = controller
@@ -130,7 +57,7 @@ class BrokerLifecycle:
         request = controller_pb2.BrokerRegistrationRequest(
             broker_id=self.config.node_id,
             cluster_id=self.cluster_id,
-            incarnation_id=os.urandom(16),
+            incarnation_id=self.new_incarnation_id(),
             listeners=self.endpoints,
             rack=self.config["broker.rack"],
         )

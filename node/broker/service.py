@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import grpc
 
 from strom.node import metrics
-from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
+from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.delayed import wait_any
+from strom.node.peers import ControllerClient, ControllerUnavailable
 from strom.node.replica.manager import ReplicaManager
 from strom.node.replica.partition import Partition, PartitionError
 from strom.storage.errors import StorageError
@@ -36,10 +36,6 @@ log = logging.getLogger("strom.broker")
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 FETCH_WAIT_MS_MAX = 60_000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def error_code(exc: Exception) -> tuple[int, str]:
@@ -97,7 +93,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         cluster_id: str,
         listener: str,
         producer_ids: ProducerIdAllocator,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
         self.manager = manager
         self.controller = controller
         self.cluster_id = cluster_id
@@ -125,7 +123,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             await _invalid(context, f"timeout_ms must be >= 0, got {request.timeout_ms}")
         response = broker_pb2.ProduceResponse()
         waits: list[Awaitable[None]] = []
-        now = now_ms()
+        now = self.clock.now_ms()
         for topic in request.topics:
             topic_response = response.topics.add(name=topic.name)
             for data in topic.partitions:
@@ -386,7 +384,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
         total = 0
         watched = []
         active = self.manager.active_brokers()
-        now = now_ms()
+        now = self.manager.clock.now_ms()
         budget = request.max_bytes or (10 << 20)
         for wanted in request.partitions:
             result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)

@@ -124,6 +124,14 @@ class ControllerLogic:
         self.image = committed
         self.last_heartbeat_ms = {broker_id: now_ms for broker_id in committed.brokers}
 
+    def on_commit(self, committed: MetadataImage, active: bool) -> None:
+        """The metadata log committed up to `committed`. While this controller is active its
+        speculative image already holds every batch it proposed, so only the committed image
+        moves; otherwise the speculative image follows the log."""
+        self.committed = committed
+        if not active:
+            self.image = committed
+
     def _accepted(self, records: list[Record]) -> list[Record]:
         """Apply records this controller is about to propose to its speculative image. Every
         decision method does this before returning, so the next request sees its effect."""
@@ -319,7 +327,9 @@ class ControllerLogic:
         num_partitions: int,
         replication_factor: int,
         configs: Mapping[str, str],
+        validate_only: bool = False,
     ) -> tuple[list[Record], bytes, int, int]:
+        """Records creating the topic; with `validate_only`, none (every check still runs)."""
         validate_topic_name(name)
         if self.image.topic_by_name(name) is not None:
             raise ControllerError(common_pb2.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
@@ -375,6 +385,8 @@ class ControllerLogic:
                     )
                 )
             )
+        if validate_only:
+            return [], topic_id, partitions, factor
         return self._accepted(records), topic_id, partitions, factor
 
     def _active_ordered(self) -> list[int]:

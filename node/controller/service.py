@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -25,6 +24,7 @@ import grpc
 
 from strom.client.acl import binding_from_proto, binding_to_proto, filter_from_proto
 from strom.client.sasl import credential_from_proto
+from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import NodeConfig
 from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.metadata.state import MetadataState
@@ -39,10 +39,6 @@ log = logging.getLogger("strom.controller")
 T = TypeVar("T")
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class ControllerService(controller_pb2_grpc.ControllerServicer):
     def __init__(
         self,
@@ -51,13 +47,18 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         driver: RaftDriver,
         metadata: MetadataState,
         logic: ControllerLogic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
         self.config = config
         self.cluster_id = cluster_id
         self.driver = driver
         self.metadata = metadata
         self.logic = logic
         self.active = False
+        # The Raft term this node became active in: a proposal that fails because an *older*
+        # term's leadership was lost must not switch off a controller active in a newer term.
+        self.active_term = -1
         self.propose_timeout_s = config["controller.quorum.request.timeout.ms"] / 1000 * 2
         metadata.subscribe(self._on_commit)
         self._tasks: list[asyncio.Task[None]] = []
@@ -67,18 +68,21 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     def on_role_change(self, role: Role, leader_id: int, term: int) -> None:
         if role != Role.LEADER and self.active:
             log.info("no longer the active controller (term %d, leader %s)", term, leader_id)
-            self.active = False
-            self.logic.reset(self.metadata.image, now_ms())
+            self._deactivate()
 
     def on_leader_ready(self, term: int) -> None:
-        self.logic.reset(self.metadata.image, now_ms())
+        self.logic.reset(self.metadata.image, self.clock.now_ms())
         self.active = True
+        self.active_term = term
         log.info("active controller for term %d", term)
 
+    def _deactivate(self) -> None:
+        self.active = False
+        self.active_term = -1
+        self.logic.reset(self.metadata.image, self.clock.now_ms())
+
     def _on_commit(self, image: MetadataImage, delta: MetadataDelta) -> None:
-        self.logic.committed = image
-        if not self.active:
-            self.logic.image = image
+        self.logic.on_commit(image, self.active)
 
     @property
     def controller_id(self) -> int:
@@ -109,16 +113,30 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                 f"(leader: {self.controller_id})",
             )
 
+    def _busy(self) -> controller_pb2.ControllerStatus | None:
+        """Back-pressure, checked before deciding: a refusal then leaves no trace in the
+        speculative image. Retriable, and the controller stays active."""
+        if self.driver.proposals_full:
+            return self._status(
+                common_pb2.REQUEST_TIMED_OUT, "the controller has too many changes in flight; retry"
+            )
+        return None
+
     async def _commit(self, records: list[metadata_pb2.MetadataRecord]) -> None:
-        """Propose one batch and wait for it to commit. Raises NotLeaderError / TimeoutError."""
+        """Propose one batch and wait for it to commit. Raises NotLeaderError (leadership lost:
+        the speculative state is thrown away) or TimeoutError (the batch may still commit, so
+        the speculative state keeps it). Call only after `_busy()` said no, with no await in
+        between, so that the driver cannot refuse the batch for back-pressure."""
         if not records:
             return
         data = metadata_pb2.MetadataBatch(records=records).SerializeToString()
+        term = self.active_term
         try:
             await self.driver.propose(data, self.propose_timeout_s)
         except NotLeaderError:
-            self.active = False
-            self.logic.reset(self.metadata.image, now_ms())
+            if self.active and self.active_term == term:
+                log.info("no longer the active controller: a proposal lost leadership")
+                self._deactivate()
             raise
 
     async def _decide(
@@ -127,6 +145,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         """Run a decision and commit its records; errors become a ControllerStatus."""
         if not self.active:
             return self._not_controller(), None
+        busy = self._busy()
+        if busy is not None:
+            return busy, None
         try:
             records, result = decide()
         except ControllerError as exc:
@@ -166,7 +187,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             await asyncio.sleep(period_s)
             if not self.active:
                 continue
-            for broker_id in self.logic.expired_brokers(now_ms(), timeout_ms):
+            for broker_id in self.logic.expired_brokers(self.clock.now_ms(), timeout_ms):
+                if not self.active or self._busy() is not None:
+                    break  # the next period tries again
                 log.info("fencing broker %d: no heartbeat for %d ms", broker_id, timeout_ms)
                 try:
                     await self._commit(self.logic.fence_broker(broker_id))
@@ -178,7 +201,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         period_s = self.config["leader.imbalance.check.interval.seconds"]
         while True:
             await asyncio.sleep(period_s)
-            if self.active:
+            if self.active and self._busy() is None:
                 records, _ = self.logic.elect_preferred_leaders()
                 if records:
                     log.info("moving %d leaderships back to preferred replicas", len(records))
@@ -206,7 +229,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                 request.incarnation_id,
                 list(request.listeners),
                 request.rack,
-                now_ms(),
+                self.clock.now_ms(),
             )
         )
         if epoch is not None:
@@ -223,7 +246,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                 request.current_metadata_offset,
                 request.want_fence,
                 request.want_shut_down,
-                now_ms(),
+                self.clock.now_ms(),
             )
         )
         if answer is None:
@@ -235,6 +258,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     ) -> controller_pb2.AlterPartitionResponse:
         if not self.active:
             return controller_pb2.AlterPartitionResponse(status=self._not_controller())
+        busy = self._busy()
+        if busy is not None:
+            return controller_pb2.AlterPartitionResponse(status=busy)
         results = []
         records: list[metadata_pb2.MetadataRecord] = []
         for item in request.partitions:
@@ -310,13 +336,13 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
     def _create_topic(
         self, topic: admin_pb2.CreatableTopic, validate_only: bool
     ) -> tuple[list[metadata_pb2.MetadataRecord], tuple[bytes, int, int]]:
-        before = self.logic.image
         records, topic_id, partitions, factor = self.logic.create_topic(
-            topic.name, topic.num_partitions, topic.replication_factor, dict(topic.configs)
+            topic.name,
+            topic.num_partitions,
+            topic.replication_factor,
+            dict(topic.configs),
+            validate_only=validate_only,
         )
-        if validate_only:
-            self.logic.image = before
-            records = []
         return records, (topic_id, partitions, factor)
 
     async def DeleteTopics(
@@ -500,7 +526,11 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             )
         heard = self.driver.peer_last_heard_ms
         for peer in status.progress:
-            last = now_ms() if peer.node_id == status.node_id else heard.get(peer.node_id, -1)
+            last = (
+                self.clock.now_ms()
+                if peer.node_id == status.node_id
+                else heard.get(peer.node_id, -1)
+            )
             response.current_voters.append(
                 admin_pb2.QuorumReplicaState(
                     replica_id=peer.node_id,
@@ -509,15 +539,6 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                     else peer.match,
                     last_fetch_timestamp_ms=last,
                     last_caught_up_timestamp_ms=last if peer.match >= status.commit else -1,
-                )
-            )
-        for observer_id, (index, fetched_ms) in sorted(self.driver.observer_progress.items()):
-            response.observers.append(
-                admin_pb2.QuorumReplicaState(
-                    replica_id=observer_id,
-                    log_end_offset=index,
-                    last_fetch_timestamp_ms=fetched_ms,
-                    last_caught_up_timestamp_ms=fetched_ms if index >= status.commit else -1,
                 )
             )
         for observer_id, (index, fetched_ms) in sorted(self.driver.observer_progress.items()):

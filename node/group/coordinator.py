@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import NodeConfig
 from strom.node.errors import CodedError
 from strom.node.metadata.image import MetadataDelta, MetadataImage
@@ -57,10 +57,6 @@ LAG_REFRESH_S = 5.0
 MEMBERS_MAX = 1_000
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class GroupError(CodedError):
     """A group request the coordinator refuses."""
 
@@ -86,16 +82,19 @@ class Group:
     partition_counts: dict[str, int] = field(default_factory=dict)
     empty_since_ms: int = 0
 
-    @property
-    def state(self) -> str:
+    def state_at(self, now_ms: int) -> str:
         if not self.members:
             return "Empty"
-        if self.frozen_until_ms > now_ms():
+        if self.frozen_until_ms > now_ms:
             return "Assigning"
         return "Stable" if self.reconciler.is_converged() else "Reconciling"
 
 
 EndOffsetLookup = Callable[[str, int], Awaitable[int]]
+
+
+def _random_member_id() -> str:
+    return uuid.uuid4().hex
 
 
 class GroupCoordinator:
@@ -104,8 +103,12 @@ class GroupCoordinator:
         config: NodeConfig,
         manager: ReplicaManager,
         end_offset: EndOffsetLookup,
+        clock: Clock = SYSTEM_CLOCK,
+        new_member_id: Callable[[], str] = _random_member_id,
     ) -> None:
         self.config = config
+        self.clock = clock
+        self.new_member_id = new_member_id
         self.manager = manager
         self.end_offset = end_offset
         self.num_partitions = config["offsets.topic.num.partitions"]
@@ -148,7 +151,7 @@ class GroupCoordinator:
                 self._recompute_target(group)
 
     async def _load(self, partition: int, took_over: bool) -> None:
-        started = now_ms()
+        started = self.clock.now_ms()
         try:
             replica = self.manager.partition_by_name(OFFSETS_TOPIC, partition)
             offset = replica.log.log_start_offset
@@ -168,7 +171,7 @@ class GroupCoordinator:
                     else:
                         group.offsets[(topic, index)] = entry
                 await asyncio.sleep(0)  # let other requests run between chunks
-            freeze = now_ms() + self.session_timeout_ms if took_over else 0
+            freeze = self.clock.now_ms() + self.session_timeout_ms if took_over else 0
             self.frozen_until_ms[partition] = freeze
             for group in groups.values():
                 group.frozen_until_ms = freeze
@@ -176,7 +179,7 @@ class GroupCoordinator:
             self.loaded.add(partition)
             log.info(
                 "loaded %d group(s) of %s-%d in %d ms", len(groups), OFFSETS_TOPIC, partition,
-                now_ms() - started,
+                self.clock.now_ms() - started,
             )  # fmt: skip
         except PartitionError as exc:
             log.info("cannot load %s-%d: %s", OFFSETS_TOPIC, partition, exc.message)
@@ -198,7 +201,7 @@ class GroupCoordinator:
             partition,
             GroupReconciler(self.session_timeout_ms),
             frozen_until_ms=self.frozen_until_ms.get(partition, 0),
-            empty_since_ms=now_ms(),
+            empty_since_ms=self.clock.now_ms(),
         )
 
     def partition_for(self, group_id: str) -> int:
@@ -241,7 +244,7 @@ class GroupCoordinator:
         """Returns (member id, member epoch, current assignment)."""
         group = self._group(group_id, create=member_epoch == 0)
         assert group is not None or member_epoch != 0
-        now = now_ms()
+        now = self.clock.now_ms()
         if group is None:
             raise GroupError(common_pb2.UNKNOWN_MEMBER_ID, f"group {group_id!r} has no members")
         if member_epoch == -1:
@@ -267,7 +270,7 @@ class GroupCoordinator:
                 raise GroupError(
                     common_pb2.UNKNOWN_SERVER_ERROR, f"group {group_id!r} is full ({MEMBERS_MAX})"
                 )
-            member_id = member_id or uuid.uuid4().hex
+            member_id = member_id or self.new_member_id()
             if member_id in group.members:
                 group.reconciler.leave(member_id)  # a rejoin after a fence: start over
             if not group.members and self.initial_delay_ms:
@@ -302,11 +305,11 @@ class GroupCoordinator:
         return member_id, response.member_epoch, dict(response.assignment)
 
     def _membership_changed(self, group: Group) -> None:
-        group.empty_since_ms = 0 if group.members else now_ms()
+        group.empty_since_ms = 0 if group.members else self.clock.now_ms()
         self._recompute_target(group)
 
     def _recompute_target(self, group: Group) -> None:
-        if group.frozen_until_ms > now_ms():
+        if group.frozen_until_ms > self.clock.now_ms():
             return  # taken over: nothing is handed out until old owners are surely gone
         image = self.manager.image
         counts: dict[str, int] = {}
@@ -361,7 +364,7 @@ class GroupCoordinator:
         retention_ms = self.config["offsets.retention.minutes"] * 60_000
         while True:
             await asyncio.sleep(min(0.5, self.session_timeout_ms / 4000))
-            now = now_ms()
+            now = self.clock.now_ms()
             for group in list(self.groups.values()):
                 expired = group.reconciler.expire_sessions(now)
                 for member_id in expired:
@@ -409,7 +412,7 @@ class GroupCoordinator:
             )
         results: dict[tuple[str, int], tuple[int, str]] = {}
         accepted = []
-        now = now_ms()
+        now = self.clock.now_ms()
         for topic, partition, offset, metadata in offsets:
             try:
                 end = await self.end_offset(topic, partition)
@@ -435,9 +438,9 @@ class GroupCoordinator:
     ) -> None:
         replica = self._offsets_replica(group.partition)
         min_isr = self.manager.min_insync_replicas(OFFSETS_TOPIC)
-        data = encode_records(items, now_ms())
+        data = encode_records(items, self.clock.now_ms())
         try:
-            info = replica.append_as_leader(data, -1, min_isr, now_ms())
+            info = replica.append_as_leader(data, -1, min_isr, self.clock.now_ms())
             await replica.wait_for_isr(
                 info.last_offset, min_isr, self.config["request.timeout.ms"] / 1000
             )
@@ -478,6 +481,9 @@ class GroupCoordinator:
                 group, [(group.group_id, t, p, None, -1) for (t, p) in sorted(group.offsets)]
             )
         group.offsets.clear()
+
+    def group_state(self, group: Group) -> str:
+        return group.state_at(self.clock.now_ms())
 
     def describe(self, group_id: str) -> Group:
         group = self._group(group_id, create=False)

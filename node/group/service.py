@@ -8,14 +8,11 @@ partition, at the listener the client used.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
 
-from strom.client.cluster import channel_options
-from strom.client.tls import open_channel
-from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
+from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.replica.manager import ReplicaManager
 from strom.node.replica.partition import PartitionError
 from strom.node.tls import inter_broker_security
@@ -42,10 +39,10 @@ class EndOffsets:
     """The latest offset (high watermark) of any partition: locally when this broker leads it,
     else by asking its leader (ListOffsets)."""
 
-    def __init__(self, manager: ReplicaManager, timeout_s: float) -> None:
+    def __init__(self, manager: ReplicaManager, timeout_s: float, peers: Peers) -> None:
         self.manager = manager
         self.timeout_s = timeout_s
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.peers = peers
 
     async def __call__(self, topic: str, partition: int) -> int:
         image = self.manager.image
@@ -69,19 +66,15 @@ class EndOffsets:
                 common_pb2.LEADER_NOT_AVAILABLE, f"{topic}-{partition} has no leader right now"
             )
         address = f"{endpoint.host}:{endpoint.port}"
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = self._channels[address] = open_channel(
-                address, inter_broker_security(self.manager.config), channel_options()
-            )
+        stub = self.peers.stub(
+            broker_pb2_grpc.BrokerStub, address, inter_broker_security(self.manager.config)
+        )
         request = broker_pb2.ListOffsetsRequest()
         request.topics.add(name=topic).partitions.add(
             partition=partition, timestamp=-1, current_leader_epoch=-1
         )
         try:
-            response = await broker_pb2_grpc.BrokerStub(channel).ListOffsets(
-                request, timeout=self.timeout_s
-            )
+            response = await stub.ListOffsets(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise GroupError(
                 common_pb2.LEADER_NOT_AVAILABLE, f"{address}: {exc.details()}"
@@ -90,9 +83,6 @@ class EndOffsets:
         if result.error_code != common_pb2.NONE:
             raise GroupError(result.error_code, result.error_message)
         return int(result.offset)
-
-    async def close(self) -> None:
-        await asyncio.gather(*(c.close() for c in self._channels.values()), return_exceptions=True)
 
 
 class GroupServicer(group_pb2_grpc.GroupServicer):
@@ -246,7 +236,9 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
         return group_pb2.ListGroupsResponse(
             groups=[
                 group_pb2.ListedGroup(
-                    group_id=g.group_id, state=g.state, member_count=len(g.members)
+                    group_id=g.group_id,
+                    state=self.coordinator.group_state(g),
+                    member_count=len(g.members),
                 )
                 for g in sorted(self.coordinator.groups.values(), key=lambda g: g.group_id)
             ]
@@ -264,7 +256,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
                 out.error_code, out.error_message = _code(exc.code), exc.message
                 out.state = "Dead"
                 continue
-            out.state = group.state
+            out.state = self.coordinator.group_state(group)
             out.group_epoch = group.reconciler.group_epoch
             out.assignor = group.assignor
             statuses = group.reconciler.members

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 import grpc
 
-from strom.client.cluster import channel_options
-from strom.client.tls import PLAINTEXT, SecurityOptions, open_channel
+from strom.client.tls import PLAINTEXT, SecurityOptions
+from strom.node.clock import SYSTEM_CLOCK, Clock
+from strom.node.peers import Peers
 from strom.storage.errors import StorageError
 from strom.v1 import common_pb2, replica_pb2, replica_pb2_grpc
 
@@ -33,10 +33,6 @@ Key = tuple[bytes, int]
 RETRY_DELAY_MS = 200
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class ReplicaFetcher:
     def __init__(
         self,
@@ -48,7 +44,9 @@ class ReplicaFetcher:
         partition_bytes_max: int,
         response_bytes_max: int,
         request_timeout_s: float,
+        peers: Peers,
         security: SecurityOptions = PLAINTEXT,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.broker_id = broker_id
         self.broker_epoch = broker_epoch
@@ -61,8 +59,8 @@ class ReplicaFetcher:
         self.partitions: dict[Key, Partition] = {}
         self._delayed_until: dict[Key, int] = {}
         self._wake = asyncio.Event()
-        self._channel = open_channel(address, security, channel_options())
-        self._stub = replica_pb2_grpc.ReplicaStub(self._channel)
+        self.clock = clock
+        self._stub = peers.stub(replica_pb2_grpc.ReplicaStub, address, security)
         self._task: asyncio.Task[None] | None = None
 
     def add(self, partition: Partition) -> None:
@@ -80,7 +78,6 @@ class ReplicaFetcher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._channel.close()
 
     async def run(self) -> None:
         failures = 0
@@ -109,7 +106,7 @@ class ReplicaFetcher:
             min_bytes=1,
             max_bytes=self.response_bytes_max,
         )
-        now = now_ms()
+        now = self.clock.now_ms()
         snapshot = {
             key: partition
             for key, partition in self.partitions.items()
@@ -152,7 +149,7 @@ class ReplicaFetcher:
         self, partition: Partition, result: replica_pb2.ReplicaFetchPartitionResponse
     ) -> None:
         key = (partition.topic_id, partition.partition)
-        now = now_ms()
+        now = self.clock.now_ms()
         if result.error_code == common_pb2.NONE:
             if result.HasField("diverging_epoch"):
                 diverging = (result.diverging_epoch.epoch, result.diverging_epoch.end_offset)

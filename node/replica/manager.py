@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Callable
 
-from strom.node.broker.lifecycle import ControllerClient, ControllerUnavailable
+from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import TOPIC_KEYS, NodeConfig
 from strom.node.metadata.image import MetadataDelta, MetadataImage, PartitionInfo
 from strom.node.metadata.state import full_delta
+from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.tls import inter_broker_security
 from strom.storage import log_cleaner
 from strom.storage.errors import InconsistentTopicIdError, StorageError
@@ -40,10 +40,6 @@ Key = tuple[bytes, int]
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class ReplicaManager:
     def __init__(
         self,
@@ -51,8 +47,12 @@ class ReplicaManager:
         logs: LogManager,
         controller: ControllerClient,
         broker_epoch: Callable[[], int],
+        peers: Peers,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
+        self.peers = peers
+        self.clock = clock
         self.broker_id = config.node_id
         self.logs = logs
         self.controller = controller
@@ -130,7 +130,7 @@ class ReplicaManager:
         self.delete_stray_logs()
 
     def _apply(self, image: MetadataImage, delta: MetadataDelta) -> None:
-        now = now_ms()
+        now = self.clock.now_ms()
         for topic_id, topic in delta.removed_topics.items():
             for index in topic.partitions:
                 self._drop(topic.name, topic_id, index, delete=True)
@@ -240,7 +240,9 @@ class ReplicaManager:
                 partition_bytes_max=self.config["replica.fetch.max.bytes"],
                 response_bytes_max=self.config["replica.fetch.response.max.bytes"],
                 request_timeout_s=self.config["controller.quorum.request.timeout.ms"] / 1000,
+                peers=self.peers,
                 security=inter_broker_security(self.config),
+                clock=self.clock,
             )
             self.fetchers[leader] = fetcher
             fetcher.start()
@@ -334,7 +336,7 @@ class ReplicaManager:
         lag_ms = self.config["replica.lag.time.max.ms"]
         while True:
             await asyncio.sleep(lag_ms / 2000)
-            now = now_ms()
+            now = self.clock.now_ms()
             for partition in list(self.partitions.values()):
                 change = partition.maybe_shrink_isr(now, lag_ms)
                 if change is not None:
@@ -344,7 +346,7 @@ class ReplicaManager:
         period_s = self.config["log.retention.check.interval.ms"] / 1000
         while True:
             await asyncio.sleep(period_s)
-            now = now_ms()
+            now = self.clock.now_ms()
             for partition in list(self.partitions.values()):
                 if self.topic_config(partition.topic)["cleanup.policy"] == "compact":
                     continue  # compacted topics are bounded by the cleaner, not by age
@@ -368,7 +370,7 @@ class ReplicaManager:
                 plan = log_cleaner.plan_clean(
                     plog,
                     bound,
-                    now_ms=now_ms(),
+                    now_ms=self.clock.now_ms(),
                     delete_retention_ms=int(str(config["delete.retention.ms"])),
                 )
                 if plan.sources:

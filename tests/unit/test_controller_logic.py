@@ -40,7 +40,7 @@ class Cluster:
     def commit(self, records: list[metadata_pb2.MetadataRecord]) -> None:
         index = self.committed.last_index + 1
         self.committed, _ = apply_records(self.committed, records, index, 1)
-        self.logic.committed = self.committed
+        self.logic.on_commit(self.committed, active=True)
 
     def add_broker(self, broker_id: int) -> None:
         records, epoch = self.logic.register_broker(

@@ -1,0 +1,157 @@
+"""The controller shell over a real Raft driver: back-pressure never switches a controller off.
+
+A single-voter quorum (RawNode over MemoryStorage, driven by the real RaftDriver) elects itself,
+commits its no-op and makes its ControllerService active. Issue #14, defect 3: a proposal the
+driver refused for back-pressure (too many in flight, a leadership transfer, the uncommitted-bytes
+bound) used to be reported as lost leadership; the service then switched itself off for the rest
+of its term and answered NOT_CONTROLLER naming itself, so no broker was ever fenced again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+
+from strom.node import raft_driver
+from strom.node.config import build_config
+from strom.node.controller.logic import ControllerLogic, ControllerSettings
+from strom.node.controller.service import ControllerService
+from strom.node.metadata.state import MetadataState
+from strom.node.raft_driver import RaftDriver
+from strom.raft.config import Config as RaftConfig
+from strom.raft.errors import ProposalDropped
+from strom.raft.memory_storage import MemoryStorage
+from strom.raft.rawnode import RawNode
+from strom.v1 import common_pb2, controller_pb2, metadata_pb2
+
+CLUSTER_ID = "test-cluster"
+
+
+class Quorum:
+    def __init__(self) -> None:
+        config = build_config(
+            {
+                "node.id": 1,
+                "controller.quorum.voters": "1@localhost:9093",
+                "controller.quorum.request.timeout.ms": 500,
+            },
+            environ={},
+        )
+        store = MemoryStorage()
+        raw = RawNode(
+            RaftConfig(
+                node_id=1, voters=(1,), election_timeout_ticks=2, heartbeat_interval_ticks=1
+            ),
+            store,
+            random.Random(7).randrange,
+        )
+        self.raw = raw
+        self.metadata = MetadataState(CLUSTER_ID)
+        self.driver = RaftDriver(
+            raw, store, self.metadata, lambda peer, messages: None, 0.01, 1 << 30
+        )
+        ids = iter(range(1, 1_000))
+        logic = ControllerLogic(
+            ControllerSettings(num_partitions=1, default_replication_factor=1, topic_defaults={}),
+            self.metadata.image,
+            new_topic_id=lambda: next(ids).to_bytes(16, "big"),
+        )
+        self.service = ControllerService(config, CLUSTER_ID, self.driver, self.metadata, logic)
+        self.driver.on_role_change = self.service.on_role_change
+        self.driver.on_leader_ready = self.service.on_leader_ready
+
+    async def register(self, broker_id: int) -> controller_pb2.BrokerRegistrationResponse:
+        request = controller_pb2.BrokerRegistrationRequest(
+            broker_id=broker_id,
+            cluster_id=CLUSTER_ID,
+            incarnation_id=bytes(16),
+            listeners=[metadata_pb2.Endpoint(listener="PLAINTEXT", host="h", port=9092)],
+        )
+        return await self.service.RegisterBroker(request, None)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running_quorum() -> AsyncIterator[Quorum]:
+    """A quorum whose controller is active (its no-op committed)."""
+    q = Quorum()
+    task = asyncio.create_task(q.driver.run())
+    try:
+        async with asyncio.timeout(5):
+            while not q.service.active:
+                await asyncio.sleep(0.01)
+        yield q
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_too_many_proposals_is_retriable_and_the_controller_stays_active(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        async with running_quorum() as quorum:
+            monkeypatch.setattr(raft_driver, "PROPOSALS_MAX", 0)
+            busy = await quorum.register(1)
+            assert busy.status.error_code == common_pb2.REQUEST_TIMED_OUT
+            assert quorum.service.active
+            monkeypatch.setattr(raft_driver, "PROPOSALS_MAX", 10_000)
+            registered = await quorum.register(1)
+            assert registered.status.error_code == common_pb2.NONE, registered.status
+            assert 1 in quorum.metadata.image.brokers
+
+    asyncio.run(scenario())
+
+
+def test_a_proposal_the_core_defers_still_commits_in_order() -> None:
+    """ProposalDropped (a transfer in progress, the uncommitted-bytes bound) means "not now":
+    the batch waits for the next turn instead of failing, and later batches keep their order."""
+
+    async def scenario() -> None:
+        async with running_quorum() as quorum:
+            propose = quorum.raw.propose
+            refusals = iter(range(3))
+
+            def flaky_propose(data: bytes) -> int:
+                if next(refusals, None) is not None:
+                    raise ProposalDropped("leadership is moving")
+                return propose(data)
+
+            quorum.raw.propose = flaky_propose  # type: ignore[method-assign]
+            first, second = await asyncio.gather(quorum.register(1), quorum.register(2))
+            assert first.status.error_code == common_pb2.NONE, first.status
+            assert second.status.error_code == common_pb2.NONE, second.status
+            assert quorum.service.active
+            brokers = quorum.metadata.image.brokers
+            assert brokers[1].registered_index < brokers[2].registered_index  # in order
+
+    asyncio.run(scenario())
+
+
+def test_leadership_lost_in_an_older_term_does_not_switch_off_a_newer_term() -> None:
+    """A proposal of term T that fails after the node became active again in a later term
+    (re-elected while the proposal was in flight) must leave the controller active."""
+
+    async def scenario() -> None:
+        async with running_quorum() as quorum:
+            service = quorum.service
+            old_term = service.active_term
+            gate = asyncio.Event()
+
+            async def lost(data: bytes, timeout_s: float) -> int:
+                await gate.wait()
+                raise raft_driver.NotLeaderError(0, "proposal lost to a leader change")
+
+            service.driver.propose = lost  # type: ignore[method-assign]
+            task = asyncio.create_task(service._commit([metadata_pb2.MetadataRecord()]))
+            await asyncio.sleep(0)  # the proposal is in flight, in the old term
+            service.on_leader_ready(old_term + 1)
+            gate.set()
+            with pytest.raises(raft_driver.NotLeaderError):
+                await task
+            assert service.active and service.active_term == old_term + 1
+
+    asyncio.run(scenario())
