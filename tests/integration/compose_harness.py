@@ -132,7 +132,7 @@ class Compose:
         return self("config", "--services").stdout.split()
 
     def nodes(self) -> list[str]:
-        return [s for s in self.services() if s.startswith("strom")]
+        return sorted(s for s in self.services() if s.startswith("strom"))
 
     def up(self) -> None:
         self("up", "-d", "--no-build", timeout_s=300)
