@@ -187,21 +187,24 @@ def test_restart_of_every_node_keeps_topics_records_and_offsets(compose: Compose
             for i in range(20):
                 producer.send("durable", f"p{p}-{i}".encode(), partition=p)
         producer.flush()
+    phases = Phases()
     with Consumer(BOOTSTRAP, group_id="durable-group", enable_auto_commit=False) as consumer:
         consumer.subscribe(["durable"])
         eventually(lambda: consumer.poll(timeout_ms=200) is not None and
                    len(consumer.assignment()) == 3, timeout_s=60, what="assignment")  # fmt: skip
+        phases.mark("join")
         consumer.commit({TopicPartition("durable", p): 15 for p in range(3)})
+    phases.mark("commit and leave")
     with admin() as a:
         topics_before = set(a.list_topics())
         committed = a.list_group_offsets("durable-group")
     assert committed == {("durable", p): 15 for p in range(3)}
 
-    start = time.monotonic()
+    phases.mark("before restart")
     compose("restart", "-t", "10", *compose.nodes(), timeout_s=180)
-    restarted_s = time.monotonic() - start
-    healthy_s = compose.wait_healthy(compose.nodes())
-    print(f"\nrestart of every node {restarted_s:.1f} s, healthy {healthy_s:.1f} s later")
+    phases.mark("restart")
+    compose.wait_healthy(compose.nodes())
+    phases.mark("healthy")
 
     def same_topics() -> bool:
         with admin() as a:
@@ -211,6 +214,7 @@ def test_restart_of_every_node_keeps_topics_records_and_offsets(compose: Compose
     for p in range(3):
         values = [v.decode() for _, v in read_partition(BOOTSTRAP, "durable", p, 20)]
         assert values == [f"p{p}-{i}" for i in range(20)]
+    phases.mark("topics and records")
     with admin() as a:
         assert a.list_group_offsets("durable-group") == committed
     resumed: list[str] = []
@@ -219,7 +223,24 @@ def test_restart_of_every_node_keeps_topics_records_and_offsets(compose: Compose
         deadline = time.monotonic() + 60
         while len(resumed) < 15 and time.monotonic() < deadline:
             resumed += [r.value.decode() for r in consumer.poll(timeout_ms=500) if r.value]
+    phases.mark("resume from the committed offsets")
+    print(f"\nrestart scenario: {phases}")
     assert sorted(resumed) == sorted(f"p{p}-{i}" for p in range(3) for i in range(15, 20))
+
+
+class Phases:
+    """Seconds per phase of a scenario, printed with -s (where the CI minutes go)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name], self.last = now - self.last, now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {s:.1f} s" for name, s in self.seconds.items())
 
 
 def test_down_with_volumes_leaves_nothing(compose: Compose) -> None:
