@@ -84,6 +84,11 @@ def build_image(python: str) -> dict[str, float]:
     image's size)."""
     timings: dict[str, float] = {}
     base = "python:3.11-slim" if image_exists("python:3.11-slim") else BASE_IMAGE
+    if base == BASE_IMAGE and not image_exists(BASE_IMAGE) and not shutil.which("mmdebstrap"):
+        problem = "mmdebstrap is missing (tests/system/packages.txt): no base image to build on"
+        if os.environ.get("CI"):
+            pytest.fail(problem)
+        pytest.skip(problem)
     for step, command in (
         ("base image", ["sh", "deploy/base-image.sh", BASE_IMAGE]),
         ("wheels", ["sh", "deploy/wheels.sh", python]),
