@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 # It must be refreshed when files are added, so `install` re-links on every run (~2 s).
 INSTALL_FLAGS := --config-settings editable_mode=strict
 
-.PHONY: demo test test-all lint typecheck proto install system-packages chaos bench bench-peers profile clean
+.PHONY: demo test test-all lint typecheck proto install system-packages chaos bench bench-peers \
+	profile clean base-image wheels image
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +71,21 @@ bench-peers: install
 profile: install
 	@test -x $(BIN)/py-spy || $(BIN)/pip install -q -e '.[profile]' $(INSTALL_FLAGS)
 	$(BIN)/python bench/flame.py $(PROFILE_ARGS)
+
+# The node image (deploy/Dockerfile). The default base is python:3.11-slim; where the engine
+# cannot pull, build a local Debian base first and name it:
+#   make base-image && make image STROM_BASE_IMAGE=strom-base:bookworm
+STROM_BASE_IMAGE ?= python:3.11-slim
+STROM_IMAGE ?= strom:latest
+
+base-image:
+	deploy/base-image.sh strom-base:bookworm
+
+wheels: install
+	deploy/wheels.sh $(BIN)/python
+
+image: wheels
+	docker build -f deploy/Dockerfile --build-arg BASE_IMAGE=$(STROM_BASE_IMAGE) -t $(STROM_IMAGE) .
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

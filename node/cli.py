@@ -110,6 +110,12 @@ def _node_metrics(args: argparse.Namespace) -> int:
     return node_metrics(args)
 
 
+def _node_ready(args: argparse.Namespace) -> int:
+    from strom.node.operator_cli import node_ready
+
+    return node_ready(args)
+
+
 def _cluster_describe(args: argparse.Namespace) -> int:
     from strom.node.operator_cli import cluster_describe
 
@@ -873,6 +879,10 @@ def build_parser() -> argparse.ArgumentParser:
     health_.add_argument("--timeout", type=float, default=3.0)
     command_config(health_)
     health_.set_defaults(handler=_node_health)
+    ready_ = node.add_parser("ready", help="readiness of a node from its admin listener's /readyz")
+    ready_.add_argument("--address", default="localhost:9644", help="admin.listener host:port")
+    ready_.add_argument("--timeout", type=float, default=3.0)
+    ready_.set_defaults(handler=_node_ready)
     metrics_ = node.add_parser("metrics", help="a node's key numbers from its admin listener")
     metrics_.add_argument("--address", required=True, help="the node's admin.listener host:port")
     metrics_.add_argument("--timeout", type=float, default=3.0)
@@ -1046,6 +1056,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the seed document's walkthrough as tables")
     demo.add_argument("--data-dir", default=".strom/demo")
+    demo.add_argument(
+        "--bootstrap-server",
+        help="run the walkthrough against this running cluster instead of starting one",
+    )
     demo.set_defaults(handler=_run_demo)
     return parser
 

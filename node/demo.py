@@ -10,6 +10,8 @@ It starts a fresh cluster under `--data-dir` (default .strom/demo) on free ports
    every order; event chaining through `payment-requests`; a replay after resetting offsets.
 
 Every table is printed from what the cluster actually did, and the cluster is stopped at the end.
+With `--bootstrap-server`, the same walkthrough runs against a cluster that is already up (the
+docker-compose cluster, say) and leaves it running; its topics must not exist yet.
 """
 
 from __future__ import annotations
@@ -231,6 +233,10 @@ async def walkthrough(bootstrap: str) -> None:
 def main(args: argparse.Namespace) -> int:
     from strom.node.cli import wait_until_healthy
 
+    if args.bootstrap_server:
+        print(f"Running the walkthrough against {args.bootstrap_server}\n")
+        asyncio.run(walkthrough(args.bootstrap_server))
+        return 0
     data_dir = Path(args.data_dir)
     cluster = LocalCluster(data_dir)
     if cluster.exists():

@@ -1,17 +1,20 @@
-"""Operator commands of the `strom` command line: `strom cluster describe` and `strom node metrics`.
+"""Operator commands of the `strom` command line: `strom cluster describe`, `strom node metrics`
+and `strom node ready`.
 
 `cluster describe` joins the cluster description (brokers, active controller) with the topics'
 partition assignments to show, per broker, how many replicas it hosts, how many it leads, and how
 many of them are offline (on a broker that is down, or whose log failed there: the broker keeps
 running and reports them).
 `node metrics` reads one node's admin listener (`/metrics`, plain urllib) and prints the numbers
-an operator looks at first, summed over labels.
+an operator looks at first, summed over labels. `node ready` asks the admin listener's `/readyz`
+(what the container's HEALTHCHECK runs: the image has no curl) and exits 0 only when ready.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -166,3 +169,21 @@ def node_metrics(args: argparse.Namespace) -> int:
         shown = int(value) if value == int(value) else round(value, 3)
         print(f"{label + ':':<{width}}{shown}")
     return 0
+
+
+def node_ready(args: argparse.Namespace) -> int:
+    """GET /readyz on one node's admin listener: exit 0 and print the reason when ready, else 1."""
+    url = args.address if "://" in args.address else f"http://{args.address}"
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/readyz", timeout=args.timeout) as response:
+            print(f"{args.address}: {response.read().decode().strip()}")
+            return 0
+    except urllib.error.HTTPError as exc:  # 503 carries the reason the node is not ready
+        print(f"{args.address}: not ready: {exc.read().decode().strip()}", file=sys.stderr)
+    except (urllib.error.URLError, OSError) as exc:
+        print(
+            f"{args.address}: cannot reach the admin listener: {exc} "
+            "(is admin.listener set on that node?)",
+            file=sys.stderr,
+        )
+    return 1

@@ -367,6 +367,7 @@ class Node:
                         self.controller_client,
                         self._image,
                         lambda: self.manager,
+                        endpoint.listener,
                     ),
                     server,
                 )

@@ -33,10 +33,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         controller: ControllerClient,
         image: Callable[[], MetadataImage],
         manager: Callable[[], Any] | None = None,
+        listener: str | None = None,
     ) -> None:
         """`manager`: the broker's replica manager (`strom.node.replica.manager`), for
         DescribeLogDirs; None where the node hosts no partitions."""
         self.config = config
+        # The listener this servicer answers on: DescribeCluster reports every broker's endpoint
+        # on it, as Kafka does, so a client outside Docker is told outside addresses.
+        self.listener = listener or config.inter_broker_listener_name
         self.cluster_id = cluster_id
         self.controller = controller
         self.image = image
@@ -119,9 +123,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         response = admin_pb2.DescribeClusterResponse(
             cluster_id=self.cluster_id, controller_id=self.controller.controller_id
         )
-        listener = self.config.inter_broker_listener_name
         for broker in sorted(image.brokers.values(), key=lambda b: b.broker_id):
-            endpoint = broker.endpoint(listener) or (
+            endpoint = broker.endpoint(self.listener) or (
                 broker.endpoints[0] if broker.endpoints else None
             )
             response.brokers.add(

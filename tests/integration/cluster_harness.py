@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from strom.client.admin import Admin
+from strom.client.consumer import AsyncConsumer
 from strom.client.errors import StromError
+from strom.client.producer import AsyncProducer
+from strom.client.records import TopicPartition
 from strom.node.local_cluster import PORT_STRIDE, LocalCluster
 
 T = TypeVar("T")
@@ -96,3 +101,73 @@ class Cluster:
 
     def log_of(self, node_id: int) -> str:
         return (self.local.node_dir(node_id) / "node.log").read_text(errors="replace")
+
+
+def read_partition(
+    bootstrap: str, topic: str, partition: int, count: int
+) -> list[tuple[int, bytes]]:
+    async def run() -> list[tuple[int, bytes]]:
+        async with AsyncConsumer(bootstrap, auto_offset_reset="earliest") as consumer:
+            consumer.assign([TopicPartition(topic, partition)])
+            out: list[tuple[int, bytes]] = []
+            for _ in range(100):
+                out += [(r.offset, r.value or b"") for r in await consumer.poll(timeout_ms=300)]
+                if len(out) >= count:
+                    break
+            return out
+
+    return asyncio.run(run())
+
+
+class SteadyProducer:
+    """Produces numbered values to one partition from a thread until stopped; records every
+    acknowledgement (offset, value) and every error the application sees."""
+
+    def __init__(self, bootstrap: str, topic: str, partition: int, acks: str = "all") -> None:
+        self.bootstrap, self.topic, self.partition, self.acks = bootstrap, topic, partition, acks
+        self.acked: list[tuple[int, bytes]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        async with AsyncProducer(
+            self.bootstrap, acks=self.acks, linger_ms=2, delivery_timeout_ms=60_000
+        ) as producer:
+            n = 0
+            while not self._stop.is_set():
+                futures = []
+                for _ in range(20):
+                    value = f"v{n}".encode()
+                    n += 1
+                    futures.append(
+                        (value, await producer.send(self.topic, value, partition=self.partition))
+                    )
+                for value, future in futures:
+                    try:
+                        self.acked.append(((await future).offset, value))
+                    except StromError as exc:
+                        self.errors.append(exc.name)
+                await asyncio.sleep(0.01)
+
+    def __enter__(self) -> SteadyProducer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=90)
+
+
+def assert_seed_tables(out: str) -> None:
+    """`strom demo`'s output holds the seed document's tables (the same for any cluster)."""
+    for message, partition in [("M1", "P0"), ("M2", "P1"), ("M3", "P2"), ("M4", "P0")]:
+        assert f"| {message}      | {partition}        |" in out
+    assert "| C1       | P0, P1              |" in out
+    assert "| C1       | M1, M2, M4, M5 |" in out
+    assert "| C2       | M3, M6         |" in out
+    assert "| C3       | P2                  |" in out
+    assert "| C1       | P0, P1, P2          |" in out
+    assert "| Consumer-A | Order1, Order2, Order4, Order5 |" in out
+    assert out.count("Order1, Order2, Order3, Order4, Order5, Order6") >= 3  # fan-out, replay
+    assert "pay-Order1, pay-Order2" in out

@@ -10,19 +10,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cluster_harness import Cluster, eventually
+from cluster_harness import Cluster, SteadyProducer, eventually, read_partition
 
 from strom.client.admin import NewTopic
-from strom.client.consumer import AsyncConsumer
 from strom.client.errors import StromError
 from strom.client.producer import AsyncProducer
-from strom.client.records import TopicPartition
 
 pytestmark = pytest.mark.integration
 
@@ -48,22 +45,6 @@ def partition_led_outside(cluster: Cluster, topic: str, followers: set[int]) -> 
     raise AssertionError(f"no partition with followers {followers}: {description.partitions}")
 
 
-def read_partition(
-    bootstrap: str, topic: str, partition: int, count: int
-) -> list[tuple[int, bytes]]:
-    async def run() -> list[tuple[int, bytes]]:
-        async with AsyncConsumer(bootstrap, auto_offset_reset="earliest") as consumer:
-            consumer.assign([TopicPartition(topic, partition)])
-            out: list[tuple[int, bytes]] = []
-            for _ in range(100):
-                out += [(r.offset, r.value or b"") for r in await consumer.poll(timeout_ms=300)]
-                if len(out) >= count:
-                    break
-            return out
-
-    return asyncio.run(run())
-
-
 def signal_node(cluster: Cluster, node_id: int, sig: signal.Signals) -> None:
     pid = cluster.local.pid(node_id)
     assert pid is not None, f"node {node_id} is not running"
@@ -73,46 +54,6 @@ def signal_node(cluster: Cluster, node_id: int, sig: signal.Signals) -> None:
 def isr_of(cluster: Cluster, topic: str, partition: int) -> tuple[int, ...]:
     with cluster.admin() as admin:
         return admin.describe_topics([topic])[0].partitions[partition].isr
-
-
-class SteadyProducer:
-    """Produces numbered values to one partition from a thread until stopped; records every
-    acknowledgement (offset, value) and every error the application sees."""
-
-    def __init__(self, bootstrap: str, topic: str, partition: int, acks: str = "all") -> None:
-        self.bootstrap, self.topic, self.partition, self.acks = bootstrap, topic, partition, acks
-        self.acked: list[tuple[int, bytes]] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    async def _run(self) -> None:
-        async with AsyncProducer(
-            self.bootstrap, acks=self.acks, linger_ms=2, delivery_timeout_ms=60_000
-        ) as producer:
-            n = 0
-            while not self._stop.is_set():
-                futures = []
-                for _ in range(20):
-                    value = f"v{n}".encode()
-                    n += 1
-                    futures.append(
-                        (value, await producer.send(self.topic, value, partition=self.partition))
-                    )
-                for value, future in futures:
-                    try:
-                        self.acked.append(((await future).offset, value))
-                    except StromError as exc:
-                        self.errors.append(exc.name)
-                await asyncio.sleep(0.01)
-
-    def __enter__(self) -> SteadyProducer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=90)
 
 
 def assert_all_acked_readable(
