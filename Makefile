@@ -72,20 +72,23 @@ profile: install
 	@test -x $(BIN)/py-spy || $(BIN)/pip install -q -e '.[profile]' $(INSTALL_FLAGS)
 	$(BIN)/python bench/flame.py $(PROFILE_ARGS)
 
-# The node image (deploy/Dockerfile). The default base is python:3.11-slim; where the engine
-# cannot pull, build a local Debian base first and name it:
-#   make base-image && make image STROM_BASE_IMAGE=strom-base:bookworm
+# The node image (deploy/Dockerfile). Its defaults are python:3.11-slim to run on and python:3.11
+# (with a compiler) to build in; where the engine cannot pull, build local Debian bases first:
+#   make base-image && make image STROM_BASE_IMAGE=strom-base:bookworm \
+#       STROM_BUILD_IMAGE=strom-build:bookworm
 STROM_BASE_IMAGE ?= python:3.11-slim
+STROM_BUILD_IMAGE ?= python:3.11
 STROM_IMAGE ?= strom:latest
 
 base-image:
-	deploy/base-image.sh strom-base:bookworm
+	deploy/base-image.sh strom-base:bookworm strom-build:bookworm
 
 wheels: install
 	deploy/wheels.sh $(BIN)/python
 
 image: wheels
-	docker build -f deploy/Dockerfile --build-arg BASE_IMAGE=$(STROM_BASE_IMAGE) -t $(STROM_IMAGE) .
+	docker build -f deploy/Dockerfile --build-arg BASE_IMAGE=$(STROM_BASE_IMAGE) \
+		--build-arg BUILD_IMAGE=$(STROM_BUILD_IMAGE) -t $(STROM_IMAGE) .
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

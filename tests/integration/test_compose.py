@@ -77,6 +77,15 @@ def test_nodes_run_as_a_non_root_user_on_a_read_only_root(compose: Compose) -> N
         assert denied.returncode != 0, "the root filesystem is writable"
 
 
+def test_nodes_run_the_compiled_record_codec_without_a_compiler(compose: Compose) -> None:
+    """The build stage compiled storage/_codec.c; the image itself carries no compiler."""
+    (service, *_) = compose.nodes()
+    version = compose("exec", "-T", service, "strom", "--version").stdout
+    assert "record codec: compiled" in version, version
+    compiler = compose("exec", "-T", service, "sh", "-c", "command -v gcc cc", check=False)
+    assert compiler.stdout.strip() == "", compiler.stdout
+
+
 def test_host_clients_reach_every_broker_through_external(compose: Compose) -> None:
     with admin() as a:
         brokers = {b.node_id: f"{b.host}:{b.port}" for b in a.describe_cluster().brokers}
