@@ -111,6 +111,11 @@ class _Proposal:
     term: int = 0
 
 
+def _retrieve(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class RaftDriver:
     def __init__(
         self,
@@ -184,6 +189,9 @@ class RaftDriver:
         if self.proposals_full:
             raise ProposalRefused(f"{PROPOSALS_MAX} metadata proposals in flight; retry")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # A caller that timed out no longer awaits the outcome (asyncio.shield drops it), so an
+        # exception set later would be logged as "never retrieved": mark it retrieved here.
+        future.add_done_callback(_retrieve)
         self._proposals.append(_Proposal(data, future))
         self._wake.set()
         async with asyncio.timeout(timeout_s):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 from collections.abc import AsyncIterator
 
@@ -23,7 +24,7 @@ from strom.node.controller.service import ControllerService
 from strom.node.metadata.state import MetadataState
 from strom.node.raft_driver import RaftDriver
 from strom.raft.config import Config as RaftConfig
-from strom.raft.errors import ProposalDropped
+from strom.raft.errors import NotLeader, ProposalDropped
 from strom.raft.memory_storage import MemoryStorage
 from strom.raft.rawnode import RawNode
 from strom.v1 import common_pb2, controller_pb2, metadata_pb2
@@ -155,3 +156,34 @@ def test_leadership_lost_in_an_older_term_does_not_switch_off_a_newer_term() -> 
             assert service.active and service.active_term == old_term + 1
 
     asyncio.run(scenario())
+
+
+def test_a_proposal_whose_caller_timed_out_fails_quietly() -> None:
+    """The caller of `propose` gave up (timeout) and the proposal fails later (leadership
+    lost): nobody awaits it any more, and asyncio must not log "Future exception was never
+    retrieved" at ERROR for it (the node simulation saw it after every leader change)."""
+
+    async def scenario() -> list[dict[str, object]]:
+        reported: list[dict[str, object]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, c: reported.append(c))
+        async with running_quorum() as quorum:
+
+            def not_now(data: bytes) -> int:
+                raise ProposalDropped("leadership is moving")
+
+            quorum.raw.propose = not_now  # type: ignore[method-assign]
+            with pytest.raises(TimeoutError):
+                await quorum.driver.propose(b"x", timeout_s=0.05)
+
+            def lost(data: bytes) -> int:
+                raise NotLeader(1, 0)
+
+            quorum.raw.propose = lost  # type: ignore[method-assign]
+            quorum.driver._wake.set()
+            await asyncio.sleep(0.05)
+            gc.collect()
+            await asyncio.sleep(0)
+        return reported
+
+    reported = asyncio.run(scenario())
+    assert not [c for c in reported if "never retrieved" in str(c.get("message"))], reported
