@@ -280,7 +280,11 @@ class Reader(Client):
 
     async def poll_once(self) -> int:
         op = self.history.invoke(self.client_id, "poll", {})
-        got = await fetch(self, self.tp, self.position)
+        try:
+            got = await fetch(self, self.tp, self.position)
+        except asyncio.CancelledError:
+            op.info("cancelled")  # the drain reuses this reader
+            raise
         if got is None:
             op.fail("fetch failed")  # a read that failed moved nothing
             return 0
