@@ -46,6 +46,7 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
+from faults.checker import ANOMALY_KINDS
 from faults.checker import check as check_history
 from faults.history import Recorder
 from node_sim_cluster import SimCluster, Timing
@@ -496,7 +497,9 @@ class NodeSimulation:
         self.stats["acked"] = report.acknowledged
         self.stats["records_read"] = report.records_read
         if not report.ok:
-            raise Violation("History", str(report))
+            kinds = {kind for kind in ANOMALY_KINDS if report.count(kind)}
+            raise Violation("GroupExclusivity" if kinds == {"group-exclusivity"} else "History",
+                            str(report))  # fmt: skip
 
     def summary(self) -> Counter[str]:
         c = Counter(self.stats)

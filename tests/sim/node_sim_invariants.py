@@ -85,6 +85,10 @@ class Checker:
         self._hw_seen: dict[tuple[int, int, TopicPartition], tuple[int, int]] = {}
         self._pending: list[Violation] = []
         self._fingerprints: dict[TopicPartition, Any] = {}
+        self._dirty: set[TopicPartition] = set()  # acknowledged since the last turn
+        self._offsets_dirty = False
+        self._lives: tuple[tuple[int, int], ...] = ()
+        self._image_index = -1
         self.checks = 0
 
     # ---- events from clients and the network ----------------------------------------------
@@ -99,6 +103,7 @@ class Checker:
                             f"acknowledged but no leader exposed it below its HW")  # fmt: skip
         self.acked[tp][offset] = ident
         self.acked_end[tp] = max(self.acked_end[tp], offset + 1)
+        self._dirty.add(tp)
 
     def on_consumed(self, tp: TopicPartition, offset: int, ident: Ident, client: int) -> None:
         committed = self.committed[tp]
@@ -109,43 +114,67 @@ class Checker:
     def on_offset_committed(self, group: str, tp: TopicPartition, offset: int) -> None:
         key = (group, tp)
         self.offsets_acked[key] = max(self.offsets_acked.get(key, -1), offset)
+        self._offsets_dirty = True
 
     # ---- after every turn ---------------------------------------------------------------
 
     def after_turn(self) -> None:
+        """Checks what this turn may have changed: the partitions of nodes that ran a callback
+        (their state changes only then) and of acknowledged records, or everything when the
+        committed image or the set of live nodes changed."""
         if self._pending:
             raise self._pending[0]
         self.checks += 1
-        live = [s for s in self.sim.cluster.nodes.values() if s.up]
+        nodes = self.sim.cluster.nodes.values()
+        live = [s for s in nodes if s.up]
+        ran = [s for s in live if s.owner is not None and s.owner.ran]
+        for s in ran:
+            s.owner.ran = False  # type: ignore[union-attr]
         image = self.latest_image(live)
-        replicas: dict[TopicPartition, list[tuple[SimNode, Partition]]] = defaultdict(list)
-        for sim_node in live:
+        lives = tuple((s.node_id, s.owner.number) for s in live)  # type: ignore[union-attr]
+        everything = lives != self._lives or image.last_index != self._image_index
+        self._lives, self._image_index = lives, image.last_index
+        dirty: dict[TopicPartition, bytes] = {}
+        for sim_node in live if everything else ran:
             node = sim_node.node
             assert node is not None
             if node.stopped.is_set() and not sim_node.stopping:
                 raise Violation("NodeAlive", f"node {sim_node.node_id} stopped itself")
             self._check_controller(sim_node)
             if node.manager is not None:
-                for partition in node.manager.partitions.values():
-                    replicas[(partition.topic, partition.partition)].append((sim_node, partition))
-        for tp, hosted in replicas.items():
+                for p in node.manager.partitions.values():
+                    dirty[(p.topic, p.partition)] = p.topic_id
+        for tp in self._dirty:
+            topic = image.topic_by_name(tp[0])
+            if topic is not None:
+                dirty.setdefault(tp, topic.topic_id)
+        self._dirty.clear()
+        for tp, topic_id in dirty.items():
+            key = (topic_id, tp[1])
+            hosted = []
+            for s in live:
+                manager = s.node.manager if s.node is not None else None
+                p = None if manager is None else manager.partitions.get(key)
+                if p is not None:
+                    hosted.append((s, p))
             topic = image.topic_by_name(tp[0])
             info = None if topic is None else topic.partitions.get(tp[1])
-            # Nothing these checks read has changed since the last turn: skip them.
+            # Nothing these checks read has changed since they last ran: skip them.
             fingerprint = (
                 info,
                 self.acked_end.get(tp, 0),
                 len(self.committed[tp]),
                 [
-                    (s.node_id, s.owner.number if s.owner else 0, id(p), p.log.log_end_offset,
-                     p.high_watermark, p.leader_epoch, p.leader_state is None)
+                    (s.node_id, id(p), p.log.log_end_offset, p.high_watermark, p.leader_epoch,
+                     p.leader_state is None)
                     for s, p in hosted
                 ],
             )  # fmt: skip
             if self._fingerprints.get(tp) != fingerprint:
                 self._check_partition(tp, hosted, info)
                 self._fingerprints[tp] = fingerprint
-        self._check_groups(live)
+        self._check_groups(live if everything or self._offsets_dirty else ran)
+        self._offsets_dirty = False
 
     def latest_image(self, live: list[SimNode]) -> MetadataImage:
         best = MetadataImage()
@@ -256,7 +285,7 @@ class Checker:
         return (f"leo {p.log.log_end_offset} hw {p.high_watermark} epoch {p.leader_epoch} "
                 f"isr {list(p.isr)}{pending}")  # fmt: skip
 
-    def _check_groups(self, live: list[SimNode]) -> None:
+    def _check_groups(self, coordinators: list[SimNode]) -> None:
         now = self.sim.loop.time()
         owners: dict[tuple[str, TopicPartition], int] = {}
         for member in self.sim.members:
@@ -269,7 +298,7 @@ class Checker:
                                     f"members c{other} and c{member.client_id}")  # fmt: skip
         if not self.offsets_acked:
             return
-        for sim_node in live:
+        for sim_node in coordinators:
             node = sim_node.node
             coordinator = None if node is None else node.coordinator
             if coordinator is None or node is None or node.manager is None:

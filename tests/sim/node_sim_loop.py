@@ -47,6 +47,7 @@ class Incarnation:
     number: int
     alive: bool = True
     paused: bool = False
+    ran: bool = False  # ran a callback since the invariants last looked
     held: list[Any] = field(default_factory=list)  # (handle box, callback, args, context)
 
     def __repr__(self) -> str:
@@ -195,4 +196,5 @@ def _guard(
     if owner.paused:
         owner.held.append((box, callback, args, context))
         return
+    owner.ran = True
     callback(*args)

@@ -41,10 +41,27 @@ SLOW_SEEDS = range(1_000, 11_000)
 SLOW_CHUNK_SEEDS = 50
 
 
+# Real defects the simulation finds in code other engineers are changing (issue #14, section 1).
+# The swarm reports a seed that shows one and goes on, so the rest stays guarded; each has an
+# xfail-strict test below that pins a seed, and turns red (XPASS) once the defect is fixed.
+KNOWN_OPEN: dict[str, str] = {
+    "GroupExclusivity": "issue #14 defect 8: a coordinator cut off from the controller keeps "
+    "serving its members after the new coordinator took the group",
+}
+
+
 def run_seeds(seeds: range | list[int]) -> Counter[str]:
     totals: Counter[str] = Counter()
     for seed in seeds:
-        totals += NodeSimulation(seed).run().summary()
+        sim = NodeSimulation(seed)
+        try:
+            sim.run()
+        except SimulationFailure as failure:
+            if failure.name not in KNOWN_OPEN:
+                raise
+            print(f"\nseed {seed}: known open defect ({KNOWN_OPEN[failure.name]}):\n{failure}")
+            totals[f"known {failure.name}"] += 1
+        totals += sim.summary()
     return totals
 
 
@@ -79,6 +96,28 @@ def test_real_nodes_hold_their_invariants(chunk: tuple[int, int]) -> None:
 @pytest.mark.parametrize("first", range(SLOW_SEEDS.start, SLOW_SEEDS.stop, SLOW_CHUNK_SEEDS))
 def test_many_more_seeds(first: int) -> None:
     run_seeds(range(first, first + SLOW_CHUNK_SEEDS))
+
+
+class KnownDefect(Exception):
+    pass
+
+
+def run_expecting(seed: int, name: str) -> None:
+    try:
+        NodeSimulation(seed).run()
+    except SimulationFailure as failure:
+        if failure.name == name:
+            raise KnownDefect(str(failure)) from failure
+        raise
+
+
+@pytest.mark.xfail(strict=True, raises=KnownDefect, reason=KNOWN_OPEN["GroupExclusivity"])
+def test_seed_10_two_coordinators_hand_one_partition_to_two_members() -> None:
+    """Seed 10: n1 leads __consumer_offsets-1 in epoch 0 and coordinates group g; a split cuts
+    it off, n2 becomes leader in epoch 1, loads g (frozen for one session timeout) and hands t0-1
+    to a member that joined it, while n1, not yet told, keeps answering the heartbeats of the
+    member that owns t0-1 through it."""
+    run_expecting(10, "GroupExclusivity")
 
 
 # ---- determinism --------------------------------------------------------------------------------
