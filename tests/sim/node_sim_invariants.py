@@ -2,12 +2,12 @@
 
 They read the real nodes' state (partitions, logs, controllers, coordinators) and what the
 clients were told. `committed[tp]` is the sequence of record identities (batch CRC, offset delta)
-that any acting leader ever exposed below its high watermark: what consumers may read.
+that any replica ever held below its high watermark: what consumers may read.
 
 - HighWatermarkBelowLogEnd: on every replica, HW <= log end offset (a truncation lowers the HW).
 - HighWatermarkMonotonic: a leader's HW never decreases within its leader epoch.
 - OneLeaderPerEpoch: one broker leads a partition in a given leader epoch.
-- CommittedPrefixStable: what each acting leader exposes below its HW agrees with `committed`.
+- CommittedPrefixStable: what each replica holds below its HW agrees with `committed`.
 - ReplicasAgreeBelowHW: every live member of the committed ISR holds the leader's log below the
   leader's HW (the leader of the committed image, acting in its epoch).
 - NoAckedLoss: an acks=all acknowledgement names a committed record, and the committed ISR and
@@ -96,11 +96,14 @@ class Checker:
     def fail_later(self, name: str, detail: str) -> None:
         self._pending.append(Violation(name, detail))
 
-    def on_acked(self, tp: TopicPartition, offset: int, ident: Ident, value: int) -> None:
+    def on_acked(
+        self, tp: TopicPartition, offset: int, ident: Ident, value: int, leader: int
+    ) -> None:
         committed = self.committed[tp]
         if offset >= len(committed) or committed[offset] != ident:
             self.fail_later("NoAckedLoss", f"{tp} offset {offset} (value {value}) was "
-                            f"acknowledged but no leader exposed it below its HW")  # fmt: skip
+                            f"acknowledged by node {leader} but no leader exposed it below its "
+                            f"HW ({len(committed)} committed); {self.replicas_of(tp)}")  # fmt: skip
         self.acked[tp][offset] = ident
         self.acked_end[tp] = max(self.acked_end[tp], offset + 1)
         self._dirty.add(tp)
@@ -243,15 +246,18 @@ class Checker:
                 raise Violation("HighWatermarkMonotonic", f"{tp} leader {sim_node.node_id} "
                                 f"epoch {p.leader_epoch}: HW {seen[1]} -> {p.high_watermark}")  # fmt: skip
             self._hw_seen[key] = (p.leader_epoch, p.high_watermark)
-        for sim_node, p in leaders:
+        # Followers count too: a follower's HW came from a leader's, and it is what the
+        # follower serves if it leads next; a leader may also have moved its HW and lost its
+        # leadership within one turn, leaving the follower's HW as the only trace.
+        for sim_node, p in hosted:
             n = len(committed)
             if p.high_watermark > n and self.agrees(sim_node, p, n):
                 committed.extend(read_identities(p, n, p.high_watermark))
-        for sim_node, p in leaders:
+        for sim_node, p in hosted:
             if not self.agrees(sim_node, p, min(p.high_watermark, len(committed))):
-                raise Violation("CommittedPrefixStable", f"{tp}: leader {sim_node.node_id} "
-                                f"(epoch {p.leader_epoch}) exposes below HW {p.high_watermark} "
-                                "a log that differs from what was committed")  # fmt: skip
+                raise Violation("CommittedPrefixStable", f"{tp}: node {sim_node.node_id} "
+                                f"({self._describe(p)}) holds below its HW a log that differs "
+                                "from what was committed")  # fmt: skip
         if info is None:
             return
         by_node = {s.node_id: (s, p) for s, p in hosted}
@@ -277,6 +283,16 @@ class Checker:
                                 f"{info.leader}'s log below its HW {lp.high_watermark} "
                                 f"(committed ISR {list(info.isr)}, leader's "
                                 f"{self._describe(lp)})")  # fmt: skip
+
+    def replicas_of(self, tp: TopicPartition) -> str:
+        out = []
+        for s in self.sim.cluster.nodes.values():
+            manager = None if s.node is None else s.node.manager
+            for p in [] if manager is None else manager.partitions.values():
+                if (p.topic, p.partition) == tp:
+                    role = "leader" if p.leader_state is not None else "follower"
+                    out.append(f"n{s.node_id} {role} {self._describe(p)}")
+        return "; ".join(out)
 
     @staticmethod
     def _describe(p: Partition) -> str:

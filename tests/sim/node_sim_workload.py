@@ -161,17 +161,19 @@ class Producer(Client):
             op = self.history.invoke(
                 self.client_id, "send", {"value": value, "partition": list(self.tp)}
             )
-            offset = await self._send(data)
-            if offset is None:
+            sent = await self._send(data)
+            offset = None if sent is None else sent[0]
+            if sent is None:
                 op.info("gave up")
                 self.producer_id = -1  # start over: the lost sequence would block the next one
             else:
                 op.ok({"offset": offset})
                 self.sequence += 1
-                self.sim.checker.on_acked(self.tp, offset, (crc, 0), value)
+                self.sim.checker.on_acked(self.tp, sent[0], (crc, 0), value, sent[1])
             await self.pause(0.01, 0.08)
 
-    async def _send(self, data: bytes) -> int | None:
+    async def _send(self, data: bytes) -> tuple[int, int] | None:
+        """(offset, the leader that acknowledged it), or None when given up."""
         topic, index = self.tp
         request = broker_pb2.ProduceRequest(acks=-1, timeout_ms=1_500)
         request.topics.add(name=topic).partitions.add(partition=index, records=data)
@@ -189,7 +191,7 @@ class Producer(Client):
             result = response.topics[0].partitions[0]
             code = result.error_code
             if code == common_pb2.NONE:
-                return int(result.base_offset)
+                return int(result.base_offset), leader[0]
             if code in (
                 common_pb2.OUT_OF_ORDER_SEQUENCE_NUMBER,
                 common_pb2.UNKNOWN_PRODUCER_ID,
