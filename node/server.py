@@ -260,6 +260,7 @@ class Node:
         self.coordinator = GroupCoordinator(
             config, self.manager, self.end_offsets, self.clock,
             new_member_id=lambda: self.rng.randbytes(16).hex(),
+            has_lease=lifecycle.has_lease,
         )  # fmt: skip
         # After the replica manager: the coordinator reads the partitions it has just opened.
         self.metadata.subscribe(self.coordinator.on_metadata)

@@ -42,6 +42,13 @@ class BrokerLifecycle:
         self.fenced = True
         self.registered = asyncio.Event()
         self.unfenced = asyncio.Event()
+        # Loop time until which no controller can have fenced this broker: the send time of the
+        # last heartbeat answered "unfenced" plus the session timeout. The controller counts a
+        # session from when it *received* that heartbeat, which is later, so this lease always
+        # ends first (clock drift aside). Work that must not outlive this broker's membership
+        # (group coordination) stops when it ends.
+        self.lease_until_s = float("-inf")
+        self.session_timeout_s = config["broker.session.timeout.ms"] / 1000
         self._shutting_down = False
         self.interval_s = config["broker.heartbeat.interval.ms"] / 1000
 
@@ -85,6 +92,7 @@ class BrokerLifecycle:
             current_metadata_offset=self.metadata_offset(),
             want_shut_down=want_shut_down,
         )
+        sent_s = asyncio.get_running_loop().time()
         try:
             response: controller_pb2.BrokerHeartbeatResponse = await self.controller.call(
                 lambda s: s.BrokerHeartbeat, request, deadline_s=self.interval_s * 2
@@ -102,7 +110,13 @@ class BrokerLifecycle:
             log.debug("heartbeat answered %s", common_pb2.ErrorCode.Name(code))
             return None
         self._set_fenced(response.is_fenced)
+        if not response.is_fenced:
+            self.lease_until_s = max(self.lease_until_s, sent_s + self.session_timeout_s)
         return response
+
+    def has_lease(self) -> bool:
+        """True while no controller can have fenced this broker (see `lease_until_s`)."""
+        return not self.fenced and asyncio.get_running_loop().time() < self.lease_until_s
 
     def _set_fenced(self, fenced: bool) -> None:
         if fenced != self.fenced:
@@ -110,6 +124,7 @@ class BrokerLifecycle:
         self.fenced = fenced
         if fenced:
             self.unfenced.clear()
+            self.lease_until_s = float("-inf")
         else:
             self.unfenced.set()
 

@@ -398,6 +398,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                     max(1, min(wanted.partition_max_bytes or budget, budget - total)),
                     active,
                     now,
+                    request.broker_epoch,
                 )
                 if fetched.isr_change is not None:
                     self.manager.submit_isr_change(partition, fetched.isr_change)

@@ -492,8 +492,15 @@ class ControllerLogic:
         leader_epoch: int,
         partition_epoch: int,
         new_isr: list[int],
+        member_epochs: Mapping[int, int] | None = None,
     ) -> tuple[list[Record], PartitionInfo]:
-        """An ISR change asked for by a partition's leader (DESIGN.md §7)."""
+        """An ISR change asked for by a partition's leader (DESIGN.md §7).
+
+        A resend of a change that already committed (same leader and leader epoch, the ISR it
+        asks for is the current one) is answered with success whatever its partition epoch:
+        the leader missed the first answer. `member_epochs` (KIP-903) gives the broker epoch
+        the leader saw each member fetch with; a member registered since with another epoch
+        (it restarted, possibly with a shorter log) is refused as INELIGIBLE_REPLICA."""
         self._check_epoch(broker_id, broker_epoch)
         part = self.image.partition(topic_id, partition)
         if part is None:
@@ -511,6 +518,8 @@ class ControllerLogic:
                 common_pb2.FENCED_LEADER_EPOCH,
                 f"leader epoch {leader_epoch} is not the current {part.leader_epoch}",
             )
+        if set(new_isr) == set(part.isr):
+            return [], part  # already so: a retry of a change that committed
         if partition_epoch != part.partition_epoch:
             raise ControllerError(
                 common_pb2.INVALID_UPDATE_VERSION,
@@ -528,6 +537,17 @@ class ControllerLogic:
             raise ControllerError(
                 common_pb2.INELIGIBLE_REPLICA,
                 f"replicas {ineligible} are fenced or shutting down and cannot join the ISR",
+            )
+        restarted = sorted(
+            r
+            for r in added
+            if (member_epochs or {}).get(r, -1) not in (-1, self.image.brokers[r].broker_epoch)
+        )
+        if restarted:
+            raise ControllerError(
+                common_pb2.INELIGIBLE_REPLICA,
+                f"replicas {restarted} restarted since the leader saw them catch up "
+                "(broker epoch changed) and cannot join the ISR",
             )
         ordered = [r for r in part.replicas if r in set(new_isr)]
         if tuple(ordered) == part.isr:

@@ -276,6 +276,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                     item.leader_epoch,
                     item.partition_epoch,
                     list(item.new_isr),
+                    {m.broker_id: m.broker_epoch for m in item.new_isr_with_epochs},
                 )
                 records += recs
                 result.leader_id = part.leader

@@ -78,6 +78,9 @@ class Group:
     assignor: str = "range"
     members: dict[str, MemberInfo] = field(default_factory=dict)
     offsets: dict[tuple[str, int], OffsetEntry] = field(default_factory=dict)
+    # Where in the offsets partition each entry of `offsets` was written: a commit replicated
+    # late never replaces one written after it.
+    offset_positions: dict[tuple[str, int], int] = field(default_factory=dict)
     frozen_until_ms: int = 0
     partition_counts: dict[str, int] = field(default_factory=dict)
     empty_since_ms: int = 0
@@ -97,6 +100,10 @@ def _random_member_id() -> str:
     return uuid.uuid4().hex
 
 
+def _always() -> bool:
+    return True
+
+
 class GroupCoordinator:
     def __init__(
         self,
@@ -105,10 +112,15 @@ class GroupCoordinator:
         end_offset: EndOffsetLookup,
         clock: Clock = SYSTEM_CLOCK,
         new_member_id: Callable[[], str] = _random_member_id,
+        has_lease: Callable[[], bool] = _always,
     ) -> None:
         self.config = config
         self.clock = clock
         self.new_member_id = new_member_id
+        # False once the controller may have fenced this broker (BrokerLifecycle.has_lease):
+        # another broker may then coordinate our groups, so we must stop answering for them.
+        self.has_lease = has_lease
+        self._lease_lost = False
         self.manager = manager
         self.end_offset = end_offset
         self.num_partitions = config["offsets.topic.num.partitions"]
@@ -135,9 +147,13 @@ class GroupCoordinator:
             led = {
                 p for p, info in topic.partitions.items() if info.leader == self.manager.broker_id
             }
+        if not self.has_lease():
+            return  # _maintenance reloads once the lease is back
         for partition in sorted(led - self.loaded - set(self.loading)):
             info = topic.partitions[partition] if topic else None
-            took_over = info is not None and info.leader_epoch > 0
+            # After a lost lease another broker may have served these groups meanwhile: load
+            # them as a takeover too (no partition handed out for a session timeout).
+            took_over = self._lease_lost or (info is not None and info.leader_epoch > 0)
             self.loading[partition] = asyncio.get_running_loop().create_task(
                 self._load(partition, took_over), name=f"load-offsets-{partition}"
             )
@@ -163,9 +179,10 @@ class GroupCoordinator:
                 # Continue after the last batch read, not its last record: compaction may
                 # have removed a batch's last records.
                 offset = max(offset, last_offset_of(data) + 1)
-                for _, group_id, topic, index, entry in decode_records(data):
+                for position, group_id, topic, index, entry in decode_records(data):
                     group = groups.get(group_id) or self._new_group(group_id, partition)
                     groups[group_id] = group
+                    group.offset_positions[(topic, index)] = position
                     if entry is None:
                         group.offsets.pop((topic, index), None)
                     else:
@@ -211,6 +228,12 @@ class GroupCoordinator:
         """The group if this broker coordinates it; raises NOT_COORDINATOR or LOAD_IN_PROGRESS."""
         if not group_id:
             raise GroupError(common_pb2.INVALID_GROUP_ID, "the group id must not be empty")
+        if not self.has_lease():
+            raise GroupError(
+                common_pb2.COORDINATOR_NOT_AVAILABLE,
+                f"broker {self.manager.broker_id} has lost contact with the controller and "
+                "may have been replaced as coordinator; find the coordinator again",
+            )
         partition = self.partition_for(group_id)
         if partition in self.loading:
             raise GroupError(
@@ -360,10 +383,27 @@ class GroupCoordinator:
             task.cancel()
         await asyncio.gather(*self._tasks, *self.loading.values(), return_exceptions=True)
 
+    def _check_lease(self) -> None:
+        """Drop every group when the lease ends; reload them, as taken over, when it returns."""
+        if not self.has_lease():
+            if self.loaded or self.loading:
+                log.warning(
+                    "lost contact with the controller: no longer coordinating groups of %d "
+                    "partition(s) of %s", len(self.loaded | set(self.loading)), OFFSETS_TOPIC,
+                )  # fmt: skip
+                for partition in sorted(self.loaded | set(self.loading)):
+                    self._unload(partition)
+                self._lease_lost = True
+            return
+        if self._lease_lost:
+            self.on_metadata(self.manager.image, MetadataDelta())
+            self._lease_lost = False
+
     async def _maintenance(self) -> None:
         retention_ms = self.config["offsets.retention.minutes"] * 60_000
         while True:
             await asyncio.sleep(min(0.5, self.session_timeout_ms / 4000))
+            self._check_lease()
             now = self.clock.now_ms()
             for group in list(self.groups.values()):
                 expired = group.reconciler.expire_sessions(now)
@@ -394,9 +434,45 @@ class GroupCoordinator:
         member_epoch: int,
         offsets: list[tuple[str, int, int, str]],
     ) -> dict[tuple[str, int], tuple[int, str]]:
-        """Commit (topic, partition, offset, metadata) items; returns per-item (code, message)."""
+        """Commit (topic, partition, offset, metadata) items; returns per-item (code, message).
+
+        Everything is checked without awaiting, right before the records are appended, so the
+        member's ownership is checked where the commit is ordered in the offsets log: a member
+        fenced meanwhile can never have its commit land after the new owner's. As in Kafka, an
+        offset is not checked against the partition's high watermark (a commit right after a
+        leader change may be ahead of the new leader's HW); only its sign and the partition's
+        existence are."""
         group = self._group(group_id, create=not member_id)
         assert group is not None
+        self._check_committer(group, member_id, member_epoch)
+        results: dict[tuple[str, int], tuple[int, str]] = {}
+        accepted = []
+        now = self.clock.now_ms()
+        image = self.manager.image
+        for topic, partition, offset, metadata in offsets:
+            meta = image.topic_by_name(topic)
+            if meta is None or partition not in meta.partitions:
+                results[(topic, partition)] = (
+                    common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+                    f"{topic}-{partition} does not exist",
+                )
+            elif offset < 0:
+                results[(topic, partition)] = (
+                    common_pb2.OFFSET_OUT_OF_RANGE,
+                    f"offset {offset} for {topic}-{partition} is negative",
+                )
+            else:
+                accepted.append((topic, partition, OffsetEntry(offset, metadata, now)))
+        if accepted:
+            written = await self._append(
+                group, [(group_id, t, p, e, member_epoch) for t, p, e in accepted]
+            )
+            for (topic, partition, entry), position in zip(accepted, written, strict=True):
+                self._remember(group, (topic, partition), entry, position)
+                results[(topic, partition)] = (common_pb2.NONE, "")
+        return results
+
+    def _check_committer(self, group: Group, member_id: str, member_epoch: int) -> None:
         if member_id:
             try:
                 group.reconciler.validate_offset_commit(member_id, member_epoch)
@@ -407,35 +483,28 @@ class GroupCoordinator:
         elif group.members:
             raise GroupError(
                 common_pb2.NON_EMPTY_GROUP,
-                f"group {group_id!r} has {len(group.members)} active member(s); offsets can be "
-                "reset only while the group is empty (stop its consumers first)",
+                f"group {group.group_id!r} has {len(group.members)} active member(s); offsets "
+                "can be reset only while the group is empty (stop its consumers first)",
             )
-        results: dict[tuple[str, int], tuple[int, str]] = {}
-        accepted = []
-        now = self.clock.now_ms()
-        for topic, partition, offset, metadata in offsets:
-            try:
-                end = await self.end_offset(topic, partition)
-            except GroupError as exc:
-                results[(topic, partition)] = (exc.code, exc.message)
-                continue
-            if offset < 0 or offset > end:
-                results[(topic, partition)] = (
-                    common_pb2.OFFSET_OUT_OF_RANGE,
-                    f"offset {offset} is outside {topic}-{partition}'s range [0, {end}]",
-                )
-                continue
-            accepted.append((topic, partition, OffsetEntry(offset, metadata, now)))
-        if accepted:
-            await self._append(group, [(group_id, t, p, e, member_epoch) for t, p, e in accepted])
-            for topic, partition, entry in accepted:
-                group.offsets[(topic, partition)] = entry
-                results[(topic, partition)] = (common_pb2.NONE, "")
-        return results
+
+    @staticmethod
+    def _remember(
+        group: Group, key: tuple[str, int], entry: OffsetEntry | None, position: int
+    ) -> None:
+        """Apply a replicated commit (or tombstone) unless one written later is already in."""
+        if position <= group.offset_positions.get(key, -1):
+            return
+        group.offset_positions[key] = position
+        if entry is None:
+            group.offsets.pop(key, None)
+        else:
+            group.offsets[key] = entry
 
     async def _append(
         self, group: Group, items: list[tuple[str, str, int, OffsetEntry | None, int]]
-    ) -> None:
+    ) -> list[int]:
+        """Append records (synchronously, so in the order of the caller's checks), then wait
+        until the ISR holds them; returns each record's offset in the offsets partition."""
         replica = self._offsets_replica(group.partition)
         min_isr = self.manager.min_insync_replicas(OFFSETS_TOPIC)
         data = encode_records(items, self.clock.now_ms())
@@ -446,6 +515,7 @@ class GroupCoordinator:
             )
         except PartitionError as exc:
             raise GroupError(exc.code, exc.message) from exc
+        return list(range(info.first_offset, info.first_offset + len(items)))
 
     def _offsets_replica(self, partition: int) -> Partition:
         try:
@@ -476,11 +546,11 @@ class GroupCoordinator:
         self.groups.pop(group_id, None)
 
     async def _delete_offsets(self, group: Group) -> None:
-        if group.offsets:
-            await self._append(
-                group, [(group.group_id, t, p, None, -1) for (t, p) in sorted(group.offsets)]
-            )
-        group.offsets.clear()
+        keys = sorted(group.offsets)
+        if keys:
+            written = await self._append(group, [(group.group_id, t, p, None, -1) for t, p in keys])
+            for key, position in zip(keys, written, strict=True):
+                self._remember(group, key, None, position)
 
     def group_state(self, group: Group) -> str:
         return group.state_at(self.clock.now_ms())

@@ -34,15 +34,21 @@ class FollowerProgress:
     last_fetch_ms: int = -1
     last_caught_up_ms: int = -1
     leader_leo_at_last_fetch: int = UNKNOWN_OFFSET
+    broker_epoch: int = -1  # of the follower's last fetch (KIP-903)
 
 
 @dataclass(frozen=True, slots=True)
 class IsrChange:
-    """An ISR the leader wants the controller to commit (AlterPartition)."""
+    """An ISR the leader wants the controller to commit (AlterPartition).
+
+    `broker_epochs` gives, for each member the leader saw fetch, the broker epoch of those
+    fetches (-1 when unknown), so the controller can refuse to add a replica that has since
+    restarted, possibly with a shorter log (KIP-903)."""
 
     new_isr: tuple[int, ...]
     leader_epoch: int
     partition_epoch: int
+    broker_epochs: tuple[int, ...] = ()
 
 
 class LeaderState:
@@ -94,12 +100,21 @@ class LeaderState:
                 del self.followers[r]
 
     def on_follower_fetch(
-        self, replica_id: int, fetch_offset: int, leader_leo: int, now_ms: int
+        self,
+        replica_id: int,
+        fetch_offset: int,
+        leader_leo: int,
+        now_ms: int,
+        broker_epoch: int = -1,
     ) -> None:
         """Record a follower fetch at `fetch_offset` (the follower's LEO)."""
         progress = self.followers.get(replica_id)
         if progress is None:
             return  # not a replica of this partition (the caller answers the error)
+        if broker_epoch != progress.broker_epoch:
+            # A restarted follower: what it held before tells nothing about its log now.
+            progress.broker_epoch = broker_epoch
+            progress.leader_leo_at_last_fetch = UNKNOWN_OFFSET
         if fetch_offset >= leader_leo:
             progress.last_caught_up_ms = now_ms
         elif fetch_offset >= progress.leader_leo_at_last_fetch >= 0:
@@ -130,7 +145,10 @@ class LeaderState:
 
     def _propose(self, new_isr: Collection[int]) -> IsrChange:
         ordered = tuple(r for r in self.replicas if r in set(new_isr))
-        change = IsrChange(ordered, self.leader_epoch, self.partition_epoch)
+        epochs = tuple(
+            self.followers[r].broker_epoch if r in self.followers else -1 for r in ordered
+        )
+        change = IsrChange(ordered, self.leader_epoch, self.partition_epoch, epochs)
         self.pending = change
         return change
 
@@ -163,14 +181,16 @@ class LeaderState:
         return self._propose([r for r in self.isr if r not in lagging])
 
     def on_isr_change_failed(self) -> None:
-        """The controller definitively refused the change: forget it, propose again later.
+        """The controller proved the change was not applied: forget it, propose again later.
 
-        Call it only on a refusal that proves the change was not applied (an error from the
-        controller's checks), or for a change that was never sent. A request that timed out or
-        reached a controller that lost leadership may still commit: forgetting an addition then
-        lets the HW pass a member the committed ISR holds, which can be elected without
-        acknowledged records (tests/sim/test_replication_sim.py, seed 14). Keep it pending and
-        resend the same request instead, as Kafka does; the metadata ends it either way.
+        Call it only on a refusal that proves it (INELIGIBLE_REPLICA or INVALID_REQUEST, which
+        the controller answers only after the partition epoch matched, so no earlier copy of the
+        request was applied either; Kafka's rule), or for a change that was never sent. A request
+        that timed out, reached a controller that lost leadership, or was refused as stale
+        (INVALID_UPDATE_VERSION) may have committed: forgetting an addition then lets the HW pass
+        a member the committed ISR holds, which can be elected without acknowledged records
+        (issue #14 defect 1; tests/sim/test_replication_sim.py, seed 14). Keep it pending instead
+        and let the metadata end it.
         """
         self.pending = None
 

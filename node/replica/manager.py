@@ -39,6 +39,19 @@ log = logging.getLogger("strom.replica")
 Key = tuple[bytes, int]
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
 
+# AlterPartition refusals the controller gives only after the partition epoch matched: proof
+# that neither this request nor an earlier copy of it was applied.
+ALTER_PARTITION_NOT_APPLIED = frozenset({common_pb2.INELIGIBLE_REPLICA, common_pb2.INVALID_REQUEST})
+# Refusals that say the leader's view is stale: newer metadata will end the pending change.
+ALTER_PARTITION_STALE = frozenset(
+    {
+        common_pb2.INVALID_UPDATE_VERSION,
+        common_pb2.FENCED_LEADER_EPOCH,
+        common_pb2.NOT_LEADER_OR_FOLLOWER,
+        common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+    }
+)
+
 
 class ReplicaManager:
     def __init__(
@@ -267,12 +280,19 @@ class ReplicaManager:
     async def _alter_partition(self, partition: Partition, change: IsrChange) -> None:
         """Send one ISR change until the controller gives a definitive answer.
 
-        A timeout or a controller change is not an answer: the change may have committed, so it
-        stays pending (the HW keeps counting the maximal ISR) and the same request is sent again.
-        Only a refusal forgets it. Stops when this leadership ends or the change was superseded.
+        Kafka's rules (Partition.handleAlterPartitionError): a timeout, a controller change or
+        back-pressure is not an answer, since the change may have committed: it stays pending
+        (the HW keeps counting the maximal ISR) and the same request is sent again; a resend of
+        a change that did commit is answered with success by the controller. Only a refusal
+        that proves nothing was applied (INELIGIBLE_REPLICA, INVALID_REQUEST) forgets it. A
+        refusal as stale (INVALID_UPDATE_VERSION, FENCED_LEADER_EPOCH, NOT_LEADER_OR_FOLLOWER,
+        UNKNOWN_TOPIC_OR_PARTITION) stops the resends but keeps the change pending: newer
+        metadata is on its way and ends it. Stops when this leadership ends or the change was
+        superseded.
         """
         key = (partition.topic_id, partition.partition)
         state = partition.leader_state
+        epochs = change.broker_epochs or (-1,) * len(change.new_isr)
         request = controller_pb2.AlterPartitionRequest(
             broker_id=self.broker_id,
             partitions=[
@@ -282,6 +302,10 @@ class ReplicaManager:
                     leader_epoch=change.leader_epoch,
                     new_isr=change.new_isr,
                     partition_epoch=change.partition_epoch,
+                    new_isr_with_epochs=[
+                        controller_pb2.IsrMember(broker_id=r, broker_epoch=e)
+                        for r, e in zip(change.new_isr, epochs, strict=True)
+                    ],
                 )
             ],
         )
@@ -298,20 +322,25 @@ class ReplicaManager:
                     await asyncio.sleep(delay_s)
                     delay_s = min(2.0, delay_s * 2)
                     continue
-                if response.status.error_code == common_pb2.NONE and all(
-                    r.error_code == common_pb2.NONE for r in response.partitions
-                ):
+                code = response.status.error_code
+                if code == common_pb2.NONE and response.partitions:
+                    code = response.partitions[0].error_code
+                if code == common_pb2.NONE:
                     return  # committed: the new ISR arrives through the metadata image
-                if response.status.error_code in (
-                    common_pb2.NOT_CONTROLLER,
-                    common_pb2.REQUEST_TIMED_OUT,
-                ):
-                    await asyncio.sleep(delay_s)
-                    delay_s = min(2.0, delay_s * 2)
-                    continue
-                log.info("%s: ISR change refused: %s", partition.name, response)
-                partition.on_isr_change_failed()
-                return
+                if code in ALTER_PARTITION_NOT_APPLIED:
+                    log.info("%s: ISR change refused: %s", partition.name, response)
+                    partition.on_isr_change_failed()
+                    return
+                if code in ALTER_PARTITION_STALE:
+                    log.info(
+                        "%s: ISR change refused as stale (%s); waiting for newer metadata",
+                        partition.name, common_pb2.ErrorCode.Name(code),
+                    )  # fmt: skip
+                    return
+                # Not an answer (NOT_CONTROLLER, REQUEST_TIMED_OUT, STALE_BROKER_EPOCH while
+                # this broker re-registers, ...): the change may yet commit; send it again.
+                await asyncio.sleep(delay_s)
+                delay_s = min(2.0, delay_s * 2)
         finally:
             self._alter_in_flight.discard(key)
 

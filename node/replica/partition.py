@@ -216,6 +216,13 @@ class Partition:
         if state.maybe_advance_high_watermark(self.log.log_end_offset):
             self._set_hw(state.high_watermark)
 
+    def _reset_hw(self, hw: int) -> None:
+        """Lower the HW (truncation): only a follower does this, so no acks=all waits on it."""
+        assert self.leader_state is None, "a leader never truncates"
+        self.high_watermark = hw
+        self.hw_waiters = OffsetWaiters(hw)
+        self.changed.notify()
+
     def _set_hw(self, hw: int) -> None:
         if hw > self.high_watermark:
             self.high_watermark = hw
@@ -232,6 +239,7 @@ class Partition:
         max_bytes: int,
         active_brokers: set[int],
         now_ms: int,
+        broker_epoch: int = -1,
     ) -> FollowerFetchResult:
         state = self._require_leader()
         if replica_id not in self.replicas:
@@ -252,7 +260,7 @@ class Partition:
                 common_pb2.OFFSET_OUT_OF_RANGE,
                 f"{self.name}: follower offset {fetch_offset} is past the leader's end {leo}",
             )
-        state.on_follower_fetch(replica_id, fetch_offset, leo, now_ms)
+        state.on_follower_fetch(replica_id, fetch_offset, leo, now_ms, broker_epoch)
         self._maybe_advance_hw()
         change = state.maybe_expand_isr(replica_id, active_brokers)
         if fetch_offset < self.log.log_start_offset:
@@ -294,6 +302,10 @@ class Partition:
             )  # fmt: skip
             self.log.truncate_to(offset, now_ms=now_ms)
             self.producers = ProducerState.rebuild(self.log)
+        if self.high_watermark > self.log.log_end_offset:
+            # What was cut was never committed as far as this replica can prove: it must not
+            # count as committed if this replica leads later (Kafka clamps the HW here too).
+            self._reset_hw(self.log.log_end_offset)
         # Even with nothing to cut, drop epochs that start at or past `offset`: a replica that
         # led an epoch without writing in it keeps an entry at its log end, and would otherwise
         # ask about that epoch forever (Kafka's UnifiedLog.truncateTo does the same).

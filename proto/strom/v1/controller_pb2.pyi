@@ -172,6 +172,32 @@ class BrokerHeartbeatResponse(_message.Message):
 Global___BrokerHeartbeatResponse: _TypeAlias = BrokerHeartbeatResponse  # noqa: Y015
 
 @_typing.final
+class IsrMember(_message.Message):
+    """A member of a proposed ISR with the broker epoch of the fetches that qualified it (KIP-903);
+    -1 when the leader does not know it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    BROKER_EPOCH_FIELD_NUMBER: _builtins.int
+    broker_id: _builtins.int
+    broker_epoch: _builtins.int
+    def __init__(
+        self,
+        *,
+        broker_id: _builtins.int = ...,
+        broker_epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_epoch", b"broker_epoch", "broker_id", b"broker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IsrMember: _TypeAlias = IsrMember  # noqa: Y015
+
+@_typing.final
 class AlterPartitionItem(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -180,12 +206,19 @@ class AlterPartitionItem(_message.Message):
     LEADER_EPOCH_FIELD_NUMBER: _builtins.int
     NEW_ISR_FIELD_NUMBER: _builtins.int
     PARTITION_EPOCH_FIELD_NUMBER: _builtins.int
+    NEW_ISR_WITH_EPOCHS_FIELD_NUMBER: _builtins.int
     topic_id: _builtins.bytes
     partition: _builtins.int
     leader_epoch: _builtins.int
     partition_epoch: _builtins.int
     @_builtins.property
     def new_isr(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def new_isr_with_epochs(self) -> _containers.RepeatedCompositeFieldContainer[Global___IsrMember]:
+        """The same members as new_isr, with their broker epochs; the controller refuses to add a
+        replica whose registered epoch differs (it restarted since, possibly with a shorter log).
+        """
+
     def __init__(
         self,
         *,
@@ -194,10 +227,11 @@ class AlterPartitionItem(_message.Message):
         leader_epoch: _builtins.int = ...,
         new_isr: _abc.Iterable[_builtins.int] | None = ...,
         partition_epoch: _builtins.int = ...,
+        new_isr_with_epochs: _abc.Iterable[Global___IsrMember] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader_epoch", b"leader_epoch", "new_isr", b"new_isr", "partition", b"partition", "partition_epoch", b"partition_epoch", "topic_id", b"topic_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader_epoch", b"leader_epoch", "new_isr", b"new_isr", "new_isr_with_epochs", b"new_isr_with_epochs", "partition", b"partition", "partition_epoch", b"partition_epoch", "topic_id", b"topic_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
