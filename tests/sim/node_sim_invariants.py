@@ -88,6 +88,7 @@ class Checker:
         self._dirty: set[TopicPartition] = set()  # acknowledged since the last turn
         self._offsets_dirty = False
         self._lives: tuple[tuple[int, int], ...] = ()
+        self._image = MetadataImage()
         self._image_index = -1
         self.checks = 0
 
@@ -180,13 +181,17 @@ class Checker:
         self._offsets_dirty = False
 
     def latest_image(self, live: list[SimNode]) -> MetadataImage:
-        best = MetadataImage()
+        """The newest committed metadata any node ever applied. Every image is a prefix of the
+        one committed log, and committed entries are never lost, so this never goes back, even
+        when the nodes that applied it crashed and only a stale one is left."""
+        best = self._image
         for sim_node in live:
             node = sim_node.node
             if node is not None and node.metadata is not None:
                 image = node.metadata.image
                 if image.last_index > best.last_index:
                     best = image
+        self._image = best
         return best
 
     def _check_controller(self, sim_node: SimNode) -> None:

@@ -12,15 +12,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import logging
 import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +26,9 @@ from node_sim import NodeSimulation, SimulationFailure
 
 from strom.node import raft_driver
 from strom.node.replica import manager as manager_module
-from strom.node.replica.manager import ReplicaManager
 from strom.node.replica.partition import Partition
-from strom.node.replica.producer_state import ProducerState
 from strom.raft.errors import NotLeader, RaftError
-from strom.v1 import common_pb2, controller_pb2
+from strom.v1 import common_pb2
 
 CI_SEEDS = range(200)
 CHUNK_SEEDS = 25
@@ -41,27 +36,10 @@ SLOW_SEEDS = range(1_000, 11_000)
 SLOW_CHUNK_SEEDS = 50
 
 
-# Real defects the simulation finds in code other engineers are changing (issue #14, section 1).
-# The swarm reports a seed that shows one and goes on, so the rest stays guarded; each has an
-# xfail-strict test below that pins a seed, and turns red (XPASS) once the defect is fixed.
-KNOWN_OPEN: dict[str, str] = {
-    "GroupExclusivity": "issue #14 defect 8: a coordinator cut off from the controller keeps "
-    "serving its members after the new coordinator took the group",
-}
-
-
 def run_seeds(seeds: range | list[int]) -> Counter[str]:
     totals: Counter[str] = Counter()
     for seed in seeds:
-        sim = NodeSimulation(seed)
-        try:
-            sim.run()
-        except SimulationFailure as failure:
-            if failure.name not in KNOWN_OPEN:
-                raise
-            print(f"\nseed {seed}: known open defect ({KNOWN_OPEN[failure.name]}):\n{failure}")
-            totals[f"known {failure.name}"] += 1
-        totals += sim.summary()
+        totals += NodeSimulation(seed).run().summary()
     return totals
 
 
@@ -96,28 +74,6 @@ def test_real_nodes_hold_their_invariants(chunk: tuple[int, int]) -> None:
 @pytest.mark.parametrize("first", range(SLOW_SEEDS.start, SLOW_SEEDS.stop, SLOW_CHUNK_SEEDS))
 def test_many_more_seeds(first: int) -> None:
     run_seeds(range(first, first + SLOW_CHUNK_SEEDS))
-
-
-class KnownDefect(Exception):
-    pass
-
-
-def run_expecting(seed: int, name: str) -> None:
-    try:
-        NodeSimulation(seed).run()
-    except SimulationFailure as failure:
-        if failure.name == name:
-            raise KnownDefect(str(failure)) from failure
-        raise
-
-
-@pytest.mark.xfail(strict=True, raises=KnownDefect, reason=KNOWN_OPEN["GroupExclusivity"])
-def test_seed_10_two_coordinators_hand_one_partition_to_two_members() -> None:
-    """Seed 10: n1 leads __consumer_offsets-1 in epoch 0 and coordinates group g; a split cuts
-    it off, n2 becomes leader in epoch 1, loads g (frozen for one session timeout) and hands t0-1
-    to a member that joined it, while n1, not yet told, keeps answering the heartbeats of the
-    member that owns t0-1 through it."""
-    run_expecting(10, "GroupExclusivity")
 
 
 # ---- determinism --------------------------------------------------------------------------------
@@ -161,60 +117,8 @@ def test_a_seed_replays_in_another_process_with_another_hash_seed() -> None:
 # ---- planted bugs: issue #14's defects, put back ------------------------------------------------
 
 
-async def _alter_partition_forgetting_on_any_refusal(
-    self: ReplicaManager, partition: Partition, change: Any
-) -> None:
-    """Defect 1 as it was: every refusal but NOT_CONTROLLER and REQUEST_TIMED_OUT forgets the
-    pending change, including INVALID_UPDATE_VERSION for a resend of a change that committed."""
-    key = (partition.topic_id, partition.partition)
-    state = partition.leader_state
-    request = controller_pb2.AlterPartitionRequest(
-        broker_id=self.broker_id,
-        partitions=[
-            controller_pb2.AlterPartitionItem(
-                topic_id=partition.topic_id,
-                partition=partition.partition,
-                leader_epoch=change.leader_epoch,
-                new_isr=change.new_isr,
-                partition_epoch=change.partition_epoch,
-            )
-        ],
-    )
-    delay_s = 0.1
-    try:
-        while partition.leader_state is state and state is not None and state.pending == change:
-            request.broker_epoch = self.broker_epoch()
-            try:
-                response = await self.controller.call(
-                    lambda s: s.AlterPartition, request, deadline_s=5.0
-                )
-            except manager_module.ControllerUnavailable:
-                await asyncio.sleep(delay_s)
-                delay_s = min(2.0, delay_s * 2)
-                continue
-            if response.status.error_code == common_pb2.NONE and all(
-                r.error_code == common_pb2.NONE for r in response.partitions
-            ):
-                return
-            if response.status.error_code in (
-                common_pb2.NOT_CONTROLLER,
-                common_pb2.REQUEST_TIMED_OUT,
-            ):
-                await asyncio.sleep(delay_s)
-                delay_s = min(2.0, delay_s * 2)
-                continue
-            partition.on_isr_change_failed()
-            return
-    finally:
-        self._alter_in_flight.discard(key)
-
-
-def _truncate_keeping_the_high_watermark(self: Partition, offset: int, now_ms: int) -> None:
-    """Defect 2 as it was: the log is cut, the high watermark stays above the new log end."""
-    if offset < self.log.log_end_offset:
-        self.log.truncate_to(offset, now_ms=now_ms)
-        self.producers = ProducerState.rebuild(self.log)
-    self.log.leader_epoch_cache.truncate_from_end(offset)
+def _keep_the_high_watermark(self: Partition, hw: int) -> None:
+    """Defect 2 as it was: a truncation cuts the log, and the HW stays above the new log end."""
 
 
 def _drain_inputs_calling_every_refusal_not_leader(self: raft_driver.RaftDriver) -> None:
@@ -245,13 +149,15 @@ def _drain_inputs_calling_every_refusal_not_leader(self: raft_driver.RaftDriver)
 
 
 PLANTED: dict[str, tuple[Any, str, Any, set[str]]] = {
-    # An acked record missing on a member of the committed ISR, below the leader's HW.
+    # Forgetting a pending expansion on INVALID_UPDATE_VERSION (the answer to a resend of a
+    # change that committed) lets the HW pass a member of the committed ISR.
     "defect1_alter_partition_forgets_a_committed_expansion": (
-        ReplicaManager, "_alter_partition", _alter_partition_forgetting_on_any_refusal,
+        manager_module, "ALTER_PARTITION_NOT_APPLIED",
+        manager_module.ALTER_PARTITION_NOT_APPLIED | {common_pb2.INVALID_UPDATE_VERSION},
         {"ReplicasAgreeBelowHW", "NoAckedLoss", "CommittedPrefixStable", "ReadCommitted"},
     ),
     "defect2_truncation_keeps_the_high_watermark": (
-        Partition, "truncate_to", _truncate_keeping_the_high_watermark,
+        Partition, "_reset_hw", _keep_the_high_watermark,
         {"HighWatermarkBelowLogEnd"},
     ),
     "defect3_back_pressure_switches_the_controller_off": (
@@ -268,12 +174,6 @@ def first_failure(seeds: range) -> tuple[int, SimulationFailure] | None:
         except SimulationFailure as failure:
             return seed, failure
     return None
-
-
-@pytest.fixture
-def quiet_logs() -> Iterator[None]:
-    yield
-    logging.getLogger("strom").handlers.clear()
 
 
 @pytest.mark.parametrize("name", sorted(PLANTED))
