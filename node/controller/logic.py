@@ -210,12 +210,14 @@ class ControllerLogic:
         self.last_heartbeat_ms[broker_id] = now_ms
         broker = self.image.brokers[broker_id]
         # A broker is caught up once it has applied the metadata log up to its own registration,
-        # which therefore must have committed.
+        # which therefore must have committed, and, if it was fenced since, up to its fencing:
+        # a broker back from a partition must not act (lead, coordinate groups) on the image it
+        # had before the leaderships moved away from it.
         registered = self.committed.brokers.get(broker_id)
         caught_up = (
             registered is not None
             and registered.broker_epoch == broker_epoch
-            and metadata_offset >= registered.registered_index
+            and metadata_offset >= registered.caught_up_index
         )
         records: list[Record] = []
         if want_shut_down:
