@@ -187,3 +187,32 @@ def test_a_proposal_whose_caller_timed_out_fails_quietly() -> None:
 
     reported = asyncio.run(scenario())
     assert not [c for c in reported if "never retrieved" in str(c.get("message"))], reported
+
+
+def test_an_answer_without_records_waits_for_the_batches_it_read() -> None:
+    """A decision that writes nothing (an AlterPartition whose ISR is "already so", a heartbeat
+    answered "unfenced") read the speculative image: it is answered only once the batches
+    proposed before it have committed, and fails with them if leadership is lost. The node
+    simulation (seed 19) saw a leader told "already so" about an ISR that an uncommitted fencing
+    had emptied; the fencing was lost with the controller's leadership, and the leader waited
+    forever for metadata that never came: its ISR stayed frozen for the rest of its epoch."""
+
+    async def scenario() -> None:
+        async with running_quorum() as quorum:
+            propose = quorum.raw.propose
+
+            def not_yet(data: bytes) -> int:
+                raise ProposalDropped("leadership is moving")
+
+            quorum.raw.propose = not_yet  # type: ignore[method-assign]
+            records, _ = quorum.service.logic.register_broker(7, bytes(16), [], "", 0)
+            first = asyncio.create_task(quorum.service._commit(records))
+            await asyncio.sleep(0.05)
+            empty = asyncio.create_task(quorum.service._commit([]))
+            await asyncio.sleep(0.05)
+            assert not empty.done(), "answered before what it read had committed"
+            quorum.raw.propose = propose  # type: ignore[method-assign]
+            await asyncio.wait_for(asyncio.gather(first, empty), 5)
+            assert 7 in quorum.metadata.image.brokers
+
+    asyncio.run(scenario())
