@@ -72,6 +72,11 @@ CONVERGE_S = 40.0
 DRAIN_S = 20.0
 TOPIC = "t0"
 GROUP = "g"
+# A topic that trades durability for availability: an out-of-sync replica may be elected, so
+# acknowledged records can be lost by design and only structural invariants hold (a truncation
+# below the HW, issue #14 defect 2, happens only here in a correct cluster).
+LOSSY_TOPIC = "u0"
+LOSSY_CONFIGS = {"unclean.leader.election.enable": "true", "min.insync.replicas": "1"}
 FAULT_KINDS = (
     "crash", "pause", "isolate", "split", "one_way", "bridge", "stop", "raft_transfer",
     "elect_preferred", "pause_controller_on_alter",
@@ -155,6 +160,7 @@ class NodeSimulation:
         self._undo: list[asyncio.TimerHandle] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._arm_controller_pause = False
+        self.lossy_topics = frozenset({LOSSY_TOPIC})
 
     # ---- trace --------------------------------------------------------------------------
 
@@ -236,6 +242,11 @@ class NodeSimulation:
         await self._until_async(
             lambda: create_topic(admin, TOPIC, 2, 3), FORMATION_S, f"topic {TOPIC} not created"
         )
+        await self._until_async(
+            lambda: create_topic(admin, LOSSY_TOPIC, 1, 3, LOSSY_CONFIGS),
+            FORMATION_S,
+            f"topic {LOSSY_TOPIC} not created",
+        )
         self._start_workload()
         watcher = self.loop.create_task(self._watch_alters())
         end = self.loop.time() + self.fault_s
@@ -265,6 +276,7 @@ class NodeSimulation:
             Producer(self, 101, Random(rng.random()), tps[0]),
             Producer(self, 102, Random(rng.random()), tps[1]),
             Acks1Producer(self, 103, Random(rng.random()), tps),
+            Acks1Producer(self, 106, Random(rng.random()), [(LOSSY_TOPIC, 0)]),
         ]
         self.readers = [Reader(self, 104 + i, Random(rng.random()), tp) for i, tp in enumerate(tps)]
         self.members = [

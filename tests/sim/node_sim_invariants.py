@@ -20,6 +20,8 @@ that any replica ever held below its high watermark: what consumers may read.
 - GroupExclusivity: no partition is owned by two members of a group with valid leases.
 - CommittedOffsetsMonotonic: a coordinator never holds a committed offset below one it already
   acknowledged for that group and partition.
+- On a topic with unclean leader election (node_sim.LOSSY_TOPIC) records can be lost by
+  design: only HighWatermarkBelowLogEnd, HighWatermarkMonotonic and OneLeaderPerEpoch apply.
 - Convergence (after the heal): within a bound, every partition has its full ISR, every replica
   holds the leader's log with HW = log end, all brokers are unfenced, one controller is active,
   and every group member owns its share.
@@ -251,6 +253,8 @@ class Checker:
                 raise Violation("HighWatermarkMonotonic", f"{tp} leader {sim_node.node_id} "
                                 f"epoch {p.leader_epoch}: HW {seen[1]} -> {p.high_watermark}")  # fmt: skip
             self._hw_seen[key] = (p.leader_epoch, p.high_watermark)
+        if tp[0] in self.sim.lossy_topics:
+            return  # unclean election may cut committed records: only the checks above hold
         # Followers count too: a follower's HW came from a leader's, and it is what the
         # follower serves if it leads next; a leader may also have moved its HW and lost its
         # leadership within one turn, leaving the follower's HW as the only trace.

@@ -519,11 +519,13 @@ class Member(Client):
         self.member_epoch = 0
 
 
-async def create_topic(client: Client, name: str, partitions: int, factor: int) -> bool:
+async def create_topic(
+    client: Client, name: str, partitions: int, factor: int, configs: dict[str, str] | None = None
+) -> bool:
     stub = client.peers.stub(admin_pb2_grpc.AdminStub, broker_address(client.any_broker()), None)
     request = admin_pb2.CreateTopicsRequest(
         topics=[admin_pb2.CreatableTopic(name=name, num_partitions=partitions,
-                                         replication_factor=factor)]
+                                         replication_factor=factor, configs=configs or {})]
     )  # fmt: skip
     try:
         response = await stub.CreateTopics(request, timeout=CALL_TIMEOUT_S * 3)
