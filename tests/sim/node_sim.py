@@ -193,7 +193,14 @@ class NodeSimulation:
             self.loop, self.network, root, self.seed, self.knobs.node_count, 3, self.knobs.timing
         )
         self.loop.set_exception_handler(self._loop_exception)
-        self.loop.after_turn = self.checker.after_turn
+        end_s = FORMATION_S * 2 + self.fault_s + CONVERGE_S * 2 + DRAIN_S
+
+        def after_turn() -> None:
+            self.checker.after_turn()
+            if self.loop.time() > end_s:
+                raise Violation("Liveness", f"the run did not end within {end_s:.0f} virtual s")
+
+        self.loop.after_turn = after_turn
         try:
             with _captured_logs(self):
                 self.loop.run_until_complete(self._main())
@@ -418,7 +425,7 @@ class NodeSimulation:
     def _raft_leader(self) -> int | None:
         for node_id, sim in self.cluster.nodes.items():
             driver = None if sim.node is None else sim.node.driver
-            if sim.running and driver is not None and driver.is_leader:
+            if sim.running and not sim.stopping and driver is not None and driver.is_leader:
                 return node_id
         return None
 
@@ -475,12 +482,18 @@ class NodeSimulation:
         self.network.blocked.clear()
         self.network.faults.loss_p = 0.0
         self.network.faults.spike_p = 0.0
-        while any(s.stopping for s in self.cluster.nodes.values()):
-            await asyncio.sleep(0.05)
         for node_id, sim in self.cluster.nodes.items():
             if sim.up and sim.owner is not None and sim.owner.paused:
                 self._resume(node_id)
-            elif not sim.up:
+        # A controlled shutdown in progress finishes first (it is bounded by its own timeouts).
+        await self._until(
+            lambda: not any(s.stopping for s in self.cluster.nodes.values()),
+            CONVERGE_S,
+            "Convergence",
+            why=lambda: "a controlled shutdown did not finish",
+        )
+        for node_id, sim in self.cluster.nodes.items():
+            if not sim.up:
                 self._restart(node_id)
         self._healed_at = self.loop.time()
         self.event("nemesis: healed everything")
