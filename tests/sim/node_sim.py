@@ -78,8 +78,8 @@ GROUP = "g"
 LOSSY_TOPIC = "u0"
 LOSSY_CONFIGS = {"unclean.leader.election.enable": "true", "min.insync.replicas": "1"}
 FAULT_KINDS = (
-    "crash", "pause", "isolate", "split", "one_way", "bridge", "stop", "raft_transfer",
-    "elect_preferred", "pause_controller_on_alter",
+    "crash", "pause", "isolate", "split", "one_way", "bridge", "slow_links", "stop",
+    "raft_transfer", "elect_preferred", "pause_controller_on_alter",
 )  # fmt: skip
 
 
@@ -360,6 +360,8 @@ class NodeSimulation:
                 self._tasks.append(self.loop.create_task(self._stop_then_restart(victim, down)))
         elif kind in ("isolate", "split", "one_way", "bridge"):
             self._cut(kind)
+        elif kind == "slow_links":
+            self._slow_links()
         elif kind == "raft_transfer":
             self._transfer_raft_leadership()
         elif kind == "elect_preferred":
@@ -399,6 +401,28 @@ class NodeSimulation:
         def heal() -> None:
             net.blocked -= fresh
             self.event(f"nemesis: {kind} healed")
+
+        self._later(down, heal)
+
+    def _slow_links(self) -> None:
+        """Every link into (or out of) one node gets slow for a while."""
+        net, rng = self.network, self.rng
+        victim = rng.choice(sorted(self.cluster.nodes))
+        others = [h for h in net.hosts.values() if h != victim]
+        extra = rng.choice((0.1, 0.3, 1.0))
+        links = (
+            [(o, victim) for o in others] if rng.random() < 0.5 else [(victim, o) for o in others]
+        )
+        fresh = [link for link in links if link not in net.slow]
+        for link in fresh:
+            net.slow[link] = extra
+        down = self._duration()
+        self.event(f"nemesis: slow links {'into' if links[0][1] == victim else 'out of'} "
+                   f"n{victim} (+{extra} s) for {down:.3f} s")  # fmt: skip
+
+        def heal() -> None:
+            for link in fresh:
+                net.slow.pop(link, None)
 
         self._later(down, heal)
 
@@ -451,9 +475,11 @@ class NodeSimulation:
             )
 
     async def _watch_alters(self) -> None:
-        """Pauses the active controller the moment an AlterPartition request is in flight."""
+        """Pauses the active controller the moment an AlterPartition request is in flight and
+        the controller has a batch proposed but not committed: the answer, and perhaps the
+        commit, now wait for the pause, and another controller may take over."""
         while True:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
             if not self._arm_controller_pause:
                 continue
             in_flight = any(
@@ -462,13 +488,18 @@ class NodeSimulation:
                 for s in self.cluster.nodes.values() if s.running
             )  # fmt: skip
             leader = self._raft_leader()
-            if in_flight and leader is not None and len(self._running()) > 1:
-                self._arm_controller_pause = False
-                down = self._duration()
-                self.event(f"nemesis: pause active controller n{leader} for {down:.3f} s "
-                           "with an AlterPartition in flight")  # fmt: skip
-                self.cluster.pause(leader)
-                self._later(down, lambda n=leader: self._resume(n))  # type: ignore[misc]
+            if not in_flight or leader is None or len(self._running()) < 2:
+                continue
+            node = self.cluster.nodes[leader].node
+            proposing = node is not None and node.driver is not None and node.driver._pending
+            if not proposing and self.rng.random() < 0.9:
+                continue  # wait, a little, for the moment it has proposed
+            self._arm_controller_pause = False
+            down = self._duration()
+            self.event(f"nemesis: pause active controller n{leader} for {down:.3f} s "
+                       "with an AlterPartition in flight")  # fmt: skip
+            self.cluster.pause(leader)
+            self._later(down, lambda n=leader: self._resume(n))  # type: ignore[misc]
 
     async def _heal(self) -> None:
         # Producers stop first: convergence means every replica caught up with a log that no
@@ -480,6 +511,7 @@ class NodeSimulation:
         self._undo.clear()
         self._arm_controller_pause = False
         self.network.blocked.clear()
+        self.network.slow.clear()
         self.network.faults.loss_p = 0.0
         self.network.faults.spike_p = 0.0
         for node_id, sim in self.cluster.nodes.items():
@@ -509,7 +541,7 @@ class NodeSimulation:
             # Read everything below the high watermark, which no longer moves.
             while True:
                 got = await reader.poll_once()
-                if not got and reader.position >= reader.high_watermark and reader.read_once:
+                if not got and reader.last_ok and reader.position >= reader.high_watermark:
                     break
                 if self.loop.time() > deadline:
                     raise Violation("Convergence", f"reader of {reader.tp} stuck at "

@@ -16,7 +16,9 @@ Faults, all drawn from the simulation's seeded `random.Random`:
 - duplication of Raft messages (gRPC over HTTP/2 never duplicates a call; the duplicates the rest
   of the code sees are its own retries: producers, AlterPartition, ControllerClient);
 - partitions as a set of blocked directed links (src, dst), checked when a message is sent and
-  when it arrives, so one-way, non-transitive and majority/minority splits are all one set.
+  when it arrives, so one-way, non-transitive and majority/minority splits are all one set;
+- slow links: extra delay on some directed links (a congested or asymmetric path), so nodes
+  learn the same news at very different times.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class SimNetwork:
         self.hosts: dict[str, int] = {}  # host name -> endpoint id (nodes and clients)
         self.listeners: dict[str, tuple[Incarnation, Mapping[str, Any]]] = {}
         self.blocked: set[tuple[int, int]] = set()
+        self.slow: dict[tuple[int, int], float] = {}  # directed link -> extra delay up to (s)
         self.stats: Counter[str] = Counter()
         # Messages in flight belong to no node: they arrive even if their sender crashed.
         self._context = contextvars.Context()
@@ -123,11 +126,14 @@ class SimNetwork:
 
     # ---- messages -----------------------------------------------------------------------
 
-    def _delay(self) -> float:
+    def _delay(self, src: int, dst: int) -> float:
         f = self.faults
         delay = f.delay_min_s + self.rng.random() * (f.delay_max_s - f.delay_min_s)
         if f.spike_p and self.rng.random() < f.spike_p:
             delay += self.rng.random() * f.spike_max_s
+        slow = self.slow.get((src, dst))
+        if slow:
+            delay += self.rng.random() * slow
         return delay
 
     def _send(self, src: int, dst: int, deliver: Callable[[], None], copies: int = 1) -> None:
@@ -147,7 +153,9 @@ class SimNetwork:
                 self.stats["blocked"] += 1
 
         for _ in range(copies):
-            self.loop.call_at(self.loop.time() + self._delay(), arrive, context=self._context)
+            self.loop.call_at(
+                self.loop.time() + self._delay(src, dst), arrive, context=self._context
+            )
 
     async def call(
         self,

@@ -278,7 +278,7 @@ class Reader(Client):
         self.tp = tp
         self.position = 0
         self.high_watermark = 0
-        self.read_once = False  # a fetch succeeded (the HW is known)
+        self.last_ok = False  # the last fetch succeeded: `high_watermark` is current
 
     async def poll_once(self) -> int:
         op = self.history.invoke(self.client_id, "poll", {})
@@ -287,11 +287,11 @@ class Reader(Client):
         except asyncio.CancelledError:
             op.info("cancelled")  # the drain reuses this reader
             raise
+        self.last_ok = got is not None
         if got is None:
             op.fail("fetch failed")  # a read that failed moved nothing
             return 0
         data, self.high_watermark = got
-        self.read_once = True
         records = records_from(self, self.tp, data, self.position)
         op.ok({"records": records})
         if records:

@@ -25,6 +25,8 @@ import pytest
 from node_sim import NodeSimulation, SimulationFailure
 
 from strom.node import raft_driver
+from strom.node.controller.errors import ControllerError
+from strom.node.controller.logic import ControllerLogic
 from strom.node.replica import manager as manager_module
 from strom.node.replica.partition import Partition
 from strom.raft.errors import NotLeader, RaftError
@@ -148,20 +150,56 @@ def _drain_inputs_calling_every_refusal_not_leader(self: raft_driver.RaftDriver)
         self._pending[proposal.index] = proposal
 
 
-PLANTED: dict[str, tuple[Any, str, Any, set[str]]] = {
-    # Forgetting a pending expansion on INVALID_UPDATE_VERSION (the answer to a resend of a
-    # change that committed) lets the HW pass a member of the committed ISR.
+_alter_partition = ControllerLogic.alter_partition
+
+
+def _refusing_resends(
+    self: ControllerLogic,
+    broker_id: int,
+    broker_epoch: int,
+    topic_id: bytes,
+    partition: int,
+    leader_epoch: int,
+    partition_epoch: int,
+    new_isr: list[int],
+    member_epochs: Any = None,
+) -> Any:
+    """Defect 1's controller side as it was: the partition epoch is checked before anything,
+    so the resend of a change that committed (the leader missed the answer) is refused with
+    INVALID_UPDATE_VERSION instead of answered with success."""
+    part = self.image.partition(topic_id, partition)
+    if (
+        part is not None
+        and part.leader == broker_id
+        and part.leader_epoch == leader_epoch
+        and part.partition_epoch != partition_epoch
+    ):
+        raise ControllerError(common_pb2.INVALID_UPDATE_VERSION, "stale partition epoch")
+    return _alter_partition(
+        self, broker_id, broker_epoch, topic_id, partition, leader_epoch, partition_epoch,
+        new_isr, member_epochs,
+    )  # fmt: skip
+
+
+Patch = tuple[Any, str, Any]
+
+PLANTED: dict[str, tuple[list[Patch], set[str]]] = {
+    # The resend of an expansion that committed is refused as stale, and the leader forgets
+    # the pending change: its HW passes a member of the committed ISR.
     "defect1_alter_partition_forgets_a_committed_expansion": (
-        manager_module, "ALTER_PARTITION_NOT_APPLIED",
-        manager_module.ALTER_PARTITION_NOT_APPLIED | {common_pb2.INVALID_UPDATE_VERSION},
+        [
+            (ControllerLogic, "alter_partition", _refusing_resends),
+            (manager_module, "ALTER_PARTITION_NOT_APPLIED",
+             manager_module.ALTER_PARTITION_NOT_APPLIED | {common_pb2.INVALID_UPDATE_VERSION}),
+        ],
         {"ReplicasAgreeBelowHW", "NoAckedLoss", "CommittedPrefixStable", "ReadCommitted"},
     ),
     "defect2_truncation_keeps_the_high_watermark": (
-        Partition, "_reset_hw", _keep_the_high_watermark,
+        [(Partition, "_reset_hw", _keep_the_high_watermark)],
         {"HighWatermarkBelowLogEnd"},
     ),
     "defect3_back_pressure_switches_the_controller_off": (
-        raft_driver.RaftDriver, "_drain_inputs", _drain_inputs_calling_every_refusal_not_leader,
+        [(raft_driver.RaftDriver, "_drain_inputs", _drain_inputs_calling_every_refusal_not_leader)],
         {"ControllerActive"},
     ),
 }  # fmt: skip
@@ -180,8 +218,9 @@ def first_failure(seeds: range) -> tuple[int, SimulationFailure] | None:
 def test_the_simulation_catches_a_planted_defect(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    owner, attribute, broken, expected = PLANTED[name]
-    monkeypatch.setattr(owner, attribute, broken)
+    patches, expected = PLANTED[name]
+    for owner, attribute, broken in patches:
+        monkeypatch.setattr(owner, attribute, broken)
     found = first_failure(CI_SEEDS)
     assert found is not None, f"planted {name} survived seeds {CI_SEEDS}"
     seed, failure = found
