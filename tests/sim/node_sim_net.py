@@ -173,6 +173,8 @@ class SimNetwork:
         if dst is None:
             raise rpc_error(REFUSED_CODE, f"DNS resolution failed for {address}")
         answer: asyncio.Future[Any] = loop.create_future()
+        # A caller that died (its node crashed or stopped) never retrieves a late error.
+        answer.add_done_callback(_retrieved)
         data = request.SerializeToString()
         self.stats[f"call {service.rsplit('.', 1)[-1]}.{method}"] += 1
         copies = 1
@@ -279,6 +281,11 @@ def _settle(
         answer.set_exception(error)
     else:
         answer.set_result(result)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _cancel(task: asyncio.Task[Any]) -> None:
