@@ -239,7 +239,10 @@ class NodeSimulation:
         if exc is None or isinstance(exc, asyncio.CancelledError):
             return  # e.g. a crashed node's pending task being collected
         where = "".join(traceback.format_exception(exc)[-6:])
-        self.checker.fail_later("NodeAlive", f"{context.get('message')}: {exc!r}\n{where}")
+        future = context.get("future") or context.get("task")
+        self.checker.fail_later(
+            "NodeAlive", f"{context.get('message')}: {exc!r}\n{where}\nin {future!r}"
+        )
 
     async def _main(self) -> None:
         for node_id in self.cluster.nodes:

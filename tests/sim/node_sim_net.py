@@ -173,8 +173,9 @@ class SimNetwork:
         if dst is None:
             raise rpc_error(REFUSED_CODE, f"DNS resolution failed for {address}")
         answer: asyncio.Future[Any] = loop.create_future()
-        # A caller that died (its node crashed or stopped) never retrieves a late error.
-        answer.add_done_callback(_retrieved)
+        # A caller that died (its node crashed or stopped) never retrieves a late error; the
+        # callback runs as the network, since a dead node runs nothing.
+        answer.add_done_callback(_retrieved, context=self._context)
         data = request.SerializeToString()
         self.stats[f"call {service.rsplit('.', 1)[-1]}.{method}"] += 1
         copies = 1
