@@ -39,11 +39,6 @@ log = logging.getLogger("strom.controller")
 T = TypeVar("T")
 
 
-def _retrieve(future: asyncio.Future[int]) -> None:
-    if not future.cancelled():
-        future.exception()  # awaited by whoever still waits; never "never retrieved"
-
-
 class ControllerService(controller_pb2_grpc.ControllerServicer):
     def __init__(
         self,
@@ -67,7 +62,8 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         self.propose_timeout_s = config["controller.quorum.request.timeout.ms"] / 1000 * 2
         metadata.subscribe(self._on_commit)
         self._tasks: list[asyncio.Task[None]] = []
-        # The last batch proposed in this term: answers without records wait for it.
+        # The last batch proposed in this term (the driver's future, which no caller's timeout
+        # ends): answers without records wait for it.
         self._last_proposal: asyncio.Future[int] | None = None
 
     # ---- leadership --------------------------------------------------------------------
@@ -146,14 +142,13 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         try:
             if records:
                 data = metadata_pb2.MetadataBatch(records=records).SerializeToString()
-                proposal = asyncio.ensure_future(self.driver.propose(data, self.propose_timeout_s))
-                proposal.add_done_callback(_retrieve)
+                proposal = self.driver.submit(data)
                 self._last_proposal = proposal
-                # Shielded: a caller that goes away (a cancelled RPC) must not take the proposal
-                # with it, or later answers would stop waiting for it.
-                await asyncio.shield(proposal)
-            elif self._last_proposal is not None and not self._last_proposal.done():
-                await asyncio.shield(self._last_proposal)
+            else:
+                proposal = self._last_proposal
+            if proposal is not None:
+                async with asyncio.timeout(self.propose_timeout_s):
+                    await asyncio.shield(proposal)
         except NotLeaderError:
             if self.active and self.active_term == term:
                 log.info("no longer the active controller: a proposal lost leadership")

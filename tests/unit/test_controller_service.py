@@ -140,17 +140,19 @@ def test_leadership_lost_in_an_older_term_does_not_switch_off_a_newer_term() -> 
         async with running_quorum() as quorum:
             service = quorum.service
             old_term = service.active_term
-            gate = asyncio.Event()
 
-            async def lost(data: bytes, timeout_s: float) -> int:
-                await gate.wait()
-                raise raft_driver.NotLeaderError(0, "proposal lost to a leader change")
+            proposal: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-            service.driver.propose = lost  # type: ignore[method-assign]
+            def lost(data: bytes) -> asyncio.Future[int]:
+                return proposal
+
+            service.driver.submit = lost  # type: ignore[method-assign]
             task = asyncio.create_task(service._commit([metadata_pb2.MetadataRecord()]))
             await asyncio.sleep(0)  # the proposal is in flight, in the old term
             service.on_leader_ready(old_term + 1)
-            gate.set()
+            proposal.set_exception(
+                raft_driver.NotLeaderError(0, "proposal lost to a leader change")
+            )
             with pytest.raises(raft_driver.NotLeaderError):
                 await task
             assert service.active and service.active_term == old_term + 1
@@ -214,5 +216,28 @@ def test_an_answer_without_records_waits_for_the_batches_it_read() -> None:
             quorum.raw.propose = propose  # type: ignore[method-assign]
             await asyncio.wait_for(asyncio.gather(first, empty), 5)
             assert 7 in quorum.metadata.image.brokers
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_without_records_never_leans_on_a_batch_that_timed_out() -> None:
+    """The caller of the last batch timed out, but the batch may still commit (or be lost with
+    the leadership): an answer that read it must not succeed before it has committed (node
+    simulation seed 175: a controller resumed from a pause answered "already so" on such a
+    batch, which was then lost)."""
+
+    async def scenario() -> None:
+        async with running_quorum() as quorum:
+
+            def not_yet(data: bytes) -> int:
+                raise ProposalDropped("leadership is moving")
+
+            quorum.raw.propose = not_yet  # type: ignore[method-assign]
+            quorum.service.propose_timeout_s = 0.05
+            records, _ = quorum.service.logic.register_broker(7, bytes(16), [], "", 0)
+            with pytest.raises(TimeoutError):
+                await quorum.service._commit(records)
+            with pytest.raises(TimeoutError):
+                await quorum.service._commit([])
 
     asyncio.run(scenario())
