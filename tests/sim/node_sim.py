@@ -12,13 +12,18 @@ producer, partition readers, consumer-group members). Security interceptors are 
 cluster is PLAINTEXT without an authorizer), and the log cleaner is off (see node_sim_cluster).
 
 Each seed draws its cluster (3 voters, plus up to two broker-only nodes), its timeouts, its link
-faults and the weights of its fault kinds (swarm testing): crash and restart, pause and resume
-(SIGSTOP), isolation, majority/minority splits, one-way blocks, non-transitive cuts, controlled
-shutdowns, Raft leadership transfers, preferred-leader elections, and a pause of the active
-controller while an AlterPartition request is in flight. After `fault_s` of virtual time every
-fault heals and the cluster must converge within `CONVERGE_S`; clients then drain every
-partition and the fault suite's history checker (tests/faults/checker.py) reads what they saw.
-The invariants (node_sim_invariants.py) are checked after every turn of the event loop.
+faults (delay, spikes, loss, Raft message duplication) and the weights of its fault kinds (swarm
+testing, as TigerBeetle's VOPR): crash and restart, pause and resume (SIGSTOP), isolation,
+majority/minority splits (clients, group members among them, land on either side), one-way
+blocks, non-transitive cuts, slow links, controlled shutdowns, Raft leadership transfers,
+preferred-leader elections, and a pause of the active controller while an AlterPartition request
+is in flight and a batch is proposed. Topic t0 (2 partitions, 3 replicas, min.insync.replicas=2)
+carries the idempotent acks=all producers, readers and a consumer group; topic u0 allows unclean
+leader election and gets acks=1 writes. After `fault_s` of virtual time every fault heals and the
+cluster must converge within `CONVERGE_S` (full ISRs, HW = log end everywhere, brokers unfenced,
+one active controller, every group member owning its share); clients then drain every partition
+and the fault suite's history checker (tests/faults/checker.py) reads what they saw. The
+invariants (node_sim_invariants.py) are checked after every turn of the event loop.
 
 A failure raises `SimulationFailure`, whose message names the invariant, the seed's draws, a
 command that replays it, and the last events (faults, client outcomes and the nodes' own INFO
