@@ -92,6 +92,7 @@ class SimCluster:
         self.timing = timing
         self.voter_ids = tuple(range(1, voter_count + 1))
         self.nodes: dict[int, SimNode] = {}
+        self.generation = 0  # moves whenever a node starts, crashes or stops
         voters = ",".join(f"{i}@n{i}:9093" for i in self.voter_ids)
         for node_id in range(1, node_count + 1):
             network.add_host(f"n{node_id}", node_id)
@@ -102,6 +103,7 @@ class SimCluster:
                 environ={},
             )
             self.nodes[node_id] = SimNode(node_id, config)
+        self.node_list = list(self.nodes.values())
 
     def _config(
         self, node_id: int, voters: str, data: Path, voter: bool, overrides: dict[str, Any]
@@ -159,6 +161,7 @@ class SimCluster:
             listeners=SimListeners(self.network),
         )
         sim.node, sim.owner, sim.context, sim.stopping = node, owner, context, False
+        self.generation += 1
         sim.start_task = self.loop.create_task(node.start(), context=context)
 
     def crash(self, node_id: int) -> None:
@@ -168,6 +171,7 @@ class SimCluster:
         sim.owner.held.clear()
         release_files_like_a_crash(sim.node)
         sim.node = None
+        self.generation += 1
 
     def pause(self, node_id: int) -> None:
         sim = self.nodes[node_id]
@@ -192,6 +196,7 @@ class SimCluster:
         owner.alive = False  # the process exits: anything left over never runs
         if sim.owner is owner:
             sim.node = None
+        self.generation += 1
 
     def release_all(self) -> None:
         """End of a run: every live node's files closed (as at process exit)."""

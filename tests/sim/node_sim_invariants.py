@@ -89,6 +89,8 @@ class Checker:
         self._fingerprints: dict[TopicPartition, Any] = {}
         self._dirty: set[TopicPartition] = set()  # acknowledged since the last turn
         self._offsets_dirty = False
+        self._members_dirty = False
+        self._generation = -1
         self._lives: tuple[tuple[int, int], ...] = ()
         self._image = MetadataImage()
         self._image_index = -1
@@ -131,11 +133,18 @@ class Checker:
         if self._pending:
             raise self._pending[0]
         self.checks += 1
-        nodes = self.sim.cluster.nodes.values()
-        live = [s for s in nodes if s.up]
-        ran = [s for s in live if s.owner is not None and s.owner.ran]
+        cluster = self.sim.cluster
+        ran = [s for s in cluster.node_list if s.owner is not None and s.owner.ran]
+        if self._members_dirty:
+            self._members_dirty = False
+            self._check_exclusivity()
+        quiet = not ran and not self._dirty and not self._offsets_dirty
+        if quiet and cluster.generation == self._generation:
+            return  # no node ran and none started or stopped: nothing of theirs changed
+        self._generation = cluster.generation
         for s in ran:
             s.owner.ran = False  # type: ignore[union-attr]
+        live = [s for s in cluster.node_list if s.up]
         image = self.latest_image(live)
         lives = tuple((s.node_id, s.owner.number) for s in live)  # type: ignore[union-attr]
         everything = lives != self._lives or image.last_index != self._image_index
@@ -310,7 +319,11 @@ class Checker:
         return (f"leo {p.log.log_end_offset} hw {p.high_watermark} epoch {p.leader_epoch} "
                 f"isr {list(p.isr)}{pending}")  # fmt: skip
 
-    def _check_groups(self, coordinators: list[SimNode]) -> None:
+    def members_changed(self) -> None:
+        """A member took partitions or renewed its lease: the only ways two can come to own one."""
+        self._members_dirty = True
+
+    def _check_exclusivity(self) -> None:
         now = self.sim.loop.time()
         owners: dict[tuple[str, TopicPartition], int] = {}
         for member in self.sim.members:
@@ -321,6 +334,8 @@ class Checker:
                 if other != member.client_id:
                     raise Violation("GroupExclusivity", f"group {member.group}: {tp} owned by "
                                     f"members c{other} and c{member.client_id}")  # fmt: skip
+
+    def _check_groups(self, coordinators: list[SimNode]) -> None:
         if not self.offsets_acked:
             return
         for sim_node in coordinators:

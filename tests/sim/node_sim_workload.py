@@ -339,6 +339,7 @@ class Member(Client):
             return
         op = self.history.invoke(self.client_id, "assign", {})
         self.owned = owned
+        self.sim.checker.members_changed()
         for tp in list(self.positions):
             if tp not in owned:
                 del self.positions[tp]
@@ -402,6 +403,7 @@ class Member(Client):
             return
         self.member_id, self.member_epoch = response.member_id, response.member_epoch
         self.lease_from = sent
+        self.sim.checker.members_changed()
         self.session_s = response.session_timeout_ms / 1000
         self.interval_s = response.heartbeat_interval_ms / 1000
         self.assignment = {(a.topic, p) for a in response.assignment for p in a.partitions}
