@@ -139,6 +139,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         with it. Otherwise a leader could be told "already so" about a state that is then lost
         with the leadership, and wait forever for metadata that never comes."""
         term = self.active_term
+        proposal: asyncio.Future[int] | None
         try:
             if records:
                 data = metadata_pb2.MetadataBatch(records=records).SerializeToString()
