@@ -64,11 +64,13 @@ def test_real_nodes_hold_their_invariants(chunk: tuple[int, int]) -> None:
     totals = run_seeds(seeds)
     print(f"\nnode sim seeds {chunk[0]}-{chunk[1] - 1}: {dict(sorted(totals.items()))}")
     if len(seeds) == CHUNK_SEEDS:
-        # The runs must exercise what the invariants are about, or passing means nothing.
-        assert totals["acked"] >= 15 * len(seeds), totals
-        assert totals["records_read"] >= 50 * len(seeds), totals
-        assert totals["offset commits"] >= 10 * len(seeds), totals
-        assert sum(v for k, v in totals.items() if k.startswith("fault ")) >= 10 * len(seeds)
+        # The runs must exercise what the invariants are about, or passing means nothing
+        # (about half of what 25 seeds give: acked ~85, read ~190, commits ~11, faults ~26).
+        assert totals["acked"] >= 40 * len(seeds), totals
+        assert totals["records_read"] >= 90 * len(seeds), totals
+        assert totals["offset commits"] >= 5 * len(seeds), totals
+        assert sum(v for k, v in totals.items() if k.startswith("fault ")) >= 12 * len(seeds)
+        assert totals["net blocked"] and totals["net lost"] and totals["net duplicated"]
 
 
 @pytest.mark.slow
