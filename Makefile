@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # It must be refreshed when files are added, so `install` re-links on every run (~2 s).
 INSTALL_FLAGS := --config-settings editable_mode=strict
 
-.PHONY: demo test test-all lint typecheck proto install chaos bench bench-peers clean
+.PHONY: demo test test-all lint typecheck proto install system-packages chaos bench bench-peers clean
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,14 @@ install: $(BIN)/.deps
 demo: install
 	$(BIN)/strom demo
 
+# Debian packages some tests need (tests/system/packages.txt): installed when run as root with
+# apt; otherwise the tests that need them skip, each kind with one line saying why.
+system-packages:
+	@tests/system/ensure.sh
+
 # The test command CI runs: lint, types, stale generated code, then every non-slow test plus
 # a bounded, seeded sample of the slow ones (tests/conftest.py).
-test: install lint typecheck
+test: install lint typecheck system-packages
 	$(BIN)/python -m pytest -q --slow-sample=$${STROM_SLOW_SAMPLE:-4} $(PYTEST_ARGS)
 
 test-all: install

@@ -238,6 +238,10 @@ class RaftDriver:
             self._drain_inputs()
             while self.raw.has_ready():
                 await self._handle(self.raw.ready())
+                # A Ready with nothing to persist never awaits: replaying a long log after a
+                # restart would otherwise apply it all in one turn of the loop, starving
+                # heartbeats and requests (the node could be fenced meanwhile).
+                await asyncio.sleep(0)
 
     def _drain_inputs(self) -> None:
         commands, self._commands = self._commands, []

@@ -62,6 +62,7 @@ log = logging.getLogger("strom.node")
 # Not named like a partition folder (<topic>-<n>), so the log manager never mistakes it for one.
 METADATA_LOG_DIR = "__cluster_metadata"
 SHUTDOWN_GRACE_S = 5.0
+APPLY_BYTES_PER_READY_MAX = 256 * 1024
 
 
 class Node:
@@ -182,6 +183,8 @@ class Node:
             ),
             heartbeat_interval_ticks=1,
             applied=snapshot.index,
+            # Replay in small slices, so the loop serves others between them (raft_driver).
+            committed_bytes_per_ready_max=APPLY_BYTES_PER_READY_MAX,
         )
         raw = RawNode(raft_config, store, self.rng.randrange)
         peers = {n: a for n, a in voters.items() if n != config.node_id}

@@ -181,6 +181,23 @@ def exec_prefix(name: str) -> list[str]:
     return ["ip", "netns", "exec", name]
 
 
+def require() -> None:
+    """Skip the calling test when namespace mode cannot run here, with one line saying why and
+    how to fix it; under CI (CI=true) fail instead, since CI must run the fault suite."""
+    import pytest
+
+    reason = available()
+    if reason is None:
+        return
+    message = (
+        f"fault suite skipped: network namespaces unavailable ({reason}); run as root with "
+        "tests/system/ensure.sh's packages installed (make test installs them as root)"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message.replace("skipped", "cannot run in CI"))
+    pytest.skip(message)
+
+
 def available() -> str | None:
     """None when namespace mode can run here, else the reason it cannot."""
     if os.geteuid() != 0:

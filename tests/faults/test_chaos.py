@@ -14,7 +14,6 @@ import json
 import os
 import random
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import yaml
 
 from strom.node.meta_properties import format_directories, random_uuid
 
+from . import netns
 from .checker import check
 from .history import Recorder, load
 from .lab import Lab
@@ -67,13 +67,7 @@ def nemesis_recorder(tmp_path: Path) -> Iterator[Recorder]:
 
 @pytest.fixture
 def lab(tmp_path: Path, nemesis_recorder: Recorder) -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the fault suite needs root for network namespaces in CI")
-        pytest.skip("needs root (network namespaces)")
-    for tool in ("ip", "nft"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: .ci/run installs iproute2 and nftables")
+    netns.require()
     with Lab(
         [*NODES, "c1"], mode="netns", workdir=tmp_path, on_fault=nemesis_recorder.fault
     ) as lab:

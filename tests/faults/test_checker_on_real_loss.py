@@ -18,7 +18,7 @@ import yaml
 
 from strom.node.meta_properties import format_directories, random_uuid
 
-from . import scripted
+from . import netns, scripted
 from .checker import check
 from .history import Recorder, load
 from .lab import Lab
@@ -32,13 +32,7 @@ BROKERS = ["n4", "n5"]  # broker-only: pausing them keeps the metadata quorum
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    import os
-    import shutil
-
-    if os.geteuid() != 0 or shutil.which("nft") is None:
-        if os.environ.get("CI"):
-            pytest.fail("this test needs root, ip and nft in CI")
-        pytest.skip("needs root and nftables")
+    netns.require()
     with Lab([*VOTERS, *BROKERS, "c1"], mode="netns", workdir=tmp_path) as lab:
         yield lab
 

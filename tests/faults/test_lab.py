@@ -38,13 +38,12 @@ ECHO = Path(__file__).with_name("echo_server.py")
 # answer), so a loaded 2-core machine never turns a healthy link into a false "noreply".
 SILENT_PROBE_S = 0.75
 ANSWER_PROBE_S = 15.0
-NETNS_REASON = netns.available()
 
 
 @pytest.fixture(params=["netns", "proxy"])
 def mode(request: pytest.FixtureRequest) -> Mode:
-    if request.param == "netns" and NETNS_REASON is not None:
-        pytest.skip(f"namespace mode unavailable: {NETNS_REASON}")
+    if request.param == "netns":
+        netns.require()
     return cast(Mode, request.param)
 
 
@@ -89,6 +88,7 @@ def test_namespace_mode_runs_as_root() -> None:
     """CI runs as root: the namespace mode must be the one that runs there, not the fallback."""
     if os.geteuid() != 0:
         pytest.skip("not root: the proxy fallback is expected")
+    netns.require()  # root without the tools: skip (fail in CI) with the reason
     with Lab(["a"]) as lab:
         assert lab.mode == "netns", lab.mode_reason
 
@@ -249,8 +249,7 @@ def test_cleanup_after_the_body_raises(mode: Mode, tmp_path: Path) -> None:
 
 
 def test_failed_setup_removes_what_it_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    if NETNS_REASON is not None:
-        pytest.skip(f"namespace mode unavailable: {NETNS_REASON}")
+    netns.require()
     made: list[str] = []
     real = netns.create_host
 
@@ -270,8 +269,7 @@ def test_failed_setup_removes_what_it_built(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_sweep_removes_namespaces_of_dead_owners() -> None:
-    if NETNS_REASON is not None:
-        pytest.skip(f"namespace mode unavailable: {NETNS_REASON}")
+    netns.require()
     # The stale namespace's owner is a helper process that lives until the namespace holds a
     # process, then dies. (A parallel run's sweep may remove it before ours: same outcome.)
     owner = subprocess.Popen(["sleep", "600"])

@@ -19,8 +19,8 @@ Model:
 
 After every event the named invariants of `Checker` run; a violation raises `InvariantViolation`
 carrying the seed and the last events. The run ends with a heal phase: faults stop, crashed
-nodes restart, and a leader must be elected and fresh proposals applied on every node within
-`heal_ticks_max` ticks.
+nodes restart, a leader must be elected and commit fresh proposals on every node, and every node
+must apply them, each within a bound derived from the protocol's timing (raft_heal.py).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from raft_heal import HealTiming, apply_ticks_max, commit_ticks_max
 from raft_invariants import App, Checker, InvariantViolation, SimNode
 
 from strom.raft import (
@@ -45,9 +46,14 @@ from strom.raft import (
     Ready,
     Role,
 )
+from strom.raft.types import ENTRY_OVERHEAD_BYTES
 
 TICK_UNITS = 10
 TRACE_EVENTS_MAX = 40
+EVENTS_MAX_DEFAULT = 2000
+DATA_BYTES_MAX = 16
+"""The longest payload the simulation proposes (b"v123", b"heal-t45-0"): heal bounds use it."""
+ENTRY_BYTES_MAX = DATA_BYTES_MAX + ENTRY_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ class Simulation:
     def __init__(
         self,
         seed: int,
-        events_max: int = 2000,
+        events_max: int = EVENTS_MAX_DEFAULT,
         raw_node_factory: RawNodeFactory = RawNode,
         send_persisted_early: bool = False,
         faults: Faults | None = None,
@@ -133,6 +139,7 @@ class Simulation:
         self.faults_on = True
         self.delay_units_max = self.faults.delay_units_max
         self.proposals = 0
+        self.heal_ticks = (0.0, 0.0)  # after the run: ticks to commit everywhere, then to apply
         self.checker = Checker()
         self.stats: dict[str, int] = dict.fromkeys(
             ("elections", "crashes", "truncations", "snapshots_installed", "compactions"), 0
@@ -197,11 +204,19 @@ class Simulation:
         lines = [
             f"{type(error).__name__}: {error}",
             self.describe(),
-            f"after {self.events} events; replay with: pytest tests/sim --seed {self.seed}",
+            f"after {self.events} events; replay with: {self.replay_command()}",
             "last events:",
             *self.trace,
         ]
         return "\n".join(lines)
+
+    def replay_command(self) -> str:
+        if self.events_max == EVENTS_MAX_DEFAULT:
+            return f"pytest tests/sim --seed {self.seed}"
+        return (
+            f'cd tests/sim && python -c "from raft_sim import Simulation; '
+            f'Simulation({self.seed}, events_max={self.events_max}).run()"'
+        )
 
     # ---- the run ----
 
@@ -393,6 +408,7 @@ class Simulation:
             return []
         self.proposals += 1
         data = b"v%d" % self.proposals
+        assert len(data) <= DATA_BYTES_MAX
         try:
             index = target.raw.propose(data)
             self._note(f"propose {data!r} at node {target.node_id} -> index {index}")
@@ -463,15 +479,20 @@ class Simulation:
 
     # ---- heal and converge ----
 
-    def heal_ticks_max(self) -> int:
-        """30 election timeouts, plus a round trip per message of the backlog to replicate."""
-        logs = [n.raw.raft.log for n in self.nodes.values() if n.raw is not None]
-        backlog = max(log.last_index() for log in logs) - min(log.committed for log in logs)
-        per_msg = min(self.faults.entries_per_msg_max, self.faults.inflight_msgs_max)
-        return 30 * self.faults.election_timeout_ticks + 4 * backlog // per_msg
+    def heal_timing(self) -> HealTiming:
+        f = self.faults
+        return HealTiming(
+            tick_units=TICK_UNITS,
+            election_timeout_ticks=f.election_timeout_ticks,
+            hop_units_max=self.delay_units_max,
+            sync_units_max=min(f.sync_units_max, self.delay_units_max),  # see `_drive`
+            inflight_msgs_max=f.inflight_msgs_max,
+            entries_per_msg=max(1, min(f.entries_per_msg_max, f.msg_bytes_max // ENTRY_BYTES_MAX)),
+        )
 
     def _heal(self) -> None:
-        """Faults stop; a leader must emerge and new proposals must apply everywhere."""
+        """Faults stop; a leader must emerge and commit new proposals on every node, then every
+        node must apply them, each phase within its bound (raft_heal.py)."""
         self.faults_on = False
         self.blocked.clear()
         # Raft needs broadcast time << election timeout (§5.6): once healed, a round trip
@@ -483,40 +504,78 @@ class Simulation:
                 self.checker.on_restart(node)
                 self._drive(node)
         self._note("heal: faults off, all nodes up")
-        heal_ticks_max = self.heal_ticks_max()
-        deadline = self.now + heal_ticks_max * TICK_UNITS
-        proposed_terms: set[int] = set()
-        wanted: list[bytes] = []
-        while self.now < deadline:
+        start = self.now
+        timing = self.heal_timing()
+        logs = [n.raw.raft.log for n in self.nodes.values() if n.raw is not None]
+        index = self._await_commit_everywhere(commit_ticks_max(timing, logs))
+        self._note(f"heal: index {index} committed on every node")
+        committed = self.now
+        behind = max(index - n.app.index for n in self.nodes.values())
+        self._await_applied_everywhere(index, apply_ticks_max(timing, behind))
+        self.heal_ticks = ((committed - start) / TICK_UNITS, (self.now - committed) / TICK_UNITS)
+
+    def _await_commit_everywhere(self, ticks_max: int) -> int:
+        """Proposes a batch to each new leader; returns the index of a proposal that committed
+        (with the term it was proposed in) and that every node's commit index covers."""
+        deadline = self.now + ticks_max * TICK_UNITS
+        proposed: dict[int, list[int]] = {}  # leader term -> indexes of its batch
+        while self.queue[0][0] <= deadline:  # ticks keep the queue from ever running dry
             self._step_event()
             leader = self._leader()
-            if leader is None or leader.raw is None:
-                continue
-            term = leader.raw.raft.term
-            if term not in proposed_terms:
-                # One batch per leader term: an earlier leader's batch may have been lost.
-                for k in range(3):
-                    data = b"heal-t%d-%d" % (term, k)
-                    try:
-                        leader.raw.propose(data)
-                    except RaftError:
-                        break  # e.g. a transfer still running: retry after the next event
-                    wanted.append(data)
-                    proposed_terms.add(term)
-                self._drive(leader)
-            elif self._applied_everywhere(wanted):
-                return
+            if leader is not None and leader.raw is not None:
+                term = leader.raw.raft.term
+                if term not in proposed:
+                    self._propose_heal_batch(leader.raw, term, proposed)
+                    self._drive(leader)
+            for term, indexes in proposed.items():
+                for index in indexes:
+                    if self.checker.committed_term.get(index) == term and all(
+                        n.raw is not None and n.raw.raft.log.committed >= index
+                        for n in self.nodes.values()
+                    ):
+                        return index
         raise InvariantViolation(
-            f"Liveness: after healing, no proposal was applied on every node within "
-            f"{heal_ticks_max} ticks (proposed {wanted})"
+            f"Liveness: after healing, no proposal was committed on every node within "
+            f"{ticks_max} ticks (proposed at term: indexes {proposed}); {self._roles()}"
         )
 
-    def _applied_everywhere(self, wanted: list[bytes]) -> bool:
-        at = self.checker.index_of_data
-        indexes = [at[d] for d in wanted if d in at]
-        if not indexes:
-            return False
-        return all(n.app.index >= max(indexes) for n in self.nodes.values())
+    def _propose_heal_batch(self, raw: RawNode, term: int, proposed: dict[int, list[int]]) -> None:
+        """One batch per leader term: an earlier leader's batch may have been lost."""
+        indexes: list[int] = []
+        for k in range(3):
+            data = b"heal-t%d-%d" % (term, k)
+            assert len(data) <= DATA_BYTES_MAX
+            try:
+                indexes.append(raw.propose(data))
+            except RaftError:
+                break  # e.g. a transfer still running: retry after the next event
+        if indexes:
+            proposed[term] = indexes
+
+    def _await_applied_everywhere(self, index: int, ticks_max: int) -> None:
+        deadline = self.now + ticks_max * TICK_UNITS
+        while not all(n.app.index >= index for n in self.nodes.values()):
+            if self.queue[0][0] > deadline:  # an apply at the deadline itself is in time
+                raise InvariantViolation(
+                    f"Liveness: index {index} was committed on every node but not applied on "
+                    f"every node within {ticks_max} ticks; {self._roles()}"
+                )
+            self._step_event()
+
+    def _roles(self) -> str:
+        """Each node's role, term, commit, applied and last index, for liveness reports."""
+        parts = []
+        for node in self.nodes.values():
+            if node.raw is None:
+                parts.append(f"node {node.node_id} down")
+                continue
+            r = node.raw.raft
+            transfer = f" transferring to {r.lead_transferee}" if r.lead_transferee else ""
+            parts.append(
+                f"node {node.node_id} {r.role.name.lower()} term {r.term} commit "
+                f"{r.log.committed} applied {node.app.index} last {r.log.last_index()}{transfer}"
+            )
+        return "; ".join(parts)
 
 
 def _fmt(m: Message) -> str:

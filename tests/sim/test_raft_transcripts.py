@@ -9,7 +9,7 @@ the diff.
 Scenarios (paper sections in each file's header): basic election (Raft §5.2), Figure 8
 (§5.4.2), pre-vote stopping a rejoining partitioned node from disrupting the leader (thesis
 §9.6), check-quorum step-down (thesis §6.2), a lagging follower caught up by snapshot (§7),
-leadership transfer (thesis §3.10).
+leadership transfer and its abandonment after an election timeout (thesis §3.10).
 """
 
 from __future__ import annotations
@@ -91,3 +91,16 @@ def test_figure8_transcript_catches_commit_by_counting_old_term_replicas() -> No
     assert outputs["status 1"] == ["1: leader term=3 vote=1 leader=1 commit=2 applied=1 log=1..3"]
     assert outputs["log"][0] == "1: [1@1:noop 2@1:x 3@3:noop]"
     assert outputs["log"][1] == "2: [1@1:noop 2@2:noop 3@4:noop]"  # x, committed, is gone
+
+
+def test_abandoned_transfer_transcript_catches_a_transfer_kept_forever() -> None:
+    """Thesis §3.10: replaying leadership_transfer_abandoned.txt with a core that never aborts a
+    transfer shows the leader still refusing proposals after the election timeout."""
+    from test_raft_swarm import KeepTransferRaft
+
+    net: Net | None = None
+    outputs = {}
+    for _, command, _ in _parse((TESTDATA / "leadership_transfer_abandoned.txt").read_text()):
+        cmd, *args = command.split()
+        net, outputs[command] = run_command(net, cmd, args, raft_factory=KeepTransferRaft)
+    assert outputs["propose 1 x"] == ["ProposalDropped: leadership is moving to node 2"]

@@ -27,6 +27,7 @@ from strom.raft.config import Config as RaftConfig
 from strom.raft.errors import NotLeader, ProposalDropped
 from strom.raft.memory_storage import MemoryStorage
 from strom.raft.rawnode import RawNode
+from strom.raft.types import Entry, HardState
 from strom.v1 import common_pb2, controller_pb2, metadata_pb2
 
 CLUSTER_ID = "test-cluster"
@@ -241,3 +242,48 @@ def test_an_answer_without_records_never_leans_on_a_batch_that_timed_out() -> No
                 await quorum.service._commit([])
 
     asyncio.run(scenario())
+
+
+def test_replaying_a_long_log_lets_other_tasks_run_between_slices() -> None:
+    """A restarted controller applies its committed log in slices and yields between them:
+    a heartbeat-like task keeps running during the replay instead of waiting for all of it."""
+    entries = [Entry(term=1, index=i, data=b"x" * 1_000) for i in range(1, 201)]
+
+    async def scenario() -> tuple[int, int]:
+        store = MemoryStorage()
+        store.append(entries)
+        store.set_hard_state(HardState(term=1, vote=1, commit=len(entries)))
+        raw = RawNode(
+            RaftConfig(
+                node_id=1, voters=(1,), election_timeout_ticks=100, heartbeat_interval_ticks=1,
+                committed_bytes_per_ready_max=10_000,
+            ),
+            store,
+            random.Random(1).randrange,
+        )  # fmt: skip
+        applied: list[int] = []
+        ticks_during_replay = 0
+
+        class Machine:
+            def apply(self, entry: Entry) -> None:
+                applied.append(entry.index)
+
+            def restore(self, snapshot: object) -> None:
+                raise AssertionError("no snapshot here")
+
+            def snapshot(self) -> bytes:
+                return b""
+
+        driver = RaftDriver(raw, store, Machine(), lambda peer, messages: None, 0.01, 1 << 30)
+        task = asyncio.create_task(driver.run())
+        while len(applied) < len(entries):
+            await asyncio.sleep(0)
+            if 0 < len(applied) < len(entries):
+                ticks_during_replay += 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return len(applied), ticks_during_replay
+
+    count, ticks = asyncio.run(scenario())
+    assert count == len(entries)
+    assert ticks >= 10  # ~20 slices of 10 entries, with the other task running between them
