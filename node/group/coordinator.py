@@ -443,7 +443,13 @@ class GroupCoordinator:
         leader change may be ahead of the new leader's HW); only its sign and the partition's
         existence are."""
         group = self._group(group_id, create=not member_id)
-        assert group is not None
+        if group is None:
+            # A member of a group this coordinator does not know (it took the group over, or
+            # the group expired meanwhile): the member must rejoin, as a heartbeat would tell it.
+            raise GroupError(
+                common_pb2.UNKNOWN_MEMBER_ID,
+                f"group {group_id!r} has no member {member_id!r} here: rejoin the group",
+            )
         self._check_committer(group, member_id, member_epoch)
         results: dict[tuple[str, int], tuple[int, str]] = {}
         accepted = []

@@ -172,3 +172,19 @@ def test_a_coordinator_without_a_lease_stops_answering_and_reloads_as_taken_over
             assert b.coordinator.group_state(b.coordinator.describe(GROUP)) == "Assigning"
 
     asyncio.run(scenario())
+
+
+def test_a_members_commit_to_a_group_this_coordinator_does_not_know_is_unknown_member(
+    tmp_path: Path,
+) -> None:
+    """A commit naming a member, to a coordinator with no such group (it has just taken the
+    group over, or the group expired), tells the member to rejoin; it used to trip an assert and
+    fail the RPC with UNKNOWN (node simulation seed 1070)."""
+
+    async def scenario() -> int:
+        async with broker(tmp_path) as b:
+            with pytest.raises(GroupError) as refused:
+                await b.coordinator.commit(GROUP, "m-gone", 3, [("orders", 0, 5, "")])
+            return refused.value.code
+
+    assert asyncio.run(scenario()) == common_pb2.UNKNOWN_MEMBER_ID
