@@ -29,7 +29,7 @@ A failure raises `SimulationFailure`, whose message names the invariant, the see
 command that replays it, and the last events (faults, client outcomes and the nodes' own INFO
 log lines, on virtual time):
 
-    PYTHONHASHSEED=0 .venv/bin/python -m pytest tests/sim/test_node_sim.py --seed N
+    PYTHONHASHSEED=0 .venv/bin/python -m pytest tests/sim/test_node_sim.py -k real_nodes --seed N
 
 The same seed gives the same run: `trace_digest` covers every event and log line.
 """
@@ -228,8 +228,8 @@ class NodeSimulation:
             f"node simulation seed {self.seed}: {detail}",
             f"  at virtual time {self.loop.time():.3f} s, turn {self.loop.turns}; "
             f"{knobs.node_count} nodes, faults {sorted(knobs.weights)}, links {knobs.links}",
-            f"  replay: PYTHONHASHSEED=0 .venv/bin/python -m pytest tests/sim/test_node_sim.py "
-            f"--seed {self.seed}",
+            "  replay: PYTHONHASHSEED=0 .venv/bin/python -m pytest tests/sim/test_node_sim.py "
+            f"-k real_nodes --seed {self.seed}",
             "  last events:",
             *(f"  # {line}" for line in self.trace),
         ]

@@ -2,7 +2,8 @@
 
 - `test_real_nodes_hold_their_invariants`: the CI seeds 0-199, in chunks, every seed drawing its
   own cluster, timeouts and fault mix. A failure prints the invariant, the seed, a replay command
-  and the last events; `pytest tests/sim/test_node_sim.py --seed N` replays one seed.
+  and the last events; `pytest tests/sim/test_node_sim.py -k real_nodes --seed N` replays one
+  seed.
 - `test_many_more_seeds` (slow, exhaustive): seeds 1,000-10,999 in chunks; `make test-all`.
 - Determinism: a seed replays exactly, in one process and across processes with different
   PYTHONHASHSEED values.
