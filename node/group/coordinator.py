@@ -148,7 +148,11 @@ class GroupCoordinator:
                 p for p, info in topic.partitions.items() if info.leader == self.manager.broker_id
             }
         if not self.has_lease():
-            return  # _maintenance reloads once the lease is back
+            # _maintenance reloads once the lease is back, whether or not anything was loaded
+            # when it went: a broker that first acts on its image while its lease is already
+            # over (a heartbeat answered late) must load its partitions all the same.
+            self._lease_lost = True
+            return
         for partition in sorted(led - self.loaded - set(self.loading)):
             info = topic.partitions[partition] if topic else None
             # After a lost lease another broker may have served these groups meanwhile: load

@@ -188,3 +188,29 @@ def test_a_members_commit_to_a_group_this_coordinator_does_not_know_is_unknown_m
             return refused.value.code
 
     assert asyncio.run(scenario()) == common_pb2.UNKNOWN_MEMBER_ID
+
+
+def test_partitions_first_seen_without_a_lease_load_once_it_comes(tmp_path: Path) -> None:
+    """The broker acts on its image for the first time while its lease is already over (the
+    heartbeat that unfenced it was answered after a session timeout): nothing is loaded then,
+    and the partitions must load when the lease comes. They never did: with nothing loaded the
+    lease did not count as lost, and a quiet cluster sent no new metadata (node simulation
+    seed 33: a group that could never find its coordinator)."""
+
+    async def scenario() -> None:
+        b = Broker(tmp_path)
+        b.lease = False
+        b.manager.on_metadata(b.image, full_delta(MetadataImage(), b.image))
+        b.manager.start_acting()
+        b.coordinator.on_metadata(b.image, full_delta(MetadataImage(), b.image))
+        b.coordinator.start()
+        try:
+            await asyncio.sleep(0.6)
+            assert not b.coordinator.loaded
+            b.lease = True
+            await b.loaded()
+        finally:
+            await b.coordinator.stop()
+            b.logs.close()
+
+    asyncio.run(scenario())
