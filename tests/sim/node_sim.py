@@ -15,7 +15,8 @@ Each seed draws its cluster (3 voters, plus up to two broker-only nodes), its ti
 faults (delay, spikes, loss, Raft message duplication) and the weights of its fault kinds (swarm
 testing, as TigerBeetle's VOPR): crash and restart, pause and resume (SIGSTOP), isolation,
 majority/minority splits (clients, group members among them, land on either side), one-way
-blocks, non-transitive cuts, slow links, controlled shutdowns, Raft leadership transfers,
+blocks, non-transitive cuts, slow links, stalled disks (fsyncs of the metadata log wait, so the
+node applies metadata late while its network is fine), controlled shutdowns, Raft leadership transfers,
 preferred-leader elections, and a pause of the active controller while an AlterPartition request
 is in flight and a batch is proposed. Topic t0 (2 partitions, 3 replicas, min.insync.replicas=2)
 carries the idempotent acks=all producers, readers and a consumer group; topic u0 allows unclean
@@ -83,8 +84,8 @@ GROUP = "g"
 LOSSY_TOPIC = "u0"
 LOSSY_CONFIGS = {"unclean.leader.election.enable": "true", "min.insync.replicas": "1"}
 FAULT_KINDS = (
-    "crash", "pause", "isolate", "split", "one_way", "bridge", "slow_links", "stop",
-    "raft_transfer", "elect_preferred", "pause_controller_on_alter",
+    "crash", "pause", "isolate", "split", "one_way", "bridge", "slow_links", "disk_stall",
+    "stop", "raft_transfer", "elect_preferred", "pause_controller_on_alter",
 )  # fmt: skip
 
 
@@ -370,6 +371,13 @@ class NodeSimulation:
             self._cut(kind)
         elif kind == "slow_links":
             self._slow_links()
+        elif kind == "disk_stall" and running:
+            victim = rng.choice(running)
+            owner = cluster.nodes[victim].owner
+            assert owner is not None
+            down = self._duration()
+            owner.disk_stalled_until = self.loop.time() + down
+            self.event(f"nemesis: disk of n{victim} stalls for {down:.3f} s")
         elif kind == "raft_transfer":
             self._transfer_raft_leadership()
         elif kind == "elect_preferred":

@@ -7,7 +7,8 @@
   cluster waits, so a 30-second election storm costs what its callbacks cost.
 - Executors run inline. `run_in_executor` (and so `asyncio.to_thread`: the Raft driver's fsyncs,
   the replica manager's checkpoints, the log cleaner) calls the function at once and returns a
-  finished future: no thread, no real-time race.
+  finished future: no thread, no real-time race. While a node's disk is stalled
+  (`Incarnation.disk_stalled_until`) its jobs run only when the stall ends.
 - Every callback is owned. A callback scheduled from a context whose `OWNER` is a node's
   `Incarnation` runs only while that incarnation lives and is not paused: a crashed node's tasks,
   timers and handlers never run again (no `finally` block, no flush: a crash), and a paused
@@ -47,6 +48,7 @@ class Incarnation:
     number: int
     alive: bool = True
     paused: bool = False
+    disk_stalled_until: float = 0.0  # its executor jobs (fsyncs) wait until then
     ran: bool = False  # ran a callback since the invariants last looked
     held: list[Any] = field(default_factory=list)  # (handle box, callback, args, context)
 
@@ -167,10 +169,21 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self, executor: Any, func: Callable[..., Any], *args: Any
     ) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = self.create_future()
-        try:
-            future.set_result(func(*args))
-        except Exception as exc:
-            future.set_exception(exc)
+
+        def run() -> None:
+            try:
+                future.set_result(func(*args))
+            except Exception as exc:
+                future.set_exception(exc)
+
+        owner = OWNER.get()
+        if owner is not None and owner.disk_stalled_until > self._now:
+            # A stalled disk: the job (an fsync, a checkpoint) runs when the stall ends, as
+            # the node; if the node dies first it never runs, and what it would have written
+            # is lost, as an unsynced write is.
+            self.call_at(owner.disk_stalled_until, run)
+        else:
+            run()
         return future
 
     # ---- turns --------------------------------------------------------------------------
