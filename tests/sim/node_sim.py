@@ -372,7 +372,10 @@ class NodeSimulation:
         elif kind == "slow_links":
             self._slow_links()
         elif kind == "disk_stall" and running:
-            victim = rng.choice(running)
+            # Half the time the active controller's disk: its commits, and so the answers to
+            # AlterPartition requests, wait while the brokers' clients time out and resend.
+            leader = self._raft_leader()
+            victim = leader if leader is not None and rng.random() < 0.5 else rng.choice(running)
             owner = cluster.nodes[victim].owner
             assert owner is not None
             down = self._duration()
