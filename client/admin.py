@@ -36,6 +36,8 @@ class PartitionDescription:
     leader_epoch: int
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
+    # Replicas on a broker that is down, or offline there (their log failed).
+    offline_replicas: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +192,9 @@ class AsyncAdmin(AsyncSecurityAdmin):
             name=topic.name,
             topic_id=topic_id_str(topic.topic_id),
             partitions=tuple(
-                PartitionDescription(p.partition, p.leader, p.leader_epoch, p.replicas, p.isr)
+                PartitionDescription(
+                    p.partition, p.leader, p.leader_epoch, p.replicas, p.isr, p.offline_replicas
+                )
                 for _, p in sorted(topic.partitions.items())
             ),
             configs=dict(configs),

@@ -80,6 +80,8 @@ class PartitionMeta:
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
     error_code: int = common_pb2.NONE
+    # On a broker that is down, or offline there (its log failed): Kafka's offline replicas.
+    offline_replicas: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +259,7 @@ class ClusterClient:
                             tuple(p.replicas),
                             tuple(p.isr),
                             p.error_code,
+                            tuple(p.offline_replicas),
                         )
                         for p in t.partitions
                     }

@@ -391,6 +391,7 @@ def _topics_describe(args: argparse.Namespace) -> int:
                             "leader": p.leader,
                             "replicas": list(p.replicas),
                             "isr": list(p.isr),
+                            "offline_replicas": list(p.offline_replicas),
                         }
                         for p in parts
                     ],
@@ -414,9 +415,11 @@ def _topics_describe(args: argparse.Namespace) -> int:
             )
         for p in parts:
             leader = p.leader if p.leader >= 0 else "none"
+            offline = f"\tOffline: {','.join(map(str, p.offline_replicas))}"
             print(
                 f"\tTopic: {topic.name}\tPartition: {p.partition}\tLeader: {leader}\t"
                 f"Replicas: {','.join(map(str, p.replicas))}\tIsr: {','.join(map(str, p.isr))}"
+                f"{offline if p.offline_replicas else ''}"
             )
     return 0
 

@@ -61,6 +61,12 @@ ISR_EXPANDS = Counter(
     "strom_server_replicamanager_isrexpands",
     "ISR expansions of partitions this broker leads, as committed by the controller",
 )
+FETCHER_ERRORS = Counter(
+    "strom_server_replicafetcher_errors",
+    "Errors of replica fetchers: handling one partition's data (kind=partition; retried, then "
+    "the partition is taken offline) or the fetch loop itself (kind=fetcher; it goes on)",
+    ["kind"],
+)
 REQUEST_DURATION = Histogram(
     "strom_request_duration_seconds",
     "Time from receiving a client RPC to sending its answer (long-poll waits included)",
@@ -77,6 +83,7 @@ COLLECTED_NAMES = (
     "strom_server_replicamanager_underminisrpartitioncount",
     "strom_server_replicamanager_partitioncount",
     "strom_server_replicamanager_leadercount",
+    "strom_server_replicamanager_offlinereplicacount",
     "strom_server_brokerstate_fenced",
     "strom_controller_activecontrollercount",
     "strom_controller_offlinepartitionscount",
@@ -97,6 +104,7 @@ EVENT_NAMES = (
     "strom_server_brokertopicmetrics_bytesout_total",
     "strom_server_replicamanager_isrshrinks_total",
     "strom_server_replicamanager_isrexpands_total",
+    "strom_server_replicafetcher_errors_total",
     "strom_request_duration_seconds",
 )
 
@@ -232,6 +240,12 @@ class NodeCollector(Collector):
         )
         yield _gauge(
             "strom_server_replicamanager_leadercount", "Partitions this broker leads", leaders
+        )
+        yield _gauge(
+            "strom_server_replicamanager_offlinereplicacount",
+            "Replicas offline on this broker: their log failed or their config cannot be applied "
+            "(see the node's log for each; reported to the controller, which moves leadership)",
+            len(manager.offline_replicas()),
         )
         fenced = lifecycle is None or lifecycle.fenced
         yield _gauge("strom_server_brokerstate_fenced", "1 while this broker is fenced", fenced)

@@ -1,7 +1,9 @@
 """Operator commands of the `strom` command line: `strom cluster describe` and `strom node metrics`.
 
 `cluster describe` joins the cluster description (brokers, active controller) with the topics'
-partition assignments to show, per broker, how many replicas it hosts and how many it leads.
+partition assignments to show, per broker, how many replicas it hosts, how many it leads, and how
+many of them are offline (on a broker that is down, or whose log failed there: the broker keeps
+running and reports them).
 `node metrics` reads one node's admin listener (`/metrics`, plain urllib) and prints the numbers
 an operator looks at first, summed over labels.
 """
@@ -26,6 +28,8 @@ KEY_METRICS: tuple[tuple[str, str], ...] = (
     ("leaders", "strom_server_replicamanager_leadercount"),
     ("under-replicated partitions", "strom_server_replicamanager_underreplicatedpartitions"),
     ("under-min-ISR partitions", "strom_server_replicamanager_underminisrpartitioncount"),
+    ("offline replicas", "strom_server_replicamanager_offlinereplicacount"),
+    ("replica fetcher errors", "strom_server_replicafetcher_errors"),
     ("ISR shrinks", "strom_server_replicamanager_isrshrinks"),
     ("ISR expands", "strom_server_replicamanager_isrexpands"),
     ("fenced", "strom_server_brokerstate_fenced"),
@@ -53,16 +57,20 @@ class BrokerRow:
     partitions: int
     leaders: int
     active_controller: bool
+    offline: int = 0  # replicas of this broker that are offline
 
 
 def describe_cluster_rows(description: Any, topics: list[Any]) -> list[BrokerRow]:
     """Rows of `strom cluster describe` from Admin.describe_cluster() and describe_topics()."""
     replicas: dict[int, int] = {}
     leaders: dict[int, int] = {}
+    offline: dict[int, int] = {}
     for topic in topics:
         for partition in topic.partitions:
             for replica in partition.replicas:
                 replicas[replica] = replicas.get(replica, 0) + 1
+            for replica in partition.offline_replicas:
+                offline[replica] = offline.get(replica, 0) + 1
             if partition.leader >= 0:
                 leaders[partition.leader] = leaders.get(partition.leader, 0) + 1
     rows = []
@@ -80,6 +88,7 @@ def describe_cluster_rows(description: Any, topics: list[Any]) -> list[BrokerRow
                 replicas.get(broker.node_id, 0),
                 leaders.get(broker.node_id, 0),
                 broker.node_id == description.controller_id,
+                offline.get(broker.node_id, 0),
             )
         )
     return rows
@@ -108,12 +117,15 @@ def cluster_describe(args: argparse.Namespace) -> int:
         return 0
     print(f"ClusterId: {description.cluster_id}")
     print(f"ActiveController: {description.controller_id}")
-    print(f"{'ID':<5}{'ADDRESS':<24}{'RACK':<10}{'STATE':<15}{'PARTITIONS':<12}{'LEADERS':<9}")
+    print(
+        f"{'ID':<5}{'ADDRESS':<24}{'RACK':<10}{'STATE':<15}{'PARTITIONS':<12}{'LEADERS':<9}"
+        f"{'OFFLINE':<9}"
+    )
     for r in rows:
         controller = "  (active controller)" if r.active_controller else ""
         print(
             f"{r.id:<5}{r.address:<24}{r.rack or '-':<10}{r.state:<15}{r.partitions:<12}"
-            f"{r.leaders:<9}{controller}".rstrip()
+            f"{r.leaders:<9}{r.offline:<9}{controller}".rstrip()
         )
     return 0
 

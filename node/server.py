@@ -128,7 +128,7 @@ class Node:
             )  # fmt: skip
             self._spawn(self.observer.run(), "metadata-observer")
         if config.is_broker:
-            self._start_broker(voters, timeout_s)
+            await self._start_broker(voters, timeout_s)
         await self._start_listeners()
         await self._start_admin_http()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -223,7 +223,7 @@ class Node:
         assert self.controller_service is not None
         self.controller_service.on_role_change(role, leader_id, term)
 
-    def _start_broker(self, voters: dict[int, str], timeout_s: float) -> None:
+    async def _start_broker(self, voters: dict[int, str], timeout_s: float) -> None:
         config = self.config
         assert self.metadata is not None
         controller_names = set(config.controller_listener_names)
@@ -237,11 +237,19 @@ class Node:
             for e in config.advertised_listeners
             if e.listener not in controller_names
         ]
-        self.logs = LogManager(
+        # Opening every log (recovery after a crash, producer state from snapshots) reads files:
+        # a worker thread does it while the loop goes on serving Raft on a combined node.
+        self.logs = await asyncio.to_thread(
+            LogManager,
             str(config.log_dir),
             LogConfig.from_kafka(self._log_defaults()),
             now_ms=self.clock.now_ms(),
         )
+        for (topic, index), reason in sorted(self.logs.failed.items()):
+            log.error(
+                "%s-%d: its log cannot be opened (%s); the replica is offline on this broker "
+                "until a restart opens it", topic, index, reason,
+            )  # fmt: skip
         self.controller_client = ControllerClient(
             voters, self.peers, timeout_s, controller_security(config), self._quorum_leader
         )
@@ -255,7 +263,9 @@ class Node:
             config, self.logs, self.controller_client, lambda: lifecycle.broker_epoch,
             self.peers, self.clock,
         )  # fmt: skip
+        self.manager.on_metadata(self.metadata.image, MetadataDelta())  # applied meanwhile
         self.metadata.subscribe(self.manager.on_metadata)
+        lifecycle.offline_replicas = self.manager.offline_replicas
         self.producer_ids = ProducerIdAllocator(
             self.controller_client, config.node_id, lambda: lifecycle.broker_epoch
         )

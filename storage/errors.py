@@ -10,6 +10,8 @@ and by whether retrying can help:
 - `UnexpectedAppendOffsetError`: a follower append that does not continue the log.
 - `LogCorruptionError`: bytes already on disk are damaged (below the recovery point, or a file
   that cannot be parsed). Fatal for the partition until an operator looks: never served.
+- `LogFailedError`: a log that could not be opened or failed in use; served no more until a
+  restart (Kafka's offline log directory, for one partition).
 - `LogDirLockedError`, `InconsistentTopicIdError`: the data directory is not ours to use.
 """
 
@@ -77,6 +79,13 @@ class LogCorruptionError(StorageError):
         self.path = path
         self.position = position
         self.reason = reason
+
+
+class LogFailedError(StorageError):
+    """The log of a partition failed (see `LogManager.failed`); the message says why."""
+
+    error_name = "KAFKA_STORAGE_ERROR"
+    retriable = False
 
 
 class LogDirLockedError(StorageError):

@@ -10,6 +10,10 @@ Layout::
 Rules:
 - One process per data directory: a second LogManager (in any process) fails with
   `LogDirLockedError` naming the holder's pid. The lock dies with the process.
+- A log that cannot be opened (damaged checkpoint, unreadable file) fails alone: it is recorded
+  in `failed` with the reason, its folder is left as it is for an operator, and every other log
+  opens. Asking for a failed log raises `LogFailedError`; `mark_failed` records a log that fails
+  later (it is closed as a crash would). Only a restart tries a failed log again.
 - Deletion renames the folder to a `-delete` name first (one atomic step), then removes it;
   leftovers of an interrupted deletion are removed at the next start.
 - Topic names follow Kafka's rule: 1-249 characters of [a-zA-Z0-9._-], not "." or "..".
@@ -25,7 +29,7 @@ import shutil
 from collections.abc import Mapping
 
 from .durability import fsync_dir
-from .errors import LogDirLockedError
+from .errors import LogDirLockedError, LogFailedError, StorageError
 from .log_config import LogConfig
 from .partition_log import PartitionLog
 from .partition_metadata import check_topic_id
@@ -53,6 +57,7 @@ class LogManager:
         os.makedirs(self.data_dir, exist_ok=True)
         self._lock_fd = self._lock()
         self._logs: dict[tuple[str, int], PartitionLog] = {}
+        self.failed: dict[tuple[str, int], str] = {}  # logs that could not be used: the reason
         try:
             self._load(now_ms)
         except BaseException:
@@ -87,7 +92,10 @@ class LogManager:
             if match is None or not _TOPIC.match(match.group(1)):
                 continue
             key = (match.group(1), int(match.group(2)))
-            self._logs[key] = PartitionLog.open(path, self.default_config, now_ms=now_ms)
+            try:
+                self._logs[key] = PartitionLog.open(path, self.default_config, now_ms=now_ms)
+            except (OSError, StorageError) as exc:
+                self.failed[key] = f"{type(exc).__name__}: {exc}"
 
     # ---- access --------------------------------------------------------------------------
 
@@ -110,6 +118,8 @@ class LogManager:
         the folder's (`InconsistentTopicIdError` if the folder is an old incarnation's)."""
         self._check_open()
         key = (topic, partition)
+        if key in self.failed:
+            raise LogFailedError(f"{partition_dir_name(topic, partition)}: {self.failed[key]}")
         log = self._logs.get(key)
         if log is None:
             path = os.path.join(self.data_dir, partition_dir_name(topic, partition))
@@ -124,20 +134,35 @@ class LogManager:
             log.config = config
         return log
 
-    def delete_log(self, topic: str, partition: int) -> bool:
-        """Delete a partition's log and folder. False if there is none."""
+    def mark_failed(self, topic: str, partition: int, reason: str) -> None:
+        """A log that failed in use: close it as a crash would, and serve it no more."""
         self._check_open()
         log = self._logs.pop((topic, partition), None)
-        if log is None:
+        if log is not None:
+            log.close(clean=False)
+        self.failed[(topic, partition)] = reason
+
+    def delete_log(self, topic: str, partition: int) -> bool:
+        """Delete a partition's log and folder (a failed one's too). False if there is none."""
+        self._check_open()
+        key = (topic, partition)
+        log = self._logs.pop(key, None)
+        failed = self.failed.pop(key, None)
+        if log is None and failed is None:
             return False
-        log.close(clean=False)
+        directory = os.path.join(self.data_dir, partition_dir_name(topic, partition))
+        if log is not None:
+            log.close(clean=False)
+            directory = log.directory
+        if not os.path.exists(directory):
+            return True
         n = 0
         while True:
-            doomed = f"{log.directory}.{n}{_DELETE_SUFFIX}"
+            doomed = f"{directory}.{n}{_DELETE_SUFFIX}"
             if not os.path.exists(doomed):
                 break
             n += 1
-        os.rename(log.directory, doomed)
+        os.rename(directory, doomed)
         fsync_dir(self.data_dir)
         shutil.rmtree(doomed, ignore_errors=True)
         return True

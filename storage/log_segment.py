@@ -218,6 +218,11 @@ class LogSegment:
                 return position, header
         return None
 
+    def duplicate_fd(self) -> int:
+        """A descriptor of this segment's file of the caller's own, for reading elsewhere (a
+        worker thread) while this segment goes on; it survives truncation and deletion."""
+        return os.dup(self._fd)
+
     def position_of(self, offset: int) -> int:
         """Byte position where the batch containing `offset` starts (the size if beyond)."""
         found = self.translate_offset(offset)

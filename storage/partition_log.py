@@ -8,14 +8,24 @@ Folder `<topic>-<partition>/`::
     leader-epoch-checkpoint                           epoch → start offset (`leader_epoch_cache`)
     recovery-point-offset-checkpoint                  offset below which everything is fsynced
     log-start-offset-checkpoint                       the first offset the log still serves
+    00000000000000001200.snapshot                     producer state as of an offset
+                                                      (see `producer_state`)
     .clean-shutdown                                   present only after a clean `close()`
 
 The two offset checkpoints use Kafka's checkpoint format with one entry ``0 <offset>``.
 
 Rules:
-- Leader appends are validated completely (`batch_validation`) before any byte is written, then
-  get offsets and the leader epoch stamped in place. Follower appends keep the leader's offsets
-  and must continue the log exactly; only their bounds are checked.
+- A leader append is one pass: every batch validated completely (`batch_validation`: header,
+  CRC, record framing), then checked against the producer state (duplicates, sequences, zombie
+  epochs), then given offsets and the leader epoch in place and written. Nothing is written
+  unless all of it passes. Follower appends keep the leader's offsets and must continue the log
+  exactly; only their bounds are checked.
+- The log owns its producer state (`producer_state`): every append, truncation and move of the
+  log start updates it here, for leaders and followers alike. A snapshot is written at every
+  segment roll and at a clean close. Opening builds the state from the newest snapshot plus the
+  headers after it. After a truncation the state must be replayed the same way; until that
+  replay is installed (`plan_producer_state_replay`, run anywhere, `install_producer_state`; or
+  `load_producer_state` inline) appends are refused with `ProducerStateLoadingError`.
 - The recovery point only moves forward past fsynced bytes (`flush`, and on every roll the
   finished segment is fsynced), and back with truncation.
 - The clean-shutdown marker is deleted as soon as the log is opened, so any later crash is seen.
@@ -30,7 +40,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from .batch_validation import validate_batches
 from .checkpoint_file import read_checkpoint, write_checkpoint
@@ -43,6 +53,17 @@ from .log_config import LogConfig
 from .log_recovery import load_segments
 from .log_segment import CLEANED_SUFFIX, INT32_MAX, LogSegment
 from .partition_metadata import check_topic_id
+from .producer_state import (
+    BatchRange,
+    ProducerState,
+    ProducerStateLoadingError,
+    ProducerStateReplay,
+    SegmentSpan,
+    delete_snapshots,
+    retain_snapshots,
+    snapshot_offsets,
+    write_snapshot,
+)
 from .record_batch import (
     HEADER_SIZE,
     LOG_OVERHEAD,
@@ -81,9 +102,38 @@ class OpenInfo:
     truncated_bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class ProducerStateLoadInfo:
+    """How the producer state was last built: from the snapshot at `snapshot_offset` (None: from
+    the log start) plus `headers_scanned` batch headers; `corrupt` snapshots were deleted."""
+
+    snapshot_offset: int | None
+    headers_scanned: int
+    corrupt: tuple[str, ...]
+
+
 def _read_offset(path: str) -> int | None:
     entries = read_checkpoint(path)
     return entries[0][1] if entries else None
+
+
+class LogReader(Protocol):
+    """What a partition log's readers may use; only its owner appends, truncates or configures
+    it (node/replica/partition.py hands this view out)."""
+
+    @property
+    def log_start_offset(self) -> int: ...
+
+    @property
+    def log_end_offset(self) -> int: ...
+
+    @property
+    def size_in_bytes(self) -> int: ...
+
+    @property
+    def segment_base_offsets(self) -> tuple[int, ...]: ...
+
+    def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> bytes: ...
 
 
 class PartitionLog:
@@ -109,6 +159,10 @@ class PartitionLog:
         self.topic_id = topic_id
         self.open_info = open_info
         self._closed = False
+        self._producers = ProducerState(local.log_end_offset)
+        self._producers_pending = True  # until the first load
+        self._generation = 0  # bumped by every truncation: a replay planned before is stale
+        self.producer_state_load = ProducerStateLoadInfo(None, 0, ())
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -170,6 +224,10 @@ class PartitionLog:
         if loaded.recovered_segments or recovery_point > local.log_end_offset:
             log.flush()  # recovered bytes are now known good; make them durable
         log._write_log_start()
+        delete_snapshots(
+            directory, [o for o in snapshot_offsets(directory) if o > log.log_end_offset]
+        )
+        log.load_producer_state()
         return log
 
     # ---- state ---------------------------------------------------------------------------
@@ -194,16 +252,35 @@ class PartitionLog:
     def segment_base_offsets(self) -> tuple[int, ...]:
         return tuple(s.base_offset for s in self._local.segments)
 
+    @property
+    def producer_state(self) -> ProducerState:
+        """The producer state as of the log end (read it; the log alone changes it)."""
+        return self._producers
+
+    @property
+    def producer_state_pending(self) -> bool:
+        """True after a truncation until the replayed producer state is installed."""
+        return self._producers_pending
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"log {self.directory} is closed")
 
+    def _check_producer_state(self) -> None:
+        if self._producers_pending:
+            raise ProducerStateLoadingError(
+                f"{self.directory}: the producer state is being rebuilt after a truncation; "
+                "retry shortly"
+            )
+
     # ---- appends -------------------------------------------------------------------------
 
     def append(self, data: bytes, leader_epoch: int, *, now_ms: int) -> AppendInfo:
-        """Append batches produced by a client, as leader: validate everything, then assign
-        offsets from the log end offset and stamp `leader_epoch` in place. Raises
-        `CorruptRecordError` (nothing written) on bad input."""
+        """Append batches produced by a client, as leader, in one pass: validate every batch,
+        check it against the producer state, then assign offsets from the log end offset, stamp
+        `leader_epoch` in place and write. Raises `CorruptRecordError` or `ProducerStateError`
+        (nothing written) on bad input. A request that only retries one batch this log already
+        holds writes nothing and answers where that batch was written (`batch_count` 0)."""
         self._check_open()
         config = self.config
         checked = validate_batches(
@@ -218,6 +295,10 @@ class PartitionLog:
                 f"{len(data)} bytes in one append exceed segment.bytes={config.segment_bytes}",
                 "RECORD_LIST_TOO_LARGE",
             )
+        self._check_producer_state()
+        duplicates = self._producers.check([header for _, header in checked])
+        if any(d is not None for d in duplicates):
+            return _duplicate_answer(duplicates)
         buf = bytearray(data)
         offset = self.log_end_offset
         stamped = []
@@ -242,6 +323,7 @@ class PartitionLog:
             raise CorruptRecordError(
                 f"{len(data)} bytes in one append exceed segment.bytes", "RECORD_LIST_TOO_LARGE"
             )
+        self._check_producer_state()
         # One pass: bounds (as `split_batches`) and contiguity, parsing each header once.
         batches = []
         expected = self._local.active.next_offset
@@ -294,6 +376,9 @@ class PartitionLog:
             self._maybe_roll(len(data), max_ts, last, now_ms)  # the full rule, when it may roll
             active = self._local.active
         active.append(data, batches)
+        update = self._producers.update
+        for _, header in batches:
+            update(header)
         return AppendInfo(first, last, max_ts, offset_of_max, records, len(batches), len(data))
 
     def _maybe_roll(self, incoming_bytes: int, max_ts: int, last_offset: int, now_ms: int) -> None:
@@ -320,6 +405,7 @@ class PartitionLog:
         before = self._local.active
         if self._local.roll(now_ms) is not before:
             self._flush_up_to_active()
+            self._snapshot_producer_state()
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -364,6 +450,12 @@ class PartitionLog:
         if offset < self._log_start_offset:
             self.truncate_fully_and_start_at(offset, now_ms=now_ms)
             return offset
+        # Snapshots past the new end describe batches about to go: delete them (durably) first.
+        self._generation += 1
+        self._producers_pending = True
+        delete_snapshots(
+            self.directory, [o for o in snapshot_offsets(self.directory) if o > offset]
+        )
         self._local.truncate_to(offset)
         if self.log_end_offset < self._log_start_offset:
             # The batch holding `offset` also held the log start: nothing servable is left.
@@ -378,12 +470,16 @@ class PartitionLog:
     def truncate_fully_and_start_at(self, offset: int, *, now_ms: int) -> None:
         """Delete everything and continue, empty, at `offset` (a follower far behind)."""
         self._check_open()
+        self._generation += 1
+        delete_snapshots(self.directory, snapshot_offsets(self.directory))
         self._local.truncate_fully(offset, now_ms)
         self.leader_epoch_cache.clear()
         self._log_start_offset = offset
         self._recovery_point = offset
         self._write_log_start()
         self._write_recovery_point()
+        self._producers = ProducerState(offset)
+        self._producers_pending = False
 
     def maybe_increment_log_start_offset(self, offset: int) -> bool:
         """Move the log start offset up to `offset` (≤ the log end); older offsets stop being
@@ -396,6 +492,7 @@ class PartitionLog:
         self._log_start_offset = offset
         self.leader_epoch_cache.truncate_from_start(offset)
         self._write_log_start()
+        self._on_log_start_moved()
         return True
 
     # ---- retention -----------------------------------------------------------------------
@@ -452,7 +549,79 @@ class PartitionLog:
             self._log_start_offset = start
             self.leader_epoch_cache.truncate_from_start(start)
             self._write_log_start()
+            self._on_log_start_moved()
         return len(doomed)
+
+    # ---- producer state (see `producer_state`) ----------------------------------------------
+
+    def _on_log_start_moved(self) -> None:
+        self._producers.evict_before(self._log_start_offset)
+        retain_snapshots(self.directory, self._log_start_offset, self.log_end_offset)
+
+    def _snapshot_producer_state(self) -> None:
+        """Write the producer state as of the log end (at a roll, and at a clean close)."""
+        if self._producers_pending:
+            return  # nothing newer to say than the snapshot the replay starts from
+        assert self._producers.end_offset == self.log_end_offset, "producer state out of step"
+        write_snapshot(self.directory, self._producers)
+        retain_snapshots(self.directory, self._log_start_offset, self.log_end_offset)
+
+    def plan_producer_state_replay(self, full: bool = False) -> ProducerStateReplay | None:
+        """The replay that rebuilds the producer state as of the log end, when one is pending
+        (None otherwise). Run it anywhere (`ProducerStateReplay.run`, e.g. in a worker thread),
+        then hand the result to `install_producer_state` on the owner's thread. Unless `full`,
+        it reaches back only to the oldest snapshot it may start from."""
+        if self._closed or not self._producers_pending:
+            return None
+        start, end = self._log_start_offset, self.log_end_offset
+        candidates = [o for o in snapshot_offsets(self.directory) if start <= o <= end]
+        offsets = sorted({start, *candidates}) if full or not candidates else candidates
+        segments = self._local.segments
+        first = self._local.index_of(offsets[0])
+        spans: list[SegmentSpan] = []
+        try:
+            for segment in segments[first:]:
+                fd = segment.duplicate_fd()
+                spans.append(SegmentSpan(fd, segment.log_path, segment.base_offset, segment.size))
+        except OSError:
+            for span in spans:
+                os.close(span.fd)
+            raise
+        starts = {}
+        for offset in offsets:
+            index = self._local.index_of(offset)
+            found = segments[index].translate_offset(offset)
+            starts[offset] = (index - first, found[0]) if found else (index - first + 1, 0)
+        return ProducerStateReplay(self.directory, spans, starts, start, end, self._generation)
+
+    def replay_is_current(self, replay: ProducerStateReplay) -> bool:
+        """False once the log was truncated or closed after `replay` was planned: its result
+        (or its failure: the files changed under it) no longer counts."""
+        return (
+            not self._closed and self._producers_pending and (replay.generation == self._generation)
+        )
+
+    def install_producer_state(self, replay: ProducerStateReplay, state: ProducerState) -> bool:
+        """Install what `replay` built; False (nothing changed) if it is no longer current."""
+        if not self.replay_is_current(replay):
+            return False
+        state.evict_before(self._log_start_offset)  # retention may have moved the start meanwhile
+        self._producers = state
+        self._producers_pending = False
+        self.producer_state_load = ProducerStateLoadInfo(
+            replay.snapshot_offset, replay.headers_scanned, replay.corrupt
+        )
+        return True
+
+    def load_producer_state(self) -> None:
+        """Complete a pending producer-state replay here and now (opening does this)."""
+        replay = self.plan_producer_state_replay()
+        while replay is not None:
+            state = replay.run()
+            if state is not None:
+                self.install_producer_state(replay, state)
+                return
+            replay = self.plan_producer_state_replay(full=True)
 
     # ---- compaction (see `log_cleaner`) ----------------------------------------------------
 
@@ -523,6 +692,7 @@ class PartitionLog:
             return
         if clean:
             self.flush()
+            self._snapshot_producer_state()
             self._local.close(clean=True)
             write_atomically(os.path.join(self.directory, CLEAN_SHUTDOWN_FILE), b"")
         else:
@@ -535,6 +705,16 @@ class PartitionLog:
             self._local.close(clean=False)
             self._closed = True
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _duplicate_answer(duplicates: list[BatchRange | None]) -> AppendInfo:
+    """A request retrying one batch the log holds is answered with where that batch went."""
+    original = duplicates[0]
+    if len(duplicates) != 1 or original is None:
+        raise CorruptRecordError("a request mixing a retried batch with new ones", "INVALID_RECORD")
+    return AppendInfo(
+        original.first_offset, original.last_offset, NO_TIMESTAMP, original.first_offset, 0, 0, 0
+    )
 
 
 def _largest_timestamp(segment: LogSegment) -> int:

@@ -3,9 +3,11 @@
 `BrokerLifecycle` (through node/peers.py's `ControllerClient`, which finds the active
 controller) registers this broker with a
 fresh incarnation id on start, heartbeats every `broker.heartbeat.interval.ms` with the metadata
-index it has applied (so the controller unfences it once it has caught up), re-registers when the
-controller says its epoch is stale, and on shutdown asks the controller to move its leaderships
-away before the process stops (KRaft's controlled shutdown).
+index it has applied (so the controller unfences it once it has caught up) and the replicas it
+cannot serve (`offline_replicas`, set by the replica manager: the controller moves them out of
+the ISR and leadership), re-registers when the controller says its epoch is stale, and on
+shutdown asks the controller to move its leaderships away before the process stops (KRaft's
+controlled shutdown).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class BrokerLifecycle:
         self.session_timeout_s = config["broker.session.timeout.ms"] / 1000
         self._shutting_down = False
         self.interval_s = config["broker.heartbeat.interval.ms"] / 1000
+        # (topic id, partition) of every replica this broker hosts and cannot serve.
+        self.offline_replicas: Callable[[], list[tuple[bytes, int]]] = list
 
     async def run(self) -> None:
         while True:
@@ -91,6 +95,10 @@ class BrokerLifecycle:
             broker_epoch=self.broker_epoch,
             current_metadata_offset=self.metadata_offset(),
             want_shut_down=want_shut_down,
+            offline_replicas=[
+                controller_pb2.ReplicaRef(topic_id=topic_id, partition=index)
+                for topic_id, index in self.offline_replicas()
+            ],
         )
         sent_s = asyncio.get_running_loop().time()
         try:

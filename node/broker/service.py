@@ -135,7 +135,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     info = partition.append_as_leader(data.records, request.acks, min_isr, now)
                     metrics.record_produce(topic.name, info.record_count, len(data.records))
                     result.base_offset = info.first_offset
-                    result.log_start_offset = partition.log.log_start_offset
+                    result.log_start_offset = partition.log_start_offset
                     if request.acks == -1:
                         waits.append(
                             self._await_isr(
@@ -212,7 +212,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     result.records = records
                     total += len(records)
                     result.high_watermark = partition.high_watermark
-                    result.log_start_offset = partition.log.log_start_offset
+                    result.log_start_offset = partition.log_start_offset
                     watched.append(partition.changed)
                 except (PartitionError, StorageError) as exc:
                     code, message = error_code(exc)
@@ -242,11 +242,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     partition.check_leader_epoch(wanted.current_leader_epoch)
                     result.leader_epoch = partition.leader_epoch
                     if wanted.timestamp == EARLIEST_TIMESTAMP:
-                        result.offset = partition.log.log_start_offset
+                        result.offset = partition.log_start_offset
                     elif wanted.timestamp == LATEST_TIMESTAMP:
                         result.offset = partition.high_watermark
                     elif wanted.timestamp >= 0:
-                        found = partition.log.offset_for_timestamp(wanted.timestamp)
+                        found = partition.offset_for_timestamp(wanted.timestamp)
                         if found is not None and found[1] < partition.high_watermark:
                             result.timestamp, result.offset = found
                     else:
@@ -299,7 +299,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             out.topic_id = topic.topic_id
             out.is_internal = name.startswith("__")
             for index, info in sorted(topic.partitions.items()):
-                offline = [r for r in info.replicas if not self._alive(r)]
+                # Kafka's meaning: on a dead broker, or offline there (its log failed).
+                offline = [
+                    r for r in info.replicas if not self._alive(r) or r in info.offline_replicas
+                ]
                 out.partitions.add(
                     partition=index,
                     leader_id=info.leader,
@@ -428,9 +431,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
             try:
                 partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
                 partition.check_leader_epoch(wanted.current_leader_epoch)
-                epoch, end = partition.log.leader_epoch_cache.end_offset_for(
-                    wanted.leader_epoch, partition.log.log_end_offset
-                )
+                epoch, end = partition.end_offset_for_epoch(wanted.leader_epoch)
                 result.leader_epoch, result.end_offset = epoch, end
             except (PartitionError, StorageError) as exc:
                 result.error_code = error_code(exc)[0]  # type: ignore[assignment]

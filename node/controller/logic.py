@@ -19,7 +19,9 @@ Rules kept here:
   acknowledged data is elected away) and moves its leaderships to other ISR members; a partition
   with no eligible leader goes offline (leader -1) unless its topic allows unclean election;
 - AlterPartition is accepted only from the current leader, with its current broker epoch, leader
-  epoch and partition epoch, for an ISR that contains the leader and only active brokers.
+  epoch and partition epoch, for an ISR that contains the leader and only active brokers;
+- replicas a broker reports offline in its heartbeats leave the ISR and leadership, and are
+  never elected or added back while reported (see `offline`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from strom.v1 import common_pb2, metadata_pb2
 
 from . import security
 from .errors import ControllerError
+from .offline import OFFLINE_REPLICAS_MAX, offline_changes
 from .placement import choose_leader, place_replicas, placement_start
 
 Record = metadata_pb2.MetadataRecord
@@ -90,6 +93,7 @@ def _change(
     leader: int | None = None,
     isr: Iterable[int] | None = None,
     replicas: Iterable[int] | None = None,
+    offline_replicas: Iterable[int] | None = None,
 ) -> Record:
     change = metadata_pb2.PartitionChangeRecord(topic_id=topic_id, partition=partition)
     if leader is not None:
@@ -98,6 +102,9 @@ def _change(
         change.isr.ids.extend(isr)
     if replicas is not None:
         change.replicas.ids.extend(replicas)
+    if offline_replicas is not None:
+        change.offline_replicas.SetInParent()  # set even when empty: "none offline any more"
+        change.offline_replicas.ids.extend(offline_replicas)
     return Record(partition_change=change)
 
 
@@ -205,9 +212,20 @@ class ControllerLogic:
         want_fence: bool,
         want_shut_down: bool,
         now_ms: int,
+        offline_replicas: Iterable[tuple[bytes, int]] = (),
     ) -> tuple[list[Record], dict[str, bool]]:
+        """A heartbeat: liveness, unfencing once caught up, controlled shutdown, and the
+        replicas the broker reports offline (reconciled first, so that unfencing never elects
+        one of them)."""
         self._check_epoch(broker_id, broker_epoch)
+        reported = list(offline_replicas)
+        if len(reported) > OFFLINE_REPLICAS_MAX:
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST,
+                f"{len(reported)} offline replicas reported; at most {OFFLINE_REPLICAS_MAX}",
+            )
         self.last_heartbeat_ms[broker_id] = now_ms
+        offline = self._accepted(self._reconcile_offline(broker_id, reported))
         broker = self.image.brokers[broker_id]
         # A broker is caught up once it has applied the metadata log up to its own registration,
         # which therefore must have committed, and, if it was fenced since, up to its fencing:
@@ -238,11 +256,26 @@ class ControllerLogic:
             for topic in self.image.topics.values()
             for part in topic.partitions.values()
         )
-        return records, {
+        return offline + records, {
             "is_caught_up": caught_up,
             "is_fenced": broker.fenced,
             "should_shut_down": broker.in_controlled_shutdown and not leads,
         }
+
+    def _reconcile_offline(self, broker_id: int, reported: list[tuple[bytes, int]]) -> list[Record]:
+        changes = offline_changes(
+            self.image, broker_id, reported, self._active(), self._unclean_allowed
+        )
+        return [
+            _change(
+                c.topic_id,
+                c.partition,
+                leader=c.leader,
+                isr=c.isr,
+                offline_replicas=c.offline_replicas,
+            )
+            for c in changes
+        ]
 
     def _registration_change(
         self,
@@ -534,11 +567,12 @@ class ControllerLogic:
             )
         active = self._active()
         added = set(new_isr) - set(part.isr)
-        ineligible = sorted(r for r in added if r not in active)
+        ineligible = sorted(r for r in added if r not in active or r in part.offline_replicas)
         if ineligible:
             raise ControllerError(
                 common_pb2.INELIGIBLE_REPLICA,
-                f"replicas {ineligible} are fenced or shutting down and cannot join the ISR",
+                f"replicas {ineligible} are fenced, shutting down or offline and cannot join the "
+                "ISR",
             )
         restarted = sorted(
             r
@@ -575,7 +609,11 @@ class ControllerLogic:
                 preferred = part.preferred_leader
                 if part.leader == preferred:
                     results[key] = (common_pb2.ELECTION_NOT_NEEDED, "already the preferred leader")
-                elif preferred in active and preferred in part.isr:
+                elif (
+                    preferred in active
+                    and preferred in part.isr
+                    and preferred not in part.offline_replicas
+                ):
                     records.append(_change(topic.topic_id, index, leader=preferred))
                     results[key] = (common_pb2.NONE, "")
                 else:

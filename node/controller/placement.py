@@ -6,7 +6,8 @@ land on the lowest broker id. Leader = first replica (the preferred leader), as 
 
 Leader election only ever picks an ISR member (DESIGN.md §6), unless the topic enables unclean
 election, in which case an active replica outside the ISR may be chosen when no ISR member is
-alive, trading acknowledged data for availability, as the operator asked.
+alive, trading acknowledged data for availability, as the operator asked. A replica its broker
+reported offline (`PartitionInfo.offline_replicas`: its log failed) is never chosen.
 """
 
 from __future__ import annotations
@@ -56,15 +57,20 @@ def choose_leader(
 ) -> int:
     """The leader a partition should have: its current leader if still eligible, else the first
     replica (in preference order) that is an active ISR member, else (unclean only) any active
-    replica, else NO_LEADER."""
+    replica, else NO_LEADER. Offline replicas are never eligible."""
     members = partition.isr if isr is None else isr
-    if partition.leader in active and partition.leader in members and partition.leader != avoid:
+    offline = partition.offline_replicas
+
+    def eligible(replica: int) -> bool:
+        return replica in active and replica != avoid and replica not in offline
+
+    if eligible(partition.leader) and partition.leader in members:
         return partition.leader
     for replica in partition.replicas:
-        if replica in active and replica in members and replica != avoid:
+        if eligible(replica) and replica in members:
             return replica
     if unclean:
         for replica in partition.replicas:
-            if replica in active and replica != avoid:
+            if eligible(replica):
                 return replica
     return NO_LEADER

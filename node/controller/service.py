@@ -264,6 +264,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                 request.want_fence,
                 request.want_shut_down,
                 self.clock.now_ms(),
+                [(r.topic_id, r.partition) for r in request.offline_replicas],
             )
         )
         if answer is None:

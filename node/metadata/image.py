@@ -77,6 +77,9 @@ class PartitionInfo:
     leader: int
     leader_epoch: int
     partition_epoch: int
+    # Replicas their broker reported offline (a failed log): never elected, never added to the
+    # ISR (the controller's rules, node/controller/logic.py).
+    offline_replicas: tuple[int, ...] = ()
 
     @property
     def preferred_leader(self) -> int:
@@ -264,6 +267,7 @@ class _Builder:
             leader=rec.leader,
             leader_epoch=rec.leader_epoch,
             partition_epoch=rec.partition_epoch,
+            offline_replicas=tuple(rec.offline_replicas),
         )
         self.delta.changed_partitions.add((rec.topic_id, rec.partition))
 
@@ -278,6 +282,8 @@ class _Builder:
             updated = replace(updated, isr=tuple(rec.isr.ids))
         if rec.HasField("replicas"):
             updated = replace(updated, replicas=tuple(rec.replicas.ids))
+        if rec.HasField("offline_replicas"):
+            updated = replace(updated, offline_replicas=tuple(rec.offline_replicas.ids))
         parts[rec.partition] = updated
         self.delta.changed_partitions.add((rec.topic_id, rec.partition))
 
@@ -424,6 +430,7 @@ def image_to_records(image: MetadataImage) -> list[metadata_pb2.MetadataRecord]:
                         leader=part.leader,
                         leader_epoch=part.leader_epoch,
                         partition_epoch=part.partition_epoch,
+                        offline_replicas=part.offline_replicas,
                     )
                 )
             )

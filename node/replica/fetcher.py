@@ -7,6 +7,17 @@ offset, the leader epoch it believes current (KIP-320) and the epoch of its last
 leader reports a diverging epoch, the follower truncates its divergent suffix before fetching
 again (KIP-101/279/595). A partition the leader refuses (fenced epoch, not leader) stops being
 fetched until the metadata image assigns it again.
+
+A fetcher never dies silently (its task only ends when stopped):
+- an error while handling one partition's data (appending, truncating) backs that partition off
+  (`RETRY_DELAY_MS`, doubling up to `RETRY_DELAY_MS_MAX`) and is retried; after
+  `PARTITION_FAILURES_MAX` failures in a row, or at once for damaged files, the partition is
+  reported failed (`on_partition_failed`: the replica manager takes it offline, as Kafka does
+  with a failed log directory) and no longer fetched;
+- any other error (a failed RPC, a bug) is logged and the loop goes on after a backoff;
+- both are counted in `strom_server_replicafetcher_errors_total`.
+A partition whose producer state is being replayed (after a truncation) is not fetched until
+that replay is done.
 """
 
 from __future__ import annotations
@@ -18,19 +29,28 @@ from collections.abc import Callable
 import grpc
 
 from strom.client.tls import PLAINTEXT, SecurityOptions
+from strom.node import metrics
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.peers import Peers
-from strom.storage.errors import StorageError
+from strom.storage.errors import LogCorruptionError
 from strom.v1 import common_pb2, replica_pb2, replica_pb2_grpc
 
 from .leader_state import truncation_offset
 from .partition import Partition
-from .producer_state import ProducerState
 
 log = logging.getLogger("strom.fetcher")
 
 Key = tuple[bytes, int]
 RETRY_DELAY_MS = 200
+RETRY_DELAY_MS_MAX = 5_000
+PARTITION_FAILURES_MAX = 5
+LOOP_BACKOFF_S_MAX = 1.0
+
+OnPartitionFailed = Callable[[Partition, BaseException], None]
+
+
+def _report_only(partition: Partition, exc: BaseException) -> None:
+    log.error("%s: replication failed: %s", partition.name, exc)
 
 
 class ReplicaFetcher:
@@ -47,6 +67,7 @@ class ReplicaFetcher:
         peers: Peers,
         security: SecurityOptions = PLAINTEXT,
         clock: Clock = SYSTEM_CLOCK,
+        on_partition_failed: OnPartitionFailed = _report_only,
     ) -> None:
         self.broker_id = broker_id
         self.broker_epoch = broker_epoch
@@ -58,6 +79,8 @@ class ReplicaFetcher:
         self.request_timeout_s = request_timeout_s
         self.partitions: dict[Key, Partition] = {}
         self._delayed_until: dict[Key, int] = {}
+        self._failures: dict[Key, int] = {}  # consecutive failures per partition
+        self.on_partition_failed = on_partition_failed
         self._wake = asyncio.Event()
         self.clock = clock
         self._stub = peers.stub(replica_pb2_grpc.ReplicaStub, address, security)
@@ -70,9 +93,21 @@ class ReplicaFetcher:
     def remove(self, key: Key) -> None:
         self.partitions.pop(key, None)
         self._delayed_until.pop(key, None)
+        self._failures.pop(key, None)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name=f"replica-fetcher-{self.leader_id}")
+        self._task.add_done_callback(self._ended)
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # run() catches everything; this is the last line of defence, and says so loudly.
+        if not task.cancelled() and task.exception() is not None:
+            metrics.FETCHER_ERRORS.labels("fetcher").inc()
+            log.error("fetcher of leader %d ended", self.leader_id, exc_info=task.exception())
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -96,7 +131,12 @@ class ReplicaFetcher:
                         "fetch from leader %d at %s failed (%s): %s",
                         self.leader_id, self.address, exc.code().name, exc.details(),
                     )  # fmt: skip
-                await asyncio.sleep(min(1.0, 0.05 * failures))
+                await asyncio.sleep(min(LOOP_BACKOFF_S_MAX, 0.05 * failures))
+            except Exception:
+                failures += 1
+                metrics.FETCHER_ERRORS.labels("fetcher").inc()
+                log.exception("fetcher of leader %d failed; going on", self.leader_id)
+                await asyncio.sleep(min(LOOP_BACKOFF_S_MAX, 0.05 * failures))
 
     def _request(self) -> tuple[replica_pb2.ReplicaFetchRequest, dict[Key, Partition]]:
         request = replica_pb2.ReplicaFetchRequest(
@@ -112,16 +152,21 @@ class ReplicaFetcher:
             for key, partition in self.partitions.items()
             if self._delayed_until.get(key, 0) <= now
         }
-        for (topic_id, index), partition in snapshot.items():
-            latest = partition.log.leader_epoch_cache.latest_epoch
+        for key, partition in list(snapshot.items()):
+            if not partition.producer_state_ready:
+                partition.start_producer_state_load()  # a short replay completes here
+                if not partition.producer_state_ready:
+                    del snapshot[key]  # a long one: fetched again once it is done
+                    continue
+            latest = partition.latest_epoch
             request.partitions.append(
                 replica_pb2.ReplicaFetchPartition(
-                    topic_id=topic_id,
-                    partition=index,
-                    fetch_offset=partition.log.log_end_offset,
+                    topic_id=key[0],
+                    partition=key[1],
+                    fetch_offset=partition.log_end_offset,
                     current_leader_epoch=partition.leader_epoch,
                     last_fetched_epoch=-1 if latest is None else latest,
-                    log_start_offset=partition.log.log_start_offset,
+                    log_start_offset=partition.log_start_offset,
                     partition_max_bytes=self.partition_bytes_max,
                 )
             )
@@ -143,7 +188,32 @@ class ReplicaFetcher:
                 continue  # reassigned while the fetch was in flight
             if partition.leader_epoch != asked_epochs[key]:
                 continue  # the answer to an older epoch's request: ask again
-            self._handle(partition, result)
+            try:
+                self._handle(partition, result)
+            except Exception as exc:
+                self._partition_failed(key, partition, exc)
+            else:
+                self._failures.pop(key, None)
+
+    def _partition_failed(self, key: Key, partition: Partition, exc: Exception) -> None:
+        """Back off one partition whose data could not be handled; report it failed when the
+        error persists (or is damage on disk, which never goes away by itself)."""
+        metrics.FETCHER_ERRORS.labels("partition").inc()
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        if failures >= PARTITION_FAILURES_MAX or isinstance(exc, LogCorruptionError):
+            log.error(
+                "%s: replication from leader %d failed %d time(s) in a row: %s",
+                partition.name, self.leader_id, failures, exc,
+            )  # fmt: skip
+            self.remove(key)
+            self.on_partition_failed(partition, exc)
+            return
+        delay_ms = min(RETRY_DELAY_MS_MAX, RETRY_DELAY_MS << (failures - 1))
+        log.warning(
+            "%s: could not handle data from leader %d (%s: %s); retrying in %d ms",
+            partition.name, self.leader_id, type(exc).__name__, exc, delay_ms,
+        )  # fmt: skip
+        self._delayed_until[key] = self.clock.now_ms() + delay_ms
 
     def _handle(
         self, partition: Partition, result: replica_pb2.ReplicaFetchPartitionResponse
@@ -153,26 +223,20 @@ class ReplicaFetcher:
         if result.error_code == common_pb2.NONE:
             if result.HasField("diverging_epoch"):
                 diverging = (result.diverging_epoch.epoch, result.diverging_epoch.end_offset)
-                leo = partition.log.log_end_offset
-                local = partition.log.leader_epoch_cache.end_offset_for(diverging[0], leo)
-                partition.truncate_to(truncation_offset(diverging, local, leo), now)
+                local = partition.end_offset_for_epoch(diverging[0])
+                partition.truncate_to(
+                    truncation_offset(diverging, local, partition.log_end_offset), now
+                )
                 return
-            try:
-                partition.append_as_follower(result.records, result.high_watermark, now)
-            except StorageError as exc:
-                log.warning("%s: could not append fetched data: %s", partition.name, exc)
+            partition.append_as_follower(result.records, result.high_watermark, now)
             return
-        if result.error_code == common_pb2.OFFSET_OUT_OF_RANGE:
-            leo = partition.log.log_end_offset
-            if leo < result.log_start_offset:
-                # The leader deleted what we would fetch next (retention): start over there.
-                log.info(
-                    "%s: log end %d is before the leader's start %d; restarting there",
-                    partition.name, leo, result.log_start_offset,
-                )  # fmt: skip
-                partition.log.truncate_fully_and_start_at(result.log_start_offset, now_ms=now)
-                partition.producers = ProducerState()
-                return
+        if (
+            result.error_code == common_pb2.OFFSET_OUT_OF_RANGE
+            and partition.log_end_offset < result.log_start_offset
+        ):
+            # The leader deleted what we would fetch next (retention): start over there.
+            partition.truncate_fully_and_start_at(result.log_start_offset, now)
+            return
         if result.error_code == common_pb2.FENCED_LEADER_EPOCH:
             # Our view is older than the leader's: new metadata will reassign this partition.
             log.info("%s: fenced by leader %d; waiting for new metadata", partition.name,

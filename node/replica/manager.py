@@ -8,6 +8,19 @@ and topics that are gone. Timers owned here: ISR shrink checks, retention (of `d
 log compaction (of `compact` topics), and the high-watermark checkpoint. ISR changes go to the
 controller as AlterPartition requests; the committed result comes back through the metadata
 image like every other change.
+
+Failures stay with their partition (#14 defect 4). Applying a metadata change, and each timer's
+pass, handle one partition at a time; an error in one is logged and never skips the others nor
+stops the node. A replica whose log cannot be used (it failed to open, an I/O error, damage met
+while replaying producer state, a fetcher that keeps failing on it) goes **offline on this
+broker** (`take_offline`, the one mechanism for every cause): it is no longer served or fetched,
+requests for it get KAFKA_STORAGE_ERROR, `offline_replicas()` lists it, and the broker's next
+heartbeat reports it to the controller, which takes this broker's replica out of the ISR and
+leadership of that partition, as Kafka's controller does for a failed log directory (KIP-858,
+per partition here). It shows in the metric `strom_server_replicamanager_offlinereplicacount`,
+in the node's log, and in `strom cluster describe`. A storage failure lasts until the broker
+restarts (the log is closed; a restart opens it again); an offline replica whose cause goes
+away (`bring_online`) is reported online again and rejoins the ISR by fetching.
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import TOPIC_KEYS, NodeConfig
@@ -24,7 +38,7 @@ from strom.node.metadata.state import full_delta
 from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.tls import inter_broker_security
 from strom.storage import log_cleaner
-from strom.storage.errors import InconsistentTopicIdError, StorageError
+from strom.storage.errors import InconsistentTopicIdError
 from strom.storage.log_config import LogConfig
 from strom.storage.log_manager import LogManager
 from strom.v1 import common_pb2, controller_pb2
@@ -32,7 +46,7 @@ from strom.v1 import common_pb2, controller_pb2
 from .fetcher import ReplicaFetcher
 from .hw_checkpoint import read_hw_checkpoint, write_hw_checkpoint
 from .leader_state import IsrChange
-from .partition import Partition, PartitionError
+from .partition import Partition, PartitionError, is_storage_failure
 
 log = logging.getLogger("strom.replica")
 
@@ -51,6 +65,16 @@ ALTER_PARTITION_STALE = frozenset(
         common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineReplica:
+    """A replica this broker hosts but cannot serve, and why (see the module docstring)."""
+
+    topic: str
+    partition: int
+    reason: str
+    storage: bool  # its log failed: offline until a restart
 
 
 class ReplicaManager:
@@ -77,6 +101,7 @@ class ReplicaManager:
         self._checkpointed_hw = read_hw_checkpoint(self._hw_path)
         self._tasks: list[asyncio.Task[None]] = []
         self._alter_in_flight: set[Key] = set()
+        self.offline: dict[Key, OfflineReplica] = {}
         self.caught_up = False
 
     # ---- lookups -----------------------------------------------------------------------
@@ -92,6 +117,7 @@ class ReplicaManager:
                     common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
                     f"topic {topic!r} partition {index} does not exist",
                 )
+            self._refuse_if_offline((topic_meta.topic_id, index))
             info = topic_meta.partitions[index]
             raise PartitionError(
                 common_pb2.NOT_LEADER_OR_FOLLOWER,
@@ -102,12 +128,22 @@ class ReplicaManager:
     def partition_by_id(self, topic_id: bytes, index: int) -> Partition:
         partition = self.partitions.get((topic_id, index))
         if partition is None:
+            self._refuse_if_offline((topic_id, index))
             raise PartitionError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
                 f"broker {self.broker_id} hosts no replica of topic id {topic_id.hex()} "
                 f"partition {index}",
             )
         return partition
+
+    def _refuse_if_offline(self, key: Key) -> None:
+        offline = self.offline.get(key)
+        if offline is not None:
+            raise PartitionError(
+                common_pb2.KAFKA_STORAGE_ERROR,
+                f"{offline.topic}-{offline.partition} is offline on broker {self.broker_id}: "
+                f"{offline.reason}",
+            )
 
     def topic_config(self, topic: str) -> dict[str, object]:
         values: dict[str, object] = self.config.topic_defaults()
@@ -143,28 +179,107 @@ class ReplicaManager:
         self.delete_stray_logs()
 
     def _apply(self, image: MetadataImage, delta: MetadataDelta) -> None:
+        """Act on one metadata change, one partition at a time: an error in one (a log that
+        cannot be opened, a config it cannot take) takes that replica offline and the rest of
+        the change still applies."""
         now = self.clock.now_ms()
         for topic_id, topic in delta.removed_topics.items():
             for index in topic.partitions:
-                self._drop(topic.name, topic_id, index, delete=True)
+                self._isolated(topic.name, (topic_id, index), self._drop, topic.name, topic_id,
+                               index, True)  # fmt: skip
         for topic_id, index in sorted(delta.changed_partitions):
             changed = image.topics.get(topic_id)
             if changed is None:
                 continue
             info = changed.partitions[index]
+            key = (topic_id, index)
             if self.broker_id in info.replicas:
-                self._become_replica(changed.name, topic_id, index, info, now)
-            elif (topic_id, index) in self.partitions:
-                self._drop(changed.name, topic_id, index, delete=True)
+                self._isolated(changed.name, key, self._become_replica, changed.name, topic_id,
+                               index, info, now)  # fmt: skip
+            elif key in self.partitions or key in self.offline:
+                self._isolated(changed.name, key, self._drop, changed.name, topic_id, index, True)
         for _, name in delta.changed_configs:
             configured = image.topic_by_name(name)
             if configured is None:
                 continue
-            config = self.log_config(name)
-            for index in configured.partitions:
-                partition = self.partitions.get((configured.topic_id, index))
+            try:
+                config = self.log_config(name)
+            except Exception as exc:  # a config this broker cannot apply: every replica of it
+                for index in configured.partitions:
+                    if (configured.topic_id, index) in self.partitions:
+                        self.take_offline(name, (configured.topic_id, index), exc, storage=False)
+                continue
+            for index, info in sorted(configured.partitions.items()):
+                key = (configured.topic_id, index)
+                if self.bring_online(key) and self.broker_id in info.replicas:
+                    self._isolated(name, key, self._become_replica, name, key[0], index, info, now)
+                partition = self.partitions.get(key)
                 if partition is not None:
-                    partition.log.config = config
+                    partition.set_log_config(config)
+
+    def _isolated(self, topic: str, key: Key, action: Callable[..., None], *args: object) -> None:
+        """Run one partition's part of a metadata change; its failure is its own."""
+        try:
+            action(*args)
+        except Exception as exc:
+            self.take_offline(topic, key, exc, storage=is_storage_failure(exc))
+
+    # ---- offline replicas --------------------------------------------------------------
+
+    def take_offline(
+        self, topic: str, key: Key, cause: BaseException | str, *, storage: bool
+    ) -> None:
+        """Stop serving and fetching one replica here, and say so (logs, metric, controller).
+        `storage`: its log failed, so it is closed and stays offline until a restart. Callers:
+        metadata application, the fetchers, the partition itself, topic-config checks."""
+        reason = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        if key in self.offline:
+            return
+        log.error(
+            "%s-%d: OFFLINE on this broker (%s): %s; the controller is told, and moves this "
+            "replica out of the ISR and leadership%s",
+            topic, key[1], "storage failure" if storage else "cannot apply", reason,
+            "; it stays offline until the broker restarts" if storage else "",
+            exc_info=cause if isinstance(cause, BaseException) and not is_storage_failure(cause)
+            else None,
+        )  # fmt: skip
+        self._stop_fetching(key)
+        partition = self.partitions.pop(key, None)
+        if partition is not None:
+            self._checkpointed_hw[(topic, key[1])] = partition.high_watermark
+            partition.make_follower(
+                PartitionInfo(
+                    replicas=(), isr=(), leader=-1, leader_epoch=1 << 30, partition_epoch=0
+                )
+            )
+        if storage:
+            self.logs.mark_failed(topic, key[1], reason)
+        self.offline[key] = OfflineReplica(topic, key[1], reason, storage)
+
+    def bring_online(self, key: Key) -> bool:
+        """Forget an offline replica whose cause went away (never a storage failure); the next
+        metadata change that names it makes it a replica again."""
+        offline = self.offline.get(key)
+        if offline is None or offline.storage:
+            return False
+        del self.offline[key]
+        log.info("%s-%d: back online on this broker", offline.topic, offline.partition)
+        return True
+
+    def _on_partition_failure(self, partition: Partition, exc: BaseException) -> None:
+        key = (partition.topic_id, partition.partition)
+        if self.partitions.get(key) is partition:
+            self.take_offline(partition.topic, key, exc, storage=True)
+
+    def offline_replicas(self) -> list[Key]:
+        """Every replica this broker hosts and cannot serve, by topic id, for the controller:
+        those taken offline, and logs that failed to open at start (named by the image)."""
+        keys = set(self.offline)
+        for topic, index in self.logs.failed:
+            topic_meta = self.image.topic_by_name(topic)
+            if topic_meta is not None and index in topic_meta.partitions:
+                keys.add((topic_meta.topic_id, index))
+        return sorted(keys)
 
     def delete_stray_logs(self) -> None:
         """Delete local logs the metadata assigns to no replica here: partitions of deleted
@@ -180,9 +295,12 @@ class ReplicaManager:
         self, topic: str, topic_id: bytes, index: int, info: PartitionInfo, now: int
     ) -> None:
         key = (topic_id, index)
+        if key in self.offline:
+            return  # reported to the controller; it moves this replica out of the way
         partition = self.partitions.get(key)
         if partition is None:
             partition = self._open(topic, topic_id, index, now)
+            partition.on_failure = self._on_partition_failure
             self.partitions[key] = partition
         if info.leader == self.broker_id:
             self._stop_fetching(key)
@@ -211,6 +329,7 @@ class ReplicaManager:
 
     def _drop(self, topic: str, topic_id: bytes, index: int, delete: bool) -> None:
         key = (topic_id, index)
+        self.offline.pop(key, None)
         self._stop_fetching(key)
         partition = self.partitions.pop(key, None)
         if partition is not None:
@@ -219,7 +338,9 @@ class ReplicaManager:
                     replicas=(), isr=(), leader=-1, leader_epoch=1 << 30, partition_epoch=0
                 )
             )
-        if delete and self.logs.get_log(topic, index) is not None:
+        if delete and (
+            self.logs.get_log(topic, index) is not None or (topic, index) in self.logs.failed
+        ):
             log.info("%s-%d: deleting replica", topic, index)
             self.logs.delete_log(topic, index)
 
@@ -238,9 +359,13 @@ class ReplicaManager:
         )
         address = f"{endpoint.host}:{endpoint.port}" if endpoint else ""
         fetcher = self.fetchers.get(leader)
-        if fetcher is not None and fetcher.address != address:
+        moved: list[Partition] = []
+        if fetcher is not None and (fetcher.address != address or not fetcher.alive):
+            # A new address, or (never expected: its loop catches everything) a dead task:
+            # a new fetcher takes over every partition of the old one.
             old = fetcher
             self.fetchers.pop(leader)
+            moved = list(old.partitions.values())
             asyncio.get_running_loop().create_task(old.stop())
             fetcher = None
         if fetcher is None:
@@ -256,9 +381,12 @@ class ReplicaManager:
                 peers=self.peers,
                 security=inter_broker_security(self.config),
                 clock=self.clock,
+                on_partition_failed=self._on_partition_failure,
             )
             self.fetchers[leader] = fetcher
             fetcher.start()
+        for partition in moved:
+            fetcher.add(partition)
         return fetcher
 
     # ---- ISR changes -------------------------------------------------------------------
@@ -371,17 +499,33 @@ class ReplicaManager:
                 if change is not None:
                     self.submit_isr_change(partition, change)
 
+    def _each_partition(self, what: str, action: Callable[[Partition], None]) -> None:
+        """One timer pass over the hosted partitions; one partition's error stays its own (a
+        storage failure takes it offline, anything else is logged and retried next pass)."""
+        for partition in list(self.partitions.values()):
+            if self.partitions.get((partition.topic_id, partition.partition)) is not partition:
+                continue  # dropped or taken offline earlier in this pass
+            try:
+                action(partition)
+            except Exception as exc:
+                if is_storage_failure(exc):
+                    key = (partition.topic_id, partition.partition)
+                    self.take_offline(partition.topic, key, exc, storage=True)
+                else:
+                    log.exception("%s: %s failed", partition.name, what)
+
     async def _retention(self) -> None:
         period_s = self.config["log.retention.check.interval.ms"] / 1000
         while True:
             await asyncio.sleep(period_s)
-            now = self.clock.now_ms()
-            for partition in list(self.partitions.values()):
-                if self.topic_config(partition.topic)["cleanup.policy"] == "compact":
-                    continue  # compacted topics are bounded by the cleaner, not by age
-                deleted = partition.log.delete_old_segments(partition.high_watermark, now_ms=now)
-                if deleted:
-                    log.info("%s: retention deleted %d segment(s)", partition.name, deleted)
+            self._each_partition("retention", self._apply_retention)
+
+    def _apply_retention(self, partition: Partition) -> None:
+        if self.topic_config(partition.topic)["cleanup.policy"] == "compact":
+            return  # compacted topics are bounded by the cleaner, not by age
+        deleted = partition.delete_old_segments(now_ms=self.clock.now_ms())
+        if deleted:
+            log.info("%s: retention deleted %d segment(s)", partition.name, deleted)
 
     async def _compaction(self) -> None:
         """Every `log.cleaner.backoff.ms`, clean each hosted partition of a compacted topic below
@@ -391,35 +535,38 @@ class ReplicaManager:
         while True:
             await asyncio.sleep(period_s)
             for partition in list(self.partitions.values()):
-                config = self.topic_config(partition.topic)
-                if config["cleanup.policy"] != "compact":
-                    continue
-                plog = partition.log
-                bound = min(partition.high_watermark, plog.segment_base_offsets[-1])
-                plan = log_cleaner.plan_clean(
-                    plog,
-                    bound,
-                    now_ms=self.clock.now_ms(),
-                    delete_retention_ms=int(str(config["delete.retention.ms"])),
-                )
-                if plan.sources:
-                    try:
-                        cleaned = await asyncio.to_thread(log_cleaner.write_cleaned, plan)
+                try:
+                    await self._clean(partition)
+                except Exception as exc:
+                    if is_storage_failure(exc):
                         key = (partition.topic_id, partition.partition)
-                        if self.partitions.get(key) is not partition:
-                            log_cleaner.discard(cleaned)  # dropped while we were cleaning
-                            continue
-                        stats = log_cleaner.swap_in(plog, cleaned)
-                    except (OSError, StorageError) as exc:
-                        log.warning("%s: log cleaning failed: %s", partition.name, exc)
-                        continue
-                    if stats.segments_cleaned:
-                        log.info(
-                            "%s: cleaned %d segment(s), %d -> %d bytes, %d record(s) removed",
-                            partition.name, stats.segments_cleaned, stats.bytes_before,
-                            stats.bytes_after, stats.records_removed,
-                        )  # fmt: skip
+                        if self.partitions.get(key) is partition:
+                            self.take_offline(partition.topic, key, exc, storage=True)
+                    else:
+                        log.exception("%s: log cleaning failed", partition.name)
                 await asyncio.sleep(0)
+
+    async def _clean(self, partition: Partition) -> None:
+        config = self.topic_config(partition.topic)
+        if config["cleanup.policy"] != "compact":
+            return
+        plan = partition.plan_clean(
+            self.clock.now_ms(), delete_retention_ms=int(str(config["delete.retention.ms"]))
+        )
+        if not plan.sources:
+            return
+        cleaned = await asyncio.to_thread(log_cleaner.write_cleaned, plan)
+        key = (partition.topic_id, partition.partition)
+        if self.partitions.get(key) is not partition:
+            log_cleaner.discard(cleaned)  # dropped while we were cleaning
+            return
+        stats = partition.swap_in_cleaned(cleaned)
+        if stats.segments_cleaned:
+            log.info(
+                "%s: cleaned %d segment(s), %d -> %d bytes, %d record(s) removed",
+                partition.name, stats.segments_cleaned, stats.bytes_before,
+                stats.bytes_after, stats.records_removed,
+            )  # fmt: skip
 
     async def _hw_checkpoints(self) -> None:
         while True:

@@ -1,36 +1,77 @@
 """One partition replica on this broker: its log, its role, and its high watermark.
 
-The Partition is the single owner of the replica's state (STYLE.md): the replica manager, the
-request handlers and the follower fetcher all go through it, on the event loop. As leader it
-validates and appends producer batches, serves follower fetches (recording their progress in a
-pure `LeaderState`), moves the high watermark, and completes acks=all produces waiting for it.
-As follower it appends what its leader sent and takes the leader's high watermark.
+The Partition is the single owner of the replica's state (STYLE.md), its log included: the
+replica manager, the request handlers and the follower fetcher all go through its verbs, on the
+event loop, and readers get a read-only view of the log (`log`). As leader it appends producer
+batches (the log validates them, checks them against its producer state and writes them in one
+pass), serves follower fetches (recording their progress in a pure `LeaderState`), moves the
+high watermark, and completes acks=all produces waiting for it. As follower it appends what its
+leader sent, takes the leader's high watermark, and truncates a divergent suffix.
+
+After a truncation the log's producer state must be replayed from its newest snapshot: a short
+scan (up to `REPLAY_IN_PLACE_BYTES_MAX`) runs in place, a longer one in a worker thread, never on
+the event loop, and appends wait for it (a produce meanwhile gets a retriable
+NOT_LEADER_OR_FOLLOWER; the fetcher skips the partition).
+
+A storage failure (an I/O error on append, a damaged file met while replaying) is reported once
+through `on_failure`: the replica manager then takes the replica offline on this broker.
 
 Consumers only ever see offsets below the high watermark (DESIGN.md §7).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from strom.node import metrics
 from strom.node.delayed import ChangeNotifier, OffsetWaiters
 from strom.node.errors import CodedError
 from strom.node.metadata.image import PartitionInfo
-from strom.storage.batch_validation import split_batches
-from strom.storage.partition_log import AppendInfo, PartitionLog
-from strom.storage.record_batch import parse_header
+from strom.storage import log_cleaner
+from strom.storage.errors import StorageError
+from strom.storage.log_config import LogConfig
+from strom.storage.partition_log import AppendInfo, LogReader, PartitionLog
+from strom.storage.producer_state import ProducerState, ProducerStateReplay
 from strom.v1 import common_pb2
 
 from .leader_state import IsrChange, LeaderState, diverging_epoch
-from .producer_state import ProducerState, ProducerStateError
 
 log = logging.getLogger("strom.replica")
+
+# A producer-state replay reading at most this much of the log, from a snapshot of at most
+# this size (about 500 producers), runs in place (a millisecond or two); a longer one runs in a
+# worker thread, so the event loop never stalls on it.
+REPLAY_IN_PLACE_BYTES_MAX = 1 << 20
+REPLAY_IN_PLACE_SNAPSHOT_BYTES_MAX = 64 << 10
 
 
 class PartitionError(CodedError):
     """A per-partition refusal with a Kafka error code; the handler puts it in the response."""
+
+
+def storage_refusal(name: str, exc: StorageError) -> PartitionError:
+    """A storage error as the per-partition refusal it means (its Kafka error name)."""
+    code = common_pb2.ErrorCode.Value(exc.error_name) if exc.error_name in _CODES else None
+    return PartitionError(
+        common_pb2.KAFKA_STORAGE_ERROR if code is None else code, f"{name}: {exc}"
+    )
+
+
+_CODES = frozenset(common_pb2.ErrorCode.keys())
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """An error that says this replica's files cannot be used (not bad input, not a retry)."""
+    if isinstance(exc, StorageError):
+        return exc.error_name == "KAFKA_STORAGE_ERROR"
+    return isinstance(exc, OSError)
+
+
+def _no_failure_handler(partition: Partition, exc: BaseException) -> None:
+    log.error("%s: storage failure: %s", partition.name, exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +91,7 @@ class Partition:
         self.topic = topic
         self.partition = partition
         self.topic_id = topic_id
-        self.log = log
+        self._log = log
         self.broker_id = broker_id
         self.leader_id = -1
         self.leader_epoch = -1
@@ -61,7 +102,9 @@ class Partition:
         self.high_watermark = min(high_watermark, log.log_end_offset)
         self.hw_waiters = OffsetWaiters(self.high_watermark)
         self.changed = ChangeNotifier()  # appends and HW moves: wakes long-polling fetches
-        self.producers = ProducerState.rebuild(log)
+        # Set by the replica manager: called once per storage failure (it takes us offline).
+        self.on_failure: Callable[[Partition, BaseException], None] = _no_failure_handler
+        self._loading: asyncio.Task[None] | None = None  # the producer-state replay in flight
 
     @property
     def name(self) -> str:
@@ -70,6 +113,59 @@ class Partition:
     @property
     def is_leader(self) -> bool:
         return self.leader_state is not None
+
+    # ---- the log: a read-only view, and the verbs others need -----------------------------
+
+    @property
+    def log(self) -> LogReader:
+        """The log, to read; only this Partition changes it."""
+        return self._log
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log.log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._log.log_end_offset
+
+    @property
+    def latest_epoch(self) -> int | None:
+        """The leader epoch of the last batch (or epoch start) this replica has."""
+        return self._log.leader_epoch_cache.latest_epoch
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """KIP-101: (the largest epoch ≤ `epoch` this log knows, the offset where it ends)."""
+        return self._log.leader_epoch_cache.end_offset_for(epoch, self._log.log_end_offset)
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        return self._log.offset_for_timestamp(timestamp_ms)
+
+    @property
+    def producer_state(self) -> ProducerState:
+        return self._log.producer_state
+
+    @property
+    def producer_state_ready(self) -> bool:
+        return not self._log.producer_state_pending
+
+    def set_log_config(self, config: LogConfig) -> None:
+        """A topic config change (segment size, retention, ...) reaches the log."""
+        self._log.config = config
+
+    def delete_old_segments(self, now_ms: int) -> int:
+        """Retention, only ever below this replica's high watermark."""
+        return self._log.delete_old_segments(self.high_watermark, now_ms=now_ms)
+
+    def plan_clean(self, now_ms: int, delete_retention_ms: int) -> log_cleaner.CleanPlan:
+        """What compaction may clean: below the high watermark and the active segment."""
+        bound = min(self.high_watermark, self._log.segment_base_offsets[-1])
+        return log_cleaner.plan_clean(
+            self._log, bound, now_ms=now_ms, delete_retention_ms=delete_retention_ms
+        )
+
+    def swap_in_cleaned(self, cleaned: list[log_cleaner.CleanedSegment]) -> log_cleaner.CleanStats:
+        return log_cleaner.swap_in(self._log, cleaned)
 
     # ---- role changes ------------------------------------------------------------------
 
@@ -89,10 +185,10 @@ class Partition:
             )
             self._maybe_advance_hw()
             return
-        leo = self.log.log_end_offset
+        leo = self._log.log_end_offset
         # Every batch this leader writes is stamped with its epoch; the cache records where the
         # epoch starts so followers can find where their logs diverge (KIP-101).
-        self.log.leader_epoch_cache.assign(info.leader_epoch, leo)
+        self._log.leader_epoch_cache.assign(info.leader_epoch, leo)
         self.leader_state = LeaderState(
             self.broker_id,
             info.replicas,
@@ -167,30 +263,22 @@ class Partition:
                 f"{self.name}: ISR {list(self.isr)} has fewer than min.insync.replicas="
                 f"{min_insync_replicas} members",
             )
-        headers = [parse_header(data, position) for position, _ in split_batches(data)]
         try:
-            duplicates = [self.producers.check(h) for h in headers]
-        except ProducerStateError as exc:
-            raise PartitionError(exc.code, f"{self.name}: {exc.message}") from exc
-        if any(d is not None for d in duplicates):
-            if not all(d is not None for d in duplicates) or len(duplicates) != 1:
-                raise PartitionError(
-                    common_pb2.INVALID_RECORD,
-                    f"{self.name}: a request mixing a retried batch with new ones",
-                )
-            original = duplicates[0]
-            assert original is not None
-            # A retry of a batch this log already has: answer with where it was written.
-            return AppendInfo(original.first_offset, original.last_offset, -1,
-                              original.first_offset, 0, 0, 0)  # fmt: skip
-        info = self.log.append(data, self.leader_epoch, now_ms=now_ms)
-        offset = info.first_offset
-        for header in headers:
-            self.producers.update(header._replace(base_offset=offset))
-            offset += header.record_count
-        self._maybe_advance_hw()
-        self.changed.notify()
+            info = self._log.append(data, self.leader_epoch, now_ms=now_ms)
+        except (StorageError, OSError) as exc:
+            raise self._refusal(exc) from exc
+        if info.batch_count:
+            self._maybe_advance_hw()
+            self.changed.notify()
         return info
+
+    def _refusal(self, exc: StorageError | OSError) -> PartitionError:
+        """The answer to a failed log operation; a storage failure is also reported."""
+        if is_storage_failure(exc):
+            self.on_failure(self, exc)
+        if isinstance(exc, StorageError):
+            return storage_refusal(self.name, exc)
+        return PartitionError(common_pb2.KAFKA_STORAGE_ERROR, f"{self.name}: {exc}")
 
     async def wait_for_isr(
         self, last_offset: int, min_insync_replicas: int, timeout_s: float
@@ -213,7 +301,7 @@ class Partition:
         state = self.leader_state
         if state is None:
             return
-        if state.maybe_advance_high_watermark(self.log.log_end_offset):
+        if state.maybe_advance_high_watermark(self._log.log_end_offset):
             self._set_hw(state.high_watermark)
 
     def _reset_hw(self, hw: int) -> None:
@@ -247,13 +335,13 @@ class Partition:
                 common_pb2.NOT_LEADER_OR_FOLLOWER,
                 f"broker {replica_id} is not a replica of {self.name}",
             )
-        leo = self.log.log_end_offset
+        leo = self._log.log_end_offset
         if last_fetched_epoch >= 0:
-            end = self.log.leader_epoch_cache.end_offset_for(last_fetched_epoch, leo)
+            end = self.end_offset_for_epoch(last_fetched_epoch)
             diverging = diverging_epoch(end, fetch_offset, last_fetched_epoch)
             if diverging is not None:
                 return FollowerFetchResult(
-                    b"", self.high_watermark, self.log.log_start_offset, diverging, None
+                    b"", self.high_watermark, self._log.log_start_offset, diverging, None
                 )
         if fetch_offset > leo:
             raise PartitionError(
@@ -263,15 +351,15 @@ class Partition:
         state.on_follower_fetch(replica_id, fetch_offset, leo, now_ms, broker_epoch)
         self._maybe_advance_hw()
         change = state.maybe_expand_isr(replica_id, active_brokers)
-        if fetch_offset < self.log.log_start_offset:
+        if fetch_offset < self._log.log_start_offset:
             raise PartitionError(
                 common_pb2.OFFSET_OUT_OF_RANGE,
                 f"{self.name}: offset {fetch_offset} was deleted; log starts at "
-                f"{self.log.log_start_offset}",
+                f"{self._log.log_start_offset}",
             )
-        records = self.log.read(fetch_offset, max_bytes) if fetch_offset < leo else b""
+        records = self._log.read(fetch_offset, max_bytes) if fetch_offset < leo else b""
         return FollowerFetchResult(
-            records, self.high_watermark, self.log.log_start_offset, None, change
+            records, self.high_watermark, self._log.log_start_offset, None, change
         )
 
     def maybe_shrink_isr(self, now_ms: int, lag_time_max_ms: int) -> IsrChange | None:
@@ -285,31 +373,129 @@ class Partition:
     # ---- follower ----------------------------------------------------------------------
 
     def append_as_follower(self, data: bytes, leader_hw: int, now_ms: int) -> None:
+        """Append what the leader sent (the log updates its producer state from the headers).
+        Raises StorageError or OSError; the fetcher decides whether to retry."""
         if data:
-            self.log.append_as_follower(data, now_ms=now_ms)
-            self.producers.update_all(data)
+            self._log.append_as_follower(data, now_ms=now_ms)
             self.changed.notify()
         self.follower_update_hw(leader_hw)
 
     def follower_update_hw(self, leader_hw: int) -> None:
-        self._set_hw(min(leader_hw, self.log.log_end_offset))
+        self._set_hw(min(leader_hw, self._log.log_end_offset))
 
     def truncate_to(self, offset: int, now_ms: int) -> None:
-        if offset < self.log.log_end_offset:
+        """Drop the divergent suffix from `offset` on. The producer state is then replayed off
+        the event loop (`start_producer_state_load`); appends wait for it."""
+        if offset < self._log.log_end_offset:
             log.info(
                 "%s: truncating divergent suffix from %d (log end was %d)",
-                self.name, offset, self.log.log_end_offset,
+                self.name, offset, self._log.log_end_offset,
             )  # fmt: skip
-            self.log.truncate_to(offset, now_ms=now_ms)
-            self.producers = ProducerState.rebuild(self.log)
-        if self.high_watermark > self.log.log_end_offset:
+            self._log.truncate_to(offset, now_ms=now_ms)
+        if self.high_watermark > self._log.log_end_offset:
             # What was cut was never committed as far as this replica can prove: it must not
             # count as committed if this replica leads later (Kafka clamps the HW here too).
-            self._reset_hw(self.log.log_end_offset)
+            self._reset_hw(self._log.log_end_offset)
         # Even with nothing to cut, drop epochs that start at or past `offset`: a replica that
         # led an epoch without writing in it keeps an entry at its log end, and would otherwise
         # ask about that epoch forever (Kafka's UnifiedLog.truncateTo does the same).
-        self.log.leader_epoch_cache.truncate_from_end(offset)
+        self._log.leader_epoch_cache.truncate_from_end(offset)
+        self.start_producer_state_load()
+
+    def truncate_fully_and_start_at(self, offset: int, now_ms: int) -> None:
+        """The leader deleted what this follower would fetch next: start over, empty, there."""
+        log.info(
+            "%s: log end %d is before the leader's start %d; restarting there",
+            self.name, self._log.log_end_offset, offset,
+        )  # fmt: skip
+        self._log.truncate_fully_and_start_at(offset, now_ms=now_ms)
+        self._set_hw(offset)
+
+    # ---- producer state --------------------------------------------------------------------
+
+    def start_producer_state_load(self) -> asyncio.Task[None] | None:
+        """Bring the producer state up to date if the log needs it (after a truncation): a
+        short replay (the usual one, from the snapshot of the last roll) right here, a long one
+        in a worker thread. Returns that task, shared by every caller, or None when the state is
+        current. A failure goes to `on_failure`."""
+        if self._loading is not None and not self._loading.done():
+            return self._loading
+        try:
+            if self._replay_in_place():
+                return None
+        except (StorageError, OSError) as exc:
+            self.on_failure(self, exc)
+            return None
+        self._loading = asyncio.get_running_loop().create_task(
+            self._replay_producer_state(), name=f"producer-state-{self.name}"
+        )
+        self._loading.add_done_callback(self._loaded)
+        return self._loading
+
+    async def load_producer_state(self) -> None:
+        """Wait until the producer state is current (replaying it if needed)."""
+        task = self.start_producer_state_load()
+        if task is not None:
+            await asyncio.shield(task)
+
+    def _replay_in_place(self) -> bool:
+        """Run the pending replay now if it is short (REPLAY_IN_PLACE_*_MAX); True when the
+        state is current."""
+        full = False
+        while True:
+            replay = self._log.plan_producer_state_replay(full)
+            if replay is None:
+                return True
+            if (
+                replay.scan_bytes > REPLAY_IN_PLACE_BYTES_MAX
+                or replay.snapshot_bytes > REPLAY_IN_PLACE_SNAPSHOT_BYTES_MAX
+            ):
+                replay.close()
+                return False
+            state = replay.run()
+            if state is None:
+                full = True  # every snapshot it counted on was damaged: from the log start
+                continue
+            self._install(replay, state)
+            return True
+
+    async def _replay_producer_state(self) -> None:
+        full = False
+        while True:
+            replay = self._log.plan_producer_state_replay(full)
+            if replay is None:
+                return
+            try:
+                state = await asyncio.to_thread(replay.run)
+            except (StorageError, OSError):
+                if not self._log.replay_is_current(replay):
+                    continue  # truncated again under the replay: plan the next one
+                raise
+            if state is None:
+                full = True
+                continue
+            if self._install(replay, state):
+                return
+
+    def _install(self, replay: ProducerStateReplay, state: ProducerState) -> bool:
+        if not self._log.install_producer_state(replay, state):
+            return False  # truncated again meanwhile: a newer replay is due
+        loaded = self._log.producer_state_load
+        for corrupt in loaded.corrupt:
+            log.warning("%s: ignored a damaged producer snapshot: %s", self.name, corrupt)
+        log.info(
+            "%s: producer state rebuilt from %s plus %d batch header(s)", self.name,
+            "the log start" if loaded.snapshot_offset is None
+            else f"the snapshot at {loaded.snapshot_offset}", loaded.headers_scanned,
+        )  # fmt: skip
+        return True
+
+    def _loaded(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.on_failure(self, exc)
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -319,18 +505,18 @@ class Partition:
         An offset between the high watermark and the log end is valid but not yet readable
         (a new leader's HW can trail what consumers already read from the old one): the read is
         empty, never OFFSET_OUT_OF_RANGE, or consumers would reset and re-read (Kafka's rule)."""
-        if offset > self.log.log_end_offset:
+        if offset > self._log.log_end_offset:
             raise PartitionError(
                 common_pb2.OFFSET_OUT_OF_RANGE,
-                f"{self.name}: offset {offset} is past the log end {self.log.log_end_offset}",
+                f"{self.name}: offset {offset} is past the log end {self._log.log_end_offset}",
             )
-        if offset < self.log.log_start_offset:
+        if offset < self._log.log_start_offset:
             raise PartitionError(
                 common_pb2.OFFSET_OUT_OF_RANGE,
                 f"{self.name}: offset {offset} is before the log start "
-                f"{self.log.log_start_offset} (deleted by retention)",
+                f"{self._log.log_start_offset} (deleted by retention)",
             )
         if offset >= self.high_watermark:
             return b""
-        data: bytes = self.log.read(offset, max_bytes, max_offset=self.high_watermark)
+        data: bytes = self._log.read(offset, max_bytes, max_offset=self.high_watermark)
         return data

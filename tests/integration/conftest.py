@@ -15,9 +15,9 @@ from strom.node.local_cluster import LocalCluster
 def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     made: list[LocalCluster] = []
 
-    def make(nodes: int = 3, **overrides: str) -> Cluster:
+    def make(nodes: int = 3, admin: bool = False, **overrides: str) -> Cluster:
         local = LocalCluster(tmp_path / f"cluster{len(made)}")
-        local.create(nodes, free_base_port(nodes), {**FAST, **overrides})
+        local.create(nodes, free_base_port(nodes), {**FAST, **overrides}, admin=admin)
         made.append(local)
         local.up()
         cluster = Cluster(local)

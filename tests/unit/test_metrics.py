@@ -54,7 +54,10 @@ def fake_node(*, active: bool = True, is_broker: bool = True) -> Any:
         (b"b", 0): fake_partition("events", 0, False, (2, 1), (2,)),
     }
     manager = SimpleNamespace(
-        partitions=partitions, caught_up=True, min_insync_replicas=lambda topic: 2
+        partitions=partitions,
+        caught_up=True,
+        min_insync_replicas=lambda topic: 2,
+        offline_replicas=lambda: [(b"c", 0)],  # a replica whose log failed here
     )
     image = MetadataImage(
         last_index=42,
@@ -105,6 +108,7 @@ def test_collector_derives_replica_manager_gauges_from_partitions() -> None:
     assert values[("strom_server_replicamanager_underminisrpartitioncount", ())] == 1
     assert values[("strom_server_replicamanager_partitioncount", ())] == 4
     assert values[("strom_server_replicamanager_leadercount", ())] == 3
+    assert values[("strom_server_replicamanager_offlinereplicacount", ())] == 1
     assert values[("strom_server_brokerstate_fenced", ())] == 0
     labels = (("partition", "0"), ("topic", "orders"))
     assert values[("strom_log_size_bytes", labels)] == 300
@@ -303,18 +307,21 @@ def test_cluster_describe_counts_replicas_and_leaders_per_broker() -> None:
             "t",
             "id",
             (
-                PartitionDescription(0, 1, 0, (1, 2, 3), (1, 2, 3)),
-                PartitionDescription(1, 2, 0, (2, 3), (2, 3)),
-                PartitionDescription(2, -1, 0, (3,), ()),
+                PartitionDescription(0, 1, 0, (1, 2, 3), (1, 2, 3), offline_replicas=(1,)),
+                PartitionDescription(1, 2, 0, (2, 3), (2,), offline_replicas=(3,)),
+                PartitionDescription(2, -1, 0, (3,), (3,), offline_replicas=(3,)),
             ),
             {},
         )
     ]
     rows = describe_cluster_rows(description, topics)
-    assert [(r.id, r.state, r.partitions, r.leaders, r.active_controller) for r in rows] == [
-        (1, "fenced", 1, 1, False),
-        (2, "unfenced", 2, 1, True),
-        (3, "shutting down", 3, 0, False),
+    summary = [
+        (r.id, r.state, r.partitions, r.leaders, r.active_controller, r.offline) for r in rows
+    ]
+    assert summary == [
+        (1, "fenced", 1, 1, False, 1),
+        (2, "unfenced", 2, 1, True, 0),
+        (3, "shutting down", 3, 0, False, 2),  # e.g. its log of t-1 and t-2 failed
     ]
     assert rows[1].address == "h2:9192" and rows[1].rack == "r2"
 

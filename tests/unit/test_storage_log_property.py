@@ -6,6 +6,12 @@ The model is a list of batches (offsets, stored bytes, record timestamps, leader
 must return a prefix of the model's batches starting at the one holding the offset, as long as
 possible within max_bytes, max_offset and the segment; retention must only cut a prefix of
 whole batches at or below the high watermark.
+
+Producer state: batches carry producer ids (idempotent producers, retries included), and the
+log's producer state — kept up incrementally, loaded from a snapshot plus the headers after it
+at reopen (snapshots damaged now and then), replayed after truncations (inline, or planned,
+interrupted by another truncation and run elsewhere) — must always equal the state built from
+every batch of the log from scratch.
 """
 
 from __future__ import annotations
@@ -29,8 +35,15 @@ from hypothesis.stateful import (
 )
 
 from strom.storage import durability
+from strom.storage.errors import StorageError
 from strom.storage.log_config import LogConfig
 from strom.storage.partition_log import PartitionLog
+from strom.storage.producer_state import (
+    ProducerState,
+    ProducerStateError,
+    snapshot_offsets,
+    snapshot_path,
+)
 from strom.storage.record_batch import Record, assign_offset_and_epoch, encode_batch, parse_header
 
 T0 = 1_700_000_000_000
@@ -67,6 +80,8 @@ class LogMachine(RuleBasedStateMachine):
         self.epoch = 0
         self.config = LogConfig()
         self.log: PartitionLog | None = None
+        # producer number -> the last batch it sent and its record timestamps (for retries)
+        self.sent: dict[int, tuple[bytes, list[int]]] = {}
 
     def teardown(self) -> None:
         if self.log is not None:
@@ -111,38 +126,101 @@ class LogMachine(RuleBasedStateMachine):
 
     # ---- rules ---------------------------------------------------------------------------
 
+    def _producer_fields(self, producer: int, move: str) -> dict[str, int]:
+        """Producer id, epoch and sequence for producer number `producer` (-1: none), going on
+        from what the log knows of it; `move` "bump" starts a new producer epoch."""
+        if producer < 0:
+            return {}
+        pid = 1000 + producer
+        entry = self.plog.producer_state.producers.get(pid)
+        if entry is None:
+            return {"producer_id": pid, "producer_epoch": 0, "base_sequence": 0}
+        if move == "bump":
+            return {"producer_id": pid, "producer_epoch": entry.epoch + 1, "base_sequence": 0}
+        seq = (entry.last_seq + 1) % (1 << 31)
+        return {"producer_id": pid, "producer_epoch": entry.epoch, "base_sequence": seq}
+
+    def _leader_append(self, raw: bytes, stamps: list[int]) -> None:
+        """Append as leader and follow in the model: a duplicate writes nothing and names a
+        batch the log holds with the same producer and sequence; a refused sequence writes
+        nothing."""
+        self.plog.load_producer_state()  # a replay left for "later" happens before appending
+        header = parse_header(raw)
+        try:
+            info = self.plog.append(raw, self.epoch, now_ms=self.now)
+        except ProducerStateError:
+            return
+        if info.batch_count == 0:
+            original = next(b for b in self.batches if b.base == info.first_offset)
+            kept = parse_header(original.data)
+            assert (kept.producer_id, kept.base_sequence) == (
+                header.producer_id,
+                header.base_sequence,
+            )
+            return
+        count = header.last_offset_delta + 1
+        assert (info.first_offset, info.last_offset) == (self.end, self.end + count - 1)
+        assert info.max_timestamp == max(stamps)
+        stored = bytearray(raw)
+        assign_offset_and_epoch(stored, 0, self.end, self.epoch)
+        self.batches.append(ModelBatch(self.end, bytes(stored), stamps, self.epoch))
+        self.end += count
+
+    # ---- rules ---------------------------------------------------------------------------
+
     @rule(
         count=st.integers(1, 12),
         jitter=st.lists(st.integers(0, 3000), min_size=1, max_size=4),
         gzip=st.booleans(),
         new_epoch=st.booleans(),
         tick=st.integers(0, 4000),
+        producer=st.integers(-1, 2),
+        producer_move=st.sampled_from(["next", "next", "bump", "retry"]),
     )
     def append_as_leader(
-        self, count: int, jitter: list[int], gzip: bool, new_epoch: bool, tick: int
+        self,
+        count: int,
+        jitter: list[int],
+        gzip: bool,
+        new_epoch: bool,
+        tick: int,
+        producer: int,
+        producer_move: str,
     ) -> None:
         self.now += tick
         self.epoch += int(new_epoch)
+        if producer >= 0 and producer_move == "retry" and producer in self.sent:
+            self._leader_append(*self.sent[producer])  # the producer retries its last batch
+            return
         records = self._records(count, jitter)
-        raw = encode_batch(records, compression=int(gzip))
-        info = self.plog.append(raw, self.epoch, now_ms=self.now)
-        stored = bytearray(raw)
-        assign_offset_and_epoch(stored, 0, self.end, self.epoch)
-        assert (info.first_offset, info.last_offset) == (self.end, self.end + count - 1)
-        assert info.max_timestamp == max(r.timestamp_ms for r in records)
-        self.batches.append(
-            ModelBatch(self.end, bytes(stored), [r.timestamp_ms for r in records], self.epoch)
+        self.plog.load_producer_state()
+        raw = encode_batch(
+            records, compression=int(gzip), **self._producer_fields(producer, producer_move)
         )
-        self.end += count
+        stamps = [r.timestamp_ms for r in records]
+        if producer >= 0:
+            self.sent[producer] = (raw, stamps)
+        self._leader_append(raw, stamps)
 
-    @rule(count=st.integers(1, 6), batches=st.integers(1, 3), tick=st.integers(0, 4000))
-    def append_as_follower(self, count: int, batches: int, tick: int) -> None:
+    @rule(
+        count=st.integers(1, 6),
+        batches=st.integers(1, 3),
+        tick=st.integers(0, 4000),
+        producer=st.integers(-1, 2),
+    )
+    def append_as_follower(self, count: int, batches: int, tick: int, producer: int) -> None:
         self.now += tick
+        self.plog.load_producer_state()
         chunks, new = [], []
         base = self.end
         for _ in range(batches):
             records = self._records(count, [0, 10])
-            data = encode_batch(records, base_offset=base, partition_leader_epoch=self.epoch)
+            fields = self._producer_fields(producer, "next")
+            if fields:  # what the leader wrote: later batches of the same request go on
+                fields["base_sequence"] += (base - self.end) % (1 << 31)
+            data = encode_batch(
+                records, base_offset=base, partition_leader_epoch=self.epoch, **fields
+            )
             chunks.append(data)
             new.append(ModelBatch(base, data, [r.timestamp_ms for r in records], self.epoch))
             base += count
@@ -190,9 +268,32 @@ class LogMachine(RuleBasedStateMachine):
         assert got == b"".join(b.data for b in self.batches)
 
     @precondition(lambda self: self.end > self.start)
-    @rule(data=st.data())
-    def truncate(self, data: st.DataObject) -> None:
-        offset = data.draw(st.integers(self.start, self.end))
+    @rule(data=st.data(), replay=st.sampled_from(["inline", "planned", "interrupted", "later"]))
+    def truncate(self, data: st.DataObject, replay: str) -> None:
+        self._truncate(data.draw(st.integers(self.start, self.end)))
+        if replay == "inline":
+            self.plog.load_producer_state()
+        elif replay == "planned":  # as the node does: planned here, run elsewhere, installed
+            plan = self.plog.plan_producer_state_replay()
+            if plan is not None:
+                state = plan.run()
+                assert state is None or self.plog.install_producer_state(plan, state)
+        elif replay == "interrupted":  # another truncation overtakes the planned replay
+            plan = self.plog.plan_producer_state_replay()
+            if plan is not None and self.end > self.start:
+                again = data.draw(st.integers(self.start, self.end - 1))
+                self._truncate(again)  # below the end: it cuts, so the plan is overtaken
+                try:  # its own descriptors, on files truncated under it: it may fail
+                    state = plan.run()
+                except StorageError:
+                    assert not self.plog.replay_is_current(plan)
+                    return
+                assert state is None or not self.plog.install_producer_state(plan, state)
+            elif plan is not None:
+                plan.close()
+        # "later": the next rule that needs the producer state completes the replay.
+
+    def _truncate(self, offset: int) -> None:
         new_end = self.plog.truncate_to(offset, now_ms=self.now)
         i = self._holding(offset)
         if offset < self.end:
@@ -208,6 +309,26 @@ class LogMachine(RuleBasedStateMachine):
         offset = self.end + gap
         self.plog.truncate_fully_and_start_at(offset, now_ms=self.now)
         self.batches, self.start, self.end = [], offset, offset
+
+    @rule(data=st.data(), how=st.sampled_from(["flip", "cut", "empty"]))
+    def damage_a_snapshot(self, data: st.DataObject, how: str) -> None:
+        """A snapshot file damaged on disk: the next open must notice, skip it and still build
+        the same state (from an older snapshot, or from the log start)."""
+        offsets = snapshot_offsets(self.dir)
+        if not offsets:
+            return
+        path = snapshot_path(self.dir, data.draw(st.sampled_from(offsets)))
+        with open(path, "rb") as f:
+            raw = f.read()
+        if not raw:
+            return
+        if how == "flip":
+            at = data.draw(st.integers(0, len(raw) - 1))
+            raw = raw[:at] + bytes([raw[at] ^ 0x40]) + raw[at + 1 :]
+        else:
+            raw = raw[: data.draw(st.integers(0, len(raw) - 1))] if how == "cut" else b""
+        with open(path, "wb") as f:
+            f.write(raw)
 
     @rule()
     def roll(self) -> None:
@@ -308,6 +429,32 @@ class LogMachine(RuleBasedStateMachine):
         for b in self.batches:
             if b.base >= self.start:
                 assert cache.epoch_for_offset(b.base) == b.epoch
+
+    @invariant()
+    def producer_state_matches_the_log(self) -> None:
+        if self.log is None or self.plog.producer_state_pending:
+            return
+        state = self.plog.producer_state
+        assert state.end_offset == self.end
+        # The order of producers (who ages out first) depends on history the log no longer
+        # holds once its start moved; the content must match exactly.
+        assert sorted(state.as_tuples()) == sorted(state_from_scratch(self.plog).as_tuples())
+
+
+def state_from_scratch(log: PartitionLog) -> ProducerState:
+    """The producer state of every batch the log holds, read front to back."""
+    state = ProducerState(log.log_start_offset)
+    offset = log.log_start_offset
+    while offset < log.log_end_offset:
+        data = log.read(offset, 1 << 20)
+        position = 0
+        while position < len(data):
+            header = parse_header(data, position)
+            state.update(header)
+            offset = header.last_offset + 1
+            position += header.size_in_bytes
+    state.evict_before(log.log_start_offset)
+    return state
 
 
 TestLogProperty = LogMachine.TestCase

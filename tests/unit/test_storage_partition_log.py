@@ -144,6 +144,7 @@ def test_truncate_to_removes_whole_batches_and_epochs(tmp_path: Path) -> None:
     assert log.read(9, 100) == b""
     assert values(log.read(6, 100)) == [b"e2-0", b"e2-1", b"e2-2"]
     assert log.truncate_to(3, now_ms=TS) == 3 and log.segment_base_offsets[-1] <= 3
+    log.load_producer_state()  # appends wait for the producer state of the shorter log
     assert log.append(batch(1), 7, now_ms=TS).first_offset == 3
     assert log.leader_epoch_cache.entries[-1] == (7, 3)
     log.truncate_fully_and_start_at(100, now_ms=TS)
