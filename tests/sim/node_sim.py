@@ -151,7 +151,7 @@ class _TraceHandler(logging.Handler):
 
 
 class NodeSimulation:
-    def __init__(self, seed: int, fault_s: float = 12.0) -> None:
+    def __init__(self, seed: int, fault_s: float = 9.0) -> None:
         self.seed = seed
         self.fault_s = fault_s
         self.rng = Random(seed)

@@ -8,8 +8,8 @@
 - Determinism: a seed replays exactly, in one process and across processes with different
   PYTHONHASHSEED values.
 - Planted bugs: issue #14's defects 1, 2 and 3 put back into the shipping code (monkeypatched
-  inside the test), each of which must be caught within the CI seeds (first caught by seeds 66,
-  2 and 5 when this was written).
+  inside the test), each of which must be caught within the CI seeds (first caught by seeds 3,
+  5 and 0 when this was written).
 
 Bugs in the shipping code this simulation found, each fixed with a test of its own: long-polling
 fetches woken in memory-address order (no two runs alike; tests/unit/test_delayed.py); a
@@ -17,8 +17,10 @@ proposal whose caller timed out logged "never retrieved" at ERROR after leader c
 broker unfenced before it had applied its own fencing, so a returning group coordinator served
 offsets older than acknowledged ones (seed 40; test_controller_logic.py); a controller answering
 "already so" from speculative state that was then lost, freezing a leader's ISR (seeds 19, 175;
-test_controller_service.py). Defects 1, 2, 7 and 8 of issue #14 showed up too (seeds 109, 10)
-before their fixes reached this branch.
+test_controller_service.py); a member's commit to a coordinator that did not know its group
+tripping an assert (seed 1070); partitions first seen while the broker's lease was over never
+loading (seed 33; both in test_group_commit_safety.py). Defects 1 and 8 of issue #14 showed up
+too (seeds 109, 10) before their fixes reached this branch.
 """
 
 from __future__ import annotations
