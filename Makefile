@@ -8,12 +8,12 @@ BIN := $(VENV)/bin
 # It must be refreshed when files are added, so `install` re-links on every run (~2 s).
 INSTALL_FLAGS := --config-settings editable_mode=strict
 
-.PHONY: demo test test-all lint typecheck proto install system-packages chaos bench bench-peers clean
+.PHONY: demo test test-all lint typecheck proto install system-packages chaos bench bench-peers profile clean
 
 $(BIN)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 'setuptools>=77' wheel
-	$(BIN)/pip install -q -e '.[test,dev]' $(INSTALL_FLAGS)
+	$(BIN)/pip install -q -e '.[test,dev,console]' $(INSTALL_FLAGS)
 	touch $@
 
 install: $(BIN)/.deps
@@ -64,6 +64,12 @@ bench-peers: install
 		{ apt-get update -q && apt-get install -y -q nats-server redis-server; } || \
 		echo "could not install nats-server/redis-server: those peers will be skipped"
 	$(BIN)/python bench/peers.py $(BENCH_ARGS)
+
+# Flame graphs of node 1 and of the client under `strom perf produce` with the SDK's defaults
+# (bench/flame.py; py-spy from PyPI, needs ptrace rights). make profile PROFILE_ARGS='--acks 1'
+profile: install
+	@test -x $(BIN)/py-spy || $(BIN)/pip install -q -e '.[profile]' $(INSTALL_FLAGS)
+	$(BIN)/python bench/flame.py $(PROFILE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

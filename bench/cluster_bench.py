@@ -45,9 +45,7 @@ async def produce(
 ) -> float:
     """`options`: more SDK options (a TLS cluster's security options, for bench/tls_cost.py)."""
     value = b"x" * RECORD_BYTES
-    async with AsyncProducer(
-        bootstrap, acks=acks, linger_ms=5, batch_size=256 * 1024, **(options or {})
-    ) as producer:
+    async with AsyncProducer(bootstrap, acks=acks, **(options or {})) as producer:  # defaults
         started = time.perf_counter()
         futures = [await producer.send(topic, value, partition=i % 3) for i in range(count)]
         await producer.flush()

@@ -17,8 +17,11 @@ from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2, group_pb2_grp
 from ._loop import LoopThread
 from .acl import AclBinding, AclBindingFilter
 from .admin_security import AsyncSecurityAdmin, UserDescription
-from .cluster import ClusterClient, TopicMeta
-from .errors import RetriableError, error_from_code
+from .cluster import Backoff, ClusterClient, TopicMeta
+from .errors import METADATA_STALE, RetriableError, error_from_code
+from .log_dirs import AsyncLogDirsAdmin, LogDir
+
+LIST_OFFSETS_ATTEMPTS_MAX = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +104,7 @@ def _topic_resource(name: str) -> admin_pb2.ConfigResource:
     )
 
 
-class AsyncAdmin(AsyncSecurityAdmin):
+class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin):
     def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
         self.cluster = ClusterClient(bootstrap_servers, **options)
 
@@ -170,8 +173,12 @@ class AsyncAdmin(AsyncSecurityAdmin):
             name for name, t in meta.topics.items() if include_internal or not t.is_internal
         )
 
-    async def describe_topics(self, names: Sequence[str] | None = None) -> list[TopicDescription]:
-        """Describe `names` (None: every topic). Unknown names raise UNKNOWN_TOPIC_OR_PARTITION."""
+    async def describe_topics(
+        self, names: Sequence[str] | None = None, include_configs: bool = True
+    ) -> list[TopicDescription]:
+        """Describe `names` (None: every topic). Unknown names raise UNKNOWN_TOPIC_OR_PARTITION.
+        `include_configs` adds each topic's config overrides, which needs DESCRIBE_CONFIGS on
+        the topic besides DESCRIBE (Kafka's describeTopics has no configs at all)."""
         meta = await self.cluster.refresh_metadata(list(names) if names else None)
         wanted = list(names) if names else sorted(meta.topics)
         for name in wanted:
@@ -183,7 +190,11 @@ class AsyncAdmin(AsyncSecurityAdmin):
                 raise error_from_code(
                     common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
                 )
-        configs = await self.describe_topic_configs(wanted, overrides_only=True)
+        configs = (
+            await self.describe_topic_configs(wanted, overrides_only=True)
+            if include_configs
+            else {}
+        )
         return [self._describe(meta.topics[name], configs.get(name, {})) for name in wanted]
 
     @staticmethod
@@ -421,27 +432,63 @@ class AsyncAdmin(AsyncSecurityAdmin):
     async def list_offsets(
         self, partitions: Sequence[tuple[str, int]], timestamp: int
     ) -> dict[tuple[str, int], int]:
-        """Offsets at `timestamp` (-1 latest, -2 earliest, or ms) from each partition's leader."""
+        """Offsets at `timestamp` (-1 latest, -2 earliest, or ms) from each partition's leader:
+        one request per leader, the leaders asked concurrently. A leader that moved meanwhile
+        (stale metadata) is looked up again, up to `LIST_OFFSETS_ATTEMPTS_MAX` times."""
         out: dict[tuple[str, int], int] = {}
+        pending = list(dict.fromkeys(partitions))
+        for attempt in range(LIST_OFFSETS_ATTEMPTS_MAX):
+            by_leader: dict[str, list[tuple[str, int]]] = {}
+            for topic, partition in pending:
+                meta = await self.cluster.topic(topic)
+                if partition not in meta.partitions:
+                    raise error_from_code(
+                        common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+                        f"{topic} has no partition {partition}",
+                    )
+                address = self.cluster.address_of(meta.partitions[partition].leader)
+                if address is None:
+                    raise error_from_code(common_pb2.LEADER_NOT_AVAILABLE, f"{topic}-{partition}")
+                by_leader.setdefault(address, []).append((topic, partition))
+            answers = await asyncio.gather(
+                *(self._list_offsets_at(a, tps, timestamp) for a, tps in by_leader.items())
+            )
+            stale: list[tuple[str, int]] = []
+            for answer in answers:
+                for tp, (code, message, offset) in answer.items():
+                    if code == common_pb2.NONE:
+                        out[tp] = offset
+                    elif code in METADATA_STALE and attempt + 1 < LIST_OFFSETS_ATTEMPTS_MAX:
+                        self.cluster.invalidate(tp[0])
+                        stale.append(tp)
+                    else:
+                        raise error_from_code(code, message)
+            if not stale:
+                break
+            pending = stale
+            await asyncio.sleep(Backoff(self.cluster.retry_backoff_ms).next_delay_s())
+        return out
+
+    async def _list_offsets_at(
+        self, address: str, partitions: list[tuple[str, int]], timestamp: int
+    ) -> dict[tuple[str, int], tuple[int, str, int]]:
+        request = broker_pb2.ListOffsetsRequest()
+        topics: dict[str, broker_pb2.ListOffsetsTopic] = {}
         for topic, partition in partitions:
-            meta = await self.cluster.topic(topic)
-            leader = meta.partitions[partition].leader
-            address = self.cluster.address_of(leader)
-            if address is None:
-                raise error_from_code(common_pb2.LEADER_NOT_AVAILABLE, f"{topic}-{partition}")
-            request = broker_pb2.ListOffsetsRequest()
-            request.topics.add(name=topic).partitions.add(
+            if topic not in topics:
+                topics[topic] = request.topics.add(name=topic)
+            topics[topic].partitions.add(
                 partition=partition, timestamp=timestamp, current_leader_epoch=-1
             )
-            response = await self.cluster.call(
-                address, self.cluster.broker_stub(address).ListOffsets, request,
-                self.cluster.request_timeout_s,
-            )  # fmt: skip
-            result = response.topics[0].partitions[0]
-            if result.error_code != common_pb2.NONE:
-                raise error_from_code(result.error_code, result.error_message)
-            out[(topic, partition)] = result.offset
-        return out
+        response = await self.cluster.call(
+            address, self.cluster.broker_stub(address).ListOffsets, request,
+            self.cluster.request_timeout_s,
+        )  # fmt: skip
+        return {
+            (t.name, p.partition): (p.error_code, p.error_message, p.offset)
+            for t in response.topics
+            for p in t.partitions
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,8 +549,10 @@ class Admin:
     def list_topics(self, include_internal: bool = False) -> list[str]:
         return self._run(self._async.list_topics(include_internal))
 
-    def describe_topics(self, names: Sequence[str] | None = None) -> list[TopicDescription]:
-        return self._run(self._async.describe_topics(names))
+    def describe_topics(
+        self, names: Sequence[str] | None = None, include_configs: bool = True
+    ) -> list[TopicDescription]:
+        return self._run(self._async.describe_topics(names, include_configs))
 
     def describe_topic_configs(
         self, names: Sequence[str], overrides_only: bool = False
@@ -520,6 +569,9 @@ class Admin:
 
     def describe_quorum(self) -> QuorumDescription:
         return self._run(self._async.describe_quorum())
+
+    def describe_log_dirs(self, topics: Sequence[str] | None = None) -> list[LogDir]:
+        return self._run(self._async.describe_log_dirs(topics))
 
     def elect_preferred_leaders(
         self, partitions: Sequence[tuple[str, int]] | None = None

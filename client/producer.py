@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 from strom.storage.record_batch import Compression
@@ -42,8 +42,11 @@ class AsyncProducer:
         bootstrap_servers: str | Sequence[str] = "localhost:9092",
         *,
         acks: int | str = "all",
-        linger_ms: int = 5,
-        batch_size: int = 16_384,
+        # Defaults measured on the 2-core bench machine (README "Producer defaults",
+        # bench/RESULTS.md): a Python gRPC call costs far more CPU than Kafka's, so records per
+        # request decide throughput and, once the cores are busy, latency too.
+        linger_ms: int = 10,
+        batch_size: int = 262_144,
         compression_type: str | None = None,
         partitioner: str = "default",
         request_timeout_ms: int = 30_000,
@@ -254,18 +257,23 @@ class AsyncProducer:
     def has_open_batches(self) -> bool:
         return bool(self._open)
 
-    def seal_lingering(self) -> float | None:
-        """Seal the open batches that waited linger_ms; seconds until the next one is due."""
+    def seal_lingering(self, held: Container[tuple[str, int]] = ()) -> float | None:
+        """Seal the open batches that waited linger_ms, except those of `held` partitions (they
+        cannot be sent yet: records keep joining them until the sender can take them, as in
+        Kafka's accumulator, so a busy producer sends fewer, fuller batches). Returns seconds
+        until the next open batch's linger ends; None when none is still lingering (a held one
+        is sealed when its partition's answer wakes the sender)."""
         if not self._open:
             return None
         now = asyncio.get_running_loop().time()
-        for batch in list(self._open.values()):
-            if now - batch.created >= self.linger_s:
+        due_s = None
+        for key, batch in list(self._open.items()):
+            left_s = batch.created + self.linger_s - now
+            if left_s > 0:
+                due_s = left_s if due_s is None else min(due_s, left_s)
+            elif key not in held:
                 self._seal(batch)
-        if not self._open:
-            return None
-        oldest = min(b.created for b in self._open.values())
-        return max(0.0, oldest + self.linger_s - now)
+        return due_s
 
     async def ensure_producer_id(self) -> None:
         if not self.idempotent or self.producer_id >= 0:

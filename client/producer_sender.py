@@ -84,7 +84,7 @@ class Sender:
     async def _run(self) -> None:
         producer = self.producer
         while producer.has_open_batches or self.busy:
-            next_linger_s = producer.seal_lingering()
+            next_linger_s = producer.seal_lingering(self._held())
             sendable = self._take_sendable()
             if sendable:
                 await self._dispatch(sendable)
@@ -95,6 +95,18 @@ class Sender:
                     await self.wake.wait()
             except TimeoutError:
                 pass
+
+    def _held(self) -> set[Key]:
+        """Partitions that could not send another batch now: retrying, at their in-flight
+        limit, or with a sealed batch already waiting."""
+        held = {(b.topic, b.partition) for b in self.ready}
+        held.update(self.retrying)
+        idempotent = self.producer.idempotent
+        for key, flying in self.in_flight.items():
+            limit = self.max_in_flight if key in self.acknowledged or not idempotent else 1
+            if len(flying) >= limit:
+                held.add(key)
+        return held
 
     def _take_sendable(self) -> list[ProducerBatch]:
         """Ready batches that may go now, oldest first; a partition that is retrying, or has

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from strom import __version__
+from strom.storage import compiled_codec
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -508,6 +509,7 @@ _PRODUCER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max.request.size": ("max_request_size", int),
     "partitioner.class": ("partitioner", str),
     "buffer.memory": ("buffer_memory", int),
+    "max.in.flight.requests.per.connection": ("max_in_flight_requests_per_connection", int),
     "enable.idempotence": ("enable_idempotence", lambda v: _boolean("enable.idempotence", v)),
 }
 
@@ -743,6 +745,28 @@ def _lag(current: int, end: int) -> int | str:
 def _groups_reset_offsets(args: argparse.Namespace) -> int:
     from datetime import datetime
 
+    from strom.client.offset_reset import ResetRequest, plan_offsets_reset
+
+    if args.to_earliest:
+        request = ResetRequest("to-earliest")
+    elif args.to_latest:
+        request = ResetRequest("to-latest")
+    elif args.to_offset is not None:
+        request = ResetRequest("to-offset", args.to_offset)
+    elif args.shift_by is not None:
+        request = ResetRequest("shift-by", args.shift_by)
+    elif args.to_datetime is not None:
+        try:
+            moment = datetime.fromisoformat(args.to_datetime)
+        except ValueError as exc:
+            raise CommandError(
+                f"--to-datetime: {exc}; use ISO 8601, e.g. 2026-11-27T10:00:00"
+            ) from exc
+        request = ResetRequest("to-datetime", int(moment.timestamp() * 1000))
+    else:
+        raise CommandError(
+            "choose one of --to-earliest, --to-latest, --to-offset N, --shift-by N, --to-datetime T"
+        )
     with _admin(args) as admin:
         group = admin.describe_group(args.group) if args.execute else None
         if group is not None and group.members:
@@ -763,29 +787,11 @@ def _groups_reset_offsets(args: argparse.Namespace) -> int:
             partitions += [(topic, p.partition) for p in description.partitions]
         earliest = admin.list_offsets(partitions, -2)
         latest = admin.list_offsets(partitions, -1)
-        if args.to_earliest:
-            new = dict(earliest)
-        elif args.to_latest:
-            new = dict(latest)
-        elif args.to_offset is not None:
-            new = {tp: args.to_offset for tp in partitions}
-        elif args.shift_by is not None:
-            new = {tp: committed.get(tp, earliest[tp]) + args.shift_by for tp in partitions}
-        elif args.to_datetime is not None:
-            try:
-                moment = datetime.fromisoformat(args.to_datetime)
-            except ValueError as exc:
-                raise CommandError(
-                    f"--to-datetime: {exc}; use ISO 8601, e.g. 2026-11-27T10:00:00"
-                ) from exc
-            by_time = admin.list_offsets(partitions, int(moment.timestamp() * 1000))
-            new = {tp: (o if o >= 0 else latest[tp]) for tp, o in by_time.items()}
-        else:
-            raise CommandError(
-                "choose one of --to-earliest, --to-latest, --to-offset N, --shift-by N, --to-datetime T"
-            )
-        # Clamp into each partition's range, as Kafka's tool does.
-        new = {tp: max(earliest[tp], min(latest[tp], o)) for tp, o in new.items()}
+        by_time = None
+        if request.strategy == "to-datetime":
+            assert request.value is not None
+            by_time = admin.list_offsets(partitions, request.value)
+        new = plan_offsets_reset(request, partitions, committed, earliest, latest, by_time)
         if args.execute:
             admin.alter_group_offsets(args.group, new)
     print(f"{'GROUP':<28}{'TOPIC':<20}{'PARTITION':<11}NEW-OFFSET")
@@ -803,6 +809,23 @@ def _groups_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _console(args: argparse.Namespace) -> int:
+    try:
+        import aiohttp  # noqa: F401
+        import jinja2  # noqa: F401
+    except ImportError as exc:
+        raise CommandError(
+            f"strom console needs the console extra ({exc.name} is not installed): "
+            "pip install 'strom[console]'"
+        ) from None
+    from strom.node.console import ConsoleError, run
+
+    try:
+        return run(args)
+    except ConsoleError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from strom.node import demo
 
@@ -816,7 +839,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="strom", description="strom: an event streaming platform in the spirit of Kafka."
     )
-    parser.add_argument("--version", action="version", version=f"strom {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"strom {__version__} (record codec: {compiled_codec.describe()})",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -1010,6 +1037,12 @@ def build_parser() -> argparse.ArgumentParser:
         connection_options,
     )
     add_security_commands(sub, client)
+
+    from strom.node.console import add_arguments as add_console_arguments
+
+    console = sub.add_parser("console", help="a web UI: cluster, topics, messages, groups")
+    add_console_arguments(console)
+    console.set_defaults(handler=_console)
 
     demo = sub.add_parser("demo", help="run the seed document's walkthrough as tables")
     demo.add_argument("--data-dir", default=".strom/demo")

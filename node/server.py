@@ -52,6 +52,7 @@ from strom.node.tls import check_files, controller_security
 from strom.raft.config import Config as RaftConfig
 from strom.raft.rawnode import RawNode
 from strom.raft.types import Role
+from strom.storage import compiled_codec
 from strom.storage.log_config import LogConfig
 from strom.storage.log_manager import LogManager
 from strom.storage.raft_store import FileRaftStore
@@ -133,8 +134,9 @@ class Node:
         await self._start_admin_http()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "node %d started: roles %s, cluster %s",
+            "node %d started: roles %s, cluster %s, record codec %s",
             config.node_id, ",".join(sorted(config.roles)), self.cluster_id,
+            compiled_codec.describe(),
         )  # fmt: skip
 
     async def _start_admin_http(self) -> None:
@@ -335,7 +337,11 @@ class Node:
                 self.coordinator, self.manager, self.controller_client, listener
             ),
             listeners.ADMIN: AdminServicer(
-                self.config, self.cluster_id, self.controller_client, self._image
+                self.config,
+                self.cluster_id,
+                self.controller_client,
+                self._image,
+                lambda: self.manager,
             ),
         }
 

@@ -11,7 +11,9 @@ the spirit of Kafka's LogValidator:
 4. Record framing: one pass over the records (decompressed first when compressed) reading only
    lengths, offset deltas and timestamp deltas: every record's length covers exactly its fields,
    offset deltas run 0..n-1, record timestamps are ≤ maxTimestamp and maxTimestamp is reached,
-   and no bytes are left over. No record objects are built.
+   and no bytes are left over. No record objects are built. This pass runs in C when
+   storage/_codec.c is built (`check_record_framing`); `check_record_framing_py` is its
+   reference and fallback.
 
 Any failure raises `CorruptRecordError` with Kafka's error name: CORRUPT_MESSAGE for bytes that
 cannot be parsed or fail the CRC, INVALID_RECORD for well-formed but inconsistent batches,
@@ -24,6 +26,7 @@ import zlib
 
 import crc32c
 
+from .compiled_codec import codec
 from .errors import CorruptRecordError
 from .record_batch import (
     ATTRIBUTES_OFFSET,
@@ -43,6 +46,7 @@ from .record_batch import (
 
 # A decompressed batch larger than this is refused: a gzip bomb must not exhaust memory.
 DECOMPRESSED_BYTES_MAX = 256 * 1024 * 1024
+INT64_MAX = 2**63 - 1
 
 Buffer = bytes | bytearray | memoryview
 
@@ -73,8 +77,8 @@ def decompress_records(
     return data
 
 
-def _uvarint_slow(data: bytes, pos: int) -> tuple[int, int]:
-    """Decode a base-128 varint of up to 10 bytes whose first byte is ≥ 0x80."""
+def _uvarint_slow(data: Buffer, pos: int) -> tuple[int, int]:
+    """Decode a base-128 varint of up to 10 bytes and 64 bits whose first byte is ≥ 0x80."""
     value = 0
     shift = 0
     while True:
@@ -82,20 +86,23 @@ def _uvarint_slow(data: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         value |= (b & 0x7F) << shift
         if b < 0x80:
+            if value >> 64:
+                raise CorruptRecordError(f"varint wider than 64 bits at record byte {pos}")
             return value, pos
         shift += 7
         if shift > 63:
             raise CorruptRecordError(f"varint longer than 10 bytes at record byte {pos}")
 
 
-def check_record_framing(
-    data: bytes, header: BatchHeader, start: int = 0, end: int | None = None
+def check_record_framing_py(
+    data: Buffer, header: BatchHeader, start: int = 0, end: int | None = None
 ) -> int:
     """Walk the uncompressed records once: lengths, offset deltas, timestamps. No objects.
 
-    Returns the smallest record timestamp (records may be older than the first one). The loop
-    is written out by hand (one- and two-byte varints inline) because it runs once per record
-    of every produced batch.
+    Returns the smallest record timestamp (records may be older than the first one). The
+    reference for the compiled walk (`check_record_framing`), and what runs without it. The
+    loop is written out by hand (one- and two-byte varints inline) because it runs once per
+    record of every produced batch.
     """
     count = header.record_count
     base_ts = header.base_timestamp
@@ -161,7 +168,7 @@ def check_record_framing(
                         pos += b >> 1 if not b & 1 else 1 << 62
                 elif data[pos + 1] < 0x80:
                     raw = (b & 0x7F) | (data[pos + 1] << 7)
-                    pos += 2 + (raw >> 1 if not raw & 1 else 1 << 62)
+                    pos += 2 + (raw >> 1 if not raw & 1 else 0 if raw == 1 else 1 << 62)
                 else:
                     raw, pos = slow(data, pos)
                     size = (raw >> 1) ^ -(raw & 1)
@@ -180,6 +187,11 @@ def check_record_framing(
         ) from None
     if pos != end:
         raise CorruptRecordError(f"{end - pos} bytes left over after {count} records")
+    if max_seen > INT64_MAX or min_seen < -INT64_MAX - 1:
+        raise CorruptRecordError(
+            f"record timestamps [{min_seen}, {max_seen}] do not fit a signed 64-bit integer",
+            "INVALID_TIMESTAMP",
+        )
     if not header.attributes & TIMESTAMP_TYPE_MASK and max_seen != header.max_timestamp:
         raise CorruptRecordError(
             f"maxTimestamp {header.max_timestamp} differs from the records' largest "
@@ -189,7 +201,23 @@ def check_record_framing(
     return min_seen
 
 
-def _skip_headers(data: bytes, pos: int, index: int) -> int:
+def _check_record_framing_compiled(
+    data: Buffer, header: BatchHeader, start: int = 0, end: int | None = None
+) -> int:
+    assert codec is not None
+    min_ts: int | None = codec.check_record_framing(data, header, start, end)
+    if min_ts is None:  # the kernel declined: the reference decides, and raises
+        min_ts = check_record_framing_py(data, header, start, end)
+    return min_ts
+
+
+# The framing walk the leader runs: check_record_framing(data, header, start, end) returns the
+# smallest record timestamp of the uncompressed records of the batch `header` describes, in
+# data[start:end], or raises CorruptRecordError. Compiled when storage/_codec.c is built.
+check_record_framing = check_record_framing_py if codec is None else _check_record_framing_compiled
+
+
+def _skip_headers(data: Buffer, pos: int, index: int) -> int:
     """Skip a record's header count and headers; a negative length sends `pos` out of range,
     which the caller reports as a framing error."""
     raw, pos = _uvarint_slow(data, pos) if data[pos] >= 0x80 else (data[pos], pos + 1)

@@ -25,8 +25,10 @@ offsetDelta varint, keyLength varint, key, valueLength varint, value, headerCoun
 [headerKeyLength varint, headerKey utf-8, headerValueLength varint, headerValue]``. Varints are
 zigzag-encoded base-128 (protobuf's sint); length -1 means null.
 
-The encoder is on the producer's hot path: it builds into one bytearray, takes varints from a
-precomputed table for the common small values, and calls no helper per field.
+The encoder is on the producer's hot path: `BatchBuilder` appends each record straight into one
+bytearray, in C when storage/_codec.c is built (`PyBatchBuilder` is its pure-Python reference,
+which takes varints from a precomputed table for the common small values and calls no helper
+per field).
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Sequence
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import crc32c
+
+from .compiled_codec import codec
 
 MAGIC = 2
 HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -236,13 +240,56 @@ def _encode_records(out: bytearray, records: Sequence[Record], base_ts: int) -> 
     return max_ts
 
 
-class BatchBuilder:
+TIMESTAMP_MAX = 2**63 - 1
+
+
+class _BatchSealing:
+    """What both builders share: the size so far and sealing the batch (once per batch, so
+    Python either way). Subclasses hold `_buffer`, `count`, `base_timestamp`, `max_timestamp`."""
+
+    __slots__ = ()
+    _buffer: bytearray
+    count: int
+    base_timestamp: int
+    max_timestamp: int
+
+    @property
+    def size_in_bytes(self) -> int:
+        """Bytes of the batch so far, header included (before compression)."""
+        return len(self._buffer)
+
+    def build(
+        self,
+        *,
+        compression: int = Compression.NONE,
+        producer_id: int = NO_PRODUCER_ID,
+        producer_epoch: int = NO_PRODUCER_EPOCH,
+        base_sequence: int = NO_SEQUENCE,
+        is_transactional: bool = False,
+        gzip_level: int = 6,
+    ) -> bytes:
+        """The finished batch (base offset 0, leader epoch -1: the leader assigns both)."""
+        if self.count == 0:
+            raise ValueError("a record batch needs at least one record")
+        return _seal(
+            self._buffer, self.count, self.base_timestamp, self.max_timestamp,
+            compression=compression, producer_id=producer_id, producer_epoch=producer_epoch,
+            base_sequence=base_sequence, is_transactional=is_transactional, base_offset=0,
+            partition_leader_epoch=NO_PARTITION_LEADER_EPOCH, gzip_level=gzip_level,
+        )  # fmt: skip
+
+
+class PyBatchBuilder(_BatchSealing):
     """Builds one RecordBatch v2 a record at a time, as Kafka's MemoryRecordsBuilder: each
     `append` encodes its record straight into the batch buffer, so a producer keeps bytes, not
     record objects, and sealing the batch only writes the header and the CRC.
 
-    Offset deltas run 0..n-1 in append order; timestamps are deltas from the first record's.
-    `build` produces exactly the bytes `encode_batch` would for the same records.
+    Offset deltas run 0..n-1 in append order; timestamps are deltas from the first record's and
+    must lie in [0, 2**63) (Kafka's producer refuses negative ones too). `build` produces
+    exactly the bytes `encode_batch` would for the same records.
+
+    The pure-Python reference of `BatchBuilder`, whose `append` is compiled when
+    storage/_codec.c is built.
     """
 
     __slots__ = ("_buffer", "base_timestamp", "count", "max_timestamp")
@@ -252,11 +299,6 @@ class BatchBuilder:
         self.count = 0
         self.base_timestamp = NO_TIMESTAMP
         self.max_timestamp = NO_TIMESTAMP
-
-    @property
-    def size_in_bytes(self) -> int:
-        """Bytes of the batch so far, header included (before compression)."""
-        return len(self._buffer)
 
     def append(
         self,
@@ -270,6 +312,8 @@ class BatchBuilder:
         One `%` format writes the whole record: it is the cheapest way Python has to join eight
         small byte strings (about half the cost of eight `+=`), and this runs once per record
         a producer sends."""
+        if type(timestamp_ms) is not int or not 0 <= timestamp_ms <= TIMESTAMP_MAX:
+            _refuse_timestamp(timestamp_ms)
         table = _VARINT
         offset_delta = self.count
         if offset_delta == 0:
@@ -306,25 +350,24 @@ class BatchBuilder:
         self.count = offset_delta + 1
         return len(prefix) + body_size
 
-    def build(
-        self,
-        *,
-        compression: int = Compression.NONE,
-        producer_id: int = NO_PRODUCER_ID,
-        producer_epoch: int = NO_PRODUCER_EPOCH,
-        base_sequence: int = NO_SEQUENCE,
-        is_transactional: bool = False,
-        gzip_level: int = 6,
-    ) -> bytes:
-        """The finished batch (base offset 0, leader epoch -1: the leader assigns both)."""
-        if self.count == 0:
-            raise ValueError("a record batch needs at least one record")
-        return _seal(
-            self._buffer, self.count, self.base_timestamp, self.max_timestamp,
-            compression=compression, producer_id=producer_id, producer_epoch=producer_epoch,
-            base_sequence=base_sequence, is_transactional=is_transactional, base_offset=0,
-            partition_leader_epoch=NO_PARTITION_LEADER_EPOCH, gzip_level=gzip_level,
-        )  # fmt: skip
+
+def _refuse_timestamp(timestamp_ms: object) -> None:
+    if type(timestamp_ms) is not int:
+        raise TypeError(f"a record timestamp must be an int, not {type(timestamp_ms).__name__}")
+    raise ValueError(f"record timestamp {timestamp_ms} is outside [0, 2**63)")
+
+
+if TYPE_CHECKING or codec is None:
+    BatchBuilder = PyBatchBuilder
+else:
+
+    class BatchBuilder(_BatchSealing, codec.BatchBuilderCore):
+        """`PyBatchBuilder` with `append` in C (storage/_codec.c): the same bytes. Inputs off
+        its fast path (keys or values other than bytes/None, timestamps outside [0, 2**63),
+        unusual headers) run the reference `append`, which also raises every error."""
+
+        __slots__ = ()
+        _append_reference = PyBatchBuilder.append
 
 
 def encode_batch(

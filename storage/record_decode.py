@@ -13,6 +13,7 @@ from typing import TypeVar
 import crc32c
 
 from .batch_validation import _uvarint_slow, decompress_records, split_batches
+from .compiled_codec import codec
 from .errors import CorruptRecordError
 from .record_batch import (
     ATTRIBUTES_OFFSET,
@@ -121,10 +122,11 @@ def decode_batch_as(
     tuples of (topic, partition, offset, timestamp_ms, key, value, headers): the consumer's hot
     path.
 
-    Same format and checks as `decode_batch` (plus the CRC, as Kafka's consumer's check.crcs),
-    written as one loop with one- and two-byte varints inline, building each record with one
-    `tuple.__new__` (no NamedTuple constructor, no intermediate object), because it runs once
-    per record an application consumes.
+    Same format and checks as `decode_batch` (plus the CRC, as Kafka's consumer's check.crcs).
+    The per-record loop (`decode_records`) is compiled when storage/_codec.c is built; its
+    pure-Python reference is written as one loop with one- and two-byte varints inline,
+    building each record with one `tuple.__new__` (no NamedTuple constructor, no intermediate
+    object), because it runs once per record an application consumes.
     """
     header = parse_header(data, position)
     end = position + header.size_in_bytes
@@ -136,13 +138,29 @@ def decode_batch_as(
     ):
         raise CorruptRecordError(f"batch at offset {header.base_offset}: CRC mismatch")
     if header.compression == 0:
-        buf = data
+        buf: bytes = data
         pos = position + HEADER_SIZE
         stop = end
     else:
         buf = decompress_records(header, memoryview(data)[position + HEADER_SIZE : end])
         pos = 0
         stop = len(buf)
+    return header, decode_records(buf, pos, stop, header, record_type, topic, partition, min_offset)
+
+
+def _decode_records_py(
+    buf: bytes,
+    pos: int,
+    stop: int,
+    header: BatchHeader,
+    record_type: type[_T],
+    topic: str,
+    partition: int,
+    min_offset: int,
+) -> list[_T]:
+    """The records of buf[pos:stop], the uncompressed records of the batch `header` describes,
+    from offset `min_offset` on. The reference for the compiled loop (`decode_records`), and
+    what runs without it."""
     base_offset = header.base_offset
     base_ts = header.base_timestamp
     log_append_time = bool(header.attributes & TIMESTAMP_TYPE_MASK)
@@ -225,7 +243,31 @@ def decode_batch_as(
         raise CorruptRecordError(f"batch at offset {base_offset}: records are truncated") from None
     if pos != stop:
         raise CorruptRecordError(f"batch at offset {base_offset}: bytes left over after records")
-    return header, out
+    return out
+
+
+def _decode_records_compiled(
+    buf: bytes,
+    pos: int,
+    stop: int,
+    header: BatchHeader,
+    record_type: type[_T],
+    topic: str,
+    partition: int,
+    min_offset: int,
+) -> list[_T]:
+    assert codec is not None
+    records: list[_T] | None = codec.decode_records(
+        buf, pos, stop, header, record_type, topic, partition, min_offset
+    )
+    if records is None:  # the kernel declined: the reference decodes, or raises
+        records = _decode_records_py(
+            buf, pos, stop, header, record_type, topic, partition, min_offset
+        )
+    return records
+
+
+decode_records = _decode_records_py if codec is None else _decode_records_compiled
 
 
 def _headers(buf: bytes, pos: int) -> tuple[tuple[tuple[str, bytes | None], ...], int]:

@@ -9,6 +9,8 @@ contradicts it. Descriptions are answered from the local image.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -30,11 +32,15 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         cluster_id: str,
         controller: ControllerClient,
         image: Callable[[], MetadataImage],
+        manager: Callable[[], Any] | None = None,
     ) -> None:
+        """`manager`: the broker's replica manager (`strom.node.replica.manager`), for
+        DescribeLogDirs; None where the node hosts no partitions."""
         self.config = config
         self.cluster_id = cluster_id
         self.controller = controller
         self.image = image
+        self.manager = manager
         self.timeout_s = config["request.timeout.ms"] / 1000
 
     async def _forward(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -158,6 +164,49 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                         else admin_pb2.CONFIG_SOURCE_STATIC_BROKER
                     )
                 result.configs.add(name=name, value=value, source=source)
+        return response
+
+    async def DescribeLogDirs(
+        self, request: admin_pb2.DescribeLogDirsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DescribeLogDirsResponse:
+        """This broker's partition logs by log directory, with sizes and offsets (read from the
+        logs' in-memory state on the loop that owns them; only `disk_usage` asks the OS)."""
+        response = admin_pb2.DescribeLogDirsResponse(broker_id=self.config.node_id)
+        manager = self.manager() if self.manager is not None else None
+        wanted = set(request.topics)
+        dirs = {
+            os.path.abspath(d): response.results.add(log_dir=d) for d in self.config["log.dirs"]
+        }
+        topics: dict[tuple[str, str], admin_pb2.LogDirTopic] = {}
+        partitions = list(manager.partitions.values()) if manager is not None else []
+        for partition in sorted(partitions, key=lambda p: (p.topic, p.partition)):
+            if wanted and partition.topic not in wanted:
+                continue
+            log = partition.log
+            home = os.path.dirname(os.path.abspath(log.directory))
+            result = dirs.get(home)
+            if result is None:
+                continue
+            if (home, partition.topic) not in topics:
+                topics[(home, partition.topic)] = result.topics.add(name=partition.topic)
+            end = log.log_end_offset
+            topics[(home, partition.topic)].partitions.add(
+                partition=partition.partition,
+                size_bytes=log.size_in_bytes,
+                offset_lag=max(0, partition.high_watermark - end),
+                log_start_offset=log.log_start_offset,
+                log_end_offset=end,
+                high_watermark=partition.high_watermark,
+                is_leader=partition.is_leader,
+            )
+        for path, result in dirs.items():
+            try:
+                usage = shutil.disk_usage(path)
+                result.total_bytes, result.usable_bytes = usage.total, usage.free
+            except OSError as exc:
+                result.total_bytes = result.usable_bytes = -1
+                result.error_code = common_pb2.KAFKA_STORAGE_ERROR
+                result.error_message = f"{result.log_dir}: {exc.strerror}"
         return response
 
     # ---- users and ACLs ----------------------------------------------------------------

@@ -70,6 +70,7 @@ RULES: dict[str, Rule] = {
     "/strom.v1.Admin/IncrementalAlterConfigs": rules_admin.alter_configs,
     "/strom.v1.Admin/DescribeCluster": open_to_all,
     "/strom.v1.Admin/DescribeQuorum": rules_admin.describe_quorum,
+    "/strom.v1.Admin/DescribeLogDirs": rules_admin.describe_log_dirs,
     "/strom.v1.Admin/ElectLeaders": rules_admin.elect_leaders,
     "/strom.v1.Admin/AlterUserCredentials": rules_admin.alter_user_credentials,
     "/strom.v1.Admin/DescribeUsers": rules_admin.describe_users,

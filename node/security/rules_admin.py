@@ -9,6 +9,7 @@
 | IncrementalAlterConfigs | ALTER_CONFIGS likewise                                          |
 | DescribeCluster         | nothing beyond authentication (brokers are public, as in Kafka) |
 | DescribeQuorum          | DESCRIBE on the cluster                                         |
+| DescribeLogDirs         | DESCRIBE on the cluster (as in Kafka)                           |
 | ElectLeaders            | ALTER on the cluster                                            |
 | AlterUserCredentials    | ALTER on the cluster                                            |
 | DescribeUsers           | DESCRIBE on the cluster                                         |
@@ -132,6 +133,7 @@ def _cluster_rule(operation: Operation) -> Any:
 
 
 describe_quorum = _cluster_rule(Operation.DESCRIBE)
+describe_log_dirs = _cluster_rule(Operation.DESCRIBE)
 elect_leaders = _cluster_rule(Operation.ALTER)
 describe_users = _cluster_rule(Operation.DESCRIBE)
 

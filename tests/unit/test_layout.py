@@ -10,12 +10,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# folder -> the strom subpackages its modules may import
+# folder -> the strom packages its modules may import (a name is allowed when it is one of these
+# or inside one). A folder listed here is checked against its own rule only, not its parent's.
 ALLOWED = {
     "raft": {"strom.raft"},
     "storage": {"strom.storage", "strom.raft"},
     "client": {"strom.client", "strom.v1", "strom.storage", "strom"},
     "node": {"strom", "strom.v1", "strom.raft", "strom.storage", "strom.node", "strom.client"},
+    # The console is a client of the cluster like any other: the SDK, never the node's internals.
+    "node/console": {"strom", "strom.client", "strom.node.console"},
 }
 # The Raft core does no I/O, keeps no time and draws no randomness of its own (DESIGN.md §5).
 RAFT_FORBIDDEN = {"asyncio", "socket", "time", "random", "os", "grpc", "google", "threading"}
@@ -40,17 +43,28 @@ def _imports(path: Path, root: Path = ROOT) -> list[str]:
 
 
 def _modules(folder: str) -> list[Path]:
-    return sorted((ROOT / folder).rglob("*.py"))
+    """The modules of `folder`, without those of its subfolders that have a rule of their own."""
+    own_rules = [ROOT / f for f in ALLOWED if f != folder and f.startswith(folder + "/")]
+    return sorted(
+        p
+        for p in (ROOT / folder).rglob("*.py")
+        if not any(p.is_relative_to(sub) for sub in own_rules)
+    )
+
+
+def _allowed(name: str, allowed: set[str]) -> bool:
+    if name == "strom":
+        return "strom" in allowed
+    # `strom` alone allows `from strom import __version__`, not every package under it.
+    return any(name == a or name.startswith(a + ".") for a in allowed if a != "strom")
 
 
 def _strom_offenders(paths: list[Path], allowed: set[str], root: Path = ROOT) -> list[str]:
     offenders = []
     for path in paths:
         for name in _imports(path, root):
-            if name == "strom" or name.startswith("strom."):
-                top = ".".join(name.split(".")[:2])
-                if top not in allowed:
-                    offenders.append(f"{path.relative_to(root)} imports {name}")
+            if (name == "strom" or name.startswith("strom.")) and not _allowed(name, allowed):
+                offenders.append(f"{path.relative_to(root)} imports {name}")
     return offenders
 
 
@@ -82,3 +96,21 @@ def test_the_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
         "client/bad.py imports strom.node",
         "client/bad.py imports strom.raft",
     ]
+
+
+def test_the_checker_keeps_the_console_off_node_internals(tmp_path: Path) -> None:
+    (tmp_path / "node" / "console").mkdir(parents=True)
+    bad = tmp_path / "node" / "console" / "bad.py"
+    bad.write_text(
+        "from strom.client.admin import AsyncAdmin\nfrom strom.node.config import NODE_KEYS\n"
+        "from ..metrics import exposition\nfrom .render import render_bytes\nfrom strom.v1 import x\n"
+    )
+    offenders = _strom_offenders([bad], ALLOWED["node/console"], tmp_path)
+    assert offenders == [
+        "node/console/bad.py imports strom.node.config",
+        "node/console/bad.py imports strom.node.metrics",
+        "node/console/bad.py imports strom.v1",
+    ]
+    # ...and the rest of node/ is still checked by its own, wider rule.
+    assert ROOT / "node" / "cli.py" in _modules("node")
+    assert not [p for p in _modules("node") if "console" in p.relative_to(ROOT).parts]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -162,3 +163,65 @@ def test_the_sync_producer_lets_go_of_every_answered_batch() -> None:
         assert producer._reserved == producer._released > 0
     finally:
         producer.close()
+
+
+class TimedLeader(ScriptedLeader):
+    """Answers every request after `delay_s`, counting requests."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(0, refuse_fraction=0.0)
+        self.delay_s = delay_s
+        self.requests = 0
+
+    async def produce(self, request: broker_pb2.ProduceRequest) -> broker_pb2.ProduceResponse:
+        self.requests += 1
+        await asyncio.sleep(self.delay_s)
+        return await super().produce(request)
+
+
+class TwoLeaders(FakeCluster):
+    """Partition 0 led by node 2 (`slow`), the others by node 1 (`fast`)."""
+
+    def __init__(self, fast: ScriptedLeader, slow: ScriptedLeader, partitions: int) -> None:
+        super().__init__(fast)
+        self.by_address = {"fast": fast, "slow": slow}
+        parts = {p: PartitionMeta(p, 2 if p == 0 else 1, 0, (1,), (1,)) for p in range(partitions)}
+        brokers = {1: "fast", 2: "slow"}
+        self.meta = ClusterMeta("c", 1, brokers, {"t": TopicMeta("t", b"id", parts)})
+
+    def broker_stub(self, address: str) -> Any:
+        return SimpleNamespace(Produce=self.by_address[address].produce)
+
+
+def test_a_lingered_batch_keeps_filling_while_its_partition_cannot_send() -> None:
+    """Kafka's accumulator: linger makes a batch sendable, not closed. Partition 0's leader
+    answers in 60 ms and it may have one request out; answers for partitions 1 and 2 wake the
+    sender every few ms meanwhile. Partition 0's records must keep joining its open batch
+    until it can send, not leave as a small batch per wake-up to queue behind the slow one."""
+    fast, slow = TimedLeader(0.002), TimedLeader(0.06)
+    fast.logs[2] = []
+
+    async def run() -> list[Any]:
+        producer = AsyncProducer(
+            "fake:1", acks="all", linger_ms=1, batch_size=1 << 20,
+            max_in_flight_requests_per_connection=1,
+        )  # fmt: skip
+        producer.cluster = TwoLeaders(fast, slow, 3)  # type: ignore[assignment]
+        producer.producer_id, producer.producer_epoch = 7, 0
+        futures = []
+        for i in range(900):
+            futures.append(await producer.send("t", b"v%d" % i, partition=i % 3))
+            if i % 6 == 5:
+                await asyncio.sleep(0.001)  # 1 ms between bursts: every burst outlives linger
+        await producer.flush(timeout_s=30)
+        results = [await f for f in futures]
+        await producer.close()
+        return results
+
+    results = asyncio.run(run())
+    for partition, leader in ((0, slow), (1, fast), (2, fast)):
+        mine = [r for r in results if r.partition == partition]
+        assert [r.offset for r in mine] == list(range(300))
+        values = [r.value for b in leader.logs[partition] for r in decode_batch(b)[1]]
+        assert values == [b"v%d" % i for i in range(partition, 900, 3)]
+    assert slow.requests <= 8, f"{slow.requests} requests to the slow leader"

@@ -74,6 +74,11 @@ class AdminStub:
                 request_serializer=strom_dot_v1_dot_admin__pb2.ElectLeadersRequest.SerializeToString,
                 response_deserializer=strom_dot_v1_dot_admin__pb2.ElectLeadersResponse.FromString,
                 _registered_method=True)
+        self.DescribeLogDirs = channel.unary_unary(
+                '/strom.v1.Admin/DescribeLogDirs',
+                request_serializer=strom_dot_v1_dot_admin__pb2.DescribeLogDirsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.DescribeLogDirsResponse.FromString,
+                _registered_method=True)
         self.AlterUserCredentials = channel.unary_unary(
                 '/strom.v1.Admin/AlterUserCredentials',
                 request_serializer=strom_dot_v1_dot_admin__pb2.AlterUserCredentialsRequest.SerializeToString,
@@ -152,6 +157,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeLogDirs(self, request, context):
+        """The partition logs this broker holds (Kafka's DescribeLogDirs): answered by the broker
+        asked, about itself only; a client asks each broker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AlterUserCredentials(self, request, context):
         """Users and ACLs (Kafka's AlterUserScramCredentials, DescribeUserScramCredentials,
         CreateAcls, DeleteAcls, DescribeAcls).
@@ -226,6 +239,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ElectLeaders,
                     request_deserializer=strom_dot_v1_dot_admin__pb2.ElectLeadersRequest.FromString,
                     response_serializer=strom_dot_v1_dot_admin__pb2.ElectLeadersResponse.SerializeToString,
+            ),
+            'DescribeLogDirs': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeLogDirs,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.DescribeLogDirsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.DescribeLogDirsResponse.SerializeToString,
             ),
             'AlterUserCredentials': grpc.unary_unary_rpc_method_handler(
                     servicer.AlterUserCredentials,
@@ -469,6 +487,33 @@ class Admin:
             '/strom.v1.Admin/ElectLeaders',
             strom_dot_v1_dot_admin__pb2.ElectLeadersRequest.SerializeToString,
             strom_dot_v1_dot_admin__pb2.ElectLeadersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeLogDirs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Admin/DescribeLogDirs',
+            strom_dot_v1_dot_admin__pb2.DescribeLogDirsRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.DescribeLogDirsResponse.FromString,
             options,
             channel_credentials,
             insecure,

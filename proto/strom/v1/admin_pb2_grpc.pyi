@@ -41,6 +41,10 @@ class AdminStub:
     DescribeCluster: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DescribeClusterRequest, _admin_pb2.DescribeClusterResponse]
     DescribeQuorum: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DescribeQuorumRequest, _admin_pb2.DescribeQuorumResponse]
     ElectLeaders: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ElectLeadersRequest, _admin_pb2.ElectLeadersResponse]
+    DescribeLogDirs: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DescribeLogDirsRequest, _admin_pb2.DescribeLogDirsResponse]
+    """The partition logs this broker holds (Kafka's DescribeLogDirs): answered by the broker
+    asked, about itself only; a client asks each broker.
+    """
     AlterUserCredentials: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AlterUserCredentialsRequest, _admin_pb2.AlterUserCredentialsResponse]
     """Users and ACLs (Kafka's AlterUserScramCredentials, DescribeUserScramCredentials,
     CreateAcls, DeleteAcls, DescribeAcls).
@@ -61,6 +65,10 @@ class AdminAsyncStub(AdminStub):
     DescribeCluster: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeClusterRequest, _admin_pb2.DescribeClusterResponse]  # type: ignore[assignment]
     DescribeQuorum: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeQuorumRequest, _admin_pb2.DescribeQuorumResponse]  # type: ignore[assignment]
     ElectLeaders: _aio.UnaryUnaryMultiCallable[_admin_pb2.ElectLeadersRequest, _admin_pb2.ElectLeadersResponse]  # type: ignore[assignment]
+    DescribeLogDirs: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeLogDirsRequest, _admin_pb2.DescribeLogDirsResponse]  # type: ignore[assignment]
+    """The partition logs this broker holds (Kafka's DescribeLogDirs): answered by the broker
+    asked, about itself only; a client asks each broker.
+    """
     AlterUserCredentials: _aio.UnaryUnaryMultiCallable[_admin_pb2.AlterUserCredentialsRequest, _admin_pb2.AlterUserCredentialsResponse]  # type: ignore[assignment]
     """Users and ACLs (Kafka's AlterUserScramCredentials, DescribeUserScramCredentials,
     CreateAcls, DeleteAcls, DescribeAcls).
@@ -126,6 +134,16 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ElectLeadersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ElectLeadersResponse, _abc.Awaitable[_admin_pb2.ElectLeadersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DescribeLogDirs(
+        self,
+        request: _admin_pb2.DescribeLogDirsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DescribeLogDirsResponse, _abc.Awaitable[_admin_pb2.DescribeLogDirsResponse]]:
+        """The partition logs this broker holds (Kafka's DescribeLogDirs): answered by the broker
+        asked, about itself only; a client asks each broker.
+        """
 
     @_abc_1.abstractmethod
     def AlterUserCredentials(
