@@ -81,13 +81,16 @@ class OffsetWaiters:
 
 
 class ChangeNotifier:
-    """Futures that complete on the next `notify()`; a waiter may watch several notifiers."""
+    """Futures that complete on the next `notify()`; a waiter may watch several notifiers.
+
+    Waiters wake in the order they started waiting (a dict, not a set: a set of futures would
+    wake them in memory-address order, which differs from run to run)."""
 
     def __init__(self) -> None:
-        self._futures: set[asyncio.Future[None]] = set()
+        self._futures: dict[asyncio.Future[None], None] = {}
 
     def notify(self) -> None:
-        futures, self._futures = self._futures, set()
+        futures, self._futures = self._futures, {}
         for future in futures:
             if not future.done():
                 future.set_result(None)
@@ -95,10 +98,10 @@ class ChangeNotifier:
     def _add(self, future: asyncio.Future[None]) -> None:
         if len(self._futures) >= WAITERS_MAX:
             raise TooManyWaiters(f"{len(self._futures)} fetches already waiting")
-        self._futures.add(future)
+        self._futures[future] = None
 
     def _discard(self, future: asyncio.Future[None]) -> None:
-        self._futures.discard(future)
+        self._futures.pop(future, None)
 
 
 async def wait_any(notifiers: Iterable[ChangeNotifier], timeout_s: float) -> bool:

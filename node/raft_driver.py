@@ -111,6 +111,11 @@ class _Proposal:
     term: int = 0
 
 
+def _retrieve(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class RaftDriver:
     def __init__(
         self,
@@ -179,15 +184,24 @@ class RaftDriver:
         entry may still commit). A proposal the core cannot take yet (a leadership transfer in
         progress, the uncommitted-bytes bound) waits in order for the next loop turn instead of
         failing: only a lost leadership fails it."""
+        future = self.submit(data)
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.shield(future)
+
+    def submit(self, data: bytes) -> asyncio.Future[int]:
+        """Propose `data` without waiting: the future resolves to its index once applied, or
+        fails with NotLeaderError; it never times out. Raises as `propose` does."""
         if self._role != Role.LEADER:
             raise NotLeaderError(self._leader_id)
         if self.proposals_full:
             raise ProposalRefused(f"{PROPOSALS_MAX} metadata proposals in flight; retry")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # A caller that timed out no longer awaits the outcome (asyncio.shield drops it), so an
+        # exception set later would be logged as "never retrieved": mark it retrieved here.
+        future.add_done_callback(_retrieve)
         self._proposals.append(_Proposal(data, future))
         self._wake.set()
-        async with asyncio.timeout(timeout_s):
-            return await asyncio.shield(future)
+        return future
 
     def transfer_leadership(self, to_id: int) -> None:
         """Ask the core (on the driver's task) to hand leadership to `to_id`."""

@@ -5,7 +5,8 @@ services, and the active controller's timers. Broker role: the log manager, the 
 and fetchers, registration and heartbeats, and the Broker, Replica and Admin services. A node
 without the controller role follows the metadata log as an observer. Every listener is its own
 gRPC server with health checking and reflection; controller listeners serve the quorum's
-services, the others serve clients and replication (DESIGN.md §1, §3, §9).
+services, the others serve clients and replication (DESIGN.md §1, §3, §9). The node decides
+what each listener serves; node/listeners.py decides how it is reached.
 
 Shutdown (SIGTERM) is orderly: health goes NOT_SERVING, the broker asks the controller to move
 its leaderships away, an active controller hands Raft leadership to another voter, listeners
@@ -22,12 +23,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
 from prometheus_client import REGISTRY
 
-from strom.client.cluster import channel_options
+from strom.node import listeners
 from strom.node.admin_http import AdminHttpServer, readiness
 from strom.node.broker.admin_service import AdminServicer
 from strom.node.broker.lifecycle import BrokerLifecycle
@@ -38,6 +37,7 @@ from strom.node.controller.logic import ControllerLogic, ControllerSettings
 from strom.node.controller.service import ControllerService
 from strom.node.group.coordinator import GroupCoordinator
 from strom.node.group.service import EndOffsets, GroupServicer
+from strom.node.listeners import GrpcListeners, Listeners, ListenerServices
 from strom.node.meta_properties import check_directories
 from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.metadata.state import MetadataState
@@ -48,7 +48,7 @@ from strom.node.raft_driver import RaftDriver
 from strom.node.raft_service import RaftServicer, RaftTransport
 from strom.node.replica.manager import ReplicaManager
 from strom.node.security.interceptor import NodeSecurity
-from strom.node.tls import check_files, controller_security, server_credentials
+from strom.node.tls import check_files, controller_security
 from strom.raft.config import Config as RaftConfig
 from strom.raft.rawnode import RawNode
 from strom.raft.types import Role
@@ -56,21 +56,7 @@ from strom.storage import compiled_codec
 from strom.storage.log_config import LogConfig
 from strom.storage.log_manager import LogManager
 from strom.storage.raft_store import FileRaftStore
-from strom.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
-    broker_pb2,
-    broker_pb2_grpc,
-    controller_pb2,
-    controller_pb2_grpc,
-    group_pb2,
-    group_pb2_grpc,
-    metadata_pb2,
-    raft_pb2,
-    raft_pb2_grpc,
-    replica_pb2,
-    replica_pb2_grpc,
-)
+from strom.v1 import metadata_pb2
 
 log = logging.getLogger("strom.node")
 
@@ -87,9 +73,11 @@ class Node:
         clock: Clock = SYSTEM_CLOCK,
         peers: Peers | None = None,
         rng: random.Random | None = None,
+        listeners: Listeners | None = None,
     ) -> None:
         """`clock`, `peers` and `rng` are the node's only sources of time, other nodes and
-        chance: the deterministic simulation (tests/sim) replaces all three."""
+        chance, and `listeners` is where its services are served: the deterministic simulation
+        (tests/sim) replaces all four."""
         self.config = config
         self.clock = clock
         self.peers: Peers = GrpcPeers() if peers is None else peers
@@ -108,7 +96,9 @@ class Node:
         self.coordinator: GroupCoordinator | None = None
         self.end_offsets: EndOffsets | None = None
         self.health = health.aio.HealthServicer()
-        self.servers: list[grpc.aio.Server] = []
+        self.listeners: Listeners = (
+            GrpcListeners(config, self.health) if listeners is None else listeners
+        )
         self.admin_http: AdminHttpServer | None = None
         self.collector: NodeCollector | None = None
         self.stopping = False
@@ -307,94 +297,54 @@ class Node:
         return {k: int(v) for k, v in values.items() if k in known}
 
     async def _start_listeners(self) -> None:
-        config = self.config
-        controller_names = set(config.controller_listener_names)
-        for endpoint in config.listeners:
+        for endpoint in self.config.listeners:
+            servicers = self._servicers(endpoint.listener)
+            if servicers is None:
+                continue
             # Request timing only when someone can read it (the admin listener is on).
-            timers = [RequestTimer()] if config["admin.listener"] else []
+            timers = [RequestTimer()] if self.config["admin.listener"] else []
             # Authentication, then authorization, before any handler (node/security/).
             security = self.security.server_interceptors(endpoint.listener)
-            # No SO_REUSEPORT (gRPC's default): a port another process holds must fail the bind,
-            # not silently share connections with it (a TLS client could land on a stranger).
-            server = grpc.aio.server(
-                options=[*channel_options(), ("grpc.so_reuseport", 0)],
-                interceptors=timers + security,
-            )
-            names = [health.SERVICE_NAME, reflection.SERVICE_NAME]
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-            if endpoint.listener in controller_names:
-                if self.driver is None or self.controller_service is None:
-                    continue
-                assert self.metadata is not None
-                raft_pb2_grpc.add_RaftServicer_to_server(
-                    RaftServicer(self.cluster_id, self.driver, self.metadata, self.clock), server
-                )
-                controller_pb2_grpc.add_ControllerServicer_to_server(
-                    self.controller_service, server
-                )
-                names += [
-                    raft_pb2.DESCRIPTOR.services_by_name["Raft"].full_name,
-                    controller_pb2.DESCRIPTOR.services_by_name["Controller"].full_name,
-                ]
-            else:
-                if self.manager is None or self.controller_client is None:
-                    continue
-                broker_pb2_grpc.add_BrokerServicer_to_server(
-                    BrokerServicer(
-                        self.manager,
-                        self.controller_client,
-                        self.cluster_id,
-                        endpoint.listener,
-                        producer_ids=self.producer_ids,
-                        clock=self.clock,
-                    ),
-                    server,
-                )
-                replica_pb2_grpc.add_ReplicaServicer_to_server(
-                    ReplicaServicer(self.manager), server
-                )
-                assert self.coordinator is not None
-                group_pb2_grpc.add_GroupServicer_to_server(
-                    GroupServicer(
-                        self.coordinator, self.manager, self.controller_client, endpoint.listener
-                    ),
-                    server,
-                )
-                admin_pb2_grpc.add_AdminServicer_to_server(
-                    AdminServicer(
-                        config,
-                        self.cluster_id,
-                        self.controller_client,
-                        self._image,
-                        lambda: self.manager,
-                        endpoint.listener,
-                    ),
-                    server,
-                )
-                names += [
-                    broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name,
-                    replica_pb2.DESCRIPTOR.services_by_name["Replica"].full_name,
-                    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
-                    group_pb2.DESCRIPTOR.services_by_name["Group"].full_name,
-                ]
-            reflection.enable_server_reflection(names, server)
-            host = endpoint.host or "0.0.0.0"
-            credentials = server_credentials(config, endpoint.listener)
-            address = f"{host}:{endpoint.port}"
-            if credentials is None:
-                bound = server.add_insecure_port(address)
-            else:
-                bound = server.add_secure_port(address, credentials)
-            if bound == 0:
-                raise OSError(
-                    f"listeners: cannot bind {endpoint.listener} on {host}:{endpoint.port}"
-                )
-            await server.start()
-            self.servers.append(server)
-            log.info(
-                "listening: %s on %s:%d (%s)", endpoint.listener, host, endpoint.port,
-                config.security_protocols[endpoint.listener],
-            )  # fmt: skip
+            await self.listeners.start(ListenerServices(endpoint, servicers, timers + security))
+
+    def _servicers(self, listener: str) -> dict[str, Any] | None:
+        """What `listener` serves, by full service name; None when this node's roles give it
+        nothing to serve there."""
+        if listener in self.config.controller_listener_names:
+            if self.driver is None or self.controller_service is None:
+                return None
+            assert self.metadata is not None
+            return {
+                listeners.RAFT: RaftServicer(
+                    self.cluster_id, self.driver, self.metadata, self.clock
+                ),
+                listeners.CONTROLLER: self.controller_service,
+            }
+        if self.manager is None or self.controller_client is None:
+            return None
+        assert self.coordinator is not None
+        return {
+            listeners.BROKER: BrokerServicer(
+                self.manager,
+                self.controller_client,
+                self.cluster_id,
+                listener,
+                producer_ids=self.producer_ids,
+                clock=self.clock,
+            ),
+            listeners.REPLICA: ReplicaServicer(self.manager),
+            listeners.GROUP: GroupServicer(
+                self.coordinator, self.manager, self.controller_client, listener
+            ),
+            listeners.ADMIN: AdminServicer(
+                self.config,
+                self.cluster_id,
+                self.controller_client,
+                self._image,
+                lambda: self.manager,
+                listener,
+            ),
+        }
 
     def _quorum_leader(self) -> int:
         """The metadata quorum's leader as this node sees it (-1 or 0 when unknown)."""
@@ -421,7 +371,7 @@ class Node:
             if self.config["controlled.shutdown.enable"]:
                 await self.lifecycle.controlled_shutdown(timeout_s=SHUTDOWN_GRACE_S * 2)
         await self._hand_over_raft_leadership()
-        await asyncio.gather(*(s.stop(SHUTDOWN_GRACE_S) for s in self.servers))
+        await self.listeners.stop(SHUTDOWN_GRACE_S)
         if self.controller_service is not None:
             await self.controller_service.stop()
         for task in self._tasks:

@@ -2,7 +2,8 @@
 
 `--seed N` replays one simulation seed (tests/sim). Slow tests are skipped unless `--run-slow`;
 `--slow-sample K` runs K of them, drawn by `--slow-sample-seed` (default: the day, printed), so CI
-covers a bounded, rotating, reproducible sample of the slow suites.
+covers a bounded, rotating, reproducible sample of the slow suites. Slow tests also marked
+`exhaustive` (chunks that cost minutes each) are never sampled: only `--run-slow` runs them.
 """
 
 from __future__ import annotations
@@ -46,10 +47,15 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--run-slow"):
         return
-    slow = [item for item in items if item.get_closest_marker("slow")]
+    skip = pytest.mark.skip(reason="slow: not in this run's sample (use --run-slow)")
+    slow = []
+    for item in items:
+        if item.get_closest_marker("exhaustive"):
+            item.add_marker(skip)
+        elif item.get_closest_marker("slow"):
+            slow.append(item)
     sample_size = min(config.getoption("--slow-sample"), len(slow))
     chosen = set(random.Random(_slow_sample_seed(config)).sample(range(len(slow)), sample_size))
-    skip = pytest.mark.skip(reason="slow: not in this run's sample (use --run-slow)")
     for index, item in enumerate(slow):
         if index not in chosen:
             item.add_marker(skip)

@@ -228,12 +228,14 @@ class ControllerLogic:
         offline = self._accepted(self._reconcile_offline(broker_id, reported))
         broker = self.image.brokers[broker_id]
         # A broker is caught up once it has applied the metadata log up to its own registration,
-        # which therefore must have committed.
+        # which therefore must have committed, and, if it was fenced since, up to its fencing:
+        # a broker back from a partition must not act (lead, coordinate groups) on the image it
+        # had before the leaderships moved away from it.
         registered = self.committed.brokers.get(broker_id)
         caught_up = (
             registered is not None
             and registered.broker_epoch == broker_epoch
-            and metadata_offset >= registered.registered_index
+            and metadata_offset >= registered.caught_up_index
         )
         records: list[Record] = []
         if want_shut_down:

@@ -62,6 +62,9 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         self.propose_timeout_s = config["controller.quorum.request.timeout.ms"] / 1000 * 2
         metadata.subscribe(self._on_commit)
         self._tasks: list[asyncio.Task[None]] = []
+        # The last batch proposed in this term (the driver's future, which no caller's timeout
+        # ends): answers without records wait for it.
+        self._last_proposal: asyncio.Future[int] | None = None
 
     # ---- leadership --------------------------------------------------------------------
 
@@ -72,12 +75,14 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
 
     def on_leader_ready(self, term: int) -> None:
         self.logic.reset(self.metadata.image, self.clock.now_ms())
+        self._last_proposal = None
         self.active = True
         self.active_term = term
         log.info("active controller for term %d", term)
 
     def _deactivate(self) -> None:
         self.active = False
+        self._last_proposal = None
         self.active_term = -1
         self.logic.reset(self.metadata.image, self.clock.now_ms())
 
@@ -126,13 +131,25 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         """Propose one batch and wait for it to commit. Raises NotLeaderError (leadership lost:
         the speculative state is thrown away) or TimeoutError (the batch may still commit, so
         the speculative state keeps it). Call only after `_busy()` said no, with no await in
-        between, so that the driver cannot refuse the batch for back-pressure."""
-        if not records:
-            return
-        data = metadata_pb2.MetadataBatch(records=records).SerializeToString()
+        between, so that the driver cannot refuse the batch for back-pressure.
+
+        A decision with no records still read the speculative image, which may hold batches
+        not committed yet (a fencing that emptied an ISR, an unfencing): its answer waits until
+        the last batch proposed before it has committed, as Kafka's controller does, and fails
+        with it. Otherwise a leader could be told "already so" about a state that is then lost
+        with the leadership, and wait forever for metadata that never comes."""
         term = self.active_term
+        proposal: asyncio.Future[int] | None
         try:
-            await self.driver.propose(data, self.propose_timeout_s)
+            if records:
+                data = metadata_pb2.MetadataBatch(records=records).SerializeToString()
+                proposal = self.driver.submit(data)
+                self._last_proposal = proposal
+            else:
+                proposal = self._last_proposal
+            if proposal is not None:
+                async with asyncio.timeout(self.propose_timeout_s):
+                    await asyncio.shield(proposal)
         except NotLeaderError:
             if self.active and self.active_term == term:
                 log.info("no longer the active controller: a proposal lost leadership")

@@ -148,7 +148,11 @@ class GroupCoordinator:
                 p for p, info in topic.partitions.items() if info.leader == self.manager.broker_id
             }
         if not self.has_lease():
-            return  # _maintenance reloads once the lease is back
+            # _maintenance reloads once the lease is back, whether or not anything was loaded
+            # when it went: a broker that first acts on its image while its lease is already
+            # over (a heartbeat answered late) must load its partitions all the same.
+            self._lease_lost = True
+            return
         for partition in sorted(led - self.loaded - set(self.loading)):
             info = topic.partitions[partition] if topic else None
             # After a lost lease another broker may have served these groups meanwhile: load
@@ -443,7 +447,13 @@ class GroupCoordinator:
         leader change may be ahead of the new leader's HW); only its sign and the partition's
         existence are."""
         group = self._group(group_id, create=not member_id)
-        assert group is not None
+        if group is None:
+            # A member of a group this coordinator does not know (it took the group over, or
+            # the group expired meanwhile): the member must rejoin, as a heartbeat would tell it.
+            raise GroupError(
+                common_pb2.UNKNOWN_MEMBER_ID,
+                f"group {group_id!r} has no member {member_id!r} here: rejoin the group",
+            )
         self._check_committer(group, member_id, member_epoch)
         results: dict[tuple[str, int], tuple[int, str]] = {}
         accepted = []

@@ -49,6 +49,14 @@ class BrokerRegistration:
     # Raft index of the batch that registered it: the broker is caught up once it has applied
     # the metadata log this far.
     registered_index: int = 0
+    # Raft index of the batch that last fenced it (with the leaderships moved away in the same
+    # batch): a fenced broker is caught up again only once it has applied this far too.
+    fenced_index: int = 0
+
+    @property
+    def caught_up_index(self) -> int:
+        """The metadata index this broker must have applied before it may be unfenced."""
+        return max(self.registered_index, self.fenced_index)
 
     def endpoint(self, listener: str) -> EndpointInfo | None:
         for endpoint in self.endpoints:
@@ -237,6 +245,8 @@ class _Builder:
         updated = current
         if rec.HasField("fenced"):
             updated = replace(updated, fenced=rec.fenced)
+            if rec.fenced and not current.fenced:
+                updated = replace(updated, fenced_index=self.last_index)
         if rec.HasField("in_controlled_shutdown"):
             updated = replace(updated, in_controlled_shutdown=rec.in_controlled_shutdown)
         brokers[rec.broker_id] = updated

@@ -1,5 +1,10 @@
 """Seeded simulation of partition replication (DESIGN.md §7); the model is in replication_model.
 
+A second opinion: test_node_sim.py runs the shipping broker shell itself (partition.py,
+fetcher.py, manager.py, the handlers, the controller); this one drives the real LeaderState
+through a hand-written model of that shell, which follows Kafka's rules, and so checks the
+decisions against Kafka rather than against strom's own shell.
+
 Each seed draws its own fault mix (swarm testing) and runs `EVENTS` events with the named
 invariants checked after every one, then a heal phase that must converge. A failure prints the
 seed and the last events; `pytest tests/sim/test_replication_sim.py --seed N` replays one seed.

@@ -334,3 +334,26 @@ def test_snapshot_rebuilds_the_same_image(cluster: Cluster) -> None:
             broker.fenced,
             broker.endpoints,
         )
+
+
+def test_a_fenced_broker_is_unfenced_only_once_it_has_applied_its_fencing(
+    cluster: Cluster,
+) -> None:
+    """A broker cut off long enough to be fenced comes back with the image it had: it must not
+    be unfenced (and so act as leader or group coordinator on that stale image) before it has
+    applied the batch that fenced it and moved its leaderships away (the node simulation found
+    a returning coordinator serving an offset older than one already acknowledged)."""
+    topic_id = cluster.create("t", 1, 3)
+    stale_offset = cluster.committed.last_index
+    leader = cluster.committed.topics[topic_id].partitions[0].leader
+    cluster.commit(cluster.logic.fence_broker(leader))
+    fenced = cluster.committed.brokers[leader]
+    assert fenced.fenced and fenced.fenced_index == cluster.committed.last_index
+    assert cluster.committed.topics[topic_id].partitions[0].leader != leader
+    records, answer = cluster.logic.broker_heartbeat(
+        leader, cluster.epochs[leader], stale_offset, False, False, 0
+    )
+    assert answer["is_fenced"] and not answer["is_caught_up"] and not records
+    answer = cluster.heartbeat(leader)  # now at the committed end
+    assert not answer["is_fenced"] and answer["is_caught_up"]
+    assert not cluster.committed.brokers[leader].fenced

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 from collections.abc import AsyncIterator
 
@@ -23,7 +24,7 @@ from strom.node.controller.service import ControllerService
 from strom.node.metadata.state import MetadataState
 from strom.node.raft_driver import RaftDriver
 from strom.raft.config import Config as RaftConfig
-from strom.raft.errors import ProposalDropped
+from strom.raft.errors import NotLeader, ProposalDropped
 from strom.raft.memory_storage import MemoryStorage
 from strom.raft.rawnode import RawNode
 from strom.raft.types import Entry, HardState
@@ -140,20 +141,105 @@ def test_leadership_lost_in_an_older_term_does_not_switch_off_a_newer_term() -> 
         async with running_quorum() as quorum:
             service = quorum.service
             old_term = service.active_term
-            gate = asyncio.Event()
 
-            async def lost(data: bytes, timeout_s: float) -> int:
-                await gate.wait()
-                raise raft_driver.NotLeaderError(0, "proposal lost to a leader change")
+            proposal: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-            service.driver.propose = lost  # type: ignore[method-assign]
+            def lost(data: bytes) -> asyncio.Future[int]:
+                return proposal
+
+            service.driver.submit = lost  # type: ignore[method-assign]
             task = asyncio.create_task(service._commit([metadata_pb2.MetadataRecord()]))
             await asyncio.sleep(0)  # the proposal is in flight, in the old term
             service.on_leader_ready(old_term + 1)
-            gate.set()
+            proposal.set_exception(
+                raft_driver.NotLeaderError(0, "proposal lost to a leader change")
+            )
             with pytest.raises(raft_driver.NotLeaderError):
                 await task
             assert service.active and service.active_term == old_term + 1
+
+    asyncio.run(scenario())
+
+
+def test_a_proposal_whose_caller_timed_out_fails_quietly() -> None:
+    """The caller of `propose` gave up (timeout) and the proposal fails later (leadership
+    lost): nobody awaits it any more, and asyncio must not log "Future exception was never
+    retrieved" at ERROR for it (the node simulation saw it after every leader change)."""
+
+    async def scenario() -> list[dict[str, object]]:
+        reported: list[dict[str, object]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, c: reported.append(c))
+        async with running_quorum() as quorum:
+
+            def not_now(data: bytes) -> int:
+                raise ProposalDropped("leadership is moving")
+
+            quorum.raw.propose = not_now  # type: ignore[method-assign]
+            with pytest.raises(TimeoutError):
+                await quorum.driver.propose(b"x", timeout_s=0.05)
+
+            def lost(data: bytes) -> int:
+                raise NotLeader(1, 0)
+
+            quorum.raw.propose = lost  # type: ignore[method-assign]
+            quorum.driver._wake.set()
+            await asyncio.sleep(0.05)
+            gc.collect()
+            await asyncio.sleep(0)
+        return reported
+
+    reported = asyncio.run(scenario())
+    assert not [c for c in reported if "never retrieved" in str(c.get("message"))], reported
+
+
+def test_an_answer_without_records_waits_for_the_batches_it_read() -> None:
+    """A decision that writes nothing (an AlterPartition whose ISR is "already so", a heartbeat
+    answered "unfenced") read the speculative image: it is answered only once the batches
+    proposed before it have committed, and fails with them if leadership is lost. The node
+    simulation (seed 19) saw a leader told "already so" about an ISR that an uncommitted fencing
+    had emptied; the fencing was lost with the controller's leadership, and the leader waited
+    forever for metadata that never came: its ISR stayed frozen for the rest of its epoch."""
+
+    async def scenario() -> None:
+        async with running_quorum() as quorum:
+            propose = quorum.raw.propose
+
+            def not_yet(data: bytes) -> int:
+                raise ProposalDropped("leadership is moving")
+
+            quorum.raw.propose = not_yet  # type: ignore[method-assign]
+            records, _ = quorum.service.logic.register_broker(7, bytes(16), [], "", 0)
+            first = asyncio.create_task(quorum.service._commit(records))
+            await asyncio.sleep(0.05)
+            empty = asyncio.create_task(quorum.service._commit([]))
+            await asyncio.sleep(0.05)
+            assert not empty.done(), "answered before what it read had committed"
+            quorum.raw.propose = propose  # type: ignore[method-assign]
+            await asyncio.wait_for(asyncio.gather(first, empty), 5)
+            assert 7 in quorum.metadata.image.brokers
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_without_records_never_leans_on_a_batch_that_timed_out() -> None:
+    """The caller of the last batch timed out, but the batch may still commit (or be lost with
+    the leadership): an answer that read it must not succeed before it has committed (node
+    simulation seed 175: a controller resumed from a pause answered "already so" on such a
+    batch, which was then lost)."""
+
+    async def scenario() -> None:
+        async with running_quorum() as quorum:
+
+            def not_yet(data: bytes) -> int:
+                raise ProposalDropped("leadership is moving")
+
+            quorum.raw.propose = not_yet  # type: ignore[method-assign]
+            quorum.service.propose_timeout_s = 0.05
+            records, _ = quorum.service.logic.register_broker(7, bytes(16), [], "", 0)
+            with pytest.raises(TimeoutError):
+                await quorum.service._commit(records)
+            with pytest.raises(TimeoutError):
+                await quorum.service._commit([])
 
     asyncio.run(scenario())
 

@@ -71,3 +71,24 @@ def test_wait_any_wakes_on_one_of_several() -> None:
         return woke, timed_out
 
     assert asyncio.run(scenario()) == (True, False)
+
+
+def test_change_notifier_wakes_waiters_in_the_order_they_came() -> None:
+    """FIFO, not memory-address order: the node simulation replays a seed only if the fetches
+    a produce wakes resume in the same order every run (a set of futures did not)."""
+
+    async def scenario() -> list[int]:
+        notifier = ChangeNotifier()
+        woke: list[int] = []
+
+        async def wait(n: int) -> None:
+            assert await wait_any([notifier], timeout_s=5)
+            woke.append(n)
+
+        tasks = [asyncio.create_task(wait(n)) for n in range(64)]
+        await settle()
+        notifier.notify()
+        await asyncio.gather(*tasks)
+        return woke
+
+    assert asyncio.run(scenario()) == list(range(64))

@@ -172,3 +172,45 @@ def test_a_coordinator_without_a_lease_stops_answering_and_reloads_as_taken_over
             assert b.coordinator.group_state(b.coordinator.describe(GROUP)) == "Assigning"
 
     asyncio.run(scenario())
+
+
+def test_a_members_commit_to_a_group_this_coordinator_does_not_know_is_unknown_member(
+    tmp_path: Path,
+) -> None:
+    """A commit naming a member, to a coordinator with no such group (it has just taken the
+    group over, or the group expired), tells the member to rejoin; it used to trip an assert and
+    fail the RPC with UNKNOWN (node simulation seed 1070)."""
+
+    async def scenario() -> int:
+        async with broker(tmp_path) as b:
+            with pytest.raises(GroupError) as refused:
+                await b.coordinator.commit(GROUP, "m-gone", 3, [("orders", 0, 5, "")])
+            return refused.value.code
+
+    assert asyncio.run(scenario()) == common_pb2.UNKNOWN_MEMBER_ID
+
+
+def test_partitions_first_seen_without_a_lease_load_once_it_comes(tmp_path: Path) -> None:
+    """The broker acts on its image for the first time while its lease is already over (the
+    heartbeat that unfenced it was answered after a session timeout): nothing is loaded then,
+    and the partitions must load when the lease comes. They never did: with nothing loaded the
+    lease did not count as lost, and a quiet cluster sent no new metadata (node simulation
+    seed 33: a group that could never find its coordinator)."""
+
+    async def scenario() -> None:
+        b = Broker(tmp_path)
+        b.lease = False
+        b.manager.on_metadata(b.image, full_delta(MetadataImage(), b.image))
+        b.manager.start_acting()
+        b.coordinator.on_metadata(b.image, full_delta(MetadataImage(), b.image))
+        b.coordinator.start()
+        try:
+            await asyncio.sleep(0.6)
+            assert not b.coordinator.loaded
+            b.lease = True
+            await b.loaded()
+        finally:
+            await b.coordinator.stop()
+            b.logs.close()
+
+    asyncio.run(scenario())
