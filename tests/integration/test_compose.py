@@ -61,6 +61,18 @@ def strom_cli(*args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
+def wait_every_broker_unfenced() -> None:
+    """A container's healthcheck can pass while the controller still has that broker fenced
+    (after a partition heals, its session lapsed); placing RF=3 needs all three unfenced."""
+
+    def unfenced() -> bool:
+        with admin() as a:
+            brokers = a.describe_cluster().brokers
+        return sorted(b.node_id for b in brokers if not b.fenced) == sorted(EXTERNAL)
+
+    eventually(unfenced, timeout_s=60, what="every broker unfenced")
+
+
 def isr(topic: str) -> list[tuple[int, ...]]:
     with admin() as a:
         return [p.isr for p in a.describe_topics([topic])[0].partitions]
@@ -182,6 +194,7 @@ def test_partitioned_node_is_replaced_and_rejoins(compose: Compose) -> None:
     finally:
         compose.reconnect(f"strom{cut}")
     compose.wait_healthy([f"strom{cut}"])
+    wait_every_broker_unfenced()
     eventually(lambda: all(sorted(r) == [1, 2, 3] for r in isr("partitioned")), timeout_s=60,
                what=f"strom{cut} back in every ISR")  # fmt: skip
     values = [v for _, v in read_partition(BOOTSTRAP, "partitioned", 0, 10)]
@@ -189,6 +202,7 @@ def test_partitioned_node_is_replaced_and_rejoins(compose: Compose) -> None:
 
 
 def test_restart_of_every_node_keeps_topics_records_and_offsets(compose: Compose) -> None:
+    wait_every_broker_unfenced()
     with admin() as a:
         a.create_topics([NewTopic("durable", 3, 3)])
     with Producer(BOOTSTRAP, acks="all") as producer:
