@@ -51,7 +51,7 @@ class LogConfig:
     # "on disk on every in-sync replica"); fsyncs are grouped (one for everything appended
     # while the previous one ran). The default leaves it to segment rolls and the OS.
     flush_messages: int = field(default=_LONG_MAX, metadata={"key": "flush.messages", "min": 1})
-    # flush.ms: fsync once the oldest unflushed write is this old (checked every second).
+    # flush.ms: fsync once the oldest unflushed write is this old.
     flush_ms: int = field(default=_LONG_MAX, metadata={"key": "flush.ms", "min": 0})
 
     @property
