@@ -17,9 +17,10 @@ from typing import Any
 import grpc
 
 from strom.client.acl import binding_from_proto, binding_to_proto, filter_from_proto
-from strom.node.config import NODE_KEYS_BY_NAME, TOPIC_KEYS, NodeConfig
+from strom.node.config import NODE_KEYS_BY_NAME, NodeConfig
 from strom.node.metadata.image import MetadataImage
 from strom.node.peers import ControllerClient, ControllerUnavailable
+from strom.node.topic_config import TOPIC_CONFIGS
 from strom.v1 import admin_pb2, admin_pb2_grpc, common_pb2, metadata_pb2
 
 VISIBLE_WAIT_S = 5.0
@@ -154,7 +155,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 result.error_message = f"topic {resource.resource_name!r} does not exist"
                 continue
             overrides = image.topic_configs(resource.resource_name)
-            for name, (_, broker_key, _) in sorted(TOPIC_KEYS.items()):
+            for key in TOPIC_CONFIGS:
+                name, broker_key = key.name, key.broker_key
                 if name in overrides:
                     value, source = overrides[name], admin_pb2.CONFIG_SOURCE_DYNAMIC_TOPIC
                 else:

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 from strom.client.acl import AclBinding, AclBindingFilter
 from strom.client.sasl import ScryptCredential
-from strom.node.config import TOPIC_KEYS, ConfigError, parse_topic_config
 from strom.node.metadata.image import (
     NO_LEADER,
     TOPIC,
@@ -41,6 +40,7 @@ from strom.node.metadata.image import (
     TopicImage,
     apply_records,
 )
+from strom.node.topic_config import TOPIC_CONFIGS_BY_NAME, InvalidTopicConfig, canonical_text
 from strom.v1 import common_pb2, metadata_pb2
 
 from . import security
@@ -428,13 +428,14 @@ class ControllerLogic:
         return self.image.active_broker_ids()
 
     def _check_topic_configs(self, configs: Mapping[str, str]) -> dict[str, str]:
+        """Every value checked by the table the brokers apply (node/topic_config.py), before
+        anything is written: a value a broker cannot apply never reaches the log."""
         checked = {}
         for key, value in configs.items():
             try:
-                parsed = parse_topic_config(key, value)
-            except ConfigError as exc:
+                checked[key] = canonical_text(key, value)
+            except InvalidTopicConfig as exc:
                 raise ControllerError(common_pb2.INVALID_CONFIG, str(exc)) from exc
-            checked[key] = str(parsed).lower() if isinstance(parsed, bool) else str(parsed)
         return checked
 
     def delete_topic(self, name: str) -> tuple[list[Record], bytes]:
@@ -505,7 +506,7 @@ class ControllerLogic:
             for key, value in sorted(checked.items())
         ]
         for key in sorted(delete):
-            if key not in TOPIC_KEYS:
+            if key not in TOPIC_CONFIGS_BY_NAME:
                 raise ControllerError(common_pb2.INVALID_CONFIG, f"unknown topic config {key!r}")
             records.append(
                 Record(
