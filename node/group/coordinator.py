@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from strom.node import metrics
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import NodeConfig
 from strom.node.errors import CodedError
@@ -176,6 +177,7 @@ class GroupCoordinator:
             replica = self.manager.partition_by_name(OFFSETS_TOPIC, partition)
             offset = replica.log.log_start_offset
             groups: dict[str, Group] = {}
+            skipped: list[tuple[int, str]] = []
             while offset < replica.log.log_end_offset:
                 data = replica.log.read(offset, LOAD_CHUNK_BYTES)
                 if not data:
@@ -183,7 +185,8 @@ class GroupCoordinator:
                 # Continue after the last batch read, not its last record: compaction may
                 # have removed a batch's last records.
                 offset = max(offset, last_offset_of(data) + 1)
-                for position, group_id, topic, index, entry in decode_records(data):
+                records = decode_records(data, lambda at, why: skipped.append((at, why)))
+                for position, group_id, topic, index, entry in records:
                     group = groups.get(group_id) or self._new_group(group_id, partition)
                     groups[group_id] = group
                     group.offset_positions[(topic, index)] = position
@@ -198,6 +201,13 @@ class GroupCoordinator:
                 group.frozen_until_ms = freeze
                 self.groups[group.group_id] = group
             self.loaded.add(partition)
+            if skipped:
+                metrics.OFFSETS_RECORDS_SKIPPED.inc(len(skipped))
+                log.warning(
+                    "%s-%d: passed over %d record(s) that are not offset commits (first at "
+                    "offset %d: %s); the partition's groups loaded without them",
+                    OFFSETS_TOPIC, partition, len(skipped), *skipped[0],
+                )  # fmt: skip
             log.info(
                 "loaded %d group(s) of %s-%d in %d ms", len(groups), OFFSETS_TOPIC, partition,
                 self.clock.now_ms() - started,

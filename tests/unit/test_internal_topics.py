@@ -1,0 +1,166 @@
+"""`__consumer_offsets` belongs to the cluster (issue #15, defects 2 and 3).
+
+Defect 2: any client could produce to the offsets topic. A forged commit reset another group's
+offsets at the next load, and one record whose key was not an offset key killed the coordinator's
+load task, so every group of that partition stayed unavailable. Now a client's produce to an
+internal topic is refused with INVALID_TOPIC_EXCEPTION, and the loader passes over (and counts) a
+record it cannot decode.
+
+Defect 3: a client could create `__consumer_offsets` (with 1 partition, while the coordinator
+hashed groups over the configured 50) or delete it (every group's offsets). Now client requests
+naming an internal topic are refused with INVALID_REQUEST, nothing in the cluster deletes or grows
+it, and the coordinator hashes over the partitions the topic really has.
+
+The real GroupCoordinator, ReplicaManager, BrokerServicer and AdminServicer over real logs in a
+temporary folder; the metadata image comes from the real ControllerLogic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from prometheus_client import REGISTRY
+from test_controller_logic import Cluster
+
+from strom.node.broker.service import BrokerServicer
+from strom.node.config import build_config
+from strom.node.group.coordinator import GroupCoordinator
+from strom.node.group.offsets_log import OFFSETS_TOPIC, OffsetEntry, encode_records, offset_key
+from strom.node.metadata.image import MetadataImage
+from strom.node.metadata.state import full_delta
+from strom.node.peers import GrpcPeers
+from strom.node.replica.manager import ReplicaManager
+from strom.storage.log_manager import LogManager
+from strom.storage.record_batch import Record, encode_batch
+from strom.v1 import broker_pb2, common_pb2
+
+SKIPPED = "strom_group_coordinator_offsets_records_skipped_total"
+
+
+async def _end_offset(topic: str, partition: int) -> int:
+    return 0
+
+
+class Broker:
+    """One broker leading every partition of `__consumer_offsets` (created with
+    `offsets_partitions`) and of topic `orders`, with its coordinator loaded."""
+
+    def __init__(self, tmp_path: Path, offsets_partitions: int, configured: int) -> None:
+        cluster = Cluster()
+        cluster.add_broker(1)
+        cluster.create(OFFSETS_TOPIC, offsets_partitions, 1, **{"cleanup.policy": "compact"})
+        cluster.create("orders", 2, 1)
+        self.image: MetadataImage = cluster.committed
+        self.config = build_config(
+            {
+                "node.id": 1,
+                "controller.quorum.voters": "1@localhost:9093",
+                "offsets.topic.num.partitions": configured,
+                "group.initial.rebalance.delay.ms": 0,
+            },
+            environ={},
+        )
+        self.logs = LogManager(str(tmp_path / "data"), now_ms=0)
+        self.manager = ReplicaManager(self.config, self.logs, None, lambda: 1, GrpcPeers())  # type: ignore[arg-type]
+        self.coordinator = self.new_coordinator()
+
+    def new_coordinator(self) -> GroupCoordinator:
+        return GroupCoordinator(self.config, self.manager, _end_offset)
+
+    async def load(self, coordinator: GroupCoordinator) -> None:
+        coordinator.on_metadata(self.image, full_delta(MetadataImage(), self.image))
+        topic = self.image.topic_by_name(OFFSETS_TOPIC)
+        assert topic is not None
+        async with asyncio.timeout(5):
+            while coordinator.loaded != set(topic.partitions):
+                await asyncio.sleep(0.01)
+
+    def offsets_log_end(self, partition: int = 0) -> int:
+        return self.manager.partition_by_name(OFFSETS_TOPIC, partition).log.log_end_offset
+
+
+@asynccontextmanager
+async def broker(
+    tmp_path: Path, offsets_partitions: int = 1, configured: int = 1
+) -> AsyncIterator[Broker]:
+    b = Broker(tmp_path, offsets_partitions, configured)
+    b.manager.on_metadata(b.image, full_delta(MetadataImage(), b.image))
+    b.manager.start_acting()
+    try:
+        await b.load(b.coordinator)
+        yield b
+    finally:
+        await b.coordinator.stop()
+        b.logs.close()
+
+
+# ---- defect 2: produce -----------------------------------------------------------------------
+
+
+def test_a_client_cannot_produce_to_the_offsets_topic(tmp_path: Path) -> None:
+    """A forged commit (a valid offset key of another group) is refused whole, and the group's
+    offset is what its members committed (main: appended, and applied at the next load)."""
+
+    async def scenario() -> None:
+        async with broker(tmp_path) as b:
+            await b.coordinator.commit("billing", "", -1, [("orders", 0, 42, "")])
+            end = b.offsets_log_end()
+            forged = encode_records(
+                [("billing", "orders", 0, OffsetEntry(0, "", 0), -1)], now_ms=1000
+            )
+            servicer = BrokerServicer(b.manager, None, "cluster", "PLAINTEXT", None)  # type: ignore[arg-type]
+            request = broker_pb2.ProduceRequest(acks=1, timeout_ms=1000)
+            request.topics.add(name=OFFSETS_TOPIC).partitions.add(partition=0, records=forged)
+            response = await servicer.Produce(request, None)  # type: ignore[arg-type]
+            (result,) = response.topics[0].partitions
+            assert result.error_code == common_pb2.INVALID_TOPIC_EXCEPTION
+            assert OFFSETS_TOPIC in result.error_message
+            assert b.offsets_log_end() == end  # nothing appended
+
+            reloaded = b.new_coordinator()
+            await b.load(reloaded)
+            entry = reloaded.fetch_offsets("billing", [("orders", 0)])[("orders", 0)]
+            assert entry is not None and entry.offset == 42
+
+    asyncio.run(scenario())
+
+
+# ---- defect 2: the loader --------------------------------------------------------------------
+
+
+UNDECODABLE = [
+    Record(b"\x00\x01\xff\xff\xff", b"", (), 1000),  # an offsets key whose body is not protobuf
+    Record(offset_key("billing", "orders", 1), b"\xff\xff\xff", (), 1000),  # a garbled value
+    Record(offset_key("", "orders", 0), None, (), 1000),  # no group: never written by us
+    Record(None, b"hello", (), 1000),  # not an offsets key at all
+]
+
+
+def test_the_loader_passes_over_records_it_cannot_decode_and_counts_them(tmp_path: Path) -> None:
+    """Records an older version let clients plant in the offsets partition, between two
+    groups' commits: every group of the partition still loads with its offsets (main: the load
+    task died on the first, and the groups stayed unavailable)."""
+
+    async def scenario() -> None:
+        async with broker(tmp_path) as b:
+            await b.coordinator.commit("billing", "", -1, [("orders", 0, 7, "")])
+            replica = b.manager.partition_by_name(OFFSETS_TOPIC, 0)
+            for record in UNDECODABLE:  # appended as the old produce path did
+                replica.append_as_leader(encode_batch([record]), 1, 1, now_ms=1000)
+            await b.coordinator.commit("shipping", "", -1, [("orders", 1, 9, "")])
+            before = REGISTRY.get_sample_value(SKIPPED) or 0.0
+
+            reloaded = b.new_coordinator()
+            await b.load(reloaded)
+            offsets = {
+                group: {tp: e.offset for tp, e in reloaded.groups[group].offsets.items()}
+                for group in ("billing", "shipping")
+            }
+            assert offsets == {"billing": {("orders", 0): 7}, "shipping": {("orders", 1): 9}}
+            assert set(reloaded.groups) == {"billing", "shipping"}
+            assert REGISTRY.get_sample_value(SKIPPED) == before + len(UNDECODABLE)
+
+    asyncio.run(scenario())
