@@ -272,7 +272,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         self, request: broker_pb2.MetadataRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.MetadataResponse:
         image = self.manager.image
-        missing = [n for n in request.topics if image.topic_by_name(n) is None]
+        # Internal topics are never auto-created: the group coordinator creates its own.
+        missing = [
+            n for n in request.topics if image.topic_by_name(n) is None and not is_internal(n)
+        ]
         if (
             missing
             and request.allow_auto_topic_creation

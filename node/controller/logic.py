@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from strom.client.acl import AclBinding, AclBindingFilter
 from strom.client.sasl import ScryptCredential
+from strom.node.internal_topics import internal_topic_refusal, is_internal
 from strom.node.metadata.image import (
     NO_LEADER,
     TOPIC,
@@ -448,6 +449,10 @@ class ControllerLogic:
             raise ControllerError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
             )
+        if is_internal(name):  # nothing in the cluster deletes one: every group's offsets
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST, internal_topic_refusal(name, "deleted")
+            )
         records = [Record(remove_topic=metadata_pb2.RemoveTopicRecord(topic_id=topic.topic_id))]
         return self._accepted(records), topic.topic_id
 
@@ -456,6 +461,10 @@ class ControllerLogic:
         if topic is None:
             raise ControllerError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        if is_internal(name):  # groups are placed by its partition count
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST, internal_topic_refusal(name, "given more partitions")
             )
         current = len(topic.partitions)
         if count <= current:

@@ -1,9 +1,10 @@
 """The group coordinator: consumer groups whose offsets partition this broker leads (DESIGN.md §8).
 
-Group G lives on partition `coordinator_partition(G, N)` of `__consumer_offsets`; whichever broker
-leads that partition coordinates G. Becoming leader loads the partition (every committed offset
-record, in order) before answering; until then requests get COORDINATOR_LOAD_IN_PROGRESS, and
-after losing leadership NOT_COORDINATOR, so clients find the new coordinator.
+Group G lives on partition `coordinator_partition(G, N)` of `__consumer_offsets` (N: the partitions
+that topic has); whichever broker leads that partition coordinates G. Becoming leader loads the
+partition (every committed offset record, in order) before answering; until then requests get
+COORDINATOR_LOAD_IN_PROGRESS, and after losing leadership NOT_COORDINATOR, so clients find the new
+coordinator.
 
 Membership follows KIP-848 (membership.py): members heartbeat their subscriptions and owned
 partitions and get their current assignment; the coordinator recomputes the group's target with
@@ -236,7 +237,12 @@ class GroupCoordinator:
         )
 
     def partition_for(self, group_id: str) -> int:
-        return coordinator_partition(group_id, self.num_partitions)
+        """Hashed over the partitions `__consumer_offsets` really has once it exists (it may
+        have been created with another count than offsets.topic.num.partitions, e.g. by a
+        client of an older version); the configured count only before."""
+        topic = self.manager.image.topic_by_name(OFFSETS_TOPIC)
+        count = len(topic.partitions) if topic is not None and topic.partitions else 0
+        return coordinator_partition(group_id, count or self.num_partitions)
 
     def _group(self, group_id: str, create: bool) -> Group | None:
         """The group if this broker coordinates it; raises NOT_COORDINATOR or LOAD_IN_PROGRESS."""

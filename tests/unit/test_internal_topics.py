@@ -21,13 +21,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 from test_controller_logic import Cluster
 
+from strom.node.broker.admin_service import AdminServicer
 from strom.node.broker.service import BrokerServicer
 from strom.node.config import build_config
-from strom.node.group.coordinator import GroupCoordinator
+from strom.node.controller.errors import ControllerError
+from strom.node.group.coordinator import GroupCoordinator, GroupError
+from strom.node.group.coordinator_key import coordinator_partition
 from strom.node.group.offsets_log import OFFSETS_TOPIC, OffsetEntry, encode_records, offset_key
 from strom.node.metadata.image import MetadataImage
 from strom.node.metadata.state import full_delta
@@ -35,7 +40,7 @@ from strom.node.peers import GrpcPeers
 from strom.node.replica.manager import ReplicaManager
 from strom.storage.log_manager import LogManager
 from strom.storage.record_batch import Record, encode_batch
-from strom.v1 import broker_pb2, common_pb2
+from strom.v1 import admin_pb2, broker_pb2, common_pb2
 
 SKIPPED = "strom_group_coordinator_offsets_records_skipped_total"
 
@@ -164,3 +169,139 @@ def test_the_loader_passes_over_records_it_cannot_decode_and_counts_them(tmp_pat
             assert REGISTRY.get_sample_value(SKIPPED) == before + len(UNDECODABLE)
 
     asyncio.run(scenario())
+
+
+# ---- defect 3: creating and deleting ---------------------------------------------------------
+
+
+class RecordingController:
+    """The controller client seam: answers NONE for every item and remembers what reached it."""
+
+    controller_id = 1
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def call(self, method: Any, request: Any, deadline_s: float) -> Any:
+        name = method(_Names())
+        self.calls.append((name, request))
+        if name == "CreateTopics":
+            return admin_pb2.CreateTopicsResponse(
+                topics=[admin_pb2.CreateTopicResult(name=t.name) for t in request.topics]
+            )
+        if name == "DeleteTopics":
+            return admin_pb2.DeleteTopicsResponse(
+                topics=[admin_pb2.DeleteTopicResult(name=n) for n in request.names]
+            )
+        if name == "CreatePartitions":
+            return admin_pb2.CreatePartitionsResponse(
+                topics=[admin_pb2.CreatePartitionsResult(name=t.name) for t in request.topics]
+            )
+        raise AssertionError(name)
+
+
+class _Names:
+    def __getattr__(self, name: str) -> str:
+        return name
+
+
+def test_clients_cannot_create_delete_or_grow_internal_topics() -> None:
+    """Refused at the Admin service, where client requests enter; the other topics of the same
+    request still reach the controller, and answers keep request order."""
+    config = build_config({"node.id": 1, "controller.quorum.voters": "1@h:9093"}, environ={})
+    controller = RecordingController()
+    admin = AdminServicer(config, "cluster", controller, MetadataImage)  # type: ignore[arg-type]
+    admin.timeout_s = 0.01
+
+    async def scenario() -> None:
+        created = await admin.CreateTopics(
+            admin_pb2.CreateTopicsRequest(
+                topics=[
+                    admin_pb2.CreatableTopic(name=OFFSETS_TOPIC, num_partitions=1),
+                    admin_pb2.CreatableTopic(name="orders", num_partitions=1),
+                ],
+                validate_only=True,
+            ),
+            None,  # type: ignore[arg-type]
+        )
+        assert [(t.name, t.error_code) for t in created.topics] == [
+            (OFFSETS_TOPIC, common_pb2.INVALID_REQUEST),
+            ("orders", common_pb2.NONE),
+        ]
+        assert "internal topic" in created.topics[0].error_message
+        deleted = await admin.DeleteTopics(
+            admin_pb2.DeleteTopicsRequest(names=[OFFSETS_TOPIC]),
+            None,  # type: ignore[arg-type]
+        )
+        assert [(t.name, t.error_code) for t in deleted.topics] == [
+            (OFFSETS_TOPIC, common_pb2.INVALID_REQUEST)
+        ]
+        grown = await admin.CreatePartitions(
+            admin_pb2.CreatePartitionsRequest(
+                topics=[admin_pb2.CreatePartitionsTopic(name=OFFSETS_TOPIC, count=60)]
+            ),
+            None,  # type: ignore[arg-type]
+        )
+        assert grown.topics[0].error_code == common_pb2.INVALID_REQUEST
+        reached = [(name, [t.name for t in request.topics]) for name, request in controller.calls]
+        assert reached == [("CreateTopics", ["orders"])]
+
+    asyncio.run(scenario())
+
+
+def test_the_controller_never_deletes_or_grows_an_internal_topic() -> None:
+    """Behind the Admin service too: nothing in the cluster deletes `__consumer_offsets` or
+    changes its partition count (groups are placed by it)."""
+    cluster = Cluster()
+    cluster.add_broker(1)
+    cluster.create(OFFSETS_TOPIC, 3, 1)
+    with pytest.raises(ControllerError) as deleting:
+        cluster.logic.delete_topic(OFFSETS_TOPIC)
+    assert deleting.value.code == common_pb2.INVALID_REQUEST
+    with pytest.raises(ControllerError) as growing:
+        cluster.logic.create_partitions(OFFSETS_TOPIC, 50)
+    assert growing.value.code == common_pb2.INVALID_REQUEST
+
+
+def test_metadata_never_auto_creates_an_internal_topic(tmp_path: Path) -> None:
+    config = build_config({"node.id": 1, "controller.quorum.voters": "1@h:9093"}, environ={})
+    manager = ReplicaManager(
+        config, LogManager(str(tmp_path), now_ms=0), None, lambda: 1, GrpcPeers()
+    )  # type: ignore[arg-type]
+    controller = RecordingController()
+    servicer = BrokerServicer(manager, controller, "cluster", "PLAINTEXT", None)  # type: ignore[arg-type]
+    request = broker_pb2.MetadataRequest(topics=[OFFSETS_TOPIC], allow_auto_topic_creation=True)
+    response = asyncio.run(servicer.Metadata(request, None))  # type: ignore[arg-type]
+    assert response.topics[0].error_code == common_pb2.UNKNOWN_TOPIC_OR_PARTITION
+    assert controller.calls == []
+
+
+def test_the_coordinator_hashes_over_the_partitions_the_topic_really_has(
+    tmp_path: Path,
+) -> None:
+    """`__consumer_offsets` exists with 1 partition while offsets.topic.num.partitions is 50:
+    a group hashing to partition 17 of 50 is coordinated on partition 0 (main: 17, which does
+    not exist, so the group was never available)."""
+    group = next(g for g in (f"g{i}" for i in range(100)) if coordinator_partition(g, 50) != 0)
+
+    async def scenario() -> None:
+        async with broker(tmp_path, offsets_partitions=1, configured=50) as b:
+            assert b.coordinator.partition_for(group) == 0
+            await b.coordinator.commit(group, "", -1, [("orders", 0, 3, "")])
+            assert b.coordinator.fetch_offsets(group, [("orders", 0)])[("orders", 0)] is not None
+
+    asyncio.run(scenario())
+
+
+def test_before_the_topic_exists_the_configured_count_is_used(tmp_path: Path) -> None:
+    config = build_config(
+        {"node.id": 1, "controller.quorum.voters": "1@h:9093", "offsets.topic.num.partitions": 50},
+        environ={},
+    )
+    manager = ReplicaManager(
+        config, LogManager(str(tmp_path), now_ms=0), None, lambda: 1, GrpcPeers()
+    )  # type: ignore[arg-type]
+    coordinator = GroupCoordinator(config, manager, _end_offset)
+    assert coordinator.partition_for("g7") == coordinator_partition("g7", 50)
+    with pytest.raises(GroupError):
+        coordinator.fetch_offsets("g7", None)
