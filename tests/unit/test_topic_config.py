@@ -13,23 +13,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
-from replica_fixtures import TOPIC_ID, changed, image, led_by, manager
+from replica_fixtures import TOPIC_ID, changed, image, led_by, manager, until
+from test_controller_logic import Cluster
 from test_controller_service import Quorum, running_quorum
 
 from strom.node.config import NODE_KEYS_BY_NAME, ConfigError, build_config
+from strom.node.group.offsets_log import last_offset_of
+from strom.node.metadata.image import PartitionInfo
 from strom.node.topic_config import (
     INT_MAX,
     LONG_MAX,
     TOPIC_CONFIGS,
     InvalidTopicConfig,
+    TopicConfigKey,
     canonical_text,
     parse_topic_config,
     resolve,
 )
+from strom.storage.batch_validation import split_batches
 from strom.storage.log_config import LogConfig
+from strom.storage.record_batch import Record, encode_batch
+from strom.storage.record_decode import decode_batch
 from strom.v1 import admin_pb2, common_pb2, controller_pb2, metadata_pb2
 
 NUMERIC = [key for key in TOPIC_CONFIGS if key.kind in ("int", "long")]
@@ -39,10 +47,7 @@ NUMERIC = [key for key in TOPIC_CONFIGS if key.kind in ("int", "long")]
 
 
 @pytest.mark.parametrize("key", NUMERIC, ids=lambda k: k.name)
-def test_each_number_is_bounded_by_its_java_type(key: object) -> None:
-    from strom.node.topic_config import TopicConfigKey
-
-    assert isinstance(key, TopicConfigKey)
+def test_each_number_is_bounded_by_its_java_type(key: TopicConfigKey) -> None:
     maximum = INT_MAX if key.kind == "int" else LONG_MAX
     assert key.parse(str(key.minimum)) == key.minimum
     assert key.parse(str(maximum)) == maximum
@@ -226,3 +231,66 @@ def test_a_broker_meeting_a_bad_config_takes_that_topic_offline_and_keeps_servin
         replicas.logs.close()
 
     asyncio.run(scenario())
+
+
+# ---- cleanup.policy=compact,delete -----------------------------------------------------------
+
+
+def test_the_controller_accepts_compact_delete() -> None:
+    cluster = Cluster()
+    cluster.add_broker(1)
+    cluster.create("both", 1, 1, **{"cleanup.policy": "delete, compact"})
+    assert cluster.committed.topic_configs("both") == {"cleanup.policy": "compact,delete"}
+
+
+def test_compact_and_delete_together_run_both_retention_and_the_cleaner(tmp_path: Path) -> None:
+    """Kafka's `compact,delete`: the cleaner keeps each key's latest record, and retention
+    still drops segments older than retention.ms (main: the controller refused the value, and
+    a broker treated anything but `compact` as delete-only, so the cleaner never ran)."""
+
+    alone = PartitionInfo(replicas=(1,), isr=(1,), leader=1, leader_epoch=1, partition_epoch=1)
+    configs = {
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(24 * 3600 * 1000),
+        "segment.bytes": "100",  # one batch per segment
+        "delete.retention.ms": "0",
+    }
+
+    async def scenario() -> list[tuple[int, bytes | None]]:
+        replicas = manager(
+            tmp_path, **{"log.retention.check.interval.ms": 10, "log.cleaner.backoff.ms": 10}
+        )
+        img = image({0: alone}, configs=configs)
+        replicas.on_metadata(img, changed(img))
+        partition = replicas.partitions[(TOPIC_ID, 0)]
+        now = int(time.time() * 1000)
+        for key, timestamp in [(b"a", 1000), (b"b", now), (b"b", now), (b"b", now), (b"c", now)]:
+            batch = encode_batch([Record(key, b"v", (), timestamp)])
+            partition.append_as_leader(batch, 1, 1, now_ms=now)
+        replicas.start()
+        try:
+            await until(
+                lambda: (
+                    partition.log_start_offset == 1  # retention: the old segment
+                    and len(_keys(partition)) == 2
+                )  # the cleaner: b@1 and b@2 superseded
+            )
+            return _keys(partition)
+        finally:
+            await replicas.stop()
+            replicas.logs.close()
+
+    def _keys(partition: object) -> list[tuple[int, bytes | None]]:
+        log = partition.log  # type: ignore[attr-defined]
+        found: list[tuple[int, bytes | None]] = []
+        offset = log.log_start_offset
+        while offset < log.log_end_offset:
+            data = log.read(offset, 1 << 20)  # up to the end of one segment
+            if not data:
+                break
+            for position, _ in split_batches(data):
+                found += [(r.offset, r.key) for r in decode_batch(data, position)[1]]
+            offset = last_offset_of(data) + 1
+        return found
+
+    assert asyncio.run(scenario()) == [(3, b"b"), (4, b"c")]
