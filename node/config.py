@@ -262,6 +262,13 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         "offsets.topic.replication.factor", int, 3, "replicas of __consumer_offsets", _at_least(1)
     ),
     ConfigKey(
+        "offset.metadata.max.bytes",
+        int,
+        4096,
+        "largest metadata string of one offset commit (OFFSET_METADATA_TOO_LARGE beyond)",
+        _at_least(0),
+    ),
+    ConfigKey(
         "offsets.retention.minutes", int, 7 * 24 * 60, "keep offsets of empty groups this long"
     ),
     ConfigKey(

@@ -59,8 +59,25 @@ LAG_REFRESH_S = 5.0
 MEMBERS_MAX = 1_000
 
 
+# Kafka bounds group ids only by its request size; a group id is part of every offset key and
+# of every group's memory here, so it is bounded like a topic name (249), in UTF-8 bytes.
+GROUP_ID_BYTES_MAX = 255
+
+
 class GroupError(CodedError):
     """A group request the coordinator refuses."""
+
+
+def check_group_id(group_id: str) -> None:
+    """INVALID_GROUP_ID for an empty or over-long group id."""
+    if not group_id:
+        raise GroupError(common_pb2.INVALID_GROUP_ID, "the group id must not be empty")
+    size = len(group_id.encode())
+    if size > GROUP_ID_BYTES_MAX:
+        raise GroupError(
+            common_pb2.INVALID_GROUP_ID,
+            f"the group id is {size} bytes; the maximum is {GROUP_ID_BYTES_MAX}",
+        )
 
 
 @dataclass(slots=True)
@@ -126,6 +143,7 @@ class GroupCoordinator:
         self.manager = manager
         self.end_offset = end_offset
         self.num_partitions = config["offsets.topic.num.partitions"]
+        self.metadata_max_bytes = config["offset.metadata.max.bytes"]
         self.session_timeout_ms = config["group.consumer.session.timeout.ms"]
         self.heartbeat_interval_ms = config["group.consumer.heartbeat.interval.ms"]
         self.initial_delay_ms = config["group.initial.rebalance.delay.ms"]
@@ -246,8 +264,7 @@ class GroupCoordinator:
 
     def _group(self, group_id: str, create: bool) -> Group | None:
         """The group if this broker coordinates it; raises NOT_COORDINATOR or LOAD_IN_PROGRESS."""
-        if not group_id:
-            raise GroupError(common_pb2.INVALID_GROUP_ID, "the group id must not be empty")
+        check_group_id(group_id)
         if not self.has_lease():
             raise GroupError(
                 common_pb2.COORDINATOR_NOT_AVAILABLE,
@@ -486,6 +503,13 @@ class GroupCoordinator:
                 results[(topic, partition)] = (
                     common_pb2.OFFSET_OUT_OF_RANGE,
                     f"offset {offset} for {topic}-{partition} is negative",
+                )
+            elif len(metadata.encode()) > self.metadata_max_bytes:
+                results[(topic, partition)] = (
+                    common_pb2.OFFSET_METADATA_TOO_LARGE,
+                    f"the metadata of the commit for {topic}-{partition} is "
+                    f"{len(metadata.encode())} bytes; offset.metadata.max.bytes is "
+                    f"{self.metadata_max_bytes}",
                 )
             else:
                 accepted.append((topic, partition, OffsetEntry(offset, metadata, now)))

@@ -34,13 +34,14 @@ from strom.node.controller.errors import ControllerError
 from strom.node.group.coordinator import GroupCoordinator, GroupError
 from strom.node.group.coordinator_key import coordinator_partition
 from strom.node.group.offsets_log import OFFSETS_TOPIC, OffsetEntry, encode_records, offset_key
+from strom.node.group.service import GroupServicer
 from strom.node.metadata.image import MetadataImage
 from strom.node.metadata.state import full_delta
 from strom.node.peers import GrpcPeers
 from strom.node.replica.manager import ReplicaManager
 from strom.storage.log_manager import LogManager
 from strom.storage.record_batch import Record, encode_batch
-from strom.v1 import admin_pb2, broker_pb2, common_pb2
+from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2
 
 SKIPPED = "strom_group_coordinator_offsets_records_skipped_total"
 
@@ -305,3 +306,50 @@ def test_before_the_topic_exists_the_configured_count_is_used(tmp_path: Path) ->
     assert coordinator.partition_for("g7") == coordinator_partition("g7", 50)
     with pytest.raises(GroupError):
         coordinator.fetch_offsets("g7", None)
+
+
+# ---- weaker spots: bounded commit metadata and group ids ------------------------------------
+
+
+def test_commit_metadata_is_bounded_by_offset_metadata_max_bytes(tmp_path: Path) -> None:
+    """Kafka's offset.metadata.max.bytes (4096): a larger metadata string is refused per
+    partition with OFFSET_METADATA_TOO_LARGE and nothing is written for it (main: 1 MB
+    accepted, kept in memory and in the offsets log)."""
+
+    async def scenario() -> None:
+        async with broker(tmp_path) as b:
+            end = b.offsets_log_end()
+            results = await b.coordinator.commit(
+                "billing", "", -1, [("orders", 0, 5, "x" * 4096), ("orders", 1, 6, "y" * 4097)]
+            )
+            assert results[("orders", 0)] == (common_pb2.NONE, "")
+            assert results[("orders", 1)][0] == common_pb2.OFFSET_METADATA_TOO_LARGE
+            assert "offset.metadata.max.bytes" in results[("orders", 1)][1]
+            assert b.offsets_log_end() == end + 1  # only the accepted commit
+            assert b.coordinator.fetch_offsets("billing", [("orders", 1)])[("orders", 1)] is None
+
+    asyncio.run(scenario())
+
+
+def test_group_ids_are_bounded(tmp_path: Path) -> None:
+    """A 100 KB group id (main: accepted, in every offset key) is INVALID_GROUP_ID wherever a
+    group is named; 255 bytes is the limit."""
+    longest = "g" * 255
+
+    async def scenario() -> None:
+        async with broker(tmp_path) as b:
+            await b.coordinator.commit(longest, "", -1, [("orders", 0, 1, "")])
+            for too_long in ("g" * 256, "é" * 128, "g" * 100_000):  # é: two bytes in UTF-8
+                with pytest.raises(GroupError) as refused:
+                    await b.coordinator.commit(too_long, "", -1, [("orders", 0, 1, "")])
+                assert refused.value.code == common_pb2.INVALID_GROUP_ID
+                with pytest.raises(GroupError):
+                    b.coordinator.heartbeat(too_long, "", 0, "c", "", "h", ["orders"], "", None)
+            servicer = GroupServicer(b.coordinator, b.manager, None, "PLAINTEXT")  # type: ignore[arg-type]
+            found = await servicer.FindCoordinator(
+                group_pb2.FindCoordinatorRequest(key="g" * 100_000),
+                None,  # type: ignore[arg-type]
+            )
+            assert found.error_code == common_pb2.INVALID_GROUP_ID
+
+    asyncio.run(scenario())
