@@ -67,6 +67,11 @@ FETCHER_ERRORS = Counter(
     "the partition is taken offline) or the fetch loop itself (kind=fetcher; it goes on)",
     ["kind"],
 )
+OFFSETS_RECORDS_SKIPPED = Counter(
+    "strom_group_coordinator_offsets_records_skipped",
+    "Records of __consumer_offsets the group coordinator could not decode while loading a "
+    "partition, passed over so the partition's groups still load",
+)
 REQUEST_DURATION = Histogram(
     "strom_request_duration_seconds",
     "Time from receiving a client RPC to sending its answer (long-poll waits included)",
@@ -105,6 +110,7 @@ EVENT_NAMES = (
     "strom_server_replicamanager_isrshrinks_total",
     "strom_server_replicamanager_isrexpands_total",
     "strom_server_replicafetcher_errors_total",
+    "strom_group_coordinator_offsets_records_skipped_total",
     "strom_request_duration_seconds",
 )
 

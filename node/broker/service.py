@@ -17,6 +17,7 @@ import grpc
 from strom.node import metrics
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.delayed import wait_any
+from strom.node.internal_topics import is_internal
 from strom.node.peers import ControllerClient, ControllerUnavailable
 from strom.node.replica.manager import ReplicaManager
 from strom.node.replica.partition import Partition, PartitionError
@@ -130,6 +131,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 result = topic_response.partitions.add(partition=data.partition, base_offset=-1)
                 result.log_append_time_ms = -1
                 try:
+                    if is_internal(topic.name):  # written only by the cluster (issue #15)
+                        raise PartitionError(
+                            common_pb2.INVALID_TOPIC_EXCEPTION,
+                            f"cannot produce to internal topic {topic.name!r}",
+                        )
                     partition = self.manager.partition_by_name(topic.name, data.partition)
                     min_isr = self.manager.min_insync_replicas(topic.name)
                     info = partition.append_as_leader(data.records, request.acks, min_isr, now)
@@ -284,7 +290,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         self, request: broker_pb2.MetadataRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.MetadataResponse:
         image = self.manager.image
-        missing = [n for n in request.topics if image.topic_by_name(n) is None]
+        # Internal topics are never auto-created: the group coordinator creates its own.
+        missing = [
+            n for n in request.topics if image.topic_by_name(n) is None and not is_internal(n)
+        ]
         if (
             missing
             and request.allow_auto_topic_creation
@@ -315,7 +324,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 out.error_message = f"topic {name!r} does not exist"
                 continue
             out.topic_id = topic.topic_id
-            out.is_internal = name.startswith("__")
+            out.is_internal = is_internal(name)
             for index, info in sorted(topic.partitions.items()):
                 # Kafka's meaning: on a dead broker, or offline there (its log failed).
                 offline = [

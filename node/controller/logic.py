@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from strom.client.acl import AclBinding, AclBindingFilter
 from strom.client.sasl import ScryptCredential
-from strom.node.config import TOPIC_KEYS, ConfigError, parse_topic_config
+from strom.node.internal_topics import internal_topic_refusal, is_internal
 from strom.node.metadata.image import (
     NO_LEADER,
     TOPIC,
@@ -41,6 +41,7 @@ from strom.node.metadata.image import (
     TopicImage,
     apply_records,
 )
+from strom.node.topic_config import TOPIC_CONFIGS_BY_NAME, InvalidTopicConfig, canonical_text
 from strom.v1 import common_pb2, metadata_pb2
 
 from . import security
@@ -428,13 +429,14 @@ class ControllerLogic:
         return self.image.active_broker_ids()
 
     def _check_topic_configs(self, configs: Mapping[str, str]) -> dict[str, str]:
+        """Every value checked by the table the brokers apply (node/topic_config.py), before
+        anything is written: a value a broker cannot apply never reaches the log."""
         checked = {}
         for key, value in configs.items():
             try:
-                parsed = parse_topic_config(key, value)
-            except ConfigError as exc:
+                checked[key] = canonical_text(key, value)
+            except InvalidTopicConfig as exc:
                 raise ControllerError(common_pb2.INVALID_CONFIG, str(exc)) from exc
-            checked[key] = str(parsed).lower() if isinstance(parsed, bool) else str(parsed)
         return checked
 
     def delete_topic(self, name: str) -> tuple[list[Record], bytes]:
@@ -447,6 +449,10 @@ class ControllerLogic:
             raise ControllerError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
             )
+        if is_internal(name):  # nothing in the cluster deletes one: every group's offsets
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST, internal_topic_refusal(name, "deleted")
+            )
         records = [Record(remove_topic=metadata_pb2.RemoveTopicRecord(topic_id=topic.topic_id))]
         return self._accepted(records), topic.topic_id
 
@@ -455,6 +461,10 @@ class ControllerLogic:
         if topic is None:
             raise ControllerError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
+            )
+        if is_internal(name):  # groups are placed by its partition count
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST, internal_topic_refusal(name, "given more partitions")
             )
         current = len(topic.partitions)
         if count <= current:
@@ -505,7 +515,7 @@ class ControllerLogic:
             for key, value in sorted(checked.items())
         ]
         for key in sorted(delete):
-            if key not in TOPIC_KEYS:
+            if key not in TOPIC_CONFIGS_BY_NAME:
                 raise ControllerError(common_pb2.INVALID_CONFIG, f"unknown topic config {key!r}")
             records.append(
                 Record(
