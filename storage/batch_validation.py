@@ -344,11 +344,14 @@ def _check_timestamps(
         )
 
 
-def split_batches(data: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
+def split_batches(
+    data: bytes | bytearray | memoryview, batches_max: int | None = None
+) -> list[tuple[int, int]]:
     """(position, size) of each batch in a buffer of concatenated whole batches, checking only
     bounds: each batch's length fits, and the last ends exactly at the end. Raises
-    `CorruptRecordError` otherwise. Used by follower appends, which do not re-validate."""
-    spans = []
+    `CorruptRecordError` otherwise, and as soon as more than `batches_max` batches are seen
+    (INVALID_RECORD: the walk stops there, so its cost is bounded too)."""
+    spans: list[tuple[int, int]] = []
     pos = 0
     end = len(data)
     unpack = PREFIX.unpack_from
@@ -360,6 +363,12 @@ def split_batches(data: bytes | bytearray | memoryview) -> list[tuple[int, int]]
         if magic != MAGIC or size < HEADER_SIZE or size > end - pos:
             raise CorruptRecordError(
                 f"batch at byte {pos}: magic {magic}, {size} bytes claimed, {end - pos} left"
+            )
+        if batches_max is not None and len(spans) == batches_max:
+            raise CorruptRecordError(
+                f"more than {batches_max} record batch(es) for one partition in one request; "
+                "send one batch per partition per request (Kafka's rule for RecordBatch v2)",
+                "INVALID_RECORD",
             )
         spans.append((pos, size))
         pos += size
@@ -373,12 +382,14 @@ def validate_batches(
     now_ms: int | None = None,
     timestamp_before_max_ms: int = 2**63 - 1,
     timestamp_after_max_ms: int = 2**63 - 1,
+    batches_max: int | None = None,
 ) -> list[tuple[int, BatchHeader]]:
-    """Validate concatenated batches; return (position, header) of each. At least one batch."""
+    """Validate concatenated batches; return (position, header) of each. At least one batch,
+    and at most `batches_max` (INVALID_RECORD beyond, found before any batch is checked)."""
     if not data:
         raise CorruptRecordError("no record batches received")
     result = []
-    for pos, size in split_batches(data):
+    for pos, size in split_batches(data, batches_max):
         header = validate_batch(
             data,
             pos,
