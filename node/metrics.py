@@ -67,6 +67,12 @@ FETCHER_ERRORS = Counter(
     "the partition is taken offline) or the fetch loop itself (kind=fetcher; it goes on)",
     ["kind"],
 )
+AUTHENTICATION_FAILURES = Counter(
+    "strom_authentication_failures",
+    "Refused SASL logins: wrong username or password (reason=credentials), or too many "
+    "attempts in flight for the user or connection (reason=busy)",
+    ["reason"],
+)
 LOOP_STALLS = Counter(
     "strom_event_loop_stalls",
     "Times the node's event loop did not come round for longer than its stall threshold "
@@ -111,6 +117,7 @@ EVENT_NAMES = (
     "strom_server_replicamanager_isrexpands_total",
     "strom_server_replicafetcher_errors_total",
     "strom_event_loop_stalls_total",
+    "strom_authentication_failures_total",
     "strom_request_duration_seconds",
 )
 
@@ -125,6 +132,10 @@ def record_produce(topic: str, record_count: int, size_bytes: int) -> None:
 def record_fetch(topic: str, size_bytes: int) -> None:
     if size_bytes > 0:
         BYTES_OUT.labels(topic).inc(size_bytes)
+
+
+def record_authentication_failure(reason: str) -> None:
+    AUTHENTICATION_FAILURES.labels(reason).inc()
 
 
 def record_loop_stall() -> None:
