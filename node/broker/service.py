@@ -387,22 +387,26 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(request.max_wait_ms, FETCH_WAIT_MS_MAX) / 1000
         while True:
-            response, total, watched = self._fetch(request)
+            response, total, watched = await self._fetch(request)
             remaining = deadline - loop.time()
             if total >= max(1, request.min_bytes) or remaining <= 0 or not watched:
                 return response
-            await wait_any(watched, remaining)
+            if any(notifier.version != version for notifier, version in watched):
+                continue  # changed while the read yielded to the loop: read again
+            await wait_any((notifier for notifier, _ in watched), remaining)
 
-    def _fetch(
+    async def _fetch(
         self, request: replica_pb2.ReplicaFetchRequest
     ) -> tuple[replica_pb2.ReplicaFetchResponse, int, list]:  # type: ignore[type-arg]
         response = replica_pb2.ReplicaFetchResponse()
         total = 0
         watched = []
         active = self.manager.active_brokers()
-        now = self.manager.clock.now_ms()
         budget = request.max_bytes or (10 << 20)
+        turns = TurnBudget()
         for wanted in request.partitions:
+            await turns.spend()
+            now = self.manager.clock.now_ms()
             result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
             try:
                 partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
@@ -428,7 +432,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                 else:
                     result.records = fetched.records
                     total += len(fetched.records)
-                watched.append(partition.changed)
+                watched.append((partition.changed, partition.changed.version))
             except (PartitionError, StorageError) as exc:
                 code, message = error_code(exc)
                 result.error_code, result.error_message = code, message  # type: ignore[assignment]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from replica_fixtures import changed, image, manager
+from replica_fixtures import changed, image, manager, until
 from test_controller_logic import Cluster
 from test_controller_service import Quorum, running_quorum
 
@@ -25,7 +25,8 @@ from strom.node.broker.service import BrokerServicer
 from strom.node.controller.errors import ControllerError
 from strom.node.controller.logic import PARTITIONS_PER_REQUEST_MAX
 from strom.node.loop_turns import ITEMS_PER_TURN_MAX, LoopStallWatchdog
-from strom.node.metadata.image import PartitionInfo
+from strom.node.metadata.image import MetadataDelta, PartitionInfo
+from strom.node.replica.manager import NEW_LOGS_INLINE_MAX, NEW_LOGS_PER_TURN_MAX
 from strom.storage.record_batch import Record, encode_batch
 from strom.v1 import admin_pb2, broker_pb2, common_pb2, controller_pb2
 
@@ -209,3 +210,33 @@ def test_the_watchdog_reports_a_blocked_loop_with_where_it_is_stuck(
     with caplog.at_level(logging.WARNING, logger="strom.loop"):
         assert asyncio.run(scenario()) == 1  # once per stall, however long
     assert "stuck_here" in caplog.text
+
+
+def test_a_change_adding_many_replicas_opens_their_logs_in_slices(tmp_path: Path) -> None:
+    """20,000 partitions left a cluster without an active controller for 30 s: every broker
+    created every new log (a few fsyncs each) in one go on its event loop."""
+    count = 3 * NEW_LOGS_INLINE_MAX
+
+    async def scenario() -> None:
+        replicas = manager(tmp_path)
+        img = image({i: PartitionInfo(replicas=(1,), isr=(1,), leader=1, leader_epoch=1,
+                                      partition_epoch=1) for i in range(count)})  # fmt: skip
+        async with LoopProbe() as probe:
+            replicas.on_metadata(img, changed(img))
+            assert len(replicas.partitions) == NEW_LOGS_INLINE_MAX  # the rest: in the background
+            await until(lambda: len(replicas.partitions) == count)
+        assert probe.turns >= (count - NEW_LOGS_INLINE_MAX) // NEW_LOGS_PER_TURN_MAX
+        assert replicas.partition_by_name("t", count - 1).is_leader
+        # A topic deleted before its logs opened leaves nothing behind.
+        gone = image({i: PartitionInfo(replicas=(1,), isr=(1,), leader=1, leader_epoch=1,
+                                       partition_epoch=1) for i in range(count)}, topic="u",
+                     topic_id=bytes(16))  # fmt: skip
+        replicas.on_metadata(gone, changed(gone))
+        delta = MetadataDelta()
+        delta.removed_topics[bytes(16)] = gone.topics[bytes(16)]
+        replicas.on_metadata(img, delta)
+        await asyncio.sleep(0.1)
+        assert not [k for k in replicas.logs.logs() if k[0] == "u"]
+        await replicas.stop()
+
+    asyncio.run(scenario())
