@@ -39,16 +39,17 @@ class LoopProbe:
     def __init__(self) -> None:
         self.turns = 0
         self.gap_s_max = 0.0
+        self._last = time.perf_counter()
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        last = time.perf_counter()
+        self._last = time.perf_counter()
         while True:
             await asyncio.sleep(0)
             now = time.perf_counter()
             self.turns += 1
-            self.gap_s_max = max(self.gap_s_max, now - last)
-            last = now
+            self.gap_s_max = max(self.gap_s_max, now - self._last)
+            self._last = now
 
     async def __aenter__(self) -> LoopProbe:
         self._task = asyncio.create_task(self._run())
@@ -57,6 +58,8 @@ class LoopProbe:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # The gap still open counts too: a request that never yielded is one long gap.
+        self.gap_s_max = max(self.gap_s_max, time.perf_counter() - self._last)
         assert self._task is not None
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
