@@ -342,6 +342,14 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
     ),
     ConfigKey("node.sasl.password", str, "", "the password of node.sasl.username (a secret)"),
     ConfigKey(
+        "connection.failed.authentication.delay.ms",
+        int,
+        100,
+        "a failed login is answered only after this delay, slowing password guessing "
+        "(Kafka's name and default)",
+        _at_least(0),
+    ),
+    ConfigKey(
         "admin.listener",
         str,
         "",

@@ -54,6 +54,25 @@ Record = metadata_pb2.MetadataRecord
 TOPIC_NAME_LENGTH_MAX = 249
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
 PRODUCER_ID_BLOCK_SIZE = 1000
+# Partitions one CreateTopics or CreatePartitions request may create, all topics together: Kafka's
+# MAX_PARTITIONS_PER_BATCH (its controller also caps one user operation at 10,000 records). It
+# bounds the work one request costs the controller, every broker applying the result, and a
+# validate_only request alike; it is checked before any per-partition work.
+PARTITIONS_PER_REQUEST_MAX = 10_000
+
+
+def check_partitions_per_request(counts: Iterable[int]) -> None:
+    """Refuse (POLICY_VIOLATION, Kafka's answer) a request whose topics would together create
+    more than PARTITIONS_PER_REQUEST_MAX partitions; `counts` are the partitions each asks for
+    (negative ones add nothing: they are refused one by one later)."""
+    total = sum(max(0, count) for count in counts)
+    if total > PARTITIONS_PER_REQUEST_MAX:
+        raise ControllerError(
+            common_pb2.POLICY_VIOLATION,
+            f"excessively large number of partitions per request: {total}; at most "
+            f"{PARTITIONS_PER_REQUEST_MAX} (split the request, or create the topic smaller and "
+            "add partitions in steps)",
+        )
 
 
 def validate_topic_name(name: str) -> None:
@@ -393,6 +412,7 @@ class ControllerLogic:
                 common_pb2.INVALID_REPLICATION_FACTOR,
                 f"replication factor must be at least 1, got {factor}",
             )
+        check_partitions_per_request([partitions])
         checked = self._check_topic_configs(configs)
         placements = place_replicas(
             self._active_ordered(), partitions, factor, placement_start(self.image)
@@ -473,6 +493,7 @@ class ControllerLogic:
                 f"topic {name!r} has {current} partitions; partitions can only grow, "
                 f"so ask for more than {current}",
             )
+        check_partitions_per_request([count - current])
         factor = len(topic.partitions[0].replicas)
         placements = place_replicas(
             self._active_ordered(),

@@ -55,6 +55,10 @@ log = logging.getLogger("strom.replica")
 REPLAY_IN_PLACE_BYTES_MAX = 1 << 20
 REPLAY_IN_PLACE_SNAPSHOT_BYTES_MAX = 64 << 10
 LONG_MAX = 2**63 - 1  # flush.ms default: no timed flush
+# Record batches one produce request may carry for one partition: Kafka's rule for RecordBatch
+# v2 (LogValidator: "exactly one batch"), which every producer follows. It bounds the work one
+# partition entry can cost the leader; more is refused (INVALID_RECORD) before any is checked.
+PRODUCE_BATCHES_PER_PARTITION_MAX = 1
 
 
 class PartitionError(CodedError):
@@ -356,7 +360,10 @@ class Partition:
                 f"{min_insync_replicas} members",
             )
         try:
-            info = self._log.append(data, self.leader_epoch, now_ms=now_ms)
+            info = self._log.append(
+                data, self.leader_epoch, now_ms=now_ms,
+                batches_max=PRODUCE_BATCHES_PER_PARTITION_MAX,
+            )  # fmt: skip
         except (StorageError, OSError) as exc:
             raise self._refusal(exc) from exc
         if info.batch_count:
