@@ -27,7 +27,7 @@ Rules kept here:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from strom.client.acl import AclBinding, AclBindingFilter
@@ -43,7 +43,7 @@ from strom.node.metadata.image import (
 )
 from strom.v1 import common_pb2, metadata_pb2
 
-from . import security
+from . import reassignment, security
 from .errors import ControllerError
 from .offline import OFFLINE_REPLICAS_MAX, offline_changes
 from .placement import choose_leader, place_replicas, placement_start
@@ -94,6 +94,8 @@ def _change(
     isr: Iterable[int] | None = None,
     replicas: Iterable[int] | None = None,
     offline_replicas: Iterable[int] | None = None,
+    adding_replicas: Iterable[int] | None = None,
+    removing_replicas: Iterable[int] | None = None,
 ) -> Record:
     change = metadata_pb2.PartitionChangeRecord(topic_id=topic_id, partition=partition)
     if leader is not None:
@@ -105,7 +107,28 @@ def _change(
     if offline_replicas is not None:
         change.offline_replicas.SetInParent()  # set even when empty: "none offline any more"
         change.offline_replicas.ids.extend(offline_replicas)
+    if adding_replicas is not None:
+        change.adding_replicas.SetInParent()  # likewise: empty means "move over"
+        change.adding_replicas.ids.extend(adding_replicas)
+    if removing_replicas is not None:
+        change.removing_replicas.SetInParent()
+        change.removing_replicas.ids.extend(removing_replicas)
     return Record(partition_change=change)
+
+
+def _assignment_change(
+    topic_id: bytes, partition: int, part: PartitionInfo, state: reassignment.Assignment
+) -> Record:
+    """One record taking `part` to `state` (a reassignment step): every assignment field set."""
+    return _change(
+        topic_id,
+        partition,
+        leader=state.leader if state.leader != part.leader else None,
+        isr=state.isr,
+        replicas=state.replicas,
+        adding_replicas=state.adding,
+        removing_replicas=state.removing,
+    )
 
 
 class ControllerLogic:
@@ -463,7 +486,7 @@ class ControllerLogic:
                 f"topic {name!r} has {current} partitions; partitions can only grow, "
                 f"so ask for more than {current}",
             )
-        factor = len(topic.partitions[0].replicas)
+        factor = len(topic.partitions[0].target_replicas)
         placements = place_replicas(
             self._active_ordered(),
             count - current,
@@ -588,7 +611,14 @@ class ControllerLogic:
         ordered = [r for r in part.replicas if r in set(new_isr)]
         if tuple(ordered) == part.isr:
             return [], part
-        records = self._accepted([_change(topic_id, partition, isr=ordered)])
+        # The ISR change that brings the last target replica in completes a move, atomically.
+        completed = reassignment.after_isr_change(part, ordered, active)
+        change = (
+            _change(topic_id, partition, isr=ordered)
+            if completed is None
+            else _assignment_change(topic_id, partition, part, completed)
+        )
+        records = self._accepted([change])
         updated = self.image.partition(topic_id, partition)
         assert updated is not None
         return records, updated
@@ -622,6 +652,29 @@ class ControllerLogic:
                         f"preferred leader {preferred} is not an active ISR member",
                     )
         return self._accepted(records), results
+
+    # ---- reassignment (node/controller/reassignment.py decides) --------------------------
+
+    def reassign_partition(
+        self, topic_name: str, partition: int, target: Sequence[int] | None
+    ) -> list[Record]:
+        """Start, replace (a target) or cancel (None) the move of one partition: one record."""
+        topic = self.image.topic_by_name(topic_name)
+        part = None if topic is None else topic.partitions.get(partition)
+        if topic is None or part is None:
+            raise ControllerError(
+                common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+                f"partition {partition} of topic {topic_name!r} does not exist",
+            )
+        active = self._active()
+        if target is None:
+            state = reassignment.cancel(part, active)
+        else:
+            reassignment.validate_target(target, self.image.brokers)
+            state = reassignment.start(part, target, active)
+        if not state.differs_from(part):
+            return []
+        return self._accepted([_assignment_change(topic.topic_id, partition, part, state)])
 
     def allocate_producer_ids(self, broker_id: int, broker_epoch: int) -> tuple[list[Record], int]:
         self._check_epoch(broker_id, broker_epoch)
