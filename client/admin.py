@@ -20,6 +20,7 @@ from .admin_security import AsyncSecurityAdmin, UserDescription
 from .cluster import Backoff, ClusterClient, TopicMeta
 from .errors import METADATA_STALE, RetriableError, error_from_code
 from .log_dirs import AsyncLogDirsAdmin, LogDir
+from .reassignment import AsyncReassignmentAdmin, PartitionReassignment
 
 LIST_OFFSETS_ATTEMPTS_MAX = 3
 
@@ -104,7 +105,7 @@ def _topic_resource(name: str) -> admin_pb2.ConfigResource:
     )
 
 
-class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin):
+class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin):
     def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
         self.cluster = ClusterClient(bootstrap_servers, **options)
 
@@ -572,6 +573,16 @@ class Admin:
 
     def describe_log_dirs(self, topics: Sequence[str] | None = None) -> list[LogDir]:
         return self._run(self._async.describe_log_dirs(topics))
+
+    def alter_partition_reassignments(
+        self, reassignments: Mapping[tuple[str, int], Sequence[int] | None]
+    ) -> None:
+        return self._run(self._async.alter_partition_reassignments(reassignments))
+
+    def list_partition_reassignments(
+        self, partitions: Sequence[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], PartitionReassignment]:
+        return self._run(self._async.list_partition_reassignments(partitions))
 
     def elect_preferred_leaders(
         self, partitions: Sequence[tuple[str, int]] | None = None

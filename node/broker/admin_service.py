@@ -111,6 +111,36 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.ElectLeadersResponse:
         return await self._forward("ElectLeaders", request, context)  # type: ignore[no-any-return]
 
+    async def AlterPartitionReassignments(
+        self,
+        request: admin_pb2.AlterPartitionReassignmentsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> admin_pb2.AlterPartitionReassignmentsResponse:
+        return await self._forward_and_wait(  # type: ignore[no-any-return]
+            "AlterPartitionReassignments", request, context, True
+        )
+
+    async def ListPartitionReassignments(
+        self,
+        request: admin_pb2.ListPartitionReassignmentsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> admin_pb2.ListPartitionReassignmentsResponse:
+        """The moves in progress, as this node's metadata image shows them."""
+        image = self.image()
+        wanted = {(tp.topic, tp.partition) for tp in request.partitions}
+        response = admin_pb2.ListPartitionReassignmentsResponse()
+        for topic in sorted(image.topics.values(), key=lambda t: t.name):
+            for index, part in sorted(topic.partitions.items()):
+                if not part.reassigning or (wanted and (topic.name, index) not in wanted):
+                    continue
+                response.reassignments.add(
+                    partition=common_pb2.TopicPartition(topic=topic.name, partition=index),
+                    replicas=part.replicas,
+                    adding_replicas=part.adding_replicas,
+                    removing_replicas=part.removing_replicas,
+                )
+        return response
+
     async def DescribeQuorum(
         self, request: admin_pb2.DescribeQuorumRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DescribeQuorumResponse:

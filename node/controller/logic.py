@@ -417,7 +417,11 @@ class ControllerLogic:
             )
         checked = self._check_topic_configs(configs)
         placements = place_replicas(
-            self._active_ordered(), partitions, factor, placement_start(self.image)
+            self._active_ordered(),
+            partitions,
+            factor,
+            placement_start(self.image),
+            racks=self._racks(),
         )
         topic_id = self.new_topic_id()
         records = [Record(topic=metadata_pb2.TopicRecord(name=name, topic_id=topic_id))]
@@ -449,6 +453,9 @@ class ControllerLogic:
 
     def _active_ordered(self) -> list[int]:
         return self.image.active_broker_ids()
+
+    def _racks(self) -> dict[int, str]:
+        return {b.broker_id: b.rack for b in self.image.brokers.values() if b.rack}
 
     def _check_topic_configs(self, configs: Mapping[str, str]) -> dict[str, str]:
         checked = {}
@@ -493,6 +500,7 @@ class ControllerLogic:
             factor,
             placement_start(self.image),
             first_partition=0,
+            racks=self._racks(),
         )
         return self._accepted(
             [

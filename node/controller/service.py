@@ -457,6 +457,36 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             )
         return response
 
+    async def AlterPartitionReassignments(
+        self,
+        request: admin_pb2.AlterPartitionReassignmentsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> admin_pb2.AlterPartitionReassignmentsResponse:
+        await self._require_active(context)
+        # Decided in order before any commit is awaited, so the batches commit in that order.
+        outcomes = await asyncio.gather(
+            *(
+                self._decide(
+                    functools.partial(
+                        self._without_result,
+                        self.logic.reassign_partition,
+                        item.topic,
+                        item.partition,
+                        None if item.cancel else list(item.replicas),
+                    )
+                )
+                for item in request.partitions
+            )
+        )
+        response = admin_pb2.AlterPartitionReassignmentsResponse()
+        for item, (status, _) in zip(request.partitions, outcomes, strict=True):
+            response.results.add(
+                partition=common_pb2.TopicPartition(topic=item.topic, partition=item.partition),
+                error_code=status.error_code,
+                error_message=status.error_message,
+            )
+        return response
+
     async def AlterUserCredentials(
         self, request: admin_pb2.AlterUserCredentialsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.AlterUserCredentialsResponse:
