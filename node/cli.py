@@ -1047,6 +1047,9 @@ def build_parser() -> argparse.ArgumentParser:
         connection_options,
     )
     add_security_commands(sub, client)
+    from strom.node.cli_reassign import add_commands as add_reassign_commands
+
+    add_reassign_commands(sub, client)
 
     from strom.node.console import add_arguments as add_console_arguments
 
@@ -1075,10 +1078,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from strom.node.config import ConfigError
     from strom.node.local_cluster import ClusterError
     from strom.node.meta_properties import StorageFormatError
+    from strom.node.cli_reassign import ReassignmentFileError
     from strom.node.operator_cli import OperatorError
 
     errors = (
         CommandError,
+        ReassignmentFileError,
         StromError,
         ConfigError,
         ClusterError,

@@ -116,9 +116,29 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         request: admin_pb2.AlterPartitionReassignmentsRequest,
         context: grpc.aio.ServicerContext,
     ) -> admin_pb2.AlterPartitionReassignmentsResponse:
-        return await self._forward_and_wait(  # type: ignore[no-any-return]
-            "AlterPartitionReassignments", request, context, True
-        )
+        response = await self._forward("AlterPartitionReassignments", request, context)
+        accepted = [
+            item
+            for item, result in zip(request.partitions, response.results, strict=True)
+            if result.error_code == common_pb2.NONE
+        ]
+
+        def shown(image: MetadataImage) -> bool:
+            # An accepted item may have needed no record (already so): wait for the state it
+            # asked for, not for a new metadata index.
+            for item in accepted:
+                topic = image.topic_by_name(item.topic)
+                part = None if topic is None else topic.partitions.get(item.partition)
+                if part is None:
+                    continue
+                if item.cancel and part.reassigning:
+                    return False
+                if not item.cancel and part.target_replicas != tuple(item.replicas):
+                    return False
+            return True
+
+        await self._until(shown)
+        return response  # type: ignore[no-any-return]
 
     async def ListPartitionReassignments(
         self,

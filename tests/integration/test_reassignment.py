@@ -1,0 +1,89 @@
+"""Partition reassignment with real node processes (KIP-455; node/controller/reassignment.py).
+
+Three combined nodes (the Raft quorum) and a broker-only node 4, the kind that comes and goes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cluster_harness import Cluster, SteadyProducer, eventually, read_partition
+
+from strom.client.admin import NewTopic
+
+pytestmark = pytest.mark.integration
+
+
+def strom(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "strom.node.cli", *args, "--bootstrap-server", cluster.bootstrap],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_move_under_acks_all_load_loses_nothing_and_deletes_the_old_replica(
+    cluster_factory: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    """{1, 2, 3} led by 1 -> {2, 3, 4} with the CLI while a producer writes with acks=all:
+    broker 4 catches up, leadership leaves broker 1, broker 1's copy is deleted, and every
+    acknowledged record is readable at its offset afterwards."""
+    cluster = cluster_factory(3)
+    with cluster.admin() as admin:
+        admin.create_topics([NewTopic("moving", 1, 3, {"min.insync.replicas": "2"})])
+    cluster.local.add_broker(4)
+    cluster.local.up()
+    cluster.wait_healthy([1, 2, 3, 4])
+    with cluster.admin() as admin:
+        # A reorder completes at once; the preferred-leader election then puts broker 1 first.
+        admin.alter_partition_reassignments({("moving", 0): [1, 2, 3]})
+        admin.elect_preferred_leaders([("moving", 0)])
+        eventually(
+            lambda: admin.describe_topics(["moving"])[0].partitions[0].leader == 1,
+            what="broker 1 leading",
+        )
+    old_copy = cluster.local.node_dir(1) / "data" / "moving-0"
+    assert old_copy.is_dir()
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(
+        json.dumps({"version": 1, "partitions": [{"topic": "moving", "partition": 0,
+                                                  "replicas": [2, 3, 4]}]})
+    )  # fmt: skip
+    with SteadyProducer(cluster.bootstrap, "moving", 0) as producer:
+        eventually(lambda: len(producer.acked) > 300, what="acknowledged writes before the move")
+        started = strom(cluster, "partitions", "reassign", "--execute",
+                        "--reassignment-json-file", str(plan))  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        assert '"replicas": [1, 2, 3]' in started.stdout  # the rollback file
+        assert "Successfully started partition reassignments for moving-0" in started.stdout
+
+        def verified() -> bool:
+            result = strom(cluster, "partitions", "reassign", "--verify",
+                           "--reassignment-json-file", str(plan))  # fmt: skip
+            return result.returncode == 0 and "moving-0 is completed" in result.stdout
+
+        eventually(verified, timeout_s=60, what="the move completed")
+        moved_at = len(producer.acked)
+        eventually(lambda: len(producer.acked) > moved_at + 300, what="writes after the move")
+    assert not producer.errors, producer.errors
+
+    with cluster.admin() as admin:
+        (part,) = admin.describe_topics(["moving"])[0].partitions
+        assert part.replicas == (2, 3, 4) and part.leader in (2, 3, 4)
+        assert set(part.isr) == {2, 3, 4}
+        assert admin.list_partition_reassignments() == {}
+    eventually(lambda: not old_copy.exists(), what="broker 1's copy deleted")
+    new_copy = cluster.local.node_dir(4) / "data" / "moving-0"
+    assert new_copy.is_dir()
+
+    acked = producer.acked
+    stored = dict(read_partition(cluster.bootstrap, "moving", 0, max(o for o, _ in acked) + 1))
+    lost = [(o, v) for o, v in acked if stored.get(o) != v]
+    assert not lost, f"{len(lost)} acknowledged records lost or moved, e.g. {lost[:5]}"
