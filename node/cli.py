@@ -1075,10 +1075,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from strom.client.errors import StromError
+    from strom.node.cli_reassign import ReassignmentFileError
     from strom.node.config import ConfigError
     from strom.node.local_cluster import ClusterError
     from strom.node.meta_properties import StorageFormatError
-    from strom.node.cli_reassign import ReassignmentFileError
     from strom.node.operator_cli import OperatorError
 
     errors = (
