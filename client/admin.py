@@ -584,6 +584,9 @@ class Admin:
     ) -> dict[tuple[str, int], PartitionReassignment]:
         return self._run(self._async.list_partition_reassignments(partitions))
 
+    def unregister_broker(self, broker_id: int) -> None:
+        return self._run(self._async.unregister_broker(broker_id))
+
     def elect_preferred_leaders(
         self, partitions: Sequence[tuple[str, int]] | None = None
     ) -> dict[tuple[str, int], str]:

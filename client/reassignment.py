@@ -68,6 +68,16 @@ class AsyncReassignmentAdmin:
                 ),
             )
 
+    async def unregister_broker(self, broker_id: int) -> None:
+        """Remove a stopped broker that hosts no replica from the cluster (KIP-631); refused
+        (a typed error saying why) while it runs, hosts replicas, or is a controller voter."""
+        response = await self.cluster.call_any(
+            lambda a: self.cluster.admin_stub(a).UnregisterBroker,
+            admin_pb2.UnregisterBrokerRequest(broker_id=broker_id),
+        )
+        if response.error_code != common_pb2.NONE:
+            raise error_from_code(response.error_code, response.error_message)
+
     async def list_partition_reassignments(
         self, partitions: Sequence[TopicPartition] | None = None
     ) -> dict[TopicPartition, PartitionReassignment]:

@@ -937,6 +937,10 @@ def build_parser() -> argparse.ArgumentParser:
         cluster_sub.add_parser("describe", help="brokers, their state and load, the controller")
     ).set_defaults(handler=_cluster_describe)
 
+    from strom.node.cli_reassign import add_rebalance_command
+
+    add_rebalance_command(cluster_sub, client)
+
     certs = sub.add_parser("certs", help="throwaway TLS certificates").add_subparsers(
         dest="action", required=True
     )

@@ -1,4 +1,5 @@
-"""`strom partitions reassign`: Kafka's kafka-reassign-partitions, with its JSON format.
+"""`strom partitions reassign` (Kafka's kafka-reassign-partitions, with its JSON format),
+`strom brokers decommission|unregister` and `strom cluster rebalance`.
 
     strom partitions reassign --generate --topics-to-move-json-file topics.json --broker-list 2,3,4
     strom partitions reassign --reassignment-json-file plan.json --execute
@@ -12,6 +13,13 @@ the broker's own log directory). The topics file for --generate is {"version": 1
 [{"topic": "t"}]}. --execute prints the current assignment first, to save for a rollback;
 --verify exits 0 only when every move in the file has completed.
 
+    strom brokers decommission 4 [--dry-run]   # move every replica off broker 4, wait, and
+                                               # unregister it once it is stopped
+    strom brokers unregister 4                 # a stopped broker that hosts nothing
+    strom cluster rebalance [--dry-run]        # even out replicas, then preferred leaders
+
+Plans are made by node/reassign_plan.py; the controller carries the moves out.
+
 The pure parts (parsing, the proposal, the verify verdicts) are functions of plain values; the
 handlers only talk to the cluster through the SDK.
 """
@@ -20,19 +28,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from strom.node.controller.errors import ControllerError
-from strom.node.controller.placement import place_replicas
+from strom.node import reassign_plan
 
 TopicPartition = tuple[str, int]
 Assignment = dict[TopicPartition, tuple[int, ...]]
 
 
 class ReassignmentFileError(Exception):
-    """A reassignment or topics file the command cannot use; the message says why."""
+    """A reassignment or topics file the command cannot use, or a plan that cannot be made,
+    or moves that did not finish in time; the message says why."""
 
 
 def _load(path: str) -> Any:
@@ -132,32 +141,6 @@ def assignment_json(assignment: Mapping[TopicPartition, Sequence[int]]) -> str:
     )
 
 
-def propose(
-    current: Mapping[TopicPartition, Sequence[int]],
-    brokers: Sequence[int],
-    racks: Mapping[int, str],
-) -> Assignment:
-    """--generate: every partition of the topics in `current` placed afresh on `brokers`, with
-    each topic's replication factor, rack-aware as topic creation is, each topic starting where
-    the previous one left off so leaders spread."""
-    by_topic: dict[str, list[int]] = {}
-    factor: dict[str, int] = {}
-    for (topic, partition), replicas in current.items():
-        by_topic.setdefault(topic, []).append(partition)
-        factor[topic] = len(replicas)
-    proposal: Assignment = {}
-    start = 0
-    for topic in sorted(by_topic):
-        partitions = sorted(by_topic[topic])
-        try:
-            placed = place_replicas(brokers, len(partitions), factor[topic], start, racks=racks)
-        except ControllerError as exc:
-            raise ReassignmentFileError(f"topic {topic!r}: {exc.message}") from exc
-        proposal.update({(topic, p): r for p, r in zip(partitions, placed, strict=True)})
-        start += len(partitions)
-    return proposal
-
-
 def verify(
     plan: Mapping[TopicPartition, Sequence[int]],
     ongoing: Mapping[TopicPartition, Any],
@@ -230,7 +213,11 @@ def _reassign(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> int
         print(assignment_json(current))
         print()
         print("Proposed partition reassignment configuration")
-        print(assignment_json(propose(current, brokers, racks)))
+        try:
+            proposal = reassign_plan.generate(current, brokers, racks)
+        except reassign_plan.PlanError as exc:
+            raise ReassignmentFileError(str(exc)) from exc
+        print(assignment_json(proposal))
         return 0
     if not args.reassignment_json_file:
         raise ReassignmentFileError(
@@ -268,6 +255,115 @@ def _reassign(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> int
     return 0 if done else 1
 
 
+def _active_brokers(admin: Any) -> tuple[list[int], dict[int, str], Any]:
+    description = admin.describe_cluster()
+    active = [
+        b.node_id for b in description.brokers if not b.fenced and not b.in_controlled_shutdown
+    ]
+    racks = {b.node_id: b.rack for b in description.brokers if b.rack}
+    return active, racks, description
+
+
+def _whole_cluster(admin: Any) -> Assignment:
+    return current_assignment(admin, admin.list_topics(include_internal=True))
+
+
+def _print_plan(
+    before: Mapping[TopicPartition, Sequence[int]], plan: Assignment, brokers: Sequence[int]
+) -> None:
+    after = {**before, **plan}
+    old, new = reassign_plan.load_table(before, brokers), reassign_plan.load_table(after, brokers)
+    print(f"{len(plan)} partition(s) to move")
+    print("broker  replicas  preferred leaders")
+    for broker in sorted(set(old) | set(new)):
+        (r0, l0), (r1, l1) = old.get(broker, (0, 0)), new.get(broker, (0, 0))
+        print(f"{broker:>6}  {r0:>3} -> {r1:<3} {l0:>3} -> {l1:<3}")
+    if plan:
+        print("Proposed partition reassignment configuration")
+        print(assignment_json(plan))
+
+
+def wait_for_moves(admin: Any, plan: Mapping[TopicPartition, Any], timeout_s: float) -> None:
+    """Until none of `plan`'s partitions is still moving, printing progress."""
+    deadline = time.monotonic() + timeout_s
+    remaining = len(plan)
+    while True:
+        ongoing = admin.list_partition_reassignments()
+        moving = sorted(tp for tp in plan if tp in ongoing)
+        if not moving:
+            return
+        if len(moving) != remaining:
+            remaining = len(moving)
+            print(f"{remaining} move(s) still in progress")
+        if time.monotonic() > deadline:
+            names = ", ".join(f"{t}-{p}" for t, p in moving[:10])
+            raise ReassignmentFileError(
+                f"{len(moving)} move(s) not finished after {timeout_s:.0f} s ({names}); they "
+                "continue: follow them with `strom partitions reassign --list`"
+            )
+        time.sleep(0.5)
+
+
+def _decommission(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> int:
+    with admin_factory() as admin:
+        active, racks, description = _active_brokers(admin)
+        if args.broker not in {b.node_id for b in description.brokers}:
+            raise ReassignmentFileError(f"broker {args.broker} is not registered")
+        current = _whole_cluster(admin)
+        try:
+            plan = reassign_plan.decommission(current, args.broker, active, racks)
+        except reassign_plan.PlanError as exc:
+            raise ReassignmentFileError(str(exc)) from exc
+        _print_plan(current, plan, sorted(set(active) | {args.broker}))
+        if args.dry_run:
+            return 0
+        if plan:
+            admin.alter_partition_reassignments(dict(plan))
+            wait_for_moves(admin, plan, args.timeout_s)
+        print(f"Broker {args.broker} holds no replicas.")
+        broker = next(b for b in admin.describe_cluster().brokers if b.node_id == args.broker)
+        if not broker.fenced:
+            print(
+                f"It is still running: stop it, then run `strom brokers unregister {args.broker}` "
+                "(or this command again)."
+            )
+            return 0
+        admin.unregister_broker(args.broker)
+    print(f"Broker {args.broker} unregistered.")
+    return 0
+
+
+def _unregister(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> int:
+    with admin_factory() as admin:
+        admin.unregister_broker(args.broker)
+    print(f"Broker {args.broker} unregistered.")
+    return 0
+
+
+def _rebalance(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> int:
+    with admin_factory() as admin:
+        active, racks, _ = _active_brokers(admin)
+        current = _whole_cluster(admin)
+        if admin.list_partition_reassignments():
+            raise ReassignmentFileError(
+                "partitions are being moved already (`strom partitions reassign --list`): "
+                "rebalance once they finish"
+            )
+        try:
+            plan = reassign_plan.rebalance(current, active, racks)
+        except reassign_plan.PlanError as exc:
+            raise ReassignmentFileError(str(exc)) from exc
+        _print_plan(current, plan, active)
+        if args.dry_run or not plan:
+            return 0
+        admin.alter_partition_reassignments(dict(plan))
+        wait_for_moves(admin, plan, args.timeout_s)
+        results = admin.elect_preferred_leaders(sorted(plan))
+    moved = sum(1 for error in results.values() if error == "NONE")
+    print(f"Rebalanced: {len(plan)} partition(s) moved, {moved} leadership(s) moved.")
+    return 0
+
+
 def add_commands(sub: Any, client: Callable[[argparse.ArgumentParser], Any]) -> None:
     from strom.node.cli import _admin
 
@@ -288,3 +384,40 @@ def add_commands(sub: Any, client: Callable[[argparse.ArgumentParser], Any]) -> 
     reassign.add_argument("--topics-to-move-json-file", metavar="FILE")
     reassign.add_argument("--broker-list", metavar="IDS", help="e.g. 2,3,4 (with --generate)")
     reassign.set_defaults(handler=lambda args: _reassign(args, lambda: _admin(args)))
+
+    brokers = sub.add_parser("brokers", help="retire brokers").add_subparsers(
+        dest="action", required=True
+    )
+    decommission = client(
+        brokers.add_parser(
+            "decommission",
+            help="move every replica off a broker, then unregister it once it is stopped",
+        )
+    )
+    decommission.add_argument("broker", type=int)
+    decommission.add_argument("--dry-run", action="store_true", help="print the plan only")
+    decommission.add_argument("--timeout-s", type=float, default=600.0,
+                              help="how long to wait for the moves (they go on after it)")  # fmt: skip
+    decommission.set_defaults(handler=lambda args: _decommission(args, lambda: _admin(args)))
+    unregister = client(
+        brokers.add_parser("unregister", help="remove a stopped broker that hosts nothing")
+    )
+    unregister.add_argument("broker", type=int)
+    unregister.set_defaults(handler=lambda args: _unregister(args, lambda: _admin(args)))
+
+
+def add_rebalance_command(
+    cluster_sub: Any, client: Callable[[argparse.ArgumentParser], Any]
+) -> None:
+    """`strom cluster rebalance`, beside the local-cluster commands."""
+    from strom.node.cli import _admin
+
+    rebalance = client(
+        cluster_sub.add_parser(
+            "rebalance", help="even out replicas and preferred leaders across the active brokers"
+        )
+    )
+    rebalance.add_argument("--dry-run", action="store_true", help="print the plan only")
+    rebalance.add_argument("--timeout-s", type=float, default=600.0,
+                           help="how long to wait for the moves (they go on after it)")  # fmt: skip
+    rebalance.set_defaults(handler=lambda args: _rebalance(args, lambda: _admin(args)))

@@ -161,6 +161,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 )
         return response
 
+    async def UnregisterBroker(
+        self, request: admin_pb2.UnregisterBrokerRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.UnregisterBrokerResponse:
+        response = await self._forward("UnregisterBroker", request, context)
+        if response.error_code == common_pb2.NONE:
+            await self._until(lambda image: request.broker_id not in image.brokers)
+        return response  # type: ignore[no-any-return]
+
     async def DescribeQuorum(
         self, request: admin_pb2.DescribeQuorumRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DescribeQuorumResponse:

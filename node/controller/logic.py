@@ -195,7 +195,10 @@ class ControllerLogic:
         The epoch is derived from the image so replay and speculation agree: one more than any
         epoch this broker id ever had, and never below the metadata index."""
         previous = self.image.brokers.get(broker_id)
-        epoch = max(self.image.last_index + 1, (previous.broker_epoch + 1) if previous else 1)
+        # The committed index too: the speculative image keeps the index it started from, and a
+        # broker unregistered since (gone from the image) must not get its old epoch again.
+        last_index = max(self.image.last_index, self.committed.last_index)
+        epoch = max(last_index + 1, (previous.broker_epoch + 1) if previous else 1)
         records = [
             Record(
                 register_broker=metadata_pb2.RegisterBrokerRecord(
@@ -213,6 +216,45 @@ class ControllerLogic:
             records += self._remove_from_partitions(broker_id)
         self.last_heartbeat_ms[broker_id] = now_ms
         return self._accepted(records), epoch
+
+    def unregister_broker(self, broker_id: int, voters: Iterable[int]) -> list[Record]:
+        """Remove a broker for good (KIP-631): only a stopped (fenced) broker-only node that
+        hosts no replica, so no partition loses a replica it counts on, and the quorum is
+        untouched."""
+        broker = self.image.brokers.get(broker_id)
+        if broker is None:
+            raise ControllerError(
+                common_pb2.BROKER_ID_NOT_REGISTERED, f"broker {broker_id} is not registered"
+            )
+        if broker_id in set(voters):
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST,
+                f"node {broker_id} is a controller voter; the metadata quorum does not change "
+                "by unregistering a broker",
+            )
+        hosted = sorted(
+            f"{topic.name}-{index}"
+            for topic in self.image.topics.values()
+            for index, part in topic.partitions.items()
+            if broker_id in part.replicas
+        )
+        if hosted:
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST,
+                f"broker {broker_id} still hosts {len(hosted)} replicas ({', '.join(hosted[:5])}"
+                f"{', ...' if len(hosted) > 5 else ''}): move them first "
+                "(strom brokers decommission)",
+            )
+        if not broker.fenced:
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST,
+                f"broker {broker_id} is running (unfenced): stop it first, or it registers again",
+            )
+        self.last_heartbeat_ms.pop(broker_id, None)
+        record = metadata_pb2.UnregisterBrokerRecord(
+            broker_id=broker_id, broker_epoch=broker.broker_epoch
+        )
+        return self._accepted([Record(unregister_broker=record)])
 
     def _check_epoch(self, broker_id: int, broker_epoch: int) -> None:
         broker = self.image.brokers.get(broker_id)

@@ -487,6 +487,22 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             )
         return response
 
+    async def UnregisterBroker(
+        self, request: admin_pb2.UnregisterBrokerRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.UnregisterBrokerResponse:
+        await self._require_active(context)
+        voters = [v.node_id for v in self.config.voters]
+        status, _ = await self._decide(
+            functools.partial(
+                self._without_result, self.logic.unregister_broker, request.broker_id, voters
+            )
+        )
+        if status.error_code == common_pb2.NONE:
+            log.info("unregistered broker %d", request.broker_id)
+        return admin_pb2.UnregisterBrokerResponse(
+            error_code=status.error_code, error_message=status.error_message
+        )
+
     async def AlterUserCredentials(
         self, request: admin_pb2.AlterUserCredentialsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.AlterUserCredentialsResponse:

@@ -271,6 +271,15 @@ class _Builder:
         brokers[rec.broker_id] = updated
         self.delta.changed_brokers.add(rec.broker_id)
 
+    def _apply_unregister_broker(self, rec: metadata_pb2.UnregisterBrokerRecord) -> None:
+        brokers = self._brokers()
+        current = brokers.get(rec.broker_id)
+        assert current is not None, f"unregistration of unknown broker {rec.broker_id}"
+        if current.broker_epoch != rec.broker_epoch:
+            return  # it registered again since: that incarnation stays
+        del brokers[rec.broker_id]
+        self.delta.changed_brokers.add(rec.broker_id)
+
     def _apply_topic(self, rec: metadata_pb2.TopicRecord) -> None:
         topics = self._topics()
         assert rec.topic_id not in topics, f"topic id {rec.topic_id.hex()} exists"

@@ -13,6 +13,7 @@
 | ElectLeaders            | ALTER on the cluster                                            |
 | AlterPartitionReassignments | ALTER on the cluster (as in Kafka)                          |
 | ListPartitionReassignments  | DESCRIBE on the cluster (as in Kafka)                       |
+| UnregisterBroker        | ALTER on the cluster (as in Kafka)                              |
 | AlterUserCredentials    | ALTER on the cluster                                            |
 | DescribeUsers           | DESCRIBE on the cluster                                         |
 | CreateAcls, DeleteAcls  | ALTER on the cluster                                            |
@@ -139,6 +140,7 @@ describe_log_dirs = _cluster_rule(Operation.DESCRIBE)
 elect_leaders = _cluster_rule(Operation.ALTER)
 alter_partition_reassignments = _cluster_rule(Operation.ALTER)
 list_partition_reassignments = _cluster_rule(Operation.DESCRIBE)
+unregister_broker = _cluster_rule(Operation.ALTER)
 describe_users = _cluster_rule(Operation.DESCRIBE)
 
 

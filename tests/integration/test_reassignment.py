@@ -87,3 +87,62 @@ def test_move_under_acks_all_load_loses_nothing_and_deletes_the_old_replica(
     stored = dict(read_partition(cluster.bootstrap, "moving", 0, max(o for o, _ in acked) + 1))
     lost = [(o, v) for o, v in acked if stored.get(o) != v]
     assert not lost, f"{len(lost)} acknowledged records lost or moved, e.g. {lost[:5]}"
+
+
+def test_decommission_a_broker_under_load_then_rebalance_onto_a_new_one(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """Broker 4 is decommissioned while a producer writes (acks=all) to a partition it hosts:
+    its replicas move to 1-3, it is stopped and unregistered; then broker 5 joins and
+    `strom cluster rebalance` gives it its share."""
+    cluster = cluster_factory(3)
+    cluster.local.add_broker(4)
+    cluster.local.up()
+    cluster.wait_healthy([1, 2, 3, 4])
+    with cluster.admin() as admin:
+        admin.create_topics([NewTopic("spread", 4, 3, {"min.insync.replicas": "2"})])
+        (topic,) = admin.describe_topics(["spread"])
+    on_4 = next(p.partition for p in topic.partitions if 4 in p.replicas)
+    with SteadyProducer(cluster.bootstrap, "spread", on_4) as producer:
+        eventually(lambda: len(producer.acked) > 200, what="acknowledged writes")
+        dry = strom(cluster, "brokers", "decommission", "4", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "partition(s) to move" in dry.stdout
+        with cluster.admin() as admin:
+            assert any(4 in p.replicas for p in admin.describe_topics(["spread"])[0].partitions)
+        done = strom(cluster, "brokers", "decommission", "4", "--timeout-s", "60")
+        assert done.returncode == 0, done.stderr
+        assert "Broker 4 holds no replicas." in done.stdout and "stop it" in done.stdout
+        moved_at = len(producer.acked)
+        eventually(lambda: len(producer.acked) > moved_at + 200, what="writes after the move")
+    assert not producer.errors, producer.errors
+    with cluster.admin() as admin:
+        for p in admin.describe_topics(["spread"])[0].partitions:
+            assert 4 not in p.replicas and sorted(p.replicas) == [1, 2, 3]
+    refused = strom(cluster, "brokers", "unregister", "4")
+    assert refused.returncode == 1 and "stop it first" in refused.stderr
+    cluster.local.stop(4)
+
+    def unregistered() -> bool:
+        result = strom(cluster, "brokers", "unregister", "4")
+        return result.returncode == 0
+
+    eventually(unregistered, timeout_s=30, what="broker 4 unregistered once stopped")
+    with cluster.admin() as admin:
+        assert 4 not in {b.node_id for b in admin.describe_cluster().brokers}
+    acked = producer.acked
+    stored = dict(read_partition(cluster.bootstrap, "spread", on_4, max(o for o, _ in acked) + 1))
+    assert not [(o, v) for o, v in acked if stored.get(o) != v], "acknowledged records lost"
+
+    cluster.local.add_broker(5)
+    cluster.local.start(5)  # not `up`: that would start the retired broker 4 again
+    cluster.wait_healthy([1, 2, 3, 5])
+    plan = strom(cluster, "cluster", "rebalance", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "Proposed partition reassignment configuration" in plan.stdout
+    ran = strom(cluster, "cluster", "rebalance", "--timeout-s", "60")
+    assert ran.returncode == 0, ran.stderr
+    with cluster.admin() as admin:
+        partitions = admin.describe_topics(["spread"])[0].partitions
+    on_5 = sum(1 for p in partitions if 5 in p.replicas)
+    assert on_5 == 3, partitions  # 12 replicas over 4 brokers

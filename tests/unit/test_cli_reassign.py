@@ -12,9 +12,9 @@ from strom.node.cli_reassign import (
     parse_broker_list,
     parse_reassignment,
     parse_topics_to_move,
-    propose,
     verify,
 )
+from strom.node.reassign_plan import PlanError, generate
 
 
 def test_kafka_reassignment_json_round_trips() -> None:
@@ -69,13 +69,13 @@ def test_topics_and_broker_lists() -> None:
 def test_generate_places_every_partition_on_the_listed_brokers_across_racks() -> None:
     current = {("t", p): (1, 2, 3) for p in range(6)}
     racks = {2: "a", 3: "a", 4: "b", 5: "b"}
-    proposal = propose(current, [2, 3, 4, 5], racks)
+    proposal = generate(current, [2, 3, 4, 5], racks)
     assert set(proposal) == set(current)
     for replicas in proposal.values():
         assert len(replicas) == 3 and set(replicas) <= {2, 3, 4, 5}
         assert {racks[r] for r in replicas} == {"a", "b"}
-    with pytest.raises(ReassignmentFileError, match="replication factor 3 is larger"):
-        propose(current, [2, 3], {})
+    with pytest.raises(PlanError, match="replication factor 3 is larger"):
+        generate(current, [2, 3], {})
 
 
 def test_verify_verdicts() -> None:

@@ -253,3 +253,32 @@ def test_failover_at_every_step_resumes_the_move() -> None:
             final.leader,
             False,
         ), f"failover after step {cut} ({mid})"
+
+
+def test_unregister_only_a_stopped_broker_that_hosts_nothing() -> None:
+    c = Cluster()
+    topic_id = c.create("t", (2, 3, 4))
+
+    def refusal(broker_id: int, voters: tuple[int, ...] = (1, 2, 3)) -> str:
+        with pytest.raises(ControllerError) as err:
+            c.logic.unregister_broker(broker_id, voters)
+        return err.value.message
+
+    assert "still hosts 1 replicas (t-0)" in refusal(4)
+    assert "controller voter" in refusal(3)
+    c.reassign("t", (1, 2, 3))
+    c.join_isr(topic_id, 1)
+    assert c.part(topic_id).replicas == (1, 2, 3)
+    assert "stop it first" in refusal(4)
+    c.commit(c.logic.fence_broker(4))
+    c.commit(c.logic.unregister_broker(4, (1, 2, 3)))
+    assert 4 not in c.committed.brokers
+    assert set(decode_snapshot(encode_snapshot(c.committed, "x"))[0].brokers) == {1, 2, 3}
+    with pytest.raises(ControllerError) as err:
+        c.logic.unregister_broker(4, (1, 2, 3))
+    assert err.value.code == common_pb2.BROKER_ID_NOT_REGISTERED
+    # It may come back later, with a larger epoch than any it had.
+    old_epoch = c.epochs[4]
+    records, c.epochs[4] = c.logic.register_broker(4, b"again", [], "", 0)
+    c.commit(records)
+    assert c.epochs[4] > old_epoch and 4 in c.committed.brokers

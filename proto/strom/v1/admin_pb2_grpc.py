@@ -84,6 +84,11 @@ class AdminStub:
                 request_serializer=strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsRequest.SerializeToString,
                 response_deserializer=strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsResponse.FromString,
                 _registered_method=True)
+        self.UnregisterBroker = channel.unary_unary(
+                '/strom.v1.Admin/UnregisterBroker',
+                request_serializer=strom_dot_v1_dot_admin__pb2.UnregisterBrokerRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.UnregisterBrokerResponse.FromString,
+                _registered_method=True)
         self.DescribeLogDirs = channel.unary_unary(
                 '/strom.v1.Admin/DescribeLogDirs',
                 request_serializer=strom_dot_v1_dot_admin__pb2.DescribeLogDirsRequest.SerializeToString,
@@ -181,6 +186,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UnregisterBroker(self, request, context):
+        """Remove a stopped broker that hosts no replica from the cluster (KIP-631).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeLogDirs(self, request, context):
         """The partition logs this broker holds (Kafka's DescribeLogDirs): answered by the broker
         asked, about itself only; a client asks each broker.
@@ -273,6 +285,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListPartitionReassignments,
                     request_deserializer=strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsRequest.FromString,
                     response_serializer=strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsResponse.SerializeToString,
+            ),
+            'UnregisterBroker': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnregisterBroker,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.UnregisterBrokerRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.UnregisterBrokerResponse.SerializeToString,
             ),
             'DescribeLogDirs': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeLogDirs,
@@ -575,6 +592,33 @@ class Admin:
             '/strom.v1.Admin/ListPartitionReassignments',
             strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsRequest.SerializeToString,
             strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnregisterBroker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Admin/UnregisterBroker',
+            strom_dot_v1_dot_admin__pb2.UnregisterBrokerRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.UnregisterBrokerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,8 @@ class AdminStub:
     replica sets; list the moves in progress (answered from the asked node's metadata image).
     """
     ListPartitionReassignments: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListPartitionReassignmentsRequest, _admin_pb2.ListPartitionReassignmentsResponse]
+    UnregisterBroker: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UnregisterBrokerRequest, _admin_pb2.UnregisterBrokerResponse]
+    """Remove a stopped broker that hosts no replica from the cluster (KIP-631)."""
     DescribeLogDirs: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DescribeLogDirsRequest, _admin_pb2.DescribeLogDirsResponse]
     """The partition logs this broker holds (Kafka's DescribeLogDirs): answered by the broker
     asked, about itself only; a client asks each broker.
@@ -75,6 +77,8 @@ class AdminAsyncStub(AdminStub):
     replica sets; list the moves in progress (answered from the asked node's metadata image).
     """
     ListPartitionReassignments: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListPartitionReassignmentsRequest, _admin_pb2.ListPartitionReassignmentsResponse]  # type: ignore[assignment]
+    UnregisterBroker: _aio.UnaryUnaryMultiCallable[_admin_pb2.UnregisterBrokerRequest, _admin_pb2.UnregisterBrokerResponse]  # type: ignore[assignment]
+    """Remove a stopped broker that hosts no replica from the cluster (KIP-631)."""
     DescribeLogDirs: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeLogDirsRequest, _admin_pb2.DescribeLogDirsResponse]  # type: ignore[assignment]
     """The partition logs this broker holds (Kafka's DescribeLogDirs): answered by the broker
     asked, about itself only; a client asks each broker.
@@ -161,6 +165,14 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListPartitionReassignmentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListPartitionReassignmentsResponse, _abc.Awaitable[_admin_pb2.ListPartitionReassignmentsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UnregisterBroker(
+        self,
+        request: _admin_pb2.UnregisterBrokerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnregisterBrokerResponse, _abc.Awaitable[_admin_pb2.UnregisterBrokerResponse]]:
+        """Remove a stopped broker that hosts no replica from the cluster (KIP-631)."""
 
     @_abc_1.abstractmethod
     def DescribeLogDirs(

@@ -284,6 +284,32 @@ class BrokerRegistrationChangeRecord(_message.Message):
 Global___BrokerRegistrationChangeRecord: _TypeAlias = BrokerRegistrationChangeRecord  # noqa: Y015
 
 @_typing.final
+class UnregisterBrokerRecord(_message.Message):
+    """A broker left the cluster for good (KIP-631's UnregisterBroker): it hosts no replica, and it
+    is stopped. Addressed to one incarnation, like a registration change.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    BROKER_EPOCH_FIELD_NUMBER: _builtins.int
+    broker_id: _builtins.int
+    broker_epoch: _builtins.int
+    def __init__(
+        self,
+        *,
+        broker_id: _builtins.int = ...,
+        broker_epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_epoch", b"broker_epoch", "broker_id", b"broker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnregisterBrokerRecord: _TypeAlias = UnregisterBrokerRecord  # noqa: Y015
+
+@_typing.final
 class TopicRecord(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -705,6 +731,7 @@ class MetadataRecord(_message.Message):
     REMOVE_USER_CREDENTIAL_FIELD_NUMBER: _builtins.int
     ACL_FIELD_NUMBER: _builtins.int
     REMOVE_ACL_FIELD_NUMBER: _builtins.int
+    UNREGISTER_BROKER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register_broker(self) -> Global___RegisterBrokerRecord: ...
     @_builtins.property
@@ -729,6 +756,8 @@ class MetadataRecord(_message.Message):
     def acl(self) -> Global___AclRecord: ...
     @_builtins.property
     def remove_acl(self) -> Global___RemoveAclRecord: ...
+    @_builtins.property
+    def unregister_broker(self) -> Global___UnregisterBrokerRecord: ...
     def __init__(
         self,
         *,
@@ -744,12 +773,13 @@ class MetadataRecord(_message.Message):
         remove_user_credential: Global___RemoveUserCredentialRecord | None = ...,
         acl: Global___AclRecord | None = ...,
         remove_acl: Global___RemoveAclRecord | None = ...,
+        unregister_broker: Global___UnregisterBrokerRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "user_credential", b"user_credential"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "unregister_broker", b"unregister_broker", "user_credential", b"user_credential"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "user_credential", b"user_credential"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "unregister_broker", b"unregister_broker", "user_credential", b"user_credential"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["register_broker", "broker_registration_change", "topic", "partition", "partition_change", "remove_topic", "config", "producer_ids", "user_credential", "remove_user_credential", "acl", "remove_acl"]  # noqa: Y015
+    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["register_broker", "broker_registration_change", "topic", "partition", "partition_change", "remove_topic", "config", "producer_ids", "user_credential", "remove_user_credential", "acl", "remove_acl", "unregister_broker"]  # noqa: Y015
     _WhichOneofArgType_record: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_record) -> _WhichOneofReturnType_record | None: ...
 
