@@ -146,3 +146,39 @@ def test_decommission_a_broker_under_load_then_rebalance_onto_a_new_one(
         partitions = admin.describe_topics(["spread"])[0].partitions
     on_5 = sum(1 for p in partitions if 5 in p.replicas)
     assert on_5 == 3, partitions  # 12 replicas over 4 brokers
+
+
+def test_a_move_survives_kill_9_of_the_active_controller(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """The move to broker 4 waits (4 is stopped) when the active controller is killed -9; a new
+    controller, knowing the move only from the metadata log, completes it once 4 is back."""
+    cluster = cluster_factory(3)
+    with cluster.admin() as admin:
+        admin.create_topics([NewTopic("resume", 1, 2)])
+        original = admin.describe_topics(["resume"])[0].partitions[0].replicas
+    cluster.local.add_broker(4)
+    cluster.local.up()
+    cluster.wait_healthy([1, 2, 3, 4])
+    cluster.local.stop(4)
+    controller = cluster.controller_id()
+    keep = next(r for r in original if r != controller)
+    with cluster.admin() as admin:
+        eventually(
+            lambda: next(b for b in admin.describe_cluster().brokers if b.node_id == 4).fenced,
+            what="broker 4 fenced",
+        )
+        admin.alter_partition_reassignments({("resume", 0): [keep, 4]})
+        assert admin.list_partition_reassignments()[("resume", 0)].adding_replicas == (4,)
+    cluster.local.stop(controller, kill=True)
+    eventually(lambda: cluster.controller_id() not in (controller, -1), what="a new controller")
+    cluster.local.start(4)
+
+    def completed() -> bool:
+        with cluster.admin() as admin:
+            part = admin.describe_topics(["resume"])[0].partitions[0]
+            return part.replicas == (keep, 4) and not admin.list_partition_reassignments()
+
+    eventually(completed, timeout_s=30, what="the move completed by the new controller")
+    cluster.local.start(controller)
+    cluster.wait_healthy([1, 2, 3, 4])
