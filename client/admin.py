@@ -294,8 +294,21 @@ class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin):
         self, partitions: Sequence[tuple[str, int]] | None = None
     ) -> dict[tuple[str, int], str]:
         """Returns (topic, partition) -> Kafka error name (NONE when leadership moved)."""
+        return await self.elect_leaders("preferred", partitions)
+
+    async def elect_leaders(
+        self, election_type: str, partitions: Sequence[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], str]:
+        """Kafka's electLeaders: "preferred" moves leadership back to each partition's first
+        replica; "unclean" gives a partition without a live leader any live replica, losing
+        what only the dead ISR held. Returns (topic, partition) -> Kafka error name."""
+        types = {"preferred": admin_pb2.ELECTION_PREFERRED, "unclean": admin_pb2.ELECTION_UNCLEAN}
+        if election_type not in types:
+            raise ValueError(
+                f"election_type must be 'preferred' or 'unclean', not {election_type!r}"
+            )
         request = admin_pb2.ElectLeadersRequest(
-            election_type=admin_pb2.ELECTION_PREFERRED,
+            election_type=types[election_type],
             partitions=[
                 common_pb2.TopicPartition(topic=t, partition=p) for t, p in partitions or []
             ],
@@ -583,6 +596,11 @@ class Admin:
         self, partitions: Sequence[tuple[str, int]] | None = None
     ) -> dict[tuple[str, int], PartitionReassignment]:
         return self._run(self._async.list_partition_reassignments(partitions))
+
+    def elect_leaders(
+        self, election_type: str, partitions: Sequence[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], str]:
+        return self._run(self._async.elect_leaders(election_type, partitions))
 
     def unregister_broker(self, broker_id: int) -> None:
         return self._run(self._async.unregister_broker(broker_id))

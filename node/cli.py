@@ -461,7 +461,7 @@ def _topics_elect_leaders(args: argparse.Namespace) -> int:
         )
         partitions = [(args.topic, p) for p in wanted]
     with _admin(args) as admin:
-        results = admin.elect_preferred_leaders(partitions)
+        results = admin.elect_leaders(args.election_type, partitions)
     for (topic_name, partition), error in sorted(results.items()):
         outcome = "elected" if error == "NONE" else error
         print(f"{topic_name}-{partition}: {outcome}")
@@ -989,9 +989,14 @@ def build_parser() -> argparse.ArgumentParser:
     alter.add_argument("--delete-config", action="append", help="remove a topic config override")
     alter.add_argument("--partitions", type=int, help="new partition count (only grows)")
     alter.set_defaults(handler=_topics_alter)
-    elect = client(topics_sub.add_parser("elect-leaders", help="preferred leader election"))
+    elect = client(
+        topics_sub.add_parser("elect-leaders", help="preferred (or unclean) leader election")
+    )
     elect.add_argument("--topic")
     elect.add_argument("--partition", type=int)
+    elect.add_argument("--election-type", choices=("preferred", "unclean"), default="preferred",
+                       help="unclean: a partition with no live leader takes any live replica, "
+                       "losing what only its dead ISR held")  # fmt: skip
     elect.set_defaults(handler=_topics_elect_leaders)
 
     produce = client(sub.add_parser("produce", help="send lines from stdin as records"))

@@ -726,6 +726,44 @@ class ControllerLogic:
             return []
         return self._accepted([_assignment_change(topic.topic_id, partition, part, state)])
 
+    def elect_unclean_leaders(
+        self, only: Iterable[tuple[bytes, int]] | None = None
+    ) -> tuple[list[Record], dict[tuple[bytes, int], tuple[int, str]]]:
+        """Kafka's UNCLEAN election, asked for by an operator: a partition with no live leader
+        gets an active ISR member if it has one, else any active replica (not offline), whose
+        log becomes the truth: records acknowledged beyond it are lost, as the operator
+        accepted. Partitions with a leader are left alone."""
+        active = self._active()
+        wanted = None if only is None else set(only)
+        records = []
+        results: dict[tuple[bytes, int], tuple[int, str]] = {}
+        for topic in self.image.topics.values():
+            for index, part in topic.partitions.items():
+                key = (topic.topic_id, index)
+                if wanted is not None and key not in wanted:
+                    continue
+                if part.leader != NO_LEADER and part.leader in active:
+                    results[key] = (common_pb2.ELECTION_NOT_NEEDED, "the partition has a leader")
+                    continue
+                leader = choose_leader(part, active, True)
+                if leader == NO_LEADER:
+                    results[key] = (
+                        common_pb2.ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                        f"none of the replicas {list(part.replicas)} is on an active broker",
+                    )
+                    continue
+                isr = part.isr if leader in part.isr else (leader,)
+                records.append(
+                    _change(
+                        topic.topic_id,
+                        index,
+                        leader=leader,
+                        isr=isr if isr != part.isr else None,
+                    )
+                )
+                results[key] = (common_pb2.NONE, "")
+        return self._accepted(records), results
+
     def allocate_producer_ids(self, broker_id: int, broker_epoch: int) -> tuple[list[Record], int]:
         self._check_epoch(broker_id, broker_epoch)
         start = self.image.next_producer_id

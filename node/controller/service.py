@@ -430,21 +430,18 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         self, request: admin_pb2.ElectLeadersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ElectLeadersResponse:
         await self._require_active(context)
-        if request.election_type != admin_pb2.ELECTION_PREFERRED:
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED,
-                "only preferred leader election is supported; unclean election happens per "
-                "topic with unclean.leader.election.enable=true",
-            )
+        elect = (
+            self.logic.elect_unclean_leaders
+            if request.election_type == admin_pb2.ELECTION_UNCLEAN
+            else self.logic.elect_preferred_leaders
+        )
         image = self.logic.image
         wanted = []
         for tp in request.partitions:
             topic = image.topic_by_name(tp.topic)
             if topic is not None:
                 wanted.append((topic.topic_id, tp.partition))
-        status, results = await self._decide(
-            lambda: self.logic.elect_preferred_leaders(wanted if request.partitions else None)
-        )
+        status, results = await self._decide(lambda: elect(wanted if request.partitions else None))
         response = admin_pb2.ElectLeadersResponse()
         names = {t.topic_id: t.name for t in image.topics.values()}
         for (topic_id, partition), (code, message) in (results or {}).items():
