@@ -153,6 +153,64 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.ElectLeadersResponse:
         return await self._forward("ElectLeaders", request, context)  # type: ignore[no-any-return]
 
+    async def AlterPartitionReassignments(
+        self,
+        request: admin_pb2.AlterPartitionReassignmentsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> admin_pb2.AlterPartitionReassignmentsResponse:
+        response = await self._forward("AlterPartitionReassignments", request, context)
+        accepted = [
+            item
+            for item, result in zip(request.partitions, response.results, strict=True)
+            if result.error_code == common_pb2.NONE
+        ]
+
+        def shown(image: MetadataImage) -> bool:
+            # An accepted item may have needed no record (already so): wait for the state it
+            # asked for, not for a new metadata index.
+            for item in accepted:
+                topic = image.topic_by_name(item.topic)
+                part = None if topic is None else topic.partitions.get(item.partition)
+                if part is None:
+                    continue
+                if item.cancel and part.reassigning:
+                    return False
+                if not item.cancel and part.target_replicas != tuple(item.replicas):
+                    return False
+            return True
+
+        await self._until(shown)
+        return response  # type: ignore[no-any-return]
+
+    async def ListPartitionReassignments(
+        self,
+        request: admin_pb2.ListPartitionReassignmentsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> admin_pb2.ListPartitionReassignmentsResponse:
+        """The moves in progress, as this node's metadata image shows them."""
+        image = self.image()
+        wanted = {(tp.topic, tp.partition) for tp in request.partitions}
+        response = admin_pb2.ListPartitionReassignmentsResponse()
+        for topic in sorted(image.topics.values(), key=lambda t: t.name):
+            for index, part in sorted(topic.partitions.items()):
+                if not part.reassigning or (wanted and (topic.name, index) not in wanted):
+                    continue
+                response.reassignments.add(
+                    partition=common_pb2.TopicPartition(topic=topic.name, partition=index),
+                    replicas=part.replicas,
+                    adding_replicas=part.adding_replicas,
+                    removing_replicas=part.removing_replicas,
+                )
+        return response
+
+    async def UnregisterBroker(
+        self, request: admin_pb2.UnregisterBrokerRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.UnregisterBrokerResponse:
+        response = await self._forward("UnregisterBroker", request, context)
+        if response.error_code == common_pb2.NONE:
+            await self._until(lambda image: request.broker_id not in image.brokers)
+        return response  # type: ignore[no-any-return]
+
     async def DescribeQuorum(
         self, request: admin_pb2.DescribeQuorumRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DescribeQuorumResponse:
