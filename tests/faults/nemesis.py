@@ -8,7 +8,8 @@ Kinds (`KINDS`); a step starts one, holds it, undoes it, then waits before the n
     partition           one node | the other nodes and the clients (a minority partition)
     pause-controller    SIGSTOP the active controller (the metadata quorum's leader) for 3-12 s
     nontransitive       cut A <-> B while both still reach C and the clients
-    one-way             drop the packets of one direction of one node-to-node link only
+    one-way             drop the packets of one direction of one node-to-node link only (half
+                        the time the direction towards the active controller)
     kill-cycle          kill and restart one node 3-5 times in quick succession (some kills land
                         while it is still starting up or catching up)
     minority-consumers  the minority side of a partition holds one node and the client host of
@@ -203,10 +204,14 @@ class Nemesis:
             bridge = [n for n in self.nodes if n not in (x, y)]
             return _Active(kind, {"cut": [x, y], "bridge": bridge}, network=True)
         if kind == "one-way":
-            src = self._pick(a, set())
-            dst = self._pick(b, {src})
+            # Half the time towards the active controller: a broker whose requests to the
+            # controller vanish while the controller's packets still reach it.
+            controller = self._locate_controller() if c < 0.5 else None
+            dst = controller if controller in self.nodes else self._pick(b, set())
+            src = self._pick(a, {dst})
             self.lab.block(src, dst)
-            return _Active(kind, {"src": src, "dst": dst}, network=True)
+            details = {"src": src, "dst": dst, "to_controller": controller == dst}
+            return _Active(kind, details, network=True)
         if kind == "minority-consumers":
             coordinator = self._locate_coordinator() if c < 0.5 else None
             victim = coordinator if coordinator in self.nodes else self._pick(a, set())

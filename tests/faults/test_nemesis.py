@@ -166,6 +166,13 @@ def test_one_way_drops_one_direction_only() -> None:
     nemesis.step("one-way")
     ((src, dst),) = blocked[0]
     assert src != dst and src in NODES and dst in NODES and (dst, src) not in blocked[0]
+    towards = set()
+    for seed in range(20):
+        lab, step = run_kind("one-way", seed, controller="n2")
+        towards.add(step["to_controller"])
+        if step["to_controller"]:
+            assert (step["src"], step["dst"]) == (step["src"], "n2") and step["src"] != "n2"
+    assert towards == {True, False}
 
 
 def test_double_holds_two_faults_at_once_on_different_process_victims() -> None:
