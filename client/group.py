@@ -64,6 +64,9 @@ class GroupMembership:
         self.member_epoch = 0
         self.owned: set[TopicPartition] = set()  # applied by poll(), reported to the coordinator
         self.assignment: set[TopicPartition] | None = None  # latest from the coordinator
+        # Set when the partitions were lost (session over, fenced), not revoked: poll() then
+        # drops them without committing their offsets.
+        self.lost = False
         self.coordinator: str | None = None
         self.session_timeout_ms = 45_000
         self.heartbeat_interval_ms = 1_000
@@ -187,6 +190,7 @@ class GroupMembership:
             log.info("group %s: %s; rejoining", self.group_id, response.error_message)
             self.member_epoch = 0
             self.assignment = set()  # poll() revokes everything before we rejoin
+            self.lost = True
             return
         if code in _FIND_AGAIN:
             self.coordinator = None
@@ -215,3 +219,4 @@ class GroupMembership:
             log.info("group %s: session lost; dropping partitions and rejoining", self.group_id)
             self.member_epoch = 0
             self.assignment = set()
+            self.lost = True

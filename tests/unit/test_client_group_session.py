@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from strom.client.cluster import ClusterClient
+from strom.client.consumer import AsyncConsumer
 from strom.client.errors import RetriableError
 from strom.client.group import GroupMembership
 from strom.client.records import TopicPartition
@@ -89,3 +90,73 @@ def test_the_session_counts_from_the_send_of_the_last_answered_heartbeat() -> No
     # after the coordinator's, which by then may have given the partition to someone else.
     last_heard_ms, dropped_ms = asyncio.run(drop_time_after_cut(answer_delay_s=0.5, hang=False))
     assert dropped_ms - last_heard_ms <= SESSION_MS + 250
+
+
+async def hang(*args: Any, **kwargs: Any) -> Any:
+    await asyncio.sleep(3600)
+
+
+def owning_consumer(tp: TopicPartition) -> AsyncConsumer:
+    """A group consumer that owns `tp` at position 0, talking to nobody."""
+    consumer = AsyncConsumer("localhost:1", group_id="g", auto_commit_interval_ms=1)
+    group = consumer.group
+    assert group is not None
+    group.member_epoch, group.owned, group.assignment = 1, {tp}, {tp}
+    consumer._assignment = [tp]
+    consumer._positions[tp] = consumer._consumed[tp] = 0
+    return consumer
+
+
+def test_poll_returns_within_its_timeout_when_the_coordinator_and_the_leader_hang() -> None:
+    # A member on the minority side of a partition: auto-commits and fetches get no answer.
+    # Before the fix poll() waited for the auto-commit (up to 20 coordinator calls of a request
+    # timeout each) and for the fetch (a request timeout), so the application could not see
+    # that its session had ended.
+    tp = TopicPartition("t", 0)
+    consumer = owning_consumer(tp)
+    consumer.commit = hang  # type: ignore[method-assign]
+    consumer._fetch = hang  # type: ignore[method-assign]
+
+    async def run() -> float:
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            for _ in range(3):
+                assert await consumer.poll(timeout_ms=100) == []
+        for task in (consumer._auto_commit, consumer._prefetch):
+            if task is not None:
+                task.cancel()
+        return time.monotonic() - started
+
+    assert asyncio.run(run()) < 3 * 0.1 + 1.0
+
+
+def test_lost_partitions_are_dropped_without_committing_their_offsets() -> None:
+    tp = TopicPartition("t", 0)
+    consumer = owning_consumer(tp)
+    commits: list[Any] = []
+
+    async def commit(offsets: Any = None) -> None:
+        commits.append(offsets)
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    consumer._fetch = hang  # type: ignore[method-assign]
+    group = consumer.group
+    assert group is not None
+
+    async def run() -> None:
+        group._check_session()  # no-op: the session is young
+        assert not group.lost and group.assignment == {tp}
+        group.last_success_ms -= group.session_timeout_ms  # no successful heartbeat since
+        group._check_session()
+        assert group.lost and group.assignment == set()
+        await consumer._apply_assignment()
+        assert group.owned == set() and not consumer.assignment()
+        assert commits == [], "a lost partition's offset was committed"
+        assert not group.lost
+        group.member_epoch, group.assignment = 2, set()  # rejoined with nothing
+        group.owned, group.assignment = {tp}, set()  # a plain revocation does commit
+        consumer._consumed[tp] = 5
+        await consumer._apply_assignment()
+        assert commits == [{tp: 5}]
+
+    asyncio.run(run())
