@@ -22,6 +22,7 @@ import bisect
 import itertools
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .history import NEMESIS, Op
 
@@ -66,8 +67,9 @@ def _acks(ops: Sequence[Op]) -> list[tuple[int, Hashable]]:
     return sorted(acks, key=lambda ack: ack[0])
 
 
-def _steps(ops: Sequence[Op]) -> list[tuple[int, int, str]]:
-    """(start, stop, kind) of every fault step; a step never stopped ends at the last record."""
+def fault_steps(ops: Sequence[Op]) -> list[tuple[int, int, dict[str, Any]]]:
+    """(start, stop, fault-start value) of every fault step, by start; a step never stopped
+    ends at the last record."""
     starts: dict[int, Op] = {}
     steps = []
     for op in ops:
@@ -76,10 +78,14 @@ def _steps(ops: Sequence[Op]) -> list[tuple[int, int, str]]:
         if op.f == "fault-start":
             starts[op.value["step"]] = op
         elif op.f == "fault-stop" and (start := starts.pop(op.value["step"], None)):
-            steps.append((start.time_ns, op.time_ns, start.value["kind"]))
+            steps.append((start.time_ns, op.time_ns, start.value))
     last = ops[-1].time_ns if ops else 0
-    steps.extend((op.time_ns, last, op.value["kind"]) for op in starts.values())
-    return sorted(steps)
+    steps.extend((op.time_ns, last, op.value) for op in starts.values())
+    return sorted(steps, key=lambda step: step[:2])
+
+
+def _steps(ops: Sequence[Op]) -> list[tuple[int, int, str]]:
+    return [(start, stop, value["kind"]) for start, stop, value in fault_steps(ops)]
 
 
 def measure(ops: Sequence[Op]) -> Availability:

@@ -30,8 +30,8 @@ import yaml
 from strom.node.meta_properties import format_directories, random_uuid
 
 from . import netns
-from .availability import measure
-from .checker import check
+from .availability import fault_steps, measure
+from .checker import Report, check
 from .history import NEMESIS, Op, Recorder, load
 from .lab import Lab, RemoteCallError
 from .nemesis import KINDS, Nemesis
@@ -170,6 +170,31 @@ def steps_by_kind(ops: list[Op]) -> dict[str, list[dict[str, Any]]]:
     return steps
 
 
+def explain_group_anomalies(ops: list[Op], report: Report) -> str:
+    """Who the members of each group-exclusivity anomaly were (consumer process, client host)
+    and which fault steps ran around it: what a bug report needs."""
+    processes = {
+        op.value["member"]: op.process for op in ops if op.f == "assign" and op.type == "ok"
+    }
+    origin = ops[0].time_ns if ops else 0
+    lines = []
+    for anomaly in report.anomalies.get("group-exclusivity", [])[:5]:
+        (a0, a1), (b0, b1) = anomaly.detail["windows_ns"]
+        who = [processes.get(m, m) for m in anomaly.detail["members"]]
+        lines.append(
+            f"partition {anomaly.detail['partition']}: {who[0]} owned it "
+            f"{(a0 - origin) / 1e9:.1f}-{(a1 - origin) / 1e9:.1f} s, {who[1]} "
+            f"{(b0 - origin) / 1e9:.1f}-{(b1 - origin) / 1e9:.1f} s (c1: g0 g1, c2: g2 g3)"
+        )
+        low, high = min(a0, b0) - 10 * 10**9, max(a1, b1)
+        lines.extend(
+            f"  fault {(start - origin) / 1e9:.1f}-{(stop - origin) / 1e9:.1f} s: {value}"
+            for start, stop, value in fault_steps(ops)
+            if start < high and stop > low
+        )
+    return "\n".join(lines)
+
+
 def test_no_acknowledged_write_is_lost_under_faults(
     lab: Lab, tmp_path: Path, nemesis_recorder: Recorder
 ) -> None:
@@ -223,7 +248,10 @@ def test_no_acknowledged_write_is_lost_under_faults(
     assert report.acknowledged > 100, "too few acknowledged writes for a meaningful run"
     for c in CLIENTS:
         assert "Traceback" not in logs[c], logs[c][-3000:]
-    assert report.ok, f"anomalies (history kept in {tmp_path}):\n{report}"
+    assert report.ok, (
+        f"anomalies (history kept in {tmp_path}):\n{report}\n"
+        + explain_group_anomalies(ops, report)
+    )
     recovered = availability.first_write_after_heal_s
     assert recovered is not None and recovered <= RECOVERY_BOUND_S, (
         f"no write acknowledged within {RECOVERY_BOUND_S:.0f} s of the final heal "
