@@ -152,6 +152,21 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         _at_least(1),
     ),
     ConfigKey(
+        "log.flush.interval.messages",
+        int,
+        2**63 - 1,
+        "fsync once this many messages are unflushed; 1: fsync before a write counts as "
+        "acknowledged or replicated (grouped fsyncs)",
+        _at_least(1),
+    ),
+    ConfigKey(
+        "log.flush.interval.ms",
+        int,
+        2**63 - 1,
+        "fsync once the oldest unflushed write is this old",
+        _at_least(0),
+    ),
+    ConfigKey(
         "log.cleanup.policy", str, "delete", "delete or compact", _one_of("delete", "compact")
     ),
     ConfigKey(
@@ -318,6 +333,8 @@ TOPIC_KEYS: dict[str, tuple[type, str, Callable[[Any], str | None] | None]] = {
     "cleanup.policy": (str, "log.cleanup.policy", _one_of("delete", "compact")),
     "index.interval.bytes": (int, "log.index.interval.bytes", _at_least(0)),
     "delete.retention.ms": (int, "log.cleaner.delete.retention.ms", _at_least(0)),
+    "flush.messages": (int, "log.flush.interval.messages", _at_least(1)),
+    "flush.ms": (int, "log.flush.interval.ms", _at_least(0)),
 }
 
 

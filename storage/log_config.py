@@ -45,6 +45,19 @@ class LogConfig:
         default=3600 * 1000, metadata={"key": "message.timestamp.after.max.ms", "min": 0}
     )
 
+    # flush.messages: fsync once this many messages are unflushed. 1 means every write is
+    # fsynced before it counts: before acks=1 answers, before the leader counts itself towards
+    # the high watermark, and before a follower reports it has fetched it (so acks=all means
+    # "on disk on every in-sync replica"); fsyncs are grouped (one for everything appended
+    # while the previous one ran). The default leaves it to segment rolls and the OS.
+    flush_messages: int = field(default=_LONG_MAX, metadata={"key": "flush.messages", "min": 1})
+    # flush.ms: fsync once the oldest unflushed write is this old (checked every second).
+    flush_ms: int = field(default=_LONG_MAX, metadata={"key": "flush.ms", "min": 0})
+
+    @property
+    def flushes_before_ack(self) -> bool:
+        return self.flush_messages == 1
+
     def validate(self) -> None:
         """Raise ValueError naming the first key whose value is out of range."""
         for f in dataclasses.fields(self):

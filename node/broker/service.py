@@ -142,6 +142,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                                 partition, info.last_offset, min_isr, request.timeout_ms, result
                             )
                         )
+                    elif request.acks == 1 and partition.flushes_before_ack:
+                        waits.append(
+                            self._await_durable(
+                                partition, info.last_offset, request.timeout_ms, result
+                            )
+                        )
                 except (PartitionError, StorageError) as exc:
                     code, message = error_code(exc)
                     result.error_code, result.error_message = code, message  # type: ignore[assignment]
@@ -160,6 +166,18 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     ) -> None:
         try:
             await partition.wait_for_isr(last_offset, min_isr, timeout_ms / 1000)
+        except PartitionError as exc:
+            result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
+
+    async def _await_durable(
+        self,
+        partition: Partition,
+        last_offset: int,
+        timeout_ms: int,
+        result: broker_pb2.PartitionProduceResponse,
+    ) -> None:
+        try:
+            await partition.wait_durable(last_offset, timeout_ms / 1000)
         except PartitionError as exc:
             result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
 

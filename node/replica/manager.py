@@ -50,6 +50,8 @@ from .partition import Partition, PartitionError, is_storage_failure
 
 log = logging.getLogger("strom.replica")
 
+FLUSH_CHECK_INTERVAL_S = 1.0
+
 Key = tuple[bytes, int]
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
 
@@ -480,6 +482,7 @@ class ReplicaManager:
             asyncio.create_task(self._retention(), name="retention"),
             asyncio.create_task(self._compaction(), name="log-cleaner"),
             asyncio.create_task(self._hw_checkpoints(), name="hw-checkpoint"),
+            asyncio.create_task(self._flush_checks(), name="log-flush"),
         ]
 
     async def stop(self) -> None:
@@ -513,6 +516,15 @@ class ReplicaManager:
                     self.take_offline(partition.topic, key, exc, storage=True)
                 else:
                     log.exception("%s: %s failed", partition.name, what)
+
+    async def _flush_checks(self) -> None:
+        """flush.ms: every second, start the fsyncs whose time has come (Kafka's
+        log.flush.scheduler.interval.ms); they run in worker threads."""
+        while True:
+            await asyncio.sleep(FLUSH_CHECK_INTERVAL_S)
+            now = self.clock.now_ms()
+            for partition in list(self.partitions.values()):
+                partition.maybe_flush(now)
 
     async def _retention(self) -> None:
         period_s = self.config["log.retention.check.interval.ms"] / 1000
