@@ -23,10 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import LogCorruptionError
-from .log_segment import CLEANED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment
+from .log_segment import (
+    CLEANED_SUFFIX,
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    TXN_INDEX_SUFFIX,
+    LogSegment,
+)
 from .record_batch import BatchHeader
 
-_SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex)$")
+_SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex|\.txnindex)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +55,7 @@ def _list_files(directory: str) -> dict[int, set[str]]:
             found.setdefault(int(match.group(1)), set()).add(match.group(2))
     for base, suffixes in list(found.items()):
         if LOG_SUFFIX not in suffixes:
-            for suffix in suffixes & {INDEX_SUFFIX, TIME_INDEX_SUFFIX}:
+            for suffix in suffixes & {INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX}:
                 os.remove(os.path.join(directory, f"{base:020d}{suffix}"))
             del found[base]
     return found

@@ -7,6 +7,8 @@ Files, named by the segment's base offset as 20 zero-padded digits (Kafka's name
                                     every batch's offsets are ≥ the base offset and increase
     00000000000000001200.index      sparse last-offset → byte position
     00000000000000001200.timeindex  sparse largest-timestamp → offset
+    00000000000000001200.txnindex   aborted transactions whose abort marker is here
+                                    (see `txn_index`; absent when there is none)
 
 Rules:
 - Only whole batches are ever written or served; a read never decodes records.
@@ -39,11 +41,13 @@ from .record_batch import (
 )
 from .record_decode import decode_batch
 from .segment_indexes import IndexCorruptError, OffsetIndex, TimeIndex
+from .txn_index import TxnIndex
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
-SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
+TXN_INDEX_SUFFIX = ".txnindex"
+SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
 CLEANED_SUFFIX = ".cleaned"  # `<base>.log.cleaned`: the log cleaner's temporary copy
 _SCAN_CHUNK_BYTES = 64 * 1024
 _LENGTH_PREFIX = struct.Struct(">qi")  # baseOffset, batchLength
@@ -73,6 +77,15 @@ class LogSegment:
         self.time_index = TimeIndex(
             os.path.join(directory, file_name(base_offset, TIME_INDEX_SUFFIX)), base_offset
         )
+        self.txn_index = TxnIndex(os.path.join(directory, file_name(base_offset, TXN_INDEX_SUFFIX)))
+        # True when the `.txnindex` on disk was unreadable and was dropped: the partition log
+        # then rebuilds every txn index with a producer-state replay from the log start
+        self.txn_index_damaged = False
+        try:
+            self.txn_index.load()
+        except LogCorruptionError:
+            self.txn_index.delete()
+            self.txn_index_damaged = True
         self.index_interval_bytes = index_interval_bytes
         self.created_ms = now_ms
         self._fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -153,6 +166,7 @@ class LogSegment:
         truncated = self.size - valid_end
         self.size = valid_end
         self.unverified_end = 0
+        self.txn_index.truncate_to(self.next_offset)  # aborts whose marker recovery cut off
         return truncated
 
     # ---- scanning ------------------------------------------------------------------------
@@ -272,6 +286,7 @@ class LogSegment:
         position = found[0]
         self.offset_index.truncate_to(offset)
         self.time_index.truncate_to(offset)
+        self.txn_index.truncate_to(offset)
         os.ftruncate(self._fd, position)
         self._next_read_position = -1
         removed = self.size - position
@@ -304,6 +319,7 @@ class LogSegment:
         durability.fsync(self._fd)
         self.offset_index.flush(sync=True)
         self.time_index.flush(sync=True)
+        self.txn_index.flush()
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -323,6 +339,7 @@ class LogSegment:
         for path in (self.log_path, self.offset_index.path, self.time_index.path):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
+        self.txn_index.delete()
 
     # ---- reading -------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ retention, recovery bookkeeping and the leader-epoch cache, over `local_log` seg
 Folder `<topic>-<partition>/`::
 
     00000000000000000000.log / .index / .timeindex   segments (see `log_segment`)
+    00000000000000000000.txnindex                     aborted transactions (`txn_index`)
     partition.metadata                                topic id (see `partition_metadata`)
     leader-epoch-checkpoint                           epoch → start offset (`leader_epoch_cache`)
     recovery-point-offset-checkpoint                  offset below which everything is fsynced
@@ -26,6 +27,13 @@ Rules:
   headers after it. After a truncation the state must be replayed the same way; until that
   replay is installed (`plan_producer_state_replay`, run anywhere, `install_producer_state`; or
   `load_producer_state` inline) appends are refused with `ProducerStateLoadingError`.
+- Transactions (KIP-98): a client's transactional batch is accepted only from a producer the
+  caller says the transaction coordinator registered (`append(transactional_producers=)`);
+  the producer state records the first offset of every open transaction, and the first
+  unstable offset bounds the last stable offset (`last_stable_offset`). Markers are appended
+  only by `append_markers` (clients may not write control batches); an abort marker adds an
+  entry to the active segment's `.txnindex`. The txn indexes after the snapshot a producer-state
+  replay starts from are rebuilt from that replay (after a crash or a truncation).
 - The recovery point only moves forward past fsynced bytes (`flush`; a `FlushJob` run in a
   worker thread and completed here; and on every roll the finished segment is fsynced), and
   back with truncation. Its checkpoint file is written at rolls, truncations and close, so it
@@ -40,13 +48,14 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from . import durability
 from .batch_validation import validate_batches
 from .checkpoint_file import read_checkpoint, write_checkpoint
+from .control_records import ABORT, COMMIT, TxnMarker, decode_marker, encode_marker
 from .durability import fsync_dir, write_atomically
 from .errors import CorruptRecordError, OffsetOutOfRangeError, UnexpectedAppendOffsetError
 from .leader_epoch_cache import FILE_NAME as EPOCH_FILE
@@ -58,7 +67,9 @@ from .log_segment import CLEANED_SUFFIX, INT32_MAX, LogSegment
 from .partition_metadata import check_topic_id
 from .producer_state import (
     BatchRange,
+    CompletedTxn,
     ProducerState,
+    ProducerStateError,
     ProducerStateLoadingError,
     ProducerStateReplay,
     SegmentSpan,
@@ -76,6 +87,7 @@ from .record_batch import (
     assign_offset_and_epoch,
     parse_header,
 )
+from .txn_index import AbortedTxn
 
 RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_FILE = "log-start-offset-checkpoint"
@@ -197,6 +209,9 @@ class PartitionLog:
         )
         self._dir_synced_base = -1  # active segment base when a flush job last fsynced the folder
         self.producer_state_load = ProducerStateLoadInfo(None, 0, ())
+        # a `.txnindex` was unreadable at open: the first replay starts at the log start,
+        # ignoring snapshots, so that it rebuilds every txn index
+        self._replay_from_start = any(s.txn_index_damaged for s in local.segments)
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -310,14 +325,22 @@ class PartitionLog:
     # ---- appends -------------------------------------------------------------------------
 
     def append(
-        self, data: bytes, leader_epoch: int, *, now_ms: int, batches_max: int | None = None
+        self,
+        data: bytes,
+        leader_epoch: int,
+        *,
+        now_ms: int,
+        batches_max: int | None = None,
+        transactional_producers: Container[int] = (),
     ) -> AppendInfo:
         """Append batches produced by a client, as leader, in one pass: validate every batch,
         check it against the producer state, then assign offsets from the log end offset, stamp
         `leader_epoch` in place and write. Raises `CorruptRecordError` or `ProducerStateError`
         (nothing written) on bad input, and INVALID_RECORD for more than `batches_max` batches.
         A request that only retries one batch this log already holds writes nothing and answers
-        where that batch was written (`batch_count` 0)."""
+        where that batch was written (`batch_count` 0). A transactional batch from a producer
+        not in `transactional_producers` (those the transaction coordinator registered for this
+        partition) is refused with INVALID_TXN_STATE: its transaction could never end here."""
         self._check_open()
         config = self.config
         checked = validate_batches(
@@ -333,6 +356,13 @@ class PartitionLog:
                 f"{len(data)} bytes in one append exceed segment.bytes={config.segment_bytes}",
                 "RECORD_LIST_TOO_LARGE",
             )
+        for _, header in checked:
+            if header.is_transactional and header.producer_id not in transactional_producers:
+                raise ProducerStateError(
+                    "INVALID_TXN_STATE",
+                    f"producer {header.producer_id} is not in a transaction the coordinator "
+                    "registered for this partition",
+                )
         self._check_producer_state()
         duplicates = self._producers.check([header for _, header in checked])
         if any(d is not None for d in duplicates):
@@ -346,6 +376,34 @@ class PartitionLog:
                 (position, header._replace(base_offset=offset, partition_leader_epoch=leader_epoch))
             )
             offset += header.record_count
+        return self._append(buf, stamped, now_ms)
+
+    def append_markers(
+        self, markers: Sequence[TxnMarker], leader_epoch: int, *, now_ms: int
+    ) -> AppendInfo:
+        """Append one transaction marker per entry, as leader (Kafka's WriteTxnMarkers on the
+        partition): each ends its producer's open transaction here, committed or aborted. A
+        marker with an epoch older than its producer's is refused (INVALID_PRODUCER_EPOCH,
+        nothing written): it comes from a fenced coordinator's view of the producer."""
+        self._check_open()
+        if not markers:
+            raise ValueError("no markers to append")
+        self._check_producer_state()
+        buf = bytearray()
+        batches = []
+        for marker in markers:
+            batches.append((len(buf), None))
+            buf += encode_marker(marker, now_ms)
+        headers = [parse_header(buf, position) for position, _ in batches]
+        self._producers.check(headers)
+        offset = self.log_end_offset
+        stamped = []
+        for (position, _), header in zip(batches, headers, strict=True):
+            assign_offset_and_epoch(buf, position, offset, leader_epoch)
+            stamped.append(
+                (position, header._replace(base_offset=offset, partition_leader_epoch=leader_epoch))
+            )
+            offset += 1
         return self._append(buf, stamped, now_ms)
 
     def append_as_follower(self, data: bytes, *, now_ms: int) -> AppendInfo:
@@ -415,8 +473,14 @@ class PartitionLog:
             active = self._local.active
         active.append(data, batches)
         update = self._producers.update
-        for _, header in batches:
-            update(header)
+        for position, header in batches:
+            if header.is_control and header.producer_id >= 0:
+                kind = COMMIT if decode_marker(data, position).commit else ABORT
+                completed = update(header, kind)
+                if completed is not None and completed.aborted:
+                    active.txn_index.append(_aborted_entry(completed))
+            else:
+                update(header)
         return AppendInfo(first, last, max_ts, offset_of_max, records, len(batches), len(data))
 
     def _maybe_roll(self, incoming_bytes: int, max_ts: int, last_offset: int, now_ms: int) -> None:
@@ -444,6 +508,40 @@ class PartitionLog:
         if self._local.roll(now_ms) is not before:
             self._flush_up_to_active()
             self._snapshot_producer_state()
+
+    # ---- transactions --------------------------------------------------------------------
+
+    def first_unstable_offset(self) -> int | None:
+        """The first offset of the oldest open transaction here (None: none is open)."""
+        return self._producers.first_unstable_offset()
+
+    def last_stable_offset(self, high_watermark: int) -> int:
+        """Below this, every record's transaction (if any) is decided: the lower of the high
+        watermark and the first unstable offset. read_committed fetches stop here."""
+        unstable = self._producers.first_unstable_offset()
+        return high_watermark if unstable is None else min(high_watermark, unstable)
+
+    def aborted_transactions(self, start_offset: int, end_offset: int) -> list[AbortedTxn]:
+        """The aborted transactions that may hold records in [start_offset, end_offset), from
+        the txn indexes of the segment holding `start_offset` and every later one (an abort's
+        entry lives with its marker, which follows its records), in marker order."""
+        self._check_open()
+        segments = self._local.segments
+        first = self._local.index_of(max(start_offset, self._log_start_offset))
+        found: list[AbortedTxn] = []
+        for segment in segments[first:]:
+            found.extend(segment.txn_index.overlapping(start_offset, end_offset))
+        return found
+
+    def _rebuild_txn_indexes(self, replayed_from: int, aborted: list[CompletedTxn]) -> None:
+        """Replace every txn index entry at or after `replayed_from` by those a replay from
+        there met: a crash may have lost some, and a truncation left the rest to be redone."""
+        segments = self._local.segments
+        for segment in segments:
+            segment.txn_index.truncate_to(replayed_from)
+        for completed in aborted:
+            index = self._local.index_of(completed.last_offset)
+            segments[index].txn_index.append(_aborted_entry(completed))
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -613,6 +711,8 @@ class PartitionLog:
             return None
         start, end = self._log_start_offset, self.log_end_offset
         candidates = [o for o in snapshot_offsets(self.directory) if start <= o <= end]
+        if self._replay_from_start:
+            full, candidates = True, []
         offsets = sorted({start, *candidates}) if full or not candidates else candidates
         segments = self._local.segments
         first = self._local.index_of(offsets[0])
@@ -630,7 +730,15 @@ class PartitionLog:
             index = self._local.index_of(offset)
             found = segments[index].translate_offset(offset)
             starts[offset] = (index - first, found[0]) if found else (index - first + 1, 0)
-        return ProducerStateReplay(self.directory, spans, starts, start, end, self._generation)
+        return ProducerStateReplay(
+            self.directory,
+            spans,
+            starts,
+            start,
+            end,
+            self._generation,
+            use_snapshots=not self._replay_from_start,
+        )
 
     def replay_is_current(self, replay: ProducerStateReplay) -> bool:
         """False once the log was truncated or closed after `replay` was planned: its result
@@ -644,6 +752,9 @@ class PartitionLog:
         if not self.replay_is_current(replay):
             return False
         state.evict_before(self._log_start_offset)  # retention may have moved the start meanwhile
+        self._rebuild_txn_indexes(replay.replayed_from, replay.aborted)
+        if replay.replayed_from == self._log_start_offset:
+            self._replay_from_start = False
         self._producers = state
         self._producers_pending = False
         self.producer_state_load = ProducerStateLoadInfo(
@@ -796,3 +907,12 @@ def _largest_timestamp(segment: LogSegment) -> int:
     if segment.max_timestamp >= 0:
         return segment.max_timestamp
     return int(os.stat(segment.log_path).st_mtime * 1000)
+
+
+def _aborted_entry(completed: CompletedTxn) -> AbortedTxn:
+    return AbortedTxn(
+        completed.producer_id,
+        completed.first_offset,
+        completed.last_offset,
+        completed.last_stable_offset,
+    )

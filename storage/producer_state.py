@@ -61,6 +61,7 @@ from typing import NamedTuple
 
 import crc32c
 
+from .control_records import ABORT, COMMIT, decode_marker
 from .durability import fsync_dir, write_atomically
 from .errors import LogCorruptionError, StorageError
 from .record_batch import HEADER_SIZE, LOG_OVERHEAD, MAGIC, BatchHeader, parse_header
@@ -70,13 +71,15 @@ PRODUCERS_MAX = 100_000
 SEQUENCE_MODULUS = 1 << 31
 SNAPSHOTS_MAX = 4
 SNAPSHOT_SUFFIX = ".snapshot"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2 adds the ongoing transactions; 1 (none) is still read
 REPLAY_CHUNK_BYTES = 64 * 1024
 
 _PREFIX = struct.Struct(">hI")  # version, crc
 _BODY_HEAD = struct.Struct(">qii")  # offset, producer count, batch count
 _PRODUCER = struct.Struct(">qhb")  # producer id, epoch, batch count
 _BATCH = struct.Struct(">iiqq")  # first seq, last seq, first offset, last offset
+_ONGOING_COUNT = struct.Struct(">i")
+_ONGOING = struct.Struct(">qq")  # producer id, first offset of its open transaction
 
 
 class ProducerStateError(StorageError):
@@ -117,6 +120,18 @@ class ProducerEntry:
         return self.batches[-1].last_seq if self.batches else -1
 
 
+class CompletedTxn(NamedTuple):
+    """A transaction ended by a marker at `last_offset`: its first offset in this log (the
+    marker's own when none of its records is here), and the last stable offset once it is
+    complete (Kafka's AbortedTxn.lastStableOffset, for the `.txnindex` of an abort)."""
+
+    producer_id: int
+    first_offset: int
+    last_offset: int
+    last_stable_offset: int
+    aborted: bool
+
+
 def last_sequence(header: BatchHeader) -> int:
     return (header.base_sequence + header.last_offset_delta) % SEQUENCE_MODULUS
 
@@ -126,7 +141,16 @@ class ProducerState:
 
     def __init__(self, end_offset: int = 0) -> None:
         self.producers: dict[int, ProducerEntry] = {}
+        # producer id -> first offset of its open transaction; insertion order is offset order
+        # (a transaction opens at an append, and appends come in offset order)
+        self.ongoing: dict[int, int] = {}
         self.end_offset = end_offset
+
+    def first_unstable_offset(self) -> int | None:
+        """The first offset of the oldest open transaction, None when none is open: no
+        read_committed reader may read at or past it (the last stable offset is the lower of
+        it and the high watermark)."""
+        return next(iter(self.ongoing.values()), None)
 
     def check(self, headers: Sequence[BatchHeader]) -> list[BatchRange | None]:
         """Leader check of a request's batches, in order: for each, the original range of a
@@ -139,6 +163,21 @@ class ProducerState:
                 results.append(None)
                 continue
             entry = self.producers.get(pid)
+            if header.is_control:
+                current = staged[pid][0] if pid in staged else entry.epoch if entry else -1
+                if header.producer_epoch < current:
+                    raise ProducerStateError(
+                        "INVALID_PRODUCER_EPOCH",
+                        f"marker for producer {pid} epoch {header.producer_epoch} is older "
+                        f"than {current}",
+                    )
+                results.append(None)
+                continue
+            if pid in self.ongoing and not header.is_transactional:
+                raise ProducerStateError(
+                    "INVALID_TXN_STATE",
+                    f"producer {pid} sent a non-transactional batch inside its open transaction",
+                )
             if pid in staged:
                 epoch, last_seq = staged[pid]
             elif entry is not None:
@@ -184,21 +223,27 @@ class ProducerState:
             )
         return None
 
-    def update(self, header: BatchHeader) -> None:
-        """Apply one appended batch (with its final offsets), leader or follower."""
+    def update(self, header: BatchHeader, control_type: int | None = None) -> CompletedTxn | None:
+        """Apply one appended batch (with its final offsets), leader or follower. For a
+        transaction marker, `control_type` is its type (`control_records.ABORT` or `COMMIT`, read
+        from its record) and the transaction it ends is returned."""
         next_offset = header.base_offset + header.last_offset_delta + 1
         if next_offset > self.end_offset:
             self.end_offset = next_offset
         pid = header.producer_id
         if pid < 0:
-            return
+            return None
+        if header.is_control:
+            return self._end_transaction(header, control_type)
         entry = self.producers.get(pid)
         if entry is None or header.producer_epoch > entry.epoch:
             if entry is None and len(self.producers) >= PRODUCERS_MAX:
                 self.producers.pop(next(iter(self.producers)))  # the oldest producer ages out
             entry = self.producers[pid] = ProducerEntry(header.producer_epoch)
         elif header.producer_epoch < entry.epoch:
-            return
+            return None
+        if header.is_transactional and pid not in self.ongoing:
+            self.ongoing[pid] = header.base_offset
         entry.batches.append(
             BatchRange(
                 header.base_sequence,
@@ -208,6 +253,30 @@ class ProducerState:
             )
         )
 
+        return None
+
+    def _end_transaction(self, header: BatchHeader, control_type: int | None) -> CompletedTxn:
+        if control_type not in (ABORT, COMMIT):
+            raise StorageError(f"marker at offset {header.base_offset} has no ABORT/COMMIT type")
+        pid = header.producer_id
+        entry = self.producers.get(pid)
+        if entry is None:
+            entry = self.producers[pid] = ProducerEntry(header.producer_epoch)
+        elif header.producer_epoch > entry.epoch:
+            # the coordinator bumped the epoch to fence a zombie: the new epoch starts at seq 0
+            entry.epoch = header.producer_epoch
+            entry.batches.clear()
+        marker_offset = header.base_offset
+        first = self.ongoing.pop(pid, marker_offset)
+        stable = self.first_unstable_offset()
+        return CompletedTxn(
+            pid,
+            first,
+            marker_offset,
+            marker_offset + 1 if stable is None else stable,
+            control_type == ABORT,
+        )
+
     def update_all(self, headers: Iterable[BatchHeader]) -> None:
         for header in headers:
             self.update(header)
@@ -215,12 +284,15 @@ class ProducerState:
     def evict_before(self, log_start_offset: int) -> None:
         """Forget batches wholly below the log start, and producers left with none."""
         gone = [
-            p for p, e in self.producers.items() if e.batches[-1].last_offset < log_start_offset
+            p
+            for p, e in self.producers.items()
+            if p not in self.ongoing
+            and (not e.batches or e.batches[-1].last_offset < log_start_offset)
         ]
         for pid in gone:
             del self.producers[pid]
         for entry in self.producers.values():
-            while entry.batches[0].last_offset < log_start_offset:
+            while entry.batches and entry.batches[0].last_offset < log_start_offset:
                 entry.batches.popleft()
 
     def as_tuples(self) -> tuple[tuple[int, int, tuple[BatchRange, ...]], ...]:
@@ -239,7 +311,15 @@ class ProducerState:
             for b in entry.batches:
                 batches += pack_batch(*b)
             count += len(entry.batches)
-        body = _BODY_HEAD.pack(self.end_offset, len(self.producers), count) + producers + batches
+        ongoing = _ONGOING_COUNT.pack(len(self.ongoing)) + b"".join(
+            _ONGOING.pack(pid, first) for pid, first in self.ongoing.items()
+        )
+        body = (
+            _BODY_HEAD.pack(self.end_offset, len(self.producers), count)
+            + producers
+            + batches
+            + ongoing
+        )
         return _PREFIX.pack(SNAPSHOT_VERSION, crc32c.crc32c(body)) + body
 
     @classmethod
@@ -248,7 +328,7 @@ class ProducerState:
         if len(data) < _PREFIX.size + _BODY_HEAD.size:
             raise LogCorruptionError(path, 0, f"snapshot of {len(data)} bytes is cut short")
         version, crc = _PREFIX.unpack_from(data)
-        if version != SNAPSHOT_VERSION:
+        if version not in (1, SNAPSHOT_VERSION):
             raise LogCorruptionError(path, 0, f"snapshot version {version} is unknown")
         with memoryview(data) as view:
             if crc32c.crc32c(view[_PREFIX.size :]) != crc:
@@ -257,17 +337,27 @@ class ProducerState:
             start = _PREFIX.size + _BODY_HEAD.size
             middle = start + producer_count * _PRODUCER.size
             end = middle + batch_count * _BATCH.size
-            if producer_count < 0 or batch_count < 0 or end != len(data):
+            ongoing_at = end
+            ongoing_count = 0
+            if version >= 2 and end + _ONGOING_COUNT.size <= len(data):
+                (ongoing_count,) = _ONGOING_COUNT.unpack_from(data, end)
+                end += _ONGOING_COUNT.size + max(ongoing_count, 0) * _ONGOING.size
+            elif version >= 2:
+                end += _ONGOING_COUNT.size  # missing: reported below
+            if producer_count < 0 or batch_count < 0 or ongoing_count < 0 or end != len(data):
                 raise LogCorruptionError(path, start, "snapshot sizes disagree with its length")
-            ranges = map(BatchRange._make, _BATCH.iter_unpack(view[middle:end]))
+            ranges = map(BatchRange._make, _BATCH.iter_unpack(view[middle:ongoing_at]))
             state = cls(end_offset)
             taken = 0
             for pid, epoch, batches in _PRODUCER.iter_unpack(view[start:middle]):
-                if batches < 1 or taken + batches > batch_count:
+                if batches < 0 or taken + batches > batch_count:
                     raise LogCorruptionError(path, start, f"producer {pid}: {batches} batches")
                 entry = state.producers[pid] = ProducerEntry(epoch)
                 entry.batches.extend(itertools.islice(ranges, batches))
                 taken += batches
+            start_ongoing = ongoing_at + _ONGOING_COUNT.size
+            for pid, first in _ONGOING.iter_unpack(view[start_ongoing:end]):
+                state.ongoing[pid] = first
         if taken != batch_count:
             raise LogCorruptionError(path, middle, "batches left over after the producers")
         return state
@@ -380,8 +470,10 @@ class ProducerStateReplay:
         log_start_offset: int,
         end_offset: int,
         generation: int,
+        use_snapshots: bool = True,
     ) -> None:
         self.directory = directory
+        self.use_snapshots = use_snapshots
         self.spans = spans
         self.starts = starts
         self.log_start_offset = log_start_offset
@@ -390,6 +482,10 @@ class ProducerStateReplay:
         self.snapshot_offset: int | None = None
         self.corrupt: tuple[str, ...] = ()
         self.headers_scanned = 0
+        # where the replay started (its snapshot's offset or the log start) and the aborted
+        # transactions whose marker it met: the txn indexes from there on are rebuilt from them
+        self.replayed_from = log_start_offset
+        self.aborted: list[CompletedTxn] = []
         # Bytes of batches after the newest place it may start: what `run` reads unless that
         # snapshot turns out damaged (the owner runs short replays in place).
         newest = starts[max(starts)]
@@ -399,7 +495,12 @@ class ProducerStateReplay:
 
     def run(self) -> ProducerState | None:
         try:
-            loaded = load_newest_snapshot(self.directory, self.end_offset, self.log_start_offset)
+            if self.use_snapshots:
+                loaded = load_newest_snapshot(
+                    self.directory, self.end_offset, self.log_start_offset
+                )
+            else:
+                loaded = SnapshotLoad(None, ())
             self.corrupt = loaded.corrupt
             if loaded.state is not None:
                 state, start = loaded.state, loaded.state.end_offset
@@ -409,11 +510,14 @@ class ProducerStateReplay:
             where = self.starts.get(start)
             if where is None:
                 return None
+            self.replayed_from = start
             first_span, position = where
             for span in self.spans[first_span:]:
-                for header in _headers(span, position):
+                for header, control in _headers(span, position):
                     if header.base_offset + header.last_offset_delta >= start:
-                        state.update(header)
+                        completed = state.update(header, control)
+                        if completed is not None and completed.aborted:
+                            self.aborted.append(completed)
                         self.headers_scanned += 1
                 position = 0
             state.evict_before(self.log_start_offset)
@@ -428,6 +532,14 @@ class ProducerStateReplay:
             os.close(span.fd)
 
 
+def marker_type(data: bytes | bytearray | memoryview, at: int, path: str, where: int) -> int:
+    """ABORT or COMMIT of the marker batch at `at` of `data`; LogCorruptionError otherwise."""
+    try:
+        return COMMIT if decode_marker(data, at).commit else ABORT
+    except StorageError as exc:
+        raise LogCorruptionError(path, where, f"transaction marker is damaged: {exc}") from None
+
+
 def _size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -435,9 +547,10 @@ def _size(path: str) -> int:
         return 0
 
 
-def _headers(span: SegmentSpan, position: int) -> Iterable[BatchHeader]:
+def _headers(span: SegmentSpan, position: int) -> Iterable[tuple[BatchHeader, int | None]]:
     """The batch headers of a span from byte `position`, reading about REPLAY_CHUNK_BYTES at a
-    time and never a batch's records beyond that: a large batch costs a pread, not its bytes."""
+    time and never a batch's records beyond that: a large batch costs a pread, not its bytes.
+    Each comes with its marker type when it is a transaction marker (a small batch, decoded)."""
     end = span.end
     while position < end:
         chunk = os.pread(span.fd, min(REPLAY_CHUNK_BYTES, end - position), position)
@@ -447,7 +560,14 @@ def _headers(span: SegmentSpan, position: int) -> Iterable[BatchHeader]:
             size = header.batch_length + LOG_OVERHEAD
             if header.magic != MAGIC or size < HEADER_SIZE or position + at + size > end:
                 raise LogCorruptionError(span.path, position + at, "batch header is damaged")
-            yield header
+            control = None
+            if header.is_control and header.producer_id >= 0:
+                if at + size <= len(chunk):
+                    control = marker_type(chunk, at, span.path, position + at)
+                else:
+                    whole = os.pread(span.fd, size, position + at)
+                    control = marker_type(whole, 0, span.path, position + at)
+            yield header, control
             at += size
         if at == 0:
             raise LogCorruptionError(span.path, position, "batch header cut short")

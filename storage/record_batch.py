@@ -381,6 +381,7 @@ def encode_batch(
     base_offset: int = 0,
     partition_leader_epoch: int = NO_PARTITION_LEADER_EPOCH,
     gzip_level: int = 6,
+    is_control: bool = False,
 ) -> bytes:
     """Encode `records` (at least one) as one RecordBatch v2, offset deltas 0..n-1.
 
@@ -396,6 +397,7 @@ def encode_batch(
         producer_epoch=producer_epoch, base_sequence=base_sequence,
         is_transactional=is_transactional, base_offset=base_offset,
         partition_leader_epoch=partition_leader_epoch, gzip_level=gzip_level,
+        is_control=is_control,
     )  # fmt: skip
 
 
@@ -413,6 +415,7 @@ def _seal(
     base_offset: int,
     partition_leader_epoch: int,
     gzip_level: int,
+    is_control: bool = False,
 ) -> bytes:
     """Compress the records after the header room in `out` if asked, then fill in the header and
     the CRC. `out` is modified."""
@@ -425,6 +428,8 @@ def _seal(
         del out[HEADER_SIZE:]
         out += compressed
     attributes = compression | (TRANSACTIONAL_MASK if is_transactional else 0)
+    if is_control:
+        attributes |= CONTROL_MASK
     HEADER.pack_into(
         out,
         0,
