@@ -22,7 +22,9 @@ from strom.node.loop_turns import TurnBudget
 from strom.node.peers import ControllerClient, ControllerUnavailable
 from strom.node.replica.manager import ReplicaManager
 from strom.node.replica.partition import Partition, PartitionError
+from strom.storage.control_records import TxnMarker
 from strom.storage.errors import StorageError
+from strom.storage.txn_index import AbortedTxn
 from strom.v1 import (
     admin_pb2,
     broker_pb2,
@@ -241,10 +243,19 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     budget = max_bytes - total
                     limit = min(wanted.partition_max_bytes or budget, budget)
                     # At least one batch when nothing has been taken yet (Kafka's rule).
-                    records = partition.read_committed(wanted.fetch_offset, max(limit, 1))
+                    aborted: list[AbortedTxn] = []
+                    if request.isolation_level == broker_pb2.READ_COMMITTED:
+                        records, aborted = partition.read_stable(wanted.fetch_offset, max(limit, 1))
+                    else:
+                        records = partition.read_committed(wanted.fetch_offset, max(limit, 1))
                     if total and len(records) > budget:
-                        records = b""
+                        records, aborted = b"", []
                     result.records = records
+                    for txn in aborted:
+                        result.aborted_transactions.add(
+                            producer_id=txn.producer_id, first_offset=txn.first_offset
+                        )
+                    result.last_stable_offset = partition.last_stable_offset
                     total += len(records)
                     result.high_watermark = partition.high_watermark
                     result.log_start_offset = partition.log_start_offset
@@ -465,6 +476,41 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                 result.error_code, result.error_message = code, message  # type: ignore[assignment]
                 total += 1
         return response, total, watched
+
+    async def RegisterTxnPartitions(
+        self, request: replica_pb2.TxnPartitionsRequest, context: grpc.aio.ServicerContext
+    ) -> replica_pb2.TxnPartitionsResponse:
+        response = replica_pb2.TxnPartitionsResponse()
+        for wanted in request.partitions:
+            result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
+            try:
+                partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
+                partition.register_transaction(
+                    request.producer_id, request.producer_epoch, request.coordinator_epoch
+                )
+            except (PartitionError, StorageError) as exc:
+                code, message = error_code(exc)
+                result.error_code, result.error_message = code, message  # type: ignore[assignment]
+        return response
+
+    async def WriteTxnMarkers(
+        self, request: replica_pb2.WriteTxnMarkersRequest, context: grpc.aio.ServicerContext
+    ) -> replica_pb2.TxnPartitionsResponse:
+        response = replica_pb2.TxnPartitionsResponse()
+        marker = TxnMarker(
+            request.producer_id, request.producer_epoch, request.commit, request.coordinator_epoch
+        )
+        turns = TurnBudget()
+        for wanted in request.partitions:
+            await turns.spend()
+            result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
+            try:
+                partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
+                partition.write_markers([marker], self.manager.clock.now_ms())
+            except (PartitionError, StorageError) as exc:
+                code, message = error_code(exc)
+                result.error_code, result.error_message = code, message  # type: ignore[assignment]
+        return response
 
     async def OffsetForLeaderEpoch(
         self, request: replica_pb2.OffsetForLeaderEpochRequest, context: grpc.aio.ServicerContext

@@ -24,7 +24,15 @@ A storage failure (an I/O error on append or fsync, a damaged file met while rep
 reported once through `on_failure`: the replica manager then takes the replica offline on this
 broker.
 
-Consumers only ever see offsets below the high watermark (DESIGN.md §7).
+Consumers only ever see offsets below the high watermark (DESIGN.md §7); read_committed
+consumers only below the last stable offset (`last_stable_offset`: the lower of the HW and the
+first offset of the oldest open transaction), with the aborted transactions of what they read
+(`read_stable`), as Kafka's Fetch answers them.
+
+Transactions (KIP-98): as leader, a transactional batch is accepted only from a producer the
+transaction coordinator registered here (`register_transaction`, its AddPartitionsToTxn) or
+whose transaction the log already holds open (registered before a leader change); markers come
+only from the coordinator (`write_markers`) and end the registration.
 """
 
 from __future__ import annotations
@@ -39,10 +47,13 @@ from strom.node.delayed import ChangeNotifier, OffsetWaiters
 from strom.node.errors import CodedError
 from strom.node.metadata.image import PartitionInfo
 from strom.storage import log_cleaner
+from strom.storage.control_records import TxnMarker
 from strom.storage.errors import StorageError
 from strom.storage.log_config import LogConfig
 from strom.storage.partition_log import AppendInfo, LogReader, PartitionLog
 from strom.storage.producer_state import ProducerState, ProducerStateReplay
+from strom.storage.record_batch import HEADER_SIZE, parse_header
+from strom.storage.txn_index import AbortedTxn
 from strom.v1 import common_pb2
 
 from .leader_state import IsrChange, LeaderState, diverging_epoch
@@ -121,6 +132,12 @@ class Partition:
         self._flushing: asyncio.Task[None] | None = None  # the fsync loop in flight
         self._flush_timer: asyncio.TimerHandle | None = None  # flush.ms after a first write
         self.durable_waiters = OffsetWaiters(log.recovery_point)  # acks=1 with flush.messages=1
+        # producer id -> epoch the transaction coordinator registered for a transaction here
+        self._registered_transactions: dict[int, int] = {}
+        # producer id -> the newest coordinator epoch heard from for it: a coordinator that
+        # lost the transactional id to a newer one (failover) is refused
+        # (TRANSACTION_COORDINATOR_FENCED). In memory: a new leader learns it afresh.
+        self._coordinator_epochs: dict[int, int] = {}
 
     @property
     def name(self) -> str:
@@ -307,6 +324,7 @@ class Partition:
             info.isr,
         )
         self.leader_state = None
+        self._registered_transactions.clear()  # the coordinator registers with the new leader
         if was_leader or changed:
             self.hw_waiters.fail_all(
                 PartitionError(
@@ -363,6 +381,7 @@ class Partition:
             info = self._log.append(
                 data, self.leader_epoch, now_ms=now_ms,
                 batches_max=PRODUCE_BATCHES_PER_PARTITION_MAX,
+                transactional_producers=_TransactionalProducers(self),
             )  # fmt: skip
         except (StorageError, OSError) as exc:
             raise self._refusal(exc) from exc
@@ -371,6 +390,63 @@ class Partition:
             self._maybe_advance_hw()
             self.changed.notify()
         return info
+
+    # ---- leader: transactions ------------------------------------------------------------
+
+    def register_transaction(
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int = 0
+    ) -> None:
+        """The transaction coordinator added this partition to the producer's transaction:
+        its transactional batches are accepted from now until a marker ends it."""
+        self._require_leader()
+        self._check_coordinator_epoch(producer_id, coordinator_epoch)
+        self._registered_transactions[producer_id] = producer_epoch
+
+    def _check_coordinator_epoch(self, producer_id: int, coordinator_epoch: int) -> None:
+        known = self._coordinator_epochs.get(producer_id, -1)
+        if coordinator_epoch < known:
+            raise PartitionError(
+                common_pb2.TRANSACTION_COORDINATOR_FENCED,
+                f"{self.name}: coordinator epoch {coordinator_epoch} for producer {producer_id} "
+                f"is older than {known}",
+            )
+        self._coordinator_epochs[producer_id] = coordinator_epoch
+
+    def accepts_transactional(self, producer_id: int) -> bool:
+        return (
+            producer_id in self._registered_transactions
+            or producer_id in self._log.producer_state.ongoing
+        )
+
+    def write_markers(self, markers: list[TxnMarker], now_ms: int) -> AppendInfo:
+        """Append the coordinator's commit/abort markers (WriteTxnMarkers), as leader.
+        A marker older than its producer's epoch is refused, nothing written."""
+        self._require_leader()
+        for marker in markers:
+            known = self._coordinator_epochs.get(marker.producer_id, -1)
+            if marker.coordinator_epoch < known:
+                raise PartitionError(
+                    common_pb2.TRANSACTION_COORDINATOR_FENCED,
+                    f"{self.name}: marker from coordinator epoch {marker.coordinator_epoch} "
+                    f"for producer {marker.producer_id}; {known} is current",
+                )
+        try:
+            info = self._log.append_markers(markers, self.leader_epoch, now_ms=now_ms)
+        except (StorageError, OSError) as exc:
+            raise self._refusal(exc) from exc
+        for marker in markers:
+            self._coordinator_epochs[marker.producer_id] = marker.coordinator_epoch
+            registered = self._registered_transactions.get(marker.producer_id)
+            if registered is not None and registered <= marker.producer_epoch:
+                del self._registered_transactions[marker.producer_id]
+        self.maybe_flush()
+        self._maybe_advance_hw()
+        self.changed.notify()
+        return info
+
+    @property
+    def last_stable_offset(self) -> int:
+        return self._log.last_stable_offset(self.high_watermark)
 
     def _refusal(self, exc: StorageError | OSError) -> PartitionError:
         """The answer to a failed log operation; a storage failure is also reported."""
@@ -601,12 +677,20 @@ class Partition:
 
     # ---- reads -------------------------------------------------------------------------
 
-    def read_committed(self, offset: int, max_bytes: int) -> bytes:
-        """Consumer read: whole batches from `offset`, only below the high watermark.
+    def read_stable(self, offset: int, max_bytes: int) -> tuple[bytes, list[AbortedTxn]]:
+        """read_committed isolation: whole batches from `offset` below the last stable offset,
+        and the aborted transactions that may have records among them (the consumer drops
+        those records, as Kafka's do). Same offset rules as `read_committed`."""
+        stable = self.last_stable_offset
+        self._check_readable(offset)
+        if offset >= stable:
+            return b"", []
+        data: bytes = self._log.read(offset, max_bytes, max_offset=stable)
+        if not data:
+            return data, []
+        return data, self._log.aborted_transactions(offset, _end_of(data))
 
-        An offset between the high watermark and the log end is valid but not yet readable
-        (a new leader's HW can trail what consumers already read from the old one): the read is
-        empty, never OFFSET_OUT_OF_RANGE, or consumers would reset and re-read (Kafka's rule)."""
+    def _check_readable(self, offset: int) -> None:
         if offset > self._log.log_end_offset:
             raise PartitionError(
                 common_pb2.OFFSET_OUT_OF_RANGE,
@@ -618,7 +702,38 @@ class Partition:
                 f"{self.name}: offset {offset} is before the log start "
                 f"{self._log.log_start_offset} (deleted by retention)",
             )
+
+    def read_committed(self, offset: int, max_bytes: int) -> bytes:
+        """Consumer read: whole batches from `offset`, only below the high watermark.
+
+        An offset between the high watermark and the log end is valid but not yet readable
+        (a new leader's HW can trail what consumers already read from the old one): the read is
+        empty, never OFFSET_OUT_OF_RANGE, or consumers would reset and re-read (Kafka's rule)."""
+        self._check_readable(offset)
         if offset >= self.high_watermark:
             return b""
         data: bytes = self._log.read(offset, max_bytes, max_offset=self.high_watermark)
         return data
+
+
+class _TransactionalProducers:
+    """`producer_id in ...`: may this producer write transactional batches here now?"""
+
+    __slots__ = ("_partition",)
+
+    def __init__(self, partition: Partition) -> None:
+        self._partition = partition
+
+    def __contains__(self, producer_id: object) -> bool:
+        return isinstance(producer_id, int) and self._partition.accepts_transactional(producer_id)
+
+
+def _end_of(data: bytes) -> int:
+    """The offset after the last whole batch in `data`."""
+    position = 0
+    last = None
+    while position + HEADER_SIZE <= len(data):
+        last = parse_header(data, position)
+        position += last.size_in_bytes
+    assert last is not None, "a read returns whole batches"
+    return last.next_offset

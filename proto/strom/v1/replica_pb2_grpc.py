@@ -44,6 +44,16 @@ class ReplicaStub:
                 request_serializer=strom_dot_v1_dot_replica__pb2.OffsetForLeaderEpochRequest.SerializeToString,
                 response_deserializer=strom_dot_v1_dot_replica__pb2.OffsetForLeaderEpochResponse.FromString,
                 _registered_method=True)
+        self.RegisterTxnPartitions = channel.unary_unary(
+                '/strom.v1.Replica/RegisterTxnPartitions',
+                request_serializer=strom_dot_v1_dot_replica__pb2.TxnPartitionsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_replica__pb2.TxnPartitionsResponse.FromString,
+                _registered_method=True)
+        self.WriteTxnMarkers = channel.unary_unary(
+                '/strom.v1.Replica/WriteTxnMarkers',
+                request_serializer=strom_dot_v1_dot_replica__pb2.WriteTxnMarkersRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_replica__pb2.TxnPartitionsResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicaServicer:
@@ -61,6 +71,21 @@ class ReplicaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterTxnPartitions(self, request, context):
+        """From a transaction coordinator to partition leaders (KIP-98). RegisterTxnPartitions is the
+        leader's half of AddPartitionsToTxn: only registered producers may write transactional
+        batches there. WriteTxnMarkers ends the producer's transaction on each partition.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteTxnMarkers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +98,16 @@ def add_ReplicaServicer_to_server(servicer, server):
                     servicer.OffsetForLeaderEpoch,
                     request_deserializer=strom_dot_v1_dot_replica__pb2.OffsetForLeaderEpochRequest.FromString,
                     response_serializer=strom_dot_v1_dot_replica__pb2.OffsetForLeaderEpochResponse.SerializeToString,
+            ),
+            'RegisterTxnPartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterTxnPartitions,
+                    request_deserializer=strom_dot_v1_dot_replica__pb2.TxnPartitionsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_replica__pb2.TxnPartitionsResponse.SerializeToString,
+            ),
+            'WriteTxnMarkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteTxnMarkers,
+                    request_deserializer=strom_dot_v1_dot_replica__pb2.WriteTxnMarkersRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_replica__pb2.TxnPartitionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +164,60 @@ class Replica:
             '/strom.v1.Replica/OffsetForLeaderEpoch',
             strom_dot_v1_dot_replica__pb2.OffsetForLeaderEpochRequest.SerializeToString,
             strom_dot_v1_dot_replica__pb2.OffsetForLeaderEpochResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterTxnPartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Replica/RegisterTxnPartitions',
+            strom_dot_v1_dot_replica__pb2.TxnPartitionsRequest.SerializeToString,
+            strom_dot_v1_dot_replica__pb2.TxnPartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteTxnMarkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Replica/WriteTxnMarkers',
+            strom_dot_v1_dot_replica__pb2.WriteTxnMarkersRequest.SerializeToString,
+            strom_dot_v1_dot_replica__pb2.TxnPartitionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

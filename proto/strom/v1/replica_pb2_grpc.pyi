@@ -36,12 +36,24 @@ class ReplicaStub:
     def __new__(cls, channel: _aio.Channel) -> ReplicaAsyncStub: ...
     Fetch: _grpc.UnaryUnaryMultiCallable[_replica_pb2.ReplicaFetchRequest, _replica_pb2.ReplicaFetchResponse]
     OffsetForLeaderEpoch: _grpc.UnaryUnaryMultiCallable[_replica_pb2.OffsetForLeaderEpochRequest, _replica_pb2.OffsetForLeaderEpochResponse]
+    RegisterTxnPartitions: _grpc.UnaryUnaryMultiCallable[_replica_pb2.TxnPartitionsRequest, _replica_pb2.TxnPartitionsResponse]
+    """From a transaction coordinator to partition leaders (KIP-98). RegisterTxnPartitions is the
+    leader's half of AddPartitionsToTxn: only registered producers may write transactional
+    batches there. WriteTxnMarkers ends the producer's transaction on each partition.
+    """
+    WriteTxnMarkers: _grpc.UnaryUnaryMultiCallable[_replica_pb2.WriteTxnMarkersRequest, _replica_pb2.TxnPartitionsResponse]
 
 @_typing.type_check_only
 class ReplicaAsyncStub(ReplicaStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Fetch: _aio.UnaryUnaryMultiCallable[_replica_pb2.ReplicaFetchRequest, _replica_pb2.ReplicaFetchResponse]  # type: ignore[assignment]
     OffsetForLeaderEpoch: _aio.UnaryUnaryMultiCallable[_replica_pb2.OffsetForLeaderEpochRequest, _replica_pb2.OffsetForLeaderEpochResponse]  # type: ignore[assignment]
+    RegisterTxnPartitions: _aio.UnaryUnaryMultiCallable[_replica_pb2.TxnPartitionsRequest, _replica_pb2.TxnPartitionsResponse]  # type: ignore[assignment]
+    """From a transaction coordinator to partition leaders (KIP-98). RegisterTxnPartitions is the
+    leader's half of AddPartitionsToTxn: only registered producers may write transactional
+    batches there. WriteTxnMarkers ends the producer's transaction on each partition.
+    """
+    WriteTxnMarkers: _aio.UnaryUnaryMultiCallable[_replica_pb2.WriteTxnMarkersRequest, _replica_pb2.TxnPartitionsResponse]  # type: ignore[assignment]
 
 class ReplicaServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -57,5 +69,23 @@ class ReplicaServicer(metaclass=_abc_1.ABCMeta):
         request: _replica_pb2.OffsetForLeaderEpochRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_replica_pb2.OffsetForLeaderEpochResponse, _abc.Awaitable[_replica_pb2.OffsetForLeaderEpochResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RegisterTxnPartitions(
+        self,
+        request: _replica_pb2.TxnPartitionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.TxnPartitionsResponse, _abc.Awaitable[_replica_pb2.TxnPartitionsResponse]]:
+        """From a transaction coordinator to partition leaders (KIP-98). RegisterTxnPartitions is the
+        leader's half of AddPartitionsToTxn: only registered producers may write transactional
+        batches there. WriteTxnMarkers ends the producer's transaction on each partition.
+        """
+
+    @_abc_1.abstractmethod
+    def WriteTxnMarkers(
+        self,
+        request: _replica_pb2.WriteTxnMarkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.TxnPartitionsResponse, _abc.Awaitable[_replica_pb2.TxnPartitionsResponse]]: ...
 
 def add_ReplicaServicer_to_server(servicer: ReplicaServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
