@@ -1,15 +1,18 @@
-"""Topics the cluster owns (Kafka's `Topic.isInternal`): `__consumer_offsets`.
+"""Topics the cluster owns (Kafka's `Topic.isInternal`): `__consumer_offsets` and
+`__transaction_state`.
 
 Only the cluster writes, creates or removes them (issue #15, defects 2 and 3): a client's
 produce to one is refused with INVALID_TOPIC_EXCEPTION, and a client's CreateTopics,
 DeleteTopics or CreatePartitions naming one with INVALID_REQUEST. The group coordinator creates
-`__consumer_offsets` on first use (node/group/service.py) and appends to it itself.
+`__consumer_offsets` on first use (node/group/service.py) and appends to it itself; the
+transaction coordinator (node/txn/) owns `__transaction_state` the same way.
 """
 
 from __future__ import annotations
 
 OFFSETS_TOPIC = "__consumer_offsets"
-INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
+TRANSACTION_STATE_TOPIC = "__transaction_state"
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
 
 
 def is_internal(name: str) -> bool:
