@@ -40,7 +40,7 @@ DEMO_OVERRIDES = {
 
 def _free_base_port(nodes: int) -> int:
     for base in range(19092, 60000, 1000):
-        if all(_free(base + i * PORT_STRIDE + d) for i in range(nodes) for d in (0, 1)):
+        if all(_free(base + i * PORT_STRIDE + d) for i in range(nodes) for d in (0, 1, 3)):
             return base
     raise RuntimeError("no free ports for the demo cluster")
 

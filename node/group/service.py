@@ -238,7 +238,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
                 group_pb2.ListedGroup(
                     group_id=g.group_id,
                     state=self.coordinator.group_state(g),
-                    member_count=len(g.members),
+                    member_count=g.member_count,
                 )
                 for g in sorted(self.coordinator.groups.values(), key=lambda g: g.group_id)
             ]
