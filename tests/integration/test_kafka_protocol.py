@@ -1,0 +1,209 @@
+"""Kafka clients, unchanged, against a real three-node strom cluster's KAFKA listeners.
+
+kafka-python (pure Python, Kafka's own JSON message specs and codecs) does the admin work,
+produces with idempotence, consumes in a classic consumer group whose leader client assigns,
+and commits; strom's SDK reads what kafka-python wrote and the reverse, and sees the group's
+offsets. Bad frames close only their own connection.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from cluster_harness import Cluster, eventually
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+
+from strom.client import Consumer, Producer
+from strom.client.records import TopicPartition as StromPartition
+
+pytestmark = pytest.mark.integration
+
+
+def kafka_bootstrap(cluster: Cluster) -> str:
+    return cluster.local.kafka_bootstrap()
+
+
+def consume_until(consumer: KafkaConsumer, count: int, timeout_s: float = 30.0) -> list[object]:
+    records: list[object] = []
+    deadline = time.monotonic() + timeout_s
+    while len(records) < count and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=500).values():
+            records += batch
+    return records
+
+
+class GroupConsumer(threading.Thread):
+    """One kafka-python group member polling on its own thread (the client is not thread-safe:
+    everything, commit and close included, happens on this thread)."""
+
+    def __init__(self, bootstrap: str, group_id: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = KafkaConsumer(
+            "orders", bootstrap_servers=bootstrap, group_id=group_id,
+            auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6_000,
+            heartbeat_interval_ms=500, max_poll_interval_ms=10_000,
+        )  # fmt: skip
+        self.values: list[bytes] = []
+        self.assignment: set[TopicPartition] = set()
+        self.commit_now = threading.Event()
+        self.committed = threading.Event()
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.commit_now.is_set():
+                for batch in self.consumer.poll(timeout_ms=200).values():
+                    self.values += [r.value for r in batch]
+                self.assignment = set(self.consumer.assignment())
+            self.consumer.commit()
+            self.committed.set()
+            self.stopping.wait(20)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.consumer.close()
+
+    def commit(self) -> None:
+        """Commit (before any member leaves: a leave starts a rebalance that fails commits)."""
+        self.commit_now.set()
+        self.committed.wait(20)
+        assert self.error is None, self.error
+
+    def stop(self) -> None:
+        self.commit_now.set()
+        self.stopping.set()
+        self.join(timeout=20)
+        assert self.error is None, self.error
+
+
+def test_kafka_python_admin_produce_consume_groups_and_sdk_interop(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    cluster = cluster_factory(3)
+    bootstrap = kafka_bootstrap(cluster)
+    ports = {int(a.rsplit(":", 1)[1]) for a in bootstrap.split(",")}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        # Admin: create, see, describe configs (metadata answers with the KAFKA listener's
+        # addresses: every broker kafka-python learns of is one of them).
+        admin.create_topics([NewTopic("orders", 3, 3, topic_configs={"retention.ms": "3600000"})])
+        assert "orders" in admin.list_topics()
+        brokers = admin.describe_cluster()["brokers"]
+        assert {b["port"] for b in brokers} == ports
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "orders")])
+        text = repr(configs)
+        assert "retention.ms" in text and "3600000" in text
+
+        # Produce with idempotence and gzip, acks=all.
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+            compression_type="gzip", linger_ms=5,
+        )  # fmt: skip
+        futures = [
+            producer.send("orders", key=f"k{i % 7}".encode(), value=f"v{i}".encode())
+            for i in range(300)
+        ]
+        producer.flush()
+        metadata = [f.get(timeout=10) for f in futures]
+        producer.close()
+        assert sum(1 for m in metadata if m.offset >= 0) == 300
+
+        # Two consumers of one group split the three partitions (the leader client assigns),
+        # each polling on its own thread as applications do; then each commits what it read.
+        group = [GroupConsumer(bootstrap, "billing") for _ in range(2)]
+        for member in group:
+            member.start()
+        try:
+            split = eventually(
+                lambda: (
+                    [set(m.assignment) for m in group]
+                    if sorted(len(m.assignment) for m in group) == [1, 2]
+                    and len({v for m in group for v in m.values}) == 300
+                    else None
+                ),
+                40,
+                "the group split three partitions 1/2 and read every record",
+            )
+            for member in group:
+                member.commit()
+        finally:
+            for member in group:
+                member.stop()
+        assert {v for m in group for v in m.values} == {f"v{i}".encode() for i in range(300)}
+        assert not split[0] & split[1]
+        committed = admin.list_group_offsets("billing")["billing"]
+        assert sum(o.offset for o in committed.values()) == 300
+        listed = {g["group_id"]: g for g in admin.list_groups()}
+        assert listed["billing"]["protocol_type"] == "consumer"
+        described = admin.describe_groups(["billing"])
+        assert "billing" in repr(described)
+
+        # strom's own admin sees the classic group's offsets and its members.
+        with cluster.admin() as strom_admin:
+            offsets = strom_admin.list_group_offsets("billing")
+            assert sum(offsets.values()) == 300
+            assert "billing" in {g[0] for g in strom_admin.list_groups()}
+            assert strom_admin.describe_group("billing").group_id == "billing"
+
+        # The SDK reads what kafka-python wrote, and kafka-python reads what the SDK wrote.
+        with Consumer(cluster.bootstrap, auto_offset_reset="earliest") as sdk_consumer:
+            sdk_consumer.assign([StromPartition("orders", p) for p in range(3)])
+            values: list[bytes] = []
+            deadline = time.monotonic() + 20
+            while len(values) < 300 and time.monotonic() < deadline:
+                values += [r.value or b"" for r in sdk_consumer.poll(timeout_ms=300)]
+        assert sorted(values) == sorted(f"v{i}".encode() for i in range(300))
+        admin.create_topics([NewTopic("from-sdk", 1, 3)])
+        with Producer(cluster.bootstrap, acks="all") as sdk_producer:
+            for i in range(50):
+                sdk_producer.send("from-sdk", f"sdk{i}".encode(), key=b"k", headers=[("h", b"x")])
+            sdk_producer.flush()
+        reader = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        reader.assign([TopicPartition("from-sdk", 0)])
+        records = consume_until(reader, 50)
+        reader.close()
+        assert [r.value for r in records] == [f"sdk{i}".encode() for i in range(50)]  # type: ignore[attr-defined]
+        assert records[0].headers == [("h", b"x")]  # type: ignore[attr-defined]
+
+        admin.delete_topics(["from-sdk"])
+        eventually(lambda: "from-sdk" not in admin.list_topics(), 10, "topic deleted")
+    finally:
+        admin.close()
+
+
+def test_bad_frames_close_only_their_connection(cluster_factory: Callable[..., Cluster]) -> None:
+    cluster = cluster_factory(1)
+    host, port = kafka_bootstrap(cluster).split(",")[0].rsplit(":", 1)
+
+    def send(data: bytes) -> bytes:
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    # Garbage, an oversized length, an unknown API key, a truncated body: closed, no answer.
+    assert send(b"\x00\x00\x00\x05garbage!") == b""
+    assert send(struct.pack(">i", 2**30)) == b""
+    assert send(struct.pack(">ihhi", 10, 999, 0, 1) + b"\x00\x00") == b""
+    assert send(struct.pack(">ihhih", 20, 3, 1, 7, 0) + b"\x00\x00\x00\x01") == b""
+    # An ApiVersions version above ours answers v0 with UNSUPPORTED_VERSION and our range.
+    answer = send(struct.pack(">ihhih", 10, 18, 99, 42, 0))
+    size, correlation, error = struct.unpack_from(">iih", answer)
+    assert (size, correlation, error) == (len(answer) - 4, 42, 35)
+    # The node still serves Kafka clients.
+    admin = KafkaAdminClient(bootstrap_servers=f"{host}:{port}", request_timeout_ms=5_000)
+    try:
+        assert isinstance(admin.list_topics(), list)
+    finally:
+        admin.close()
+    assert "closing connection" in cluster.log_of(1)
