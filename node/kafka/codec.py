@@ -19,9 +19,7 @@ differs from its default. Any malformed input raises `CodecError`, never anythin
 from __future__ import annotations
 
 import struct
-import uuid as _uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 Message = dict[str, Any]
@@ -256,7 +254,6 @@ class Schema:
     name: str
     fields: tuple[Field, ...]
     flexible: Versions
-    _plans: dict[int, Any] = field(default_factory=dict)
 
     @staticmethod
     def of(name: str, table: str, flexible: str) -> Schema:
@@ -465,10 +462,3 @@ def _write_struct(
 
 
 _MISSING = object()
-
-
-def uuid_text(raw: bytes) -> str:
-    return str(_uuid.UUID(bytes=raw))
-
-
-Encoder = Callable[[Message, int], bytes]
