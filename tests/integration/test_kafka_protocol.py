@@ -16,6 +16,11 @@ from collections.abc import Callable
 
 import pytest
 from cluster_harness import Cluster, eventually
+from confluent_kafka import Consumer as ConfluentConsumer
+from confluent_kafka import Producer as ConfluentProducer
+from confluent_kafka import TopicPartition as ConfluentPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import NewTopic as ConfluentTopic
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
@@ -176,6 +181,59 @@ def test_kafka_python_admin_produce_consume_groups_and_sdk_interop(
         eventually(lambda: "from-sdk" not in admin.list_topics(), 10, "topic deleted")
     finally:
         admin.close()
+
+
+def test_confluent_kafka_every_compression_idempotent_group_and_commits(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """librdkafka: idempotent acks=all produce in each codec, a consumer group with commits,
+    and strom's SDK reading the same records."""
+    cluster = cluster_factory(3)
+    bootstrap = kafka_bootstrap(cluster)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([ConfluentTopic("codecs", 3, 3)]).values():
+        future.result(timeout=15)
+    expected = set()
+    errors: list[object] = []
+    for codec in ("none", "gzip", "snappy", "lz4", "zstd"):
+        producer = ConfluentProducer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+             "compression.type": codec, "linger.ms": 5}
+        )  # fmt: skip
+        for i in range(200):
+            value = f"{codec}-{i}".encode()
+            expected.add(value)
+            producer.produce(
+                "codecs", key=f"k{i % 5}".encode(), value=value,
+                on_delivery=lambda err, _msg: errors.append(err) if err else None,
+            )  # fmt: skip
+        assert producer.flush(20) == 0
+        assert errors == [], (codec, errors[:3])
+    consumer = ConfluentConsumer(
+        {"bootstrap.servers": bootstrap, "group.id": "rd", "auto.offset.reset": "earliest",
+         "enable.auto.commit": False}
+    )  # fmt: skip
+    consumer.subscribe(["codecs"])
+    seen: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while len(seen) < len(expected) and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            seen.append(message.value())
+    assert sorted(seen) == sorted(expected)
+    consumer.commit(asynchronous=False)
+    committed = consumer.committed([ConfluentPartition("codecs", p) for p in range(3)], timeout=10)
+    assert sum(tp.offset for tp in committed) == len(expected)
+    consumer.close()
+    with cluster.admin() as strom_admin:
+        assert sum(strom_admin.list_group_offsets("rd").values()) == len(expected)
+    with Consumer(cluster.bootstrap, auto_offset_reset="earliest") as sdk_consumer:
+        sdk_consumer.assign([StromPartition("codecs", p) for p in range(3)])
+        values: list[bytes] = []
+        deadline = time.monotonic() + 20
+        while len(values) < len(expected) and time.monotonic() < deadline:
+            values += [r.value or b"" for r in sdk_consumer.poll(timeout_ms=300)]
+    assert sorted(values) == sorted(expected)
 
 
 def test_bad_frames_close_only_their_connection(cluster_factory: Callable[..., Cluster]) -> None:
