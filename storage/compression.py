@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 import cramjam
 
@@ -57,9 +58,9 @@ def decompress(codec: int, payload: bytes | bytearray | memoryview, limit: int) 
         if codec == SNAPPY:
             data = _unsnappy(bytes(payload), limit)
         elif codec == LZ4:
-            data = bytes(cramjam.lz4.decompress(bytes(payload)))
+            data = _bounded(cramjam.lz4, bytes(payload), limit)
         elif codec == ZSTD:
-            data = bytes(cramjam.zstd.decompress(bytes(payload)))
+            data = _bounded(cramjam.zstd, bytes(payload), limit)
         else:
             raise DecompressionError(f"unknown compression codec {codec}")
     except cramjam.DecompressionError as err:
@@ -69,13 +70,36 @@ def decompress(codec: int, payload: bytes | bytearray | memoryview, limit: int) 
     return data
 
 
+def _bounded(module: Any, payload: bytes, limit: int) -> bytes:
+    """Decompress into buffers that grow up to `limit` + 1 bytes: a bomb costs at most that much
+    memory, however far it would inflate (frames need not state their content size)."""
+    size = min(limit + 1, max(1 << 16, 16 * len(payload)))
+    while True:
+        out = bytearray(size)
+        try:
+            written = int(module.decompress_into(payload, out))
+        except cramjam.DecompressionError as err:
+            if "failed to write whole buffer" not in str(err):
+                raise
+            if size > limit:
+                raise DecompressionError(
+                    f"records decompress to more than {limit} bytes", True
+                ) from err
+            size = min(limit + 1, size * 8)
+            continue
+        if written > limit:
+            raise DecompressionError(f"records decompress to more than {limit} bytes", True)
+        return bytes(out[:written])
+
+
 def _gunzip(payload: bytes | bytearray | memoryview, limit: int) -> bytes:
     inflater = zlib.decompressobj(47)  # 47: accept gzip or zlib containers
     try:
-        data = inflater.decompress(payload, limit)
+        # One byte past the bound tells "too large" from "exactly the bound".
+        data = inflater.decompress(payload, limit + 1)
     except zlib.error as err:
         raise DecompressionError(f"gzip records do not decompress: {err}") from err
-    if inflater.unconsumed_tail:
+    if len(data) > limit:
         raise DecompressionError(f"records decompress to more than {limit} bytes", True)
     if not inflater.eof:
         raise DecompressionError("gzip records are truncated")

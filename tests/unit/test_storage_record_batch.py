@@ -282,12 +282,14 @@ def test_xerial_framed_snappy_as_java_clients_write_it_is_read() -> None:
     assert [r.value for r in decoded] == [b"v%d" % i for i in range(20)]
 
 
-def test_a_snappy_bomb_is_message_too_large() -> None:
+@pytest.mark.parametrize("codec", [1, 2, 3, 4])
+def test_a_bomb_is_message_too_large_and_the_bound_itself_is_fine(codec: int) -> None:
     from strom.storage.compression import DecompressionError, compress, decompress
 
     with pytest.raises(DecompressionError) as too_large:
-        decompress(2, compress(2, bytes(1 << 20)), 1 << 16)
+        decompress(codec, compress(codec, bytes(4 << 20)), 1 << 16)
     assert too_large.value.too_large
+    assert decompress(codec, compress(codec, bytes(1 << 16)), 1 << 16) == bytes(1 << 16)
 
 
 def test_garbage_gzip_is_corrupt_message() -> None:
