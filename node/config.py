@@ -694,11 +694,6 @@ class NodeConfig:
                     f"listener.wire.protocol.map: {name} carries calls between nodes, which "
                     "speak gRPC; give Kafka clients a listener of their own"
                 )
-            if self.security_protocols.get(name, "").startswith("SASL_"):
-                raise ConfigError(
-                    f"listener.security.protocol.map: {name} is a KAFKA listener; SASL is not "
-                    "served on KAFKA listeners yet (use PLAINTEXT or SSL)"
-                )
 
 
 def build_config(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> NodeConfig:

@@ -77,6 +77,17 @@ def _kafka_listener_config(tls: bool) -> dict[str, str]:
     }
 
 
+def _secure_kafka_like_clients(config: dict[str, Any], client_listener: str) -> None:
+    """Overrides that set `listener.security.protocol.map` without KAFKA (written before local
+    clusters had a KAFKA listener) give it the client listener's protocol: Kafka clients get the
+    same security as strom's."""
+    pairs = [p.strip() for p in str(config["listener.security.protocol.map"]).split(",")]
+    protocols = {p.split(":", 1)[0].upper(): p.split(":", 1)[1] for p in pairs if ":" in p}
+    if "KAFKA" not in protocols:
+        pairs.append(f"KAFKA:{protocols.get(client_listener, 'PLAINTEXT')}")
+        config["listener.security.protocol.map"] = ",".join(pairs)
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -167,6 +178,7 @@ class LocalCluster:
                 **(self._tls_config(node.node_id) if tls else {}),
                 **(overrides or {}),
             }
+            _secure_kafka_like_clients(config, client_listener)
             node_dir.mkdir(parents=True, exist_ok=True)
             _write_node_config(node_dir / "node.yaml", config)
             format_directories([data], cluster_id, node.node_id)
@@ -239,7 +251,13 @@ class LocalCluster:
                 port_of[(name, listener_name)] = base + 10 + i
             admin_port = base + 2 if env.get("STROM_ADMIN_LISTENER") else 0
             nodes.append(
-                LocalNode(node_id, port_of.get((name, "EXTERNAL"), base), base + 1, admin_port)
+                LocalNode(
+                    node_id,
+                    port_of.get((name, "EXTERNAL"), base),
+                    base + 1,
+                    admin_port,
+                    port_of.get((name, "KAFKA"), 0),
+                )
             )
         for name, env in configs:
             node_id = int(env["STROM_NODE_ID"])

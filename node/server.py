@@ -318,12 +318,14 @@ class Node:
     async def _start_kafka_listener(self, endpoint: Endpoint, servicers: dict[str, Any]) -> None:
         """Kafka's protocol on `endpoint`, answered by the servicers gRPC would use there."""
         assert self.coordinator is not None
+        sasl = self.config.security_protocols[endpoint.listener].startswith("SASL_")
         apis = KafkaApis(
             servicers[listeners.BROKER],
             servicers[listeners.GROUP],
             servicers[listeners.ADMIN],
             self.coordinator,
             self.security.access_control,
+            self.security.verifier if sasl else None,
         )
         listener = KafkaListener(
             endpoint.listener,
@@ -333,6 +335,7 @@ class Node:
             max_request_bytes=self.config["socket.request.max.bytes"],
             idle_timeout_s=self.config["connections.max.idle.ms"] / 1000,
             ssl_context=server_ssl_context(self.config, endpoint.listener),
+            sasl=sasl,
         )
         try:
             await listener.start()

@@ -19,11 +19,16 @@ from typing import Any
 
 from strom.client.acl import Operation
 from strom.node.broker.admin_service import AdminServicer
-from strom.node.broker.service import BrokerServicer
+from strom.node.broker.service import BrokerServicer, error_code
 from strom.node.group.coordinator import GroupCoordinator, GroupError
 from strom.node.group.service import GroupServicer
+from strom.node.replica.partition import PartitionError
 from strom.node.security.access import AccessControl, Denied
+from strom.node.security.authn import principal_of
+from strom.node.security.credentials import CredentialVerifier
 from strom.node.security.interceptor import RULES, super_users_only
+from strom.node.security.login_queue import LoginRefused
+from strom.storage.errors import StorageError
 from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2
 
 from .codec import ZERO_UUID, Message
@@ -40,6 +45,10 @@ CLUSTER_AUTHORIZATION_FAILED = common_pb2.CLUSTER_AUTHORIZATION_FAILED
 GROUP_AUTHORIZATION_FAILED = common_pb2.GROUP_AUTHORIZATION_FAILED
 COORDINATOR_NOT_AVAILABLE = common_pb2.COORDINATOR_NOT_AVAILABLE
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+UNSUPPORTED_SASL_MECHANISM = common_pb2.UNSUPPORTED_SASL_MECHANISM
+ILLEGAL_SASL_STATE = 34
+SASL_AUTHENTICATION_FAILED = common_pb2.SASL_AUTHENTICATION_FAILED
+SASL_MECHANISMS = ("PLAIN",)
 UNKNOWN_TOPIC_ID = common_pb2.UNKNOWN_TOPIC_ID
 
 
@@ -86,12 +95,15 @@ class KafkaApis:
         admin: AdminServicer,
         coordinator: GroupCoordinator,
         access_control: AccessControl,
+        verifier: CredentialVerifier | None = None,
     ) -> None:
+        """`verifier`: the node's users, on a SASL listener (None elsewhere)."""
         self.broker = broker
         self.group = group
         self.admin = admin
         self.coordinator = coordinator
         self.access_control = access_control
+        self.verifier = verifier
         self._handlers: dict[int, Callable[[Session, int, Message], Awaitable[Message | None]]] = {
             0: self.produce,
             1: self.fetch,
@@ -112,6 +124,9 @@ class KafkaApis:
             22: self.init_producer_id,
             32: self.describe_configs,
             37: self.create_partitions,
+            17: self.sasl_handshake,
+            36: self.sasl_authenticate,
+            23: self.offset_for_leader_epoch,
         }
 
     async def __call__(
@@ -142,6 +157,47 @@ class KafkaApis:
 
     async def api_versions(self, session: Session, version: int, body: Message) -> Message:
         return api_versions_body(NONE)
+
+    # ---- SASL ----------------------------------------------------------------------------
+
+    async def sasl_handshake(self, session: Session, version: int, body: Message) -> Message:
+        offered = list(SASL_MECHANISMS) if self.verifier is not None else []
+        mechanism = body["mechanism"].upper()
+        if session.authenticated or mechanism not in offered:
+            return {"error_code": UNSUPPORTED_SASL_MECHANISM, "mechanisms": offered}
+        session.sasl_mechanism = mechanism
+        return {"error_code": NONE, "mechanisms": offered}
+
+    async def sasl_authenticate(self, session: Session, version: int, body: Message) -> Message:
+        def failed(code: int, message: str) -> Message:
+            session.close_after_response = f"SASL authentication failed: {message}"
+            return {"error_code": code, "error_message": message, "auth_bytes": b""}
+
+        if session.authenticated or not session.sasl_mechanism or self.verifier is None:
+            return failed(ILLEGAL_SASL_STATE, "SaslAuthenticate without a SaslHandshake first")
+        parts = body["auth_bytes"].split(b"\0")
+        if len(parts) != 3:
+            return failed(SASL_AUTHENTICATION_FAILED, "malformed PLAIN message")
+        authzid, username, password = (p.decode("utf-8", errors="replace") for p in parts)
+        if authzid and authzid != username:
+            return failed(SASL_AUTHENTICATION_FAILED, "authorization id differs from the user")
+        try:
+            ok = await self.verifier.verify(username, password, session.peer)
+        except LoginRefused:
+            return failed(SASL_AUTHENTICATION_FAILED, "too many login attempts; retry later")
+        if not ok:
+            # Neither the password nor whether the user exists.
+            return failed(
+                SASL_AUTHENTICATION_FAILED, "authentication failed: wrong username or password"
+            )
+        session.principal = principal_of(username)
+        session.authenticated = True
+        return {
+            "error_code": NONE,
+            "error_message": None,
+            "auth_bytes": b"",
+            "session_lifetime_ms": 0,
+        }
 
     # ---- data plane ----------------------------------------------------------------------
 
@@ -372,6 +428,36 @@ class KafkaApis:
             "producer_id": response.producer_id if not response.error_code else -1,
             "producer_epoch": response.producer_epoch if not response.error_code else -1,
         }
+
+    async def offset_for_leader_epoch(
+        self, session: Session, version: int, body: Message
+    ) -> Message:
+        """The end offset of a leader epoch on this partition's leader (KIP-320: consumers
+        check their position after a leader change); DESCRIBE on the topic, as in Kafka."""
+        access = self.access_control.access(session.principal)
+        manager = self.broker.manager
+        topics = []
+        for topic in body["topics"]:
+            name = topic["topic"]
+            allowed = not access.enabled or access.topic(Operation.DESCRIBE, name)
+            results = []
+            for p in topic["partitions"]:
+                result = {"partition": p["partition"], "error_code": NONE, "leader_epoch": -1,
+                          "end_offset": -1}  # fmt: skip
+                try:
+                    if not allowed:
+                        raise PartitionError(common_pb2.TOPIC_AUTHORIZATION_FAILED, "")
+                    partition = manager.partition_by_name(name, p["partition"])
+                    if not partition.is_leader:
+                        raise PartitionError(common_pb2.NOT_LEADER_OR_FOLLOWER, "")
+                    partition.check_leader_epoch(p["current_leader_epoch"])
+                    epoch, end = partition.end_offset_for_epoch(p["leader_epoch"])
+                    result["leader_epoch"], result["end_offset"] = epoch, end
+                except (PartitionError, StorageError) as exc:
+                    result["error_code"] = error_code(exc)[0]
+                results.append(result)
+            topics.append({"topic": name, "partitions": results})
+        return {"throttle_time_ms": 0, "topics": topics}
 
     # ---- groups --------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Histogram
@@ -27,7 +27,7 @@ from prometheus_client import Histogram
 from strom.client.acl import ANONYMOUS
 
 from .codec import CodecError, Message, Reader, Writer
-from .messages import API_VERSIONS, APIS, Api
+from .messages import API_VERSIONS, APIS, BEFORE_AUTHENTICATION, Api
 
 log = logging.getLogger("strom.kafka")
 
@@ -56,7 +56,8 @@ class Session:
     # SASL: the mechanism chosen by SaslHandshake, and whether authentication succeeded.
     sasl_mechanism: str = ""
     authenticated: bool = False
-    state: dict[str, Any] = field(default_factory=dict)
+    # Set by a handler whose answer must be the connection's last (a failed SASL login).
+    close_after_response: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,15 @@ class RequestHeader:
 
 
 Handler = Callable[[Session, Api, int, Message], Awaitable[Message | None]]
+
+
+def certificate_principal(peercert: Any) -> str | None:
+    """`User:<CN>` of a verified client certificate (ssl's getpeercert() form), else None."""
+    for rdn in (peercert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and value:
+                return f"User:{value}"
+    return None
 
 
 def read_header(reader: Reader) -> RequestHeader:
@@ -122,7 +132,10 @@ class KafkaListener:
         max_request_bytes: int,
         idle_timeout_s: float,
         ssl_context: ssl.SSLContext | None = None,
+        sasl: bool = False,
     ) -> None:
+        """`sasl`: clients must authenticate (SaslHandshake, SaslAuthenticate) before anything
+        but ApiVersions is answered."""
         self.listener = listener
         self.host = host
         self.port = port
@@ -130,6 +143,7 @@ class KafkaListener:
         self.max_request_bytes = max_request_bytes
         self.idle_timeout_s = idle_timeout_s
         self.ssl_context = ssl_context
+        self.sasl = sasl
         self.server: asyncio.Server | None = None
         self.connections: set[asyncio.Task[None]] = set()
 
@@ -158,7 +172,10 @@ class KafkaListener:
         self.connections.add(task)
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
-        session = Session(peer, self.listener)
+        session = Session(peer, self.listener, authenticated=not self.sasl)
+        principal = certificate_principal(writer.get_extra_info("peercert"))
+        if principal is not None:
+            session.principal = principal
         try:
             await self._requests(session, reader, writer)
         except CloseConnection as exc:
@@ -167,6 +184,8 @@ class KafkaListener:
             pass  # the client went away (mid-frame or between frames)
         except TimeoutError:
             log.info("kafka %s: closing idle connection from %s", self.listener, peer)
+        except Exception:  # a handler's bug ends its connection, never the listener
+            log.exception("kafka %s: request from %s failed; closing", self.listener, peer)
         finally:
             self.connections.discard(task)
             writer.close()
@@ -189,6 +208,8 @@ class KafkaListener:
             if response is not None:
                 writer.write(response)
                 await writer.drain()
+            if session.close_after_response:
+                raise CloseConnection(session.close_after_response)
 
     async def _answer(self, session: Session, frame: bytes) -> bytes | None:
         reader = Reader(frame)
@@ -209,6 +230,8 @@ class KafkaListener:
             raise CloseConnection(
                 f"{api.name} v{version} is not served (v{api.served.low}-{api.served.high})"
             )
+        if not session.authenticated and api.key not in BEFORE_AUTHENTICATION:
+            raise CloseConnection(f"{api.name} before SASL authentication")
         try:
             if api.is_flexible(version):
                 skip_tagged_fields(reader)

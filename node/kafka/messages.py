@@ -590,6 +590,65 @@ results [struct] 0+
 """,
 )
 
+SASL_HANDSHAKE = _api(
+    17,
+    "SaslHandshake",
+    "1",
+    "none",
+    request="""
+mechanism string 0+
+""",
+    response="""
+error_code int16 0+
+mechanisms [string] 0+
+""",
+)
+
+SASL_AUTHENTICATE = _api(
+    36,
+    "SaslAuthenticate",
+    "0-2",
+    "2+",
+    request="""
+auth_bytes bytes 0+
+""",
+    response="""
+error_code int16 0+
+error_message string 0+ null=0+
+auth_bytes bytes 0+
+session_lifetime_ms int64 1+ default=0
+""",
+)
+
+OFFSET_FOR_LEADER_EPOCH = _api(
+    23,
+    "OffsetForLeaderEpoch",
+    "2-4",
+    "4+",
+    request="""
+replica_id int32 3+ default=-2
+topics [struct] 0+
+  topic string 0+
+  partitions [struct] 0+
+    partition int32 0+
+    current_leader_epoch int32 2+ default=-1
+    leader_epoch int32 0+
+""",
+    response="""
+throttle_time_ms int32 2+
+topics [struct] 0+
+  topic string 0+
+  partitions [struct] 0+
+    error_code int16 0+
+    partition int32 0+
+    leader_epoch int32 1+ default=-1
+    end_offset int64 0+ default=-1
+""",
+)
+
+# What a SASL listener answers before the client has authenticated.
+BEFORE_AUTHENTICATION = frozenset({API_VERSIONS.key, SASL_HANDSHAKE.key, SASL_AUTHENTICATE.key})
+
 APIS: dict[int, Api] = {
     api.key: api
     for api in (
@@ -612,5 +671,8 @@ APIS: dict[int, Api] = {
         INIT_PRODUCER_ID,
         DESCRIBE_CONFIGS,
         CREATE_PARTITIONS,
+        SASL_HANDSHAKE,
+        SASL_AUTHENTICATE,
+        OFFSET_FOR_LEADER_EPOCH,
     )
 }

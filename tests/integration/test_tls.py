@@ -172,7 +172,7 @@ def test_plaintext_controller_inside_tls_outside(tmp_path: Path) -> None:
     for node_dir in local.dir.glob("node-*"):
         path = node_dir / "node.yaml"
         config = yaml.safe_load(path.read_text())
-        config["listener.security.protocol.map"] = "SSL:SSL,CONTROLLER:PLAINTEXT"
+        config["listener.security.protocol.map"] = "SSL:SSL,CONTROLLER:PLAINTEXT,KAFKA:PLAINTEXT"
         for key in ("ssl.certificate.location", "ssl.key.location", "ssl.ca.location"):
             config[f"listener.name.ssl.{key}"] = config.pop(key)
         path.write_text(yaml.safe_dump(config))
@@ -206,7 +206,7 @@ def test_sasl_over_tls_with_mutual_tls_between_nodes(tmp_path: Path) -> None:
     for node_dir in local.dir.glob("node-*"):
         path = node_dir / "node.yaml"
         config = yaml.safe_load(path.read_text())
-        config["listener.security.protocol.map"] = "SSL:SASL_SSL,CONTROLLER:SSL"
+        config["listener.security.protocol.map"] = "SSL:SASL_SSL,CONTROLLER:SSL,KAFKA:SASL_SSL"
         path.write_text(yaml.safe_dump(config))
     certs = local.client_options()
     try:
