@@ -247,7 +247,8 @@ def main(args: argparse.Namespace) -> int:
     cluster.up()
     try:
         wait_until_healthy(cluster.bootstrap(), [1, 2, 3], timeout_s=60)
-        print(f"Cluster up: {cluster.bootstrap()}\n")
+        print(f"Cluster up: {cluster.bootstrap()}")
+        print(f"Kafka clients (bootstrap.servers): {cluster.kafka_bootstrap()}\n")
         asyncio.run(walkthrough(cluster.bootstrap()))
     finally:
         cluster.down()
