@@ -45,6 +45,7 @@ CLUSTER_AUTHORIZATION_FAILED = common_pb2.CLUSTER_AUTHORIZATION_FAILED
 GROUP_AUTHORIZATION_FAILED = common_pb2.GROUP_AUTHORIZATION_FAILED
 COORDINATOR_NOT_AVAILABLE = common_pb2.COORDINATOR_NOT_AVAILABLE
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
 UNSUPPORTED_SASL_MECHANISM = common_pb2.UNSUPPORTED_SASL_MECHANISM
 ILLEGAL_SASL_STATE = 34
 SASL_AUTHENTICATION_FAILED = common_pb2.SASL_AUTHENTICATION_FAILED
@@ -208,7 +209,12 @@ class KafkaApis:
             out = request.topics.add(name=topic["name"])
             for p in topic["partition_data"]:
                 out.partitions.add(partition=p["index"], records=p["records"] or b"")
-        if body["transactional_id"] is not None:
+        if version < 3:
+            response = self._produce_refused(
+                request, UNSUPPORTED_FOR_MESSAGE_FORMAT,
+                "message sets before RecordBatch v2 (Produce v3) are not stored",
+            )  # fmt: skip
+        elif body["transactional_id"] is not None:
             response = self._produce_refused(
                 request, TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactions are not supported"
             )

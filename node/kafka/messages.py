@@ -2,9 +2,10 @@
 
 Each table follows the shape of the message in Kafka's protocol (field names in snake case, the
 version ranges at which each field exists), cut at the highest version strom serves. `served` is
-the range answered; `advertised` (ApiVersions) may start lower where a client decides what it
-can do from the advertised minimum (librdkafka turns compression off when Produce starts
-above 0). A request outside `served` gets UNSUPPORTED_VERSION.
+the range answered and advertised (ApiVersions). Produce is served from v0 although only
+RecordBatch v2 (v3+) is stored: librdkafka turns compression off when Produce starts above 0,
+and a v0-2 message set is refused per partition. A request outside `served` closes the
+connection (ApiVersions answers with its range instead).
 """
 
 from __future__ import annotations
