@@ -138,6 +138,12 @@ def test_kafka_python_admin_produce_consume_groups_and_sdk_interop(
             )
             for member in group:
                 member.commit()
+            # strom's own admin describes the classic group: its members and who owns what.
+            with cluster.admin() as strom_admin:
+                described = strom_admin.describe_group("billing")
+            assert described.state == "Stable" and len(described.members) == 2
+            owned = sorted(tp for m in described.members for tp in m.assignment)
+            assert owned == [("orders", 0), ("orders", 1), ("orders", 2)]
         finally:
             for member in group:
                 member.stop()
