@@ -13,9 +13,11 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from cluster_harness import Cluster, eventually
+from confluent_kafka import OFFSET_BEGINNING
 from confluent_kafka import Consumer as ConfluentConsumer
 from confluent_kafka import Producer as ConfluentProducer
 from confluent_kafka import TopicPartition as ConfluentPartition
@@ -240,6 +242,64 @@ def test_confluent_kafka_every_compression_idempotent_group_and_commits(
         while len(values) < len(expected) and time.monotonic() < deadline:
             values += [r.value or b"" for r in sdk_consumer.poll(timeout_ms=300)]
     assert sorted(values) == sorted(expected)
+
+
+@pytest.mark.slow
+def test_confluent_kafka_idempotent_acks_all_survives_a_leader_kill(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """kill -9 of a partition leader while librdkafka produces with acks=all and idempotence:
+    every acknowledged record is consumed exactly once, in order per partition."""
+    cluster = cluster_factory(3)
+    bootstrap = kafka_bootstrap(cluster)
+    with cluster.admin() as admin:
+        admin.create_topics([NewTopic("survive", 2, 3, {"min.insync.replicas": "2"})])
+        leader = admin.describe_topics(["survive"])[0].partitions[0].leader
+    producer = ConfluentProducer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+         "linger.ms": 5, "message.timeout.ms": 60_000, "reconnect.backoff.max.ms": 500}
+    )  # fmt: skip
+    acked: dict[int, list[int]] = {0: [], 1: []}
+    failed: list[object] = []
+
+    def delivered(err: object, message: Any) -> None:
+        if err is not None:
+            failed.append(err)
+        else:
+            acked[message.partition()].append(int(message.value()))
+
+    count = 20_000
+    for i in range(count):
+        while True:
+            try:
+                producer.produce("survive", value=str(i).encode(), partition=i % 2,
+                                 on_delivery=delivered)  # fmt: skip
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i == count // 3:
+            threading.Thread(target=cluster.local.stop, args=(leader, True)).start()
+        producer.poll(0)
+    assert producer.flush(90) == 0
+    consumer = ConfluentConsumer(
+        {"bootstrap.servers": bootstrap, "group.id": "survive-check", "enable.auto.commit": False}
+    )
+    consumer.assign([ConfluentPartition("survive", p, OFFSET_BEGINNING) for p in (0, 1)])
+    seen: dict[int, list[int]] = {0: [], 1: []}
+    deadline = time.monotonic() + 60
+    while (
+        sum(map(len, seen.values())) < sum(map(len, acked.values())) and time.monotonic() < deadline
+    ):
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            seen[message.partition()].append(int(message.value()))
+    consumer.close()
+    for partition in (0, 1):
+        values = seen[partition]
+        assert len(values) == len(set(values)), "a record was stored twice"
+        assert values == sorted(values), "records out of order"
+        assert set(acked[partition]) <= set(values), "an acknowledged record was lost"
+    assert sum(map(len, acked.values())) + len(failed) == count
 
 
 def test_bad_frames_close_only_their_connection(cluster_factory: Callable[..., Cluster]) -> None:

@@ -8,6 +8,8 @@ import asyncio
 import struct
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from strom.node.kafka.listener import KafkaListener, Session
 from strom.node.kafka.messages import API_VERSIONS, METADATA, Api
 
@@ -92,6 +94,11 @@ def test_framing_order_and_bad_input() -> None:
             assert (await read_answer(reader))[0] == 7
             writer.close()
             assert len(handlers.seen) == count + 1
+            # Every answered request is timed per API and version (/metrics).
+            timed = REGISTRY.get_sample_value(
+                "strom_kafka_request_duration_seconds_count", {"api": "Metadata", "version": "1"}
+            )
+            assert timed is not None and timed >= 3
         finally:
             await listener.stop()
 
