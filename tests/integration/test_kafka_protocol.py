@@ -27,6 +27,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from strom.client import Consumer, Producer
+from strom.client.admin import NewTopic as StromTopic
 from strom.client.records import TopicPartition as StromPartition
 
 pytestmark = pytest.mark.integration
@@ -253,7 +254,7 @@ def test_confluent_kafka_idempotent_acks_all_survives_a_leader_kill(
     cluster = cluster_factory(3)
     bootstrap = kafka_bootstrap(cluster)
     with cluster.admin() as admin:
-        admin.create_topics([NewTopic("survive", 2, 3, {"min.insync.replicas": "2"})])
+        admin.create_topics([StromTopic("survive", 2, 3, {"min.insync.replicas": "2"})])
         leader = admin.describe_topics(["survive"])[0].partitions[0].leader
     producer = ConfluentProducer(
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
