@@ -58,7 +58,6 @@ log = logging.getLogger("strom.group")
 
 INCONSISTENT_GROUP_PROTOCOL = 23  # Kafka's code; not an ErrorCode of strom's gRPC API
 LOAD_CHUNK_BYTES = 1 << 20
-LOG_OPEN_POLL_S = 0.02
 LAG_REFRESH_S = 5.0
 MEMBERS_MAX = 1_000
 
@@ -173,6 +172,12 @@ class GroupCoordinator:
         # (group, topic, partition) -> log end offset minus committed offset, for metrics
         self.lag: dict[tuple[str, str, int], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # The replica manager opens new logs in background slices: leadership of an offsets
+        # partition can be known before its log is open, and that first load finds nothing.
+        # Once more logs are open, look again (a partition neither loaded nor loading loads).
+        manager.on_replicas_opened.append(
+            lambda: self.on_metadata(self.manager.image, MetadataDelta())
+        )
 
     # ---- partitions of __consumer_offsets ------------------------------------------------
 
@@ -211,7 +216,7 @@ class GroupCoordinator:
     async def _load(self, partition: int, took_over: bool) -> None:
         started = self.clock.now_ms()
         try:
-            replica = await self._opened(partition)
+            replica = self.manager.partition_by_name(OFFSETS_TOPIC, partition)
             offset = replica.log.log_start_offset
             groups: dict[str, Group] = {}
             skipped: list[tuple[int, str]] = []
@@ -253,26 +258,6 @@ class GroupCoordinator:
             log.info("cannot load %s-%d: %s", OFFSETS_TOPIC, partition, exc.message)
         finally:
             self.loading.pop(partition, None)
-
-    async def _opened(self, partition: int) -> Partition:
-        """The offsets partition's replica once its log is open. The replica manager opens new
-        logs in the background, a few per loop turn, so leadership can be known before the log
-        is there; giving up then left every group of the partition without a coordinator.
-        Leadership moving away meanwhile cancels the load (_unload)."""
-        while True:
-            try:
-                return self.manager.partition_by_name(OFFSETS_TOPIC, partition)
-            except PartitionError as exc:
-                topic = self.manager.image.topic_by_name(OFFSETS_TOPIC)
-                info = topic.partitions.get(partition) if topic is not None else None
-                opening = (
-                    exc.code == common_pb2.NOT_LEADER_OR_FOLLOWER
-                    and info is not None
-                    and info.leader == self.manager.broker_id
-                )
-                if not opening:
-                    raise
-            await asyncio.sleep(LOG_OPEN_POLL_S)
 
     def _unload(self, partition: int) -> None:
         task = self.loading.pop(partition, None)
