@@ -15,6 +15,11 @@ segment base offset)):
    original offset deltas (`record_batch.encode_retained`): recordCount shrinks, deltas stop
    being contiguous, the CRC is recomputed. A batch with nothing kept disappears; one with
    everything kept is copied byte for byte. Control batches are copied whole.
+   Transactions: the bound never passes the last stable offset (the broker's part), so every
+   transactional batch cleaned is decided. A batch of an aborted transaction (found in the txn
+   indexes, `CleanPlan.aborted`) is neither mapped (its records must not supersede committed
+   ones of the same keys: read_committed readers drop them, and the key would vanish) nor
+   cleaned: it is copied whole. (Kafka drops aborted data and, later, markers; not done yet.)
 4. A segment with nothing kept is deleted, except the first one, which stays empty so that the
    log start offset does not move.
 
@@ -63,6 +68,7 @@ from .record_batch import (
     encode_retained,
     parse_header,
 )
+from .txn_index import AbortedTxn
 
 OFFSET_MAP_ENTRIES_MAX = 1_000_000
 _READ_CHUNK_BYTES = 1 << 20
@@ -91,6 +97,16 @@ class CleanPlan:
     now_ms: int
     delete_retention_ms: int
     offset_map_entries_max: int
+    aborted: tuple[AbortedTxn, ...] = ()
+
+    def is_aborted(self, header: BatchHeader) -> bool:
+        """Is this batch part of an aborted transaction (its records never committed)?"""
+        if not header.is_transactional or header.is_control:
+            return False
+        pid, offset = header.producer_id, header.base_offset
+        return any(
+            t.producer_id == pid and t.first_offset <= offset <= t.last_offset for t in self.aborted
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +132,11 @@ def plan_clean(
     for segment in log.cleanable_segments(bound):
         mtime_ms = int(os.stat(segment.log_path).st_mtime * 1000)
         sources.append(_Source(segment, segment.log_path, segment.size, mtime_ms))
-    return CleanPlan(tuple(sources), now_ms, delete_retention_ms, offset_map_entries_max)
+    aborted: tuple[AbortedTxn, ...] = ()
+    if sources:
+        end = sources[-1].segment.next_offset
+        aborted = tuple(log.aborted_transactions(sources[0].segment.base_offset, end))
+    return CleanPlan(tuple(sources), now_ms, delete_retention_ms, offset_map_entries_max, aborted)
 
 
 def clean_log(
@@ -216,7 +236,7 @@ def _build_offset_map(fds: list[int], plan: CleanPlan) -> tuple[dict[bytes, int]
     latest: dict[bytes, int] = {}
     for i, (fd, source) in enumerate(zip(fds, plan.sources, strict=True)):
         for header, batch in _batches(fd, source.size, source.log_path):
-            if header.is_control:
+            if header.is_control or plan.is_aborted(header):
                 continue
             data = _records_of(header, batch)
             for _, _, delta, key, _ in _records(data, header.record_count):
@@ -234,7 +254,7 @@ def _clean_one(
     out: list[bytes] = []
     removed = 0
     for header, batch in _batches(fd, source.size, source.log_path):
-        if header.is_control:
+        if header.is_control or plan.is_aborted(header):
             out.append(batch)
             continue
         timestamp = (
@@ -284,8 +304,9 @@ def write_cleaned(plan: CleanPlan) -> list[CleanedSegment]:
                 break  # deleted meanwhile: clean only the segments below it
         sources = plan.sources[: len(fds)]
         plan = CleanPlan(
-            sources, plan.now_ms, plan.delete_retention_ms, plan.offset_map_entries_max
-        )
+            sources, plan.now_ms, plan.delete_retention_ms, plan.offset_map_entries_max,
+            plan.aborted,
+        )  # fmt: skip
         latest, mapped = _build_offset_map(fds, plan)
         cleaned: list[CleanedSegment] = []
         try:

@@ -266,8 +266,9 @@ class Partition:
         return self._log.delete_old_segments(self.high_watermark, now_ms=now_ms)
 
     def plan_clean(self, now_ms: int, delete_retention_ms: int) -> log_cleaner.CleanPlan:
-        """What compaction may clean: below the high watermark and the active segment."""
-        bound = min(self.high_watermark, self._log.segment_base_offsets[-1])
+        """What compaction may clean: below the last stable offset (so every transaction
+        it meets is decided; the LSO is at most the HW) and the active segment."""
+        bound = min(self.last_stable_offset, self._log.segment_base_offsets[-1])
         return log_cleaner.plan_clean(
             self._log, bound, now_ms=now_ms, delete_retention_ms=delete_retention_ms
         )

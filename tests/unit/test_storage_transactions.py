@@ -297,3 +297,30 @@ def test_txn_index_file_round_trip_and_damage(tmp_path: Path) -> None:
         f.write(b"\x00\x07")  # version 7
     with pytest.raises(LogCorruptionError):
         reloaded.load()
+
+
+def test_compaction_never_lets_an_aborted_record_supersede_a_committed_one(
+    tmp_path: Path,
+) -> None:
+    from strom.storage.log_cleaner import clean_log
+    from strom.storage.record_decode import decode_batches
+
+    log = open_log(tmp_path, segment_bytes=300)
+    log.append(encode_batch([Record(b"k", b"committed", (), TS)]), EPOCH, now_ms=TS)  # 0
+    aborted = encode_batch(
+        [Record(b"k", b"aborted", (), TS)], producer_id=1, producer_epoch=0, base_sequence=0,
+        is_transactional=True,
+    )  # fmt: skip
+    log.append(aborted, EPOCH, now_ms=TS, transactional_producers={1})  # 1
+    log.append_markers([abort(1)], EPOCH, now_ms=TS)  # 2
+    for i in range(6):
+        log.append(encode_batch([Record(b"other", b"%d" % i, (), TS)]), EPOCH, now_ms=TS)
+    assert len(log.segment_base_offsets) > 2
+    clean_log(log, log.log_end_offset, now_ms=TS, delete_retention_ms=0)
+    values = [
+        (r.offset, r.value)
+        for r in decode_batches(log.read(0, 1 << 20, max_offset=log.log_end_offset))
+    ]
+    assert (0, b"committed") in values  # on main: removed for the aborted offset-1 record
+    assert (1, b"aborted") in values  # kept, still named by the txn index for readers
+    log.close()
