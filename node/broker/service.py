@@ -292,7 +292,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     if wanted.timestamp == EARLIEST_TIMESTAMP:
                         result.offset = partition.log_start_offset
                     elif wanted.timestamp == LATEST_TIMESTAMP:
-                        result.offset = partition.high_watermark
+                        result.offset = (
+                            partition.last_stable_offset
+                            if request.isolation_level == broker_pb2.READ_COMMITTED
+                            else partition.high_watermark
+                        )
                     elif wanted.timestamp >= 0:
                         found = partition.offset_for_timestamp(wanted.timestamp)
                         if found is not None and found[1] < partition.high_watermark:

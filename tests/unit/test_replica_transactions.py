@@ -149,6 +149,17 @@ def test_fetch_with_read_committed_serves_below_the_lso_with_the_aborted_list(
         assert [r.offset for r in decode_batches(uncommitted.records)] == [0, 1, 2, 3, 4]
         assert not uncommitted.aborted_transactions
 
+        async def latest(level: int) -> int:
+            request = broker_pb2.ListOffsetsRequest(isolation_level=level)
+            request.topics.add(name="t").partitions.add(
+                partition=0, current_leader_epoch=-1, timestamp=-1
+            )
+            answer = await servicer.ListOffsets(request, None)  # type: ignore[arg-type]
+            return answer.topics[0].partitions[0].offset
+
+        assert await latest(broker_pb2.READ_COMMITTED) == 3
+        assert await latest(broker_pb2.READ_UNCOMMITTED) == 5
+
     asyncio.run(scenario())
 
 

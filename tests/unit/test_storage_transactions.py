@@ -324,3 +324,18 @@ def test_compaction_never_lets_an_aborted_record_supersede_a_committed_one(
     assert (0, b"committed") in values  # on main: removed for the aborted offset-1 record
     assert (1, b"aborted") in values  # kept, still named by the txn index for readers
     log.close()
+
+
+def test_a_follower_builds_the_same_transaction_state_from_the_leaders_bytes(
+    tmp_path: Path,
+) -> None:
+    leader = open_log(tmp_path / "leader")
+    leader.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})
+    leader.append(txn_batch(2, 0, 0), EPOCH, now_ms=TS, transactional_producers={2})
+    leader.append_markers([abort(1)], EPOCH, now_ms=TS)
+    follower = open_log(tmp_path / "follower")
+    follower.append_as_follower(leader.read(0, 1 << 20), now_ms=TS)
+    assert txn_index_entries(follower) == txn_index_entries(leader) == [AbortedTxn(1, 0, 4, 2)]
+    assert follower.first_unstable_offset() == leader.first_unstable_offset() == 2
+    leader.close()
+    follower.close()
