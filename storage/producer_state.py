@@ -32,7 +32,7 @@ its start. Snapshots above a truncation point are deleted, durably, with the tru
 File format (big-endian; written to `.tmp`, fsynced and renamed, so a crash leaves the old file
 or the new one)::
 
-    version    int16   1
+    version    int16   2 (1: the same without the open transactions; still read)
     crc        uint32  CRC-32C of every byte after this field
     offset     int64   the snapshot's offset (also its file name)
     producers  int32   P
@@ -40,8 +40,20 @@ or the new one)::
     P × (producer_id int64, epoch int16, batch count int8), oldest producer first
     B × (first_seq int32, last_seq int32, first_offset int64, last_offset int64), the batches
         of the producers in that order, oldest first
+    ongoing    int32   T (version 2)
+    T × (producer_id int64, first_offset int64), the open transactions, oldest first
 
-Two arrays of fixed-size entries, so that decoding is two `struct.iter_unpack` passes.
+Arrays of fixed-size entries, so that decoding is a few `struct.iter_unpack` passes.
+
+Transactions (KIP-98). A transactional batch opens its producer's transaction at its first
+offset (`ongoing`; a producer has at most one open); a marker (control batch, see
+`control_records`) closes it and returns the `CompletedTxn`, whose abort the log writes to the
+`.txnindex`. The oldest open transaction's first offset is the first unstable offset, which
+bounds the last stable offset. A marker with a newer epoch (the coordinator fenced the producer)
+moves the producer to that epoch with no batches, so the next batch must start at sequence 0 and
+the fenced instance's batches are refused; a marker with an older epoch is refused. A producer
+with an open transaction is never evicted. A replay decodes each marker's record to tell commit
+from abort.
 
 A snapshot that is short, of another version, inconsistent with its name or failing its CRC is
 reported (`SnapshotLoad.corrupt`), deleted and skipped: the next older one is tried, then the
