@@ -52,8 +52,8 @@ offset (`ongoing`; a producer has at most one open); a marker (control batch, se
 bounds the last stable offset. A marker with a newer epoch (the coordinator fenced the producer)
 moves the producer to that epoch with no batches, so the next batch must start at sequence 0 and
 the fenced instance's batches are refused; a marker with an older epoch is refused. A producer
-with an open transaction is kept when the log start moves (`evict_before`). A replay decodes each marker's record to tell commit
-from abort.
+with an open transaction is kept when the log start moves (`evict_before`). A replay decodes
+each marker's record to tell commit from abort.
 
 A snapshot that is short, of another version, inconsistent with its name or failing its CRC is
 reported (`SnapshotLoad.corrupt`), deleted and skipped: the next older one is tried, then the
