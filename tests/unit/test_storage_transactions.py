@@ -339,3 +339,18 @@ def test_a_follower_builds_the_same_transaction_state_from_the_leaders_bytes(
     assert follower.first_unstable_offset() == leader.first_unstable_offset() == 2
     leader.close()
     follower.close()
+
+
+def test_a_torn_abort_marker_is_cut_by_recovery_with_its_index_entry(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})  # 0-1
+    log.append_markers([abort(1)], EPOCH, now_ms=TS)  # 2
+    assert len(txn_index_entries(log)) == 1
+    log.close(clean=False)
+    segment = tmp_path / f"{0:020d}.log"
+    os.truncate(segment, segment.stat().st_size - 5)  # the marker's last bytes never landed
+    again = open_log(tmp_path)
+    assert again.log_end_offset == 2
+    assert txn_index_entries(again) == []
+    assert again.first_unstable_offset() == 0  # the transaction is undecided again
+    again.close()
