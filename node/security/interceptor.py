@@ -42,6 +42,10 @@ RULES: dict[str, Rule] = {
     "/strom.v1.Broker/InitProducerId": rules_broker.init_producer_id,
     "/strom.v1.Replica/Fetch": cluster_action,
     "/strom.v1.Replica/OffsetForLeaderEpoch": cluster_action,
+    # a transaction coordinator's calls to partition leaders: brokers only (Kafka's
+    # WriteTxnMarkers needs ClusterAction too)
+    "/strom.v1.Replica/RegisterTxnPartitions": cluster_action,
+    "/strom.v1.Replica/WriteTxnMarkers": cluster_action,
     "/strom.v1.Raft/Step": cluster_action,
     "/strom.v1.Raft/FetchLog": cluster_action,
     **{
