@@ -447,6 +447,12 @@ class PartitionLog:
     def _append(
         self, data: bytes | bytearray, batches: list[tuple[int, BatchHeader]], now_ms: int
     ) -> AppendInfo:
+        # marker types first: a marker that cannot be read is refused before anything is written
+        kinds = {
+            position: COMMIT if decode_marker(data, position).commit else ABORT
+            for position, header in batches
+            if header.is_control and header.producer_id >= 0
+        }
         first = batches[0][1].base_offset
         last_header = batches[-1][1]
         last = last_header.base_offset + last_header.last_offset_delta
@@ -475,8 +481,7 @@ class PartitionLog:
         update = self._producers.update
         for position, header in batches:
             if header.is_control and header.producer_id >= 0:
-                kind = COMMIT if decode_marker(data, position).commit else ABORT
-                completed = update(header, kind)
+                completed = update(header, kinds[position])
                 if completed is not None and completed.aborted:
                     active.txn_index.append(_aborted_entry(completed))
             else:

@@ -354,3 +354,22 @@ def test_a_torn_abort_marker_is_cut_by_recovery_with_its_index_entry(tmp_path: P
     assert txn_index_entries(again) == []
     assert again.first_unstable_offset() == 0  # the transaction is undecided again
     again.close()
+
+
+def test_a_follower_refuses_an_unreadable_marker_before_writing_anything(tmp_path: Path) -> None:
+    leader = open_log(tmp_path / "leader")
+    leader.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})
+    good = leader.read(0, 1 << 20)
+    # a control batch whose record is not a transaction marker (key type 5)
+    bad = encode_batch(
+        [Record(b"\x00\x00\x00\x05", b"\x00\x00\x00\x00\x00\x00", (), TS)],
+        producer_id=1, producer_epoch=0, is_transactional=True, is_control=True, base_offset=2,
+    )  # fmt: skip
+    follower = open_log(tmp_path / "follower")
+    with pytest.raises(CorruptRecordError):
+        follower.append_as_follower(good + bad, now_ms=TS)
+    assert follower.log_end_offset == 0
+    follower.append_as_follower(good, now_ms=TS)
+    assert follower.first_unstable_offset() == 0
+    leader.close()
+    follower.close()
