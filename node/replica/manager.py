@@ -14,7 +14,8 @@ thousands of replicas (a topic of 10,000 partitions) would hold the event loop f
 get the broker fenced (#15 defect 5). A change creates at most `NEW_LOGS_INLINE_MAX` new logs at
 once; the files of the rest are created by a background task in a worker thread,
 `NEW_LOGS_PER_BATCH_MAX` at a time, and each is then adopted here against the image current at
-that moment (or deleted, if its replica went away meanwhile). No other code opens a folder
+that moment (or deleted, if its replica went away meanwhile), `NEW_LOGS_ADOPTED_PER_TURN_MAX`
+per loop turn (becoming leader fsyncs the leader-epoch checkpoint). No other code opens a folder
 being created (`_creating`). Until then requests for them get the retriable
 NOT_LEADER_OR_FOLLOWER. Logs that already exist on disk (a restart) always open at once.
 
@@ -64,6 +65,7 @@ Key = tuple[bytes, int]
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
 NEW_LOGS_INLINE_MAX = 16
 NEW_LOGS_PER_BATCH_MAX = 64
+NEW_LOGS_ADOPTED_PER_TURN_MAX = 8
 
 # AlterPartition refusals the controller gives only after the partition epoch matched: proof
 # that neither this request nor an earlier copy of it was applied.
@@ -278,7 +280,8 @@ class ReplicaManager:
                 except Exception as exc:  # a config this broker cannot apply
                     self.take_offline(topic, key, exc, storage=False)
                     continue
-                batch.append((key, topic, config))
+                lead_epoch = info.leader_epoch if info.leader == self.broker_id else None
+                batch.append((key, topic, config, lead_epoch))
             if batch:
                 await self._create_in_thread(batch)
             await asyncio.sleep(0)
@@ -294,24 +297,24 @@ class ReplicaManager:
             return None
         return topic.name, info
 
-    async def _create_in_thread(self, batch: list[tuple[Key, str, LogConfig]]) -> None:
-        names = {(topic, key[1]) for key, topic, _ in batch}
+    async def _create_in_thread(self, batch: list[tuple[Key, str, LogConfig, int | None]]) -> None:
+        """Create the logs of `batch` in a worker thread; a replica this broker leads gets its
+        leader epoch recorded there too (an fsync), so becoming leader on the loop writes
+        nothing unless the epoch moved on meanwhile."""
+        names = {(topic, key[1]) for key, topic, _, _ in batch}
         self._creating |= names
         now = self.clock.now_ms()
 
         def create() -> list[tuple[Key, str, PartitionLog | BaseException]]:
             made: list[tuple[Key, str, PartitionLog | BaseException]] = []
-            for key, topic, config in batch:
+            for key, topic, config, lead_epoch in batch:
                 try:
-                    made.append(
-                        (
-                            key,
-                            topic,
-                            self.logs.create_log_files(
-                                topic, key[1], topic_id=key[0].hex(), now_ms=now, config=config
-                            ),
-                        )
+                    log_ = self.logs.create_log_files(
+                        topic, key[1], topic_id=key[0].hex(), now_ms=now, config=config
                     )
+                    if lead_epoch is not None:
+                        log_.leader_epoch_cache.assign(lead_epoch, log_.log_end_offset)
+                    made.append((key, topic, log_))
                 except Exception as exc:  # its own failure: that replica goes offline
                     made.append((key, topic, exc))
             return made  # fmt: skip
@@ -320,26 +323,36 @@ class ReplicaManager:
         try:
             created = await asyncio.shield(work)
         except asyncio.CancelledError:
+            self._creating -= names
             for _, _, made in await work:  # shutting down: close what the thread made
                 if not isinstance(made, BaseException):
                     made.close(clean=False)
             raise
+        try:
+            # Becoming leader writes the leader-epoch checkpoint (an fsync) on the loop: a few
+            # per turn, so the loop keeps coming round.
+            for done, (key, topic, made) in enumerate(created, 1):
+                self._adopt_created(key, topic, made)
+                self._creating.discard((topic, key[1]))
+                if done % NEW_LOGS_ADOPTED_PER_TURN_MAX == 0:
+                    await asyncio.sleep(0)
         finally:
             self._creating -= names
-        for key, topic, made in created:
-            if isinstance(made, BaseException):
-                if self._still_wanted(key) is not None:
-                    self.take_offline(topic, key, made, storage=is_storage_failure(made))
-                continue
-            if not self.logs.adopt(topic, key[1], made):
-                made.close(clean=False)
-            wanted = self._still_wanted(key)
-            if wanted is None:
-                if self.logs.get_log(topic, key[1]) is made:
-                    self.logs.delete_log(topic, key[1])  # its replica went away meanwhile
-                continue
-            self._isolated(topic, key, self._become_replica, topic, key[0], key[1], wanted[1],
-                           self.clock.now_ms())  # fmt: skip
+
+    def _adopt_created(self, key: Key, topic: str, made: PartitionLog | BaseException) -> None:
+        if isinstance(made, BaseException):
+            if self._still_wanted(key) is not None:
+                self.take_offline(topic, key, made, storage=is_storage_failure(made))
+            return
+        if not self.logs.adopt(topic, key[1], made):
+            made.close(clean=False)
+        wanted = self._still_wanted(key)
+        if wanted is None:
+            if self.logs.get_log(topic, key[1]) is made:
+                self.logs.delete_log(topic, key[1])  # its replica went away meanwhile
+            return
+        self._isolated(topic, key, self._become_replica, topic, key[0], key[1], wanted[1],
+                       self.clock.now_ms())  # fmt: skip
 
     def _isolated(self, topic: str, key: Key, action: Callable[..., None], *args: object) -> None:
         """Run one partition's part of a metadata change; its failure is its own."""
