@@ -183,7 +183,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         while True:
             response, total, errors, watched = await self._read_all(request, max_bytes)
             remaining = deadline - loop.time()
-            if total >= max(1, request.min_bytes) or errors or remaining <= 0:
+            # Nothing to watch (no partitions asked for): waiting could never end early, and
+            # wait_any would return at once, so looping here would spin the event loop until
+            # the deadline (up to a minute): answer now.
+            if total >= max(1, request.min_bytes) or errors or remaining <= 0 or not watched:
                 for topic in response.topics:
                     metrics.record_fetch(topic.name, sum(len(p.records) for p in topic.partitions))
                 return response

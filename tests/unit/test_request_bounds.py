@@ -127,6 +127,22 @@ def test_a_produce_of_many_partition_entries_lets_the_loop_run(tmp_path: Path) -
     asyncio.run(scenario())
 
 
+def test_a_fetch_with_nothing_to_wait_for_answers_at_once(tmp_path: Path) -> None:
+    """Found by the RPC fuzz (tests/integration/test_rpc_fuzz.py): a long-polling fetch that
+    names no partition spun the event loop until its max_wait_ms (up to 60 s)."""
+
+    async def scenario() -> None:
+        servicer = broker(tmp_path)
+        empty = broker_pb2.FetchRequest(max_wait_ms=3000, min_bytes=1)
+        empty.topics.add(name="t")  # a topic, but no partition of it
+        for request in (broker_pb2.FetchRequest(max_wait_ms=3000, min_bytes=1), empty):
+            async with LoopProbe() as probe:
+                await servicer.Fetch(request, None)  # type: ignore[arg-type]
+            assert probe.gap_s_max < 1.0, probe.gap_s_max
+
+    asyncio.run(scenario())
+
+
 def test_create_topics_bounds_partitions_per_request_before_any_work() -> None:
     """1,000,000 partitions with validate_only froze the controller for 39 s; now refused as a
     policy violation before a single partition is placed, and the controller stays active."""
