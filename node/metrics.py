@@ -67,6 +67,11 @@ FETCHER_ERRORS = Counter(
     "the partition is taken offline) or the fetch loop itself (kind=fetcher; it goes on)",
     ["kind"],
 )
+OFFSETS_RECORDS_SKIPPED = Counter(
+    "strom_group_coordinator_offsets_records_skipped",
+    "Records of __consumer_offsets the group coordinator could not decode while loading a "
+    "partition, passed over so the partition's groups still load",
+)
 AUTHENTICATION_FAILURES = Counter(
     "strom_authentication_failures",
     "Refused SASL logins: wrong username or password (reason=credentials), or too many "
@@ -116,6 +121,7 @@ EVENT_NAMES = (
     "strom_server_replicamanager_isrshrinks_total",
     "strom_server_replicamanager_isrexpands_total",
     "strom_server_replicafetcher_errors_total",
+    "strom_group_coordinator_offsets_records_skipped_total",
     "strom_event_loop_stalls_total",
     "strom_authentication_failures_total",
     "strom_request_duration_seconds",

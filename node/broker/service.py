@@ -17,6 +17,7 @@ import grpc
 from strom.node import metrics
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.delayed import wait_any
+from strom.node.internal_topics import is_internal
 from strom.node.loop_turns import TurnBudget
 from strom.node.peers import ControllerClient, ControllerUnavailable
 from strom.node.replica.manager import ReplicaManager
@@ -134,6 +135,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 result = topic_response.partitions.add(partition=data.partition, base_offset=-1)
                 result.log_append_time_ms = -1
                 try:
+                    if is_internal(topic.name):  # written only by the cluster (issue #15)
+                        raise PartitionError(
+                            common_pb2.INVALID_TOPIC_EXCEPTION,
+                            f"cannot produce to internal topic {topic.name!r}",
+                        )
                     partition = self.manager.partition_by_name(topic.name, data.partition)
                     min_isr = self.manager.min_insync_replicas(topic.name)
                     now = self.clock.now_ms()
@@ -145,6 +151,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                         waits.append(
                             self._await_isr(
                                 partition, info.last_offset, min_isr, request.timeout_ms, result
+                            )
+                        )
+                    elif request.acks == 1 and partition.flushes_before_ack:
+                        waits.append(
+                            self._await_durable(
+                                partition, info.last_offset, request.timeout_ms, result
                             )
                         )
                 except (PartitionError, StorageError) as exc:
@@ -165,6 +177,18 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     ) -> None:
         try:
             await partition.wait_for_isr(last_offset, min_isr, timeout_ms / 1000)
+        except PartitionError as exc:
+            result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
+
+    async def _await_durable(
+        self,
+        partition: Partition,
+        last_offset: int,
+        timeout_ms: int,
+        result: broker_pb2.PartitionProduceResponse,
+    ) -> None:
+        try:
+            await partition.wait_durable(last_offset, timeout_ms / 1000)
         except PartitionError as exc:
             result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
 
@@ -282,7 +306,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         self, request: broker_pb2.MetadataRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.MetadataResponse:
         image = self.manager.image
-        missing = [n for n in request.topics if image.topic_by_name(n) is None]
+        # Internal topics are never auto-created: the group coordinator creates its own.
+        missing = [
+            n for n in request.topics if image.topic_by_name(n) is None and not is_internal(n)
+        ]
         if (
             missing
             and request.allow_auto_topic_creation
@@ -313,7 +340,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 out.error_message = f"topic {name!r} does not exist"
                 continue
             out.topic_id = topic.topic_id
-            out.is_internal = name.startswith("__")
+            out.is_internal = is_internal(name)
             for index, info in sorted(topic.partitions.items()):
                 # Kafka's meaning: on a dead broker, or offline there (its log failed).
                 offline = [

@@ -479,21 +479,18 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         self, request: admin_pb2.ElectLeadersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ElectLeadersResponse:
         await self._require_active(context)
-        if request.election_type != admin_pb2.ELECTION_PREFERRED:
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED,
-                "only preferred leader election is supported; unclean election happens per "
-                "topic with unclean.leader.election.enable=true",
-            )
+        elect = (
+            self.logic.elect_unclean_leaders
+            if request.election_type == admin_pb2.ELECTION_UNCLEAN
+            else self.logic.elect_preferred_leaders
+        )
         image = self.logic.image
         wanted = []
         for tp in request.partitions:
             topic = image.topic_by_name(tp.topic)
             if topic is not None:
                 wanted.append((topic.topic_id, tp.partition))
-        status, results = await self._decide(
-            lambda: self.logic.elect_preferred_leaders(wanted if request.partitions else None)
-        )
+        status, results = await self._decide(lambda: elect(wanted if request.partitions else None))
         response = admin_pb2.ElectLeadersResponse()
         names = {t.topic_id: t.name for t in image.topics.values()}
         for (topic_id, partition), (code, message) in (results or {}).items():
@@ -505,6 +502,52 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                 )
             )
         return response
+
+    async def AlterPartitionReassignments(
+        self,
+        request: admin_pb2.AlterPartitionReassignmentsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> admin_pb2.AlterPartitionReassignmentsResponse:
+        await self._require_active(context)
+        # Decided in order before any commit is awaited, so the batches commit in that order.
+        outcomes = await asyncio.gather(
+            *(
+                self._decide(
+                    functools.partial(
+                        self._without_result,
+                        self.logic.reassign_partition,
+                        item.topic,
+                        item.partition,
+                        None if item.cancel else list(item.replicas),
+                    )
+                )
+                for item in request.partitions
+            )
+        )
+        response = admin_pb2.AlterPartitionReassignmentsResponse()
+        for item, (status, _) in zip(request.partitions, outcomes, strict=True):
+            response.results.add(
+                partition=common_pb2.TopicPartition(topic=item.topic, partition=item.partition),
+                error_code=status.error_code,
+                error_message=status.error_message,
+            )
+        return response
+
+    async def UnregisterBroker(
+        self, request: admin_pb2.UnregisterBrokerRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.UnregisterBrokerResponse:
+        await self._require_active(context)
+        voters = [v.node_id for v in self.config.voters]
+        status, _ = await self._decide(
+            functools.partial(
+                self._without_result, self.logic.unregister_broker, request.broker_id, voters
+            )
+        )
+        if status.error_code == common_pb2.NONE:
+            log.info("unregistered broker %d", request.broker_id)
+        return admin_pb2.UnregisterBrokerResponse(
+            error_code=status.error_code, error_message=status.error_message
+        )
 
     async def AlterUserCredentials(
         self, request: admin_pb2.AlterUserCredentialsRequest, context: grpc.aio.ServicerContext

@@ -40,13 +40,15 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from strom.node.clock import SYSTEM_CLOCK, Clock
-from strom.node.config import TOPIC_KEYS, NodeConfig
+from strom.node.config import NodeConfig
 from strom.node.metadata.image import MetadataDelta, MetadataImage, PartitionInfo
 from strom.node.metadata.state import full_delta
 from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.tls import inter_broker_security
+from strom.node.topic_config import InvalidTopicConfig, policies, resolve
 from strom.storage import log_cleaner
 from strom.storage.errors import InconsistentTopicIdError
 from strom.storage.log_config import LogConfig
@@ -162,20 +164,23 @@ class ReplicaManager:
                 f"{offline.reason}",
             )
 
-    def topic_config(self, topic: str) -> dict[str, object]:
-        values: dict[str, object] = self.config.topic_defaults()
-        values.update(self.image.topic_configs(topic))
-        return values
+    def topic_config(self, topic: str) -> dict[str, Any]:
+        """The topic's effective configs, typed and checked by the one table
+        (node/topic_config.py). Raises InvalidTopicConfig for a value this broker cannot apply;
+        `_apply` then takes the topic's replicas offline, so a served replica's topic always
+        resolves."""
+        return resolve(self.config.topic_defaults(), self.image.topic_configs(topic))
 
     def min_insync_replicas(self, topic: str) -> int:
-        return int(str(self.topic_config(topic)["min.insync.replicas"]))
+        value: int = self.topic_config(topic)["min.insync.replicas"]
+        return value
 
     def log_config(self, topic: str) -> LogConfig:
+        """The storage side of the topic's configs; checks every key of the topic, so a bad
+        value of any key stops its replicas from opening or taking the config."""
         values = self.topic_config(topic)
         known = LogConfig.keys()
-        return LogConfig.from_kafka(
-            {k: int(str(v)) for k, v in values.items() if k in known and k in TOPIC_KEYS}
-        )
+        return LogConfig.from_kafka({k: v for k, v in values.items() if k in known})
 
     # ---- metadata ----------------------------------------------------------------------
 
@@ -377,8 +382,10 @@ class ReplicaManager:
             "replica out of the ISR and leadership%s",
             topic, key[1], "storage failure" if storage else "cannot apply", reason,
             "; it stays offline until the broker restarts" if storage else "",
+            # A config refused by the table is explained by its message; anything else is a
+            # surprise worth its traceback.
             exc_info=cause if isinstance(cause, BaseException) and not is_storage_failure(cause)
-            else None,
+            and not isinstance(cause, InvalidTopicConfig) else None,
         )  # fmt: skip
         self._stop_fetching(key)
         partition = self.partitions.pop(key, None)
@@ -664,8 +671,8 @@ class ReplicaManager:
             self._each_partition("retention", self._apply_retention)
 
     def _apply_retention(self, partition: Partition) -> None:
-        if self.topic_config(partition.topic)["cleanup.policy"] == "compact":
-            return  # compacted topics are bounded by the cleaner, not by age
+        if "delete" not in policies(self.topic_config(partition.topic)["cleanup.policy"]):
+            return  # compacted-only topics are bounded by the cleaner, not by age
         deleted = partition.delete_old_segments(now_ms=self.clock.now_ms())
         if deleted:
             log.info("%s: retention deleted %d segment(s)", partition.name, deleted)
@@ -691,10 +698,10 @@ class ReplicaManager:
 
     async def _clean(self, partition: Partition) -> None:
         config = self.topic_config(partition.topic)
-        if config["cleanup.policy"] != "compact":
+        if "compact" not in policies(config["cleanup.policy"]):
             return
         plan = partition.plan_clean(
-            self.clock.now_ms(), delete_retention_ms=int(str(config["delete.retention.ms"]))
+            self.clock.now_ms(), delete_retention_ms=config["delete.retention.ms"]
         )
         if not plan.sources:
             return
