@@ -353,3 +353,35 @@ def test_security_config_keys() -> None:
     with pytest.raises(ConfigError) as bad_type:
         build_config({**base, "node.sasl.password": [secret]}, environ={})
     assert secret not in str(bad_type.value)
+
+
+def test_the_controller_listener_admits_only_nodes_where_it_authenticates() -> None:
+    from strom.node.config import build_config
+    from strom.node.security.interceptor import NodeSecurity, admits
+
+    base = {
+        "node.id": 1,
+        "controller.quorum.voters": "1@localhost:9093",
+        "listeners": "PLAINTEXT://localhost:9092,CONTROLLER://localhost:9093",
+    }
+    sasl = {
+        "listener.security.protocol.map": "PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "node.sasl.username": "node",
+        "node.sasl.password": "secret",
+        "super.users": "User:admin",
+    }
+
+    def guard(config: dict[str, Any], listener: str) -> frozenset[str] | None:
+        security = NodeSecurity(build_config({**base, **config}, environ={}), MetadataImage)
+        interceptors = security.server_interceptors(listener)
+        return interceptors[0].nodes_only if interceptors else None
+
+    # SASL: by default the super users and the nodes' own user; never on the client listener.
+    assert guard(sasl, "CONTROLLER") == {"User:admin", "User:node"}
+    assert guard(sasl, "PLAINTEXT") is None
+    explicit = {**sasl, "controller.allowed.principals": "User:node"}
+    assert guard(explicit, "CONTROLLER") == {"User:node"}
+    # A listener that cannot tell callers apart is not guarded (everyone is ANONYMOUS there).
+    assert guard({}, "CONTROLLER") is None
+    assert admits(frozenset({"User:node-*"}), "User:node-7")
+    assert not admits(frozenset({"User:node-*"}), "User:strom-admin")
