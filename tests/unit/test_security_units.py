@@ -34,7 +34,7 @@ from strom.node.controller.errors import ControllerError
 from strom.node.metadata.image import MetadataImage, apply_records, decode_snapshot, encode_snapshot
 from strom.node.metadata.state import full_delta
 from strom.node.security import rules_broker, rules_group
-from strom.node.security.access import Access, Denied, cluster_action
+from strom.node.security.access import Access, Denied, cluster_action, split_call
 from strom.node.security.authn import AuthenticationError, Authenticator, certificate_principal
 from strom.node.security.authorizer import Authorizer, AuthorizerSettings
 from strom.node.security.credentials import CredentialVerifier
@@ -243,6 +243,46 @@ def produce_request(*topics: str) -> broker_pb2.ProduceRequest:
     for t in topics:
         request.topics.add(name=t).partitions.add(partition=0, records=b"x")
     return request
+
+
+def test_authorizing_a_request_of_many_topics_lets_the_loop_run() -> None:
+    """#15 defect 5, behind the authorizer: 20,000 topic entries were decided in one go (three
+    times each) before the handler started; now once each, in slices between loop turns."""
+    from strom.node.loop_turns import ITEMS_PER_TURN_MAX
+
+    names = [f"t{i}" if i % 2 else "a" for i in range(20_000)]
+    calls = 0
+
+    def counting(item: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        return bool(item.name == "a")
+
+    async def scenario() -> tuple[int, Any]:
+        turns = 0
+        done = False
+
+        async def probe() -> None:
+            nonlocal turns
+            while not done:
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(probe())
+        await asyncio.sleep(0)
+        handler = FakeHandler()
+        response = await split_call(
+            produce_request(*names), "topics", counting, handler.produce, "topics",
+            lambda t: broker_pb2.TopicProduceResponse(name=t.name), broker_pb2.ProduceResponse,
+        )  # fmt: skip
+        done = True
+        await task
+        return turns, response
+
+    turns, response = run(scenario())
+    assert [t.name for t in response.topics] == names
+    assert calls == len(names)  # each decided once
+    assert turns >= 2 * len(names) // ITEMS_PER_TURN_MAX - 2, turns
 
 
 def test_produce_refuses_per_topic_and_forwards_the_rest() -> None:
