@@ -332,7 +332,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             if request.topics or not request.all_topics
             else sorted(image.topic_ids)
         )
+        turns = TurnBudget()
         for name in names:
+            await turns.spend()
             topic = image.topic_by_name(name)
             out = response.topics.add(name=name)
             if topic is None:
