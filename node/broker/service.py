@@ -475,7 +475,9 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
         self, request: replica_pb2.OffsetForLeaderEpochRequest, context: grpc.aio.ServicerContext
     ) -> replica_pb2.OffsetForLeaderEpochResponse:
         response = replica_pb2.OffsetForLeaderEpochResponse()
+        turns = TurnBudget()
         for wanted in request.partitions:
+            await turns.spend()
             result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
             try:
                 partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
