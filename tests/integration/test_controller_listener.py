@@ -18,6 +18,9 @@ import grpc
 import pytest
 from node_thread import CLUSTER_ID, NodeThread
 
+from strom.client import Admin
+from strom.client.errors import StromError
+from strom.client.sasl import sasl_metadata
 from strom.node.certs import write_cluster_certs
 from strom.v1 import broker_pb2, broker_pb2_grpc, raft_pb2, raft_pb2_grpc
 
@@ -73,3 +76,34 @@ def test_a_client_certificate_cannot_read_the_metadata_log(
     with grpc.secure_channel(f"localhost:{node.client_port}", credentials["strom-admin"]) as ch:
         answer = broker_pb2_grpc.BrokerStub(ch).Metadata(broker_pb2.MetadataRequest(), timeout=5)
     assert answer.cluster_id == CLUSTER_ID
+
+
+def test_a_sasl_user_cannot_read_the_metadata_log_without_an_authorizer(tmp_path: Path) -> None:
+    """SASL on both listeners, no authorizer: a user who logs in correctly is still not a node."""
+    overrides = {
+        "listener.security.protocol.map": "PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "node.sasl.username": "node",
+        "node.sasl.password": "node-secret",
+    }
+    with NodeThread(tmp_path, "PLAINTEXT", overrides) as node:
+        bootstrap = f"localhost:{node.client_port}"
+        with Admin(bootstrap, sasl_username="node", sasl_password="node-secret",
+                   request_timeout_ms=10_000) as admin:  # fmt: skip
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    admin.create_user("alice", "alice-secret")
+                    break
+                except StromError:
+                    assert time.monotonic() < deadline, "the node never took a user"
+                    time.sleep(0.1)
+        request = raft_pb2.FetchLogRequest(cluster_id=CLUSTER_ID, observer_id=99, fetch_index=1)
+        with grpc.insecure_channel(f"localhost:{node.controller_port}") as channel:
+            stub = raft_pb2_grpc.RaftStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.FetchLog(request, metadata=sasl_metadata("alice", "alice-secret"), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+            served = stub.FetchLog(
+                request, metadata=sasl_metadata("node", "node-secret"), timeout=5
+            )
+            assert served.commit_index >= 1
