@@ -9,7 +9,8 @@ never UNKNOWN or INTERNAL (an exception that escaped a handler). Afterwards the 
 serve: it answers metadata and a produce/fetch round trip. Issue #15: "nothing a client sends
 can stop a broker"; the probe's 2,000 fuzzed batches family, extended to every RPC.
 
-The run is bounded (`EXAMPLES_PER_RPC`); `STROM_FUZZ_EXAMPLES` raises it for a longer hunt.
+The run is bounded (`EXAMPLES_PER_RPC`) and random, so every CI run explores new requests (a
+failure prints the request that caused it); `STROM_FUZZ_EXAMPLES=500` runs a longer hunt.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from strom.v1 import (
 
 EXAMPLES_PER_RPC = int(os.environ.get("STROM_FUZZ_EXAMPLES", "25"))
 CALL_TIMEOUT_S = 3.0
+PING_TIMEOUT_S = 2.0
 # Services served on the controller listener; the rest on the client listener.
 CONTROLLER_SERVICES = frozenset({"strom.v1.Raft", "strom.v1.Controller"})
 # Statuses a handler may choose. UNKNOWN and INTERNAL mean an exception escaped a handler.
@@ -213,6 +215,8 @@ def test_every_rpc_answers_fuzzed_requests_without_crashing(
 ) -> None:
     _wait_ready(channels)
     call = _caller(channels, service, method)
+    broker = broker_pb2.DESCRIPTOR.services_by_name["Broker"]
+    ping = _caller(channels, broker, broker.methods_by_name["Metadata"])
 
     @settings(
         max_examples=EXAMPLES_PER_RPC,
@@ -230,6 +234,15 @@ def test_every_rpc_answers_fuzzed_requests_without_crashing(
                 f"{service.name}.{method.name}: {code} {exc.details()}"  # type: ignore[attr-defined]
                 f"\nrequest: {request}"
             )
+        # A request may leave work behind that blocks the node (a handler spinning after the
+        # caller gave up): the node must still answer at once.
+        try:
+            ping(broker_pb2.MetadataRequest(), timeout=PING_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise AssertionError(
+                f"the node stopped answering after {service.name}.{method.name}: "
+                f"{exc.code()}\nrequest: {request}"  # type: ignore[attr-defined]
+            ) from None
 
     one()
 
