@@ -280,6 +280,10 @@ class Node:
         )  # fmt: skip
         # After the replica manager: the coordinator reads the partitions it has just opened.
         self.metadata.subscribe(self.coordinator.on_metadata)
+        manager, coordinator = self.manager, self.coordinator
+        manager.on_replicas_opened.append(
+            lambda: coordinator.on_metadata(manager.image, MetadataDelta())
+        )
         self.manager.start()
         self.coordinator.start()
         self._spawn(self.lifecycle.run(), "broker-lifecycle")

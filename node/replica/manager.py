@@ -122,6 +122,9 @@ class ReplicaManager:
         self._pending_opens: dict[Key, None] = {}  # new logs not opened yet, in order
         self._creating: set[tuple[str, int]] = set()  # folders a worker thread is creating
         self._opener: asyncio.Task[None] | None = None
+        # Called after deferred logs opened: who reads replicas (the group coordinator loading
+        # __consumer_offsets) looks again at what it could not find before.
+        self.on_replicas_opened: list[Callable[[], None]] = []
 
     # ---- lookups -----------------------------------------------------------------------
 
@@ -289,6 +292,8 @@ class ReplicaManager:
                 batch.append((key, topic, config, lead_epoch))
             if batch:
                 await self._create_in_thread(batch)
+            for callback in self.on_replicas_opened:
+                callback()
             await asyncio.sleep(0)
 
     def _still_wanted(self, key: Key) -> tuple[str, PartitionInfo] | None:
@@ -334,8 +339,7 @@ class ReplicaManager:
                     made.close(clean=False)
             raise
         try:
-            # Becoming leader writes the leader-epoch checkpoint (an fsync) on the loop: a few
-            # per turn, so the loop keeps coming round.
+            # A few per turn: becoming a replica still costs some work on the loop.
             for done, (key, topic, made) in enumerate(created, 1):
                 self._adopt_created(key, topic, made)
                 self._creating.discard((topic, key[1]))
