@@ -363,6 +363,16 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
     ),
     ConfigKey("node.sasl.password", str, "", "the password of node.sasl.username (a secret)"),
     ConfigKey(
+        "controller.allowed.principals",
+        str,
+        "",
+        "the nodes' principals: only they may call the controller listeners (Raft, controller "
+        "RPCs), authorizer or not, where those listeners authenticate callers (SASL, or SSL with "
+        "ssl.client.auth=required); User:node-* matches by prefix. Empty: super.users and "
+        "User:<node.sasl.username>",
+        _principals,
+    ),
+    ConfigKey(
         "connection.failed.authentication.delay.ms",
         int,
         100,

@@ -212,8 +212,10 @@ class LocalCluster:
 
     def _tls_config(self, node_id: int) -> dict[str, str]:
         """Every listener TLS with client certificates required: the client listener doubles
-        as the inter-broker one, and CONTROLLER carries Raft and broker-to-controller calls."""
+        as the inter-broker one, and CONTROLLER carries Raft and broker-to-controller calls,
+        for the nodes' certificates only (a client certificate from the same CA is refused)."""
         return {
+            "controller.allowed.principals": "User:node-*",  # brokers added later, too
             "listener.security.protocol.map": "SSL:SSL,CONTROLLER:SSL,KAFKA:SSL",
             "inter.broker.listener.name": "SSL",
             "ssl.certificate.location": str(self.tls_dir / f"node-{node_id}.crt"),

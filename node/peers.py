@@ -80,6 +80,27 @@ class ControllerUnavailable(Exception):
     """No active controller answered within the deadline."""
 
 
+class ControllerRefused(ControllerUnavailable):
+    """The active controller refused the request itself (a gRPC status no other voter would
+    answer differently, such as UNIMPLEMENTED or INVALID_ARGUMENT): asking again cannot help."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+# Statuses a controller gives for the request itself, whichever voter answers: not retried.
+REFUSAL_STATUSES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
+
+
 def _no_hint() -> int:
     return -1
 
@@ -158,6 +179,8 @@ class ControllerClient:
             try:
                 response = await method(self._stub(node_id))(request, timeout=try_s)
             except grpc.aio.AioRpcError as exc:
+                if exc.code() in REFUSAL_STATUSES:
+                    raise ControllerRefused(exc.code(), exc.details() or "") from exc
                 if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
                     self._suspect_until[node_id] = loop.time() + SUSPECT_MS / 1000
                     if self.controller_id == node_id:

@@ -6,7 +6,8 @@ the spirit of Kafka's LogValidator:
 1. Bounds: the bytes are a sequence of whole batches; each `batchLength` fits; the last batch
    ends exactly at the end of the bytes received; each batch is at most `max.message.bytes`.
 2. Header invariants: magic 2, recordCount ≥ 1, lastOffsetDelta = recordCount − 1, a producer id
-   comes with a sequence, no control batches from clients, sane timestamps.
+   is −1 or ≥ 0 and comes with a sequence, no control batches from clients, no transactional
+   batches (there is no transaction coordinator), sane timestamps.
 3. CRC-32C over attributes..end.
 4. Record framing: one pass over the records (decompressed first when compressed) reading only
    lengths, offset deltas and timestamp deltas: every record's length covers exactly its fields,
@@ -38,6 +39,7 @@ from .record_batch import (
     NO_TIMESTAMP,
     PREFIX,
     TIMESTAMP_TYPE_MASK,
+    TRANSACTIONAL_MASK,
     BatchHeader,
     Compression,
     parse_header,
@@ -246,6 +248,18 @@ def _check_header(header: BatchHeader, where: str) -> None:
     if header.attributes & CONTROL_MASK:
         raise CorruptRecordError(
             f"{where}: clients may not write control batches", "INVALID_RECORD"
+        )
+    if header.attributes & TRANSACTIONAL_MASK:
+        raise CorruptRecordError(
+            f"{where}: transactional batches are not supported (this cluster has no "
+            "transaction coordinator); produce without a transactional id",
+            "INVALID_RECORD",
+        )
+    if header.producer_id < NO_PRODUCER_ID:
+        raise CorruptRecordError(
+            f"{where}: producer id {header.producer_id} is out of range (ids are >= 0, or -1 "
+            "for none)",
+            "INVALID_RECORD",
         )
     if header.producer_id != NO_PRODUCER_ID and header.base_sequence < 0:
         raise CorruptRecordError(

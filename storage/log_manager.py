@@ -134,6 +134,28 @@ class LogManager:
             log.config = config
         return log
 
+    def create_log_files(
+        self, topic: str, partition: int, *, topic_id: str, now_ms: int, config: LogConfig
+    ) -> PartitionLog:
+        """Create a new partition's folder and files (fsynced, a few milliseconds each) without
+        registering the log: it touches no state of this manager, so it may run in a worker
+        thread while the owner works on. The owner then `adopt`s it. The caller makes sure no
+        one else opens the same folder meanwhile."""
+        path = os.path.join(self.data_dir, partition_dir_name(topic, partition))
+        log = PartitionLog.open(path, config, now_ms=now_ms, topic_id=topic_id)
+        fsync_dir(self.data_dir)
+        return log
+
+    def adopt(self, topic: str, partition: int, log: PartitionLog) -> bool:
+        """Register a log made by `create_log_files`; False (the caller closes it) when the
+        partition already has one or failed."""
+        self._check_open()
+        key = (topic, partition)
+        if key in self._logs or key in self.failed:
+            return False
+        self._logs[key] = log
+        return True
+
     def mark_failed(self, topic: str, partition: int, reason: str) -> None:
         """A log that failed in use: close it as a crash would, and serve it no more."""
         self._check_open()

@@ -21,7 +21,7 @@ from strom.client.acl import binding_from_proto, binding_to_proto, filter_from_p
 from strom.node.config import NODE_KEYS_BY_NAME, NodeConfig
 from strom.node.internal_topics import internal_topic_refusal, is_internal
 from strom.node.metadata.image import MetadataImage
-from strom.node.peers import ControllerClient, ControllerUnavailable
+from strom.node.peers import ControllerClient, ControllerRefused, ControllerUnavailable
 from strom.node.security.access import split_call
 from strom.node.topic_config import TOPIC_CONFIGS
 from strom.v1 import admin_pb2, admin_pb2_grpc, common_pb2, metadata_pb2
@@ -56,6 +56,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             return await self.controller.call(
                 lambda stub: getattr(stub, method), request, deadline_s=self.timeout_s
             )
+        except ControllerRefused as exc:
+            await context.abort(exc.code, exc.details)  # the controller's answer, as it gave it
         except ControllerUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; retry when a quorum is up")
 

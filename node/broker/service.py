@@ -209,7 +209,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         while True:
             response, total, errors, watched = await self._read_all(request, max_bytes)
             remaining = deadline - loop.time()
-            if total >= max(1, request.min_bytes) or errors or remaining <= 0:
+            # Nothing to watch (no partitions asked for): waiting could never end early, and
+            # wait_any would return at once, so looping here would spin the event loop until
+            # the deadline (up to a minute): answer now.
+            if total >= max(1, request.min_bytes) or errors or remaining <= 0 or not watched:
                 for topic in response.topics:
                     metrics.record_fetch(topic.name, sum(len(p.records) for p in topic.partitions))
                 return response
@@ -344,7 +347,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             if request.topics or not request.all_topics
             else sorted(image.topic_ids)
         )
+        turns = TurnBudget()
         for name in names:
+            await turns.spend()
             topic = image.topic_by_name(name)
             out = response.topics.add(name=name)
             if topic is None:
@@ -520,7 +525,9 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
         self, request: replica_pb2.OffsetForLeaderEpochRequest, context: grpc.aio.ServicerContext
     ) -> replica_pb2.OffsetForLeaderEpochResponse:
         response = replica_pb2.OffsetForLeaderEpochResponse()
+        turns = TurnBudget()
         for wanted in request.partitions:
+            await turns.spend()
             result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
             try:
                 partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)

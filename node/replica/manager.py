@@ -11,9 +11,12 @@ image like every other change.
 
 Creating a log costs a few fsyncs (about 10 ms on a slow disk), so one change that adds
 thousands of replicas (a topic of 10,000 partitions) would hold the event loop for minutes and
-get the broker fenced (#15 defect 5). A change opens at most `NEW_LOGS_INLINE_MAX` new logs at
-once; the rest open in a background task, `NEW_LOGS_PER_TURN_MAX` per loop turn, each against
-the image current at that moment. Until then requests for them get the retriable
+get the broker fenced (#15 defect 5). A change creates at most `NEW_LOGS_INLINE_MAX` new logs at
+once; the files of the rest are created by a background task in a worker thread,
+`NEW_LOGS_PER_BATCH_MAX` at a time, and each is then adopted here against the image current at
+that moment (or deleted, if its replica went away meanwhile), `NEW_LOGS_ADOPTED_PER_TURN_MAX`
+per loop turn (becoming leader fsyncs the leader-epoch checkpoint). No other code opens a folder
+being created (`_creating`). Until then requests for them get the retriable
 NOT_LEADER_OR_FOLLOWER. Logs that already exist on disk (a restart) always open at once.
 
 Failures stay with their partition (#14 defect 4). Applying a metadata change, and each timer's
@@ -50,6 +53,7 @@ from strom.storage import log_cleaner
 from strom.storage.errors import InconsistentTopicIdError
 from strom.storage.log_config import LogConfig
 from strom.storage.log_manager import LogManager
+from strom.storage.partition_log import PartitionLog
 from strom.v1 import common_pb2, controller_pb2
 
 from .fetcher import ReplicaFetcher
@@ -62,7 +66,8 @@ log = logging.getLogger("strom.replica")
 Key = tuple[bytes, int]
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
 NEW_LOGS_INLINE_MAX = 16
-NEW_LOGS_PER_TURN_MAX = 8
+NEW_LOGS_PER_BATCH_MAX = 64
+NEW_LOGS_ADOPTED_PER_TURN_MAX = 8
 
 # AlterPartition refusals the controller gives only after the partition epoch matched: proof
 # that neither this request nor an earlier copy of it was applied.
@@ -115,6 +120,7 @@ class ReplicaManager:
         self.offline: dict[Key, OfflineReplica] = {}
         self.caught_up = False
         self._pending_opens: dict[Key, None] = {}  # new logs not opened yet, in order
+        self._creating: set[tuple[str, int]] = set()  # folders a worker thread is creating
         self._opener: asyncio.Task[None] | None = None
         # Called after deferred logs opened: who reads replicas (the group coordinator loading
         # __consumer_offsets) looks again at what it could not find before.
@@ -214,6 +220,9 @@ class ReplicaManager:
             info = changed.partitions[index]
             key = (topic_id, index)
             if self.broker_id in info.replicas:
+                if (changed.name, index) in self._creating:
+                    self._pending_opens[key] = None  # decided once its files exist
+                    continue
                 if self._needs_new_log(changed.name, key):
                     if new_logs_inline == 0 and self._defer_open(key):
                         continue
@@ -261,21 +270,98 @@ class ReplicaManager:
         return True
 
     async def _open_pending(self) -> None:
-        log.info("opening %d new replica log(s) in the background", len(self._pending_opens))
+        log.info("creating %d new replica log(s) in the background", len(self._pending_opens))
         while self._pending_opens:
-            for key in list(self._pending_opens)[:NEW_LOGS_PER_TURN_MAX]:
+            batch = []
+            for key in list(self._pending_opens)[:NEW_LOGS_PER_BATCH_MAX]:
                 del self._pending_opens[key]
-                topic = self.image.topics.get(key[0])
-                info = None if topic is None else topic.partitions.get(key[1])
-                if topic is None or info is None or self.broker_id not in info.replicas:
-                    continue  # deleted or moved away meanwhile
-                if key in self.partitions or key in self.offline:
-                    continue  # a later change handled it
-                self._isolated(topic.name, key, self._become_replica, topic.name, key[0],
-                               key[1], info, self.clock.now_ms())  # fmt: skip
+                wanted = self._still_wanted(key)
+                if wanted is None:
+                    continue
+                topic, info = wanted
+                if not self._needs_new_log(topic, key):
+                    self._isolated(topic, key, self._become_replica, topic, key[0], key[1], info,
+                                   self.clock.now_ms())  # fmt: skip
+                    continue
+                try:
+                    config = self.log_config(topic)
+                except Exception as exc:  # a config this broker cannot apply
+                    self.take_offline(topic, key, exc, storage=False)
+                    continue
+                lead_epoch = info.leader_epoch if info.leader == self.broker_id else None
+                batch.append((key, topic, config, lead_epoch))
+            if batch:
+                await self._create_in_thread(batch)
             for callback in self.on_replicas_opened:
                 callback()
             await asyncio.sleep(0)
+
+    def _still_wanted(self, key: Key) -> tuple[str, PartitionInfo] | None:
+        """(topic name, partition info) if the current image still places a replica of `key`
+        here and nothing has handled it meanwhile."""
+        topic = self.image.topics.get(key[0])
+        info = None if topic is None else topic.partitions.get(key[1])
+        if topic is None or info is None or self.broker_id not in info.replicas:
+            return None
+        if key in self.partitions or key in self.offline:
+            return None
+        return topic.name, info
+
+    async def _create_in_thread(self, batch: list[tuple[Key, str, LogConfig, int | None]]) -> None:
+        """Create the logs of `batch` in a worker thread; a replica this broker leads gets its
+        leader epoch recorded there too (an fsync), so becoming leader on the loop writes
+        nothing unless the epoch moved on meanwhile."""
+        names = {(topic, key[1]) for key, topic, _, _ in batch}
+        self._creating |= names
+        now = self.clock.now_ms()
+
+        def create() -> list[tuple[Key, str, PartitionLog | BaseException]]:
+            made: list[tuple[Key, str, PartitionLog | BaseException]] = []
+            for key, topic, config, lead_epoch in batch:
+                try:
+                    log_ = self.logs.create_log_files(
+                        topic, key[1], topic_id=key[0].hex(), now_ms=now, config=config
+                    )
+                    if lead_epoch is not None:
+                        log_.leader_epoch_cache.assign(lead_epoch, log_.log_end_offset)
+                    made.append((key, topic, log_))
+                except Exception as exc:  # its own failure: that replica goes offline
+                    made.append((key, topic, exc))
+            return made  # fmt: skip
+
+        work = asyncio.ensure_future(asyncio.to_thread(create))
+        try:
+            created = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            self._creating -= names
+            for _, _, made in await work:  # shutting down: close what the thread made
+                if not isinstance(made, BaseException):
+                    made.close(clean=False)
+            raise
+        try:
+            # A few per turn: becoming a replica still costs some work on the loop.
+            for done, (key, topic, made) in enumerate(created, 1):
+                self._adopt_created(key, topic, made)
+                self._creating.discard((topic, key[1]))
+                if done % NEW_LOGS_ADOPTED_PER_TURN_MAX == 0:
+                    await asyncio.sleep(0)
+        finally:
+            self._creating -= names
+
+    def _adopt_created(self, key: Key, topic: str, made: PartitionLog | BaseException) -> None:
+        if isinstance(made, BaseException):
+            if self._still_wanted(key) is not None:
+                self.take_offline(topic, key, made, storage=is_storage_failure(made))
+            return
+        if not self.logs.adopt(topic, key[1], made):
+            made.close(clean=False)
+        wanted = self._still_wanted(key)
+        if wanted is None:
+            if self.logs.get_log(topic, key[1]) is made:
+                self.logs.delete_log(topic, key[1])  # its replica went away meanwhile
+            return
+        self._isolated(topic, key, self._become_replica, topic, key[0], key[1], wanted[1],
+                       self.clock.now_ms())  # fmt: skip
 
     def _isolated(self, topic: str, key: Key, action: Callable[..., None], *args: object) -> None:
         """Run one partition's part of a metadata change; its failure is its own."""

@@ -62,6 +62,7 @@ class CredentialVerifier:
             for name, password in (node_passwords or {}).items()
         }
         self.queue = LoginQueue(in_flight_max=derivations_in_flight_max)
+        self._checking: dict[bytes, asyncio.Future[bool]] = {}  # cache key -> check in flight
         self.derivations = 0  # how many scrypt derivations ran (tests and metrics)
         # Unknown users are checked against this: same work factors as a default credential,
         # a random key no password derives to.
@@ -95,6 +96,27 @@ class CredentialVerifier:
         if credential is not None and cached is not None and cached[1] == credential:
             self._cache.move_to_end(key)
             return True
+        # The same username and password already being checked (a client's first concurrent
+        # calls): share that check instead of queueing another derivation.
+        shared = self._checking.get(key)
+        if shared is not None:
+            return await asyncio.shield(shared)
+        check = asyncio.ensure_future(self._check(key, username, password, credential, peer))
+        self._checking[key] = check
+
+        def done(finished: asyncio.Future[bool]) -> None:
+            if self._checking.get(key) is finished:
+                del self._checking[key]
+            if not finished.cancelled():
+                finished.exception()  # retrieved: every caller may have gone away
+
+        check.add_done_callback(done)
+        return await asyncio.shield(check)
+
+    async def _check(
+        self, key: bytes, username: str, password: str, credential: ScryptCredential | None,
+        peer: str,
+    ) -> bool:  # fmt: skip
         target = self._decoy if credential is None else credential
         derived = await self.queue.run(username, peer, lambda: self._derive(target, password))
         if credential is None or not hmac.compare_digest(derived, credential.hash):

@@ -26,7 +26,13 @@ from strom.node.metadata.image import MetadataImage
 
 from . import rules_admin, rules_broker, rules_group
 from .access import Access, AccessControl, Call, Denied, Rule, cluster_action, open_to_all
-from .authn import AuthenticationError, Authenticator, FailureLog
+from .authn import (
+    SASL_PROTOCOLS,
+    AuthenticationError,
+    Authenticator,
+    FailureLog,
+    principal_of,
+)
 from .authorizer import AuthorizerSettings, parse_super_users
 from .credentials import CredentialVerifier
 
@@ -101,10 +107,25 @@ async def super_users_only(access: Access, request: Any, call: Call) -> Any:
     return await call(request)
 
 
+def admits(allowed: frozenset[str], principal: str) -> bool:
+    """`principal` is in `allowed`, exactly or by an entry ending in `*` (a prefix)."""
+    return principal in allowed or any(
+        entry.endswith("*") and principal.startswith(entry[:-1]) for entry in allowed
+    )
+
+
 class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, authenticator: Authenticator, access_control: AccessControl) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        access_control: AccessControl,
+        nodes_only: frozenset[str] | None = None,
+    ) -> None:
+        """`nodes_only`: on a controller listener, the principals allowed at all (the nodes),
+        checked before any rule, authorizer or not."""
         self.authenticator = authenticator
         self.access_control = access_control
+        self.nodes_only = nodes_only
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
@@ -117,6 +138,7 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         inner = handler.unary_unary
         rule = RULES.get(method, super_users_only)
         authenticator, access_control = self.authenticator, self.access_control
+        nodes_only = self.nodes_only
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
@@ -126,6 +148,12 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except AuthenticationError as exc:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
                 raise AssertionError("unreachable") from exc
+            if nodes_only is not None and not admits(nodes_only, principal):
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"{principal} is not a node: this controller listener serves only the nodes "
+                    "named by controller.allowed.principals",
+                )
             access = access_control.access(principal)
             if not access.enabled:
                 return await inner(request, context)
@@ -159,16 +187,48 @@ class NodeSecurity:
         self.failure_log = FailureLog()  # one rate limit for the node's SASL listeners
         self.access_control = AccessControl(self.settings, image)
 
+    def node_principals(self) -> frozenset[str]:
+        """Who counts as a node on the controller listeners (controller.allowed.principals, or
+        by default the super users and the nodes' own SASL user)."""
+        explicit = parse_super_users(self.config["controller.allowed.principals"])
+        if explicit:
+            return explicit
+        username = self.config["node.sasl.username"]
+        return self.settings.super_users | ({principal_of(username)} if username else set())
+
+    def _authenticates(self, listener: str, protocol: str) -> bool:
+        if protocol in SASL_PROTOCOLS:
+            return True
+        required = self.config.listener_setting(listener, "ssl.client.auth") == "required"
+        return protocol == "SSL" and required
+
     def server_interceptors(self, listener: str) -> list[SecurityInterceptor]:
-        """Nothing on a PLAINTEXT listener with the authorizer off: no cost at all."""
+        """Nothing on a PLAINTEXT listener with the authorizer off: no cost at all. A controller
+        listener that authenticates its callers admits only the nodes."""
         protocol = self.config.security_protocols.get(listener, "PLAINTEXT")
         authenticator = Authenticator(
             protocol, self.verifier,
             self.config["connection.failed.authentication.delay.ms"] / 1000, self.failure_log,
         )  # fmt: skip
-        if authenticator.trivial and not self.settings.enabled:
+        nodes_only = None
+        if listener in self.config.controller_listener_names:
+            if self._authenticates(listener, protocol):
+                nodes_only = self.node_principals() or None
+                if nodes_only is None:
+                    log.warning(
+                        "controller listener %s authenticates callers but no principal is "
+                        "named as a node, so any authenticated caller can read the metadata "
+                        "log: set controller.allowed.principals (or super.users)", listener,
+                    )  # fmt: skip
+            elif protocol != "PLAINTEXT" or self.settings.enabled:
+                log.warning(
+                    "controller listener %s does not authenticate callers (%s without client "
+                    "certificates): it cannot tell nodes from clients; keep it on a private "
+                    "network", listener, protocol,
+                )  # fmt: skip
+        if authenticator.trivial and not self.settings.enabled and nodes_only is None:
             return []
-        return [SecurityInterceptor(authenticator, self.access_control)]
+        return [SecurityInterceptor(authenticator, self.access_control, nodes_only)]
 
     def on_users_changed(self, usernames: set[str]) -> None:
         self.verifier.forget(usernames)

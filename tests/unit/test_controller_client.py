@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from strom.client.tls import PLAINTEXT, SecurityOptions
-from strom.node.peers import ControllerClient, ControllerUnavailable
+from strom.node.peers import ControllerClient, ControllerRefused, ControllerUnavailable
 from strom.v1 import common_pb2, controller_pb2
 
 VOTERS = {1: "n1:9093", 2: "n2:9093", 3: "n3:9093"}
@@ -120,3 +120,32 @@ def test_no_controller_answers_within_the_deadline() -> None:
         assert "no active controller" in str(exc)
     else:
         raise AssertionError("expected ControllerUnavailable")
+
+
+def test_a_refusal_of_the_request_itself_is_not_retried() -> None:
+    """Found by the RPC fuzz: an UNIMPLEMENTED answer was retried on every voter until the
+    deadline, so the caller waited it out and then heard UNAVAILABLE."""
+
+    class Refusing(ScriptedVoters):
+        def stub(self, stub_type: Callable[[Any], Any], address: str, security: Any) -> Any:
+            voters = self
+
+            class Stub:
+                async def BrokerHeartbeat(self, request: Any, timeout: float) -> Any:
+                    voters.calls.append(1)
+                    raise _rpc_error(grpc.StatusCode.UNIMPLEMENTED)
+
+            return Stub()
+
+    async def scenario() -> tuple[BaseException | None, list[int]]:
+        voters = Refusing(active=1, paused=set())
+        client = ControllerClient(VOTERS, voters, request_timeout_s=2.0, security=PLAINTEXT)
+        try:
+            await _heartbeat(client, deadline_s=5.0)
+        except ControllerUnavailable as exc:
+            return exc, voters.calls
+        return None, voters.calls
+
+    refused, calls = asyncio.run(scenario())
+    assert isinstance(refused, ControllerRefused) and refused.code == grpc.StatusCode.UNIMPLEMENTED
+    assert calls == [1]  # one answer is enough

@@ -26,7 +26,11 @@ from strom.node.group.offsets_log import OFFSETS_TOPIC
 from strom.node.metadata.image import MetadataImage
 from strom.node.metadata.state import full_delta
 from strom.node.peers import GrpcPeers
-from strom.node.replica.manager import NEW_LOGS_INLINE_MAX, NEW_LOGS_PER_TURN_MAX, ReplicaManager
+from strom.node.replica.manager import (
+    NEW_LOGS_ADOPTED_PER_TURN_MAX,
+    NEW_LOGS_INLINE_MAX,
+    ReplicaManager,
+)
 from strom.storage.log_manager import LogManager
 from strom.v1 import common_pb2
 
@@ -221,7 +225,7 @@ def test_offsets_partitions_opened_in_later_slices_still_load(tmp_path: Path) ->
     coordinator learns it leads an offsets partition before the log is open. It gave up on
     such a partition ("does not host") and never tried again, so every group there answered
     NOT_COORDINATOR forever (librdkafka's JoinGroup looped on it in a fresh cluster)."""
-    count = NEW_LOGS_INLINE_MAX + NEW_LOGS_PER_TURN_MAX * 3
+    count = NEW_LOGS_INLINE_MAX + NEW_LOGS_ADOPTED_PER_TURN_MAX * 3
 
     async def scenario() -> None:
         cluster = Cluster()

@@ -162,3 +162,19 @@ def test_a_refused_login_is_delayed_logged_and_counted(
     lines = [r.getMessage() for r in caplog.records if "failed authentication" in r.getMessage()]
     assert len(lines) == 1 and "ipv4:10.1.2.3:4567" in lines[0], lines
     assert "wrong" not in lines[0].replace("wrong username", "")  # never the password
+
+
+def test_concurrent_logins_with_the_same_password_share_one_check(
+    derivations: list[tuple[str, int, int, int]],
+) -> None:
+    """A client's first calls go out together before any is answered: one derivation serves
+    them all, so a legitimate client never meets the per-connection bound."""
+
+    async def scenario() -> list[bool | None]:
+        v = verifier()
+        return await asyncio.gather(
+            *(attempt(v, "bob", "bob-pw", "ipv4:10.0.0.5:1") for _ in range(20))
+        )
+
+    assert asyncio.run(scenario()) == [True] * 20
+    assert len(derivations) == 1

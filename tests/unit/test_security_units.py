@@ -34,7 +34,7 @@ from strom.node.controller.errors import ControllerError
 from strom.node.metadata.image import MetadataImage, apply_records, decode_snapshot, encode_snapshot
 from strom.node.metadata.state import full_delta
 from strom.node.security import rules_broker, rules_group
-from strom.node.security.access import Access, Denied, cluster_action
+from strom.node.security.access import Access, Denied, cluster_action, split_call
 from strom.node.security.authn import AuthenticationError, Authenticator, certificate_principal
 from strom.node.security.authorizer import Authorizer, AuthorizerSettings
 from strom.node.security.credentials import CredentialVerifier
@@ -245,6 +245,46 @@ def produce_request(*topics: str) -> broker_pb2.ProduceRequest:
     return request
 
 
+def test_authorizing_a_request_of_many_topics_lets_the_loop_run() -> None:
+    """#15 defect 5, behind the authorizer: 20,000 topic entries were decided in one go (three
+    times each) before the handler started; now once each, in slices between loop turns."""
+    from strom.node.loop_turns import ITEMS_PER_TURN_MAX
+
+    names = [f"t{i}" if i % 2 else "a" for i in range(20_000)]
+    calls = 0
+
+    def counting(item: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        return bool(item.name == "a")
+
+    async def scenario() -> tuple[int, Any]:
+        turns = 0
+        done = False
+
+        async def probe() -> None:
+            nonlocal turns
+            while not done:
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(probe())
+        await asyncio.sleep(0)
+        handler = FakeHandler()
+        response = await split_call(
+            produce_request(*names), "topics", counting, handler.produce, "topics",
+            lambda t: broker_pb2.TopicProduceResponse(name=t.name), broker_pb2.ProduceResponse,
+        )  # fmt: skip
+        done = True
+        await task
+        return turns, response
+
+    turns, response = run(scenario())
+    assert [t.name for t in response.topics] == names
+    assert calls == len(names)  # each decided once
+    assert turns >= 2 * len(names) // ITEMS_PER_TURN_MAX - 2, turns
+
+
 def test_produce_refuses_per_topic_and_forwards_the_rest() -> None:
     handler = FakeHandler()
     who = access("User:a", binding("a", Operation.WRITE))
@@ -353,3 +393,35 @@ def test_security_config_keys() -> None:
     with pytest.raises(ConfigError) as bad_type:
         build_config({**base, "node.sasl.password": [secret]}, environ={})
     assert secret not in str(bad_type.value)
+
+
+def test_the_controller_listener_admits_only_nodes_where_it_authenticates() -> None:
+    from strom.node.config import build_config
+    from strom.node.security.interceptor import NodeSecurity, admits
+
+    base = {
+        "node.id": 1,
+        "controller.quorum.voters": "1@localhost:9093",
+        "listeners": "PLAINTEXT://localhost:9092,CONTROLLER://localhost:9093",
+    }
+    sasl = {
+        "listener.security.protocol.map": "PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "node.sasl.username": "node",
+        "node.sasl.password": "secret",
+        "super.users": "User:admin",
+    }
+
+    def guard(config: dict[str, Any], listener: str) -> frozenset[str] | None:
+        security = NodeSecurity(build_config({**base, **config}, environ={}), MetadataImage)
+        interceptors = security.server_interceptors(listener)
+        return interceptors[0].nodes_only if interceptors else None
+
+    # SASL: by default the super users and the nodes' own user; never on the client listener.
+    assert guard(sasl, "CONTROLLER") == {"User:admin", "User:node"}
+    assert guard(sasl, "PLAINTEXT") is None
+    explicit = {**sasl, "controller.allowed.principals": "User:node"}
+    assert guard(explicit, "CONTROLLER") == {"User:node"}
+    # A listener that cannot tell callers apart is not guarded (everyone is ANONYMOUS there).
+    assert guard({}, "CONTROLLER") is None
+    assert admits(frozenset({"User:node-*"}), "User:node-7")
+    assert not admits(frozenset({"User:node-*"}), "User:strom-admin")

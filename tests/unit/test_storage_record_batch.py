@@ -251,6 +251,26 @@ def test_control_batches_from_clients_are_refused() -> None:
     assert _error(_recrc(buf)).error_name == "INVALID_RECORD"
 
 
+def test_transactional_batches_and_out_of_range_producer_ids_are_refused() -> None:
+    """Issue #15: both were accepted; the broker serves no transactions, and producer ids are
+    -1 (none) or allocated from 0 up."""
+    transactional = encode_batch(
+        [Record(None, b"v", (), TS)], producer_id=7, producer_epoch=0, base_sequence=0,
+        is_transactional=True,
+    )  # fmt: skip
+    err = _error(transactional)
+    assert err.error_name == "INVALID_RECORD" and "transactional" in str(err)
+    negative = encode_batch(
+        [Record(None, b"v", (), TS)], producer_id=-5, producer_epoch=0, base_sequence=0
+    )
+    err = _error(negative)
+    assert err.error_name == "INVALID_RECORD" and "producer id -5" in str(err)
+    idempotent = encode_batch(
+        [Record(None, b"v", (), TS)], producer_id=7, producer_epoch=0, base_sequence=0
+    )
+    validate_batches(idempotent)
+
+
 def test_unsupported_compression_is_named() -> None:
     buf = _good()
     buf[22] |= 0x07  # no codec has this id
