@@ -20,6 +20,7 @@ from .admin_security import AsyncSecurityAdmin, UserDescription
 from .cluster import Backoff, ClusterClient, TopicMeta
 from .errors import METADATA_STALE, RetriableError, error_from_code
 from .log_dirs import AsyncLogDirsAdmin, LogDir
+from .reassignment import AsyncReassignmentAdmin, PartitionReassignment
 
 LIST_OFFSETS_ATTEMPTS_MAX = 3
 
@@ -104,7 +105,7 @@ def _topic_resource(name: str) -> admin_pb2.ConfigResource:
     )
 
 
-class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin):
+class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin):
     def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
         self.cluster = ClusterClient(bootstrap_servers, **options)
 
@@ -293,8 +294,21 @@ class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin):
         self, partitions: Sequence[tuple[str, int]] | None = None
     ) -> dict[tuple[str, int], str]:
         """Returns (topic, partition) -> Kafka error name (NONE when leadership moved)."""
+        return await self.elect_leaders("preferred", partitions)
+
+    async def elect_leaders(
+        self, election_type: str, partitions: Sequence[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], str]:
+        """Kafka's electLeaders: "preferred" moves leadership back to each partition's first
+        replica; "unclean" gives a partition without a live leader any live replica, losing
+        what only the dead ISR held. Returns (topic, partition) -> Kafka error name."""
+        types = {"preferred": admin_pb2.ELECTION_PREFERRED, "unclean": admin_pb2.ELECTION_UNCLEAN}
+        if election_type not in types:
+            raise ValueError(
+                f"election_type must be 'preferred' or 'unclean', not {election_type!r}"
+            )
         request = admin_pb2.ElectLeadersRequest(
-            election_type=admin_pb2.ELECTION_PREFERRED,
+            election_type=types[election_type],
             partitions=[
                 common_pb2.TopicPartition(topic=t, partition=p) for t, p in partitions or []
             ],
@@ -572,6 +586,24 @@ class Admin:
 
     def describe_log_dirs(self, topics: Sequence[str] | None = None) -> list[LogDir]:
         return self._run(self._async.describe_log_dirs(topics))
+
+    def alter_partition_reassignments(
+        self, reassignments: Mapping[tuple[str, int], Sequence[int] | None]
+    ) -> None:
+        return self._run(self._async.alter_partition_reassignments(reassignments))
+
+    def list_partition_reassignments(
+        self, partitions: Sequence[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], PartitionReassignment]:
+        return self._run(self._async.list_partition_reassignments(partitions))
+
+    def elect_leaders(
+        self, election_type: str, partitions: Sequence[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], str]:
+        return self._run(self._async.elect_leaders(election_type, partitions))
+
+    def unregister_broker(self, broker_id: int) -> None:
+        return self._run(self._async.unregister_broker(broker_id))
 
     def elect_preferred_leaders(
         self, partitions: Sequence[tuple[str, int]] | None = None

@@ -103,6 +103,7 @@ class AsyncConsumer:
         fetch_max_wait_ms: int = 500,
         fetch_max_bytes: int = 52_428_800,
         max_partition_fetch_bytes: int = 1_048_576,
+        max_batch_decompressed_bytes: int = 64 << 20,
         request_timeout_ms: int = 30_000,
         client_id: str = "strom-consumer",
         group_id: str | None = None,
@@ -113,7 +114,10 @@ class AsyncConsumer:
         **security_options: Any,
     ) -> None:
         """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
-        (client/tls.py `SecurityOptions`)."""
+        (client/tls.py `SecurityOptions`). `max_batch_decompressed_bytes`: a compressed batch
+        that would inflate past this is refused (MESSAGE_TOO_LARGE) as it inflates, so a gzip
+        bomb cannot exhaust the consumer's memory; leaders already refuse batches that inflate
+        past their topic's max.message.bytes."""
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise FatalError(
                 common_pb2.INVALID_CONFIG,
@@ -124,6 +128,7 @@ class AsyncConsumer:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_max_bytes = fetch_max_bytes
         self.max_partition_fetch_bytes = max_partition_fetch_bytes
+        self.max_batch_decompressed_bytes = max_batch_decompressed_bytes
         self.cluster = ClusterClient(
             bootstrap_servers,
             client_id=client_id,
@@ -577,8 +582,9 @@ class AsyncConsumer:
 
         for start, _ in split_batches(data):
             header, records = decode_batch_as(
-                data, start, ConsumerRecord, topic, partition, min_offset=position
-            )
+                data, start, ConsumerRecord, topic, partition, min_offset=position,
+                decompressed_bytes_max=self.max_batch_decompressed_bytes,
+            )  # fmt: skip
             self._buffer.add(tp, records)
             # A compacted batch may have lost its last records: continue after the batch.
             position = max(position, header.base_offset + header.last_offset_delta + 1)

@@ -461,7 +461,7 @@ def _topics_elect_leaders(args: argparse.Namespace) -> int:
         )
         partitions = [(args.topic, p) for p in wanted]
     with _admin(args) as admin:
-        results = admin.elect_preferred_leaders(partitions)
+        results = admin.elect_leaders(args.election_type, partitions)
     for (topic_name, partition), error in sorted(results.items()):
         outcome = "elected" if error == "NONE" else error
         print(f"{topic_name}-{partition}: {outcome}")
@@ -937,6 +937,10 @@ def build_parser() -> argparse.ArgumentParser:
         cluster_sub.add_parser("describe", help="brokers, their state and load, the controller")
     ).set_defaults(handler=_cluster_describe)
 
+    from strom.node.cli_reassign import add_rebalance_command
+
+    add_rebalance_command(cluster_sub, client)
+
     certs = sub.add_parser("certs", help="throwaway TLS certificates").add_subparsers(
         dest="action", required=True
     )
@@ -985,9 +989,14 @@ def build_parser() -> argparse.ArgumentParser:
     alter.add_argument("--delete-config", action="append", help="remove a topic config override")
     alter.add_argument("--partitions", type=int, help="new partition count (only grows)")
     alter.set_defaults(handler=_topics_alter)
-    elect = client(topics_sub.add_parser("elect-leaders", help="preferred leader election"))
+    elect = client(
+        topics_sub.add_parser("elect-leaders", help="preferred (or unclean) leader election")
+    )
     elect.add_argument("--topic")
     elect.add_argument("--partition", type=int)
+    elect.add_argument("--election-type", choices=("preferred", "unclean"), default="preferred",
+                       help="unclean: a partition with no live leader takes any live replica, "
+                       "losing what only its dead ISR held")  # fmt: skip
     elect.set_defaults(handler=_topics_elect_leaders)
 
     produce = client(sub.add_parser("produce", help="send lines from stdin as records"))
@@ -1047,6 +1056,9 @@ def build_parser() -> argparse.ArgumentParser:
         connection_options,
     )
     add_security_commands(sub, client)
+    from strom.node.cli_reassign import add_commands as add_reassign_commands
+
+    add_reassign_commands(sub, client)
 
     from strom.node.console import add_arguments as add_console_arguments
 
@@ -1072,6 +1084,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from strom.client.errors import StromError
+    from strom.node.cli_reassign import ReassignmentFileError
     from strom.node.config import ConfigError
     from strom.node.local_cluster import ClusterError
     from strom.node.meta_properties import StorageFormatError
@@ -1079,6 +1092,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     errors = (
         CommandError,
+        ReassignmentFileError,
         StromError,
         ConfigError,
         ClusterError,

@@ -309,12 +309,15 @@ class PartitionLog:
 
     # ---- appends -------------------------------------------------------------------------
 
-    def append(self, data: bytes, leader_epoch: int, *, now_ms: int) -> AppendInfo:
+    def append(
+        self, data: bytes, leader_epoch: int, *, now_ms: int, batches_max: int | None = None
+    ) -> AppendInfo:
         """Append batches produced by a client, as leader, in one pass: validate every batch,
         check it against the producer state, then assign offsets from the log end offset, stamp
         `leader_epoch` in place and write. Raises `CorruptRecordError` or `ProducerStateError`
-        (nothing written) on bad input. A request that only retries one batch this log already
-        holds writes nothing and answers where that batch was written (`batch_count` 0)."""
+        (nothing written) on bad input, and INVALID_RECORD for more than `batches_max` batches.
+        A request that only retries one batch this log already holds writes nothing and answers
+        where that batch was written (`batch_count` 0)."""
         self._check_open()
         config = self.config
         checked = validate_batches(
@@ -323,6 +326,7 @@ class PartitionLog:
             now_ms=now_ms,
             timestamp_before_max_ms=config.message_timestamp_before_max_ms,
             timestamp_after_max_ms=config.message_timestamp_after_max_ms,
+            batches_max=batches_max,
         )
         if len(data) > config.segment_bytes:
             raise CorruptRecordError(

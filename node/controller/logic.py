@@ -27,12 +27,12 @@ Rules kept here:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from strom.client.acl import AclBinding, AclBindingFilter
 from strom.client.sasl import ScryptCredential
-from strom.node.config import TOPIC_KEYS, ConfigError, parse_topic_config
+from strom.node.internal_topics import internal_topic_refusal, is_internal
 from strom.node.metadata.image import (
     NO_LEADER,
     TOPIC,
@@ -41,9 +41,10 @@ from strom.node.metadata.image import (
     TopicImage,
     apply_records,
 )
+from strom.node.topic_config import TOPIC_CONFIGS_BY_NAME, InvalidTopicConfig, canonical_text
 from strom.v1 import common_pb2, metadata_pb2
 
-from . import security
+from . import reassignment, security
 from .errors import ControllerError
 from .offline import OFFLINE_REPLICAS_MAX, offline_changes
 from .placement import choose_leader, place_replicas, placement_start
@@ -53,6 +54,25 @@ Record = metadata_pb2.MetadataRecord
 TOPIC_NAME_LENGTH_MAX = 249
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
 PRODUCER_ID_BLOCK_SIZE = 1000
+# Partitions one CreateTopics or CreatePartitions request may create, all topics together: Kafka's
+# MAX_PARTITIONS_PER_BATCH (its controller also caps one user operation at 10,000 records). It
+# bounds the work one request costs the controller, every broker applying the result, and a
+# validate_only request alike; it is checked before any per-partition work.
+PARTITIONS_PER_REQUEST_MAX = 10_000
+
+
+def check_partitions_per_request(counts: Iterable[int]) -> None:
+    """Refuse (POLICY_VIOLATION, Kafka's answer) a request whose topics would together create
+    more than PARTITIONS_PER_REQUEST_MAX partitions; `counts` are the partitions each asks for
+    (negative ones add nothing: they are refused one by one later)."""
+    total = sum(max(0, count) for count in counts)
+    if total > PARTITIONS_PER_REQUEST_MAX:
+        raise ControllerError(
+            common_pb2.POLICY_VIOLATION,
+            f"excessively large number of partitions per request: {total}; at most "
+            f"{PARTITIONS_PER_REQUEST_MAX} (split the request, or create the topic smaller and "
+            "add partitions in steps)",
+        )
 
 
 def validate_topic_name(name: str) -> None:
@@ -94,6 +114,8 @@ def _change(
     isr: Iterable[int] | None = None,
     replicas: Iterable[int] | None = None,
     offline_replicas: Iterable[int] | None = None,
+    adding_replicas: Iterable[int] | None = None,
+    removing_replicas: Iterable[int] | None = None,
 ) -> Record:
     change = metadata_pb2.PartitionChangeRecord(topic_id=topic_id, partition=partition)
     if leader is not None:
@@ -105,7 +127,28 @@ def _change(
     if offline_replicas is not None:
         change.offline_replicas.SetInParent()  # set even when empty: "none offline any more"
         change.offline_replicas.ids.extend(offline_replicas)
+    if adding_replicas is not None:
+        change.adding_replicas.SetInParent()  # likewise: empty means "move over"
+        change.adding_replicas.ids.extend(adding_replicas)
+    if removing_replicas is not None:
+        change.removing_replicas.SetInParent()
+        change.removing_replicas.ids.extend(removing_replicas)
     return Record(partition_change=change)
+
+
+def _assignment_change(
+    topic_id: bytes, partition: int, part: PartitionInfo, state: reassignment.Assignment
+) -> Record:
+    """One record taking `part` to `state` (a reassignment step): every assignment field set."""
+    return _change(
+        topic_id,
+        partition,
+        leader=state.leader if state.leader != part.leader else None,
+        isr=state.isr,
+        replicas=state.replicas,
+        adding_replicas=state.adding,
+        removing_replicas=state.removing,
+    )
 
 
 class ControllerLogic:
@@ -172,7 +215,10 @@ class ControllerLogic:
         The epoch is derived from the image so replay and speculation agree: one more than any
         epoch this broker id ever had, and never below the metadata index."""
         previous = self.image.brokers.get(broker_id)
-        epoch = max(self.image.last_index + 1, (previous.broker_epoch + 1) if previous else 1)
+        # The committed index too: the speculative image keeps the index it started from, and a
+        # broker unregistered since (gone from the image) must not get its old epoch again.
+        last_index = max(self.image.last_index, self.committed.last_index)
+        epoch = max(last_index + 1, (previous.broker_epoch + 1) if previous else 1)
         records = [
             Record(
                 register_broker=metadata_pb2.RegisterBrokerRecord(
@@ -190,6 +236,45 @@ class ControllerLogic:
             records += self._remove_from_partitions(broker_id)
         self.last_heartbeat_ms[broker_id] = now_ms
         return self._accepted(records), epoch
+
+    def unregister_broker(self, broker_id: int, voters: Iterable[int]) -> list[Record]:
+        """Remove a broker for good (KIP-631): only a stopped (fenced) broker-only node that
+        hosts no replica, so no partition loses a replica it counts on, and the quorum is
+        untouched."""
+        broker = self.image.brokers.get(broker_id)
+        if broker is None:
+            raise ControllerError(
+                common_pb2.BROKER_ID_NOT_REGISTERED, f"broker {broker_id} is not registered"
+            )
+        if broker_id in set(voters):
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST,
+                f"node {broker_id} is a controller voter; the metadata quorum does not change "
+                "by unregistering a broker",
+            )
+        hosted = sorted(
+            f"{topic.name}-{index}"
+            for topic in self.image.topics.values()
+            for index, part in topic.partitions.items()
+            if broker_id in part.replicas
+        )
+        if hosted:
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST,
+                f"broker {broker_id} still hosts {len(hosted)} replicas ({', '.join(hosted[:5])}"
+                f"{', ...' if len(hosted) > 5 else ''}): move them first "
+                "(strom brokers decommission)",
+            )
+        if not broker.fenced:
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST,
+                f"broker {broker_id} is running (unfenced): stop it first, or it registers again",
+            )
+        self.last_heartbeat_ms.pop(broker_id, None)
+        record = metadata_pb2.UnregisterBrokerRecord(
+            broker_id=broker_id, broker_epoch=broker.broker_epoch
+        )
+        return self._accepted([Record(unregister_broker=record)])
 
     def _check_epoch(self, broker_id: int, broker_epoch: int) -> None:
         broker = self.image.brokers.get(broker_id)
@@ -392,9 +477,14 @@ class ControllerLogic:
                 common_pb2.INVALID_REPLICATION_FACTOR,
                 f"replication factor must be at least 1, got {factor}",
             )
+        check_partitions_per_request([partitions])
         checked = self._check_topic_configs(configs)
         placements = place_replicas(
-            self._active_ordered(), partitions, factor, placement_start(self.image)
+            self._active_ordered(),
+            partitions,
+            factor,
+            placement_start(self.image),
+            racks=self._racks(),
         )
         topic_id = self.new_topic_id()
         records = [Record(topic=metadata_pb2.TopicRecord(name=name, topic_id=topic_id))]
@@ -427,14 +517,18 @@ class ControllerLogic:
     def _active_ordered(self) -> list[int]:
         return self.image.active_broker_ids()
 
+    def _racks(self) -> dict[int, str]:
+        return {b.broker_id: b.rack for b in self.image.brokers.values() if b.rack}
+
     def _check_topic_configs(self, configs: Mapping[str, str]) -> dict[str, str]:
+        """Every value checked by the table the brokers apply (node/topic_config.py), before
+        anything is written: a value a broker cannot apply never reaches the log."""
         checked = {}
         for key, value in configs.items():
             try:
-                parsed = parse_topic_config(key, value)
-            except ConfigError as exc:
+                checked[key] = canonical_text(key, value)
+            except InvalidTopicConfig as exc:
                 raise ControllerError(common_pb2.INVALID_CONFIG, str(exc)) from exc
-            checked[key] = str(parsed).lower() if isinstance(parsed, bool) else str(parsed)
         return checked
 
     def delete_topic(self, name: str) -> tuple[list[Record], bytes]:
@@ -447,6 +541,10 @@ class ControllerLogic:
             raise ControllerError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
             )
+        if is_internal(name):  # nothing in the cluster deletes one: every group's offsets
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST, internal_topic_refusal(name, "deleted")
+            )
         records = [Record(remove_topic=metadata_pb2.RemoveTopicRecord(topic_id=topic.topic_id))]
         return self._accepted(records), topic.topic_id
 
@@ -456,6 +554,10 @@ class ControllerLogic:
             raise ControllerError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
             )
+        if is_internal(name):  # groups are placed by its partition count
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST, internal_topic_refusal(name, "given more partitions")
+            )
         current = len(topic.partitions)
         if count <= current:
             raise ControllerError(
@@ -463,13 +565,15 @@ class ControllerLogic:
                 f"topic {name!r} has {current} partitions; partitions can only grow, "
                 f"so ask for more than {current}",
             )
-        factor = len(topic.partitions[0].replicas)
+        check_partitions_per_request([count - current])
+        factor = len(topic.partitions[0].target_replicas)
         placements = place_replicas(
             self._active_ordered(),
             count - current,
             factor,
             placement_start(self.image),
             first_partition=0,
+            racks=self._racks(),
         )
         return self._accepted(
             [
@@ -505,7 +609,7 @@ class ControllerLogic:
             for key, value in sorted(checked.items())
         ]
         for key in sorted(delete):
-            if key not in TOPIC_KEYS:
+            if key not in TOPIC_CONFIGS_BY_NAME:
                 raise ControllerError(common_pb2.INVALID_CONFIG, f"unknown topic config {key!r}")
             records.append(
                 Record(
@@ -588,7 +692,14 @@ class ControllerLogic:
         ordered = [r for r in part.replicas if r in set(new_isr)]
         if tuple(ordered) == part.isr:
             return [], part
-        records = self._accepted([_change(topic_id, partition, isr=ordered)])
+        # The ISR change that brings the last target replica in completes a move, atomically.
+        completed = reassignment.after_isr_change(part, ordered, active)
+        change = (
+            _change(topic_id, partition, isr=ordered)
+            if completed is None
+            else _assignment_change(topic_id, partition, part, completed)
+        )
+        records = self._accepted([change])
         updated = self.image.partition(topic_id, partition)
         assert updated is not None
         return records, updated
@@ -621,6 +732,67 @@ class ControllerLogic:
                         common_pb2.PREFERRED_LEADER_NOT_AVAILABLE,
                         f"preferred leader {preferred} is not an active ISR member",
                     )
+        return self._accepted(records), results
+
+    # ---- reassignment (node/controller/reassignment.py decides) --------------------------
+
+    def reassign_partition(
+        self, topic_name: str, partition: int, target: Sequence[int] | None
+    ) -> list[Record]:
+        """Start, replace (a target) or cancel (None) the move of one partition: one record."""
+        topic = self.image.topic_by_name(topic_name)
+        part = None if topic is None else topic.partitions.get(partition)
+        if topic is None or part is None:
+            raise ControllerError(
+                common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+                f"partition {partition} of topic {topic_name!r} does not exist",
+            )
+        active = self._active()
+        if target is None:
+            state = reassignment.cancel(part, active)
+        else:
+            reassignment.validate_target(target, self.image.brokers)
+            state = reassignment.start(part, target, active)
+        if not state.differs_from(part):
+            return []
+        return self._accepted([_assignment_change(topic.topic_id, partition, part, state)])
+
+    def elect_unclean_leaders(
+        self, only: Iterable[tuple[bytes, int]] | None = None
+    ) -> tuple[list[Record], dict[tuple[bytes, int], tuple[int, str]]]:
+        """Kafka's UNCLEAN election, asked for by an operator: a partition with no live leader
+        gets an active ISR member if it has one, else any active replica (not offline), whose
+        log becomes the truth: records acknowledged beyond it are lost, as the operator
+        accepted. Partitions with a leader are left alone."""
+        active = self._active()
+        wanted = None if only is None else set(only)
+        records = []
+        results: dict[tuple[bytes, int], tuple[int, str]] = {}
+        for topic in self.image.topics.values():
+            for index, part in topic.partitions.items():
+                key = (topic.topic_id, index)
+                if wanted is not None and key not in wanted:
+                    continue
+                if part.leader != NO_LEADER and part.leader in active:
+                    results[key] = (common_pb2.ELECTION_NOT_NEEDED, "the partition has a leader")
+                    continue
+                leader = choose_leader(part, active, True)
+                if leader == NO_LEADER:
+                    results[key] = (
+                        common_pb2.ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                        f"none of the replicas {list(part.replicas)} is on an active broker",
+                    )
+                    continue
+                isr = part.isr if leader in part.isr else (leader,)
+                records.append(
+                    _change(
+                        topic.topic_id,
+                        index,
+                        leader=leader,
+                        isr=isr if isr != part.isr else None,
+                    )
+                )
+                results[key] = (common_pb2.NONE, "")
         return self._accepted(records), results
 
     def allocate_producer_ids(self, broker_id: int, broker_epoch: int) -> tuple[list[Record], int]:

@@ -80,10 +80,29 @@ class PartitionInfo:
     # Replicas their broker reported offline (a failed log): never elected, never added to the
     # ISR (the controller's rules, node/controller/logic.py).
     offline_replicas: tuple[int, ...] = ()
+    # A reassignment in progress (KIP-455; node/controller/reassignment.py): `replicas` is the
+    # target replicas followed by `removing_replicas`; `adding_replicas` are targets still
+    # catching up. Both empty when no move is under way.
+    adding_replicas: tuple[int, ...] = ()
+    removing_replicas: tuple[int, ...] = ()
 
     @property
     def preferred_leader(self) -> int:
         return self.replicas[0]
+
+    @property
+    def reassigning(self) -> bool:
+        return bool(self.adding_replicas or self.removing_replicas)
+
+    @property
+    def target_replicas(self) -> tuple[int, ...]:
+        """Where the partition is going: its replicas once any move in progress completes."""
+        return tuple(r for r in self.replicas if r not in self.removing_replicas)
+
+    @property
+    def original_replicas(self) -> tuple[int, ...]:
+        """Where the partition was before the move in progress (what a cancel returns to)."""
+        return tuple(r for r in self.replicas if r not in self.adding_replicas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +271,15 @@ class _Builder:
         brokers[rec.broker_id] = updated
         self.delta.changed_brokers.add(rec.broker_id)
 
+    def _apply_unregister_broker(self, rec: metadata_pb2.UnregisterBrokerRecord) -> None:
+        brokers = self._brokers()
+        current = brokers.get(rec.broker_id)
+        assert current is not None, f"unregistration of unknown broker {rec.broker_id}"
+        if current.broker_epoch != rec.broker_epoch:
+            return  # it registered again since: that incarnation stays
+        del brokers[rec.broker_id]
+        self.delta.changed_brokers.add(rec.broker_id)
+
     def _apply_topic(self, rec: metadata_pb2.TopicRecord) -> None:
         topics = self._topics()
         assert rec.topic_id not in topics, f"topic id {rec.topic_id.hex()} exists"
@@ -268,6 +296,8 @@ class _Builder:
             leader_epoch=rec.leader_epoch,
             partition_epoch=rec.partition_epoch,
             offline_replicas=tuple(rec.offline_replicas),
+            adding_replicas=tuple(rec.adding_replicas),
+            removing_replicas=tuple(rec.removing_replicas),
         )
         self.delta.changed_partitions.add((rec.topic_id, rec.partition))
 
@@ -284,6 +314,10 @@ class _Builder:
             updated = replace(updated, replicas=tuple(rec.replicas.ids))
         if rec.HasField("offline_replicas"):
             updated = replace(updated, offline_replicas=tuple(rec.offline_replicas.ids))
+        if rec.HasField("adding_replicas"):
+            updated = replace(updated, adding_replicas=tuple(rec.adding_replicas.ids))
+        if rec.HasField("removing_replicas"):
+            updated = replace(updated, removing_replicas=tuple(rec.removing_replicas.ids))
         parts[rec.partition] = updated
         self.delta.changed_partitions.add((rec.topic_id, rec.partition))
 
@@ -431,6 +465,8 @@ def image_to_records(image: MetadataImage) -> list[metadata_pb2.MetadataRecord]:
                         leader_epoch=part.leader_epoch,
                         partition_epoch=part.partition_epoch,
                         offline_replicas=part.offline_replicas,
+                        adding_replicas=part.adding_replicas,
+                        removing_replicas=part.removing_replicas,
                     )
                 )
             )

@@ -202,10 +202,9 @@ class ReplicaFetcher:
                 self._failures.pop(key, None)
         # fsyncs the topics' flush policies ask for, in worker threads; with flush.messages=1
         # the next fetch (which reports our log end to the leader) waits for them.
-        now = self.clock.now_ms()
         before_next_fetch = []
         for partition in snapshot.values():
-            flushing = partition.maybe_flush(now)
+            flushing = partition.maybe_flush()
             if flushing is not None and partition.flushes_before_ack:
                 before_next_fetch.append(flushing)
         if before_next_fetch:

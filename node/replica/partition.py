@@ -54,6 +54,11 @@ log = logging.getLogger("strom.replica")
 # worker thread, so the event loop never stalls on it.
 REPLAY_IN_PLACE_BYTES_MAX = 1 << 20
 REPLAY_IN_PLACE_SNAPSHOT_BYTES_MAX = 64 << 10
+LONG_MAX = 2**63 - 1  # flush.ms default: no timed flush
+# Record batches one produce request may carry for one partition: Kafka's rule for RecordBatch
+# v2 (LogValidator: "exactly one batch"), which every producer follows. It bounds the work one
+# partition entry can cost the leader; more is refused (INVALID_RECORD) before any is checked.
+PRODUCE_BATCHES_PER_PARTITION_MAX = 1
 
 
 class PartitionError(CodedError):
@@ -114,7 +119,7 @@ class Partition:
         self.on_failure: Callable[[Partition, BaseException], None] = _no_failure_handler
         self._loading: asyncio.Task[None] | None = None  # the producer-state replay in flight
         self._flushing: asyncio.Task[None] | None = None  # the fsync loop in flight
-        self._last_flush_ms: int | None = None  # when a flush last started (flush.ms)
+        self._flush_timer: asyncio.TimerHandle | None = None  # flush.ms after a first write
         self.durable_waiters = OffsetWaiters(log.recovery_point)  # acks=1 with flush.messages=1
 
     @property
@@ -182,23 +187,25 @@ class Partition:
     def has_unflushed(self) -> bool:
         return self._log.unflushed_messages > 0
 
-    def maybe_flush(self, now_ms: int) -> asyncio.Task[None] | None:
-        """Start a flush when the topic's policy asks for one (flush.messages unflushed, or the
-        oldest unflushed write older than flush.ms); returns the flush in flight, if any."""
+    def maybe_flush(self) -> asyncio.Task[None] | None:
+        """Start a flush when the topic's policy asks for one: flush.messages writes unflushed
+        now, or (a timer) flush.ms after the first unflushed write. Returns the flush in flight."""
         unflushed = self._log.unflushed_messages
-        if unflushed <= 0:
-            return self._flushing if self._flushing and not self._flushing.done() else None
         config = self._log.config
-        if self._last_flush_ms is None:
-            self._last_flush_ms = now_ms  # flush.ms counts from the first write we saw
-        if unflushed >= config.flush_messages or now_ms - self._last_flush_ms >= config.flush_ms:
-            self._last_flush_ms = now_ms
+        if unflushed >= config.flush_messages:
             return self.flush()
-        return None
+        if unflushed > 0 and config.flush_ms < LONG_MAX and self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                config.flush_ms / 1000, self.flush
+            )
+        return self._flushing if self._flushing is not None and not self._flushing.done() else None
 
     def flush(self) -> asyncio.Task[None]:
         """fsync everything appended so far in a worker thread. Callers share the flush in
         flight, which goes on until the log is durable up to its end (group commit)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(
                 self._flush_until_durable(), name=f"flush-{self.name}"
@@ -353,11 +360,14 @@ class Partition:
                 f"{min_insync_replicas} members",
             )
         try:
-            info = self._log.append(data, self.leader_epoch, now_ms=now_ms)
+            info = self._log.append(
+                data, self.leader_epoch, now_ms=now_ms,
+                batches_max=PRODUCE_BATCHES_PER_PARTITION_MAX,
+            )  # fmt: skip
         except (StorageError, OSError) as exc:
             raise self._refusal(exc) from exc
         if info.batch_count:
-            self.maybe_flush(now_ms)
+            self.maybe_flush()
             self._maybe_advance_hw()
             self.changed.notify()
         return info

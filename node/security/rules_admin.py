@@ -11,6 +11,9 @@
 | DescribeQuorum          | DESCRIBE on the cluster                                         |
 | DescribeLogDirs         | DESCRIBE on the cluster (as in Kafka)                           |
 | ElectLeaders            | ALTER on the cluster                                            |
+| AlterPartitionReassignments | ALTER on the cluster (as in Kafka)                          |
+| ListPartitionReassignments  | DESCRIBE on the cluster (as in Kafka)                       |
+| UnregisterBroker        | ALTER on the cluster (as in Kafka)                              |
 | AlterUserCredentials    | ALTER on the cluster                                            |
 | DescribeUsers           | DESCRIBE on the cluster                                         |
 | CreateAcls, DeleteAcls  | ALTER on the cluster                                            |
@@ -135,6 +138,9 @@ def _cluster_rule(operation: Operation) -> Any:
 describe_quorum = _cluster_rule(Operation.DESCRIBE)
 describe_log_dirs = _cluster_rule(Operation.DESCRIBE)
 elect_leaders = _cluster_rule(Operation.ALTER)
+alter_partition_reassignments = _cluster_rule(Operation.ALTER)
+list_partition_reassignments = _cluster_rule(Operation.DESCRIBE)
+unregister_broker = _cluster_rule(Operation.ALTER)
 describe_users = _cluster_rule(Operation.DESCRIBE)
 
 

@@ -80,8 +80,9 @@ def test_real_nodes_hold_their_invariants(chunk: tuple[int, int]) -> None:
     print(f"\nnode sim seeds {chunk[0]}-{chunk[1] - 1}: {dict(sorted(totals.items()))}")
     if len(seeds) == CHUNK_SEEDS:
         # The runs must exercise what the invariants are about, or passing means nothing
-        # (about half of what 25 seeds give: acked ~85, read ~190, commits ~11, faults ~26).
-        assert totals["acked"] >= 40 * len(seeds), totals
+        # (about half of what 25 seeds give: acked ~85, read ~190, commits ~11, faults ~26;
+        # fewer acks in chunks with many power-loss seeds, whose fsyncs take time).
+        assert totals["acked"] >= 30 * len(seeds), totals
         assert totals["records_read"] >= 90 * len(seeds), totals
         assert totals["offset commits"] >= 5 * len(seeds), totals
         assert sum(v for k, v in totals.items() if k.startswith("fault ")) >= 12 * len(seeds)
@@ -198,7 +199,7 @@ def _refusing_resends(
     )  # fmt: skip
 
 
-def _ignore_the_flush_policy(self: Partition, now_ms: int) -> None:
+def _ignore_the_flush_policy(self: Partition) -> None:
     """A broker that ignores flush.messages: acknowledged writes live in the page cache only."""
 
 

@@ -357,3 +357,26 @@ def test_a_fenced_broker_is_unfenced_only_once_it_has_applied_its_fencing(
     answer = cluster.heartbeat(leader)  # now at the committed end
     assert not answer["is_fenced"] and answer["is_caught_up"]
     assert not cluster.committed.brokers[leader].fenced
+
+
+def test_unclean_election_on_request_gives_an_offline_partition_a_live_replica(
+    cluster: Cluster,
+) -> None:
+    topic_id = cluster.create("t", 1, 2)
+    first, second = cluster.committed.topics[topic_id].partitions[0].replicas
+    cluster.commit(cluster.logic.fence_broker(second))
+    cluster.commit(cluster.logic.fence_broker(first))  # the last ISR member: offline, not unclean
+    part = cluster.committed.topics[topic_id].partitions[0]
+    assert part.leader == NO_LEADER and part.isr == (first,)
+    cluster.heartbeat(second)  # back, but outside the ISR: a clean election cannot pick it
+    assert cluster.committed.topics[topic_id].partitions[0].leader == NO_LEADER
+    other = cluster.create("u", 1, 1)
+    records, results = cluster.logic.elect_unclean_leaders()
+    cluster.commit(records)
+    part = cluster.committed.topics[topic_id].partitions[0]
+    assert part.leader == second and part.isr == (second,)
+    assert results[(topic_id, 0)] == (common_pb2.NONE, "")
+    assert results[(other, 0)][0] == common_pb2.ELECTION_NOT_NEEDED
+    cluster.commit(cluster.logic.fence_broker(second))
+    _, results = cluster.logic.elect_unclean_leaders([(topic_id, 0)])
+    assert results[(topic_id, 0)][0] == common_pb2.ELIGIBLE_LEADERS_NOT_AVAILABLE

@@ -284,6 +284,32 @@ class BrokerRegistrationChangeRecord(_message.Message):
 Global___BrokerRegistrationChangeRecord: _TypeAlias = BrokerRegistrationChangeRecord  # noqa: Y015
 
 @_typing.final
+class UnregisterBrokerRecord(_message.Message):
+    """A broker left the cluster for good (KIP-631's UnregisterBroker): it hosts no replica, and it
+    is stopped. Addressed to one incarnation, like a registration change.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    BROKER_EPOCH_FIELD_NUMBER: _builtins.int
+    broker_id: _builtins.int
+    broker_epoch: _builtins.int
+    def __init__(
+        self,
+        *,
+        broker_id: _builtins.int = ...,
+        broker_epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_epoch", b"broker_epoch", "broker_id", b"broker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnregisterBrokerRecord: _TypeAlias = UnregisterBrokerRecord  # noqa: Y015
+
+@_typing.final
 class TopicRecord(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -317,6 +343,8 @@ class PartitionRecord(_message.Message):
     LEADER_EPOCH_FIELD_NUMBER: _builtins.int
     PARTITION_EPOCH_FIELD_NUMBER: _builtins.int
     OFFLINE_REPLICAS_FIELD_NUMBER: _builtins.int
+    ADDING_REPLICAS_FIELD_NUMBER: _builtins.int
+    REMOVING_REPLICAS_FIELD_NUMBER: _builtins.int
     topic_id: _builtins.bytes
     partition: _builtins.int
     leader: _builtins.int
@@ -335,6 +363,15 @@ class PartitionRecord(_message.Message):
         ISR unless the last member (KIP-858's lost directories, per replica).
         """
 
+    @_builtins.property
+    def adding_replicas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """A reassignment in progress (KIP-455): `replicas` is then the target replicas followed by
+        those being removed; the adding ones catch up as followers outside the ISR, and the move
+        completes (replicas = target, both lists empty) once every target replica is in the ISR.
+        """
+
+    @_builtins.property
+    def removing_replicas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
         self,
         *,
@@ -346,10 +383,12 @@ class PartitionRecord(_message.Message):
         leader_epoch: _builtins.int = ...,
         partition_epoch: _builtins.int = ...,
         offline_replicas: _abc.Iterable[_builtins.int] | None = ...,
+        adding_replicas: _abc.Iterable[_builtins.int] | None = ...,
+        removing_replicas: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["isr", b"isr", "leader", b"leader", "leader_epoch", b"leader_epoch", "offline_replicas", b"offline_replicas", "partition", b"partition", "partition_epoch", b"partition_epoch", "replicas", b"replicas", "topic_id", b"topic_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adding_replicas", b"adding_replicas", "isr", b"isr", "leader", b"leader", "leader_epoch", b"leader_epoch", "offline_replicas", b"offline_replicas", "partition", b"partition", "partition_epoch", b"partition_epoch", "removing_replicas", b"removing_replicas", "replicas", b"replicas", "topic_id", b"topic_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -389,6 +428,8 @@ class PartitionChangeRecord(_message.Message):
     ISR_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
     OFFLINE_REPLICAS_FIELD_NUMBER: _builtins.int
+    ADDING_REPLICAS_FIELD_NUMBER: _builtins.int
+    REMOVING_REPLICAS_FIELD_NUMBER: _builtins.int
     topic_id: _builtins.bytes
     partition: _builtins.int
     leader: _builtins.int
@@ -398,6 +439,14 @@ class PartitionChangeRecord(_message.Message):
     def replicas(self) -> Global___ReplicaList: ...
     @_builtins.property
     def offline_replicas(self) -> Global___ReplicaList: ...
+    @_builtins.property
+    def adding_replicas(self) -> Global___ReplicaList:
+        """Set (even empty: "no reassignment any more") whenever a reassignment starts, changes,
+        completes or is cancelled.
+        """
+
+    @_builtins.property
+    def removing_replicas(self) -> Global___ReplicaList: ...
     def __init__(
         self,
         *,
@@ -407,10 +456,12 @@ class PartitionChangeRecord(_message.Message):
         isr: Global___ReplicaList | None = ...,
         replicas: Global___ReplicaList | None = ...,
         offline_replicas: Global___ReplicaList | None = ...,
+        adding_replicas: Global___ReplicaList | None = ...,
+        removing_replicas: Global___ReplicaList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "isr", b"isr", "leader", b"leader", "offline_replicas", b"offline_replicas", "replicas", b"replicas"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "adding_replicas", b"adding_replicas", "isr", b"isr", "leader", b"leader", "offline_replicas", b"offline_replicas", "removing_replicas", b"removing_replicas", "replicas", b"replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "isr", b"isr", "leader", b"leader", "offline_replicas", b"offline_replicas", "partition", b"partition", "replicas", b"replicas", "topic_id", b"topic_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "adding_replicas", b"adding_replicas", "isr", b"isr", "leader", b"leader", "offline_replicas", b"offline_replicas", "partition", b"partition", "removing_replicas", b"removing_replicas", "replicas", b"replicas", "topic_id", b"topic_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__leader: _TypeAlias = _typing.Literal["leader"]  # noqa: Y015
     _WhichOneofArgType__leader: _TypeAlias = _typing.Literal["_leader", b"_leader"]  # noqa: Y015
@@ -680,6 +731,7 @@ class MetadataRecord(_message.Message):
     REMOVE_USER_CREDENTIAL_FIELD_NUMBER: _builtins.int
     ACL_FIELD_NUMBER: _builtins.int
     REMOVE_ACL_FIELD_NUMBER: _builtins.int
+    UNREGISTER_BROKER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register_broker(self) -> Global___RegisterBrokerRecord: ...
     @_builtins.property
@@ -704,6 +756,8 @@ class MetadataRecord(_message.Message):
     def acl(self) -> Global___AclRecord: ...
     @_builtins.property
     def remove_acl(self) -> Global___RemoveAclRecord: ...
+    @_builtins.property
+    def unregister_broker(self) -> Global___UnregisterBrokerRecord: ...
     def __init__(
         self,
         *,
@@ -719,12 +773,13 @@ class MetadataRecord(_message.Message):
         remove_user_credential: Global___RemoveUserCredentialRecord | None = ...,
         acl: Global___AclRecord | None = ...,
         remove_acl: Global___RemoveAclRecord | None = ...,
+        unregister_broker: Global___UnregisterBrokerRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "user_credential", b"user_credential"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "unregister_broker", b"unregister_broker", "user_credential", b"user_credential"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "user_credential", b"user_credential"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "unregister_broker", b"unregister_broker", "user_credential", b"user_credential"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["register_broker", "broker_registration_change", "topic", "partition", "partition_change", "remove_topic", "config", "producer_ids", "user_credential", "remove_user_credential", "acl", "remove_acl"]  # noqa: Y015
+    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["register_broker", "broker_registration_change", "topic", "partition", "partition_change", "remove_topic", "config", "producer_ids", "user_credential", "remove_user_credential", "acl", "remove_acl", "unregister_broker"]  # noqa: Y015
     _WhichOneofArgType_record: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_record) -> _WhichOneofReturnType_record | None: ...
 

@@ -1,0 +1,97 @@
+"""`strom partitions reassign`'s pure parts: Kafka's JSON, the proposal, the verify verdicts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from strom.node.cli_reassign import (
+    ReassignmentFileError,
+    assignment_json,
+    parse_broker_list,
+    parse_reassignment,
+    parse_topics_to_move,
+    verify,
+)
+from strom.node.reassign_plan import PlanError, generate
+
+
+def test_kafka_reassignment_json_round_trips() -> None:
+    text = (
+        '{"version":1,"partitions":[{"topic":"orders","partition":1,"replicas":[2,3,4],'
+        '"log_dirs":["any","any","any"]},{"topic":"orders","partition":0,"replicas":[4,2]}]}'
+    )
+    plan = parse_reassignment(json.loads(text))
+    assert plan == {("orders", 1): (2, 3, 4), ("orders", 0): (4, 2)}
+    assert parse_reassignment(json.loads(assignment_json(plan))) == plan
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], '"partitions" list'),
+        ({"version": 2, "partitions": []}, "version 2"),
+        ({"partitions": []}, "names no partitions"),
+        ({"partitions": [{"partition": 0, "replicas": [1]}]}, '"topic"'),
+        ({"partitions": [{"topic": "t", "partition": -1, "replicas": [1]}]}, '"partition"'),
+        ({"partitions": [{"topic": "t", "partition": 0, "replicas": []}]}, '"replicas"'),
+        ({"partitions": [{"topic": "t", "partition": 0, "replicas": ["1"]}]}, '"replicas"'),
+        ({"partitions": [{"topic": "t", "partition": 0, "replicas": [1, 1]}]}, "twice"),
+        (
+            {"partitions": [{"topic": "t", "partition": 0, "replicas": [1], "log_dirs": ["/d"]}]},
+            '"log_dirs"',
+        ),
+        (
+            {"partitions": [{"topic": "t", "partition": 0, "replicas": [1]}] * 2},
+            "t-0 appears twice",
+        ),
+    ],
+)
+def test_bad_reassignment_files_say_what_is_wrong(document: object, message: str) -> None:
+    with pytest.raises(ReassignmentFileError, match=message.replace("[", r"\[")):
+        parse_reassignment(document)
+
+
+def test_topics_and_broker_lists() -> None:
+    assert parse_topics_to_move({"version": 1, "topics": [{"topic": "a"}, {"topic": "b"}]}) == [
+        "a",
+        "b",
+    ]
+    with pytest.raises(ReassignmentFileError):
+        parse_topics_to_move({"topics": []})
+    assert parse_broker_list("2, 3,4") == [2, 3, 4]
+    for bad in ("", "1,x", "1,1"):
+        with pytest.raises(ReassignmentFileError):
+            parse_broker_list(bad)
+
+
+def test_generate_places_every_partition_on_the_listed_brokers_across_racks() -> None:
+    current = {("t", p): (1, 2, 3) for p in range(6)}
+    racks = {2: "a", 3: "a", 4: "b", 5: "b"}
+    proposal = generate(current, [2, 3, 4, 5], racks)
+    assert set(proposal) == set(current)
+    for replicas in proposal.values():
+        assert len(replicas) == 3 and set(replicas) <= {2, 3, 4, 5}
+        assert {racks[r] for r in replicas} == {"a", "b"}
+    with pytest.raises(PlanError, match="replication factor 3 is larger"):
+        generate(current, [2, 3], {})
+
+
+def test_verify_verdicts() -> None:
+    plan = {("t", 0): (2, 3, 4), ("t", 1): (2, 3, 4), ("t", 2): (2, 3, 4), ("t", 3): (1,)}
+    ongoing = {("t", 1): object()}
+    current = {("t", 0): (2, 3, 4), ("t", 1): (2, 3, 4, 1), ("t", 2): (1, 2, 3)}
+    lines, done = verify(plan, ongoing, current)
+    assert not done
+    assert lines == [
+        "Reassignment of partition t-0 is completed.",
+        "Reassignment of partition t-1 is still in progress.",
+        "There is no active reassignment of partition t-2, but replica set is [1, 2, 3] "
+        "rather than [2, 3, 4].",
+        "Partition t-3 does not exist.",
+    ]
+    assert verify({("t", 0): (2, 3, 4)}, {}, current) == (
+        ["Reassignment of partition t-0 is completed."],
+        True,
+    )
