@@ -149,7 +149,10 @@ class Nemesis:
             else:
                 parts = [self._start(kind, set())]
                 details = dict(parts[0].details)
-            self._record("fault-start", {"step": number, "kind": kind, "hold_s": hold, **details})
+            self._record(
+                "fault-start",
+                {"step": number, "kind": kind, "hold_s": hold, "wall": _wall(), **details},
+            )
             self._sleep(hold)
             for fault in parts:
                 self._stop(fault)
@@ -234,7 +237,7 @@ class Nemesis:
         victim = self._pick(self.rng.random(), set())
         cycles = self.rng.randint(*KILL_CYCLES)
         self._record("fault-start", {"step": number, "kind": "kill-cycle", "host": victim,
-                                     "cycles": cycles})  # fmt: skip
+                                     "cycles": cycles, "wall": _wall()})  # fmt: skip
         for _ in range(cycles):
             down, up = self.rng.uniform(*KILL_CYCLE_DOWN_S), self.rng.uniform(*KILL_CYCLE_UP_S)
             self.lab.kill(victim)
@@ -256,4 +259,11 @@ class Nemesis:
                 self._start_node(host)
             else:
                 self.lab.resume(host)
-        self._record("final-heal", {})
+        self._record("final-heal", {"wall": _wall()})
+
+
+def _wall() -> str:
+    """Wall-clock time as node logs print it, to find a step in them (histories keep
+    CLOCK_MONOTONIC, which the logs do not show)."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
