@@ -51,6 +51,7 @@ proto: install
 # The run's folder (node logs, histories) is kept in .strom/chaos (pytest's own temporary
 # folders are pruned by later runs); the test's timeout derives from DURATION.
 chaos: install
+	mkdir -p .strom
 	STROM_CHAOS_SEED=$${SEED:-$$RANDOM} STROM_CHAOS_DURATION_S=$${DURATION:-300} \
 		$(BIN)/python -m pytest -s -p no:cacheprovider --basetemp=.strom/chaos \
 		tests/faults/test_chaos.py

@@ -39,14 +39,22 @@ class Availability:
     full_recovery_after_heal_s: float | None  # None: some partition never took a write again
     partitions: int
     acked_during_faults: int  # acknowledgements inside some fault step's start..stop
+    # Per fault kind, the longest stretch without an acknowledged write from one of its steps'
+    # start (or the last write after it) to the first write after the step ended.
+    worst_by_kind: dict[str, float]
 
     def __str__(self) -> str:
         def seconds(value: float | None) -> str:
             return "never" if value is None else f"{value:.1f} s"
 
         during = ", ".join(self.outage_during) or "no fault step"
+        worst = ", ".join(
+            f"{kind} {seconds:.1f} s"
+            for kind, seconds in sorted(self.worst_by_kind.items(), key=lambda kv: -kv[1])
+        )
         return "\n".join(
             [
+                f"worst stretch without a write around each fault kind: {worst}",
                 f"availability: faulty period {self.faulty_s:.1f} s; longest stretch without "
                 f"an acknowledged write {self.longest_outage_s:.1f} s (during: {during})",
                 f"after the final heal: first acknowledged write in "
@@ -124,4 +132,20 @@ def measure(ops: Sequence[Op]) -> Availability:
         acked_during_faults=sum(
             1 for t in times if any(start <= t <= stop for start, stop, _ in steps)
         ),
+        worst_by_kind=_worst_by_kind(steps, times),
     )
+
+
+def _worst_by_kind(steps: list[tuple[int, int, str]], times: list[int]) -> dict[str, float]:
+    worst: dict[str, float] = {}
+    for start, stop, kind in steps:
+        before = bisect.bisect_right(times, start) - 1
+        after = bisect.bisect_left(times, stop)
+        points = [
+            max(times[before], start) if before >= 0 else start,
+            *times[before + 1 : after],
+            times[after] if after < len(times) else stop,
+        ]
+        longest = max(b - a for a, b in itertools.pairwise(points)) / NS_PER_S
+        worst[kind] = max(worst.get(kind, 0.0), longest)
+    return worst

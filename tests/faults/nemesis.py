@@ -19,7 +19,9 @@ Kinds (`KINDS`); a step starts one, holds it, undoes it, then waits before the n
                         both stop a process
 
 The first pass runs every kind once, in a seeded order, even when the run's duration is over
-before it ends: a run of any length has every kind. Later steps draw kinds at random. Every step
+before it ends: a run of any length has every kind. Later steps draw kinds at random. The last
+step stays active until `heal_all` (the final heal) ends it, so the recovery after the final heal
+is measured from a real fault. Every step
 is recorded around its faults as a `fault-start` record (kind, victims, hold) and a `fault-stop`
 record with the same step number; `heal_all` ends the run with a `final-heal` record. The lab
 records each raw action (kill, pause, partition, ...) in between, so the history shows both.
@@ -58,6 +60,7 @@ COMPOSABLE = (
     "one-way",
 )
 KINDS = (*COMPOSABLE, "kill-cycle", "minority-consumers", "double")
+LEFT_ACTIVE = tuple(kind for kind in KINDS if kind != "kill-cycle")  # the run's last step
 PROCESS_KINDS = frozenset({"kill", "pause", "pause-controller"})
 
 
@@ -117,11 +120,14 @@ class Nemesis:
         self._locate_controller, self._locate_coordinator = locate_controller, locate_coordinator
         self.counts: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.steps = 0
+        self._left_active: tuple[int, str] | None = None  # (step, kind) that heal_all ends
 
     # --- the schedule ---
 
     def run(self, duration_s: float) -> None:
-        """Fault the cluster for about `duration_s` (longer if the first pass needs it)."""
+        """Fault the cluster for about `duration_s` (longer if the first pass needs it). The
+        last step is left active: `heal_all` ends it, so the recovery measured from the final
+        heal is a recovery from a real fault."""
         end = self._clock() + duration_s
         first_pass = list(KINDS)
         self.rng.shuffle(first_pass)
@@ -130,31 +136,39 @@ class Nemesis:
             kind = first_pass.pop(0) if first_pass else self.rng.choice(KINDS)
             self.step(kind)
             self._sleep(self.rng.uniform(*GAP_S))
+        self.step(self.rng.choice(LEFT_ACTIVE), leave_active=True)
 
-    def step(self, kind: str) -> None:
-        """Start one fault of `kind`, hold it, undo it; recorded as fault-start/fault-stop."""
+    def step(self, kind: str, *, leave_active: bool = False) -> None:
+        """Start one fault of `kind`, hold it, undo it; recorded as fault-start/fault-stop.
+        With `leave_active` it is held until `heal_all`, which records its stop."""
         self.steps += 1
         number = self.steps
-        if kind == "kill-cycle":
-            self._kill_cycle(number)
-        else:
-            hold = self._hold(kind)
-            if kind == "double":
-                first, second = self.rng.sample(COMPOSABLE, 2)
-                faults = [self._start(first, set()), None]
-                taken = {h for f in faults if f for h in f.killed + f.paused}
-                faults[1] = self._start(second, taken)
-                parts = [f for f in faults if f is not None]
-                details = {"parts": [{"kind": f.kind, **f.details} for f in parts]}
-            else:
-                parts = [self._start(kind, set())]
-                details = dict(parts[0].details)
-            self._record("fault-start", {"step": number, "kind": kind, "hold_s": hold, **details})
-            self._sleep(hold)
-            for fault in parts:
-                self._stop(fault)
-        self._record("fault-stop", {"step": number, "kind": kind})
         self.counts[kind] += 1
+        if kind == "kill-cycle":
+            assert not leave_active, "a kill cycle ends by itself"
+            self._kill_cycle(number)
+            self._record("fault-stop", {"step": number, "kind": kind})
+            return
+        hold = self._hold(kind)
+        if kind == "double":
+            one, two = self.rng.sample(COMPOSABLE, 2)
+            first = self._start(one, set())
+            parts = [first, self._start(two, {*first.killed, *first.paused})]
+            details: dict[str, Any] = {"parts": [{"kind": f.kind, **f.details} for f in parts]}
+        else:
+            parts = [self._start(kind, set())]
+            details = dict(parts[0].details)
+        self._record(
+            "fault-start",
+            {"step": number, "kind": kind, "hold_s": hold, "wall": _wall(), **details},
+        )
+        if leave_active:
+            self._left_active = (number, kind)
+            return
+        self._sleep(hold)
+        for fault in parts:
+            self._stop(fault)
+        self._record("fault-stop", {"step": number, "kind": kind})
 
     def _hold(self, kind: str) -> float:
         if kind == "pause-controller":
@@ -234,7 +248,7 @@ class Nemesis:
         victim = self._pick(self.rng.random(), set())
         cycles = self.rng.randint(*KILL_CYCLES)
         self._record("fault-start", {"step": number, "kind": "kill-cycle", "host": victim,
-                                     "cycles": cycles})  # fmt: skip
+                                     "cycles": cycles, "wall": _wall()})  # fmt: skip
         for _ in range(cycles):
             down, up = self.rng.uniform(*KILL_CYCLE_DOWN_S), self.rng.uniform(*KILL_CYCLE_UP_S)
             self.lab.kill(victim)
@@ -256,4 +270,15 @@ class Nemesis:
                 self._start_node(host)
             else:
                 self.lab.resume(host)
-        self._record("final-heal", {})
+        if self._left_active is not None:
+            number, kind = self._left_active
+            self._record("fault-stop", {"step": number, "kind": kind})
+            self._left_active = None
+        self._record("final-heal", {"wall": _wall()})
+
+
+def _wall() -> str:
+    """Wall-clock time as node logs print it, to find a step in them (histories keep
+    CLOCK_MONOTONIC, which the logs do not show)."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"

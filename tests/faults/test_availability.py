@@ -68,6 +68,9 @@ def test_the_longest_outage_is_measured_inside_the_faulty_period_only() -> None:
     assert a.full_recovery_after_heal_s == pytest.approx(17.0)
     assert a.partitions == 2 and a.acked_during_faults == 2
     assert "8.5 s (during: pause-controller)" in str(a)
+    # pause-controller: from the ack at 11 s to the first after its stop (19.5 s); kill: from
+    # its ack at 21 s to the first after its stop (40 s, after the heal)
+    assert a.worst_by_kind == pytest.approx({"pause-controller": 8.5, "kill": 19.0})
 
 
 def test_an_outage_running_into_the_final_heal_is_cut_there() -> None:

@@ -138,10 +138,14 @@ def locators(lab: Lab, bootstrap: str) -> tuple[Callable[[], str | None], Callab
     by_address = {f"{lab.addr(h)}:9092": h for h in NODES}
 
     def ask(fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return lab.call_in("c1", fn, bootstrap, *args, 3_000, timeout_s=20)
-        except (RemoteCallError, subprocess.TimeoutExpired):
-            return None
+        for _ in range(3):  # the previous fault may have left an election under way
+            try:
+                answer = lab.call_in("c1", fn, bootstrap, *args, 3_000, timeout_s=20)
+            except (RemoteCallError, subprocess.TimeoutExpired):
+                answer = None
+            if answer is not None:
+                return answer
+        return None
 
     def controller() -> str | None:
         node_id = ask(quorum_leader)

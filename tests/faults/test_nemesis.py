@@ -97,19 +97,29 @@ def make(
 
 
 def started(recorder: Recorder) -> list[dict[str, Any]]:
-    return [op.value for op in recorder.ops if op.process == NEMESIS and op.f == "fault-start"]
+    """The fault-start records, without their wall-clock stamps."""
+    return [
+        {k: v for k, v in op.value.items() if k != "wall"}
+        for op in recorder.ops
+        if op.process == NEMESIS and op.f == "fault-start"
+    ]
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_a_short_run_still_has_every_kind_and_leaves_nothing_behind(seed: int) -> None:
     nemesis, lab, recorder, _ = make(seed)
     nemesis.run(duration_s=1)
+    # The last step is still active: the final heal ends it.
+    last = started(recorder)[-1]
+    assert last["step"] == len(KINDS) + 1 and last["kind"] != "kill-cycle"
+    assert (lab.running != set(NODES)) or lab.paused or lab.blocked
+    assert [op.f for op in recorder.ops if op.f.startswith("fault-")][-1] == "fault-start"
     nemesis.heal_all()
     assert {step["kind"] for step in started(recorder)} == set(KINDS)
     assert all(n >= 1 for n in nemesis.counts.values())
     assert lab.running == set(NODES) and not lab.paused and not lab.blocked
     stops = [op for op in recorder.ops if op.f == "fault-stop"]
-    assert [op.value["step"] for op in stops] == list(range(1, len(KINDS) + 1))
+    assert [op.value["step"] for op in stops] == list(range(1, len(KINDS) + 2))
     assert recorder.ops[-1].f == "final-heal"
 
 

@@ -233,29 +233,20 @@ async def main(spec: dict[str, Any]) -> None:
     with Recorder(Path(spec["history"])) as rec:
         await wait_ready(bootstrap, topic, partitions, 60)
         stop_reading = asyncio.Event()
-        producing = (
-            [asyncio.create_task(produce(rec, bootstrap, topic, spec.get("workers", 6), heal))]
-            if spec.get("produce", True)
-            else []
-        )
+        producing = None
+        if spec.get("produce", True):
+            workers = spec.get("workers", 6)
+            producing = asyncio.create_task(produce(rec, bootstrap, topic, workers, heal))
         reading = [
-            *(
-                [
-                    asyncio.create_task(
-                        read_assigned(rec, bootstrap, topic, partitions, stop_reading)
-                    )
-                ]
-                if spec.get("read", True)
-                else []
-            ),
-            *(
-                asyncio.create_task(read_group(rec, bootstrap, topic, name, stop_reading))
-                for name in spec.get("group_consumers", ["g0", "g1"])
-            ),
+            asyncio.create_task(read_group(rec, bootstrap, topic, name, stop_reading))
+            for name in spec.get("group_consumers", ["g0", "g1"])
         ]
+        if spec.get("read", True):
+            reader = read_assigned(rec, bootstrap, topic, partitions, stop_reading)
+            reading.append(asyncio.create_task(reader))
         await heal.wait()
-        if producing:
-            await asyncio.wait_for(producing[0], spec.get("after_heal_max_s", 45) + 60)
+        if producing is not None:
+            await asyncio.wait_for(producing, spec.get("after_heal_max_s", 45) + 60)
         else:
             await asyncio.sleep(spec.get("after_heal_read_s", 5))  # let the group settle
         stop_reading.set()
