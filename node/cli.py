@@ -449,6 +449,53 @@ def _topics_alter(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_delete_records(document: Any, source: str) -> dict[tuple[str, int], int]:
+    """kafka-delete-records's offset file: {"partitions": [{"topic": "t", "partition": 0,
+    "offset": 3}], "version": 1}; offset -1 deletes every committed record."""
+    items = document.get("partitions") if isinstance(document, dict) else None
+    if not isinstance(items, list) or not items:
+        raise CommandError(
+            f'{source} must hold a non-empty "partitions" list, as {{"partitions": '
+            '[{"topic": "t", "partition": 0, "offset": 3}], "version": 1}'
+        )
+    offsets: dict[tuple[str, int], int] = {}
+    for number, item in enumerate(items, start=1):
+        ok = (
+            isinstance(item, dict)
+            and isinstance(item.get("topic"), str)
+            and isinstance(item.get("partition"), int)
+            and isinstance(item.get("offset"), int)
+            and item["partition"] >= 0
+            and item["offset"] >= -1
+        )
+        if not ok:
+            raise CommandError(
+                f"{source}, entry {number}: needs a topic, a partition >= 0 and an offset >= -1"
+            )
+        key = (item["topic"], item["partition"])
+        if key in offsets:
+            raise CommandError(f"{source}: {key[0]}-{key[1]} appears twice")
+        offsets[key] = item["offset"]
+    return offsets
+
+
+def _topics_delete_records(args: argparse.Namespace) -> int:
+    try:
+        document = json.loads(Path(args.offset_json_file).read_text())
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.offset_json_file}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{args.offset_json_file} is not JSON: {exc}") from exc
+    offsets = parse_delete_records(document, args.offset_json_file)
+    print("Executing records delete operation")
+    with _admin(args) as admin:
+        low = admin.delete_records(offsets)
+    print("Records delete operation completed:")
+    for (topic, partition), offset in sorted(low.items()):
+        print(f"partition: {topic}-{partition}\tlow_watermark: {offset}")
+    return 0
+
+
 def _topics_elect_leaders(args: argparse.Namespace) -> int:
     partitions = None
     if args.topic:
@@ -989,6 +1036,13 @@ def build_parser() -> argparse.ArgumentParser:
     alter.add_argument("--delete-config", action="append", help="remove a topic config override")
     alter.add_argument("--partitions", type=int, help="new partition count (only grows)")
     alter.set_defaults(handler=_topics_alter)
+    delete_records = client(
+        topics_sub.add_parser(
+            "delete-records", help="delete records before offsets (kafka-delete-records)"
+        )
+    )
+    delete_records.add_argument("--offset-json-file", required=True, metavar="FILE")
+    delete_records.set_defaults(handler=_topics_delete_records)
     elect = client(
         topics_sub.add_parser("elect-leaders", help="preferred (or unclean) leader election")
     )

@@ -229,6 +229,7 @@ class ReplicaFetcher:
                 )
                 return
             partition.append_as_follower(result.records, result.high_watermark, now)
+            partition.follow_log_start_offset(result.log_start_offset)
             return
         if (
             result.error_code == common_pb2.OFFSET_OUT_OF_RANGE

@@ -95,3 +95,16 @@ def test_verify_verdicts() -> None:
         ["Reassignment of partition t-0 is completed."],
         True,
     )
+
+
+def test_kafka_delete_records_offset_file() -> None:
+    from strom.node.cli import CommandError, parse_delete_records
+
+    document = {"version": 1, "partitions": [{"topic": "t", "partition": 0, "offset": 3},
+                                             {"topic": "t", "partition": 1, "offset": -1}]}  # fmt: skip
+    assert parse_delete_records(document, "f") == {("t", 0): 3, ("t", 1): -1}
+    for bad in ({}, {"partitions": []}, {"partitions": [{"topic": "t", "partition": 0}]},
+                {"partitions": [{"topic": "t", "partition": 0, "offset": -2}]},
+                {"partitions": [{"topic": "t", "partition": 0, "offset": 1}] * 2}):  # fmt: skip
+        with pytest.raises(CommandError):
+            parse_delete_records(bad, "f")
