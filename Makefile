@@ -47,10 +47,13 @@ typecheck: install
 proto: install
 	$(BIN)/python proto/generate.py
 
-# A long fault-injection run (root: network namespaces): make chaos SEED=7 DURATION=300
+# A fault-injection run of any length (root: network namespaces): make chaos SEED=7 DURATION=300
+# The run's folder (node logs, histories) is kept in .strom/chaos (pytest's own temporary
+# folders are pruned by later runs); the test's timeout derives from DURATION.
 chaos: install
 	STROM_CHAOS_SEED=$${SEED:-$$RANDOM} STROM_CHAOS_DURATION_S=$${DURATION:-300} \
-		$(BIN)/python -m pytest -s -p no:cacheprovider tests/faults/test_chaos.py
+		$(BIN)/python -m pytest -s -p no:cacheprovider --basetemp=.strom/chaos \
+		tests/faults/test_chaos.py
 
 bench: install
 	$(BIN)/python bench/cluster_bench.py

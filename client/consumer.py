@@ -103,6 +103,7 @@ class AsyncConsumer:
         fetch_max_wait_ms: int = 500,
         fetch_max_bytes: int = 52_428_800,
         max_partition_fetch_bytes: int = 1_048_576,
+        max_batch_decompressed_bytes: int = 64 << 20,
         request_timeout_ms: int = 30_000,
         client_id: str = "strom-consumer",
         group_id: str | None = None,
@@ -113,7 +114,10 @@ class AsyncConsumer:
         **security_options: Any,
     ) -> None:
         """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
-        (client/tls.py `SecurityOptions`)."""
+        (client/tls.py `SecurityOptions`). `max_batch_decompressed_bytes`: a compressed batch
+        that would inflate past this is refused (MESSAGE_TOO_LARGE) as it inflates, so a gzip
+        bomb cannot exhaust the consumer's memory; leaders already refuse batches that inflate
+        past their topic's max.message.bytes."""
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise FatalError(
                 common_pb2.INVALID_CONFIG,
@@ -124,6 +128,7 @@ class AsyncConsumer:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_max_bytes = fetch_max_bytes
         self.max_partition_fetch_bytes = max_partition_fetch_bytes
+        self.max_batch_decompressed_bytes = max_batch_decompressed_bytes
         self.cluster = ClusterClient(
             bootstrap_servers,
             client_id=client_id,
@@ -141,6 +146,7 @@ class AsyncConsumer:
         self.enable_auto_commit = enable_auto_commit
         self.auto_commit_interval_s = auto_commit_interval_ms / 1000
         self._next_auto_commit = 0.0
+        self._auto_commit: asyncio.Task[None] | None = None  # at most one in flight
         self._on_assign: RebalanceCallback | None = None
         self._on_revoke: RebalanceCallback | None = None
         self.group: GroupMembership | None = None
@@ -166,6 +172,7 @@ class AsyncConsumer:
             await asyncio.gather(self._prefetch, return_exceptions=True)
             self._prefetch = None
         try:
+            await self._settle_auto_commit()
             if self.group is not None and self.group.member_epoch > 0:
                 await self._revoke(set(self.group.owned))
                 await self.group.leave()
@@ -197,10 +204,11 @@ class AsyncConsumer:
         target = group.assignment
         if target is None or target == group.owned:
             return
+        lost, group.lost = group.lost, False
         revoked = group.owned - target
         added = target - group.owned
         if revoked:
-            await self._revoke(revoked)
+            await self._revoke(revoked, lost=lost)
         if added:
             committed = await self.committed_offsets(sorted(added))
             for tp in sorted(added):
@@ -212,10 +220,16 @@ class AsyncConsumer:
                 await _call(self._on_assign, sorted(added))
         group.wake()  # report the new ownership at once
 
-    async def _revoke(self, revoked: set[TopicPartition]) -> None:
+    async def _revoke(self, revoked: set[TopicPartition], *, lost: bool = False) -> None:
+        """Give up `revoked`: commit their positions first (auto-commit), unless they were
+        lost (the session ended or the member was fenced): another member may own them already
+        and commit its own offsets, so ours must not land (Kafka's onPartitionsLost)."""
         group = self.group
         assert group is not None
-        if self.enable_auto_commit:
+        if lost:
+            await self._settle_auto_commit(cancel=True)
+        elif self.enable_auto_commit:
+            await self._settle_auto_commit()
             try:
                 await self.commit(
                     {tp: self._consumed[tp] for tp in revoked if tp in self._consumed}
@@ -314,16 +328,33 @@ class AsyncConsumer:
         }
 
     async def _maybe_auto_commit(self) -> None:
+        """Start an auto-commit in the background: poll() never waits for the coordinator (one
+        that does not answer would hold every poll for many request timeouts), like Kafka's
+        asynchronous auto-commit. One at a time, so commits land in the order they were made."""
         if self.group is None or not self.enable_auto_commit or self.group.member_epoch <= 0:
             return
-        now = asyncio.get_running_loop().time()
-        if now < self._next_auto_commit:
+        if self._auto_commit is not None and not self._auto_commit.done():
             return
-        self._next_auto_commit = now + self.auto_commit_interval_s
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_auto_commit:
+            return
+        self._next_auto_commit = loop.time() + self.auto_commit_interval_s
+        offsets = {tp: self._consumed[tp] for tp in self.group.owned if tp in self._consumed}
+        self._auto_commit = loop.create_task(self._commit_quietly(offsets), name="auto-commit")
+
+    async def _commit_quietly(self, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await self.commit()
+            await self.commit(offsets)
         except StromError as exc:
             log.info("auto-commit failed: %s", exc)
+
+    async def _settle_auto_commit(self, *, cancel: bool = False) -> None:
+        """Wait for (or cancel) the auto-commit in flight, so no commit made later lands first."""
+        task, self._auto_commit = self._auto_commit, None
+        if task is not None:
+            if cancel:
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     # ---- assignment and positions -------------------------------------------------------
 
@@ -451,10 +482,13 @@ class AsyncConsumer:
             if remaining <= 0:
                 break
             try:
+                # In a task, so poll() returns within its timeout even when the fetch hangs (a
+                # leader that no longer answers); the next poll picks the fetch up.
                 if self._prefetch is None:
-                    await self._fetch(min(self.fetch_max_wait_ms, int(remaining * 1000)))
-                else:
-                    await self._await_prefetch(remaining)
+                    self._prefetch = loop.create_task(
+                        self._fetch(min(self.fetch_max_wait_ms, int(remaining * 1000)))
+                    )
+                await self._await_prefetch(remaining)
             except StromError as exc:
                 if not exc.retriable:
                     raise
@@ -548,8 +582,9 @@ class AsyncConsumer:
 
         for start, _ in split_batches(data):
             header, records = decode_batch_as(
-                data, start, ConsumerRecord, topic, partition, min_offset=position
-            )
+                data, start, ConsumerRecord, topic, partition, min_offset=position,
+                decompressed_bytes_max=self.max_batch_decompressed_bytes,
+            )  # fmt: skip
             self._buffer.add(tp, records)
             # A compacted batch may have lost its last records: continue after the batch.
             position = max(position, header.base_offset + header.last_offset_delta + 1)

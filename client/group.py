@@ -8,7 +8,11 @@ new ownership, which lets the coordinator hand revoked partitions to other membe
 
 Safety: a member that has not had a successful heartbeat for a session timeout, or that the
 coordinator fences or no longer knows, must consider every partition lost and rejoin, so a
-partition is never consumed by two members of one group at once.
+partition is never consumed by two members of one group at once. The session is counted from
+when the last successful heartbeat was *sent*: the coordinator received it later, so its own
+session of the member ends no earlier than ours. And it is enforced on time: no heartbeat
+attempt (finding the coordinator, a request to a coordinator that no longer answers) and no
+retry backoff outlasts it.
 """
 
 from __future__ import annotations
@@ -60,10 +64,13 @@ class GroupMembership:
         self.member_epoch = 0
         self.owned: set[TopicPartition] = set()  # applied by poll(), reported to the coordinator
         self.assignment: set[TopicPartition] | None = None  # latest from the coordinator
+        # Set when the partitions were lost (session over, fenced), not revoked: poll() then
+        # drops them without committing their offsets.
+        self.lost = False
         self.coordinator: str | None = None
         self.session_timeout_ms = 45_000
         self.heartbeat_interval_ms = 1_000
-        self.last_success_ms = _monotonic_ms()
+        self.last_success_ms = _monotonic_ms()  # when the last successful heartbeat was sent
         self.fatal: StromError | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -141,15 +148,21 @@ class GroupMembership:
     async def _run(self) -> None:
         backoff = Backoff(self.cluster.retry_backoff_ms, self.cluster.retry_backoff_max_ms)
         while True:
+            sent_ms = _monotonic_ms()
             try:
-                if self.coordinator is None:
-                    await self.find_coordinator()
-                response = await self._send(self.member_epoch)
-                self._handle(response)
+                async with asyncio.timeout(self._session_left_s()):
+                    if self.coordinator is None:
+                        await self.find_coordinator()
+                    response = await self._send(self.member_epoch)
+                self._handle(response, sent_ms)
                 backoff.attempt = 0
                 delay_s = self.heartbeat_interval_ms / 1000
             except RetriableError as exc:
                 log.debug("group %s heartbeat: %s", self.group_id, exc)
+                self.coordinator = None
+                delay_s = backoff.next_delay_s()
+            except TimeoutError:
+                log.debug("group %s heartbeat: no answer within the session", self.group_id)
                 self.coordinator = None
                 delay_s = backoff.next_delay_s()
             except StromError as exc:
@@ -157,25 +170,34 @@ class GroupMembership:
                 return
             self._check_session()
             self._wake.clear()
+            left_s = self._session_left_s()
             try:
-                async with asyncio.timeout(delay_s):
+                async with asyncio.timeout(delay_s if left_s is None else min(delay_s, left_s)):
                     await self._wake.wait()
             except TimeoutError:
                 pass
 
-    def _handle(self, response: group_pb2.ConsumerGroupHeartbeatResponse) -> None:
+    def _session_left_s(self) -> float | None:
+        """Seconds until the session ends without another successful heartbeat (None while
+        the member holds no session)."""
+        if self.member_epoch <= 0:
+            return None
+        return max(0.0, (self.last_success_ms + self.session_timeout_ms - _monotonic_ms()) / 1000)
+
+    def _handle(self, response: group_pb2.ConsumerGroupHeartbeatResponse, sent_ms: int) -> None:
         code = response.error_code
         if code in _REJOIN:
             log.info("group %s: %s; rejoining", self.group_id, response.error_message)
             self.member_epoch = 0
             self.assignment = set()  # poll() revokes everything before we rejoin
+            self.lost = True
             return
         if code in _FIND_AGAIN:
             self.coordinator = None
             raise error_from_code(code, response.error_message)
         if code != common_pb2.NONE:
             raise error_from_code(code, response.error_message)
-        self.last_success_ms = _monotonic_ms()
+        self.last_success_ms = sent_ms
         self._subscription_changed = False
         self.member_id = response.member_id
         self.member_epoch = response.member_epoch
@@ -192,8 +214,9 @@ class GroupMembership:
         another one took over), so our partitions may already be someone else's."""
         if (
             self.member_epoch > 0
-            and _monotonic_ms() - self.last_success_ms > self.session_timeout_ms
+            and _monotonic_ms() - self.last_success_ms >= self.session_timeout_ms
         ):
             log.info("group %s: session lost; dropping partitions and rejoining", self.group_id)
             self.member_epoch = 0
             self.assignment = set()
+            self.lost = True

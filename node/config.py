@@ -10,8 +10,9 @@ Keys in `LISTENER_KEYS` (the TLS settings) may also be set per listener, as Kafk
 `listener.name.<listener name in lower case>.ssl.key.location` overrides `ssl.key.location` for
 that listener only (environment: `STROM_LISTENER_NAME_EXTERNAL_SSL_KEY_LOCATION`).
 
-Topic-level configs (`retention.ms`, `segment.bytes`, ...) are declared in `TOPIC_KEYS`, each with
-the broker key that supplies its default, as Kafka's `log.retention.ms` supplies `retention.ms`.
+Topic-level configs (`retention.ms`, `segment.bytes`, ...) are declared in node/topic_config.py, each
+with the broker key that supplies its default, as Kafka's `log.retention.ms` supplies `retention.ms`;
+those broker keys are checked here by the same table.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from strom.node.topic_config import TOPIC_CONFIGS, broker_key_check
 
 ENV_PREFIX = "STROM_"
 
@@ -133,17 +136,51 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         "default.replication.factor", int, 1, "replicas of auto-created topics", _at_least(1)
     ),
     ConfigKey(
-        "min.insync.replicas", int, 1, "ISR size below which acks=all is refused", _at_least(1)
+        "min.insync.replicas",
+        int,
+        1,
+        "ISR size below which acks=all is refused",
+        broker_key_check("min.insync.replicas"),
     ),
     ConfigKey("auto.create.topics.enable", bool, True, "create unknown topics on first use"),
     ConfigKey("delete.topic.enable", bool, True, "allow topics to be deleted"),
+    # The keys that supply topic defaults are checked by the topic config table, so a node
+    # cannot start with a default its own brokers would refuse to apply.
     ConfigKey(
-        "log.retention.ms", int, 7 * DAY_MS, "keep data this long; -1 forever", _at_least(-1)
+        "log.retention.ms",
+        int,
+        7 * DAY_MS,
+        "keep data this long; -1 forever",
+        broker_key_check("log.retention.ms"),
     ),
-    ConfigKey("log.retention.bytes", int, -1, "keep at most this per partition; -1 unbounded"),
-    ConfigKey("log.segment.bytes", int, 1 << 30, "roll a segment at this size", _at_least(14)),
-    ConfigKey("log.roll.ms", int, 7 * DAY_MS, "roll a segment at this age", _at_least(1)),
-    ConfigKey("log.index.interval.bytes", int, 4096, "bytes between index entries", _at_least(0)),
+    ConfigKey(
+        "log.retention.bytes",
+        int,
+        -1,
+        "keep at most this per partition; -1 unbounded",
+        broker_key_check("log.retention.bytes"),
+    ),
+    ConfigKey(
+        "log.segment.bytes",
+        int,
+        1 << 30,
+        "roll a segment at this size",
+        broker_key_check("log.segment.bytes"),
+    ),
+    ConfigKey(
+        "log.roll.ms",
+        int,
+        7 * DAY_MS,
+        "roll a segment at this age",
+        broker_key_check("log.roll.ms"),
+    ),
+    ConfigKey(
+        "log.index.interval.bytes",
+        int,
+        4096,
+        "bytes between index entries",
+        broker_key_check("log.index.interval.bytes"),
+    ),
     ConfigKey(
         "log.retention.check.interval.ms",
         int,
@@ -152,10 +189,33 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         _at_least(1),
     ),
     ConfigKey(
-        "log.cleanup.policy", str, "delete", "delete or compact", _one_of("delete", "compact")
+        "log.flush.interval.messages",
+        int,
+        2**63 - 1,
+        "fsync once this many messages are unflushed; 1: fsync before a write counts as "
+        "acknowledged or replicated (grouped fsyncs)",
+        broker_key_check("log.flush.interval.messages"),
     ),
     ConfigKey(
-        "log.cleaner.delete.retention.ms", int, DAY_MS, "keep tombstones this long", _at_least(0)
+        "log.flush.interval.ms",
+        int,
+        2**63 - 1,
+        "fsync once the oldest unflushed write is this old",
+        broker_key_check("log.flush.interval.ms"),
+    ),
+    ConfigKey(
+        "log.cleanup.policy",
+        str,
+        "delete",
+        "delete, compact, or compact,delete (both)",
+        broker_key_check("log.cleanup.policy"),
+    ),
+    ConfigKey(
+        "log.cleaner.delete.retention.ms",
+        int,
+        DAY_MS,
+        "keep tombstones this long",
+        broker_key_check("log.cleaner.delete.retention.ms"),
     ),
     ConfigKey("log.cleaner.backoff.ms", int, 15_000, "how often the cleaner runs", _at_least(1)),
     ConfigKey(
@@ -163,7 +223,7 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         int,
         1_048_588,
         "largest record batch a producer may send",
-        _at_least(0),
+        broker_key_check("message.max.bytes"),
     ),
     ConfigKey("fetch.max.bytes", int, 57_671_680, "largest fetch response", _at_least(1024)),
     ConfigKey("replica.fetch.max.bytes", int, 1_048_576, "per-partition replica fetch bytes"),
@@ -215,6 +275,13 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
     ),
     ConfigKey(
         "offsets.topic.replication.factor", int, 3, "replicas of __consumer_offsets", _at_least(1)
+    ),
+    ConfigKey(
+        "offset.metadata.max.bytes",
+        int,
+        4096,
+        "largest metadata string of one offset commit (OFFSET_METADATA_TOO_LARGE beyond)",
+        _at_least(0),
     ),
     ConfigKey(
         "offsets.retention.minutes", int, 7 * 24 * 60, "keep offsets of empty groups this long"
@@ -275,6 +342,14 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
     ),
     ConfigKey("node.sasl.password", str, "", "the password of node.sasl.username (a secret)"),
     ConfigKey(
+        "connection.failed.authentication.delay.ms",
+        int,
+        100,
+        "a failed login is answered only after this delay, slowing password guessing "
+        "(Kafka's name and default)",
+        _at_least(0),
+    ),
+    ConfigKey(
         "admin.listener",
         str,
         "",
@@ -304,21 +379,6 @@ def _split_listener_key(name: str) -> tuple[str, str] | None:
     if match is None or match["key"] not in LISTENER_KEYS:
         return None
     return match["listener"].upper(), match["key"]
-
-
-# Topic-level key -> (type, the broker key that supplies its default, check)
-TOPIC_KEYS: dict[str, tuple[type, str, Callable[[Any], str | None] | None]] = {
-    "retention.ms": (int, "log.retention.ms", _at_least(-1)),
-    "retention.bytes": (int, "log.retention.bytes", None),
-    "segment.bytes": (int, "log.segment.bytes", _at_least(14)),
-    "segment.ms": (int, "log.roll.ms", _at_least(1)),
-    "min.insync.replicas": (int, "min.insync.replicas", _at_least(1)),
-    "unclean.leader.election.enable": (bool, "unclean.leader.election.enable", None),
-    "max.message.bytes": (int, "message.max.bytes", _at_least(0)),
-    "cleanup.policy": (str, "log.cleanup.policy", _one_of("delete", "compact")),
-    "index.interval.bytes": (int, "log.index.interval.bytes", _at_least(0)),
-    "delete.retention.ms": (int, "log.cleaner.delete.retention.ms", _at_least(0)),
-}
 
 
 def parse_value(name: str, expected: type, raw: Any) -> Any:
@@ -356,17 +416,6 @@ def _checked(key: ConfigKey, raw: Any) -> Any:
         problem = key.check(value)
         if problem:
             raise ConfigError(f"{key.name}: {problem} (got {value!r})")
-    return value
-
-
-def parse_topic_config(name: str, raw: Any) -> Any:
-    """Check one topic-level config value; unknown names are refused."""
-    if name not in TOPIC_KEYS:
-        raise ConfigError(f"unknown topic config {name!r}; known: {', '.join(sorted(TOPIC_KEYS))}")
-    expected, _, check = TOPIC_KEYS[name]
-    value = parse_value(name, expected, raw)
-    if check is not None and (problem := check(value)):
-        raise ConfigError(f"{name}: {problem} (got {value!r})")
     return value
 
 
@@ -493,7 +542,7 @@ class NodeConfig:
 
     def topic_defaults(self) -> dict[str, Any]:
         """Broker-level defaults of every topic config."""
-        return {name: self._values[broker_key] for name, (_, broker_key, _) in TOPIC_KEYS.items()}
+        return {key.name: self._values[key.broker_key] for key in TOPIC_CONFIGS}
 
     def validate(self) -> None:
         """Relationships between keys; each problem names the keys involved."""

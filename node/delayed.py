@@ -88,8 +88,12 @@ class ChangeNotifier:
 
     def __init__(self) -> None:
         self._futures: dict[asyncio.Future[None], None] = {}
+        # Bumped by every notify: a reader that yields to the loop between reading and waiting
+        # compares it to see whether it missed a change meanwhile.
+        self.version = 0
 
     def notify(self) -> None:
+        self.version += 1
         futures, self._futures = self._futures, {}
         for future in futures:
             if not future.done():

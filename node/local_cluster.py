@@ -24,8 +24,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -143,7 +145,7 @@ class LocalCluster:
                 **(overrides or {}),
             }
             node_dir.mkdir(parents=True, exist_ok=True)
-            (node_dir / "node.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            _write_node_config(node_dir / "node.yaml", config)
             format_directories([data], cluster_id, node.node_id)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(
@@ -243,7 +245,7 @@ class LocalCluster:
                     n.admin_address for n in nodes if n.node_id == node_id
                 )
             node_dir.mkdir(parents=True, exist_ok=True)
-            (node_dir / "node.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            _write_node_config(node_dir / "node.yaml", config)
             format_directories([node_dir / "data"], cluster_id, node_id)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(
@@ -282,7 +284,7 @@ class LocalCluster:
             **(overrides or {}),
         }
         self.node_dir(node_id).mkdir(parents=True, exist_ok=True)
-        (self.node_dir(node_id) / "node.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        _write_node_config(self.node_dir(node_id) / "node.yaml", config)
         format_directories([data], cluster_id, node_id)
         nodes.append(node)
         self.state_file.write_text(
@@ -365,6 +367,15 @@ class LocalCluster:
         for node_id in running:
             self.stop(node_id, timeout_s=timeout_s)
         return running
+
+
+def _write_node_config(path: Path, config: Mapping[str, Any]) -> None:
+    """node.yaml may hold secrets (node.sasl.password): readable by its owner only, 0600 from
+    the start like the TLS keys, also when an older file was world-readable."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(yaml.safe_dump(dict(config), sort_keys=False))
 
 
 def _config_key(env_name: str) -> str:

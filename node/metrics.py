@@ -67,6 +67,22 @@ FETCHER_ERRORS = Counter(
     "the partition is taken offline) or the fetch loop itself (kind=fetcher; it goes on)",
     ["kind"],
 )
+OFFSETS_RECORDS_SKIPPED = Counter(
+    "strom_group_coordinator_offsets_records_skipped",
+    "Records of __consumer_offsets the group coordinator could not decode while loading a "
+    "partition, passed over so the partition's groups still load",
+)
+AUTHENTICATION_FAILURES = Counter(
+    "strom_authentication_failures",
+    "Refused SASL logins: wrong username or password (reason=credentials), or too many "
+    "attempts in flight for the user or connection (reason=busy)",
+    ["reason"],
+)
+LOOP_STALLS = Counter(
+    "strom_event_loop_stalls",
+    "Times the node's event loop did not come round for longer than its stall threshold "
+    "(each is logged with where the loop was stuck)",
+)
 REQUEST_DURATION = Histogram(
     "strom_request_duration_seconds",
     "Time from receiving a client RPC to sending its answer (long-poll waits included)",
@@ -105,6 +121,9 @@ EVENT_NAMES = (
     "strom_server_replicamanager_isrshrinks_total",
     "strom_server_replicamanager_isrexpands_total",
     "strom_server_replicafetcher_errors_total",
+    "strom_group_coordinator_offsets_records_skipped_total",
+    "strom_event_loop_stalls_total",
+    "strom_authentication_failures_total",
     "strom_request_duration_seconds",
 )
 
@@ -119,6 +138,15 @@ def record_produce(topic: str, record_count: int, size_bytes: int) -> None:
 def record_fetch(topic: str, size_bytes: int) -> None:
     if size_bytes > 0:
         BYTES_OUT.labels(topic).inc(size_bytes)
+
+
+def record_authentication_failure(reason: str) -> None:
+    AUTHENTICATION_FAILURES.labels(reason).inc()
+
+
+def record_loop_stall() -> None:
+    """Called from the watchdog's thread; prometheus_client counters are thread-safe."""
+    LOOP_STALLS.inc()
 
 
 def record_isr_change(old_isr: Iterable[int], new_isr: Iterable[int]) -> None:

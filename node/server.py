@@ -38,6 +38,7 @@ from strom.node.controller.service import ControllerService
 from strom.node.group.coordinator import GroupCoordinator
 from strom.node.group.service import EndOffsets, GroupServicer
 from strom.node.listeners import GrpcListeners, Listeners, ListenerServices
+from strom.node.loop_turns import LoopStallWatchdog
 from strom.node.meta_properties import check_directories
 from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.metadata.state import MetadataState
@@ -414,7 +415,13 @@ async def run_node(config: NodeConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stopped.set)
-    await node.start()
-    await node.stopped.wait()
-    await node.stop()
+    # A real process only: the simulation's virtual loop has no wall-clock stalls to report.
+    watchdog = LoopStallWatchdog()
+    watchdog.start()
+    try:
+        await node.start()
+        await node.stopped.wait()
+        await node.stop()
+    finally:
+        await watchdog.stop()
     return 0

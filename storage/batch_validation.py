@@ -44,7 +44,9 @@ from .record_batch import (
     parse_header,
 )
 
-# A decompressed batch larger than this is refused: a gzip bomb must not exhaust memory.
+# A decompressed batch larger than this is refused: a gzip bomb must not exhaust memory. Readers
+# of data already accepted (the cleaner, the offsets loader) use this; a leader validating a
+# produce uses the topic's max.message.bytes, and a consumer its own bound.
 DECOMPRESSED_BYTES_MAX = 256 * 1024 * 1024
 INT64_MAX = 2**63 - 1
 
@@ -54,7 +56,10 @@ Buffer = bytes | bytearray | memoryview
 def decompress_records(
     header: BatchHeader, payload: Buffer, decompressed_bytes_max: int = DECOMPRESSED_BYTES_MAX
 ) -> bytes:
-    """The uncompressed records section of a batch whose records section is `payload`."""
+    """The uncompressed records section of a batch whose records section is `payload`.
+
+    Inflates incrementally and stops at `decompressed_bytes_max` (MESSAGE_TOO_LARGE): a gzip
+    bomb costs at most that much memory, however far it would inflate."""
     codec = header.compression
     if codec == Compression.NONE:
         return bytes(payload)
@@ -65,10 +70,11 @@ def decompress_records(
         )
     inflater = zlib.decompressobj(47)  # 47: accept gzip or zlib containers
     try:
-        data = inflater.decompress(payload, decompressed_bytes_max)
+        # One byte past the bound tells "too large" from "exactly the bound".
+        data = inflater.decompress(payload, decompressed_bytes_max + 1)
     except zlib.error as err:
         raise CorruptRecordError(f"gzip records do not decompress: {err}") from err
-    if inflater.unconsumed_tail:
+    if len(data) > decompressed_bytes_max:
         raise CorruptRecordError(
             f"records decompress to more than {decompressed_bytes_max} bytes", "MESSAGE_TOO_LARGE"
         )
@@ -310,7 +316,16 @@ def validate_batch(
         if header.compression == Compression.NONE:
             records, start, stop = data, position + HEADER_SIZE, end
         else:
-            records = decompress_records(header, view[position + HEADER_SIZE : end])
+            # The uncompressed records are bounded by max.message.bytes too (#15): a small
+            # compressed batch must not inflate the leader's memory without limit.
+            bound = DECOMPRESSED_BYTES_MAX if max_message_bytes is None else max_message_bytes
+            try:
+                records = decompress_records(header, view[position + HEADER_SIZE : end], bound)
+            except CorruptRecordError as err:
+                hint = ""
+                if err.error_name == "MESSAGE_TOO_LARGE" and max_message_bytes is not None:
+                    hint = " (max.message.bytes bounds the uncompressed records too)"
+                raise CorruptRecordError(f"{where}: {err.detail}{hint}", err.error_name) from None
             start, stop = 0, len(records)
     try:
         min_ts = check_record_framing(records, header, start, stop)
@@ -344,11 +359,14 @@ def _check_timestamps(
         )
 
 
-def split_batches(data: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
+def split_batches(
+    data: bytes | bytearray | memoryview, batches_max: int | None = None
+) -> list[tuple[int, int]]:
     """(position, size) of each batch in a buffer of concatenated whole batches, checking only
     bounds: each batch's length fits, and the last ends exactly at the end. Raises
-    `CorruptRecordError` otherwise. Used by follower appends, which do not re-validate."""
-    spans = []
+    `CorruptRecordError` otherwise, and as soon as more than `batches_max` batches are seen
+    (INVALID_RECORD: the walk stops there, so its cost is bounded too)."""
+    spans: list[tuple[int, int]] = []
     pos = 0
     end = len(data)
     unpack = PREFIX.unpack_from
@@ -360,6 +378,12 @@ def split_batches(data: bytes | bytearray | memoryview) -> list[tuple[int, int]]
         if magic != MAGIC or size < HEADER_SIZE or size > end - pos:
             raise CorruptRecordError(
                 f"batch at byte {pos}: magic {magic}, {size} bytes claimed, {end - pos} left"
+            )
+        if batches_max is not None and len(spans) == batches_max:
+            raise CorruptRecordError(
+                f"more than {batches_max} record batch(es) for one partition in one request; "
+                "send one batch per partition per request (Kafka's rule for RecordBatch v2)",
+                "INVALID_RECORD",
             )
         spans.append((pos, size))
         pos += size
@@ -373,12 +397,14 @@ def validate_batches(
     now_ms: int | None = None,
     timestamp_before_max_ms: int = 2**63 - 1,
     timestamp_after_max_ms: int = 2**63 - 1,
+    batches_max: int | None = None,
 ) -> list[tuple[int, BatchHeader]]:
-    """Validate concatenated batches; return (position, header) of each. At least one batch."""
+    """Validate concatenated batches; return (position, header) of each. At least one batch,
+    and at most `batches_max` (INVALID_RECORD beyond, found before any batch is checked)."""
     if not data:
         raise CorruptRecordError("no record batches received")
     result = []
-    for pos, size in split_batches(data):
+    for pos, size in split_batches(data, batches_max):
         header = validate_batch(
             data,
             pos,

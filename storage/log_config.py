@@ -20,7 +20,9 @@ _INT_MAX = 2**31 - 1
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     # segment.bytes: a segment rolls when an append would take it past this size.
-    segment_bytes: int = field(default=1024**3, metadata={"key": "segment.bytes", "min": 14})
+    segment_bytes: int = field(
+        default=1024**3, metadata={"key": "segment.bytes", "min": 14, "max": _INT_MAX}
+    )
     # segment.ms: a segment rolls once its first batch is this much older than the newest.
     segment_ms: int = field(default=7 * 24 * 3600 * 1000, metadata={"key": "segment.ms", "min": 1})
     # retention.ms: whole segments whose newest timestamp is older than this are deleted;
@@ -32,10 +34,12 @@ class LogConfig:
     retention_bytes: int = field(default=-1, metadata={"key": "retention.bytes", "min": -1})
     # index.interval.bytes: bytes of batches between two sparse index entries.
     index_interval_bytes: int = field(
-        default=4096, metadata={"key": "index.interval.bytes", "min": 0}
+        default=4096, metadata={"key": "index.interval.bytes", "min": 0, "max": _INT_MAX}
     )
     # max.message.bytes: the largest record batch a producer may append (after compression).
-    max_message_bytes: int = field(default=1048588, metadata={"key": "max.message.bytes", "min": 0})
+    max_message_bytes: int = field(
+        default=1048588, metadata={"key": "max.message.bytes", "min": 0, "max": _INT_MAX}
+    )
     # message.timestamp.before.max.ms / after.max.ms: how far a record's CreateTime may lie
     # before / after the broker's clock (Kafka 3.6+ names; after defaults to 1 hour as in 4.0).
     message_timestamp_before_max_ms: int = field(
@@ -45,16 +49,31 @@ class LogConfig:
         default=3600 * 1000, metadata={"key": "message.timestamp.after.max.ms", "min": 0}
     )
 
+    # flush.messages: fsync once this many messages are unflushed. 1 means every write is
+    # fsynced before it counts: before acks=1 answers, before the leader counts itself towards
+    # the high watermark, and before a follower reports it has fetched it (so acks=all means
+    # "on disk on every in-sync replica"); fsyncs are grouped (one for everything appended
+    # while the previous one ran). The default leaves it to segment rolls and the OS.
+    flush_messages: int = field(default=_LONG_MAX, metadata={"key": "flush.messages", "min": 1})
+    # flush.ms: fsync once the oldest unflushed write is this old.
+    flush_ms: int = field(default=_LONG_MAX, metadata={"key": "flush.ms", "min": 0})
+
+    @property
+    def flushes_before_ack(self) -> bool:
+        return self.flush_messages == 1
+
     def validate(self) -> None:
         """Raise ValueError naming the first key whose value is out of range."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"{f.metadata['key']} must be an integer, got {value!r}")
-            if value < f.metadata["min"]:
-                raise ValueError(f"{f.metadata['key']} must be ≥ {f.metadata['min']}, got {value}")
-        if self.segment_bytes > _INT_MAX:
-            raise ValueError(f"segment.bytes must fit in 32 bits, got {self.segment_bytes}")
+            # Java's int or long, as Kafka's (node/topic_config.py checks the same ranges first).
+            maximum = f.metadata.get("max", _LONG_MAX)
+            if not f.metadata["min"] <= value <= maximum:
+                raise ValueError(
+                    f"{f.metadata['key']} must be from {f.metadata['min']} to {maximum}, got {value}"
+                )
 
     def __post_init__(self) -> None:
         self.validate()

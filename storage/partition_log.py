@@ -26,8 +26,10 @@ Rules:
   headers after it. After a truncation the state must be replayed the same way; until that
   replay is installed (`plan_producer_state_replay`, run anywhere, `install_producer_state`; or
   `load_producer_state` inline) appends are refused with `ProducerStateLoadingError`.
-- The recovery point only moves forward past fsynced bytes (`flush`, and on every roll the
-  finished segment is fsynced), and back with truncation.
+- The recovery point only moves forward past fsynced bytes (`flush`; a `FlushJob` run in a
+  worker thread and completed here; and on every roll the finished segment is fsynced), and
+  back with truncation. Its checkpoint file is written at rolls, truncations and close, so it
+  may trail: recovery then rescans a little more, which is always safe.
 - The clean-shutdown marker is deleted as soon as the log is opened, so any later crash is seen.
 - Time is never read here: callers pass `now_ms`.
 - Not thread-safe: one owner (the node's event loop) calls it.
@@ -42,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from . import durability
 from .batch_validation import validate_batches
 from .checkpoint_file import read_checkpoint, write_checkpoint
 from .durability import fsync_dir, write_atomically
@@ -80,6 +83,34 @@ CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 
 # A retention rule: (segment, the segment after it or None) → delete it?
 _Predicate = Callable[[LogSegment, LogSegment | None], bool]
+
+
+@dataclass(slots=True)
+class FlushJob:
+    """The fsyncs that make a log durable up to `end_offset`: planned on the owner's loop
+    (`PartitionLog.plan_flush`), run anywhere (a worker thread), then completed on the loop
+    (`PartitionLog.complete_flush`). It holds descriptors of its own, so a roll, retention or
+    truncation meanwhile cannot pull a file out from under it."""
+
+    end_offset: int
+    generation: int
+    fds: list[int]
+    directory: str | None  # fsync the folder too: a segment file was created since the last job
+    active_base: int
+
+    def run(self) -> None:
+        try:
+            for fd in self.fds:
+                durability.fsync(fd)
+            if self.directory is not None:
+                durability.fsync_dir(self.directory)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            os.close(fd)
 
 
 class AppendInfo(NamedTuple):
@@ -161,7 +192,10 @@ class PartitionLog:
         self._closed = False
         self._producers = ProducerState(local.log_end_offset)
         self._producers_pending = True  # until the first load
-        self._generation = 0  # bumped by every truncation: a replay planned before is stale
+        self._generation = (
+            0  # bumped by every truncation: a replay or flush planned before is stale
+        )
+        self._dir_synced_base = -1  # active segment base when a flush job last fsynced the folder
         self.producer_state_load = ProducerStateLoadInfo(None, 0, ())
 
     # ---- opening -------------------------------------------------------------------------
@@ -275,12 +309,15 @@ class PartitionLog:
 
     # ---- appends -------------------------------------------------------------------------
 
-    def append(self, data: bytes, leader_epoch: int, *, now_ms: int) -> AppendInfo:
+    def append(
+        self, data: bytes, leader_epoch: int, *, now_ms: int, batches_max: int | None = None
+    ) -> AppendInfo:
         """Append batches produced by a client, as leader, in one pass: validate every batch,
         check it against the producer state, then assign offsets from the log end offset, stamp
         `leader_epoch` in place and write. Raises `CorruptRecordError` or `ProducerStateError`
-        (nothing written) on bad input. A request that only retries one batch this log already
-        holds writes nothing and answers where that batch was written (`batch_count` 0)."""
+        (nothing written) on bad input, and INVALID_RECORD for more than `batches_max` batches.
+        A request that only retries one batch this log already holds writes nothing and answers
+        where that batch was written (`batch_count` 0)."""
         self._check_open()
         config = self.config
         checked = validate_batches(
@@ -289,6 +326,7 @@ class PartitionLog:
             now_ms=now_ms,
             timestamp_before_max_ms=config.message_timestamp_before_max_ms,
             timestamp_after_max_ms=config.message_timestamp_after_max_ms,
+            batches_max=batches_max,
         )
         if len(data) > config.segment_bytes:
             raise CorruptRecordError(
@@ -676,6 +714,41 @@ class PartitionLog:
         fsync_dir(self.directory)
         self._recovery_point = active.base_offset
         self._write_recovery_point()
+
+    @property
+    def unflushed_messages(self) -> int:
+        """Offsets appended past the recovery point (Kafka's unflushedMessages)."""
+        return self.log_end_offset - self._recovery_point
+
+    def plan_flush(self) -> FlushJob | None:
+        """The fsyncs that make everything appended so far durable, to `run` off the loop and
+        then `complete_flush`; None when nothing is unflushed."""
+        self._check_open()
+        end = self.log_end_offset
+        if self._recovery_point >= end:
+            return None
+        segments = self._local.segments[self._local.index_of(self._recovery_point) :]
+        active_base = self._local.active.base_offset
+        fds: list[int] = []
+        try:
+            for segment in segments:
+                fds.append(segment.duplicate_fd())
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        directory = self.directory if active_base != self._dir_synced_base else None
+        return FlushJob(end, self._generation, fds, directory, active_base)
+
+    def complete_flush(self, job: FlushJob) -> bool:
+        """Move the recovery point past what `job` made durable; False (and nothing moves) if
+        the log was truncated or closed since it was planned."""
+        if self._closed or job.generation != self._generation:
+            return False
+        if job.directory is not None:
+            self._dir_synced_base = max(self._dir_synced_base, job.active_base)
+        self._recovery_point = max(self._recovery_point, min(job.end_offset, self.log_end_offset))
+        return True
 
     def flush(self) -> None:
         """fsync every segment with bytes at or above the recovery point, then move the

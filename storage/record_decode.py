@@ -12,7 +12,12 @@ from typing import TypeVar
 
 import crc32c
 
-from .batch_validation import _uvarint_slow, decompress_records, split_batches
+from .batch_validation import (
+    DECOMPRESSED_BYTES_MAX,
+    _uvarint_slow,
+    decompress_records,
+    split_batches,
+)
 from .compiled_codec import codec
 from .errors import CorruptRecordError
 from .record_batch import (
@@ -117,6 +122,7 @@ def decode_batch_as(
     partition: int,
     min_offset: int = 0,
     check_crc: bool = True,
+    decompressed_bytes_max: int = DECOMPRESSED_BYTES_MAX,
 ) -> tuple[BatchHeader, list[_T]]:
     """The records of the batch at `position` from offset `min_offset` on, as `record_type`
     tuples of (topic, partition, offset, timestamp_ms, key, value, headers): the consumer's hot
@@ -126,7 +132,8 @@ def decode_batch_as(
     The per-record loop (`decode_records`) is compiled when storage/_codec.c is built; its
     pure-Python reference is written as one loop with one- and two-byte varints inline,
     building each record with one `tuple.__new__` (no NamedTuple constructor, no intermediate
-    object), because it runs once per record an application consumes.
+    object), because it runs once per record an application consumes. A compressed batch that
+    would inflate past `decompressed_bytes_max` is refused (MESSAGE_TOO_LARGE) as it inflates.
     """
     header = parse_header(data, position)
     end = position + header.size_in_bytes
@@ -142,7 +149,9 @@ def decode_batch_as(
         pos = position + HEADER_SIZE
         stop = end
     else:
-        buf = decompress_records(header, memoryview(data)[position + HEADER_SIZE : end])
+        buf = decompress_records(
+            header, memoryview(data)[position + HEADER_SIZE : end], decompressed_bytes_max
+        )
         pos = 0
         stop = len(buf)
     return header, decode_records(buf, pos, stop, header, record_type, topic, partition, min_offset)

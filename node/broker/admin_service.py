@@ -9,6 +9,7 @@ contradicts it. Descriptions are answered from the local image.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 from collections.abc import Callable
@@ -17,9 +18,12 @@ from typing import Any
 import grpc
 
 from strom.client.acl import binding_from_proto, binding_to_proto, filter_from_proto
-from strom.node.config import NODE_KEYS_BY_NAME, TOPIC_KEYS, NodeConfig
+from strom.node.config import NODE_KEYS_BY_NAME, NodeConfig
+from strom.node.internal_topics import internal_topic_refusal, is_internal
 from strom.node.metadata.image import MetadataImage
 from strom.node.peers import ControllerClient, ControllerUnavailable
+from strom.node.security.access import split_call
+from strom.node.topic_config import TOPIC_CONFIGS
 from strom.v1 import admin_pb2, admin_pb2_grpc, common_pb2, metadata_pb2
 
 VISIBLE_WAIT_S = 5.0
@@ -61,24 +65,62 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         while not visible(self.image()) and loop.time() < deadline:
             await asyncio.sleep(0.02)
 
+    # Internal topics are the cluster's (node/internal_topics.py): a client's request naming one
+    # is answered INVALID_REQUEST here, where client requests enter, and the rest of the request
+    # goes on to the controller. The group coordinator creates `__consumer_offsets` by calling
+    # the controller itself.
+
     async def CreateTopics(
         self, request: admin_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateTopicsResponse:
-        response = await self._forward("CreateTopics", request, context)
-        if not request.validate_only:
-            created = [t.topic_id for t in response.topics if t.error_code == common_pb2.NONE]
-            await self._until(lambda image: all(tid in image.topics for tid in created))
-        return response  # type: ignore[no-any-return]
+        async def create(inner: admin_pb2.CreateTopicsRequest) -> admin_pb2.CreateTopicsResponse:
+            response = await self._forward("CreateTopics", inner, context)
+            if not inner.validate_only:
+                created = [t.topic_id for t in response.topics if t.error_code == common_pb2.NONE]
+                await self._until(lambda image: all(tid in image.topics for tid in created))
+            return response  # type: ignore[no-any-return]
+
+        return await split_call(  # type: ignore[no-any-return]
+            request, "topics", lambda t: not is_internal(t.name), create, "topics",
+            lambda t: admin_pb2.CreateTopicResult(
+                name=t.name, error_code=common_pb2.INVALID_REQUEST,
+                error_message=internal_topic_refusal(t.name, "created by a client"),
+            ),
+            admin_pb2.CreateTopicsResponse,
+        )  # fmt: skip
 
     async def DeleteTopics(
         self, request: admin_pb2.DeleteTopicsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteTopicsResponse:
-        response = await self._forward("DeleteTopics", request, context)
-        gone = [t.topic_id for t in response.topics if t.error_code == common_pb2.NONE]
-        await self._until(lambda image: all(tid not in image.topics for tid in gone))
-        return response  # type: ignore[no-any-return]
+        async def delete(inner: admin_pb2.DeleteTopicsRequest) -> admin_pb2.DeleteTopicsResponse:
+            response = await self._forward("DeleteTopics", inner, context)
+            gone = [t.topic_id for t in response.topics if t.error_code == common_pb2.NONE]
+            await self._until(lambda image: all(tid not in image.topics for tid in gone))
+            return response  # type: ignore[no-any-return]
+
+        return await split_call(  # type: ignore[no-any-return]
+            request, "names", lambda name: not is_internal(name), delete, "topics",
+            lambda name: admin_pb2.DeleteTopicResult(
+                name=name, error_code=common_pb2.INVALID_REQUEST,
+                error_message=internal_topic_refusal(name, "deleted"),
+            ),
+            admin_pb2.DeleteTopicsResponse,
+        )  # fmt: skip
 
     async def CreatePartitions(
+        self, request: admin_pb2.CreatePartitionsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreatePartitionsResponse:
+        return await split_call(  # type: ignore[no-any-return]
+            request, "topics", lambda t: not is_internal(t.name),
+            functools.partial(self._create_partitions, context=context), "topics",
+            lambda t: admin_pb2.CreatePartitionsResult(
+                name=t.name, error_code=common_pb2.INVALID_REQUEST,
+                error_message=internal_topic_refusal(t.name, "given more partitions"),
+            ),
+            admin_pb2.CreatePartitionsResponse,
+        )  # fmt: skip
+
+    async def _create_partitions(
         self, request: admin_pb2.CreatePartitionsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreatePartitionsResponse:
         response = await self._forward("CreatePartitions", request, context)
@@ -243,7 +285,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 result.error_message = f"topic {resource.resource_name!r} does not exist"
                 continue
             overrides = image.topic_configs(resource.resource_name)
-            for name, (_, broker_key, _) in sorted(TOPIC_KEYS.items()):
+            for key in TOPIC_CONFIGS:
+                name, broker_key = key.name, key.broker_key
                 if name in overrides:
                     value, source = overrides[name], admin_pb2.CONFIG_SOURCE_DYNAMIC_TOPIC
                 else:

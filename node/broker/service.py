@@ -17,6 +17,8 @@ import grpc
 from strom.node import metrics
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.delayed import wait_any
+from strom.node.internal_topics import is_internal
+from strom.node.loop_turns import TurnBudget
 from strom.node.peers import ControllerClient, ControllerUnavailable
 from strom.node.replica.manager import ReplicaManager
 from strom.node.replica.partition import Partition, PartitionError
@@ -123,15 +125,24 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             await _invalid(context, f"timeout_ms must be >= 0, got {request.timeout_ms}")
         response = broker_pb2.ProduceResponse()
         waits: list[Awaitable[None]] = []
-        now = self.clock.now_ms()
+        turns = TurnBudget()
         for topic in request.topics:
             topic_response = response.topics.add(name=topic.name)
             for data in topic.partitions:
+                # Other tasks (heartbeats, Raft, other clients) run between slices of this
+                # request, so a request of many partitions never freezes the node.
+                await turns.spend(len(data.records))
                 result = topic_response.partitions.add(partition=data.partition, base_offset=-1)
                 result.log_append_time_ms = -1
                 try:
+                    if is_internal(topic.name):  # written only by the cluster (issue #15)
+                        raise PartitionError(
+                            common_pb2.INVALID_TOPIC_EXCEPTION,
+                            f"cannot produce to internal topic {topic.name!r}",
+                        )
                     partition = self.manager.partition_by_name(topic.name, data.partition)
                     min_isr = self.manager.min_insync_replicas(topic.name)
+                    now = self.clock.now_ms()
                     info = partition.append_as_leader(data.records, request.acks, min_isr, now)
                     metrics.record_produce(topic.name, info.record_count, len(data.records))
                     result.base_offset = info.first_offset
@@ -140,6 +151,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                         waits.append(
                             self._await_isr(
                                 partition, info.last_offset, min_isr, request.timeout_ms, result
+                            )
+                        )
+                    elif request.acks == 1 and partition.flushes_before_ack:
+                        waits.append(
+                            self._await_durable(
+                                partition, info.last_offset, request.timeout_ms, result
                             )
                         )
                 except (PartitionError, StorageError) as exc:
@@ -163,6 +180,18 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         except PartitionError as exc:
             result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
 
+    async def _await_durable(
+        self,
+        partition: Partition,
+        last_offset: int,
+        timeout_ms: int,
+        result: broker_pb2.PartitionProduceResponse,
+    ) -> None:
+        try:
+            await partition.wait_durable(last_offset, timeout_ms / 1000)
+        except PartitionError as exc:
+            result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
+
     # ---- fetch -------------------------------------------------------------------------
 
     async def Fetch(
@@ -176,24 +205,30 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(request.max_wait_ms, FETCH_WAIT_MS_MAX) / 1000
         while True:
-            response, total, errors, watched = self._read_all(request, max_bytes)
+            response, total, errors, watched = await self._read_all(request, max_bytes)
             remaining = deadline - loop.time()
             if total >= max(1, request.min_bytes) or errors or remaining <= 0:
                 for topic in response.topics:
                     metrics.record_fetch(topic.name, sum(len(p.records) for p in topic.partitions))
                 return response
-            await wait_any(watched, remaining)
+            # The read yields to the loop between slices: a partition read early may have
+            # changed since; read again at once rather than wait for a change already past.
+            if any(notifier.version != version for notifier, version in watched):
+                continue
+            await wait_any((notifier for notifier, _ in watched), remaining)
 
-    def _read_all(
+    async def _read_all(
         self, request: broker_pb2.FetchRequest, max_bytes: int
     ) -> tuple[broker_pb2.FetchResponse, int, bool, list]:  # type: ignore[type-arg]
         response = broker_pb2.FetchResponse()
         total = 0
         errors = False
         watched = []
+        turns = TurnBudget()
         for topic in request.topics:
             topic_response = response.topics.add(name=topic.name)
             for wanted in topic.partitions:
+                await turns.spend()
                 result = topic_response.partitions.add(partition=wanted.partition)
                 try:
                     partition = self.manager.partition_by_name(topic.name, wanted.partition)
@@ -213,7 +248,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     total += len(records)
                     result.high_watermark = partition.high_watermark
                     result.log_start_offset = partition.log_start_offset
-                    watched.append(partition.changed)
+                    watched.append((partition.changed, partition.changed.version))
                 except (PartitionError, StorageError) as exc:
                     code, message = error_code(exc)
                     result.error_code, result.error_message = code, message  # type: ignore[assignment]
@@ -227,9 +262,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         self, request: broker_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ListOffsetsResponse:
         response = broker_pb2.ListOffsetsResponse()
+        turns = TurnBudget()
         for topic in request.topics:
             topic_response = response.topics.add(name=topic.name)
             for wanted in topic.partitions:
+                await turns.spend()
                 result = topic_response.partitions.add(partition=wanted.partition, offset=-1)
                 result.timestamp = -1
                 try:
@@ -266,7 +303,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         self, request: broker_pb2.MetadataRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.MetadataResponse:
         image = self.manager.image
-        missing = [n for n in request.topics if image.topic_by_name(n) is None]
+        # Internal topics are never auto-created: the group coordinator creates its own.
+        missing = [
+            n for n in request.topics if image.topic_by_name(n) is None and not is_internal(n)
+        ]
         if (
             missing
             and request.allow_auto_topic_creation
@@ -297,7 +337,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 out.error_message = f"topic {name!r} does not exist"
                 continue
             out.topic_id = topic.topic_id
-            out.is_internal = name.startswith("__")
+            out.is_internal = is_internal(name)
             for index, info in sorted(topic.partitions.items()):
                 # Kafka's meaning: on a dead broker, or offline there (its log failed).
                 offline = [
@@ -374,22 +414,26 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(request.max_wait_ms, FETCH_WAIT_MS_MAX) / 1000
         while True:
-            response, total, watched = self._fetch(request)
+            response, total, watched = await self._fetch(request)
             remaining = deadline - loop.time()
             if total >= max(1, request.min_bytes) or remaining <= 0 or not watched:
                 return response
-            await wait_any(watched, remaining)
+            if any(notifier.version != version for notifier, version in watched):
+                continue  # changed while the read yielded to the loop: read again
+            await wait_any((notifier for notifier, _ in watched), remaining)
 
-    def _fetch(
+    async def _fetch(
         self, request: replica_pb2.ReplicaFetchRequest
     ) -> tuple[replica_pb2.ReplicaFetchResponse, int, list]:  # type: ignore[type-arg]
         response = replica_pb2.ReplicaFetchResponse()
         total = 0
         watched = []
         active = self.manager.active_brokers()
-        now = self.manager.clock.now_ms()
         budget = request.max_bytes or (10 << 20)
+        turns = TurnBudget()
         for wanted in request.partitions:
+            await turns.spend()
+            now = self.manager.clock.now_ms()
             result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
             try:
                 partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
@@ -415,7 +459,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                 else:
                     result.records = fetched.records
                     total += len(fetched.records)
-                watched.append(partition.changed)
+                watched.append((partition.changed, partition.changed.version))
             except (PartitionError, StorageError) as exc:
                 code, message = error_code(exc)
                 result.error_code, result.error_message = code, message  # type: ignore[assignment]

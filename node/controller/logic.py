@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from strom.client.acl import AclBinding, AclBindingFilter
 from strom.client.sasl import ScryptCredential
-from strom.node.config import TOPIC_KEYS, ConfigError, parse_topic_config
+from strom.node.internal_topics import internal_topic_refusal, is_internal
 from strom.node.metadata.image import (
     NO_LEADER,
     TOPIC,
@@ -41,6 +41,7 @@ from strom.node.metadata.image import (
     TopicImage,
     apply_records,
 )
+from strom.node.topic_config import TOPIC_CONFIGS_BY_NAME, InvalidTopicConfig, canonical_text
 from strom.v1 import common_pb2, metadata_pb2
 
 from . import reassignment, security
@@ -53,6 +54,25 @@ Record = metadata_pb2.MetadataRecord
 TOPIC_NAME_LENGTH_MAX = 249
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
 PRODUCER_ID_BLOCK_SIZE = 1000
+# Partitions one CreateTopics or CreatePartitions request may create, all topics together: Kafka's
+# MAX_PARTITIONS_PER_BATCH (its controller also caps one user operation at 10,000 records). It
+# bounds the work one request costs the controller, every broker applying the result, and a
+# validate_only request alike; it is checked before any per-partition work.
+PARTITIONS_PER_REQUEST_MAX = 10_000
+
+
+def check_partitions_per_request(counts: Iterable[int]) -> None:
+    """Refuse (POLICY_VIOLATION, Kafka's answer) a request whose topics would together create
+    more than PARTITIONS_PER_REQUEST_MAX partitions; `counts` are the partitions each asks for
+    (negative ones add nothing: they are refused one by one later)."""
+    total = sum(max(0, count) for count in counts)
+    if total > PARTITIONS_PER_REQUEST_MAX:
+        raise ControllerError(
+            common_pb2.POLICY_VIOLATION,
+            f"excessively large number of partitions per request: {total}; at most "
+            f"{PARTITIONS_PER_REQUEST_MAX} (split the request, or create the topic smaller and "
+            "add partitions in steps)",
+        )
 
 
 def validate_topic_name(name: str) -> None:
@@ -457,6 +477,7 @@ class ControllerLogic:
                 common_pb2.INVALID_REPLICATION_FACTOR,
                 f"replication factor must be at least 1, got {factor}",
             )
+        check_partitions_per_request([partitions])
         checked = self._check_topic_configs(configs)
         placements = place_replicas(
             self._active_ordered(),
@@ -500,13 +521,14 @@ class ControllerLogic:
         return {b.broker_id: b.rack for b in self.image.brokers.values() if b.rack}
 
     def _check_topic_configs(self, configs: Mapping[str, str]) -> dict[str, str]:
+        """Every value checked by the table the brokers apply (node/topic_config.py), before
+        anything is written: a value a broker cannot apply never reaches the log."""
         checked = {}
         for key, value in configs.items():
             try:
-                parsed = parse_topic_config(key, value)
-            except ConfigError as exc:
+                checked[key] = canonical_text(key, value)
+            except InvalidTopicConfig as exc:
                 raise ControllerError(common_pb2.INVALID_CONFIG, str(exc)) from exc
-            checked[key] = str(parsed).lower() if isinstance(parsed, bool) else str(parsed)
         return checked
 
     def delete_topic(self, name: str) -> tuple[list[Record], bytes]:
@@ -519,6 +541,10 @@ class ControllerLogic:
             raise ControllerError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
             )
+        if is_internal(name):  # nothing in the cluster deletes one: every group's offsets
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST, internal_topic_refusal(name, "deleted")
+            )
         records = [Record(remove_topic=metadata_pb2.RemoveTopicRecord(topic_id=topic.topic_id))]
         return self._accepted(records), topic.topic_id
 
@@ -528,6 +554,10 @@ class ControllerLogic:
             raise ControllerError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
             )
+        if is_internal(name):  # groups are placed by its partition count
+            raise ControllerError(
+                common_pb2.INVALID_REQUEST, internal_topic_refusal(name, "given more partitions")
+            )
         current = len(topic.partitions)
         if count <= current:
             raise ControllerError(
@@ -535,6 +565,7 @@ class ControllerLogic:
                 f"topic {name!r} has {current} partitions; partitions can only grow, "
                 f"so ask for more than {current}",
             )
+        check_partitions_per_request([count - current])
         factor = len(topic.partitions[0].target_replicas)
         placements = place_replicas(
             self._active_ordered(),
@@ -578,7 +609,7 @@ class ControllerLogic:
             for key, value in sorted(checked.items())
         ]
         for key in sorted(delete):
-            if key not in TOPIC_KEYS:
+            if key not in TOPIC_CONFIGS_BY_NAME:
                 raise ControllerError(common_pb2.INVALID_CONFIG, f"unknown topic config {key!r}")
             records.append(
                 Record(

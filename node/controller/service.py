@@ -33,7 +33,7 @@ from strom.raft.types import Role
 from strom.v1 import admin_pb2, common_pb2, controller_pb2, controller_pb2_grpc, metadata_pb2
 
 from .errors import ControllerError
-from .logic import ControllerLogic
+from .logic import PARTITIONS_PER_REQUEST_MAX, ControllerLogic, check_partitions_per_request
 
 log = logging.getLogger("strom.controller")
 T = TypeVar("T")
@@ -334,6 +334,24 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         self, request: admin_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateTopicsResponse:
         await self._require_active(context)
+        try:
+            # Each topic costs a decision even when it is refused: count it as at least one.
+            check_partitions_per_request(
+                max(1, self.logic.settings.num_partitions if t.num_partitions == -1 else
+                    t.num_partitions)
+                for t in request.topics
+            )  # fmt: skip
+        except ControllerError as refused:
+            return admin_pb2.CreateTopicsResponse(
+                topics=[
+                    admin_pb2.CreateTopicResult(
+                        name=t.name,
+                        error_code=common_pb2.ErrorCode.ValueType(refused.code),
+                        error_message=refused.message,
+                    )
+                    for t in request.topics
+                ]
+            )
         # Tasks start in order, and each decides (synchronously) before it awaits its commit,
         # so the batches are proposed in decision order and commit together.
         outcomes = await asyncio.gather(
@@ -368,6 +386,19 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         self, request: admin_pb2.DeleteTopicsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteTopicsResponse:
         await self._require_active(context)
+        if len(request.names) > PARTITIONS_PER_REQUEST_MAX:
+            message = (
+                f"{len(request.names)} topics in one request; at most "
+                f"{PARTITIONS_PER_REQUEST_MAX}: split the request"
+            )
+            return admin_pb2.DeleteTopicsResponse(
+                topics=[
+                    admin_pb2.DeleteTopicResult(
+                        name=n, error_code=common_pb2.POLICY_VIOLATION, error_message=message
+                    )
+                    for n in request.names
+                ]
+            )
         outcomes = await asyncio.gather(
             *(self._decide(functools.partial(self.logic.delete_topic, n)) for n in request.names)
         )
@@ -386,6 +417,24 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         self, request: admin_pb2.CreatePartitionsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreatePartitionsResponse:
         await self._require_active(context)
+        image = self.logic.image
+        try:
+            check_partitions_per_request(
+                t.count - len(existing.partitions)
+                for t in request.topics
+                if (existing := image.topic_by_name(t.name)) is not None
+            )
+        except ControllerError as refused:
+            return admin_pb2.CreatePartitionsResponse(
+                topics=[
+                    admin_pb2.CreatePartitionsResult(
+                        name=t.name,
+                        error_code=common_pb2.ErrorCode.ValueType(refused.code),
+                        error_message=refused.message,
+                    )
+                    for t in request.topics
+                ]
+            )
         results = []
         for topic in request.topics:
             status, _ = await self._decide(

@@ -1,9 +1,10 @@
 """The group coordinator: consumer groups whose offsets partition this broker leads (DESIGN.md §8).
 
-Group G lives on partition `coordinator_partition(G, N)` of `__consumer_offsets`; whichever broker
-leads that partition coordinates G. Becoming leader loads the partition (every committed offset
-record, in order) before answering; until then requests get COORDINATOR_LOAD_IN_PROGRESS, and
-after losing leadership NOT_COORDINATOR, so clients find the new coordinator.
+Group G lives on partition `coordinator_partition(G, N)` of `__consumer_offsets` (N: the partitions
+that topic has); whichever broker leads that partition coordinates G. Becoming leader loads the
+partition (every committed offset record, in order) before answering; until then requests get
+COORDINATOR_LOAD_IN_PROGRESS, and after losing leadership NOT_COORDINATOR, so clients find the new
+coordinator.
 
 Membership follows KIP-848 (membership.py): members heartbeat their subscriptions and owned
 partitions and get their current assignment; the coordinator recomputes the group's target with
@@ -26,6 +27,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from strom.node import metrics
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import NodeConfig
 from strom.node.errors import CodedError
@@ -57,8 +59,25 @@ LAG_REFRESH_S = 5.0
 MEMBERS_MAX = 1_000
 
 
+# Kafka bounds group ids only by its request size; a group id is part of every offset key and
+# of every group's memory here, so it is bounded like a topic name (249), in UTF-8 bytes.
+GROUP_ID_BYTES_MAX = 255
+
+
 class GroupError(CodedError):
     """A group request the coordinator refuses."""
+
+
+def check_group_id(group_id: str) -> None:
+    """INVALID_GROUP_ID for an empty or over-long group id."""
+    if not group_id:
+        raise GroupError(common_pb2.INVALID_GROUP_ID, "the group id must not be empty")
+    size = len(group_id.encode())
+    if size > GROUP_ID_BYTES_MAX:
+        raise GroupError(
+            common_pb2.INVALID_GROUP_ID,
+            f"the group id is {size} bytes; the maximum is {GROUP_ID_BYTES_MAX}",
+        )
 
 
 @dataclass(slots=True)
@@ -124,6 +143,7 @@ class GroupCoordinator:
         self.manager = manager
         self.end_offset = end_offset
         self.num_partitions = config["offsets.topic.num.partitions"]
+        self.metadata_max_bytes = config["offset.metadata.max.bytes"]
         self.session_timeout_ms = config["group.consumer.session.timeout.ms"]
         self.heartbeat_interval_ms = config["group.consumer.heartbeat.interval.ms"]
         self.initial_delay_ms = config["group.initial.rebalance.delay.ms"]
@@ -176,6 +196,7 @@ class GroupCoordinator:
             replica = self.manager.partition_by_name(OFFSETS_TOPIC, partition)
             offset = replica.log.log_start_offset
             groups: dict[str, Group] = {}
+            skipped: list[tuple[int, str]] = []
             while offset < replica.log.log_end_offset:
                 data = replica.log.read(offset, LOAD_CHUNK_BYTES)
                 if not data:
@@ -183,7 +204,8 @@ class GroupCoordinator:
                 # Continue after the last batch read, not its last record: compaction may
                 # have removed a batch's last records.
                 offset = max(offset, last_offset_of(data) + 1)
-                for position, group_id, topic, index, entry in decode_records(data):
+                records = decode_records(data, lambda at, why: skipped.append((at, why)))
+                for position, group_id, topic, index, entry in records:
                     group = groups.get(group_id) or self._new_group(group_id, partition)
                     groups[group_id] = group
                     group.offset_positions[(topic, index)] = position
@@ -198,6 +220,13 @@ class GroupCoordinator:
                 group.frozen_until_ms = freeze
                 self.groups[group.group_id] = group
             self.loaded.add(partition)
+            if skipped:
+                metrics.OFFSETS_RECORDS_SKIPPED.inc(len(skipped))
+                log.warning(
+                    "%s-%d: passed over %d record(s) that are not offset commits (first at "
+                    "offset %d: %s); the partition's groups loaded without them",
+                    OFFSETS_TOPIC, partition, len(skipped), *skipped[0],
+                )  # fmt: skip
             log.info(
                 "loaded %d group(s) of %s-%d in %d ms", len(groups), OFFSETS_TOPIC, partition,
                 self.clock.now_ms() - started,
@@ -226,12 +255,16 @@ class GroupCoordinator:
         )
 
     def partition_for(self, group_id: str) -> int:
-        return coordinator_partition(group_id, self.num_partitions)
+        """Hashed over the partitions `__consumer_offsets` really has once it exists (it may
+        have been created with another count than offsets.topic.num.partitions, e.g. by a
+        client of an older version); the configured count only before."""
+        topic = self.manager.image.topic_by_name(OFFSETS_TOPIC)
+        count = len(topic.partitions) if topic is not None and topic.partitions else 0
+        return coordinator_partition(group_id, count or self.num_partitions)
 
     def _group(self, group_id: str, create: bool) -> Group | None:
         """The group if this broker coordinates it; raises NOT_COORDINATOR or LOAD_IN_PROGRESS."""
-        if not group_id:
-            raise GroupError(common_pb2.INVALID_GROUP_ID, "the group id must not be empty")
+        check_group_id(group_id)
         if not self.has_lease():
             raise GroupError(
                 common_pb2.COORDINATOR_NOT_AVAILABLE,
@@ -470,6 +503,13 @@ class GroupCoordinator:
                 results[(topic, partition)] = (
                     common_pb2.OFFSET_OUT_OF_RANGE,
                     f"offset {offset} for {topic}-{partition} is negative",
+                )
+            elif len(metadata.encode()) > self.metadata_max_bytes:
+                results[(topic, partition)] = (
+                    common_pb2.OFFSET_METADATA_TOO_LARGE,
+                    f"the metadata of the commit for {topic}-{partition} is "
+                    f"{len(metadata.encode())} bytes; offset.metadata.max.bytes is "
+                    f"{self.metadata_max_bytes}",
                 )
             else:
                 accepted.append((topic, partition, OffsetEntry(offset, metadata, now)))

@@ -9,15 +9,17 @@ the latest record per (group, topic, partition). Records travel in ordinary Reco
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
+from strom.node.internal_topics import OFFSETS_TOPIC as OFFSETS_TOPIC  # re-exported
 from strom.storage.batch_validation import split_batches
 from strom.storage.record_batch import Record, encode_batch, parse_header
 from strom.storage.record_decode import decode_batch
 from strom.v1 import group_pb2
 
-OFFSETS_TOPIC = "__consumer_offsets"
 OFFSET_COMMIT_KEY_VERSION = 1
 _VERSION = struct.Struct(">h")
 
@@ -60,23 +62,38 @@ def encode_records(
 
 
 def decode_records(
-    data: bytes,
+    data: bytes, skipped: Callable[[int, str], None]
 ) -> Iterator[tuple[int, str, str, int, OffsetEntry | None]]:
     """(offset in the log, group, topic, partition, entry or None) for every offset record in
-    `data` (whole batches). Records of unknown key versions are skipped."""
+    `data` (whole batches). Records of unknown key versions (a newer record type) are passed
+    over. A record, or a whole batch, that cannot be decoded is reported to `skipped` (its
+    offset and why) and passed over: one bad record must not keep every group of the partition
+    from loading (issue #15, defect 2)."""
     for position, _ in split_batches(data):
-        _, records = decode_batch(data, position)
+        try:
+            _, records = decode_batch(data, position)
+        except Exception as exc:  # damaged or unsupported: the batch, not the partition
+            skipped(parse_header(data, position).base_offset, f"batch: {exc}")
+            continue
         for record in records:
             if record.key is None or len(record.key) < 2:
+                skipped(record.offset, "key is not an offsets key")
                 continue
             (version,) = _VERSION.unpack_from(record.key)
             if version != OFFSET_COMMIT_KEY_VERSION:
                 continue
-            key = group_pb2.OffsetCommitKey.FromString(record.key[2:])
-            entry = None
-            if record.value is not None:
-                value = group_pb2.OffsetCommitValue.FromString(record.value)
-                entry = OffsetEntry(value.offset, value.metadata, value.commit_timestamp_ms)
+            try:
+                key = group_pb2.OffsetCommitKey.FromString(record.key[2:])
+                entry = None
+                if record.value is not None:
+                    value = group_pb2.OffsetCommitValue.FromString(record.value)
+                    entry = OffsetEntry(value.offset, value.metadata, value.commit_timestamp_ms)
+            except DecodeError as exc:
+                skipped(record.offset, f"not an offset commit: {exc}")
+                continue
+            if not key.group:  # the coordinator never writes one: not a commit of ours
+                skipped(record.offset, "offset key without a group id")
+                continue
             yield record.offset, key.group, key.topic, key.partition, entry
 
 

@@ -25,7 +25,7 @@ from strom.v1 import (
     group_pb2_grpc,
 )
 
-from .coordinator import GroupCoordinator, GroupError
+from .coordinator import GroupCoordinator, GroupError, check_group_id
 from .offsets_log import OFFSETS_TOPIC
 
 log = logging.getLogger("strom.group")
@@ -125,6 +125,12 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
     ) -> group_pb2.FindCoordinatorResponse:
         if not request.key:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "key (the group id) is empty")
+        try:
+            check_group_id(request.key)
+        except GroupError as exc:
+            return group_pb2.FindCoordinatorResponse(
+                error_code=_code(exc.code), error_message=exc.message
+            )
         if not await self._ensure_offsets_topic():
             return group_pb2.FindCoordinatorResponse(
                 error_code=common_pb2.COORDINATOR_NOT_AVAILABLE,

@@ -153,6 +153,12 @@ class ReplicaFetcher:
             if self._delayed_until.get(key, 0) <= now
         }
         for key, partition in list(snapshot.items()):
+            if partition.flushes_before_ack and partition.has_unflushed:
+                # Its fetch offset must be durable (flush.messages=1): fetched again once the
+                # flush in flight is done.
+                partition.flush()
+                del snapshot[key]
+                continue
             if not partition.producer_state_ready:
                 partition.start_producer_state_load()  # a short replay completes here
                 if not partition.producer_state_ready:
@@ -194,6 +200,15 @@ class ReplicaFetcher:
                 self._partition_failed(key, partition, exc)
             else:
                 self._failures.pop(key, None)
+        # fsyncs the topics' flush policies ask for, in worker threads; with flush.messages=1
+        # the next fetch (which reports our log end to the leader) waits for them.
+        before_next_fetch = []
+        for partition in snapshot.values():
+            flushing = partition.maybe_flush()
+            if flushing is not None and partition.flushes_before_ack:
+                before_next_fetch.append(flushing)
+        if before_next_fetch:
+            await asyncio.gather(*before_next_fetch, return_exceptions=True)
 
     def _partition_failed(self, key: Key, partition: Partition, exc: Exception) -> None:
         """Back off one partition whose data could not be handled; report it failed when the

@@ -9,6 +9,13 @@ log compaction (of `compact` topics), and the high-watermark checkpoint. ISR cha
 controller as AlterPartition requests; the committed result comes back through the metadata
 image like every other change.
 
+Creating a log costs a few fsyncs (about 10 ms on a slow disk), so one change that adds
+thousands of replicas (a topic of 10,000 partitions) would hold the event loop for minutes and
+get the broker fenced (#15 defect 5). A change opens at most `NEW_LOGS_INLINE_MAX` new logs at
+once; the rest open in a background task, `NEW_LOGS_PER_TURN_MAX` per loop turn, each against
+the image current at that moment. Until then requests for them get the retriable
+NOT_LEADER_OR_FOLLOWER. Logs that already exist on disk (a restart) always open at once.
+
 Failures stay with their partition (#14 defect 4). Applying a metadata change, and each timer's
 pass, handle one partition at a time; an error in one is logged and never skips the others nor
 stops the node. A replica whose log cannot be used (it failed to open, an I/O error, damage met
@@ -30,13 +37,15 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from strom.node.clock import SYSTEM_CLOCK, Clock
-from strom.node.config import TOPIC_KEYS, NodeConfig
+from strom.node.config import NodeConfig
 from strom.node.metadata.image import MetadataDelta, MetadataImage, PartitionInfo
 from strom.node.metadata.state import full_delta
 from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.tls import inter_broker_security
+from strom.node.topic_config import InvalidTopicConfig, policies, resolve
 from strom.storage import log_cleaner
 from strom.storage.errors import InconsistentTopicIdError
 from strom.storage.log_config import LogConfig
@@ -52,6 +61,8 @@ log = logging.getLogger("strom.replica")
 
 Key = tuple[bytes, int]
 HW_CHECKPOINT_FILE = "replication-offset-checkpoint"
+NEW_LOGS_INLINE_MAX = 16
+NEW_LOGS_PER_TURN_MAX = 8
 
 # AlterPartition refusals the controller gives only after the partition epoch matched: proof
 # that neither this request nor an earlier copy of it was applied.
@@ -103,6 +114,8 @@ class ReplicaManager:
         self._alter_in_flight: set[Key] = set()
         self.offline: dict[Key, OfflineReplica] = {}
         self.caught_up = False
+        self._pending_opens: dict[Key, None] = {}  # new logs not opened yet, in order
+        self._opener: asyncio.Task[None] | None = None
 
     # ---- lookups -----------------------------------------------------------------------
 
@@ -145,20 +158,23 @@ class ReplicaManager:
                 f"{offline.reason}",
             )
 
-    def topic_config(self, topic: str) -> dict[str, object]:
-        values: dict[str, object] = self.config.topic_defaults()
-        values.update(self.image.topic_configs(topic))
-        return values
+    def topic_config(self, topic: str) -> dict[str, Any]:
+        """The topic's effective configs, typed and checked by the one table
+        (node/topic_config.py). Raises InvalidTopicConfig for a value this broker cannot apply;
+        `_apply` then takes the topic's replicas offline, so a served replica's topic always
+        resolves."""
+        return resolve(self.config.topic_defaults(), self.image.topic_configs(topic))
 
     def min_insync_replicas(self, topic: str) -> int:
-        return int(str(self.topic_config(topic)["min.insync.replicas"]))
+        value: int = self.topic_config(topic)["min.insync.replicas"]
+        return value
 
     def log_config(self, topic: str) -> LogConfig:
+        """The storage side of the topic's configs; checks every key of the topic, so a bad
+        value of any key stops its replicas from opening or taking the config."""
         values = self.topic_config(topic)
         known = LogConfig.keys()
-        return LogConfig.from_kafka(
-            {k: int(str(v)) for k, v in values.items() if k in known and k in TOPIC_KEYS}
-        )
+        return LogConfig.from_kafka({k: v for k, v in values.items() if k in known})
 
     # ---- metadata ----------------------------------------------------------------------
 
@@ -183,6 +199,7 @@ class ReplicaManager:
         cannot be opened, a config it cannot take) takes that replica offline and the rest of
         the change still applies."""
         now = self.clock.now_ms()
+        new_logs_inline = NEW_LOGS_INLINE_MAX
         for topic_id, topic in delta.removed_topics.items():
             for index in topic.partitions:
                 self._isolated(topic.name, (topic_id, index), self._drop, topic.name, topic_id,
@@ -194,6 +211,10 @@ class ReplicaManager:
             info = changed.partitions[index]
             key = (topic_id, index)
             if self.broker_id in info.replicas:
+                if self._needs_new_log(changed.name, key):
+                    if new_logs_inline == 0 and self._defer_open(key):
+                        continue
+                    new_logs_inline = max(0, new_logs_inline - 1)
                 self._isolated(changed.name, key, self._become_replica, changed.name, topic_id,
                                index, info, now)  # fmt: skip
             elif key in self.partitions or key in self.offline:
@@ -216,6 +237,40 @@ class ReplicaManager:
                 partition = self.partitions.get(key)
                 if partition is not None:
                     partition.set_log_config(config)
+
+    def _needs_new_log(self, topic: str, key: Key) -> bool:
+        return (
+            key not in self.partitions
+            and key not in self.offline
+            and self.logs.get_log(topic, key[1]) is None
+        )
+
+    def _defer_open(self, key: Key) -> bool:
+        """Open this new replica's log later, in the background; False when there is no loop
+        to do it on (then the caller opens it now)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        self._pending_opens[key] = None
+        if self._opener is None or self._opener.done():
+            self._opener = loop.create_task(self._open_pending(), name="open-new-replicas")
+        return True
+
+    async def _open_pending(self) -> None:
+        log.info("opening %d new replica log(s) in the background", len(self._pending_opens))
+        while self._pending_opens:
+            for key in list(self._pending_opens)[:NEW_LOGS_PER_TURN_MAX]:
+                del self._pending_opens[key]
+                topic = self.image.topics.get(key[0])
+                info = None if topic is None else topic.partitions.get(key[1])
+                if topic is None or info is None or self.broker_id not in info.replicas:
+                    continue  # deleted or moved away meanwhile
+                if key in self.partitions or key in self.offline:
+                    continue  # a later change handled it
+                self._isolated(topic.name, key, self._become_replica, topic.name, key[0],
+                               key[1], info, self.clock.now_ms())  # fmt: skip
+            await asyncio.sleep(0)
 
     def _isolated(self, topic: str, key: Key, action: Callable[..., None], *args: object) -> None:
         """Run one partition's part of a metadata change; its failure is its own."""
@@ -240,8 +295,10 @@ class ReplicaManager:
             "replica out of the ISR and leadership%s",
             topic, key[1], "storage failure" if storage else "cannot apply", reason,
             "; it stays offline until the broker restarts" if storage else "",
+            # A config refused by the table is explained by its message; anything else is a
+            # surprise worth its traceback.
             exc_info=cause if isinstance(cause, BaseException) and not is_storage_failure(cause)
-            else None,
+            and not isinstance(cause, InvalidTopicConfig) else None,
         )  # fmt: skip
         self._stop_fetching(key)
         partition = self.partitions.pop(key, None)
@@ -286,6 +343,10 @@ class ReplicaManager:
         topics (possibly re-created since) that this broker missed while it was down. Called
         once the broker has caught up with the metadata log (when it is first unfenced)."""
         hosted = {(p.topic, p.partition) for p in self.partitions.values()}
+        for topic_id, index in self._pending_opens:
+            topic_meta = self.image.topics.get(topic_id)
+            if topic_meta is not None:
+                hosted.add((topic_meta.name, index))
         for topic, index in list(self.logs.logs()):
             if (topic, index) not in hosted:
                 log.info("%s-%d: deleting stray log (no replica assigned here)", topic, index)
@@ -329,6 +390,7 @@ class ReplicaManager:
 
     def _drop(self, topic: str, topic_id: bytes, index: int, delete: bool) -> None:
         key = (topic_id, index)
+        self._pending_opens.pop(key, None)
         self.offline.pop(key, None)
         self._stop_fetching(key)
         partition = self.partitions.pop(key, None)
@@ -483,9 +545,10 @@ class ReplicaManager:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = self._tasks + ([self._opener] if self._opener is not None else [])
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(f.stop() for f in self.fetchers.values()), return_exceptions=True)
         self.write_hw_checkpoint()
 
@@ -521,8 +584,8 @@ class ReplicaManager:
             self._each_partition("retention", self._apply_retention)
 
     def _apply_retention(self, partition: Partition) -> None:
-        if self.topic_config(partition.topic)["cleanup.policy"] == "compact":
-            return  # compacted topics are bounded by the cleaner, not by age
+        if "delete" not in policies(self.topic_config(partition.topic)["cleanup.policy"]):
+            return  # compacted-only topics are bounded by the cleaner, not by age
         deleted = partition.delete_old_segments(now_ms=self.clock.now_ms())
         if deleted:
             log.info("%s: retention deleted %d segment(s)", partition.name, deleted)
@@ -548,10 +611,10 @@ class ReplicaManager:
 
     async def _clean(self, partition: Partition) -> None:
         config = self.topic_config(partition.topic)
-        if config["cleanup.policy"] != "compact":
+        if "compact" not in policies(config["cleanup.policy"]):
             return
         plan = partition.plan_clean(
-            self.clock.now_ms(), delete_retention_ms=int(str(config["delete.retention.ms"]))
+            self.clock.now_ms(), delete_retention_ms=config["delete.retention.ms"]
         )
         if not plan.sources:
             return

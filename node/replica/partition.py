@@ -13,8 +13,16 @@ scan (up to `REPLAY_IN_PLACE_BYTES_MAX`) runs in place, a longer one in a worker
 the event loop, and appends wait for it (a produce meanwhile gets a retriable
 NOT_LEADER_OR_FOLLOWER; the fetcher skips the partition).
 
-A storage failure (an I/O error on append, a damaged file met while replaying) is reported once
-through `on_failure`: the replica manager then takes the replica offline on this broker.
+Durability follows the topic's `flush.messages` / `flush.ms`: fsyncs run in a worker thread,
+grouped (one for everything appended while the previous one ran). With `flush.messages=1` a
+write counts only once it is fsynced: the leader counts itself towards the high watermark with
+its durable end, acks=1 answers after the leader's fsync, and the follower fetcher reports a
+partition's fetch offset only after its fsync, so acks=all means "on disk on every in-sync
+replica" and survives a power loss of all of them.
+
+A storage failure (an I/O error on append or fsync, a damaged file met while replaying) is
+reported once through `on_failure`: the replica manager then takes the replica offline on this
+broker.
 
 Consumers only ever see offsets below the high watermark (DESIGN.md §7).
 """
@@ -46,6 +54,11 @@ log = logging.getLogger("strom.replica")
 # worker thread, so the event loop never stalls on it.
 REPLAY_IN_PLACE_BYTES_MAX = 1 << 20
 REPLAY_IN_PLACE_SNAPSHOT_BYTES_MAX = 64 << 10
+LONG_MAX = 2**63 - 1  # flush.ms default: no timed flush
+# Record batches one produce request may carry for one partition: Kafka's rule for RecordBatch
+# v2 (LogValidator: "exactly one batch"), which every producer follows. It bounds the work one
+# partition entry can cost the leader; more is refused (INVALID_RECORD) before any is checked.
+PRODUCE_BATCHES_PER_PARTITION_MAX = 1
 
 
 class PartitionError(CodedError):
@@ -105,6 +118,9 @@ class Partition:
         # Set by the replica manager: called once per storage failure (it takes us offline).
         self.on_failure: Callable[[Partition, BaseException], None] = _no_failure_handler
         self._loading: asyncio.Task[None] | None = None  # the producer-state replay in flight
+        self._flushing: asyncio.Task[None] | None = None  # the fsync loop in flight
+        self._flush_timer: asyncio.TimerHandle | None = None  # flush.ms after a first write
+        self.durable_waiters = OffsetWaiters(log.recovery_point)  # acks=1 with flush.messages=1
 
     @property
     def name(self) -> str:
@@ -152,6 +168,81 @@ class Partition:
     def set_log_config(self, config: LogConfig) -> None:
         """A topic config change (segment size, retention, ...) reaches the log."""
         self._log.config = config
+        self._maybe_advance_hw()  # flush.messages may have changed what the leader counts
+
+    # ---- durability ----------------------------------------------------------------------
+
+    @property
+    def flushes_before_ack(self) -> bool:
+        """flush.messages=1: a write counts (acks=1, the HW, a follower's fetch offset) only
+        once it is fsynced."""
+        return self._log.config.flushes_before_ack
+
+    @property
+    def durable_end_offset(self) -> int:
+        """Everything below this is fsynced (the log's recovery point)."""
+        return self._log.recovery_point
+
+    @property
+    def has_unflushed(self) -> bool:
+        return self._log.unflushed_messages > 0
+
+    def maybe_flush(self) -> asyncio.Task[None] | None:
+        """Start a flush when the topic's policy asks for one: flush.messages writes unflushed
+        now, or (a timer) flush.ms after the first unflushed write. Returns the flush in flight."""
+        unflushed = self._log.unflushed_messages
+        config = self._log.config
+        if unflushed >= config.flush_messages:
+            return self.flush()
+        if unflushed > 0 and config.flush_ms < LONG_MAX and self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                config.flush_ms / 1000, self.flush
+            )
+        return self._flushing if self._flushing is not None and not self._flushing.done() else None
+
+    def flush(self) -> asyncio.Task[None]:
+        """fsync everything appended so far in a worker thread. Callers share the flush in
+        flight, which goes on until the log is durable up to its end (group commit)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(
+                self._flush_until_durable(), name=f"flush-{self.name}"
+            )
+        return self._flushing
+
+    async def _flush_until_durable(self) -> None:
+        while True:
+            try:
+                job = self._log.plan_flush()
+            except StorageError:
+                return  # closed: the replica was dropped; its close flushed or it is gone
+            except OSError as exc:
+                self.on_failure(self, exc)
+                return
+            if job is None:
+                return
+            try:
+                await asyncio.to_thread(job.run)
+            except OSError as exc:
+                self.on_failure(self, exc)
+                return
+            if self._log.complete_flush(job):
+                self.durable_waiters.advance(self._log.recovery_point)
+                self._maybe_advance_hw()
+
+    async def wait_durable(self, last_offset: int, timeout_s: float) -> None:
+        """acks=1 with flush.messages=1: return once `last_offset` is fsynced here."""
+        if not await self.durable_waiters.wait_for(last_offset + 1, timeout_s):
+            raise PartitionError(
+                common_pb2.REQUEST_TIMED_OUT,
+                f"{self.name}: offset {last_offset} was not fsynced in time",
+            )
+
+    def _counted_end_offset(self) -> int:
+        """What this replica holds, as far as acknowledgements go."""
+        return self.durable_end_offset if self.flushes_before_ack else self._log.log_end_offset
 
     def delete_old_segments(self, now_ms: int) -> int:
         """Retention, only ever below this replica's high watermark."""
@@ -227,6 +318,11 @@ class Partition:
             self.changed.notify()
         return changed or was_leader
 
+    def _reset_durable_waiters(self, reason: str) -> None:
+        """A truncation: offsets waited for may now name other records."""
+        self.durable_waiters.fail_all(PartitionError(common_pb2.NOT_LEADER_OR_FOLLOWER, reason))
+        self.durable_waiters = OffsetWaiters(self._log.recovery_point)
+
     def check_leader_epoch(self, current_leader_epoch: int) -> None:
         """KIP-320: a request naming another epoch than ours is fenced or premature."""
         if current_leader_epoch < 0 or current_leader_epoch == self.leader_epoch:
@@ -264,10 +360,14 @@ class Partition:
                 f"{min_insync_replicas} members",
             )
         try:
-            info = self._log.append(data, self.leader_epoch, now_ms=now_ms)
+            info = self._log.append(
+                data, self.leader_epoch, now_ms=now_ms,
+                batches_max=PRODUCE_BATCHES_PER_PARTITION_MAX,
+            )  # fmt: skip
         except (StorageError, OSError) as exc:
             raise self._refusal(exc) from exc
         if info.batch_count:
+            self.maybe_flush()
             self._maybe_advance_hw()
             self.changed.notify()
         return info
@@ -301,7 +401,7 @@ class Partition:
         state = self.leader_state
         if state is None:
             return
-        if state.maybe_advance_high_watermark(self._log.log_end_offset):
+        if state.maybe_advance_high_watermark(self._counted_end_offset()):
             self._set_hw(state.high_watermark)
 
     def _reset_hw(self, hw: int) -> None:
@@ -415,6 +515,7 @@ class Partition:
                 self.name, offset, self._log.log_end_offset,
             )  # fmt: skip
             self._log.truncate_to(offset, now_ms=now_ms)
+            self._reset_durable_waiters(f"{self.name}: truncated from {offset}")
         if self.high_watermark > self._log.log_end_offset:
             # What was cut was never committed as far as this replica can prove: it must not
             # count as committed if this replica leads later (Kafka clamps the HW here too).
@@ -432,6 +533,7 @@ class Partition:
             self.name, self._log.log_end_offset, offset,
         )  # fmt: skip
         self._log.truncate_fully_and_start_at(offset, now_ms=now_ms)
+        self._reset_durable_waiters(f"{self.name}: restarted empty at {offset}")
         self._set_hw(offset)
 
     # ---- producer state --------------------------------------------------------------------

@@ -21,13 +21,12 @@ from typing import Any
 
 import grpc
 
-from strom.client.sasl import new_credential
 from strom.node.config import NodeConfig
 from strom.node.metadata.image import MetadataImage
 
 from . import rules_admin, rules_broker, rules_group
 from .access import Access, AccessControl, Call, Denied, Rule, cluster_action, open_to_all
-from .authn import AuthenticationError, Authenticator
+from .authn import AuthenticationError, Authenticator, FailureLog
 from .authorizer import AuthorizerSettings, parse_super_users
 from .credentials import CredentialVerifier
 
@@ -119,7 +118,7 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 principal = await authenticator.principal(
-                    context.invocation_metadata(), context.auth_context()
+                    context.invocation_metadata(), context.auth_context(), context.peer()
                 )
             except AuthenticationError as exc:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
@@ -152,14 +151,18 @@ class NodeSecurity:
             allow_everyone_if_no_acl_found=config["allow.everyone.if.no.acl.found"],
         )
         username = config["node.sasl.username"]
-        static = {username: new_credential(config["node.sasl.password"])} if username else {}
-        self.verifier = CredentialVerifier(lambda: image().users, static)
+        node_passwords = {username: config["node.sasl.password"]} if username else {}
+        self.verifier = CredentialVerifier(lambda: image().users, node_passwords)
+        self.failure_log = FailureLog()  # one rate limit for the node's SASL listeners
         self.access_control = AccessControl(self.settings, image)
 
     def server_interceptors(self, listener: str) -> list[SecurityInterceptor]:
         """Nothing on a PLAINTEXT listener with the authorizer off: no cost at all."""
         protocol = self.config.security_protocols.get(listener, "PLAINTEXT")
-        authenticator = Authenticator(protocol, self.verifier)
+        authenticator = Authenticator(
+            protocol, self.verifier,
+            self.config["connection.failed.authentication.delay.ms"] / 1000, self.failure_log,
+        )  # fmt: skip
         if authenticator.trivial and not self.settings.enabled:
             return []
         return [SecurityInterceptor(authenticator, self.access_control)]

@@ -13,6 +13,7 @@ from strom.client.consumer import AsyncConsumer
 from strom.client.errors import StromError
 from strom.client.producer import AsyncProducer
 from strom.client.records import TopicPartition
+from strom.v1 import common_pb2, group_pb2, group_pb2_grpc
 
 
 def active_brokers(bootstrap: str) -> list[int]:
@@ -24,6 +25,41 @@ def active_brokers(bootstrap: str) -> list[int]:
             return sorted(b.node_id for b in cluster.brokers if not b.fenced)
 
     return asyncio.run(run())
+
+
+def quorum_leader(bootstrap: str, timeout_ms: int) -> int | None:
+    """The metadata quorum's leader (the active controller) as the cluster reports it; None if
+    no node answered in time (the nemesis then picks a victim by chance)."""
+
+    async def run() -> int | None:
+        async with AsyncAdmin(bootstrap, request_timeout_ms=timeout_ms) as admin:
+            quorum = await admin.describe_quorum()
+            return quorum.leader_id if quorum.leader_id >= 0 else None
+
+    try:
+        return asyncio.run(run())
+    except StromError:
+        return None
+
+
+def group_coordinator(bootstrap: str, group_id: str, timeout_ms: int) -> str | None:
+    """host:port of `group_id`'s coordinator, or None if no node answered in time."""
+
+    async def run() -> str | None:
+        async with AsyncAdmin(bootstrap, request_timeout_ms=timeout_ms) as admin:
+            request = group_pb2.FindCoordinatorRequest(key=group_id)
+            response = await admin.cluster.call_any(
+                lambda a: group_pb2_grpc.GroupStub(admin.cluster.channel(a)).FindCoordinator,
+                request,
+            )
+            if response.error_code != common_pb2.NONE:
+                return None
+            return f"{response.host}:{response.port}"
+
+    try:
+        return asyncio.run(run())
+    except StromError:
+        return None
 
 
 def create_topic(

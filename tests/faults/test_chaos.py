@@ -1,11 +1,14 @@
 """The Jepsen-style run: a real three-node strom cluster, one network namespace per node, a
-workload recording every operation, a seeded nemesis (kill -9 and restart, SIGSTOP/SIGCONT,
-isolation, minority/majority partitions), then the checker over the whole history.
+workload on two client hosts recording every operation, a seeded nemesis (nemesis.py: kills,
+pauses, the active controller paused, isolations, minority, non-transitive and one-way
+partitions, two faults at once, rapid kill/restart cycles, group consumers on the minority
+side), then the checker over the whole history and the run's availability (availability.py).
 
-A run counts only if its faults happened: it asserts minimum numbers of kills, pauses and
-partitions, at least one partition leader change, and acknowledged writes while faults were
-active. Any anomaly fails the test and the history stays in the run's folder for replay.
-`make chaos SEED=... DURATION=...` runs longer schedules.
+A run counts only if its faults happened: the history must show every fault kind, at least one
+partition leader change and acknowledged writes while faults were active. Any anomaly fails the
+test, and so does a cluster that takes no write within `RECOVERY_BOUND_S` of the final heal (a
+correctness bound, far above a healthy recovery); the history stays in the run's folder.
+`make chaos SEED=... DURATION=...` runs any length: the test's timeout derives from the duration.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import json
 import os
 import random
 import re
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,13 +30,18 @@ import yaml
 from strom.node.meta_properties import format_directories, random_uuid
 
 from . import netns
-from .checker import check
-from .history import Recorder, load
-from .lab import Lab
-
-pytestmark = pytest.mark.faults
+from .availability import fault_steps, measure
+from .checker import Report, check
+from .history import NEMESIS, Op, Recorder, load
+from .lab import Lab, RemoteCallError
+from .nemesis import KINDS, Nemesis
+from .scripted import group_coordinator, quorum_leader
 
 NODES = ["n1", "n2", "n3"]
+CLIENTS = ["c1", "c2"]  # c1: producers, reader, half the group; c2: the other half
+GROUP = "chaos-group"
+RECOVERY_BOUND_S = 30.0
+AFTER_HEAL_MAX_S = 45.0
 TESTS_DIR = Path(__file__).resolve().parents[1]
 FAST = {
     "controller.quorum.election.timeout.ms": 1000,
@@ -59,6 +69,17 @@ def _duration_s() -> float:
     return float(os.environ.get("STROM_CHAOS_DURATION_S", "60"))
 
 
+def timeout_s(duration_s: float) -> float:
+    """The test's timeout for a run of `duration_s`: the nemesis's own time plus the worst case
+    of everything around it (start-up, the first pass running past a short duration, the
+    recovery wait, the workload's end and final drain)."""
+    setup_s, first_pass_overrun_s, workload_end_s = 90, 120, 180
+    return duration_s + setup_s + first_pass_overrun_s + AFTER_HEAL_MAX_S + workload_end_s
+
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(timeout_s(_duration_s()))]
+
+
 @pytest.fixture
 def nemesis_recorder(tmp_path: Path) -> Iterator[Recorder]:
     with Recorder(tmp_path / "nemesis.jsonl") as recorder:
@@ -69,7 +90,7 @@ def nemesis_recorder(tmp_path: Path) -> Iterator[Recorder]:
 def lab(tmp_path: Path, nemesis_recorder: Recorder) -> Iterator[Lab]:
     netns.require()
     with Lab(
-        [*NODES, "c1"], mode="netns", workdir=tmp_path, on_fault=nemesis_recorder.fault
+        [*NODES, *CLIENTS], mode="netns", workdir=tmp_path, on_fault=nemesis_recorder.fault
     ) as lab:
         yield lab
     assert not lab.leftovers(), "the lab left processes, namespaces or links behind"
@@ -99,60 +120,6 @@ def start_cluster(lab: Lab, workdir: Path) -> dict[str, list[str]]:
     return argvs
 
 
-class Nemesis:
-    """A seeded schedule of faults, cycling through every kind so each run has them all."""
-
-    def __init__(self, lab: Lab, argvs: dict[str, list[str]], workdir: Path, seed: int) -> None:
-        self.lab, self.argvs, self.workdir = lab, argvs, workdir
-        self.rng = random.Random(seed)
-        self.counts = {"kill": 0, "pause": 0, "isolate": 0, "partition": 0}
-        self.windows: list[tuple[int, int]] = []  # monotonic ns of each fault's span
-
-    def _hold(self) -> None:
-        time.sleep(self.rng.uniform(2.5, 4.5))
-
-    def run(self, duration_s: float) -> None:
-        kinds = list(self.counts)
-        end = time.monotonic() + duration_s
-        i = 0
-        time.sleep(5)  # let the workload get going first
-        while time.monotonic() < end - 5:
-            kind = kinds[i % len(kinds)] if i < len(kinds) else self.rng.choice(kinds)
-            i += 1
-            victim = self.rng.choice(NODES)
-            started = time.monotonic_ns()
-            if kind == "kill":
-                self.lab.kill(victim)
-                self._hold()
-                self.lab.spawn(victim, self.argvs[victim], stdout=self.workdir / f"{victim}.log",
-                               stderr=self.workdir / f"{victim}.log")  # fmt: skip
-            elif kind == "pause":
-                self.lab.pause(victim)
-                self._hold()
-                self.lab.resume(victim)
-            elif kind == "isolate":
-                self.lab.isolate(victim)
-                self._hold()
-                self.lab.heal()
-            else:
-                self.lab.partition([victim], [h for h in NODES if h != victim] + ["c1"])
-                self._hold()
-                self.lab.heal()
-            self.counts[kind] += 1
-            self.windows.append((started, time.monotonic_ns()))
-            time.sleep(self.rng.uniform(1.5, 3.0))
-
-    def heal_all(self) -> None:
-        self.lab.heal()
-        for host in NODES:
-            pid = self.lab.pid(host)
-            if pid is None:
-                self.lab.spawn(host, self.argvs[host], stdout=self.workdir / f"{host}.log",
-                               stderr=self.workdir / f"{host}.log")  # fmt: skip
-            else:
-                self.lab.resume(host)
-
-
 def leader_changes(workdir: Path) -> int:
     """Partition leaderships taken after the first one of each partition, from node logs."""
     seen: dict[str, int] = {}
@@ -165,6 +132,69 @@ def leader_changes(workdir: Path) -> int:
     return sum(seen.values())
 
 
+def locators(lab: Lab, bootstrap: str) -> tuple[Callable[[], str | None], Callable[[], str | None]]:
+    """The nemesis's run-time lookups, asked from c1: the active controller's host and the
+    group coordinator's host (None when the cluster did not say in time)."""
+    by_address = {f"{lab.addr(h)}:9092": h for h in NODES}
+
+    def ask(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return lab.call_in("c1", fn, bootstrap, *args, 3_000, timeout_s=20)
+        except (RemoteCallError, subprocess.TimeoutExpired):
+            return None
+
+    def controller() -> str | None:
+        node_id = ask(quorum_leader)
+        return NODES[node_id - 1] if isinstance(node_id, int) and 0 < node_id <= 3 else None
+
+    def coordinator() -> str | None:
+        return by_address.get(ask(group_coordinator, GROUP) or "")
+
+    return controller, coordinator
+
+
+def start_workload(lab: Lab, host: str, spec: dict[str, Any], workdir: Path) -> None:
+    log = workdir / f"workload-{host}.log"
+    lab.spawn(
+        host, [sys.executable, "-m", "faults.workload", json.dumps(spec)],
+        env={"PYTHONPATH": str(TESTS_DIR)}, cwd=TESTS_DIR, stdout=log, stderr=log,
+    )  # fmt: skip
+
+
+def steps_by_kind(ops: list[Op]) -> dict[str, list[dict[str, Any]]]:
+    """The nemesis's fault steps in the history, by kind (what the run really did)."""
+    steps: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    for op in ops:
+        if op.process == NEMESIS and op.f == "fault-start":
+            steps[op.value["kind"]].append(op.value)
+    return steps
+
+
+def explain_group_anomalies(ops: list[Op], report: Report) -> str:
+    """Who the members of each group-exclusivity anomaly were (consumer process, client host)
+    and which fault steps ran around it: what a bug report needs."""
+    processes = {
+        op.value["member"]: op.process for op in ops if op.f == "assign" and op.type == "ok"
+    }
+    origin = ops[0].time_ns if ops else 0
+    lines = []
+    for anomaly in report.anomalies.get("group-exclusivity", [])[:5]:
+        (a0, a1), (b0, b1) = anomaly.detail["windows_ns"]
+        who = [processes.get(m, m) for m in anomaly.detail["members"]]
+        lines.append(
+            f"partition {anomaly.detail['partition']}: {who[0]} owned it "
+            f"{(a0 - origin) / 1e9:.1f}-{(a1 - origin) / 1e9:.1f} s, {who[1]} "
+            f"{(b0 - origin) / 1e9:.1f}-{(b1 - origin) / 1e9:.1f} s (c1: g0 g1, c2: g2 g3)"
+        )
+        low, high = min(a0, b0) - 10 * 10**9, max(a1, b1)
+        lines.extend(
+            f"  fault {(start - origin) / 1e9:.1f}-{(stop - origin) / 1e9:.1f} s: {value}"
+            for start, stop, value in fault_steps(ops)
+            if start < high and stop > low
+        )
+    return "\n".join(lines)
+
+
 def test_no_acknowledged_write_is_lost_under_faults(
     lab: Lab, tmp_path: Path, nemesis_recorder: Recorder
 ) -> None:
@@ -172,39 +202,63 @@ def test_no_acknowledged_write_is_lost_under_faults(
     print(f"\nchaos seed {seed}, {duration:.0f} s (replay: STROM_CHAOS_SEED={seed})")
     argvs = start_cluster(lab, tmp_path)
     bootstrap = ",".join(f"{lab.addr(h)}:9092" for h in NODES)
-    history = tmp_path / "history.jsonl"
     healed = tmp_path / "healed"
-    spec = {"bootstrap": bootstrap, "topic": "chaos", "duration_s": duration,
-            "history": str(history), "healed_flag": str(healed), "workers": 6}  # fmt: skip
-    lab.spawn(
-        "c1", [sys.executable, "-m", "faults.workload", json.dumps(spec)],
-        env={"PYTHONPATH": str(TESTS_DIR)}, cwd=TESTS_DIR,
-        stdout=tmp_path / "workload.log", stderr=tmp_path / "workload.log",
+    base = {"bootstrap": bootstrap, "topic": "chaos", "healed_flag": str(healed),
+            "after_heal_max_s": AFTER_HEAL_MAX_S}  # fmt: skip
+    histories = [tmp_path / f"history-{host}.jsonl" for host in CLIENTS]
+    start_workload(lab, "c1", {**base, "history": str(histories[0]), "workers": 6,
+                               "group_consumers": ["g0", "g1"]}, tmp_path)  # fmt: skip
+    start_workload(lab, "c2", {**base, "history": str(histories[1]), "produce": False,
+                               "read": False, "group_consumers": ["g2", "g3"]}, tmp_path)  # fmt: skip
+    controller, coordinator = locators(lab, bootstrap)
+    nemesis = Nemesis(
+        lab, argvs, tmp_path, seed, nodes=NODES, clients=CLIENTS,
+        record=nemesis_recorder.fault, locate_controller=controller,
+        locate_coordinator=coordinator,
     )  # fmt: skip
-    nemesis = Nemesis(lab, argvs, tmp_path, seed)
     nemesis.run(duration)
     nemesis.heal_all()
-    healed.touch()
-    deadline = time.monotonic() + 180
-    while lab.pid("c1") is not None and time.monotonic() < deadline:
+    (tmp_path / "healed.tmp").write_text(str(time.monotonic_ns()))
+    (tmp_path / "healed.tmp").rename(healed)  # the workload never reads half a number
+    deadline = time.monotonic() + AFTER_HEAL_MAX_S + 180
+    while any(lab.pid(c) is not None for c in CLIENTS) and time.monotonic() < deadline:
         time.sleep(0.5)
-    workload_log = (tmp_path / "workload.log").read_text(errors="replace")
-    assert lab.pid("c1") is None, f"the workload did not finish:\n{workload_log[-3000:]}"
+    logs = {c: (tmp_path / f"workload-{c}.log").read_text(errors="replace") for c in CLIENTS}
+    for c in CLIENTS:
+        assert lab.pid(c) is None, f"the workload on {c} did not finish:\n{logs[c][-3000:]}"
     nemesis_recorder.close()
-    ops = load([history, tmp_path / "nemesis.jsonl"])
+    ops = load([*histories, tmp_path / "nemesis.jsonl"])
     report = check(ops)
+    availability = measure(ops)
+    steps = steps_by_kind(ops)
+    changes = leader_changes(tmp_path)
     print(report)
-    print(f"faults: {nemesis.counts}; partition leader changes: {leader_changes(tmp_path)}")
+    print(availability)
+    print("fault steps: " + ", ".join(f"{kind}={len(found)}" for kind, found in steps.items()))
+    print(f"partition leader changes: {changes}")
     # The run counts only if its faults happened and writes were acknowledged during them.
-    assert all(n >= 1 for n in nemesis.counts.values()), nemesis.counts
-    assert leader_changes(tmp_path) >= 1
-    acked_during_faults = sum(
-        1
-        for op in ops
-        if op.type == "ok" and op.f == "send"
-        and any(start <= op.time_ns <= end for start, end in nemesis.windows)
-    )  # fmt: skip
-    assert acked_during_faults > 0, "no write was acknowledged while faults were active"
+    assert not [kind for kind, found in steps.items() if not found], steps
+    assert any(step["controller"] for step in steps["pause-controller"]), (
+        "no pause-controller step paused the node the cluster named as its controller"
+    )
+    assert changes >= 1
+    assert availability.acked_during_faults > 0, (
+        "no write was acknowledged while faults were active"
+    )
     assert report.acknowledged > 100, "too few acknowledged writes for a meaningful run"
-    assert "Traceback" not in workload_log, workload_log[-3000:]
-    assert report.ok, f"anomalies (history kept in {tmp_path}):\n{report}"
+    for c in CLIENTS:
+        assert "Traceback" not in logs[c], logs[c][-3000:]
+    assert report.ok, (
+        f"anomalies (history kept in {tmp_path}):\n{report}\n"
+        + explain_group_anomalies(ops, report)
+    )
+    recovered = availability.first_write_after_heal_s
+    assert recovered is not None and recovered <= RECOVERY_BOUND_S, (
+        f"no write acknowledged within {RECOVERY_BOUND_S:.0f} s of the final heal "
+        f"(history kept in {tmp_path}):\n{availability}"
+    )
+    full = availability.full_recovery_after_heal_s
+    assert full is not None and full <= RECOVERY_BOUND_S, (
+        f"some partition took no write within {RECOVERY_BOUND_S:.0f} s of the final heal "
+        f"(history kept in {tmp_path}):\n{availability}"
+    )

@@ -1,17 +1,23 @@
 """The chaos workload: producers and consumers against a strom cluster, recording a history.
 
-Run inside the lab's client host (never the root namespace):
+Run inside a lab client host (never the root namespace), one process per client host:
 
-    python -m faults.workload '{"bootstrap": ..., "topic": ..., "duration_s": ..., ...}'
+    python -m faults.workload '{"bootstrap": ..., "topic": ..., "history": ..., ...}'
 
 - Producer workers (processes w0..wN) share one idempotent producer (acks=all) and each sends
   unique values one at a time: invoke, then ok with (partition, offset) or info on any error
-  (the write may or may not have happened).
-- An assigned reader (process "reader") polls every partition from offset 0.
-- Group consumers (g0, g1) in one group record every assignment change as an `assign` op with
-  member id and epoch, applied between polls, so the checker can verify group exclusivity.
-- After `duration_s` the producers stop; once the file `healed_flag` exists (the test heals the
-  cluster first), a fresh reader drains every partition to its end offset ("final" process).
+  (the write may or may not have happened). `"produce": false` runs none.
+- An assigned reader (process "reader") polls every partition from offset 0 (`"read": false`:
+  none, and no final drain).
+- Group consumers (`"group_consumers"`: their names, all in one group) record every assignment
+  change as an `assign` op with member id and epoch, applied between polls, so the checker can
+  verify group exclusivity. Two client hosts each running some of them let the nemesis put half
+  the group on the minority side of a partition.
+- Nothing stops on a timer: the test heals the cluster, then writes the heal's CLOCK_MONOTONIC
+  time (ns) into the file `healed_flag`. The producers go on until every partition has
+  acknowledged a write after that time (so the history shows the recovery), or for
+  `after_heal_max_s`; then the consumers stop and a fresh reader drains every partition to its
+  end offset ("final" process).
 """
 
 from __future__ import annotations
@@ -61,9 +67,42 @@ async def wait_ready(bootstrap: str, topic: str, partitions: int, deadline_s: fl
             await asyncio.sleep(0.5)
 
 
-async def produce(
-    rec: Recorder, bootstrap: str, topic: str, workers: int, stop: asyncio.Event
-) -> None:
+class Heal:
+    """The test's heal flag, and the acknowledgements that show the cluster recovered from it."""
+
+    def __init__(self, flag: Path, partitions: int, after_max_s: float) -> None:
+        self.flag, self.partitions, self.after_max_s = flag, partitions, after_max_s
+        self.last_ack_ns: dict[int, int] = {}
+
+    def heal_ns(self) -> int | None:
+        try:
+            text = self.flag.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return int(text) if text else None  # empty: written but not yet flushed
+
+    async def wait(self) -> int:
+        while (healed := self.heal_ns()) is None:
+            await asyncio.sleep(0.2)
+        return healed
+
+    def acked(self, partition: int) -> None:
+        self.last_ack_ns[partition] = time.monotonic_ns()
+
+    async def recovered(self) -> None:
+        """Once healed: until every partition acknowledged a write after the heal, or for
+        `after_max_s` (the checker then reports which partitions never recovered)."""
+        healed = await self.wait()
+        end = time.monotonic() + self.after_max_s
+        while time.monotonic() < end:
+            after = [p for p, t in self.last_ack_ns.items() if t > healed]
+            if len(after) >= self.partitions:
+                return
+            await asyncio.sleep(0.2)
+
+
+async def produce(rec: Recorder, bootstrap: str, topic: str, workers: int, heal: Heal) -> None:
+    stop = asyncio.Event()
     async with AsyncProducer(
         bootstrap, acks="all", linger_ms=5, request_timeout_ms=5_000, delivery_timeout_ms=30_000
     ) as producer:
@@ -79,12 +118,18 @@ async def produce(
                 try:
                     md = await (await producer.send(topic, value.encode()))
                     pending.ok({"partition": md.partition, "offset": md.offset})
+                    heal.acked(md.partition)
                 except StromError as exc:
                     pending.info(exc.name)
                 except Exception as exc:  # the client itself failing is not a write outcome
                     pending.info(f"{type(exc).__name__}: {exc}")
 
-        await asyncio.gather(*(worker(w) for w in range(workers)))
+        async def stopper() -> None:
+            await heal.recovered()
+            await asyncio.sleep(1.0)  # a little steady state after the recovery
+            stop.set()
+
+        await asyncio.gather(stopper(), *(worker(w) for w in range(workers)))
 
 
 def records_of(batch: list[Any]) -> list[list[Any]]:
@@ -184,25 +229,39 @@ async def final_drain(
 async def main(spec: dict[str, Any]) -> None:
     bootstrap, topic = spec["bootstrap"], spec["topic"]
     partitions = spec.get("partitions", 3)
+    heal = Heal(Path(spec["healed_flag"]), partitions, spec.get("after_heal_max_s", 45))
     with Recorder(Path(spec["history"])) as rec:
         await wait_ready(bootstrap, topic, partitions, 60)
-        stop_producing = asyncio.Event()
         stop_reading = asyncio.Event()
-        tasks = [
-            asyncio.create_task(produce(rec, bootstrap, topic, spec.get("workers", 6), stop_producing)),
-            asyncio.create_task(read_assigned(rec, bootstrap, topic, partitions, stop_reading)),
-            *(asyncio.create_task(read_group(rec, bootstrap, topic, f"g{i}", stop_reading))
-              for i in range(spec.get("group_consumers", 2))),
-        ]  # fmt: skip
-        await asyncio.sleep(spec["duration_s"])
-        stop_producing.set()
-        await asyncio.wait_for(tasks[0], 60)
-        healed = Path(spec["healed_flag"])
-        while not healed.exists():
-            await asyncio.sleep(0.2)
+        producing = (
+            [asyncio.create_task(produce(rec, bootstrap, topic, spec.get("workers", 6), heal))]
+            if spec.get("produce", True)
+            else []
+        )
+        reading = [
+            *(
+                [
+                    asyncio.create_task(
+                        read_assigned(rec, bootstrap, topic, partitions, stop_reading)
+                    )
+                ]
+                if spec.get("read", True)
+                else []
+            ),
+            *(
+                asyncio.create_task(read_group(rec, bootstrap, topic, name, stop_reading))
+                for name in spec.get("group_consumers", ["g0", "g1"])
+            ),
+        ]
+        await heal.wait()
+        if producing:
+            await asyncio.wait_for(producing[0], spec.get("after_heal_max_s", 45) + 60)
+        else:
+            await asyncio.sleep(spec.get("after_heal_read_s", 5))  # let the group settle
         stop_reading.set()
-        await asyncio.wait_for(asyncio.gather(*tasks[1:], return_exceptions=True), 60)
-        await final_drain(rec, bootstrap, topic, partitions, 90)
+        await asyncio.wait_for(asyncio.gather(*reading, return_exceptions=True), 60)
+        if spec.get("read", True):
+            await final_drain(rec, bootstrap, topic, partitions, 90)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,14 @@ majority/minority splits (clients, group members among them, land on either side
 blocks, non-transitive cuts, slow links, stalled disks (fsyncs of the metadata log wait, so the
 node applies metadata late while its network is fine), controlled shutdowns, Raft leadership transfers,
 preferred-leader elections, and a pause of the active controller while an AlterPartition request
-is in flight and a batch is proposed. Half the seeds also move partitions (KIP-455
-reassignments to random replica sets, a fifth of them cancels) throughout the faults, drawn from
-their own generator so the other seeds replay as before; convergence then includes every move
-finished, and the acknowledged records survive the moves (the checker). Topic t0 (2 partitions, 3 replicas, min.insync.replicas=2)
+is in flight and a batch is proposed. A quarter of the seeds run every topic with
+flush.messages=1 (fsync before a write counts), with fsyncs that take 2-30 ms, and power losses:
+every node dies at once and each file keeps only what it held at its last fsync
+(tests/faults/power_loss.py). Half the seeds also move partitions (KIP-455 reassignments to
+random replica sets, a fifth of them cancels) throughout the faults, drawn from their own
+generator so the other seeds replay as before; convergence then includes every move finished,
+and the acknowledged records survive the moves (the checker). Topic t0 (2 partitions, 3
+replicas, min.insync.replicas=2)
 carries the idempotent acks=all producers, readers and a consumer group; topic u0 allows unclean
 leader election and gets acks=1 writes. After `fault_s` of virtual time every fault heals and the
 cluster must converge within `CONVERGE_S` (full ISRs, HW = log end everywhere, brokers unfenced,
@@ -58,6 +62,7 @@ from typing import Any
 from faults.checker import ANOMALY_KINDS
 from faults.checker import check as check_history
 from faults.history import Recorder
+from faults.power_loss import PageCache
 from node_sim_cluster import SimCluster, Timing
 from node_sim_invariants import Checker, Violation
 from node_sim_loop import OWNER, VirtualLoop
@@ -86,6 +91,7 @@ GROUP = "g"
 # below the HW, issue #14 defect 2, happens only here in a correct cluster).
 LOSSY_TOPIC = "u0"
 LOSSY_CONFIGS = {"unclean.leader.election.enable": "true", "min.insync.replicas": "1"}
+POWER_LOSS = "power_loss"  # drawn apart from FAULT_KINDS (see NodeSimulation.__init__)
 FAULT_KINDS = (
     "crash", "pause", "isolate", "split", "one_way", "bridge", "slow_links", "disk_stall",
     "stop", "raft_transfer", "elect_preferred", "pause_controller_on_alter",
@@ -159,6 +165,15 @@ class NodeSimulation:
         self.fault_s = fault_s
         self.rng = Random(seed)
         self.knobs = Knobs.draw(self.rng)
+        # Durability draws come from their own stream, so adding them left every other draw
+        # of a seed as it was.
+        # A quarter of the seeds run every topic with flush.messages=1 and draw power losses.
+        durability = Random(f"{seed}/durability")
+        self.flush_every_message = durability.random() < 0.25
+        if self.flush_every_message:
+            self.knobs.weights[POWER_LOSS] = durability.random()
+        self.page_cache = PageCache()
+        self._powered_off = False
         self.stats: Counter[str] = Counter()
         self.trace: deque[str] = deque(maxlen=TRACE_SHOWN)
         self._digest = hashlib.sha256()
@@ -194,17 +209,28 @@ class NodeSimulation:
     # ---- running ------------------------------------------------------------------------
 
     def run(self) -> NodeSimulation:
+        # Every fsync of the run, `strom format`'s included, is recorded for power losses.
+        with self.page_cache.installed():
+            return self._run()
+
+    def _run(self) -> NodeSimulation:
         root = Path(tempfile.mkdtemp(prefix=f"strom-sim-{self.seed}-", dir=_scratch_dir()))
         self.loop = VirtualLoop(Random(self.rng.random()))
+        if POWER_LOSS in self.knobs.weights:
+            # fsyncs take time, so a power loss can fall between a write and its fsync.
+            disk = Random(f"{self.seed}/disk")
+            self.loop.executor_delay = lambda: disk.uniform(0.002, 0.03)
         self.clock = LoopClock(self.loop, 1_767_225_600_000)
         self.history = Recorder(clock=lambda: int(self.loop.time() * 1e9))
         self.checker = Checker(self)
         self.network = SimNetwork(
             self.loop, Random(self.rng.random()), self.knobs.links, self._handler_failed
         )
+        overrides = {"log.flush.interval.messages": 1} if self.flush_every_message else {}
         self.cluster = SimCluster(
-            self.loop, self.network, root, self.seed, self.knobs.node_count, 3, self.knobs.timing
-        )
+            self.loop, self.network, root, self.seed, self.knobs.node_count, 3, self.knobs.timing,
+            overrides,
+        )  # fmt: skip
         self.loop.set_exception_handler(self._loop_exception)
         end_s = FORMATION_S * 2 + self.fault_s + CONVERGE_S * 2 + DRAIN_S
 
@@ -396,6 +422,8 @@ class NodeSimulation:
             self._tasks.append(self.loop.create_task(self._elect_preferred()))
         elif kind == "pause_controller_on_alter":
             self._arm_controller_pause = True
+        elif kind == POWER_LOSS:
+            self._tasks.append(self.loop.create_task(self._power_loss()))
 
     def _cut(self, kind: str) -> None:
         rng, net = self.rng, self.network
@@ -454,9 +482,28 @@ class NodeSimulation:
 
         self._later(down, heal)
 
+    async def _power_loss(self) -> None:
+        """Every node dies at once; each file keeps what it held at its last fsync."""
+        cluster = self.cluster
+        if self._powered_off or any(s.stopping for s in cluster.nodes.values()):
+            return  # a controlled shutdown is writing its files: the next one
+        self._powered_off = True
+        for node_id, sim in cluster.nodes.items():
+            if sim.up:
+                cluster.crash(node_id)
+        dropped = self.page_cache.lose_power([str(cluster.root)])
+        down = self._duration()
+        self.event(f"nemesis: power loss of every node for {down:.3f} s "
+                   f"({dropped} unsynced bytes lost)")  # fmt: skip
+        self.stats["power loss bytes"] += dropped
+        await asyncio.sleep(down)
+        self._powered_off = False
+        for node_id in cluster.nodes:
+            self._restart(node_id)
+
     def _restart(self, node_id: int) -> None:
         sim = self.cluster.nodes[node_id]
-        if sim.up or sim.stopping:
+        if sim.up or sim.stopping or self._powered_off:
             return
         self.event(f"nemesis: restart n{node_id}")
         self.cluster.start(node_id)
@@ -578,6 +625,7 @@ class NodeSimulation:
             "Convergence",
             why=lambda: "a controlled shutdown did not finish",
         )
+        self._powered_off = False  # a power loss in progress ends here too
         for node_id, sim in self.cluster.nodes.items():
             if not sim.up:
                 self._restart(node_id)

@@ -8,7 +8,9 @@
 - Executors run inline. `run_in_executor` (and so `asyncio.to_thread`: the Raft driver's fsyncs,
   the replica manager's checkpoints, the log cleaner) calls the function at once and returns a
   finished future: no thread, no real-time race. While a node's disk is stalled
-  (`Incarnation.disk_stalled_until`) its jobs run only when the stall ends.
+  (`Incarnation.disk_stalled_until`) its jobs run only when the stall ends. With
+  `executor_delay` set, every job runs that much virtual time later (a disk's fsync latency:
+  what happens meanwhile, a power loss included, happens before it).
 - Every callback is owned. A callback scheduled from a context whose `OWNER` is a node's
   `Incarnation` runs only while that incarnation lives and is not paused: a crashed node's tasks,
   timers and handlers never run again (no `finally` block, no flush: a crash), and a paused
@@ -102,6 +104,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self._rng = rng
         self.turns = 0
         self.after_turn: Callable[[], None] | None = None
+        self.executor_delay: Callable[[], float] | None = None
         super().__init__(_VirtualSelector(self))
         self._clock_resolution = 1e-9
 
@@ -177,7 +180,10 @@ class VirtualLoop(asyncio.SelectorEventLoop):
                 future.set_exception(exc)
 
         owner = OWNER.get()
-        if owner is not None and owner.disk_stalled_until > self._now:
+        delay = 0.0 if self.executor_delay is None else self.executor_delay()
+        if owner is not None and delay and owner.disk_stalled_until <= self._now:
+            self.call_at(self._now + delay, run)
+        elif owner is not None and owner.disk_stalled_until > self._now:
             # A stalled disk: the job (an fsync, a checkpoint) runs when the stall ends, as
             # the node; if the node dies first it never runs, and what it would have written
             # is lost, as an unsynced write is.

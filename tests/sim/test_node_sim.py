@@ -9,7 +9,8 @@
   PYTHONHASHSEED values.
 - Planted bugs: issue #14's defects 1, 2 and 3 put back into the shipping code (monkeypatched
   inside the test), each of which must be caught within the CI seeds (first caught by seeds 3,
-  5 and 0 when this was written).
+  5 and 0 when this was written); and a broker ignoring flush.messages=1, which the seeds with
+  power losses must catch (first: seed 1).
 
 Bugs in the shipping code this simulation found, each fixed with a test of its own: long-polling
 fetches woken in memory-address order (no two runs alike; tests/unit/test_delayed.py); a
@@ -43,6 +44,7 @@ from strom.node.controller.logic import ControllerLogic
 from strom.node.replica import manager as manager_module
 from strom.node.replica.partition import Partition
 from strom.raft.errors import NotLeader, RaftError
+from strom.storage.log_config import LogConfig
 from strom.v1 import common_pb2
 
 CI_SEEDS = range(200)
@@ -78,8 +80,9 @@ def test_real_nodes_hold_their_invariants(chunk: tuple[int, int]) -> None:
     print(f"\nnode sim seeds {chunk[0]}-{chunk[1] - 1}: {dict(sorted(totals.items()))}")
     if len(seeds) == CHUNK_SEEDS:
         # The runs must exercise what the invariants are about, or passing means nothing
-        # (about half of what 25 seeds give: acked ~85, read ~190, commits ~11, faults ~26).
-        assert totals["acked"] >= 40 * len(seeds), totals
+        # (about half of what 25 seeds give: acked ~85, read ~190, commits ~11, faults ~26;
+        # fewer acks in chunks with many power-loss seeds, whose fsyncs take time).
+        assert totals["acked"] >= 30 * len(seeds), totals
         assert totals["records_read"] >= 90 * len(seeds), totals
         assert totals["offset commits"] >= 5 * len(seeds), totals
         assert sum(v for k, v in totals.items() if k.startswith("fault ")) >= 12 * len(seeds)
@@ -196,6 +199,10 @@ def _refusing_resends(
     )  # fmt: skip
 
 
+def _ignore_the_flush_policy(self: Partition) -> None:
+    """A broker that ignores flush.messages: acknowledged writes live in the page cache only."""
+
+
 Patch = tuple[Any, str, Any]
 
 PLANTED: dict[str, tuple[list[Patch], set[str]]] = {
@@ -212,6 +219,14 @@ PLANTED: dict[str, tuple[list[Patch], set[str]]] = {
     "defect2_truncation_keeps_the_high_watermark": (
         [(Partition, "_reset_hw", _keep_the_high_watermark)],
         {"HighWatermarkBelowLogEnd"},
+    ),
+    # flush.messages=1 not applied (issue #17): a power loss takes acknowledged writes.
+    "flush_policy_ignored_loses_acked_writes_to_a_power_loss": (
+        [
+            (Partition, "maybe_flush", _ignore_the_flush_policy),
+            (LogConfig, "flushes_before_ack", property(lambda self: False)),
+        ],
+        {"NoAckedLoss", "CommittedPrefixStable", "ReadCommitted", "ReplicasAgreeBelowHW"},
     ),
     "defect3_back_pressure_switches_the_controller_off": (
         [(raft_driver.RaftDriver, "_drain_inputs", _drain_inputs_calling_every_refusal_not_leader)],

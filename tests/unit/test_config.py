@@ -12,7 +12,6 @@ from strom.node.config import (
     build_config,
     env_name,
     load_config,
-    parse_topic_config,
 )
 
 VOTERS = "1@localhost:9093,2@localhost:9193,3@localhost:9293"
@@ -62,7 +61,7 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
         ("num.partitions", 0, "num.partitions: must be at least 1"),
         ("node.id", 0, "node.id: must be at least 1"),
         ("auto.create.topics.enable", "maybe", "auto.create.topics.enable: expected true or false"),
-        ("log.cleanup.policy", "shred", "log.cleanup.policy: must be one of"),
+        ("log.cleanup.policy", "shred", "log.cleanup.policy: shred not allowed; choose from"),
         ("listeners", "PLAINTEXT:9092", "listeners: 'PLAINTEXT:9092' is not NAME://host:port"),
         ("process.roles", "broker,janitor", "process.roles: must be broker, controller or both"),
     ],
@@ -104,14 +103,3 @@ def test_advertised_listeners_default_to_bound_broker_listeners() -> None:
     assert [(e.listener, e.host, e.port) for e in config.advertised_listeners] == [
         ("PLAINTEXT", "localhost", 9092)
     ]
-
-
-def test_topic_configs() -> None:
-    assert parse_topic_config("retention.ms", "1000") == 1000
-    with pytest.raises(ConfigError, match="unknown topic config 'retention.hours'"):
-        parse_topic_config("retention.hours", "1")
-    with pytest.raises(ConfigError, match="cleanup.policy: must be one of"):
-        parse_topic_config("cleanup.policy", "never")
-    defaults = build_config(_minimal(), environ={}).topic_defaults()
-    assert defaults["retention.ms"] == 7 * 24 * 3600 * 1000
-    assert defaults["segment.bytes"] == 1 << 30

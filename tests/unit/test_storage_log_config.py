@@ -17,6 +17,8 @@ def test_defaults_are_kafkas() -> None:
         "max.message.bytes": 1048588,
         "message.timestamp.before.max.ms": 2**63 - 1,
         "message.timestamp.after.max.ms": 3_600_000,
+        "flush.messages": 2**63 - 1,
+        "flush.ms": 2**63 - 1,
     }
 
 
