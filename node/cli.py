@@ -359,7 +359,10 @@ def _topics_list(args: argparse.Namespace) -> int:
 def _topics_describe(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         topics = admin.describe_topics([args.topic] if args.topic else None)
-        alive = {b.node_id for b in admin.describe_cluster().brokers if not b.fenced}
+        brokers = admin.describe_cluster().brokers
+        alive = {b.node_id for b in brokers if not b.fenced}
+        racks = {b.node_id: b.rack for b in brokers if b.rack}
+        moves = admin.list_partition_reassignments()
         mins = {
             t.name: int(c.get("min.insync.replicas", "1"))
             for t, c in zip(
@@ -372,7 +375,10 @@ def _topics_describe(args: argparse.Namespace) -> int:
     for topic in topics:
         parts = []
         for p in topic.partitions:
-            under_replicated = len(p.isr) < len(p.replicas)
+            # Kafka's rule: replicas still being added do not make a partition under-replicated.
+            move = moves.get((topic.name, p.partition))
+            adding = move.adding_replicas if move is not None else ()
+            under_replicated = len(p.isr) < len(p.replicas) - len(adding)
             unavailable = p.leader < 0 or p.leader not in alive
             under_min = len(p.isr) < mins[topic.name]
             if args.under_replicated_partitions and not under_replicated:
@@ -399,6 +405,8 @@ def _topics_describe(args: argparse.Namespace) -> int:
                             "replicas": list(p.replicas),
                             "isr": list(p.isr),
                             "offline_replicas": list(p.offline_replicas),
+                            **_move_fields(moves.get((t.name, p.partition))),
+                            "racks": [racks.get(r, "") for r in p.replicas],
                         }
                         for p in parts
                     ],
@@ -423,12 +431,29 @@ def _topics_describe(args: argparse.Namespace) -> int:
         for p in parts:
             leader = p.leader if p.leader >= 0 else "none"
             offline = f"\tOffline: {','.join(map(str, p.offline_replicas))}"
+            move = moves.get((topic.name, p.partition))
+            moving = (
+                f"\tAdding Replicas: {','.join(map(str, move.adding_replicas))}"
+                f"\tRemoving Replicas: {','.join(map(str, move.removing_replicas))}"
+                if move is not None
+                else ""
+            )
+            rack_list = f"\tRacks: {','.join(racks.get(r, '-') for r in p.replicas)}"
             print(
                 f"\tTopic: {topic.name}\tPartition: {p.partition}\tLeader: {leader}\t"
                 f"Replicas: {','.join(map(str, p.replicas))}\tIsr: {','.join(map(str, p.isr))}"
-                f"{offline if p.offline_replicas else ''}"
+                f"{offline if p.offline_replicas else ''}{moving}{rack_list if racks else ''}"
             )
     return 0
+
+
+def _move_fields(move: Any) -> dict[str, list[int]]:
+    if move is None:
+        return {"adding_replicas": [], "removing_replicas": []}
+    return {
+        "adding_replicas": list(move.adding_replicas),
+        "removing_replicas": list(move.removing_replicas),
+    }
 
 
 def _topics_delete(args: argparse.Namespace) -> int:
