@@ -1,0 +1,84 @@
+"""The replica side of a partition move (node/replica/manager.py): a broker added to a
+partition's replicas starts following its leader outside the ISR; a leader the move removes
+stops leading, fails the writes waiting for acknowledgement, and deletes its copy; the leader
+counts a new follower in its high watermark only once the follower is in the ISR."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from replica_fixtures import TOPIC_ID, changed, image, manager
+
+from strom.node.metadata.image import PartitionInfo
+from strom.node.replica.partition import PartitionError
+from strom.storage.record_batch import Record, encode_batch
+from strom.v1 import common_pb2
+
+
+def moving(leader: int, epoch: int, replicas: tuple[int, ...], isr: tuple[int, ...],
+           adding: tuple[int, ...] = (), removing: tuple[int, ...] = ()) -> PartitionInfo:  # fmt: skip
+    return PartitionInfo(replicas, isr, leader, epoch, epoch, (), adding, removing)
+
+
+def test_an_added_broker_follows_outside_the_isr(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker3 = manager(tmp_path, broker_id=3, **{"process.roles": "broker"})
+        before = image({0: moving(1, 1, (1, 2), (1, 2))})
+        broker3.on_metadata(before, changed(before))
+        assert broker3.partitions == {} and broker3.logs.get_log("t", 0) is None
+        during = image({0: moving(1, 1, (2, 3, 1), (1, 2), adding=(3,), removing=(1,))})
+        broker3.on_metadata(during, changed(during))
+        follower = broker3.partition_by_name("t", 0)
+        assert not follower.is_leader and follower.leader_id == 1
+        assert (TOPIC_ID, 0) in broker3.fetchers[1].partitions
+        await broker3.stop()
+        broker3.logs.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_removed_leader_stops_fails_waiting_writes_and_deletes_its_copy(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker1 = manager(tmp_path, broker_id=1)
+        during = image({0: moving(1, 1, (2, 3, 1), (1, 2, 3), adding=(), removing=(1,))})
+        broker1.on_metadata(during, changed(during))
+        leader = broker1.partition_by_name("t", 0)
+        info = leader.append_as_leader(encode_batch([Record(None, b"x", (), 1)]), -1, 2, 0)
+        waiting = asyncio.ensure_future(leader.wait_for_isr(info.last_offset, 2, 5.0))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # followers 2 and 3 have not fetched it
+        folder = tmp_path / "data" / "t-0"
+        assert folder.is_dir()
+        done = image({0: moving(2, 2, (2, 3), (2, 3))})
+        broker1.on_metadata(done, changed(done))
+        with pytest.raises(PartitionError) as err:
+            await waiting
+        assert err.value.code == common_pb2.NOT_LEADER_OR_FOLLOWER  # never acknowledged
+        assert not folder.exists() and broker1.partitions == {}
+        with pytest.raises(PartitionError) as err:
+            broker1.partition_by_name("t", 0)
+        assert err.value.code == common_pb2.NOT_LEADER_OR_FOLLOWER
+        await broker1.stop()
+        broker1.logs.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_new_follower_counts_in_the_high_watermark_only_once_in_the_isr(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker1 = manager(tmp_path, broker_id=1)
+        during = image({0: moving(1, 1, (1, 2, 3), (1, 2), adding=(3,))})
+        broker1.on_metadata(during, changed(during))
+        leader = broker1.partition_by_name("t", 0)
+        leader.append_as_leader(encode_batch([Record(None, b"x", (), 1)]), -1, 1, 0)
+        active = {1, 2, 3}
+        result = leader.fetch_for_follower(2, 1, -1, 1 << 20, active, now_ms=1)
+        assert leader.high_watermark == 1  # 3 is outside the ISR: it does not hold the HW back
+        result = leader.fetch_for_follower(3, 1, -1, 1 << 20, active, now_ms=2)
+        assert result.isr_change is not None and 3 in result.isr_change.new_isr  # asks to join
+        await broker1.stop()
+        broker1.logs.close()
+
+    asyncio.run(scenario())
