@@ -82,3 +82,45 @@ def test_a_new_follower_counts_in_the_high_watermark_only_once_in_the_isr(tmp_pa
         broker1.logs.close()
 
     asyncio.run(scenario())
+
+
+def test_the_move_throttle_bucket() -> None:
+    from strom.node.replica.throttle import UNLIMITED, ReplicationThrottle
+
+    unlimited = ReplicationThrottle(UNLIMITED, 0)
+    unlimited.charge(10**12, 0)
+    assert unlimited.allows(0) and unlimited.wait_ms(0) == 0
+    bucket = ReplicationThrottle(1000, 0)
+    assert bucket.allows(0)
+    bucket.charge(3000, 0)  # a response larger than the budget: owed
+    assert not bucket.allows(1000) and bucket.wait_ms(1000) == 1001
+    assert bucket.allows(2001)
+    bucket = ReplicationThrottle(1000, 0)
+    assert bucket.allows(60_000)
+    bucket.charge(1001, 60_000)  # idle time does not bank more than one second's worth
+    assert not bucket.allows(60_000)
+
+
+def test_fetchers_leave_moving_replicas_out_while_the_throttle_is_spent(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker3 = manager(
+            tmp_path, broker_id=3,
+            **{"process.roles": "broker", "follower.replication.throttled.rate": 1000},
+        )  # fmt: skip
+        img = image(
+            {
+                0: moving(1, 1, (2, 3, 1), (1, 2), adding=(3,), removing=(1,)),  # being added
+                1: moving(1, 1, (1, 2, 3), (1, 2, 3)),  # an ordinary follower
+            }
+        )
+        broker3.on_metadata(img, changed(img))
+        fetcher = broker3.fetchers[1]
+        request, _ = fetcher._request()
+        assert sorted(p.partition for p in request.partitions) == [0, 1]
+        broker3.move_throttle.charge(10_000, broker3.clock.now_ms())
+        request, _ = fetcher._request()
+        assert [p.partition for p in request.partitions] == [1]  # only the moving one waits
+        await broker3.stop()
+        broker3.logs.close()
+
+    asyncio.run(scenario())
