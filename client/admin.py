@@ -483,6 +483,64 @@ class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin):
             await asyncio.sleep(Backoff(self.cluster.retry_backoff_ms).next_delay_s())
         return out
 
+    async def delete_records(
+        self, offsets: Mapping[tuple[str, int], int]
+    ) -> dict[tuple[str, int], int]:
+        """Delete each partition's records before its offset (-1: every committed record),
+        as Kafka's deleteRecords: the log start offset moves up, consumers can no longer read
+        below it, and whole segments below it are removed by the next retention pass. Sent to
+        each partition's leader (looked up again if it moved). Returns each partition's new
+        log start offset (its low watermark, as its leader has it)."""
+        out: dict[tuple[str, int], int] = {}
+        pending = dict(offsets)
+        for attempt in range(LIST_OFFSETS_ATTEMPTS_MAX):
+            by_leader: dict[str, list[tuple[str, int]]] = {}
+            for topic, partition in pending:
+                meta = await self.cluster.topic(topic)
+                if partition not in meta.partitions:
+                    raise error_from_code(
+                        common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
+                        f"{topic} has no partition {partition}",
+                    )
+                address = self.cluster.address_of(meta.partitions[partition].leader)
+                if address is None:
+                    raise error_from_code(common_pb2.LEADER_NOT_AVAILABLE, f"{topic}-{partition}")
+                by_leader.setdefault(address, []).append((topic, partition))
+            responses = await asyncio.gather(
+                *(
+                    self.cluster.call(
+                        address,
+                        self.cluster.admin_stub(address).DeleteRecords,
+                        admin_pb2.DeleteRecordsRequest(
+                            partitions=[
+                                admin_pb2.DeleteRecordsPartition(
+                                    topic=t, partition=p, offset=pending[(t, p)]
+                                )
+                                for t, p in tps
+                            ]
+                        ),
+                        self.cluster.request_timeout_s,
+                    )
+                    for address, tps in by_leader.items()
+                )
+            )
+            stale: dict[tuple[str, int], int] = {}
+            for response in responses:
+                for r in response.results:
+                    tp = (r.partition.topic, r.partition.partition)
+                    if r.error_code == common_pb2.NONE:
+                        out[tp] = r.low_watermark
+                    elif r.error_code in METADATA_STALE and attempt + 1 < LIST_OFFSETS_ATTEMPTS_MAX:
+                        self.cluster.invalidate(tp[0])
+                        stale[tp] = pending[tp]
+                    else:
+                        raise error_from_code(r.error_code, r.error_message)
+            if not stale:
+                break
+            pending = stale
+            await asyncio.sleep(Backoff(self.cluster.retry_backoff_ms).next_delay_s())
+        return out
+
     async def _list_offsets_at(
         self, address: str, partitions: list[tuple[str, int]], timestamp: int
     ) -> dict[tuple[str, int], tuple[int, str, int]]:
@@ -601,6 +659,9 @@ class Admin:
         self, election_type: str, partitions: Sequence[tuple[str, int]] | None = None
     ) -> dict[tuple[str, int], str]:
         return self._run(self._async.elect_leaders(election_type, partitions))
+
+    def delete_records(self, offsets: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        return self._run(self._async.delete_records(offsets))
 
     def unregister_broker(self, broker_id: int) -> None:
         return self._run(self._async.unregister_broker(broker_id))

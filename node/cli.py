@@ -364,7 +364,10 @@ def _topics_list(args: argparse.Namespace) -> int:
 def _topics_describe(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         topics = admin.describe_topics([args.topic] if args.topic else None)
-        alive = {b.node_id for b in admin.describe_cluster().brokers if not b.fenced}
+        brokers = admin.describe_cluster().brokers
+        alive = {b.node_id for b in brokers if not b.fenced}
+        racks = {b.node_id: b.rack for b in brokers if b.rack}
+        moves = admin.list_partition_reassignments()
         mins = {
             t.name: int(c.get("min.insync.replicas", "1"))
             for t, c in zip(
@@ -377,7 +380,10 @@ def _topics_describe(args: argparse.Namespace) -> int:
     for topic in topics:
         parts = []
         for p in topic.partitions:
-            under_replicated = len(p.isr) < len(p.replicas)
+            # Kafka's rule: replicas still being added do not make a partition under-replicated.
+            move = moves.get((topic.name, p.partition))
+            adding = move.adding_replicas if move is not None else ()
+            under_replicated = len(p.isr) < len(p.replicas) - len(adding)
             unavailable = p.leader < 0 or p.leader not in alive
             under_min = len(p.isr) < mins[topic.name]
             if args.under_replicated_partitions and not under_replicated:
@@ -404,6 +410,8 @@ def _topics_describe(args: argparse.Namespace) -> int:
                             "replicas": list(p.replicas),
                             "isr": list(p.isr),
                             "offline_replicas": list(p.offline_replicas),
+                            **_move_fields(moves.get((t.name, p.partition))),
+                            "racks": [racks.get(r, "") for r in p.replicas],
                         }
                         for p in parts
                     ],
@@ -428,12 +436,29 @@ def _topics_describe(args: argparse.Namespace) -> int:
         for p in parts:
             leader = p.leader if p.leader >= 0 else "none"
             offline = f"\tOffline: {','.join(map(str, p.offline_replicas))}"
+            move = moves.get((topic.name, p.partition))
+            moving = (
+                f"\tAdding Replicas: {','.join(map(str, move.adding_replicas))}"
+                f"\tRemoving Replicas: {','.join(map(str, move.removing_replicas))}"
+                if move is not None
+                else ""
+            )
+            rack_list = f"\tRacks: {','.join(racks.get(r, '-') for r in p.replicas)}"
             print(
                 f"\tTopic: {topic.name}\tPartition: {p.partition}\tLeader: {leader}\t"
                 f"Replicas: {','.join(map(str, p.replicas))}\tIsr: {','.join(map(str, p.isr))}"
-                f"{offline if p.offline_replicas else ''}"
+                f"{offline if p.offline_replicas else ''}{moving}{rack_list if racks else ''}"
             )
     return 0
+
+
+def _move_fields(move: Any) -> dict[str, list[int]]:
+    if move is None:
+        return {"adding_replicas": [], "removing_replicas": []}
+    return {
+        "adding_replicas": list(move.adding_replicas),
+        "removing_replicas": list(move.removing_replicas),
+    }
 
 
 def _topics_delete(args: argparse.Namespace) -> int:
@@ -451,6 +476,53 @@ def _topics_alter(args: argparse.Namespace) -> int:
         if args.partitions is not None:
             admin.create_partitions(args.topic, args.partitions)
     print(f"Altered topic {args.topic}.")
+    return 0
+
+
+def parse_delete_records(document: Any, source: str) -> dict[tuple[str, int], int]:
+    """kafka-delete-records's offset file: {"partitions": [{"topic": "t", "partition": 0,
+    "offset": 3}], "version": 1}; offset -1 deletes every committed record."""
+    items = document.get("partitions") if isinstance(document, dict) else None
+    if not isinstance(items, list) or not items:
+        raise CommandError(
+            f'{source} must hold a non-empty "partitions" list, as {{"partitions": '
+            '[{"topic": "t", "partition": 0, "offset": 3}], "version": 1}'
+        )
+    offsets: dict[tuple[str, int], int] = {}
+    for number, item in enumerate(items, start=1):
+        ok = (
+            isinstance(item, dict)
+            and isinstance(item.get("topic"), str)
+            and isinstance(item.get("partition"), int)
+            and isinstance(item.get("offset"), int)
+            and item["partition"] >= 0
+            and item["offset"] >= -1
+        )
+        if not ok:
+            raise CommandError(
+                f"{source}, entry {number}: needs a topic, a partition >= 0 and an offset >= -1"
+            )
+        key = (item["topic"], item["partition"])
+        if key in offsets:
+            raise CommandError(f"{source}: {key[0]}-{key[1]} appears twice")
+        offsets[key] = item["offset"]
+    return offsets
+
+
+def _topics_delete_records(args: argparse.Namespace) -> int:
+    try:
+        document = json.loads(Path(args.offset_json_file).read_text())
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.offset_json_file}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{args.offset_json_file} is not JSON: {exc}") from exc
+    offsets = parse_delete_records(document, args.offset_json_file)
+    print("Executing records delete operation")
+    with _admin(args) as admin:
+        low = admin.delete_records(offsets)
+    print("Records delete operation completed:")
+    for (topic, partition), offset in sorted(low.items()):
+        print(f"partition: {topic}-{partition}\tlow_watermark: {offset}")
     return 0
 
 
@@ -994,6 +1066,13 @@ def build_parser() -> argparse.ArgumentParser:
     alter.add_argument("--delete-config", action="append", help="remove a topic config override")
     alter.add_argument("--partitions", type=int, help="new partition count (only grows)")
     alter.set_defaults(handler=_topics_alter)
+    delete_records = client(
+        topics_sub.add_parser(
+            "delete-records", help="delete records before offsets (kafka-delete-records)"
+        )
+    )
+    delete_records.add_argument("--offset-json-file", required=True, metavar="FILE")
+    delete_records.set_defaults(handler=_topics_delete_records)
     elect = client(
         topics_sub.add_parser("elect-leaders", help="preferred (or unclean) leader election")
     )

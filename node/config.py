@@ -251,6 +251,14 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("replica.fetch.response.max.bytes", int, 10_485_760, "replica fetch response bytes"),
     ConfigKey("replica.fetch.wait.max.ms", int, 500, "replica fetch long-poll", _at_least(0)),
     ConfigKey(
+        "follower.replication.throttled.rate",
+        int,
+        9_223_372_036_854_775_807,
+        "bytes/s a broker fetches for replicas it is adding in a reassignment (the default: no "
+        "limit)",
+        _at_least(1),
+    ),
+    ConfigKey(
         "replica.lag.time.max.ms",
         int,
         30_000,

@@ -205,6 +205,37 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 )
         return response
 
+    async def DeleteRecords(
+        self, request: admin_pb2.DeleteRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeleteRecordsResponse:
+        """Advance the log start offset of each partition this broker leads."""
+        from strom.node.replica.partition import PartitionError
+
+        manager = self.manager() if self.manager is not None else None
+        response = admin_pb2.DeleteRecordsResponse()
+        for item in request.partitions:
+            result = response.results.add(
+                partition=common_pb2.TopicPartition(topic=item.topic, partition=item.partition),
+                low_watermark=-1,
+            )
+            if manager is None:
+                result.error_code = common_pb2.NOT_LEADER_OR_FOLLOWER
+                result.error_message = f"node {self.config.node_id} hosts no partitions"
+                continue
+            try:
+                partition = manager.partition_by_name(item.topic, item.partition)
+                if not partition.is_leader:
+                    raise PartitionError(
+                        common_pb2.NOT_LEADER_OR_FOLLOWER,
+                        f"broker {self.config.node_id} does not lead "
+                        f"{item.topic}-{item.partition} (leader: {partition.leader_id})",
+                    )
+                result.low_watermark = partition.delete_records_before(item.offset)
+            except PartitionError as exc:
+                result.error_code = exc.code  # type: ignore[assignment]
+                result.error_message = exc.message
+        return response
+
     async def UnregisterBroker(
         self, request: admin_pb2.UnregisterBrokerRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.UnregisterBrokerResponse:

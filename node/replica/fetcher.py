@@ -37,6 +37,7 @@ from strom.v1 import common_pb2, replica_pb2, replica_pb2_grpc
 
 from .leader_state import truncation_offset
 from .partition import Partition
+from .throttle import ReplicationThrottle
 
 log = logging.getLogger("strom.fetcher")
 
@@ -68,7 +69,11 @@ class ReplicaFetcher:
         security: SecurityOptions = PLAINTEXT,
         clock: Clock = SYSTEM_CLOCK,
         on_partition_failed: OnPartitionFailed = _report_only,
+        throttle: ReplicationThrottle | None = None,
+        throttled: Callable[[Key], bool] = lambda key: False,
     ) -> None:
+        """`throttle`, `throttled`: the broker's bucket for partition moves, and which
+        partitions it applies to (the replicas this broker is adding; node/replica/throttle.py)."""
         self.broker_id = broker_id
         self.broker_epoch = broker_epoch
         self.leader_id = leader_id
@@ -85,6 +90,8 @@ class ReplicaFetcher:
         self.clock = clock
         self._stub = peers.stub(replica_pb2_grpc.ReplicaStub, address, security)
         self._task: asyncio.Task[None] | None = None
+        self.throttle = throttle
+        self.throttled = throttled
 
     def add(self, partition: Partition) -> None:
         self.partitions[(partition.topic_id, partition.partition)] = partition
@@ -147,10 +154,11 @@ class ReplicaFetcher:
             max_bytes=self.response_bytes_max,
         )
         now = self.clock.now_ms()
+        held_back = self.throttle is not None and not self.throttle.allows(now)
         snapshot = {
             key: partition
             for key, partition in self.partitions.items()
-            if self._delayed_until.get(key, 0) <= now
+            if self._delayed_until.get(key, 0) <= now and not (held_back and self.throttled(key))
         }
         for key, partition in list(snapshot.items()):
             if partition.flushes_before_ack and partition.has_unflushed:
@@ -181,7 +189,10 @@ class ReplicaFetcher:
     async def _fetch_once(self) -> None:
         request, snapshot = self._request()
         if not snapshot:
-            await asyncio.sleep(RETRY_DELAY_MS / 1000)
+            wait_ms = RETRY_DELAY_MS
+            if self.throttle is not None and self.throttle.limited:
+                wait_ms = max(1, min(wait_ms, self.throttle.wait_ms(self.clock.now_ms())))
+            await asyncio.sleep(wait_ms / 1000)
             return
         asked_epochs = {key: p.leader_epoch for key, p in snapshot.items()}
         response = await self._stub.Fetch(
@@ -194,6 +205,8 @@ class ReplicaFetcher:
                 continue  # reassigned while the fetch was in flight
             if partition.leader_epoch != asked_epochs[key]:
                 continue  # the answer to an older epoch's request: ask again
+            if self.throttle is not None and self.throttled(key):
+                self.throttle.charge(len(result.records), self.clock.now_ms())
             try:
                 self._handle(partition, result)
             except Exception as exc:
@@ -244,6 +257,7 @@ class ReplicaFetcher:
                 )
                 return
             partition.append_as_follower(result.records, result.high_watermark, now)
+            partition.follow_log_start_offset(result.log_start_offset)
             return
         if (
             result.error_code == common_pb2.OFFSET_OUT_OF_RANGE

@@ -60,6 +60,7 @@ from .fetcher import ReplicaFetcher
 from .hw_checkpoint import read_hw_checkpoint, write_hw_checkpoint
 from .leader_state import IsrChange
 from .partition import Partition, PartitionError, is_storage_failure
+from .throttle import ReplicationThrottle
 
 log = logging.getLogger("strom.replica")
 
@@ -119,6 +120,10 @@ class ReplicaManager:
         self._alter_in_flight: set[Key] = set()
         self.offline: dict[Key, OfflineReplica] = {}
         self.caught_up = False
+        # Shared by every fetcher: partition moves fetch at most this many bytes per second.
+        self.move_throttle = ReplicationThrottle(
+            config["follower.replication.throttled.rate"], clock.now_ms()
+        )
         self._pending_opens: dict[Key, None] = {}  # new logs not opened yet, in order
         self._creating: set[tuple[str, int]] = set()  # folders a worker thread is creating
         self._opener: asyncio.Task[None] | None = None
@@ -497,6 +502,11 @@ class ReplicaManager:
             log.info("%s-%d: deleting replica", topic, index)
             self.logs.delete_log(topic, index)
 
+    def _is_being_added(self, key: Key) -> bool:
+        """Is this broker's replica of `key` one a reassignment is adding (throttled)?"""
+        info = self.image.partition(*key)
+        return info is not None and self.broker_id in info.adding_replicas
+
     def _is_fetching(self, key: Key, leader: int) -> bool:
         fetcher = self.fetchers.get(leader)
         return fetcher is not None and key in fetcher.partitions
@@ -535,6 +545,8 @@ class ReplicaManager:
                 security=inter_broker_security(self.config),
                 clock=self.clock,
                 on_partition_failed=self._on_partition_failure,
+                throttle=self.move_throttle,
+                throttled=self._is_being_added,
             )
             self.fetchers[leader] = fetcher
             fetcher.start()

@@ -539,6 +539,29 @@ class Partition:
             records, self.high_watermark, self._log.log_start_offset, None, change
         )
 
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords on the leader: records before `offset` (-1: the high watermark) stop
+        being served; whole segments below go with the next retention pass. Only committed
+        records can be deleted. Returns the log start offset; followers follow it (fetch)."""
+        self._require_leader()
+        target = self.high_watermark if offset == -1 else offset
+        if target < 0 or target > self.high_watermark:
+            raise PartitionError(
+                common_pb2.OFFSET_OUT_OF_RANGE,
+                f"{self.name}: cannot delete records before offset {offset}: it must be -1 or "
+                f"between 0 and the high watermark {self.high_watermark}",
+            )
+        try:
+            self._log.maybe_increment_log_start_offset(target)
+        except (StorageError, OSError) as exc:
+            raise self._refusal(exc) from exc
+        return self._log.log_start_offset
+
+    def follow_log_start_offset(self, leader_log_start: int) -> None:
+        """A follower takes the leader's log start offset (DeleteRecords, retention), as far
+        as its own log reaches."""
+        self._log.maybe_increment_log_start_offset(min(leader_log_start, self.log_end_offset))
+
     def maybe_shrink_isr(self, now_ms: int, lag_time_max_ms: int) -> IsrChange | None:
         state = self.leader_state
         return None if state is None else state.maybe_shrink_isr(now_ms, lag_time_max_ms)

@@ -86,6 +86,7 @@ RULES: dict[str, Rule] = {
     "/strom.v1.Admin/AlterPartitionReassignments": rules_admin.alter_partition_reassignments,
     "/strom.v1.Admin/ListPartitionReassignments": rules_admin.list_partition_reassignments,
     "/strom.v1.Admin/UnregisterBroker": rules_admin.unregister_broker,
+    "/strom.v1.Admin/DeleteRecords": rules_admin.delete_records,
     "/strom.v1.Admin/AlterUserCredentials": rules_admin.alter_user_credentials,
     "/strom.v1.Admin/DescribeUsers": rules_admin.describe_users,
     "/strom.v1.Admin/CreateAcls": rules_admin.create_acls,

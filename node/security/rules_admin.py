@@ -4,6 +4,7 @@
 |-------------------------|-----------------------------------------------------------------|
 | CreateTopics            | CREATE on the cluster or the topic (per topic)                  |
 | DeleteTopics            | DELETE on the topic (per topic)                                 |
+| DeleteRecords           | DELETE on the topic (per partition, as in Kafka)                |
 | CreatePartitions        | ALTER on the topic (per topic)                                  |
 | DescribeConfigs         | DESCRIBE_CONFIGS on the topic, or the cluster for broker configs |
 | IncrementalAlterConfigs | ALTER_CONFIGS likewise                                          |
@@ -61,6 +62,21 @@ async def delete_topics(access: Access, request: Any, call: Call) -> Any:
     return await split_call(
         request, "names", lambda n: access.topic(Operation.DELETE, n), call, "topics", refused,
         admin_pb2.DeleteTopicsResponse,
+    )  # fmt: skip
+
+
+async def delete_records(access: Access, request: Any, call: Call) -> Any:
+    def refused(item: admin_pb2.DeleteRecordsPartition) -> admin_pb2.DeleteRecordsResult:
+        return admin_pb2.DeleteRecordsResult(
+            partition=common_pb2.TopicPartition(topic=item.topic, partition=item.partition),
+            low_watermark=-1,
+            error_code=TOPIC_FAILED,
+            error_message=access.refusal(Operation.DELETE, "topic", item.topic),
+        )
+
+    return await split_call(
+        request, "partitions", lambda p: access.topic(Operation.DELETE, p.topic), call, "results",
+        refused, admin_pb2.DeleteRecordsResponse,
     )  # fmt: skip
 
 

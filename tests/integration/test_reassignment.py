@@ -170,6 +170,10 @@ def test_a_move_survives_kill_9_of_the_active_controller(
         )
         admin.alter_partition_reassignments({("resume", 0): [keep, 4]})
         assert admin.list_partition_reassignments()[("resume", 0)].adding_replicas == (4,)
+    described = strom(cluster, "topics", "describe", "resume")
+    assert "\tAdding Replicas: 4\tRemoving Replicas: " in described.stdout, described.stdout
+    flagged = strom(cluster, "topics", "describe", "--under-replicated-partitions")
+    assert "resume" not in flagged.stdout  # replicas still being added do not count
     cluster.local.stop(controller, kill=True)
     eventually(lambda: cluster.controller_id() not in (controller, -1), what="a new controller")
     cluster.local.start(4)

@@ -21,7 +21,11 @@ preferred-leader elections, and a pause of the active controller while an AlterP
 is in flight and a batch is proposed. A quarter of the seeds run every topic with
 flush.messages=1 (fsync before a write counts), with fsyncs that take 2-30 ms, and power losses:
 every node dies at once and each file keeps only what it held at its last fsync
-(tests/faults/power_loss.py). Topic t0 (2 partitions, 3 replicas, min.insync.replicas=2)
+(tests/faults/power_loss.py). Half the seeds also move partitions (KIP-455 reassignments to
+random replica sets, a fifth of them cancels) throughout the faults, drawn from their own
+generator so the other seeds replay as before; convergence then includes every move finished,
+and the acknowledged records survive the moves (the checker). Topic t0 (2 partitions, 3
+replicas, min.insync.replicas=2)
 carries the idempotent acks=all producers, readers and a consumer group; topic u0 allows unclean
 leader election and gets acks=1 writes. After `fault_s` of virtual time every fault heals and the
 cluster must converge within `CONVERGE_S` (full ISRs, HW = log end everywhere, brokers unfenced,
@@ -181,6 +185,10 @@ class NodeSimulation:
         self._tasks: list[asyncio.Task[Any]] = []
         self._arm_controller_pause = False
         self.lossy_topics = frozenset({LOSSY_TOPIC})
+        # Partition moves (KIP-455) in half the seeds, drawn from a generator of their own so
+        # that the draws of every other fault, and so the seeds without moves, stay as they were.
+        self.move_rng = Random(f"partition moves {seed}")
+        self.move_gap_s = self.move_rng.uniform(0.3, 2.0) if self.move_rng.random() < 0.5 else 0.0
 
     # ---- trace --------------------------------------------------------------------------
 
@@ -291,6 +299,8 @@ class NodeSimulation:
         self._start_workload()
         watcher = self.loop.create_task(self._watch_alters())
         end = self.loop.time() + self.fault_s
+        if self.move_gap_s:
+            self._tasks.append(self.loop.create_task(self._move_partitions(end)))
         while self.loop.time() < end:
             gap = self.rng.uniform(*self.knobs.fault_gap_s)
             await asyncio.sleep(gap)
@@ -538,6 +548,32 @@ class NodeSimulation:
                 admin_pb2.ElectLeadersRequest(election_type=admin_pb2.ELECTION_PREFERRED),
                 timeout=2.0,
             )
+
+    async def _move_partitions(self, end: float) -> None:
+        """Reassign a random partition to a random replica set of the same size (a reorder
+        on three nodes), or cancel its move, every `move_gap_s` or so until the faults end;
+        convergence then needs every move finished (ISR = replicas)."""
+        rng = self.move_rng
+        while self.loop.time() < end:
+            await asyncio.sleep(rng.uniform(0.5, 1.5) * self.move_gap_s)
+            topic, partition = rng.choice(((TOPIC, 0), (TOPIC, 1), (LOSSY_TOPIC, 0)))
+            cancel = rng.random() < 0.2
+            target = rng.sample(sorted(self.cluster.nodes), 3)
+            client = Client(self, 100, Random(rng.random()))
+            stub = client.peers.stub(admin_pb2_grpc.AdminStub, f"n{client.any_broker()}:9092", None)
+            self.stats["partition moves"] += 1
+            self.event(f"nemesis: {'cancel the move of' if cancel else 'move'} {topic}-{partition}"
+                       f"{'' if cancel else f' to {target}'}")  # fmt: skip
+            request = admin_pb2.AlterPartitionReassignmentsRequest(
+                partitions=[
+                    admin_pb2.ReassignablePartition(
+                        topic=topic, partition=partition, replicas=target, cancel=cancel
+                    )
+                ]
+            )
+            with contextlib.suppress(Exception):
+                response = await stub.AlterPartitionReassignments(request, timeout=2.0)
+                self.event(f"move answered: {response.results[0].error_code}")
 
     async def _watch_alters(self) -> None:
         """Pauses the active controller the moment an AlterPartition request is in flight and

@@ -95,3 +95,62 @@ def test_verify_verdicts() -> None:
         ["Reassignment of partition t-0 is completed."],
         True,
     )
+
+
+def test_kafka_delete_records_offset_file() -> None:
+    from strom.node.cli import CommandError, parse_delete_records
+
+    document = {"version": 1, "partitions": [{"topic": "t", "partition": 0, "offset": 3},
+                                             {"topic": "t", "partition": 1, "offset": -1}]}  # fmt: skip
+    assert parse_delete_records(document, "f") == {("t", 0): 3, ("t", 1): -1}
+    for bad in ({}, {"partitions": []}, {"partitions": [{"topic": "t", "partition": 0}]},
+                {"partitions": [{"topic": "t", "partition": 0, "offset": -2}]},
+                {"partitions": [{"topic": "t", "partition": 0, "offset": 1}] * 2}):  # fmt: skip
+        with pytest.raises(CommandError):
+            parse_delete_records(bad, "f")
+
+
+def test_topics_describe_shows_moves_and_racks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from strom.client.admin import BrokerInfo, PartitionDescription, TopicDescription
+    from strom.client.reassignment import PartitionReassignment
+    from strom.node import cli
+
+    topic = TopicDescription(
+        "t", "id", (PartitionDescription(0, 1, 0, (2, 3, 4, 1), (1, 2, 3)),), {}
+    )
+    brokers = tuple(BrokerInfo(b, "h", 1, f"r{b % 2}", False, False) for b in (1, 2, 3, 4))
+
+    class FakeAdmin:
+        def __enter__(self) -> FakeAdmin:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def describe_topics(self, names: object) -> list[TopicDescription]:
+            return [topic]
+
+        def describe_cluster(self) -> object:
+            return SimpleNamespace(brokers=brokers)
+
+        def describe_topic_configs(self, names: object) -> dict[str, dict[str, str]]:
+            return {"t": {"min.insync.replicas": "2"}}
+
+        def list_partition_reassignments(self) -> dict[object, PartitionReassignment]:
+            return {("t", 0): PartitionReassignment((2, 3, 4, 1), (4,), (1,))}
+
+    monkeypatch.setattr(cli, "_admin", lambda args: FakeAdmin())
+    assert cli.main(["topics", "describe", "t"]) == 0
+    out = capsys.readouterr().out
+    assert "Replicas: 2,3,4,1\tIsr: 1,2,3\tAdding Replicas: 4\tRemoving Replicas: 1" in out
+    assert "\tRacks: r0,r1,r0,r1" in out
+    # Broker 4 is still being added: the partition is not under-replicated.
+    assert cli.main(["topics", "describe", "--under-replicated-partitions"]) == 0
+    assert "Partition: 0" not in capsys.readouterr().out
+    assert cli.main(["topics", "describe", "--output", "json"]) == 0
+    described = json.loads(capsys.readouterr().out)[0]["partitions"][0]
+    assert described["adding_replicas"] == [4] and described["racks"] == ["r0", "r1", "r0", "r1"]

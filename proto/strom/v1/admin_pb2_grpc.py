@@ -84,6 +84,11 @@ class AdminStub:
                 request_serializer=strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsRequest.SerializeToString,
                 response_deserializer=strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsResponse.FromString,
                 _registered_method=True)
+        self.DeleteRecords = channel.unary_unary(
+                '/strom.v1.Admin/DeleteRecords',
+                request_serializer=strom_dot_v1_dot_admin__pb2.DeleteRecordsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_admin__pb2.DeleteRecordsResponse.FromString,
+                _registered_method=True)
         self.UnregisterBroker = channel.unary_unary(
                 '/strom.v1.Admin/UnregisterBroker',
                 request_serializer=strom_dot_v1_dot_admin__pb2.UnregisterBrokerRequest.SerializeToString,
@@ -182,6 +187,14 @@ class AdminServicer:
 
     def ListPartitionReassignments(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRecords(self, request, context):
+        """Advance partitions' log start offsets (Kafka's DeleteRecords): answered by each partition's
+        leader, so a client sends each partition to its leader.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -285,6 +298,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListPartitionReassignments,
                     request_deserializer=strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsRequest.FromString,
                     response_serializer=strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsResponse.SerializeToString,
+            ),
+            'DeleteRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRecords,
+                    request_deserializer=strom_dot_v1_dot_admin__pb2.DeleteRecordsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_admin__pb2.DeleteRecordsResponse.SerializeToString,
             ),
             'UnregisterBroker': grpc.unary_unary_rpc_method_handler(
                     servicer.UnregisterBroker,
@@ -592,6 +610,33 @@ class Admin:
             '/strom.v1.Admin/ListPartitionReassignments',
             strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsRequest.SerializeToString,
             strom_dot_v1_dot_admin__pb2.ListPartitionReassignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Admin/DeleteRecords',
+            strom_dot_v1_dot_admin__pb2.DeleteRecordsRequest.SerializeToString,
+            strom_dot_v1_dot_admin__pb2.DeleteRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

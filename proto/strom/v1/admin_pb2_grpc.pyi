@@ -46,6 +46,10 @@ class AdminStub:
     replica sets; list the moves in progress (answered from the asked node's metadata image).
     """
     ListPartitionReassignments: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListPartitionReassignmentsRequest, _admin_pb2.ListPartitionReassignmentsResponse]
+    DeleteRecords: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteRecordsRequest, _admin_pb2.DeleteRecordsResponse]
+    """Advance partitions' log start offsets (Kafka's DeleteRecords): answered by each partition's
+    leader, so a client sends each partition to its leader.
+    """
     UnregisterBroker: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UnregisterBrokerRequest, _admin_pb2.UnregisterBrokerResponse]
     """Remove a stopped broker that hosts no replica from the cluster (KIP-631)."""
     DescribeLogDirs: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DescribeLogDirsRequest, _admin_pb2.DescribeLogDirsResponse]
@@ -77,6 +81,10 @@ class AdminAsyncStub(AdminStub):
     replica sets; list the moves in progress (answered from the asked node's metadata image).
     """
     ListPartitionReassignments: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListPartitionReassignmentsRequest, _admin_pb2.ListPartitionReassignmentsResponse]  # type: ignore[assignment]
+    DeleteRecords: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteRecordsRequest, _admin_pb2.DeleteRecordsResponse]  # type: ignore[assignment]
+    """Advance partitions' log start offsets (Kafka's DeleteRecords): answered by each partition's
+    leader, so a client sends each partition to its leader.
+    """
     UnregisterBroker: _aio.UnaryUnaryMultiCallable[_admin_pb2.UnregisterBrokerRequest, _admin_pb2.UnregisterBrokerResponse]  # type: ignore[assignment]
     """Remove a stopped broker that hosts no replica from the cluster (KIP-631)."""
     DescribeLogDirs: _aio.UnaryUnaryMultiCallable[_admin_pb2.DescribeLogDirsRequest, _admin_pb2.DescribeLogDirsResponse]  # type: ignore[assignment]
@@ -165,6 +173,16 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListPartitionReassignmentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListPartitionReassignmentsResponse, _abc.Awaitable[_admin_pb2.ListPartitionReassignmentsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteRecords(
+        self,
+        request: _admin_pb2.DeleteRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeleteRecordsResponse, _abc.Awaitable[_admin_pb2.DeleteRecordsResponse]]:
+        """Advance partitions' log start offsets (Kafka's DeleteRecords): answered by each partition's
+        leader, so a client sends each partition to its leader.
+        """
 
     @_abc_1.abstractmethod
     def UnregisterBroker(

@@ -1,0 +1,44 @@
+"""The follower's replication throttle for partition moves (Kafka's
+`follower.replication.throttled.rate`, KIP-73): a token bucket of bytes per second shared by
+every fetcher of this broker, charged only for the replicas this broker is *adding* in a
+reassignment (KIP-455's moving data), so a move cannot take the bandwidth producers and in-sync
+followers need. Ordinary replication is never throttled. When the bucket is empty, fetchers
+leave the throttled partitions out of their requests until it refills; a fetch already in flight
+may overshoot by one response, which the bucket then owes (Kafka's quotas do the same).
+"""
+
+from __future__ import annotations
+
+UNLIMITED = 9_223_372_036_854_775_807  # Kafka's default: Long.MAX_VALUE
+
+
+class ReplicationThrottle:
+    def __init__(self, bytes_per_s: int, now_ms: int) -> None:
+        self.bytes_per_s = bytes_per_s
+        self.limited = 0 < bytes_per_s < UNLIMITED
+        # At most one second's worth may accumulate: an idle period is not a licence to burst.
+        self._tokens = float(bytes_per_s) if self.limited else 0.0
+        self._at_ms = now_ms
+
+    def _refill(self, now_ms: int) -> None:
+        elapsed_s = max(0, now_ms - self._at_ms) / 1000
+        self._tokens = min(float(self.bytes_per_s), self._tokens + elapsed_s * self.bytes_per_s)
+        self._at_ms = max(self._at_ms, now_ms)
+
+    def allows(self, now_ms: int) -> bool:
+        """May throttled partitions be fetched now?"""
+        if not self.limited:
+            return True
+        self._refill(now_ms)
+        return self._tokens > 0
+
+    def charge(self, size: int, now_ms: int) -> None:
+        if self.limited:
+            self._refill(now_ms)
+            self._tokens -= size
+
+    def wait_ms(self, now_ms: int) -> int:
+        """How long until throttled partitions may be fetched again."""
+        if self.allows(now_ms):
+            return 0
+        return int(-self._tokens * 1000 / self.bytes_per_s) + 1
