@@ -52,10 +52,6 @@ class MetadataObserver:
         self.leader_id = 0
         self.commit_index = 0
 
-    @property
-    def applied_index(self) -> int:
-        return self.next_index - 1
-
     def _stub(self, voter: int) -> raft_pb2_grpc.RaftStub:
         return self.peers.stub(raft_pb2_grpc.RaftStub, self.voters[voter], self.security)
 

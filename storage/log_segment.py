@@ -43,7 +43,6 @@ from .segment_indexes import IndexCorruptError, OffsetIndex, TimeIndex
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
-SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
 CLEANED_SUFFIX = ".cleaned"  # `<base>.log.cleaned`: the log cleaner's temporary copy
 _SCAN_CHUNK_BYTES = 64 * 1024
 _LENGTH_PREFIX = struct.Struct(">qi")  # baseOffset, batchLength
