@@ -16,7 +16,7 @@ import grpc
 from strom.client.tls import PLAINTEXT, SecurityOptions
 from strom.node.metadata.state import MetadataState
 from strom.node.peers import Peers
-from strom.node.raft_codec import entry_from_proto, snapshot_from_proto
+from strom.node.quorum.codec import entry_from_proto, snapshot_from_proto
 from strom.raft.types import EntryKind
 from strom.v1 import common_pb2, raft_pb2, raft_pb2_grpc
 
