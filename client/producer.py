@@ -4,8 +4,8 @@
 partition's open batch in one record accumulator (client/producer_accumulator.py: batches,
 buffer_memory, linger) and return a `RecordFuture` of its `RecordMetadata`. A batch is ready when
 it reaches `batch_size` bytes or has waited `linger_ms`; the sender (client/producer_sender.py)
-drains ready batches per leader and pipelines them, up to `max_in_flight_requests_per_connection` per
-partition, and retries retriable errors in order until `delivery_timeout_ms`; fatal errors fail
+drains ready batches per leader and pipelines them, up to
+`max_in_flight_requests_per_connection` per partition, and retries retriable errors in order until `delivery_timeout_ms`; fatal errors fail
 the batch's futures with a typed error. With idempotence (the default for acks=all) retries
 neither duplicate nor reorder a partition's records.
 
