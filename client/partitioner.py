@@ -89,7 +89,8 @@ def murmur2_reference(data: bytes) -> int:
 
 def _murmur2_c(data: bytes) -> int:
     """``murmur2_reference`` in C (the ``murmurhash2`` package, unsigned): about 10x faster."""
-    h = _murmurhash2(data, _SEED)
+    # The C function takes bytes only; keys may be any bytes-like object (bytearray).
+    h = _murmurhash2(data if type(data) is bytes else bytes(data), _SEED)
     return h - 0x100000000 if h & 0x80000000 else h
 
 

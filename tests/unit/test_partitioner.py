@@ -195,6 +195,7 @@ def test_factory_by_name() -> None:
 @given(st.binary(max_size=300))
 def test_the_c_murmur2_in_use_equals_the_pure_reference(key: bytes) -> None:
     assert murmur2(key) == murmur2_reference(key)
+    assert murmur2(bytearray(key)) == murmur2_reference(key)  # the producer takes bytearray keys
 
 
 def test_the_c_murmur2_is_in_use_when_installed() -> None:
