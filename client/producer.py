@@ -35,7 +35,14 @@ from .producer_sequences import SequenceState
 _BYTES = (bytes, bytearray)  # a tuple: `bytes | bytearray` would build a union on every call
 RECORD_OVERHEAD_BYTES = 24  # a record's framing, roughly, for batch size accounting
 _ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
-_COMPRESSION = {None: Compression.NONE, "none": Compression.NONE, "gzip": Compression.GZIP}
+_COMPRESSION = {
+    None: Compression.NONE,
+    "none": Compression.NONE,
+    "gzip": Compression.GZIP,
+    "snappy": Compression.SNAPPY,
+    "lz4": Compression.LZ4,
+    "zstd": Compression.ZSTD,
+}
 
 
 class AsyncProducer:
@@ -71,7 +78,7 @@ class AsyncProducer:
         if compression_type not in _COMPRESSION:
             raise FatalError(
                 common_pb2.UNSUPPORTED_COMPRESSION_TYPE,
-                f"compression_type must be none or gzip, got {compression_type!r}",
+                f"compression_type must be none, gzip, snappy, lz4 or zstd, got {compression_type!r}",
             )
         self.acks = _ACKS[acks]
         self.buffer_memory = buffer_memory

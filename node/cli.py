@@ -240,6 +240,7 @@ def _cluster_up(args: argparse.Namespace) -> int:
         _print_json(
             {
                 "bootstrap": cluster.bootstrap(),
+                "kafka_bootstrap": cluster.kafka_bootstrap() or None,
                 "started": started,
                 "command_config": str(properties) if properties else None,
             }
@@ -248,6 +249,8 @@ def _cluster_up(args: argparse.Namespace) -> int:
         if started:
             print(f"Started nodes {', '.join(map(str, started))}")
         print(f"Bootstrap servers: {cluster.bootstrap()}")
+        if cluster.kafka_bootstrap():
+            print(f"Kafka clients (bootstrap.servers): {cluster.kafka_bootstrap()}")
         if properties is not None:
             print(f"TLS (mutual): pass --command-config {properties} to strom client commands")
     return 0
@@ -286,6 +289,7 @@ def _cluster_status(args: argparse.Namespace) -> int:
                 "node_id": node.node_id,
                 "pid": pid,
                 "address": node.bootstrap,
+                "kafka_address": node.kafka_address or None,
                 "roles": "broker,controller",
                 "state": state,
                 "active_controller": node.node_id == controller,
@@ -295,10 +299,11 @@ def _cluster_status(args: argparse.Namespace) -> int:
         _print_json({"cluster_id": cluster_id, "nodes": rows})
         return 0
     print(f"ClusterId: {cluster_id}")
-    print(f"{'NODE':<6}{'PID':<9}{'ADDRESS':<18}{'ROLES':<20}{'STATE':<10}CONTROLLER")
+    print(f"{'NODE':<6}{'PID':<9}{'ADDRESS':<18}{'KAFKA':<18}{'ROLES':<20}{'STATE':<10}CONTROLLER")
     for row in rows:
         print(
-            f"{row['node_id']:<6}{row['pid'] or '-':<9}{row['address']:<18}{row['roles']:<20}"
+            f"{row['node_id']:<6}{row['pid'] or '-':<9}{row['address']:<18}"
+            f"{row['kafka_address'] or '-':<18}{row['roles']:<20}"
             f"{row['state']:<10}{'active' if row['active_controller'] else ''}"
         )
     return 0

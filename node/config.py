@@ -109,6 +109,27 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         "controller.listener.names", list, ["CONTROLLER"], "listeners that serve the controllers"
     ),
     ConfigKey(
+        "listener.wire.protocol.map",
+        list,
+        [],
+        "listener name -> wire protocol: GRPC (strom's own) or KAFKA (Kafka's protocol, for "
+        "Kafka clients and tools); unlisted listeners speak GRPC",
+    ),
+    ConfigKey(
+        "socket.request.max.bytes",
+        int,
+        100 * 1024 * 1024,
+        "largest request a KAFKA listener reads; a larger one closes its connection",
+        _at_least(1),
+    ),
+    ConfigKey(
+        "connections.max.idle.ms",
+        int,
+        600_000,
+        "a KAFKA listener closes connections idle this long",
+        _at_least(1),
+    ),
+    ConfigKey(
         "inter.broker.listener.name", str, "PLAINTEXT", "listener brokers use to reach each other"
     ),
     ConfigKey(
@@ -525,6 +546,19 @@ class NodeConfig:
             for pair in self._values["listener.security.protocol.map"]
         }
 
+    @property
+    def wire_protocols(self) -> dict[str, str]:
+        """Listener name -> GRPC or KAFKA, for every listener."""
+        given = {
+            pair.split(":", 1)[0].upper(): pair.split(":", 1)[1].upper()
+            for pair in self._values["listener.wire.protocol.map"]
+        }
+        return {e.listener: given.get(e.listener, "GRPC") for e in self.listeners}
+
+    @property
+    def kafka_listener_names(self) -> tuple[str, ...]:
+        return tuple(n for n, p in self.wire_protocols.items() if p == "KAFKA")
+
     def listener_setting(self, listener: str, key: str) -> Any:
         """`key` as `listener` sees it: its `listener.name.<name>.<key>` override, else global."""
         assert key in LISTENER_KEYS, key
@@ -575,6 +609,7 @@ class NodeConfig:
                     f"listener.security.protocol.map: no protocol for listener {name}"
                 )
         self._validate_security(names)
+        self._validate_wire_protocols(names)
         if self.is_controller and not set(self.controller_listener_names) & set(names):
             raise ConfigError(
                 "controller.listener.names: none of "
@@ -639,6 +674,25 @@ class NodeConfig:
                 f"node.sasl.username: listeners {sasl} carry calls between nodes over SASL, so "
                 "this node needs credentials (node.sasl.username and node.sasl.password)"
             )
+
+    def _validate_wire_protocols(self, names: list[str]) -> None:
+        for pair in self._values["listener.wire.protocol.map"]:
+            name, _, protocol = pair.partition(":")
+            if name.upper() not in names:
+                raise ConfigError(
+                    f"listener.wire.protocol.map: no listener {name.upper()} in listeners {names}"
+                )
+            if protocol.upper() not in ("GRPC", "KAFKA"):
+                raise ConfigError(
+                    f"listener.wire.protocol.map: {pair} names neither GRPC nor KAFKA"
+                )
+        inter_node = {*self.controller_listener_names, self.inter_broker_listener_name}
+        for name in self.kafka_listener_names:
+            if name in inter_node:
+                raise ConfigError(
+                    f"listener.wire.protocol.map: {name} carries calls between nodes, which "
+                    "speak gRPC; give Kafka clients a listener of their own"
+                )
 
 
 def build_config(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> NodeConfig:

@@ -40,7 +40,7 @@ DEMO_OVERRIDES = {
 
 def _free_base_port(nodes: int) -> int:
     for base in range(19092, 60000, 1000):
-        if all(_free(base + i * PORT_STRIDE + d) for i in range(nodes) for d in (0, 1)):
+        if all(_free(base + i * PORT_STRIDE + d) for i in range(nodes) for d in (0, 1, 3)):
             return base
     raise RuntimeError("no free ports for the demo cluster")
 
@@ -247,7 +247,8 @@ def main(args: argparse.Namespace) -> int:
     cluster.up()
     try:
         wait_until_healthy(cluster.bootstrap(), [1, 2, 3], timeout_s=60)
-        print(f"Cluster up: {cluster.bootstrap()}\n")
+        print(f"Cluster up: {cluster.bootstrap()}")
+        print(f"Kafka clients (bootstrap.servers): {cluster.kafka_bootstrap()}\n")
         asyncio.run(walkthrough(cluster.bootstrap()))
     finally:
         cluster.down()

@@ -52,6 +52,7 @@ class LocalNode:
     client_port: int
     controller_port: int
     admin_port: int = 0  # the admin HTTP listener (/metrics); 0: none
+    kafka_port: int = 0  # the listener speaking Kafka's protocol (KAFKA); 0: none
 
     @property
     def admin_address(self) -> str:
@@ -60,6 +61,31 @@ class LocalNode:
     @property
     def bootstrap(self) -> str:
         return f"localhost:{self.client_port}"
+
+    @property
+    def kafka_address(self) -> str:
+        return f"localhost:{self.kafka_port}" if self.kafka_port else ""
+
+
+def _kafka_listener_config(tls: bool) -> dict[str, str]:
+    """The KAFKA listener every local node has, for Kafka clients and tools."""
+    protocol = "SSL" if tls else "PLAINTEXT"
+    return {
+        "listener.security.protocol.map": f"{protocol}:{protocol},CONTROLLER:{protocol},"
+        f"KAFKA:{protocol}",
+        "listener.wire.protocol.map": "KAFKA:KAFKA",
+    }
+
+
+def _secure_kafka_like_clients(config: dict[str, Any], client_listener: str) -> None:
+    """Overrides that set `listener.security.protocol.map` without KAFKA (written before local
+    clusters had a KAFKA listener) give it the client listener's protocol: Kafka clients get the
+    same security as strom's."""
+    pairs = [p.strip() for p in str(config["listener.security.protocol.map"]).split(",")]
+    protocols = {p.split(":", 1)[0].upper(): p.split(":", 1)[1] for p in pairs if ":" in p}
+    if "KAFKA" not in protocols:
+        pairs.append(f"KAFKA:{protocols.get(client_listener, 'PLAINTEXT')}")
+        config["listener.security.protocol.map"] = ",".join(pairs)
 
 
 def _port_free(port: int) -> bool:
@@ -95,6 +121,12 @@ class LocalCluster:
         _, nodes = self.load()
         return ",".join(n.bootstrap for n in nodes)
 
+    def kafka_bootstrap(self) -> str:
+        """Where Kafka clients connect (`bootstrap.servers`); empty when no node has a KAFKA
+        listener."""
+        _, nodes = self.load()
+        return ",".join(n.kafka_address for n in nodes if n.kafka_port)
+
     def create(
         self,
         count: int,
@@ -109,13 +141,13 @@ class LocalCluster:
             raise ClusterError("--nodes must be at least 1")
         bases = [base_port + (i - 1) * PORT_STRIDE for i in range(1, count + 1)]
         nodes = [
-            LocalNode(i, base, base + 1, base + 2 if admin else 0)
+            LocalNode(i, base, base + 1, base + 2 if admin else 0, base + 3)
             for i, base in enumerate(bases, start=1)
         ]
         busy = [
             p
             for n in nodes
-            for p in (n.client_port, n.controller_port, n.admin_port)
+            for p in (n.client_port, n.controller_port, n.admin_port, n.kafka_port)
             if p and not _port_free(p)
         ]
         if busy:
@@ -135,7 +167,9 @@ class LocalCluster:
                 "process.roles": "broker,controller",
                 "controller.quorum.voters": voters,
                 "listeners": f"{client_listener}://localhost:{node.client_port},"
-                f"CONTROLLER://localhost:{node.controller_port}",
+                f"CONTROLLER://localhost:{node.controller_port},"
+                f"KAFKA://localhost:{node.kafka_port}",
+                **_kafka_listener_config(tls),
                 "log.dirs": str(data),
                 "num.partitions": 3,
                 "default.replication.factor": min(3, count),
@@ -144,6 +178,7 @@ class LocalCluster:
                 **(self._tls_config(node.node_id) if tls else {}),
                 **(overrides or {}),
             }
+            _secure_kafka_like_clients(config, client_listener)
             node_dir.mkdir(parents=True, exist_ok=True)
             _write_node_config(node_dir / "node.yaml", config)
             format_directories([data], cluster_id, node.node_id)
@@ -179,7 +214,7 @@ class LocalCluster:
         """Every listener TLS with client certificates required: the client listener doubles
         as the inter-broker one, and CONTROLLER carries Raft and broker-to-controller calls."""
         return {
-            "listener.security.protocol.map": "SSL:SSL,CONTROLLER:SSL",
+            "listener.security.protocol.map": "SSL:SSL,CONTROLLER:SSL,KAFKA:SSL",
             "inter.broker.listener.name": "SSL",
             "ssl.certificate.location": str(self.tls_dir / f"node-{node_id}.crt"),
             "ssl.key.location": str(self.tls_dir / f"node-{node_id}.key"),
@@ -216,7 +251,13 @@ class LocalCluster:
                 port_of[(name, listener_name)] = base + 10 + i
             admin_port = base + 2 if env.get("STROM_ADMIN_LISTENER") else 0
             nodes.append(
-                LocalNode(node_id, port_of.get((name, "EXTERNAL"), base), base + 1, admin_port)
+                LocalNode(
+                    node_id,
+                    port_of.get((name, "EXTERNAL"), base),
+                    base + 1,
+                    admin_port,
+                    port_of.get((name, "KAFKA"), 0),
+                )
             )
         for name, env in configs:
             node_id = int(env["STROM_NODE_ID"])
@@ -260,7 +301,10 @@ class LocalCluster:
             raise ClusterError(f"node {node_id} already exists")
         first = nodes[0]
         base = first.client_port + (node_id - 1) * PORT_STRIDE
-        node = LocalNode(node_id, base, base + 1, base + 2 if first.admin_port else 0)
+        node = LocalNode(
+            node_id, base, base + 1, base + 2 if first.admin_port else 0,
+            base + 3 if first.kafka_port else 0,
+        )  # fmt: skip
         voters_config = yaml.safe_load((self.node_dir(first.node_id) / "node.yaml").read_text())
         data = self.node_dir(node_id) / "data"
         listener = "PLAINTEXT"
@@ -278,7 +322,8 @@ class LocalCluster:
             },
             "node.id": node_id,
             "process.roles": "broker",
-            "listeners": f"{listener}://localhost:{node.client_port}",
+            "listeners": f"{listener}://localhost:{node.client_port}"
+            + (f",KAFKA://localhost:{node.kafka_port}" if node.kafka_port else ""),
             "log.dirs": str(data),
             **({"admin.listener": node.admin_address} if node.admin_port else {}),
             **(overrides or {}),

@@ -32,11 +32,13 @@ from strom.node.broker.admin_service import AdminServicer
 from strom.node.broker.lifecycle import BrokerLifecycle
 from strom.node.broker.service import BrokerServicer, ProducerIdAllocator, ReplicaServicer
 from strom.node.clock import SYSTEM_CLOCK, Clock
-from strom.node.config import NodeConfig
+from strom.node.config import Endpoint, NodeConfig
 from strom.node.controller.logic import ControllerLogic, ControllerSettings
 from strom.node.controller.service import ControllerService
 from strom.node.group.coordinator import GroupCoordinator
 from strom.node.group.service import EndOffsets, GroupServicer
+from strom.node.kafka.apis import KafkaApis
+from strom.node.kafka.listener import KafkaListener
 from strom.node.listeners import GrpcListeners, Listeners, ListenerServices
 from strom.node.loop_turns import LoopStallWatchdog
 from strom.node.meta_properties import check_directories
@@ -49,7 +51,7 @@ from strom.node.quorum.observer import MetadataObserver
 from strom.node.quorum.service import RaftServicer, RaftTransport
 from strom.node.replica.manager import ReplicaManager
 from strom.node.security.interceptor import NodeSecurity
-from strom.node.tls import check_files, controller_security
+from strom.node.tls import check_files, controller_security, server_ssl_context
 from strom.raft.config import Config as RaftConfig
 from strom.raft.rawnode import RawNode
 from strom.raft.types import Role
@@ -101,6 +103,7 @@ class Node:
             GrpcListeners(config, self.health) if listeners is None else listeners
         )
         self.admin_http: AdminHttpServer | None = None
+        self.kafka_listeners: list[KafkaListener] = []
         self.collector: NodeCollector | None = None
         self.stopping = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -298,15 +301,55 @@ class Node:
         return {k: int(v) for k, v in values.items() if k in known}
 
     async def _start_listeners(self) -> None:
+        kafka_names = set(self.config.kafka_listener_names)
         for endpoint in self.config.listeners:
             servicers = self._servicers(endpoint.listener)
             if servicers is None:
+                continue
+            if endpoint.listener in kafka_names:
+                await self._start_kafka_listener(endpoint, servicers)
                 continue
             # Request timing only when someone can read it (the admin listener is on).
             timers = [RequestTimer()] if self.config["admin.listener"] else []
             # Authentication, then authorization, before any handler (node/security/).
             security = self.security.server_interceptors(endpoint.listener)
             await self.listeners.start(ListenerServices(endpoint, servicers, timers + security))
+
+    async def _start_kafka_listener(self, endpoint: Endpoint, servicers: dict[str, Any]) -> None:
+        """Kafka's protocol on `endpoint`, answered by the servicers gRPC would use there."""
+        assert self.coordinator is not None
+        sasl = self.config.security_protocols[endpoint.listener].startswith("SASL_")
+        apis = KafkaApis(
+            servicers[listeners.BROKER],
+            servicers[listeners.GROUP],
+            servicers[listeners.ADMIN],
+            self.coordinator,
+            self.security.access_control,
+            self.security.verifier if sasl else None,
+        )
+        listener = KafkaListener(
+            endpoint.listener,
+            endpoint.host,
+            endpoint.port,
+            apis,
+            max_request_bytes=self.config["socket.request.max.bytes"],
+            idle_timeout_s=self.config["connections.max.idle.ms"] / 1000,
+            ssl_context=server_ssl_context(self.config, endpoint.listener),
+            sasl=sasl,
+        )
+        try:
+            await listener.start()
+        except OSError as exc:
+            raise OSError(
+                f"listeners: cannot bind {endpoint.listener} on "
+                f"{endpoint.host or '0.0.0.0'}:{endpoint.port}: {exc.strerror}"
+            ) from exc
+        self.kafka_listeners.append(listener)
+        log.info(
+            "listening: %s on %s:%d (Kafka protocol, %s)", endpoint.listener,
+            endpoint.host or "0.0.0.0", endpoint.port,
+            self.config.security_protocols[endpoint.listener],
+        )  # fmt: skip
 
     def _servicers(self, listener: str) -> dict[str, Any] | None:
         """What `listener` serves, by full service name; None when this node's roles give it
@@ -373,6 +416,8 @@ class Node:
                 await self.lifecycle.controlled_shutdown(timeout_s=SHUTDOWN_GRACE_S * 2)
         await self._hand_over_raft_leadership()
         await self.listeners.stop(SHUTDOWN_GRACE_S)
+        kafka, self.kafka_listeners = self.kafka_listeners, []
+        await asyncio.gather(*(k.stop() for k in kafka))
         if self.controller_service is not None:
             await self.controller_service.stop()
         for task in self._tasks:

@@ -26,6 +26,7 @@ that names the key and the path, never the contents.
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 
 import grpc
@@ -68,6 +69,25 @@ def server_credentials(config: NodeConfig, listener: str) -> grpc.ServerCredenti
         root_certificates=roots,
         require_client_auth=client_auth == "required",
     )
+
+
+def server_ssl_context(config: NodeConfig, listener: str) -> ssl.SSLContext | None:
+    """An SSLContext for a KAFKA listener (asyncio streams), the same files and client
+    authentication as `server_credentials`; None when it serves plaintext."""
+    if not uses_tls(config, listener):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(
+        config.listener_setting(listener, "ssl.certificate.location"),
+        config.listener_setting(listener, "ssl.key.location"),
+    )
+    if config.listener_setting(listener, "ssl.ca.location"):
+        context.load_verify_locations(config.listener_setting(listener, "ssl.ca.location"))
+    auth = config.listener_setting(listener, "ssl.client.auth")
+    context.verify_mode = {"required": ssl.CERT_REQUIRED, "requested": ssl.CERT_OPTIONAL}.get(
+        auth, ssl.CERT_NONE
+    )
+    return context
 
 
 def client_security(config: NodeConfig, listener: str) -> SecurityOptions:

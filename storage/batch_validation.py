@@ -22,11 +22,10 @@ MESSAGE_TOO_LARGE, INVALID_TIMESTAMP and UNSUPPORTED_COMPRESSION_TYPE where Kafk
 
 from __future__ import annotations
 
-import zlib
-
 import crc32c
 
 from .compiled_codec import codec
+from .compression import DecompressionError, decompress
 from .errors import CorruptRecordError
 from .record_batch import (
     ATTRIBUTES_OFFSET,
@@ -61,26 +60,17 @@ def decompress_records(
     Inflates incrementally and stops at `decompressed_bytes_max` (MESSAGE_TOO_LARGE): a gzip
     bomb costs at most that much memory, however far it would inflate."""
     codec = header.compression
-    if codec == Compression.NONE:
-        return bytes(payload)
-    if codec != Compression.GZIP:
+    if codec not in Compression.SUPPORTED:
         raise CorruptRecordError(
             f"compression {Compression.NAMES.get(codec, codec)!r} is not supported",
             "UNSUPPORTED_COMPRESSION_TYPE",
         )
-    inflater = zlib.decompressobj(47)  # 47: accept gzip or zlib containers
     try:
-        # One byte past the bound tells "too large" from "exactly the bound".
-        data = inflater.decompress(payload, decompressed_bytes_max + 1)
-    except zlib.error as err:
-        raise CorruptRecordError(f"gzip records do not decompress: {err}") from err
-    if len(data) > decompressed_bytes_max:
+        return decompress(codec, payload, decompressed_bytes_max)
+    except DecompressionError as err:
         raise CorruptRecordError(
-            f"records decompress to more than {decompressed_bytes_max} bytes", "MESSAGE_TOO_LARGE"
-        )
-    if not inflater.eof:
-        raise CorruptRecordError("gzip records are truncated")
-    return data
+            str(err), "MESSAGE_TOO_LARGE" if err.too_large else "CORRUPT_MESSAGE"
+        ) from err
 
 
 def _uvarint_slow(data: Buffer, pos: int) -> tuple[int, int]:

@@ -34,13 +34,13 @@ per field).
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import crc32c
 
 from .compiled_codec import codec
+from .compression import compress
 
 MAGIC = 2
 HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -74,7 +74,7 @@ class Compression:
     SNAPPY = 2
     LZ4 = 3
     ZSTD = 4
-    SUPPORTED = frozenset({NONE, GZIP})
+    SUPPORTED = frozenset({NONE, GZIP, SNAPPY, LZ4, ZSTD})
     NAMES: ClassVar[dict[int, str]] = {
         NONE: "none",
         GZIP: "gzip",
@@ -418,10 +418,9 @@ def _seal(
     the CRC. `out` is modified."""
     if compression not in Compression.SUPPORTED:
         raise ValueError(f"unsupported compression {Compression.NAMES.get(compression)!r}")
-    if compression == Compression.GZIP:
-        packer = zlib.compressobj(gzip_level, zlib.DEFLATED, 31)  # 31: gzip container
+    if compression != Compression.NONE:
         with memoryview(out) as view:
-            compressed = packer.compress(view[HEADER_SIZE:]) + packer.flush()
+            compressed = compress(compression, view[HEADER_SIZE:], gzip_level)
         del out[HEADER_SIZE:]
         out += compressed
     attributes = compression | (TRANSACTIONAL_MASK if is_transactional else 0)
@@ -466,9 +465,7 @@ def encode_retained(
     if codec not in Compression.SUPPORTED:
         raise ValueError(f"unsupported compression {Compression.NAMES.get(codec)!r}")
     body = b"".join(kept_records)
-    if codec == Compression.GZIP:
-        packer = zlib.compressobj(gzip_level, zlib.DEFLATED, 31)
-        body = packer.compress(body) + packer.flush()
+    body = compress(codec, body, gzip_level)
     out = bytearray(HEADER_SIZE)
     out += body
     HEADER.pack_into(

@@ -26,6 +26,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from strom.node import metrics
 from strom.node.clock import SYSTEM_CLOCK, Clock
@@ -37,6 +38,7 @@ from strom.node.replica.partition import Partition, PartitionError
 from strom.v1 import common_pb2
 
 from .assignors import MemberSubscription, UnsupportedAssignorError, assign, get_assignor
+from .classic import ClassicGroup, ClassicGroupError, JoinResult
 from .coordinator_key import coordinator_partition
 from .membership import (
     FencedMemberEpochError,
@@ -54,6 +56,7 @@ from .offsets_log import (
 
 log = logging.getLogger("strom.group")
 
+INCONSISTENT_GROUP_PROTOCOL = 23  # Kafka's code; not an ErrorCode of strom's gRPC API
 LOAD_CHUNK_BYTES = 1 << 20
 LAG_REFRESH_S = 5.0
 MEMBERS_MAX = 1_000
@@ -103,8 +106,22 @@ class Group:
     frozen_until_ms: int = 0
     partition_counts: dict[str, int] = field(default_factory=dict)
     empty_since_ms: int = 0
+    # Members of Kafka's classic protocol (JoinGroup/SyncGroup), node/group/classic.py; a group
+    # has members of one protocol at a time.
+    classic: ClassicGroup | None = None
+
+    @property
+    def classic_members(self) -> int:
+        return len(self.classic.members) if self.classic is not None else 0
+
+    @property
+    def member_count(self) -> int:
+        return len(self.members) + self.classic_members
 
     def state_at(self, now_ms: int) -> str:
+        if self.classic_members:
+            assert self.classic is not None
+            return self.classic.state
         if not self.members:
             return "Empty"
         if self.frozen_until_ms > now_ms:
@@ -155,6 +172,12 @@ class GroupCoordinator:
         # (group, topic, partition) -> log end offset minus committed offset, for metrics
         self.lag: dict[tuple[str, str, int], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # The replica manager opens new logs in background slices: leadership of an offsets
+        # partition can be known before its log is open, and that first load finds nothing.
+        # Once more logs are open, look again (a partition neither loaded nor loading loads).
+        manager.on_replicas_opened.append(
+            lambda: self.on_metadata(self.manager.image, MetadataDelta())
+        )
 
     # ---- partitions of __consumer_offsets ------------------------------------------------
 
@@ -242,7 +265,12 @@ class GroupCoordinator:
             task.cancel()
         self.loaded.discard(partition)
         for group_id in [g for g, group in self.groups.items() if group.partition == partition]:
-            del self.groups[group_id]
+            classic = self.groups.pop(group_id).classic
+            if classic is not None:
+                classic.close(
+                    common_pb2.NOT_COORDINATOR,
+                    f"broker {self.manager.broker_id} no longer coordinates {group_id!r}",
+                )
         log.info("no longer coordinating groups of %s-%d", OFFSETS_TOPIC, partition)
 
     def _new_group(self, group_id: str, partition: int) -> Group:
@@ -307,6 +335,12 @@ class GroupCoordinator:
         now = self.clock.now_ms()
         if group is None:
             raise GroupError(common_pb2.UNKNOWN_MEMBER_ID, f"group {group_id!r} has no members")
+        if group.classic_members:
+            raise GroupError(
+                INCONSISTENT_GROUP_PROTOCOL,
+                f"group {group_id!r} has members of Kafka's classic protocol (JoinGroup); a "
+                "group serves one protocol at a time",
+            )
         if member_epoch == -1:
             if member_id in group.members:
                 group.reconciler.leave(member_id)
@@ -443,6 +477,8 @@ class GroupCoordinator:
             self._check_lease()
             now = self.clock.now_ms()
             for group in list(self.groups.values()):
+                if group.classic is not None and group.classic.expire():
+                    group.empty_since_ms = 0 if group.member_count else now
                 expired = group.reconciler.expire_sessions(now)
                 for member_id in expired:
                     group.members.pop(member_id, None)
@@ -453,7 +489,7 @@ class GroupCoordinator:
                 if expired or thawed:
                     self._membership_changed(group)
                 if (
-                    not group.members
+                    not group.member_count
                     and group.offsets
                     and group.empty_since_ms
                     and now - group.empty_since_ms > retention_ms
@@ -523,6 +559,14 @@ class GroupCoordinator:
         return results
 
     def _check_committer(self, group: Group, member_id: str, member_epoch: int) -> None:
+        if group.classic is not None and (member_id in group.classic.members or (
+            member_id and not group.members
+        )):  # fmt: skip
+            try:  # a classic member: member_epoch is its generation
+                group.classic.validate_commit(member_id, member_epoch)
+            except ClassicGroupError as exc:
+                raise GroupError(exc.code, exc.message) from exc
+            return
         if member_id:
             try:
                 group.reconciler.validate_offset_commit(member_id, member_epoch)
@@ -530,10 +574,10 @@ class GroupCoordinator:
                 raise GroupError(common_pb2.UNKNOWN_MEMBER_ID, str(exc)) from exc
             except StaleMemberEpochError as exc:
                 raise GroupError(common_pb2.STALE_MEMBER_EPOCH, str(exc)) from exc
-        elif group.members:
+        elif group.member_count:
             raise GroupError(
                 common_pb2.NON_EMPTY_GROUP,
-                f"group {group.group_id!r} has {len(group.members)} active member(s); offsets "
+                f"group {group.group_id!r} has {group.member_count} active member(s); offsets "
                 "can be reset only while the group is empty (stop its consumers first)",
             )
 
@@ -587,10 +631,10 @@ class GroupCoordinator:
         group = self._group(group_id, create=False)
         if group is None:
             raise GroupError(common_pb2.GROUP_ID_NOT_FOUND, f"group {group_id!r} does not exist")
-        if group.members:
+        if group.member_count:
             raise GroupError(
                 common_pb2.NON_EMPTY_GROUP,
-                f"group {group_id!r} has {len(group.members)} active member(s); stop them first",
+                f"group {group_id!r} has {group.member_count} active member(s); stop them first",
             )
         await self._delete_offsets(group)
         self.groups.pop(group_id, None)
@@ -610,3 +654,132 @@ class GroupCoordinator:
         if group is None:
             raise GroupError(common_pb2.GROUP_ID_NOT_FOUND, f"group {group_id!r} does not exist")
         return group
+
+    # ---- Kafka's classic protocol (node/group/classic.py) --------------------------------
+
+    def _classic_group(self, group_id: str, protocol_type: str | None) -> ClassicGroup:
+        """The group's classic state; with `protocol_type`, created for a join."""
+        group = self._group(group_id, create=protocol_type is not None)
+        if group is None or (group.classic is None and protocol_type is None):
+            raise GroupError(
+                common_pb2.UNKNOWN_MEMBER_ID, f"group {group_id!r} has no classic members"
+            )
+        if protocol_type is None:
+            assert group.classic is not None
+            return group.classic
+        if group.members:
+            raise GroupError(
+                INCONSISTENT_GROUP_PROTOCOL,
+                f"group {group_id!r} has members of strom's consumer protocol "
+                "(ConsumerGroupHeartbeat); a group serves one protocol at a time",
+            )
+        if group.classic is None or not group.classic.members:
+            if group.classic is not None:
+                group.classic.close(common_pb2.UNKNOWN_MEMBER_ID, "the group was reset")
+            group.classic = ClassicGroup(
+                group_id, protocol_type, self.clock.now_ms, self.initial_delay_ms,
+                self.new_member_id,
+            )  # fmt: skip
+        return group.classic
+
+    async def classic_join(
+        self,
+        group_id: str,
+        member_id: str,
+        instance_id: str | None,
+        client_id: str,
+        host: str,
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int,
+        protocol_type: str,
+        protocols: list[tuple[str, bytes]],
+    ) -> JoinResult:
+        if session_timeout_ms <= 0 or rebalance_timeout_ms < 0:
+            raise GroupError(
+                common_pb2.INVALID_SESSION_TIMEOUT,
+                f"session timeout {session_timeout_ms} ms must be positive",
+            )
+        classic = self._classic_group(group_id, protocol_type)
+        try:
+            pending = classic.join(
+                member_id, instance_id, client_id, host, session_timeout_ms,
+                rebalance_timeout_ms, protocol_type, protocols,
+            )  # fmt: skip
+            result = await pending
+        except ClassicGroupError as exc:
+            raise GroupError(exc.code, exc.message) from exc
+        group = self.groups.get(group_id)
+        if group is not None:
+            group.empty_since_ms = 0 if group.member_count else self.clock.now_ms()
+        return result
+
+    async def classic_sync(
+        self, group_id: str, member_id: str, generation: int, assignments: dict[str, bytes]
+    ) -> tuple[str, bytes]:
+        try:
+            return await self._classic_group(group_id, None).sync(
+                member_id, generation, assignments
+            )
+        except ClassicGroupError as exc:
+            raise GroupError(exc.code, exc.message) from exc
+
+    def classic_heartbeat(self, group_id: str, member_id: str, generation: int) -> None:
+        try:
+            self._classic_group(group_id, None).heartbeat(member_id, generation)
+        except ClassicGroupError as exc:
+            raise GroupError(exc.code, exc.message) from exc
+
+    def classic_leave(self, group_id: str, member_id: str) -> None:
+        try:
+            self._classic_group(group_id, None).leave(member_id)
+        except ClassicGroupError as exc:
+            raise GroupError(exc.code, exc.message) from exc
+        group = self.groups.get(group_id)
+        if group is not None and not group.member_count:
+            group.empty_since_ms = self.clock.now_ms()
+
+    def protocol_type(self, group_id: str) -> str:
+        group = self.groups.get(group_id)
+        if group is not None and group.classic is not None and not group.members:
+            return group.classic.protocol_type
+        return "consumer"
+
+    def describe_kafka(self, group_id: str) -> dict[str, Any]:
+        """A group as Kafka's DescribeGroups shows it (either protocol)."""
+        group = self.describe(group_id)
+        state = self.group_state(group)
+        classic = group.classic
+        if classic is not None and classic.members:
+            members = [
+                {
+                    "member_id": m.member_id,
+                    "group_instance_id": m.instance_id,
+                    "client_id": m.client_id,
+                    "client_host": m.host,
+                    "member_metadata": m.metadata_for(classic.protocol_name),
+                    "member_assignment": m.assignment,
+                }
+                for m in classic.members.values()
+            ]
+            kind, data = classic.protocol_type, classic.protocol_name
+        else:
+            members = [
+                {
+                    "member_id": m.member_id,
+                    "group_instance_id": m.instance_id or None,
+                    "client_id": m.client_id,
+                    "client_host": m.host,
+                    "member_metadata": b"",
+                    "member_assignment": b"",
+                }
+                for m in group.members.values()
+            ]
+            kind, data = "consumer", group.assignor
+        return {
+            "error_code": 0,
+            "group_id": group_id,
+            "group_state": state,
+            "protocol_type": kind,
+            "protocol_data": data,
+            "members": members,
+        }

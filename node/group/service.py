@@ -12,6 +12,7 @@ import logging
 
 import grpc
 
+from strom.node.kafka.codec import CodecError, Reader, Schema
 from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.replica.manager import ReplicaManager
 from strom.node.replica.partition import PartitionError
@@ -25,6 +26,7 @@ from strom.v1 import (
     group_pb2_grpc,
 )
 
+from .classic import ClassicGroup
 from .coordinator import GroupCoordinator, GroupError, check_group_id
 from .offsets_log import OFFSETS_TOPIC
 
@@ -244,7 +246,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
                 group_pb2.ListedGroup(
                     group_id=g.group_id,
                     state=self.coordinator.group_state(g),
-                    member_count=len(g.members),
+                    member_count=g.member_count,
                 )
                 for g in sorted(self.coordinator.groups.values(), key=lambda g: g.group_id)
             ]
@@ -265,6 +267,9 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             out.state = self.coordinator.group_state(group)
             out.group_epoch = group.reconciler.group_epoch
             out.assignor = group.assignor
+            if group.classic is not None and group.classic.members:
+                _describe_classic(group.classic, out)
+                continue
             statuses = group.reconciler.members
             for member_id, info in sorted(group.members.items()):
                 status = statuses.get(member_id)
@@ -296,3 +301,36 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             except GroupError as exc:
                 result.error_code, result.error_message = _code(exc.code), exc.message
         return response
+
+
+# Kafka's ConsumerProtocol assignment (what a classic "consumer" group's leader hands out),
+# after its int16 version: enough to show who owns which partitions.
+_CONSUMER_ASSIGNMENT = Schema.of(
+    "ConsumerAssignment", "partitions [struct] 0+\n  topic string 0+\n  indexes [int32] 0+", "none"
+)
+
+
+def _consumer_assignment(data: bytes) -> dict[str, list[int]]:
+    """Topic -> partitions of a consumer-protocol assignment; empty when it is not one."""
+    try:
+        decoded = _CONSUMER_ASSIGNMENT.decode(Reader(data, 2), 0) if len(data) >= 2 else {}
+    except CodecError:
+        return {}
+    return {p["topic"]: sorted(p["indexes"]) for p in decoded.get("partitions", ())}
+
+
+def _describe_classic(classic: ClassicGroup, out: group_pb2.GroupDescription) -> None:
+    """A group of Kafka's classic protocol: its generation, protocol and members."""
+    out.group_epoch = classic.generation
+    out.assignor = classic.protocol_name
+    for member in classic.members.values():
+        described = out.members.add(
+            member_id=member.member_id,
+            instance_id=member.instance_id or "",
+            client_id=member.client_id,
+            client_host=member.host,
+            member_epoch=classic.generation,
+        )
+        if classic.protocol_type == "consumer":
+            for topic, partitions in sorted(_consumer_assignment(member.assignment).items()):
+                described.assignment.add(topic=topic, partitions=partitions)

@@ -116,6 +116,9 @@ class ReplicaManager:
         self.caught_up = False
         self._pending_opens: dict[Key, None] = {}  # new logs not opened yet, in order
         self._opener: asyncio.Task[None] | None = None
+        # Called after deferred logs opened: who reads replicas (the group coordinator loading
+        # __consumer_offsets) looks again at what it could not find before.
+        self.on_replicas_opened: list[Callable[[], None]] = []
 
     # ---- lookups -----------------------------------------------------------------------
 
@@ -270,6 +273,8 @@ class ReplicaManager:
                     continue  # a later change handled it
                 self._isolated(topic.name, key, self._become_replica, topic.name, key[0],
                                key[1], info, self.clock.now_ms())  # fmt: skip
+            for callback in self.on_replicas_opened:
+                callback()
             await asyncio.sleep(0)
 
     def _isolated(self, topic: str, key: Key, action: Callable[..., None], *args: object) -> None:

@@ -50,7 +50,7 @@ def free_base_port(nodes: int) -> int:
     ranges = list(range(20092, 60000, 1000))
     start = os.getpid() % len(ranges)
     for base in ranges[start:] + ranges[:start]:
-        if all(_free(base + i * PORT_STRIDE + d) for i in range(nodes + 1) for d in (0, 1)):
+        if all(_free(base + i * PORT_STRIDE + d) for i in range(nodes + 1) for d in (0, 1, 3)):
             return base
     raise RuntimeError("no free port range")
 

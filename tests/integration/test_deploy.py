@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cluster_harness import free_base_port
+from kafka import KafkaAdminClient
 
 from strom.client.admin import Admin, NewTopic
 from strom.node.config import build_config
@@ -71,12 +72,16 @@ def test_compose_services_are_consistent() -> None:
         # The external listener is published on the same port it advertises.
         ports = [str(p) for p in service["ports"]]  # type: ignore[union-attr]
         assert f"{advertised['EXTERNAL'].port}:{listeners['EXTERNAL'].port}" in ports
+        # Kafka clients outside Docker: the KAFKA listener, published likewise.
+        assert config.kafka_listener_names == ("KAFKA",)
+        assert advertised["KAFKA"].host == "localhost"
+        assert f"{advertised['KAFKA'].port}:{listeners['KAFKA'].port}" in ports
         published |= set(ports)
         volumes |= {str(v).split(":")[0] for v in service["volumes"]}  # type: ignore[union-attr]
         healthcheck = service["healthcheck"]["test"]  # type: ignore[index]
         assert healthcheck[1:4] == ["strom", "node", "ready"], "healthy means ready (/readyz)"
         assert "depends_on" not in service, "voters must not wait for each other's health"
-    assert len(published) == 3 and len(volumes) == 3
+    assert len(published) == 6 and len(volumes) == 3
 
 
 def test_dockerfile_installs_the_package_and_its_commands_exist() -> None:
@@ -120,5 +125,15 @@ def test_compose_topology_runs_as_local_processes(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert health.returncode == 0 and "SERVING" in health.stdout
+        # Kafka clients find the KAFKA listener's addresses, remapped like the others.
+        kafka = KafkaAdminClient(
+            bootstrap_servers=local.kafka_bootstrap(), request_timeout_ms=5_000
+        )
+        try:
+            assert "from-compose" in kafka.list_topics()
+            ports = {b["port"] for b in kafka.describe_cluster()["brokers"]}
+            assert ports == {n.kafka_port for n in nodes}
+        finally:
+            kafka.close()
     finally:
         local.down(timeout_s=10)

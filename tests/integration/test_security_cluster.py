@@ -20,6 +20,8 @@ from typing import Any
 import grpc
 import pytest
 from cluster_harness import FAST, eventually, free_base_port
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaError
 
 from strom.client import Consumer, Producer
 from strom.client.acl import (
@@ -336,6 +338,49 @@ def test_acl_changes_apply_to_cluster_resources(cluster: Secured) -> None:
     assert cluster.revoke([AclBindingFilter(resource_type=ResourceType.CLUSTER)]) == [operator]
     with cluster.admin("alice", ALICE_PW) as alice:
         refused(AuthorizationFailedError, alice.describe_users)
+
+
+def kafka_login(cluster: Secured, user: str, password: str) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": cluster.local.kafka_bootstrap(),
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": user,
+        "sasl_plain_password": password,
+        "request_timeout_ms": 5_000,
+    }
+
+
+def test_kafka_clients_log_in_with_sasl_plain_and_meet_the_same_acls(cluster: Secured) -> None:
+    """The KAFKA listener (SASL_PLAINTEXT here, like the cluster's client listener): kafka-python
+    logs in with SASL/PLAIN as a strom user; a wrong password is refused; a topic the user may
+    not DESCRIBE is invisible, one it may not WRITE refuses its records."""
+    with cluster.admin() as admin:
+        admin.create_topics([NewTopic("k-open", 1, 3), NewTopic("k-hidden", 1, 3)])
+    cluster.grant([
+        allow("User:bob", Operation.DESCRIBE, ResourceType.TOPIC, "k-open"),
+        allow("User:bob", Operation.WRITE, ResourceType.TOPIC, "k-open"),
+    ])  # fmt: skip
+    with pytest.raises(KafkaError) as wrong:
+        KafkaAdminClient(**kafka_login(cluster, "bob", WRONG_PW)).list_topics()
+    SEEN_ERRORS.append(repr(wrong.value))
+    bob = KafkaAdminClient(**kafka_login(cluster, "bob", BOB_PW))
+    try:
+        topics = bob.list_topics()
+        assert "k-open" in topics and "k-hidden" not in topics
+    finally:
+        bob.close()
+    producer = KafkaProducer(**kafka_login(cluster, "bob", BOB_PW), acks="all", retries=0)
+    try:
+        assert producer.send("k-open", b"ok").get(timeout=15).offset == 0
+        with pytest.raises(KafkaError) as denied:
+            producer.send("k-hidden", b"no").get(timeout=15)
+        SEEN_ERRORS.append(repr(denied.value))
+        assert "Authorization" in type(denied.value).__name__
+    finally:
+        producer.close()
+    with cluster.admin() as admin:
+        assert admin.list_offsets([("k-hidden", 0)], -1) == {("k-hidden", 0): 0}
 
 
 def test_allow_everyone_if_no_acl_found(tmp_path: Path) -> None:

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 from cluster_harness import FAST, Cluster, eventually, free_base_port
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic as KafkaNewTopic
+from kafka.errors import KafkaError
 
 from strom.client.admin import Admin, NewTopic
 from strom.client.consumer import Consumer
@@ -72,6 +75,27 @@ def _round_trip(bootstrap: str, topic: str, options: dict[str, str]) -> list[byt
 def test_client_with_certificate_creates_produces_and_consumes(tls_cluster: Cluster) -> None:
     seen = _round_trip(tls_cluster.bootstrap, "secure", tls_cluster.local.client_options())
     assert sorted(seen) == sorted(f"v{i}".encode() for i in range(10))
+
+
+def test_kafka_client_with_certificate_over_the_tls_kafka_listener(tls_cluster: Cluster) -> None:
+    """kafka-python on the KAFKA listener (SSL, client certificates required like every
+    listener of a --tls cluster): the same client properties work; no certificate, no entry."""
+    options = tls_cluster.local.client_options()
+    tls = {
+        k: options[k] for k in ("security_protocol", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    }
+    bootstrap = tls_cluster.local.kafka_bootstrap()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **tls)
+    try:
+        admin.create_topics([KafkaNewTopic("tls-kafka", 1, 3)])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **tls)
+    assert producer.send("tls-kafka", b"sealed").get(timeout=15).offset == 0
+    producer.close()
+    no_cert = {"security_protocol": "SSL", "ssl_cafile": options["ssl_cafile"]}
+    with pytest.raises(KafkaError):
+        KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3_000, **no_cert)
 
 
 def test_plaintext_client_against_tls_listener_fails_clearly(tls_cluster: Cluster) -> None:
@@ -172,7 +196,7 @@ def test_plaintext_controller_inside_tls_outside(tmp_path: Path) -> None:
     for node_dir in local.dir.glob("node-*"):
         path = node_dir / "node.yaml"
         config = yaml.safe_load(path.read_text())
-        config["listener.security.protocol.map"] = "SSL:SSL,CONTROLLER:PLAINTEXT"
+        config["listener.security.protocol.map"] = "SSL:SSL,CONTROLLER:PLAINTEXT,KAFKA:PLAINTEXT"
         for key in ("ssl.certificate.location", "ssl.key.location", "ssl.ca.location"):
             config[f"listener.name.ssl.{key}"] = config.pop(key)
         path.write_text(yaml.safe_dump(config))
@@ -206,7 +230,7 @@ def test_sasl_over_tls_with_mutual_tls_between_nodes(tmp_path: Path) -> None:
     for node_dir in local.dir.glob("node-*"):
         path = node_dir / "node.yaml"
         config = yaml.safe_load(path.read_text())
-        config["listener.security.protocol.map"] = "SSL:SASL_SSL,CONTROLLER:SSL"
+        config["listener.security.protocol.map"] = "SSL:SASL_SSL,CONTROLLER:SSL,KAFKA:SASL_SSL"
         path.write_text(yaml.safe_dump(config))
     certs = local.client_options()
     try:

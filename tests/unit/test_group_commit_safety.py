@@ -26,7 +26,7 @@ from strom.node.group.offsets_log import OFFSETS_TOPIC
 from strom.node.metadata.image import MetadataImage
 from strom.node.metadata.state import full_delta
 from strom.node.peers import GrpcPeers
-from strom.node.replica.manager import ReplicaManager
+from strom.node.replica.manager import NEW_LOGS_INLINE_MAX, NEW_LOGS_PER_TURN_MAX, ReplicaManager
 from strom.storage.log_manager import LogManager
 from strom.v1 import common_pb2
 
@@ -212,5 +212,40 @@ def test_partitions_first_seen_without_a_lease_load_once_it_comes(tmp_path: Path
         finally:
             await b.coordinator.stop()
             b.logs.close()
+
+    asyncio.run(scenario())
+
+
+def test_offsets_partitions_opened_in_later_slices_still_load(tmp_path: Path) -> None:
+    """New replica logs open in the background, a few per loop turn (ReplicaManager): the
+    coordinator learns it leads an offsets partition before the log is open. It gave up on
+    such a partition ("does not host") and never tried again, so every group there answered
+    NOT_COORDINATOR forever (librdkafka's JoinGroup looped on it in a fresh cluster)."""
+    count = NEW_LOGS_INLINE_MAX + NEW_LOGS_PER_TURN_MAX * 3
+
+    async def scenario() -> None:
+        cluster = Cluster()
+        cluster.add_broker(1)
+        cluster.create(OFFSETS_TOPIC, count, 1, **{"cleanup.policy": "compact"})
+        config = build_config(
+            {"node.id": 1, "controller.quorum.voters": "1@localhost:9093",
+             "offsets.topic.num.partitions": count},
+            environ={},
+        )  # fmt: skip
+        logs = LogManager(str(tmp_path / "data"), now_ms=0)
+        manager = ReplicaManager(config, logs, None, lambda: 1, GrpcPeers())  # type: ignore[arg-type]
+        coordinator = GroupCoordinator(config, manager, Lookups())
+        image = cluster.committed
+        try:
+            manager.start_acting()
+            manager.on_metadata(image, full_delta(MetadataImage(), image))
+            coordinator.on_metadata(image, full_delta(MetadataImage(), image))
+            async with asyncio.timeout(5):
+                while coordinator.loaded != set(range(count)):
+                    await asyncio.sleep(0.01)
+        finally:
+            await coordinator.stop()
+            await manager.stop()
+            logs.close()
 
     asyncio.run(scenario())

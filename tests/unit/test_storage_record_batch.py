@@ -152,7 +152,7 @@ def test_encode_refuses_empty_and_unsupported() -> None:
     with pytest.raises(ValueError):
         encode_batch([])
     with pytest.raises(ValueError):
-        encode_batch([Record(None, b"v", (), TS)], compression=Compression.ZSTD)
+        encode_batch([Record(None, b"v", (), TS)], compression=7)
 
 
 # ---- bad input: refused with Kafka's error names --------------------------------------------
@@ -253,8 +253,43 @@ def test_control_batches_from_clients_are_refused() -> None:
 
 def test_unsupported_compression_is_named() -> None:
     buf = _good()
-    buf[22] |= 0x04  # zstd
+    buf[22] |= 0x07  # no codec has this id
     assert _error(_recrc(buf)).error_name == "UNSUPPORTED_COMPRESSION_TYPE"
+
+
+@pytest.mark.parametrize("codec", [1, 2, 3, 4])
+def test_every_kafka_codec_round_trips(codec: int) -> None:
+    records = [Record(b"k%d" % i, b"value %d " % i * 20, (("h", b"x"),), TS + i) for i in range(50)]
+    data = encode_batch(records, compression=codec)
+    assert len(data) < len(encode_batch(records))
+    _, decoded = decode_batch(data, 0)
+    assert [(r.key, r.value) for r in decoded] == [(r.key, r.value) for r in records]
+
+
+def test_xerial_framed_snappy_as_java_clients_write_it_is_read() -> None:
+    import cramjam
+
+    plain = encode_batch([Record(None, b"v%d" % i, (), TS) for i in range(20)])
+    body = plain[HEADER_SIZE:]
+    half = len(body) // 2
+    blocks = [bytes(cramjam.snappy.compress_raw(part)) for part in (body[:half], body[half:])]
+    framed = b"\x82SNAPPY\x00" + struct.pack(">ii", 1, 1)
+    framed += b"".join(struct.pack(">i", len(b)) + b for b in blocks)
+    buf = bytearray(plain[:HEADER_SIZE] + framed)
+    buf[22] |= 0x02
+    struct.pack_into(">i", buf, 8, len(buf) - 12)
+    _, decoded = decode_batch(bytes(_recrc(buf)), 0)
+    assert [r.value for r in decoded] == [b"v%d" % i for i in range(20)]
+
+
+@pytest.mark.parametrize("codec", [1, 2, 3, 4])
+def test_a_bomb_is_message_too_large_and_the_bound_itself_is_fine(codec: int) -> None:
+    from strom.storage.compression import DecompressionError, compress, decompress
+
+    with pytest.raises(DecompressionError) as too_large:
+        decompress(codec, compress(codec, bytes(4 << 20)), 1 << 16)
+    assert too_large.value.too_large
+    assert decompress(codec, compress(codec, bytes(1 << 16)), 1 << 16) == bytes(1 << 16)
 
 
 def test_garbage_gzip_is_corrupt_message() -> None:
