@@ -18,7 +18,8 @@ from ._loop import LoopThread
 from .acl import AclBinding, AclBindingFilter
 from .admin_security import AsyncSecurityAdmin, UserDescription
 from .cluster import Backoff, ClusterClient, TopicMeta
-from .errors import METADATA_STALE, RetriableError, error_from_code
+from .coordinator import call_coordinator
+from .errors import METADATA_STALE, error_from_code
 from .log_dirs import AsyncLogDirsAdmin, LogDir
 from .reassignment import AsyncReassignmentAdmin, PartitionReassignment
 
@@ -324,41 +325,8 @@ class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin):
 
     # ---- consumer groups ---------------------------------------------------------------
 
-    async def _coordinator(self, group_id: str) -> str:
-        request = group_pb2.FindCoordinatorRequest(key=group_id)
-        for _ in range(50):
-            response = await self.cluster.call_any(
-                lambda a: group_pb2_grpc.GroupStub(self.cluster.channel(a)).FindCoordinator,
-                request,
-            )
-            if response.error_code == common_pb2.NONE:
-                return f"{response.host}:{response.port}"
-            if response.error_code != common_pb2.COORDINATOR_NOT_AVAILABLE:
-                raise error_from_code(response.error_code, response.error_message)
-            await asyncio.sleep(0.2)
-        raise error_from_code(
-            common_pb2.COORDINATOR_NOT_AVAILABLE, f"no coordinator for {group_id!r}"
-        )
-
     async def _group_call(self, group_id: str, method: str, request: Any) -> Any:
-        for _ in range(50):
-            address = await self._coordinator(group_id)
-            stub = group_pb2_grpc.GroupStub(self.cluster.channel(address))
-            try:
-                response = await self.cluster.call(
-                    address, getattr(stub, method), request, self.cluster.request_timeout_s
-                )
-            except RetriableError:
-                await asyncio.sleep(0.2)  # the coordinator moved or died: find it again
-                continue
-            code = getattr(response, "error_code", common_pb2.NONE)
-            if code in (common_pb2.NOT_COORDINATOR, common_pb2.COORDINATOR_LOAD_IN_PROGRESS):
-                await asyncio.sleep(0.2)
-                continue
-            return response
-        raise error_from_code(
-            common_pb2.COORDINATOR_NOT_AVAILABLE, f"no coordinator for {group_id!r}"
-        )
+        return await call_coordinator(self.cluster, group_id, method, request)
 
     async def list_groups(self) -> list[tuple[str, str, int]]:
         """(group id, state, member count) of every group, from every broker's coordinator."""

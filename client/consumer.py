@@ -23,6 +23,7 @@ from strom.v1 import broker_pb2, common_pb2, group_pb2
 
 from ._loop import LoopThread
 from .cluster import ClusterClient
+from .coordinator import call_coordinator
 from .errors import METADATA_STALE, FatalError, RetriableError, StromError, error_from_code
 from .group import GroupMembership
 from .records import ConsumerRecord, TopicPartition
@@ -248,32 +249,10 @@ class AsyncConsumer:
     async def _coordinator_call(self, method: str, request: Any) -> Any:
         group = self.group
         assert group is not None
-        backoff_s = 0.05
-        for _ in range(20):
-            address = group.coordinator or await group.find_coordinator()
-            try:
-                response = await self.cluster.call(
-                    address, getattr(group.stub(address), method), request,
-                    self.cluster.request_timeout_s,
-                )  # fmt: skip
-            except RetriableError:
-                group.coordinator = None  # it moved or died: find it again
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(1.0, backoff_s * 2)
-                continue
-            if response.error_code in (
-                common_pb2.NOT_COORDINATOR,
-                common_pb2.COORDINATOR_NOT_AVAILABLE,
-                common_pb2.COORDINATOR_LOAD_IN_PROGRESS,
-            ):
-                group.coordinator = None
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(1.0, backoff_s * 2)
-                continue
-            if response.error_code != common_pb2.NONE:
-                raise error_from_code(response.error_code, response.error_message)
-            return response
-        raise error_from_code(common_pb2.COORDINATOR_NOT_AVAILABLE, "no coordinator answered")
+        response = await call_coordinator(self.cluster, group.group_id, method, request, group)
+        if response.error_code != common_pb2.NONE:
+            raise error_from_code(response.error_code, response.error_message)
+        return response
 
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         """Commit `offsets` (default: the position of every owned partition, i.e. what poll()

@@ -102,8 +102,3 @@ def error_name(code: int) -> str:
 def error_from_code(code: int, message: str = "") -> StromError:
     cls = _TYPED.get(code) or (RetriableError if code in _RETRIABLE else FatalError)
     return cls(code, message)
-
-
-def raise_for_code(code: int, message: str = "") -> None:
-    if code != common_pb2.NONE:
-        raise error_from_code(code, message)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from strom.v1 import common_pb2, group_pb2, group_pb2_grpc
 
 from .cluster import Backoff, ClusterClient
+from .coordinator import find_coordinator
 from .errors import RetriableError, StromError, error_from_code
 from .records import TopicPartition
 
@@ -104,13 +105,7 @@ class GroupMembership:
     # ---- coordinator -------------------------------------------------------------------
 
     async def find_coordinator(self) -> str:
-        request = group_pb2.FindCoordinatorRequest(key=self.group_id)
-        response = await self.cluster.call_any(
-            lambda a: group_pb2_grpc.GroupStub(self.cluster.channel(a)).FindCoordinator, request
-        )
-        if response.error_code != common_pb2.NONE:
-            raise error_from_code(response.error_code, response.error_message)
-        self.coordinator = f"{response.host}:{response.port}"
+        self.coordinator = await find_coordinator(self.cluster, self.group_id)
         return self.coordinator
 
     def stub(self, address: str) -> group_pb2_grpc.GroupStub:

@@ -37,6 +37,7 @@ __all__ = [
     "UnknownPartitionerError",
     "make_partitioner",
     "murmur2",
+    "murmur2_reference",
     "partition_for_key",
     "to_positive",
 ]
@@ -59,8 +60,10 @@ def _unpacker(word_count: int) -> Callable[[bytes], tuple[int, ...]]:
     return unpack
 
 
-def murmur2(data: bytes) -> int:
-    """Kafka's ``Utils.murmur2`` of ``data``: a signed 32-bit int, exactly as Java returns it."""
+def murmur2_reference(data: bytes) -> int:
+    """Kafka's ``Utils.murmur2`` of ``data``: a signed 32-bit int, exactly as Java returns it.
+    Pure Python: the reference the C version (``murmurhash2``) is tested against, and the one in
+    use where that is not installed."""
     length = len(data)
     h = _SEED ^ length
     word_count = length >> 2
@@ -82,6 +85,21 @@ def murmur2(data: bytes) -> int:
     h = ((h ^ (h >> 13)) * _M) & _MASK
     h ^= h >> 15
     return h - 0x100000000 if h & 0x80000000 else h
+
+
+def _murmur2_c(data: bytes) -> int:
+    """``murmur2_reference`` in C (the ``murmurhash2`` package, unsigned): about 10x faster."""
+    # The C function takes bytes only; keys may be any bytes-like object (bytearray).
+    h = _murmurhash2(data if type(data) is bytes else bytes(data), _SEED)
+    return h - 0x100000000 if h & 0x80000000 else h
+
+
+try:
+    from murmurhash2 import murmurhash2 as _murmurhash2
+except ImportError:  # pragma: no cover - a platform without the C extension
+    murmur2 = murmur2_reference
+else:
+    murmur2 = _murmur2_c
 
 
 def to_positive(number: int) -> int:

@@ -181,11 +181,9 @@ class ProducerBatch:
     __slots__ = (
         "builder",
         "created",
-        "created_ms",
         "deadline",
         "encoded",
         "num_partitions",
-        "on_release",
         "order",
         "partition",
         "result",
@@ -200,12 +198,9 @@ class ProducerBatch:
         self.builder = BatchBuilder()
         self.result = BatchResult(topic, partition)
         self.size_bytes = 0  # what buffer_memory accounts for this batch
-        self.created = 0.0  # loop time when queued (the async producer's linger, deadlines)
-        self.created_ms = 0  # wall clock ms when opened (the sync producer's linger)
+        self.created = 0.0  # accumulator clock when opened: linger and delivery deadline start
         self.deadline = 0.0
-        self.encoded: bytes | None = None  # sealed once, on first dispatch; retries resend it
-        # Returns the batch's bytes to whoever accounts buffer_memory for it (None: the async one).
-        self.on_release: Callable[[ProducerBatch], None] | None = None
+        self.encoded: bytes | None = None  # encoded once, on first dispatch; retries resend it
         self.order = -1  # dispatch order among the producer's batches (the sender sets it)
 
     @property

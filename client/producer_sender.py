@@ -1,4 +1,8 @@
-"""The producer's sender: sealed batches to partition leaders, pipelined, retried in order.
+"""The producer's sender: ready batches to partition leaders, pipelined, retried in order.
+
+It depends on the cluster, the record accumulator (client/producer_accumulator.py: it drains
+ready batches from it and hands answered ones back) and the sequence state
+(client/producer_sequences.py), never on a producer: both producers share it.
 
 Up to `max_in_flight` batches per partition are on the wire at once (Kafka's
 max.in.flight.requests.per.connection, default 5): one batch per round trip would cap a
@@ -27,27 +31,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from strom.v1 import broker_pb2, common_pb2
 
-from .cluster import Backoff
+from .cluster import Backoff, ClusterClient
 from .errors import METADATA_STALE, KafkaTimeoutError, StromError, error_from_code
+from .producer_accumulator import Key, RecordAccumulator
 from .producer_batch import ProducerBatch
+from .producer_sequences import SequenceState
 
-if TYPE_CHECKING:
-    from .producer import AsyncProducer
-
-Key = tuple[str, int]
+log = logging.getLogger(__name__)
 
 
 class Sender:
-    def __init__(self, producer: AsyncProducer, max_in_flight: int) -> None:
-        self.producer = producer
+    def __init__(
+        self,
+        cluster: ClusterClient,
+        accumulator: RecordAccumulator,
+        sequences: SequenceState,
+        *,
+        acks: int,
+        request_timeout_ms: int,
+        max_in_flight: int,
+    ) -> None:
+        self.cluster = cluster
+        self.accumulator = accumulator
+        self.sequences = sequences
+        self.acks = acks
+        self.request_timeout_ms = request_timeout_ms
         self.max_in_flight = max_in_flight
-        self.ready: list[ProducerBatch] = []
         self.in_flight: dict[Key, deque[ProducerBatch]] = {}  # sent, unanswered, in send order
         self.retrying: dict[Key, list[ProducerBatch]] = {}  # failed, waiting to be resent
         self._resending: set[Key] = set()
@@ -62,14 +78,11 @@ class Sender:
 
     @property
     def busy(self) -> bool:
-        return bool(self.ready or self.in_flight or self.retrying)
+        return bool(self.in_flight or self.retrying)
 
-    def submit(self, batch: ProducerBatch) -> None:
-        self.ready.append(batch)
+    def wakeup(self) -> None:
+        """Loop thread: the accumulator has a new or newly sealed batch (or a flush)."""
         self.wake.set()
-        self.ensure_running()
-
-    def ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -82,13 +95,13 @@ class Sender:
     # ---- the loop ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        producer = self.producer
-        while producer.has_open_batches or self.busy:
-            next_linger_s = producer.seal_lingering(self._held())
-            sendable = self._take_sendable()
-            if sendable:
-                await self._dispatch(sendable)
+        accumulator = self.accumulator
+        while accumulator.has_batches or self.busy:
+            # Cleared before draining: a wake-up while this turn dispatches starts another turn.
             self.wake.clear()
+            drained, next_linger_s = accumulator.drain(self._room, self._leader_of)
+            if drained:
+                await self._dispatch(drained)
             wait = next_linger_s if next_linger_s is not None else 1.0
             try:
                 async with asyncio.timeout(wait):
@@ -96,35 +109,14 @@ class Sender:
             except TimeoutError:
                 pass
 
-    def _held(self) -> set[Key]:
-        """Partitions that could not send another batch now: retrying, at their in-flight
-        limit, or with a sealed batch already waiting."""
-        held = {(b.topic, b.partition) for b in self.ready}
-        held.update(self.retrying)
-        idempotent = self.producer.idempotent
-        for key, flying in self.in_flight.items():
-            limit = self.max_in_flight if key in self.acknowledged or not idempotent else 1
-            if len(flying) >= limit:
-                held.add(key)
-        return held
-
-    def _take_sendable(self) -> list[ProducerBatch]:
-        """Ready batches that may go now, oldest first; a partition that is retrying, or has
-        max_in_flight batches out, holds back its later batches too (they must not overtake)."""
-        sendable, waiting, held = [], [], set()
-        idempotent = self.producer.idempotent
-        for batch in self.ready:
-            key = (batch.topic, batch.partition)
-            flying = self.in_flight.get(key)
-            limit = self.max_in_flight if key in self.acknowledged or not idempotent else 1
-            if key in held or key in self.retrying or (flying and len(flying) >= limit):
-                held.add(key)
-                waiting.append(batch)
-                continue
-            self._mark_in_flight(batch)
-            sendable.append(batch)
-        self.ready = waiting
-        return sendable
+    def _room(self, key: Key) -> int:
+        """How many more batches the partition may send now: none while it is retrying (later
+        batches must not overtake), else up to its in-flight limit."""
+        if key in self.retrying:
+            return 0
+        pipelined = key in self.acknowledged or not self.sequences.idempotent
+        limit = self.max_in_flight if pipelined else 1
+        return max(0, limit - len(self.in_flight.get(key, ())))
 
     def _mark_in_flight(self, batch: ProducerBatch) -> None:
         if batch.order < 0:
@@ -132,21 +124,27 @@ class Sender:
             self._dispatched += 1
         self.in_flight.setdefault((batch.topic, batch.partition), deque()).append(batch)
 
-    async def _dispatch(self, batches: list[ProducerBatch]) -> None:
+    async def _dispatch(self, drained: dict[int, list[ProducerBatch]]) -> None:
+        for batches in drained.values():
+            for batch in batches:
+                self._mark_in_flight(batch)
         # The producer id first, so that every batch is encoded (and given its sequence
         # numbers) in dispatch order, before any of the produce tasks can interleave.
-        with contextlib.suppress(StromError):  # each _produce tries again and reports it
-            await self.producer.ensure_producer_id()
+        with contextlib.suppress(Exception):  # each _produce tries again and reports it
+            await self.sequences.ensure_producer_id(self.cluster)
         # One request per leader per round: a request carries at most one batch of a partition
         # (its answer is per partition), so a partition's second batch goes in the next request.
-        requests: dict[tuple[int, int], list[ProducerBatch]] = {}
-        rounds: dict[Key, int] = {}
-        for batch in batches:
-            key = (batch.topic, batch.partition)
-            round_ = rounds[key] = rounds.get(key, -1) + 1
-            requests.setdefault((self._leader_of(batch), round_), []).append(batch)
-        for (leader, _), group in requests.items():
-            self._spawn(self._produce(leader, group))
+        for leader, batches in drained.items():
+            rounds: list[list[ProducerBatch]] = []
+            seen: dict[Key, int] = {}
+            for batch in batches:
+                key = (batch.topic, batch.partition)
+                round_ = seen[key] = seen.get(key, -1) + 1
+                if round_ == len(rounds):
+                    rounds.append([])
+                rounds[round_].append(batch)
+            for group in rounds:
+                self._spawn(self._produce(leader, group))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         # The loop keeps only weak references to tasks: hold them until they finish.
@@ -154,34 +152,32 @@ class Sender:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _leader_of(self, batch: ProducerBatch) -> int:
-        meta = self.producer.cluster.meta.topics.get(batch.topic)
-        part = meta.partitions.get(batch.partition) if meta else None
+    def _leader_of(self, key: Key) -> int:
+        meta = self.cluster.meta.topics.get(key[0])
+        part = meta.partitions.get(key[1]) if meta else None
         return part.leader if part else -1
 
     # ---- one request ---------------------------------------------------------------------
 
     async def _produce(self, leader: int, batches: list[ProducerBatch]) -> None:
-        producer = self.producer
-        cluster = producer.cluster
-        outcomes: dict[int, tuple[int, StromError | None]] = {}  # id(batch) -> offset, error
+        cluster = self.cluster
+        outcomes: dict[int, tuple[int, Exception | None]] = {}  # id(batch) -> offset, error
         try:
-            await producer.ensure_producer_id()
+            await self.sequences.ensure_producer_id(cluster)
             address = cluster.address_of(leader)
             if address is None:
                 raise error_from_code(common_pb2.LEADER_NOT_AVAILABLE, f"no leader ({leader})")
-            request = broker_pb2.ProduceRequest(
-                acks=producer.acks, timeout_ms=producer.request_timeout_ms
-            )
+            request = broker_pb2.ProduceRequest(acks=self.acks, timeout_ms=self.request_timeout_ms)
             by_topic: dict[str, Any] = {}
             for batch in batches:
                 topic = by_topic.get(batch.topic)
                 if topic is None:
                     topic = by_topic[batch.topic] = request.topics.add(name=batch.topic)
-                topic.partitions.add(partition=batch.partition, records=producer.encode(batch))
+                records = self.sequences.encode(batch)
+                topic.partitions.add(partition=batch.partition, records=records)
             response = await cluster.call(
                 address, cluster.broker_stub(address).Produce, request,
-                producer.request_timeout_ms / 1000 + 5,
+                self.request_timeout_ms / 1000 + 5,
             )  # fmt: skip
             results = {(t.name, p.partition): p for t in response.topics for p in t.partitions}
             for batch in batches:
@@ -202,11 +198,17 @@ class Sender:
                     cluster.invalidate(batch.topic)
             for batch in batches:
                 outcomes[id(batch)] = (-1, exc)
+        except Exception as exc:
+            # A bug (here or in the cluster client), not an answer: fail the batches with it,
+            # so that their futures and flush() see it instead of waiting forever.
+            log.exception("producing to leader %s failed unexpectedly", leader)
+            for batch in batches:
+                outcomes[id(batch)] = (-1, exc)
         for batch in batches:
             self._settle(batch, *outcomes[id(batch)])
         self.wake.set()
 
-    def _settle(self, batch: ProducerBatch, offset: int, error: StromError | None) -> None:
+    def _settle(self, batch: ProducerBatch, offset: int, error: Exception | None) -> None:
         key = (batch.topic, batch.partition)
         flying = self.in_flight.get(key)
         if flying is not None and batch in flying:
@@ -215,13 +217,15 @@ class Sender:
                 del self.in_flight[key]
         if error is None:
             self.acknowledged.add(key)
-            self.producer.complete(batch, offset)
-        elif error.retriable or self._earlier_unresolved(key, batch, error):
+            self.accumulator.complete(batch, offset, has_offsets=self.acks != 0 and offset >= 0)
+        elif isinstance(error, StromError) and (
+            error.retriable or self._earlier_unresolved(key, batch, error)
+        ):
             retry = self.retrying.setdefault(key, [])
             retry.append(batch)
             retry.sort(key=lambda b: b.order)
         else:
-            self.producer.fail(batch, error)
+            self.accumulator.fail(batch, error)
         if key in self.retrying and key not in self.in_flight and key not in self._resending:
             self._resending.add(key)
             self._spawn(self._resend(key))
@@ -239,25 +243,22 @@ class Sender:
     async def _resend(self, key: Key) -> None:
         """Resend a partition's failed batches one at a time, oldest first, with backoff; new
         batches of the partition wait until none are left."""
-        producer = self.producer
-        loop = asyncio.get_running_loop()
-        backoff = Backoff(producer.cluster.retry_backoff_ms, producer.cluster.retry_backoff_max_ms)
+        cluster = self.cluster
+        backoff = Backoff(cluster.retry_backoff_ms, cluster.retry_backoff_max_ms)
         try:
             while self.retrying.get(key):
                 await asyncio.sleep(backoff.next_delay_s())
                 batches = self.retrying[key]
-                if loop.time() > batches[0].deadline:
+                if self.accumulator.clock() > batches[0].deadline:
                     self._expire(key)
                     continue
                 with contextlib.suppress(StromError):  # the leader may have moved
-                    await producer.cluster.topic(key[0])
+                    await cluster.topic(key[0])
                 batch = batches.pop(0)
                 self._mark_in_flight(batch)
-                await self._produce(self._leader_of(batch), [batch])
+                await self._produce(self._leader_of(key), [batch])
                 if batch.result.done():
-                    backoff = Backoff(
-                        producer.cluster.retry_backoff_ms, producer.cluster.retry_backoff_max_ms
-                    )
+                    backoff = Backoff(cluster.retry_backoff_ms, cluster.retry_backoff_max_ms)
         finally:
             self._resending.discard(key)
             if not self.retrying.get(key):
@@ -267,18 +268,18 @@ class Sender:
     def _expire(self, key: Key) -> None:
         """Fail the partition's batches past their delivery deadline; with idempotence, start a
         new producer id and re-encode the rest (their sequences would follow a gap)."""
-        now = asyncio.get_running_loop().time()
+        now = self.accumulator.clock()
         batches = self.retrying[key]
         expired = [b for b in batches if now > b.deadline]
         self.retrying[key] = [b for b in batches if now <= b.deadline]
-        ms = int(self.producer.delivery_timeout_s * 1000)
+        ms = int(self.accumulator.delivery_timeout_s * 1000)
         for batch in expired:
-            self.producer.fail(
+            self.accumulator.fail(
                 batch,
                 KafkaTimeoutError(f"{key[0]}-{key[1]}: not delivered within {ms} ms"),
             )
-        if self.producer.idempotent:
-            self.producer.reset_producer_id()
+        if self.sequences.idempotent:
+            self.sequences.reset()
             self.acknowledged.clear()
             for batch in self.retrying[key]:
                 batch.encoded = None

@@ -1,8 +1,10 @@
-"""Kafka-style client properties files (`--command-config FILE`), mapped to SDK options.
+r"""Kafka-style client properties files (`--command-config FILE`), mapped to SDK options.
 
-Format, as Java's `.properties` and Kafka's tools use it: one `key=value` (or `key: value`) per
-line; blank lines and lines starting with `#` or `!` are ignored; whitespace around keys and
-values is dropped. Keys are Kafka's client config names; `CLIENT_PROPERTIES` maps each to the
+Format: Java's `.properties`, as Kafka's tools read it, parsed by `javaproperties` (PyPI):
+`key=value`, `key: value` or `key value`; `#` and `!` comments; a `\` at the end of a line
+continues the value on the next (long values split over lines); `\uXXXX` and the other
+Java escapes. A key alone, with no separator and no value, is refused as a likely typo. Keys are
+Kafka's client config names; `CLIENT_PROPERTIES` maps each to the
 keyword argument of Producer/Consumer/Admin it sets. An unknown key is an error naming the file,
 the line and the known keys, so a typo never silently leaves a connection in plaintext.
 A relative path in a file (`ssl.ca.location=ca.crt`) is relative to the file's own folder, so
@@ -14,6 +16,8 @@ Values are never echoed in errors: a properties file may hold secrets.
 from __future__ import annotations
 
 from pathlib import Path
+
+import javaproperties
 
 from strom.v1 import common_pb2
 
@@ -43,24 +47,23 @@ def parse_client_properties(
     """SDK keyword arguments from the text of a properties file; relative paths are taken
     relative to `base` when given."""
     options: dict[str, str] = {}
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith(("#", "!")):
-            continue
-        separators = [i for i in (line.find("="), line.find(":")) if i > 0]
-        if not separators:
-            raise _problem(source, line_no, "expected key=value")
-        cut = min(separators)
-        key, value = line[:cut].strip(), line[cut + 1 :].strip()
+    line_no = 1  # where the entry being read starts
+    for entry in javaproperties.parse(text):
+        start, line_no = line_no, line_no + entry.source.count("\n")
+        if not isinstance(entry, javaproperties.KeyValue):
+            continue  # a comment, a blank line
+        key, value = entry.key, entry.value
         if key not in CLIENT_PROPERTIES:
             raise _problem(
                 source,
-                line_no,
+                start,
                 f"unknown property {key!r}; known: {', '.join(sorted(CLIENT_PROPERTIES))}",
             )
+        if not value and entry.source.strip() == key:
+            raise _problem(source, start, "expected key=value")
         name = CLIENT_PROPERTIES[key]
         if name in options:
-            raise _problem(source, line_no, f"{key} is set twice")
+            raise _problem(source, start, f"{key} is set twice")
         if key in PATH_PROPERTIES and base is not None and value:
             value = str(base / Path(value).expanduser())
         options[name] = value

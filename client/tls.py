@@ -33,6 +33,7 @@ from strom.v1 import common_pb2
 from .errors import FatalError
 from .sasl import sasl_interceptors
 
+# Kafka's security.protocol values: the one definition, used by the node's config too.
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 

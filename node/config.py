@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from strom.client.tls import SECURITY_PROTOCOLS
 from strom.node.topic_config import TOPIC_CONFIGS, broker_key_check
 
 ENV_PREFIX = "STROM_"
@@ -68,7 +69,6 @@ def _principals(value: Any) -> str | None:
     return None
 
 
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SECRET_KEYS = frozenset({"node.sasl.password"})  # never echoed in an error message
 
 DAY_MS = 24 * 60 * 60 * 1000
@@ -399,7 +399,6 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
 
 NODE_KEYS_BY_NAME: dict[str, ConfigKey] = {key.name: key for key in NODE_KEYS}
 
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 # Keys a listener may override as `listener.name.<name>.<key>`.
 LISTENER_KEYS = frozenset(
     {"ssl.certificate.location", "ssl.key.location", "ssl.ca.location", "ssl.client.auth"}

@@ -45,10 +45,10 @@ from strom.node.meta_properties import check_directories
 from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.metadata.state import MetadataState
 from strom.node.metrics import NodeCollector, RequestTimer
-from strom.node.observer import MetadataObserver
 from strom.node.peers import ControllerClient, GrpcPeers, Peers
-from strom.node.raft_driver import RaftDriver
-from strom.node.raft_service import RaftServicer, RaftTransport
+from strom.node.quorum.driver import RaftDriver
+from strom.node.quorum.observer import MetadataObserver
+from strom.node.quorum.service import RaftServicer, RaftTransport
 from strom.node.replica.manager import ReplicaManager
 from strom.node.security.interceptor import NodeSecurity
 from strom.node.tls import check_files, controller_security, server_ssl_context
@@ -189,7 +189,7 @@ class Node:
             ),
             heartbeat_interval_ticks=1,
             applied=snapshot.index,
-            # Replay in small slices, so the loop serves others between them (raft_driver).
+            # Replay in small slices, so the loop serves others between them (quorum/driver.py).
             committed_bytes_per_ready_max=APPLY_BYTES_PER_READY_MAX,
         )
         raw = RawNode(raft_config, store, self.rng.randrange)

@@ -39,7 +39,6 @@ from .record_batch import (
     NO_TIMESTAMP,
     PREFIX,
     TIMESTAMP_TYPE_MASK,
-    TRANSACTIONAL_MASK,
     BatchHeader,
     Compression,
     parse_header,
@@ -249,12 +248,8 @@ def _check_header(header: BatchHeader, where: str) -> None:
         raise CorruptRecordError(
             f"{where}: clients may not write control batches", "INVALID_RECORD"
         )
-    if header.attributes & TRANSACTIONAL_MASK:
-        raise CorruptRecordError(
-            f"{where}: transactional batches are not supported (this cluster has no "
-            "transaction coordinator); produce without a transactional id",
-            "INVALID_RECORD",
-        )
+    # A transactional batch is well formed; whether its producer may write one (the
+    # transaction coordinator registered it) is the log's decision: INVALID_TXN_STATE there.
     if header.producer_id < NO_PRODUCER_ID:
         raise CorruptRecordError(
             f"{where}: producer id {header.producer_id} is out of range (ids are >= 0, or -1 "

@@ -53,10 +53,6 @@ class LeaderEpochCache:
     def latest_entry(self) -> EpochEntry | None:
         return self._entries[-1] if self._entries else None
 
-    @property
-    def earliest_entry(self) -> EpochEntry | None:
-        return self._entries[0] if self._entries else None
-
     def _flush(self) -> None:
         write_checkpoint(self.path, list(self._entries), self._sync)
 

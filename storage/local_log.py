@@ -48,10 +48,6 @@ class LocalLog:
         """Index of the segment whose range holds `offset` (the first one if below)."""
         return max(bisect_right(self._bases, offset) - 1, 0)
 
-    def segment_after(self, segment: LogSegment) -> LogSegment | None:
-        i = self._segments.index(segment)
-        return self._segments[i + 1] if i + 1 < len(self._segments) else None
-
     def append(self, data: bytes | bytearray, batches: Sequence[tuple[int, BatchHeader]]) -> None:
         self.active.append(data, batches)
 

@@ -191,10 +191,6 @@ class LogManager:
 
     # ---- maintenance ---------------------------------------------------------------------
 
-    def flush_all(self) -> None:
-        for log in self._logs.values():
-            log.flush()
-
     def delete_old_segments(
         self, high_watermarks: Mapping[tuple[str, int], int], now_ms: int
     ) -> int:

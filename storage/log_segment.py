@@ -47,7 +47,6 @@ LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 TXN_INDEX_SUFFIX = ".txnindex"
-SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
 CLEANED_SUFFIX = ".cleaned"  # `<base>.log.cleaned`: the log cleaner's temporary copy
 _SCAN_CHUNK_BYTES = 64 * 1024
 _LENGTH_PREFIX = struct.Struct(">qi")  # baseOffset, batchLength

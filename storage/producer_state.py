@@ -289,10 +289,6 @@ class ProducerState:
             control_type == ABORT,
         )
 
-    def update_all(self, headers: Iterable[BatchHeader]) -> None:
-        for header in headers:
-            self.update(header)
-
     def evict_before(self, log_start_offset: int) -> None:
         """Forget batches wholly below the log start, and producers left with none."""
         gone = [

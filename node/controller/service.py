@@ -28,7 +28,7 @@ from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import NodeConfig
 from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.metadata.state import MetadataState
-from strom.node.raft_driver import NotLeaderError, RaftDriver
+from strom.node.quorum.driver import NotLeaderError, RaftDriver
 from strom.raft.types import Role
 from strom.v1 import admin_pb2, common_pb2, controller_pb2, controller_pb2_grpc, metadata_pb2
 

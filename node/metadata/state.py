@@ -4,6 +4,12 @@
 (committed entries and snapshots) and the observer on broker-only nodes (the same, fetched from
 a controller). Listeners get the new image and the delta after every entry, in log order, on the
 event loop; they must not block.
+
+A listener's exception is a bug and surfaces: every listener still sees the change (the image
+is already applied), each failure is logged at ERROR, and then `MetadataListenerError` is raised
+to whoever applied the entry. The Raft driver and the observer do not catch it, so their task
+ends and the node stops (node/server.py), rather than serve from state a listener failed to
+update.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from .image import (
 log = logging.getLogger("strom.metadata")
 
 Listener = Callable[[MetadataImage, MetadataDelta], None]
+
+
+class MetadataListenerError(RuntimeError):
+    """A metadata listener raised; its exception is the cause."""
 
 
 def full_delta(old: MetadataImage, new: MetadataImage) -> MetadataDelta:
@@ -51,11 +61,18 @@ class MetadataState:
         self._listeners.append(listener)
 
     def _publish(self, delta: MetadataDelta) -> None:
+        failed: list[tuple[Listener, Exception]] = []
         for listener in self._listeners:
             try:
                 listener(self.image, delta)
-            except Exception:  # a listener's bug must not stop metadata replay
-                log.exception("metadata listener failed")
+            except Exception as exc:  # the others must still see the change: raised below
+                log.exception("metadata listener %r failed", listener)
+                failed.append((listener, exc))
+        if failed:
+            listener, first = failed[0]
+            raise MetadataListenerError(
+                f"{len(failed)} metadata listener(s) failed, first {listener!r}: {first!r}"
+            ) from first
 
     def apply(self, entry: Entry) -> None:
         self.image, delta = apply_batch(self.image, entry.data, entry.index, entry.term)

@@ -139,10 +139,6 @@ class LeaderState:
             return True
         return False
 
-    def acked_by_all(self, required_offset: int) -> bool:
-        """True when every maximal-ISR member holds the log up to `required_offset` (exclusive)."""
-        return self.high_watermark >= required_offset
-
     def _propose(self, new_isr: Collection[int]) -> IsrChange:
         ordered = tuple(r for r in self.replicas if r in set(new_isr))
         epochs = tuple(
@@ -193,15 +189,6 @@ class LeaderState:
         and let the metadata end it.
         """
         self.pending = None
-
-    def out_of_sync_replicas(self, now_ms: int, lag_time_max_ms: int) -> list[int]:
-        return sorted(
-            r
-            for r in self.isr
-            if r != self.leader_id
-            and r in self.followers
-            and now_ms - self.followers[r].last_caught_up_ms > lag_time_max_ms
-        )
 
 
 def diverging_epoch(

@@ -38,9 +38,9 @@ from typing import Any
 import pytest
 from node_sim import NodeSimulation, SimulationFailure
 
-from strom.node import raft_driver
 from strom.node.controller.errors import ControllerError
 from strom.node.controller.logic import ControllerLogic
+from strom.node.quorum import driver as raft_driver
 from strom.node.replica import manager as manager_module
 from strom.node.replica.partition import Partition
 from strom.raft.errors import NotLeader, RaftError

@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from strom.node import raft_driver
 from strom.node.config import build_config
 from strom.node.controller.logic import ControllerLogic, ControllerSettings
 from strom.node.controller.service import ControllerService
 from strom.node.metadata.state import MetadataState
-from strom.node.raft_driver import RaftDriver
+from strom.node.quorum import driver as raft_driver
+from strom.node.quorum.driver import RaftDriver
 from strom.raft.config import Config as RaftConfig
 from strom.raft.errors import NotLeader, ProposalDropped
 from strom.raft.memory_storage import MemoryStorage

@@ -114,3 +114,38 @@ def test_the_checker_keeps_the_console_off_node_internals(tmp_path: Path) -> Non
     # ...and the rest of node/ is still checked by its own, wider rule.
     assert ROOT / "node" / "cli.py" in _modules("node")
     assert not [p for p in _modules("node") if "console" in p.relative_to(ROOT).parts]
+
+
+def _installed_packages(root: Path) -> tuple[set[str], set[str]]:
+    """(what pyproject's hand-written `packages` lists, the packages its folders hold): every
+    folder with a module under a `package-dir` root, named as setuptools would install it."""
+    import tomllib
+
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    found = set()
+    for package, folder in setuptools["package-dir"].items():
+        base = root / folder
+        for module in base.rglob("*.py"):
+            parts = module.parent.relative_to(base).parts
+            if "__pycache__" in parts:
+                continue
+            found.add(".".join((package, *parts)))
+    return listed, found
+
+
+def test_pyproject_packages_cover_every_package_folder() -> None:
+    listed, found = _installed_packages(ROOT)
+    assert not found - listed, f"folders missing from pyproject's packages: {found - listed}"
+    assert not listed - found, f"pyproject lists packages with no folder: {listed - found}"
+
+
+def test_the_packages_check_catches_a_forgotten_folder(tmp_path: Path) -> None:
+    (tmp_path / "node" / "quorum").mkdir(parents=True)
+    (tmp_path / "node" / "__init__.py").write_text("")
+    (tmp_path / "node" / "quorum" / "driver.py").write_text("")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.setuptools]\npackage-dir = { "strom.node" = "node" }\npackages = ["strom.node"]\n'
+    )
+    listed, found = _installed_packages(tmp_path)
+    assert found - listed == {"strom.node.quorum"}

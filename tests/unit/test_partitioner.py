@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
@@ -19,6 +19,7 @@ from strom.client.partitioner import (
     UnknownPartitionerError,
     make_partitioner,
     murmur2,
+    murmur2_reference,
     partition_for_key,
     to_positive,
 )
@@ -188,3 +189,15 @@ def test_factory_by_name() -> None:
     assert one.partition("t", None, 3) == two.partition("t", None, 3) == 0
     with pytest.raises(UnknownPartitionerError, match="round_robin"):
         make_partitioner("random")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_the_c_murmur2_in_use_equals_the_pure_reference(key: bytes) -> None:
+    assert murmur2(key) == murmur2_reference(key)
+    assert murmur2(bytearray(key)) == murmur2_reference(key)  # the producer takes bytearray keys
+
+
+def test_the_c_murmur2_is_in_use_when_installed() -> None:
+    pytest.importorskip("murmurhash2")
+    assert murmur2 is not murmur2_reference

@@ -225,3 +225,26 @@ def test_a_lingered_batch_keeps_filling_while_its_partition_cannot_send() -> Non
         values = [r.value for b in leader.logs[partition] for r in decode_batch(b)[1]]
         assert values == [b"v%d" % i for i in range(partition, 900, 3)]
     assert slow.requests <= 8, f"{slow.requests} requests to the slow leader"
+
+
+class BrokenCluster(FakeCluster):
+    """A cluster client whose call fails with a bug, not a StromError."""
+
+    async def call(self, address: str, fn: Any, request: Any, timeout_s: float) -> Any:
+        raise RuntimeError("a bug in the transport")
+
+
+def test_an_unexpected_error_fails_the_batches_instead_of_hanging_flush() -> None:
+    async def run() -> list[Any]:
+        producer = AsyncProducer("fake:1", acks="all", linger_ms=1)
+        producer.cluster = BrokenCluster(ScriptedLeader(0, 0.0))  # type: ignore[assignment]
+        producer.producer_id, producer.producer_epoch = 7, 0
+        futures = [await producer.send("t", b"v", partition=p) for p in range(PARTITIONS)]
+        async with asyncio.timeout(10):  # on main this flush waited forever
+            await producer.flush()
+        outcomes = [f.exception(timeout=0) for f in futures]
+        await producer.close()
+        return outcomes
+
+    outcomes = asyncio.run(run())
+    assert all(isinstance(e, RuntimeError) and "transport" in str(e) for e in outcomes)

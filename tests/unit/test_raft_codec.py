@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from strom.node.raft_codec import message_from_proto, message_to_proto
+from strom.node.quorum.codec import message_from_proto, message_to_proto
 from strom.raft import types as rt
 from strom.v1 import raft_pb2
 

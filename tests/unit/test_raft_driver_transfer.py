@@ -14,7 +14,7 @@ import asyncio
 import random
 from collections.abc import Callable
 
-from strom.node.raft_driver import RaftDriver
+from strom.node.quorum.driver import RaftDriver
 from strom.raft.config import Config as RaftConfig
 from strom.raft.core import Raft
 from strom.raft.errors import ProposalDropped

@@ -231,3 +231,25 @@ def test_generated_certificates_name_their_hosts_and_keep_keys_private(tmp_path:
     options = read_client_properties(tmp_path / "client.properties")
     assert options["ssl_certfile"] == str(files["alice"].certificate)
     SecurityOptions(**options).channel_credentials()  # every file is readable PEM
+
+
+def test_properties_files_are_read_as_java_reads_them() -> None:
+    text = (
+        "security.protocol SASL_SSL\n"  # the `key value` form
+        "sasl.mechanism = SCRAM-\\\n"  # a value continued over lines
+        "    SHA-256\n"
+        "sasl.username=\\u0061lice\n"  # \uXXXX escapes
+        "  # an indented comment\n"
+        "sasl.password=p\\=w\\:d\n"
+    )
+    assert parse_client_properties(text) == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_username": "alice",
+        "sasl_password": "p=w:d",
+    }
+
+
+def test_a_problem_after_a_continued_value_names_its_own_line() -> None:
+    with pytest.raises(FatalError, match="my.properties:4: unknown property 'nope'"):
+        parse_client_properties("sasl.username=a\\\n  b\n\nnope=1\n", "my.properties")

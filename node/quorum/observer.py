@@ -16,7 +16,7 @@ import grpc
 from strom.client.tls import PLAINTEXT, SecurityOptions
 from strom.node.metadata.state import MetadataState
 from strom.node.peers import Peers
-from strom.node.raft_codec import entry_from_proto, snapshot_from_proto
+from strom.node.quorum.codec import entry_from_proto, snapshot_from_proto
 from strom.raft.types import EntryKind
 from strom.v1 import common_pb2, raft_pb2, raft_pb2_grpc
 
@@ -51,10 +51,6 @@ class MetadataObserver:
         self.next_index = 1
         self.leader_id = 0
         self.commit_index = 0
-
-    @property
-    def applied_index(self) -> int:
-        return self.next_index - 1
 
     def _stub(self, voter: int) -> raft_pb2_grpc.RaftStub:
         return self.peers.stub(raft_pb2_grpc.RaftStub, self.voters[voter], self.security)

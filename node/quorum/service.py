@@ -18,12 +18,12 @@ from strom.client.tls import PLAINTEXT, SecurityOptions
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.metadata.state import MetadataState
 from strom.node.peers import Peers
-from strom.node.raft_codec import (
+from strom.node.quorum.codec import (
     entry_to_proto,
     message_from_proto,
     message_to_proto,
 )
-from strom.node.raft_driver import RaftDriver
+from strom.node.quorum.driver import RaftDriver
 from strom.raft.types import Message
 from strom.v1 import common_pb2, raft_pb2, raft_pb2_grpc
 
