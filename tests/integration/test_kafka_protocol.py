@@ -8,8 +8,12 @@ offsets. Bad frames close only their own connection.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -332,3 +336,43 @@ def test_bad_frames_close_only_their_connection(cluster_factory: Callable[..., C
     finally:
         admin.close()
     assert "closing connection" in cluster.log_of(1)
+
+
+def test_kcat_lists_produces_and_consumes(cluster_factory: Callable[..., Cluster]) -> None:
+    """kcat (librdkafka's command line tool) against a KAFKA listener, as the README shows it:
+    metadata, a keyed produce read back by the SDK, and the SDK's records read by kcat."""
+    kcat = shutil.which("kcat")
+    if kcat is None:
+        problem = "kcat is missing (tests/system/packages.txt)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{problem}: CI installs it")
+        pytest.skip(problem)
+    cluster = cluster_factory(1)
+    bootstrap = kafka_bootstrap(cluster)
+    with cluster.admin() as admin:
+        admin.create_topics([StromTopic("kcat-events", 1, 1)])
+
+    def run(*args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [kcat, "-b", bootstrap, *args], input=stdin, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    metadata = json.loads(run("-L", "-J"))
+    assert {t["topic"] for t in metadata["topics"]} >= {"kcat-events"}
+    assert [b["id"] for b in metadata["brokers"]] == [1]
+    run("-P", "-t", "kcat-events", "-K", ":", stdin="k1:from-kcat-1\nk2:from-kcat-2\n")
+    with Producer(cluster.bootstrap) as producer:
+        producer.send("kcat-events", b"from-sdk", key=b"k3")
+        producer.flush()
+    with Consumer(cluster.bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([StromPartition("kcat-events", 0)])
+        seen: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + 20
+        while len(seen) < 3 and time.monotonic() < deadline:
+            seen += [(r.key, r.value) for r in consumer.poll(timeout_ms=300)]
+    assert seen == [(b"k1", b"from-kcat-1"), (b"k2", b"from-kcat-2"), (b"k3", b"from-sdk")]
+    lines = run("-C", "-t", "kcat-events", "-o", "beginning", "-e", "-f", "%k=%s@%o\n")
+    assert lines.splitlines() == ["k1=from-kcat-1@0", "k2=from-kcat-2@1", "k3=from-sdk@2"]
