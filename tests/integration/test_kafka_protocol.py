@@ -8,6 +8,7 @@ offsets. Bad frames close only their own connection.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -376,3 +377,46 @@ def test_kcat_lists_produces_and_consumes(cluster_factory: Callable[..., Cluster
     assert seen == [(b"k1", b"from-kcat-1"), (b"k2", b"from-kcat-2"), (b"k3", b"from-sdk")]
     lines = run("-C", "-t", "kcat-events", "-o", "beginning", "-e", "-f", "%k=%s@%o\n")
     assert lines.splitlines() == ["k1=from-kcat-1@0", "k2=from-kcat-2@1", "k3=from-sdk@2"]
+
+
+def test_aiokafka_idempotent_produce_group_consume_and_commit(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """aiokafka (asyncio, its own protocol code): an idempotent producer, then a consumer in a
+    classic group that commits; the group's offsets are what strom's admin reports."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    cluster = cluster_factory(3)
+    bootstrap = kafka_bootstrap(cluster)
+    with cluster.admin() as admin:
+        admin.create_topics([StromTopic("aio-events", 3, 3)])
+
+    async def scenario() -> list[bytes]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+        await producer.start()
+        try:
+            for i in range(30):
+                await producer.send_and_wait("aio-events", f"aio-{i}".encode(), key=b"k%d" % i)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            "aio-events", bootstrap_servers=bootstrap, group_id="aio-group",
+            auto_offset_reset="earliest", enable_auto_commit=False,
+        )  # fmt: skip
+        await consumer.start()
+        values: list[bytes] = []
+        try:
+            async with asyncio.timeout(30):
+                while len(values) < 30:
+                    batches = await consumer.getmany(timeout_ms=500)
+                    values += [r.value for records in batches.values() for r in records]
+            await consumer.commit()
+        finally:
+            await consumer.stop()
+        return values
+
+    values = asyncio.run(scenario())
+    assert sorted(values) == sorted(f"aio-{i}".encode() for i in range(30))
+    with cluster.admin() as admin:
+        committed = admin.list_group_offsets("aio-group")
+    assert sum(committed.values()) == 30 and len(committed) == 3
