@@ -46,6 +46,41 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _topic_configs(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+    """`key=value` topic configs, each checked against the topic config table before any
+    connection is made (the broker checks them again)."""
+    from strom.node.topic_config import InvalidTopicConfig, parse_topic_config
+
+    configs = _key_values(items, flag)
+    for key, value in configs.items():
+        try:
+            parse_topic_config(key, value)
+        except InvalidTopicConfig as exc:
+            raise CommandError(f"{flag}: {exc}") from None
+    return configs
+
+
+def _count(text: str) -> int:
+    """An argparse type: a count of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count_or_default(text: str) -> int:
+    """An argparse type: a count of at least 1, or -1 for the broker's default."""
+    if text.strip() == "-1":
+        return -1
+    try:
+        return _count(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or -1: the broker's default)") from None
+
+
 def _credentials() -> dict[str, Any]:
     """The CLI's own SASL login (STROM_SASL_USERNAME / STROM_SASL_PASSWORD), if set."""
     from strom.node.cli_security import client_credentials
@@ -336,7 +371,7 @@ def _topics_create(args: argparse.Namespace) -> int:
     from strom.client.admin import NewTopic
     from strom.client.errors import StromError
 
-    configs = _key_values(args.config, "--config")
+    configs = _topic_configs(args.config, "--config")
     with _admin(args) as admin:
         try:
             admin.create_topics(
@@ -469,7 +504,7 @@ def _topics_delete(args: argparse.Namespace) -> int:
 
 
 def _topics_alter(args: argparse.Namespace) -> int:
-    configs = _key_values(args.config, "--config")
+    configs = _topic_configs(args.config, "--config")
     with _admin(args) as admin:
         if configs or args.delete_config:
             admin.alter_topic_configs(args.topic, configs, args.delete_config or [])
@@ -1045,8 +1080,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics_sub = topics.add_subparsers(dest="action", required=True)
     create = client(topics_sub.add_parser("create"))
     create.add_argument("topic")
-    create.add_argument("--partitions", type=int, default=-1)
-    create.add_argument("--replication-factor", type=int, default=-1)
+    # Checked before any connection: a bad count or config is reported at once.
+    create.add_argument("--partitions", type=_count_or_default, default=-1)
+    create.add_argument("--replication-factor", type=_count_or_default, default=-1)
     create.add_argument("--config", action="append", help="topic config key=value")
     create.add_argument("--if-not-exists", action="store_true")
     create.set_defaults(handler=_topics_create)
@@ -1064,7 +1100,7 @@ def build_parser() -> argparse.ArgumentParser:
     alter.add_argument("topic")
     alter.add_argument("--config", action="append", help="set topic config key=value")
     alter.add_argument("--delete-config", action="append", help="remove a topic config override")
-    alter.add_argument("--partitions", type=int, help="new partition count (only grows)")
+    alter.add_argument("--partitions", type=_count, help="new partition count (only grows)")
     alter.set_defaults(handler=_topics_alter)
     delete_records = client(
         topics_sub.add_parser(
