@@ -130,17 +130,24 @@ class ClusterClient:
         request_timeout_ms: int = 30_000,
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1_000,
+        bootstrap_timeout_ms: int | None = None,
         **security_options: Any,
     ) -> None:
         """`security_options`: the fields of `SecurityOptions` (security_protocol, ssl_cafile,
         ssl_certfile, ssl_keyfile, sasl_mechanism, sasl_username, sasl_password), as
-        kafka-python names them."""
+        kafka-python names them. `bootstrap_timeout_ms`: until some node has answered, give up
+        after this long instead of the request timeout (command-line tools: a wrong or dead
+        bootstrap address is reported in seconds, naming it)."""
         self.security = SecurityOptions.from_options(security_options)
         self.bootstrap = parse_bootstrap(bootstrap_servers)
         self.client_id = client_id
         self.request_timeout_s = request_timeout_ms / 1000
         self.retry_backoff_ms = retry_backoff_ms
         self.retry_backoff_max_ms = retry_backoff_max_ms
+        self.bootstrap_timeout_s = (
+            None if bootstrap_timeout_ms is None else bootstrap_timeout_ms / 1000
+        )
+        self.answered = False  # some node has answered a call
         self.meta = ClusterMeta()
         # Topics the last metadata answers refused (TOPIC_AUTHORIZATION_FAILED): name -> message.
         self.unauthorized_topics: dict[str, str] = {}
@@ -180,7 +187,9 @@ class ClusterClient:
     ) -> T:
         """One RPC with a deadline; transport errors become typed StromErrors."""
         try:
-            return await asyncio.wait_for(fn(request), timeout_s)
+            answer = await asyncio.wait_for(fn(request), timeout_s)
+            self.answered = True
+            return answer
         except grpc.aio.AioRpcError as exc:
             hint = ""
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
@@ -199,9 +208,12 @@ class ClusterClient:
     ) -> T:
         """Call any reachable node (metadata and admin requests), trying each in turn until the
         deadline; raises the last error with every address tried in its message."""
-        deadline = asyncio.get_running_loop().time() + (timeout_s or self.request_timeout_s)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + (timeout_s or self.request_timeout_s)
         backoff = Backoff(self.retry_backoff_ms, self.retry_backoff_max_ms)
         errors: dict[str, str] = {}
+        unreachable: set[str] = set()  # addresses whose last try could not connect at all
         while True:
             for address in self.known_addresses():
                 remaining = deadline - asyncio.get_running_loop().time()
@@ -211,9 +223,24 @@ class ClusterClient:
                     return await self.call(address, pick(address), request, remaining)
                 except RetriableError as exc:
                     errors[address] = exc.message or exc.name
+                    if exc.code == common_pb2.NETWORK_EXCEPTION:
+                        unreachable.add(address)
+                    else:
+                        unreachable.discard(address)
+            tried = "; ".join(f"{a}: {e}" for a, e in errors.items()) or "none reachable"
+            if (
+                self.bootstrap_timeout_s is not None
+                and not self.answered
+                and loop.time() - started >= self.bootstrap_timeout_s
+                and unreachable >= set(self.known_addresses())
+            ):
+                raise RetriableError(
+                    common_pb2.NETWORK_EXCEPTION,
+                    f"cannot reach the cluster: no bootstrap server could be connected to for "
+                    f"{self.bootstrap_timeout_s:.1f} s (tried {tried})",
+                )
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
-                tried = "; ".join(f"{a}: {e}" for a, e in errors.items()) or "none reachable"
                 raise KafkaTimeoutError(
                     f"no broker answered within {timeout_s or self.request_timeout_s:.1f} s "
                     f"(tried {tried})"

@@ -46,6 +46,12 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+# Until some node answers, a command gives up after this long when no bootstrap address can be
+# connected to (a wrong or dead address is reported in seconds, naming it, instead of after the
+# request timeout); a cluster that answers slowly still gets the whole request timeout.
+CLI_BOOTSTRAP_TIMEOUT_MS = 5_000
+
+
 def _topic_configs(items: Sequence[str] | None, flag: str) -> dict[str, str]:
     """`key=value` topic configs, each checked against the topic config table before any
     connection is made (the broker checks them again)."""
@@ -364,7 +370,11 @@ def _cluster_down(args: argparse.Namespace) -> int:
 def _admin(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from strom.client.admin import Admin
 
-    return Admin(args.bootstrap_server, **connection_options(args))
+    return Admin(
+        args.bootstrap_server,
+        bootstrap_timeout_ms=CLI_BOOTSTRAP_TIMEOUT_MS,
+        **connection_options(args),
+    )
 
 
 def _topics_create(args: argparse.Namespace) -> int:

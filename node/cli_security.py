@@ -47,9 +47,16 @@ def client_credentials() -> dict[str, Any]:
 
 def _admin(args: argparse.Namespace) -> Any:
     from strom.client.admin import Admin
-    from strom.node.cli import connection_options  # --command-config, then the environment
+    from strom.node.cli import (  # --command-config, then the environment
+        CLI_BOOTSTRAP_TIMEOUT_MS,
+        connection_options,
+    )
 
-    return Admin(args.bootstrap_server, **connection_options(args))
+    return Admin(
+        args.bootstrap_server,
+        bootstrap_timeout_ms=CLI_BOOTSTRAP_TIMEOUT_MS,
+        **connection_options(args),
+    )
 
 
 def _read_password(args: argparse.Namespace) -> str:

@@ -99,9 +99,13 @@ def describe_cluster_rows(description: Any, topics: list[Any]) -> list[BrokerRow
 
 def cluster_describe(args: argparse.Namespace) -> int:
     from strom.client.admin import Admin
-    from strom.node.cli import connection_options
+    from strom.node.cli import CLI_BOOTSTRAP_TIMEOUT_MS, connection_options
 
-    with Admin(args.bootstrap_server, **connection_options(args)) as admin:
+    with Admin(
+        args.bootstrap_server,
+        bootstrap_timeout_ms=CLI_BOOTSTRAP_TIMEOUT_MS,
+        **connection_options(args),
+    ) as admin:
         description = admin.describe_cluster()
         topics = admin.describe_topics(None)
     rows = describe_cluster_rows(description, topics)
