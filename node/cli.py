@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from strom import __version__
+from strom.node.cli_output import print_table
 from strom.storage import compiled_codec
 
 Handler = Callable[[argparse.Namespace], int]
@@ -340,13 +341,14 @@ def _cluster_status(args: argparse.Namespace) -> int:
         _print_json({"cluster_id": cluster_id, "nodes": rows})
         return 0
     print(f"ClusterId: {cluster_id}")
-    print(f"{'NODE':<6}{'PID':<9}{'ADDRESS':<18}{'KAFKA':<18}{'ROLES':<20}{'STATE':<10}CONTROLLER")
-    for row in rows:
-        print(
-            f"{row['node_id']:<6}{row['pid'] or '-':<9}{row['address']:<18}"
-            f"{row['kafka_address'] or '-':<18}{row['roles']:<20}"
-            f"{row['state']:<10}{'active' if row['active_controller'] else ''}"
-        )
+    print_table(
+        ["NODE", "PID", "ADDRESS", "KAFKA", "ROLES", "STATE", "CONTROLLER"],
+        [
+            [row["node_id"], row["pid"] or "-", row["address"], row["kafka_address"] or "-",
+             row["roles"], row["state"], "active" if row["active_controller"] else ""]
+            for row in rows
+        ],
+    )  # fmt: skip
     return 0
 
 
@@ -834,33 +836,35 @@ def _groups_describe(args: argparse.Namespace) -> int:
         )  # fmt: skip
         return 0
     if args.state:
-        print(f"{'GROUP':<28}{'COORDINATOR':<13}{'ASSIGNOR':<11}{'STATE':<13}#MEMBERS")
-        print(f"{group.group_id:<28}{group.coordinator_id:<13}{group.assignor:<11}"
-              f"{group.state:<13}{len(group.members)}")  # fmt: skip
+        print_table(
+            ["GROUP", "COORDINATOR", "ASSIGNOR", "STATE", "#MEMBERS"],
+            [[group.group_id, group.coordinator_id, group.assignor, group.state,
+              len(group.members)]],
+        )  # fmt: skip
         return 0
     if args.members:
-        print(
-            f"{'GROUP':<28}{'CONSUMER-ID':<34}{'HOST':<22}{'CLIENT-ID':<16}#PARTITIONS  ASSIGNMENT"
-        )
-        for m in group.members:
-            assignment = ",".join(f"{t}:{p}" for t, p in m.assignment) or "-"
-            print(f"{group.group_id:<28}{m.member_id:<34}{m.host:<22}{m.client_id:<16}"
-                  f"{len(m.assignment):<13}{assignment}")  # fmt: skip
+        print_table(
+            ["GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS", "ASSIGNMENT"],
+            [[group.group_id, m.member_id, m.host, m.client_id, len(m.assignment),
+              ",".join(f"{t}:{p}" for t, p in m.assignment) or "-"]
+             for m in group.members],
+        )  # fmt: skip
         return 0
-    print(
-        f"{'GROUP':<28}{'TOPIC':<20}{'PARTITION':<11}{'CURRENT-OFFSET':<16}{'LOG-END-OFFSET':<16}"
-        f"{'LAG':<6}{'CONSUMER-ID':<34}{'HOST':<22}CLIENT-ID"
-    )
+    table = []
     for topic, partition in partitions:
         member = owner.get((topic, partition))
         current = offsets.get((topic, partition), -1)
         end = ends.get((topic, partition), -1)
-        print(
-            f"{group.group_id:<28}{topic:<20}{partition:<11}"
-            f"{current if current >= 0 else '-':<16}{end:<16}{_lag(current, end):<6}"
-            f"{member.member_id if member else '-':<34}{member.host if member else '-':<22}"
-            f"{member.client_id if member else '-'}"
-        )
+        table.append(
+            [group.group_id, topic, partition, current if current >= 0 else "-", end,
+             _lag(current, end), member.member_id if member else "-",
+             member.host if member else "-", member.client_id if member else "-"]
+        )  # fmt: skip
+    print_table(
+        ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID",
+         "HOST", "CLIENT-ID"],
+        table,
+    )  # fmt: skip
     if not group.members:
         print(f"\nConsumer group '{group.group_id}' has no active members.")
     return 0
@@ -922,9 +926,13 @@ def _groups_reset_offsets(args: argparse.Namespace) -> int:
         new = plan_offsets_reset(request, partitions, committed, earliest, latest, by_time)
         if args.execute:
             admin.alter_group_offsets(args.group, new)
-    print(f"{'GROUP':<28}{'TOPIC':<20}{'PARTITION':<11}NEW-OFFSET")
-    for (topic, partition), offset in sorted(new.items()):
-        print(f"{args.group:<28}{topic:<20}{partition:<11}{offset}")
+    print_table(
+        ["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"],
+        [
+            [args.group, topic, partition, offset]
+            for (topic, partition), offset in sorted(new.items())
+        ],
+    )
     if not args.execute:
         print("\n(dry run: add --execute to apply)")
     return 0

@@ -22,6 +22,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from strom.node.cli_output import print_table
+
 # (label shown, metric family name as the parser names it: counters without `_total`)
 KEY_METRICS: tuple[tuple[str, str], ...] = (
     ("messages in", "strom_server_brokertopicmetrics_messagesin"),
@@ -124,16 +126,11 @@ def cluster_describe(args: argparse.Namespace) -> int:
         return 0
     print(f"ClusterId: {description.cluster_id}")
     print(f"ActiveController: {description.controller_id}")
-    print(
-        f"{'ID':<5}{'ADDRESS':<24}{'RACK':<10}{'STATE':<15}{'PARTITIONS':<12}{'LEADERS':<9}"
-        f"{'OFFLINE':<9}"
-    )
-    for r in rows:
-        controller = "  (active controller)" if r.active_controller else ""
-        print(
-            f"{r.id:<5}{r.address:<24}{r.rack or '-':<10}{r.state:<15}{r.partitions:<12}"
-            f"{r.leaders:<9}{r.offline:<9}{controller}".rstrip()
-        )
+    print_table(
+        ["ID", "ADDRESS", "RACK", "STATE", "PARTITIONS", "LEADERS", "OFFLINE", ""],
+        [[r.id, r.address, r.rack or "-", r.state, r.partitions, r.leaders, r.offline,
+          "(active controller)" if r.active_controller else ""] for r in rows],
+    )  # fmt: skip
     return 0
 
 
