@@ -838,8 +838,10 @@ class PartitionLog:
 
     def plan_flush(self) -> FlushJob | None:
         """The fsyncs that make everything appended so far durable, to `run` off the loop and
-        then `complete_flush`; None when nothing is unflushed."""
-        self._check_open()
+        then `complete_flush`; None when nothing is unflushed, or the log is closed (a clean
+        close flushed it; a dropped or crashed replica has nothing left to make durable)."""
+        if self._closed:
+            return None
         end = self.log_end_offset
         if self._recovery_point >= end:
             return None

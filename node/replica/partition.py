@@ -232,9 +232,7 @@ class Partition:
     async def _flush_until_durable(self) -> None:
         while True:
             try:
-                job = self._log.plan_flush()
-            except StorageError:
-                return  # closed: the replica was dropped; its close flushed or it is gone
+                job = self._log.plan_flush()  # None once the log is closed (replica dropped)
             except OSError as exc:
                 self.on_failure(self, exc)
                 return

@@ -164,3 +164,17 @@ def test_the_page_cache_loses_acknowledged_writes_to_a_power_loss(tmp_path: Path
     """The check above can fail: with the default policy the writes were never fsynced."""
     acked, recovered = acknowledged_after_power_loss(tmp_path / "orders-0", LogConfig())
     assert acked and recovered[: len(acked)] != acked
+
+
+def test_a_flush_due_after_the_log_closed_does_nothing(tmp_path: Path) -> None:
+    """Found by the node simulation (seed 229): a replica dropped (its log closed) while its
+    flush task was scheduled made the task fail ("log is closed")."""
+
+    async def scenario() -> None:
+        partition = leader(tmp_path / "orders-0", SYNC)
+        partition.append_as_leader(batch("a"), acks=1, min_insync_replicas=1, now_ms=1)
+        partition._log.close(clean=False)  # dropped before the flush task ran
+        await partition.flush()
+        assert partition.durable_end_offset == 0
+
+    asyncio.run(scenario())
