@@ -21,7 +21,7 @@ from strom.node.internal_topics import is_internal
 from strom.node.loop_turns import TurnBudget
 from strom.node.peers import ControllerClient, ControllerUnavailable
 from strom.node.replica.manager import ReplicaManager
-from strom.node.replica.partition import Partition, PartitionError
+from strom.node.replica.partition import PartitionError
 from strom.storage.control_records import TxnMarker
 from strom.storage.errors import StorageError
 from strom.storage.txn_index import AbortedTxn
@@ -150,17 +150,13 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     result.base_offset = info.first_offset
                     result.log_start_offset = partition.log_start_offset
                     if request.acks == -1:
-                        waits.append(
-                            self._await_isr(
-                                partition, info.last_offset, min_isr, request.timeout_ms, result
-                            )
+                        wait = partition.wait_for_isr(
+                            info.last_offset, min_isr, request.timeout_ms / 1000
                         )
+                        waits.append(self._answer_when(wait, result))
                     elif request.acks == 1 and partition.flushes_before_ack:
-                        waits.append(
-                            self._await_durable(
-                                partition, info.last_offset, request.timeout_ms, result
-                            )
-                        )
+                        wait = partition.wait_durable(info.last_offset, request.timeout_ms / 1000)
+                        waits.append(self._answer_when(wait, result))
                 except (PartitionError, StorageError) as exc:
                     code, message = error_code(exc)
                     result.error_code, result.error_message = code, message  # type: ignore[assignment]
@@ -169,28 +165,14 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             await asyncio.gather(*waits)
         return response
 
-    async def _await_isr(
-        self,
-        partition: Partition,
-        last_offset: int,
-        min_isr: int,
-        timeout_ms: int,
-        result: broker_pb2.PartitionProduceResponse,
+    @staticmethod
+    async def _answer_when(
+        wait: Awaitable[None], result: broker_pb2.PartitionProduceResponse
     ) -> None:
+        """Await an acknowledgement condition (the ISR, or the leader's fsync); a refusal is
+        that partition's answer."""
         try:
-            await partition.wait_for_isr(last_offset, min_isr, timeout_ms / 1000)
-        except PartitionError as exc:
-            result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
-
-    async def _await_durable(
-        self,
-        partition: Partition,
-        last_offset: int,
-        timeout_ms: int,
-        result: broker_pb2.PartitionProduceResponse,
-    ) -> None:
-        try:
-            await partition.wait_durable(last_offset, timeout_ms / 1000)
+            await wait
         except PartitionError as exc:
             result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
 
