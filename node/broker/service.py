@@ -9,6 +9,7 @@ hands the batch bytes to the log, fetch returns slices of segment files (DESIGN.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -126,7 +127,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         if request.timeout_ms < 0:
             await _invalid(context, f"timeout_ms must be >= 0, got {request.timeout_ms}")
         response = broker_pb2.ProduceResponse()
-        waits: list[Awaitable[None]] = []
+        # What each partition's answer waits for, started only once every partition is
+        # appended: a coroutine made earlier would never be awaited if this handler is
+        # cancelled between slices (the deadline passed, the client went away).
+        waits: list[tuple[Callable[[], Awaitable[None]], broker_pb2.PartitionProduceResponse]] = []
         turns = TurnBudget()
         for topic in request.topics:
             topic_response = response.topics.add(name=topic.name)
@@ -149,30 +153,38 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     metrics.record_produce(topic.name, info.record_count, len(data.records))
                     result.base_offset = info.first_offset
                     result.log_start_offset = partition.log_start_offset
+                    timeout_s = request.timeout_ms / 1000
                     if request.acks == -1:
-                        wait = partition.wait_for_isr(
-                            info.last_offset, min_isr, request.timeout_ms / 1000
-                        )
-                        waits.append(self._answer_when(wait, result))
+                        waits.append((
+                            functools.partial(
+                                partition.wait_for_isr, info.last_offset, min_isr, timeout_s
+                            ),
+                            result,
+                        ))  # fmt: skip
                     elif request.acks == 1 and partition.flushes_before_ack:
-                        wait = partition.wait_durable(info.last_offset, request.timeout_ms / 1000)
-                        waits.append(self._answer_when(wait, result))
+                        waits.append((
+                            functools.partial(
+                                partition.wait_durable, info.last_offset, timeout_s
+                            ),
+                            result,
+                        ))  # fmt: skip
                 except (PartitionError, StorageError) as exc:
                     code, message = error_code(exc)
                     result.error_code, result.error_message = code, message  # type: ignore[assignment]
                     result.current_leader.CopyFrom(self._leader_hint(topic.name, data.partition))
         if waits:
-            await asyncio.gather(*waits)
+            await asyncio.gather(*(self._answer_when(wait, result) for wait, result in waits))
         return response
 
     @staticmethod
     async def _answer_when(
-        wait: Awaitable[None], result: broker_pb2.PartitionProduceResponse
+        wait: Callable[[], Awaitable[None]], result: broker_pb2.PartitionProduceResponse
     ) -> None:
         """Await an acknowledgement condition (the ISR, or the leader's fsync); a refusal is
-        that partition's answer."""
+        that partition's answer. The condition's coroutine is made here, so a task cancelled
+        before it first runs leaves none behind unawaited."""
         try:
-            await wait
+            await wait()
         except PartitionError as exc:
             result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
 
