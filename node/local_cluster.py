@@ -98,6 +98,15 @@ def _port_free(port: int) -> bool:
         return True
 
 
+def free_base_port(nodes: int) -> int:
+    """A base port from which `nodes` nodes' client, controller and Kafka ports (one stride
+    apart) are all free: for clusters made by the demo and the benchmarks beside a running one."""
+    for base in range(19092, 60000, 1000):
+        if all(_port_free(base + i * PORT_STRIDE + d) for i in range(nodes) for d in (0, 1, 3)):
+            return base
+    raise ClusterError("no free ports for a local cluster between 19092 and 60000")
+
+
 class LocalCluster:
     def __init__(self, directory: str | Path = DEFAULT_DIR) -> None:
         self.dir = Path(directory).resolve()

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from strom.node import cli
+from strom.node.cli import topics as cli_topics
 
 UNREACHABLE = ["--bootstrap-server", "localhost:1"]
 
@@ -17,7 +18,7 @@ def no_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the CLI connected before checking its arguments")
 
-    monkeypatch.setattr(cli, "_admin", refuse)
+    monkeypatch.setattr(cli_topics, "admin_client", refuse)
 
 
 @pytest.mark.parametrize(
