@@ -17,11 +17,12 @@ import grpc
 from strom.node import metrics
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.delayed import wait_any
+from strom.node.errors import answer_refusal, as_error_code
 from strom.node.internal_topics import is_internal
 from strom.node.loop_turns import TurnBudget
 from strom.node.peers import ControllerClient, ControllerUnavailable
 from strom.node.replica.manager import ReplicaManager
-from strom.node.replica.partition import PartitionError
+from strom.node.replica.partition import PartitionError, refusal
 from strom.storage.control_records import TxnMarker
 from strom.storage.errors import StorageError
 from strom.storage.txn_index import AbortedTxn
@@ -40,17 +41,6 @@ log = logging.getLogger("strom.broker")
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 FETCH_WAIT_MS_MAX = 60_000
-
-
-def error_code(exc: Exception) -> tuple[int, str]:
-    if isinstance(exc, PartitionError):
-        return exc.code, exc.message
-    if isinstance(exc, StorageError):
-        try:
-            return common_pb2.ErrorCode.Value(exc.error_name), str(exc)
-        except ValueError:
-            return common_pb2.KAFKA_STORAGE_ERROR, str(exc)
-    return common_pb2.UNKNOWN_SERVER_ERROR, f"{type(exc).__name__}: {exc}"
 
 
 async def _invalid(context: grpc.aio.ServicerContext, message: str) -> None:
@@ -158,8 +148,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                         wait = partition.wait_durable(info.last_offset, request.timeout_ms / 1000)
                         waits.append(self._answer_when(wait, result))
                 except (PartitionError, StorageError) as exc:
-                    code, message = error_code(exc)
-                    result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                    answer_refusal(result, refusal(exc))
                     result.current_leader.CopyFrom(self._leader_hint(topic.name, data.partition))
         if waits:
             await asyncio.gather(*waits)
@@ -174,7 +163,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         try:
             await wait
         except PartitionError as exc:
-            result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
+            answer_refusal(result, exc)
 
     # ---- fetch -------------------------------------------------------------------------
 
@@ -219,12 +208,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 result = topic_response.partitions.add(partition=wanted.partition)
                 try:
                     partition = self.manager.partition_by_name(topic.name, wanted.partition)
-                    if not partition.is_leader:
-                        raise PartitionError(
-                            common_pb2.NOT_LEADER_OR_FOLLOWER,
-                            f"broker {self.manager.broker_id} does not lead {partition.name}",
-                        )
-                    partition.check_leader_epoch(wanted.current_leader_epoch)
+                    partition.check_leader(wanted.current_leader_epoch)
                     budget = max_bytes - total
                     limit = min(wanted.partition_max_bytes or budget, budget)
                     # At least one batch when nothing has been taken yet (Kafka's rule).
@@ -246,8 +230,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     result.log_start_offset = partition.log_start_offset
                     watched.append((partition.changed, partition.changed.version))
                 except (PartitionError, StorageError) as exc:
-                    code, message = error_code(exc)
-                    result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                    answer_refusal(result, refusal(exc))
                     result.current_leader.CopyFrom(self._leader_hint(topic.name, wanted.partition))
                     errors = True
         return response, total, errors, watched
@@ -267,12 +250,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 result.timestamp = -1
                 try:
                     partition = self.manager.partition_by_name(topic.name, wanted.partition)
-                    if not partition.is_leader:
-                        raise PartitionError(
-                            common_pb2.NOT_LEADER_OR_FOLLOWER,
-                            f"broker {self.manager.broker_id} does not lead {partition.name}",
-                        )
-                    partition.check_leader_epoch(wanted.current_leader_epoch)
+                    partition.check_leader(wanted.current_leader_epoch)
                     result.leader_epoch = partition.leader_epoch
                     if wanted.timestamp == EARLIEST_TIMESTAMP:
                         result.offset = partition.log_start_offset
@@ -293,8 +271,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                             "or a time in ms",
                         )
                 except (PartitionError, StorageError) as exc:
-                    code, message = error_code(exc)
-                    result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                    answer_refusal(result, refusal(exc))
         return response
 
     # ---- metadata ----------------------------------------------------------------------
@@ -463,8 +440,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                     total += len(fetched.records)
                 watched.append((partition.changed, partition.changed.version))
             except (PartitionError, StorageError) as exc:
-                code, message = error_code(exc)
-                result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                answer_refusal(result, refusal(exc))
                 total += 1
         return response, total, watched
 
@@ -480,8 +456,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                     request.producer_id, request.producer_epoch, request.coordinator_epoch
                 )
             except (PartitionError, StorageError) as exc:
-                code, message = error_code(exc)
-                result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                answer_refusal(result, refusal(exc))
         return response
 
     async def WriteTxnMarkers(
@@ -499,8 +474,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                 partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
                 partition.write_markers([marker], self.manager.clock.now_ms())
             except (PartitionError, StorageError) as exc:
-                code, message = error_code(exc)
-                result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                answer_refusal(result, refusal(exc))
         return response
 
     async def OffsetForLeaderEpoch(
@@ -517,5 +491,5 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                 epoch, end = partition.end_offset_for_epoch(wanted.leader_epoch)
                 result.leader_epoch, result.end_offset = epoch, end
             except (PartitionError, StorageError) as exc:
-                result.error_code = error_code(exc)[0]  # type: ignore[assignment]
+                result.error_code = as_error_code(refusal(exc).code)
         return response

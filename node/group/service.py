@@ -12,6 +12,7 @@ import logging
 
 import grpc
 
+from strom.node.errors import answer_refusal, as_error_code
 from strom.node.kafka.codec import CodecError, Reader, Schema
 from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.replica.manager import ReplicaManager
@@ -31,10 +32,6 @@ from .coordinator import GroupCoordinator, GroupError, check_group_id
 from .offsets_log import OFFSETS_TOPIC
 
 log = logging.getLogger("strom.group")
-
-
-def _code(code: int) -> common_pb2.ErrorCode.ValueType:
-    return common_pb2.ErrorCode.ValueType(code)
 
 
 class EndOffsets:
@@ -131,7 +128,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             check_group_id(request.key)
         except GroupError as exc:
             return group_pb2.FindCoordinatorResponse(
-                error_code=_code(exc.code), error_message=exc.message
+                error_code=as_error_code(exc.code), error_message=exc.message
             )
         if not await self._ensure_offsets_topic():
             return group_pb2.FindCoordinatorResponse(
@@ -176,7 +173,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             )
         except GroupError as exc:
             return group_pb2.ConsumerGroupHeartbeatResponse(
-                error_code=_code(exc.code), error_message=exc.message
+                error_code=as_error_code(exc.code), error_message=exc.message
             )
         return group_pb2.ConsumerGroupHeartbeatResponse(
             member_id=member_id,
@@ -202,7 +199,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             )
         except GroupError as exc:
             return group_pb2.OffsetCommitResponse(
-                error_code=_code(exc.code), error_message=exc.message
+                error_code=as_error_code(exc.code), error_message=exc.message
             )
         response = group_pb2.OffsetCommitResponse()
         for t in request.topics:
@@ -210,7 +207,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             for p in t.partitions:
                 code, message = results.get((t.name, p.partition), (common_pb2.NONE, ""))
                 out.partitions.add(
-                    partition=p.partition, error_code=_code(code), error_message=message
+                    partition=p.partition, error_code=as_error_code(code), error_message=message
                 )
         return response
 
@@ -222,7 +219,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             offsets = self.coordinator.fetch_offsets(request.group_id, wanted)
         except GroupError as exc:
             return group_pb2.OffsetFetchResponse(
-                error_code=_code(exc.code), error_message=exc.message
+                error_code=as_error_code(exc.code), error_message=exc.message
             )
         response = group_pb2.OffsetFetchResponse()
         by_topic: dict[str, group_pb2.OffsetFetchTopic] = {}
@@ -261,7 +258,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             try:
                 group = self.coordinator.describe(group_id)
             except GroupError as exc:
-                out.error_code, out.error_message = _code(exc.code), exc.message
+                answer_refusal(out, exc)
                 out.state = "Dead"
                 continue
             out.state = self.coordinator.group_state(group)
@@ -299,7 +296,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             try:
                 await self.coordinator.delete_group(group_id)
             except GroupError as exc:
-                result.error_code, result.error_message = _code(exc.code), exc.message
+                answer_refusal(result, exc)
         return response
 
 
