@@ -59,13 +59,15 @@ def connection_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """SDK keyword arguments of every client the CLI makes (Admin, producer, consumer): the
+    connection settings and the short bootstrap timeout."""
+    return {"bootstrap_timeout_ms": CLI_BOOTSTRAP_TIMEOUT_MS, **connection_options(args)}
+
+
 def admin_client(args: argparse.Namespace) -> Admin:
     """An Admin for a client command's `--bootstrap-server` and `--command-config`."""
-    return Admin(
-        args.bootstrap_server,
-        bootstrap_timeout_ms=CLI_BOOTSTRAP_TIMEOUT_MS,
-        **connection_options(args),
-    )
+    return Admin(args.bootstrap_server, **client_options(args))
 
 
 def command_config_argument(p: argparse.ArgumentParser) -> None:

@@ -34,7 +34,7 @@ from strom.client.errors import StromError
 from strom.client.producer import AsyncProducer, Producer
 from strom.client.records import TopicPartition
 from strom.node.cli import produce_consume
-from strom.node.cli.common import client_arguments, connection_options, key_values
+from strom.node.cli.common import client_arguments, client_options, key_values
 from strom.v1 import common_pb2
 
 REPORT_INTERVAL_S = 5.0
@@ -590,7 +590,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    connection = connection_options(args)
+    connection = client_options(args)
     if args.create_topic:
         parts, _, rf = args.create_topic.partition(":")
         _ensure_topic(args.bootstrap_server, args.topic, int(parts), int(rf or 1), connection)

@@ -17,7 +17,7 @@ from typing import Any
 from strom.client.consumer import AsyncConsumer
 from strom.client.producer import AsyncProducer
 from strom.client.records import TopicPartition
-from strom.node.cli.common import CommandError, client_arguments, connection_options, key_values
+from strom.node.cli.common import CommandError, client_arguments, client_options, key_values
 from strom.node.cli.output import print_json
 
 _PRODUCER_PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -67,7 +67,7 @@ def _produce(args: argparse.Namespace) -> int:
     async def run() -> int:
         count = 0
         async with AsyncProducer(
-            args.bootstrap_server, **options, **connection_options(args)
+            args.bootstrap_server, **options, **client_options(args)
         ) as producer:
             futures = []
             for line in sys.stdin:
@@ -109,7 +109,7 @@ def _consume(args: argparse.Namespace) -> int:
         shown = 0
         async with AsyncConsumer(
             args.bootstrap_server, auto_offset_reset=reset, group_id=args.group,
-            client_id="strom-console-consumer", **connection_options(args),
+            client_id="strom-console-consumer", **client_options(args),
         ) as consumer:  # fmt: skip
             if args.group is not None:
                 if args.partition is not None:
