@@ -8,6 +8,7 @@ with one call per topic here, raising is the simpler equivalent).
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -98,8 +99,6 @@ class QuorumDescription:
 
 def topic_id_str(topic_id: bytes) -> str:
     """Kafka prints topic ids as base64url without padding."""
-    import base64
-
     return base64.urlsafe_b64encode(topic_id).decode().rstrip("=")
 
 

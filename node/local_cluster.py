@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from strom.client.properties import read_client_properties
+from strom.node.config import NODE_KEYS, env_name
 from strom.node.meta_properties import format_directories, random_uuid
 
 DEFAULT_DIR = ".strom/cluster"
@@ -434,15 +435,12 @@ def _write_node_config(path: Path, config: Mapping[str, Any]) -> None:
         out.write(yaml.safe_dump(dict(config), sort_keys=False))
 
 
-def _config_key(env_name: str) -> str:
+def _config_key(variable: str) -> str:
     """STROM_LOG_RETENTION_MS -> log.retention.ms (the reverse of config.env_name)."""
-    from strom.node.config import NODE_KEYS
-    from strom.node.config import env_name as to_env
-
     for key in NODE_KEYS:
-        if to_env(key.name) == env_name:
+        if env_name(key.name) == variable:
             return key.name
-    raise ClusterError(f"{env_name} is not a strom setting")
+    raise ClusterError(f"{variable} is not a strom setting")
 
 
 def _reap(pid: int) -> None:

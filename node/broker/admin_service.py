@@ -23,6 +23,7 @@ from strom.node.errors import answer_refusal
 from strom.node.internal_topics import internal_topic_refusal, is_internal
 from strom.node.metadata.image import MetadataImage
 from strom.node.peers import ControllerClient, ControllerRefused, ControllerUnavailable
+from strom.node.replica.partition import PartitionError
 from strom.node.security.access import split_call
 from strom.node.topic_config import TOPIC_CONFIGS
 from strom.v1 import admin_pb2, admin_pb2_grpc, common_pb2, metadata_pb2
@@ -210,8 +211,6 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.DeleteRecordsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteRecordsResponse:
         """Advance the log start offset of each partition this broker leads."""
-        from strom.node.replica.partition import PartitionError
-
         manager = self.manager() if self.manager is not None else None
         response = admin_pb2.DeleteRecordsResponse()
         for item in request.partitions:
