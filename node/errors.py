@@ -4,7 +4,7 @@ per-partition or per-resource result with `answer_refusal`."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from strom.v1 import common_pb2
 
@@ -30,7 +30,11 @@ def as_error_code(code: int) -> common_pb2.ErrorCode.ValueType:
     return common_pb2.ErrorCode.ValueType(code)
 
 
-def answer_refusal(result: Answer, exc: CodedError) -> None:
-    """Fill `result`'s error code and message from a refusal."""
+AnswerT = TypeVar("AnswerT", bound=Answer)
+
+
+def answer_refusal(result: AnswerT, exc: CodedError) -> AnswerT:
+    """Fill `result`'s error code and message from a refusal; returns `result`."""
     result.error_code = as_error_code(exc.code)
     result.error_message = exc.message
+    return result

@@ -127,9 +127,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
         try:
             check_group_id(request.key)
         except GroupError as exc:
-            return group_pb2.FindCoordinatorResponse(
-                error_code=as_error_code(exc.code), error_message=exc.message
-            )
+            return answer_refusal(group_pb2.FindCoordinatorResponse(), exc)
         if not await self._ensure_offsets_topic():
             return group_pb2.FindCoordinatorResponse(
                 error_code=common_pb2.COORDINATOR_NOT_AVAILABLE,
@@ -172,9 +170,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
                 owned,
             )
         except GroupError as exc:
-            return group_pb2.ConsumerGroupHeartbeatResponse(
-                error_code=as_error_code(exc.code), error_message=exc.message
-            )
+            return answer_refusal(group_pb2.ConsumerGroupHeartbeatResponse(), exc)
         return group_pb2.ConsumerGroupHeartbeatResponse(
             member_id=member_id,
             member_epoch=epoch,
@@ -198,9 +194,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
                 request.group_id, request.member_id, request.member_epoch, items
             )
         except GroupError as exc:
-            return group_pb2.OffsetCommitResponse(
-                error_code=as_error_code(exc.code), error_message=exc.message
-            )
+            return answer_refusal(group_pb2.OffsetCommitResponse(), exc)
         response = group_pb2.OffsetCommitResponse()
         for t in request.topics:
             out = response.topics.add(name=t.name)
@@ -218,9 +212,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
         try:
             offsets = self.coordinator.fetch_offsets(request.group_id, wanted)
         except GroupError as exc:
-            return group_pb2.OffsetFetchResponse(
-                error_code=as_error_code(exc.code), error_message=exc.message
-            )
+            return answer_refusal(group_pb2.OffsetFetchResponse(), exc)
         response = group_pb2.OffsetFetchResponse()
         by_topic: dict[str, group_pb2.OffsetFetchTopic] = {}
         for (topic, partition), entry in sorted(offsets.items()):
