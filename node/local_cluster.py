@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,11 +99,16 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def free_base_port(nodes: int) -> int:
-    """A base port from which `nodes` nodes' client, controller and Kafka ports (one stride
-    apart) are all free: for clusters made by the demo and the benchmarks beside a running one."""
-    for base in range(19092, 60000, 1000):
-        if all(_port_free(base + i * PORT_STRIDE + d) for i in range(nodes) for d in (0, 1, 3)):
+def free_base_port(nodes: int, offsets: Sequence[int] = (0, 1, 3)) -> int:
+    """A base port from which `nodes` nodes' ports are all free: each node's `offsets` from its
+    own base, one PORT_STRIDE apart (client, controller and Kafka listeners; 2 is the admin
+    listener). For clusters made by the demo, the benchmarks and the tests beside others: the
+    search starts at a place that depends on this process, so two runs on one machine (other
+    worktrees) do not take the same range at the same moment."""
+    ranges = list(range(19092, 60000, 1000))
+    start = os.getpid() % len(ranges)
+    for base in ranges[start:] + ranges[:start]:
+        if all(_port_free(base + i * PORT_STRIDE + d) for i in range(nodes) for d in offsets):
             return base
     raise ClusterError("no free ports for a local cluster between 19092 and 60000")
 
