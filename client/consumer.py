@@ -112,10 +112,12 @@ class AsyncConsumer:
         group_remote_assignor: str = "range",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5_000,
+        bootstrap_timeout_ms: int | None = None,
         **security_options: Any,
     ) -> None:
         """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
-        (client/tls.py `SecurityOptions`). `max_batch_decompressed_bytes`: a compressed batch
+        (client/tls.py `SecurityOptions`). `bootstrap_timeout_ms`: see ClusterClient (the
+        command line's console consumer sets it). `max_batch_decompressed_bytes`: a compressed batch
         that would inflate past this is refused (MESSAGE_TOO_LARGE) as it inflates, so a gzip
         bomb cannot exhaust the consumer's memory; leaders already refuse batches that inflate
         past their topic's max.message.bytes."""
@@ -134,6 +136,7 @@ class AsyncConsumer:
             bootstrap_servers,
             client_id=client_id,
             request_timeout_ms=request_timeout_ms,
+            bootstrap_timeout_ms=bootstrap_timeout_ms,
             **security_options,
         )
         self._assignment: list[TopicPartition] = []

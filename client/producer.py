@@ -67,10 +67,12 @@ class AsyncProducer:
         buffer_memory: int = 32 * 1024 * 1024,
         max_block_ms: int = 60_000,
         max_in_flight_requests_per_connection: int = 5,
+        bootstrap_timeout_ms: int | None = None,
         **security_options: Any,
     ) -> None:
         """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
-        (client/tls.py `SecurityOptions`)."""
+        (client/tls.py `SecurityOptions`). `bootstrap_timeout_ms`: see ClusterClient (the
+        command line's console producer sets it)."""
         if acks not in _ACKS:
             raise FatalError(
                 common_pb2.INVALID_REQUIRED_ACKS, f"acks must be all, 1 or 0, got {acks!r}"
@@ -109,6 +111,7 @@ class AsyncProducer:
             client_id=client_id,
             request_timeout_ms=request_timeout_ms,
             retry_backoff_ms=retry_backoff_ms,
+            bootstrap_timeout_ms=bootstrap_timeout_ms,
             **security_options,
         )
         # Made with the first batch, over the cluster client in use then.

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from strom.client.tls import SECURITY_PROTOCOLS
+from strom.node.security.authorizer import parse_super_users
 from strom.node.topic_config import TOPIC_CONFIGS, broker_key_check
 
 ENV_PREFIX = "STROM_"
@@ -60,8 +61,6 @@ def _host_port_or_empty(value: Any) -> str | None:
 
 
 def _principals(value: Any) -> str | None:
-    from strom.node.security.authorizer import parse_super_users
-
     try:
         parse_super_users(value)
     except ValueError as exc:

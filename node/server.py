@@ -30,7 +30,8 @@ from strom.node import listeners
 from strom.node.admin_http import AdminHttpServer, readiness
 from strom.node.broker.admin_service import AdminServicer
 from strom.node.broker.lifecycle import BrokerLifecycle
-from strom.node.broker.service import BrokerServicer, ProducerIdAllocator, ReplicaServicer
+from strom.node.broker.producer_ids import ProducerIdAllocator
+from strom.node.broker.service import BrokerServicer
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import Endpoint, NodeConfig
 from strom.node.controller.logic import ControllerLogic, ControllerSettings
@@ -50,6 +51,7 @@ from strom.node.quorum.driver import RaftDriver
 from strom.node.quorum.observer import MetadataObserver
 from strom.node.quorum.service import RaftServicer, RaftTransport
 from strom.node.replica.manager import ReplicaManager
+from strom.node.replica.service import ReplicaServicer
 from strom.node.security.interceptor import NodeSecurity
 from strom.node.tls import check_files, controller_security, server_ssl_context
 from strom.raft.config import Config as RaftConfig

@@ -12,6 +12,7 @@ import logging
 
 import grpc
 
+from strom.node.errors import answer_refusal, as_error_code
 from strom.node.kafka.codec import CodecError, Reader, Schema
 from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.replica.manager import ReplicaManager
@@ -31,10 +32,6 @@ from .coordinator import GroupCoordinator, GroupError, check_group_id
 from .offsets_log import OFFSETS_TOPIC
 
 log = logging.getLogger("strom.group")
-
-
-def _code(code: int) -> common_pb2.ErrorCode.ValueType:
-    return common_pb2.ErrorCode.ValueType(code)
 
 
 class EndOffsets:
@@ -130,9 +127,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
         try:
             check_group_id(request.key)
         except GroupError as exc:
-            return group_pb2.FindCoordinatorResponse(
-                error_code=_code(exc.code), error_message=exc.message
-            )
+            return answer_refusal(group_pb2.FindCoordinatorResponse(), exc)
         if not await self._ensure_offsets_topic():
             return group_pb2.FindCoordinatorResponse(
                 error_code=common_pb2.COORDINATOR_NOT_AVAILABLE,
@@ -175,9 +170,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
                 owned,
             )
         except GroupError as exc:
-            return group_pb2.ConsumerGroupHeartbeatResponse(
-                error_code=_code(exc.code), error_message=exc.message
-            )
+            return answer_refusal(group_pb2.ConsumerGroupHeartbeatResponse(), exc)
         return group_pb2.ConsumerGroupHeartbeatResponse(
             member_id=member_id,
             member_epoch=epoch,
@@ -201,16 +194,14 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
                 request.group_id, request.member_id, request.member_epoch, items
             )
         except GroupError as exc:
-            return group_pb2.OffsetCommitResponse(
-                error_code=_code(exc.code), error_message=exc.message
-            )
+            return answer_refusal(group_pb2.OffsetCommitResponse(), exc)
         response = group_pb2.OffsetCommitResponse()
         for t in request.topics:
             out = response.topics.add(name=t.name)
             for p in t.partitions:
                 code, message = results.get((t.name, p.partition), (common_pb2.NONE, ""))
                 out.partitions.add(
-                    partition=p.partition, error_code=_code(code), error_message=message
+                    partition=p.partition, error_code=as_error_code(code), error_message=message
                 )
         return response
 
@@ -221,9 +212,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
         try:
             offsets = self.coordinator.fetch_offsets(request.group_id, wanted)
         except GroupError as exc:
-            return group_pb2.OffsetFetchResponse(
-                error_code=_code(exc.code), error_message=exc.message
-            )
+            return answer_refusal(group_pb2.OffsetFetchResponse(), exc)
         response = group_pb2.OffsetFetchResponse()
         by_topic: dict[str, group_pb2.OffsetFetchTopic] = {}
         for (topic, partition), entry in sorted(offsets.items()):
@@ -261,7 +250,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             try:
                 group = self.coordinator.describe(group_id)
             except GroupError as exc:
-                out.error_code, out.error_message = _code(exc.code), exc.message
+                answer_refusal(out, exc)
                 out.state = "Dead"
                 continue
             out.state = self.coordinator.group_state(group)
@@ -299,7 +288,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             try:
                 await self.coordinator.delete_group(group_id)
             except GroupError as exc:
-                result.error_code, result.error_message = _code(exc.code), exc.message
+                answer_refusal(result, exc)
         return response
 
 

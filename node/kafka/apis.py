@@ -19,10 +19,11 @@ from typing import Any
 
 from strom.client.acl import Operation
 from strom.node.broker.admin_service import AdminServicer
-from strom.node.broker.service import BrokerServicer, error_code
+from strom.node.broker.service import BrokerServicer
+from strom.node.errors import as_error_code
 from strom.node.group.coordinator import GroupCoordinator, GroupError
 from strom.node.group.service import GroupServicer
-from strom.node.replica.partition import PartitionError
+from strom.node.replica.partition import PartitionError, refusal
 from strom.node.security.access import AccessControl, Denied
 from strom.node.security.authn import principal_of
 from strom.node.security.credentials import CredentialVerifier
@@ -76,10 +77,6 @@ class KafkaCallContext:
 
     def invocation_metadata(self) -> tuple[()]:
         return ()
-
-
-def _code(code: int) -> common_pb2.ErrorCode.ValueType:
-    return common_pb2.ErrorCode.ValueType(code)
 
 
 def _none_if_empty(text: str) -> str | None:
@@ -262,7 +259,7 @@ class KafkaApis:
             for p in topic.partitions:
                 out.partitions.add(
                     partition=p.partition,
-                    error_code=_code(code),
+                    error_code=as_error_code(code),
                     error_message=message,
                     base_offset=-1,
                     log_append_time_ms=-1,
@@ -454,13 +451,11 @@ class KafkaApis:
                     if not allowed:
                         raise PartitionError(common_pb2.TOPIC_AUTHORIZATION_FAILED, "")
                     partition = manager.partition_by_name(name, p["partition"])
-                    if not partition.is_leader:
-                        raise PartitionError(common_pb2.NOT_LEADER_OR_FOLLOWER, "")
-                    partition.check_leader_epoch(p["current_leader_epoch"])
+                    partition.check_leader(p["current_leader_epoch"])
                     epoch, end = partition.end_offset_for_epoch(p["leader_epoch"])
                     result["leader_epoch"], result["end_offset"] = epoch, end
                 except (PartitionError, StorageError) as exc:
-                    result["error_code"] = error_code(exc)[0]
+                    result["error_code"] = refusal(exc).code
                 results.append(result)
             topics.append({"topic": name, "partitions": results})
         return {"throttle_time_ms": 0, "topics": topics}
@@ -777,7 +772,7 @@ class KafkaApis:
                 code = exc.code if isinstance(exc, InvalidRequest) else CLUSTER_AUTHORIZATION_FAILED
                 topics = [
                     admin_pb2.CreateTopicResult(
-                        name=t.name, error_code=_code(code), error_message=str(exc)
+                        name=t.name, error_code=as_error_code(code), error_message=str(exc)
                     )
                     for t in request.topics
                 ]
@@ -810,7 +805,9 @@ class KafkaApis:
         except (InvalidRequest, Denied) as exc:
             code = exc.code if isinstance(exc, InvalidRequest) else CLUSTER_AUTHORIZATION_FAILED
             results = [
-                admin_pb2.DeleteTopicResult(name=n, error_code=_code(code), error_message=str(exc))
+                admin_pb2.DeleteTopicResult(
+                    name=n, error_code=as_error_code(code), error_message=str(exc)
+                )
                 for n in names
             ]
         return {
@@ -841,7 +838,7 @@ class KafkaApis:
             code = exc.code if isinstance(exc, InvalidRequest) else CLUSTER_AUTHORIZATION_FAILED
             results = [
                 admin_pb2.CreatePartitionsResult(
-                    name=t.name, error_code=_code(code), error_message=str(exc)
+                    name=t.name, error_code=as_error_code(code), error_message=str(exc)
                 )
                 for t in request.topics
             ]
