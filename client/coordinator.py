@@ -22,7 +22,7 @@ from .errors import RetriableError, error_from_code
 # to move after a broker dies, short enough to tell a caller when there is none.
 COORDINATOR_ATTEMPTS_MAX = 20
 
-_FIND_AGAIN = frozenset(
+FIND_AGAIN = frozenset(
     (
         common_pb2.NOT_COORDINATOR,
         common_pb2.COORDINATOR_NOT_AVAILABLE,
@@ -84,7 +84,7 @@ async def call_coordinator(
             last = exc  # it moved or died: find it again
         else:
             code = getattr(response, "error_code", common_pb2.NONE)
-            if code not in _FIND_AGAIN:
+            if code not in FIND_AGAIN:
                 return response
             last = error_from_code(code, getattr(response, "error_message", ""))
         if cache is not None:

@@ -723,7 +723,8 @@ def _consume(args: argparse.Namespace) -> int:
         shown = 0
         async with AsyncConsumer(
             args.bootstrap_server, auto_offset_reset=reset, group_id=args.group,
-            client_id="strom-console-consumer", **connection_options(args),
+            client_id="strom-console-consumer", isolation_level=args.isolation_level,
+            **connection_options(args),
         ) as consumer:  # fmt: skip
             if args.group is not None:
                 if args.partition is not None:
@@ -1152,6 +1153,12 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--timeout-ms", type=int, help="stop after this long without records")
     consume.add_argument("--property", action="append", help="print.key=true, key.separator=:")
     consume.add_argument("--group", help="join this consumer group and commit as it goes")
+    consume.add_argument(
+        "--isolation-level",
+        choices=("read_uncommitted", "read_committed"),
+        default="read_uncommitted",
+        help="read_committed: only records of committed transactions (and non-transactional)",
+    )
     consume.set_defaults(handler=_consume)
 
     groups = sub.add_parser("groups", help="consumer groups").add_subparsers(
@@ -1197,6 +1204,9 @@ def build_parser() -> argparse.ArgumentParser:
     from strom.node.cli_reassign import add_commands as add_reassign_commands
 
     add_reassign_commands(sub, client)
+    from strom.node.cli_transactions import add_commands as add_transactions_commands
+
+    add_transactions_commands(sub, client)
 
     from strom.node.console import add_arguments as add_console_arguments
 

@@ -10,6 +10,8 @@ starting one costs seconds. Internal topics get 3 partitions, so they are made a
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,6 +173,49 @@ def test_a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced(
     asyncio.run(scenario())
 
 
+def strom(cluster: Cluster, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "strom.node.cli", *args, "--bootstrap-server", cluster.bootstrap],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_cli_lists_and_describes_transactions_and_consumes_read_committed(
+    cluster: Cluster,
+) -> None:
+    make_topics(cluster, "t-cli", partitions=1)
+
+    async def open_one() -> AsyncProducer:
+        p = producer(cluster, "cli-1")
+        await p.init_transactions()
+        p.begin_transaction()
+        await (await p.send("t-cli", b"open", partition=0))
+        return p
+
+    async def finish(p: AsyncProducer) -> None:
+        await p.commit_transaction()
+        await p.close()
+
+    loop = asyncio.new_event_loop()
+    try:
+        p = loop.run_until_complete(open_one())
+        described = strom(cluster, "transactions", "describe", "--transactional-id", "cli-1")
+        assert "Ongoing" in described and "t-cli-0" in described, described
+        listed = strom(cluster, "transactions", "list", "--state", "Ongoing")
+        assert "cli-1" in listed, listed
+        consume = ["consume", "t-cli", "--from-beginning", "--timeout-ms", "1000"]
+        committed = strom(cluster, *consume, "--isolation-level", "read_committed")
+        assert committed == ""  # the open transaction's record is not readable yet
+        assert strom(cluster, *consume) == "open\n"  # read_uncommitted (the default)
+        loop.run_until_complete(finish(p))
+    finally:
+        loop.close()
+    assert "CompleteCommit" in strom(cluster, "transactions", "list")
+    assert strom(cluster, *consume, "--isolation-level", "read_committed") == "open\n"
+
+
 async def coordinator_of(cluster: Cluster, tid: str) -> int:
     client = ClusterClient(cluster.bootstrap)
     try:
@@ -188,6 +233,7 @@ async def coordinator_of(cluster: Cluster, tid: str) -> int:
 
 
 def test_killing_the_coordinator_mid_transaction_commits_it_whole(cluster: Cluster) -> None:
+    """Last in this module: a node of the shared cluster restarts."""
     make_topics(cluster, "t-failover", partitions=3)
     tid = "failover-1"
 
