@@ -337,6 +337,7 @@ class Node:
             self.coordinator,
             self.security.access_control,
             self.security.verifier if sasl else None,
+            servicers[listeners.TRANSACTION],
         )
         listener = KafkaListener(
             endpoint.listener,
