@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from cluster_harness import FAST, Cluster, free_base_port
 
@@ -23,11 +24,12 @@ from strom.client import TopicPartition
 from strom.client.admin import NewTopic
 from strom.client.cluster import ClusterClient
 from strom.client.consumer import AsyncConsumer
+from strom.client.coordinator import find_coordinator
 from strom.client.errors import ProducerFencedError, TransactionStateError
 from strom.client.producer import AsyncProducer
 from strom.client.records import ConsumerGroupMetadata
 from strom.node.local_cluster import LocalCluster
-from strom.v1 import group_pb2, group_pb2_grpc
+from strom.v1 import common_pb2, group_pb2, group_pb2_grpc, txn_pb2, txn_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -214,6 +216,55 @@ def test_the_cli_lists_and_describes_transactions_and_consumes_read_committed(
         loop.close()
     assert "CompleteCommit" in strom(cluster, "transactions", "list")
     assert strom(cluster, *consume, "--isolation-level", "read_committed") == "open\n"
+
+
+def test_bad_transactional_requests_are_refused_with_kafka_codes(cluster: Cluster) -> None:
+    async def scenario() -> None:
+        client = ClusterClient(cluster.bootstrap)
+        try:
+            address = await find_coordinator(client, "bad-1", group_pb2.TRANSACTION)
+            stub = txn_pb2_grpc.TransactionStub(client.channel(address))
+            unknown = await stub.EndTxn(
+                txn_pb2.EndTxnRequest(transactional_id="bad-1", producer_id=1, commit=True)
+            )
+            assert unknown.error_code == common_pb2.INVALID_PRODUCER_ID_MAPPING
+            init = await stub.InitProducerId(
+                txn_pb2.TxnInitProducerIdRequest(
+                    transactional_id="bad-1", transaction_timeout_ms=10_000_000
+                )
+            )
+            assert init.error_code == common_pb2.INVALID_TRANSACTION_TIMEOUT
+            init = await stub.InitProducerId(
+                txn_pb2.TxnInitProducerIdRequest(
+                    transactional_id="bad-1", transaction_timeout_ms=10_000
+                )
+            )
+            assert init.error_code == common_pb2.NONE
+            ids = {"transactional_id": "bad-1", "producer_id": init.producer_id,
+                   "producer_epoch": init.producer_epoch}  # fmt: skip
+            missing = await stub.AddPartitionsToTxn(
+                txn_pb2.AddPartitionsToTxnRequest(
+                    **ids, partitions=[txn_pb2.TxnTopicPartition(topic="no-such", partition=0)]
+                )
+            )
+            assert missing.error_code == common_pb2.UNKNOWN_TOPIC_OR_PARTITION
+            internal = await stub.AddPartitionsToTxn(
+                txn_pb2.AddPartitionsToTxnRequest(
+                    **ids,
+                    partitions=[txn_pb2.TxnTopicPartition(topic="__consumer_offsets", partition=0)],
+                )
+            )
+            assert internal.error_code == common_pb2.INVALID_REQUEST
+            # EndTxn(commit) with no transaction begun: out of order
+            early = await stub.EndTxn(txn_pb2.EndTxnRequest(**ids, commit=True))
+            assert early.error_code == common_pb2.INVALID_TXN_STATE
+            with pytest.raises(grpc.aio.AioRpcError) as empty:
+                await stub.EndTxn(txn_pb2.EndTxnRequest(producer_id=1, commit=True))
+            assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
 
 
 async def coordinator_of(cluster: Cluster, tid: str) -> int:
