@@ -20,7 +20,7 @@ import grpc
 import pytest
 from cluster_harness import FAST, Cluster, free_base_port
 
-from strom.client import TopicPartition
+from strom.client import Consumer, Producer, TopicPartition
 from strom.client.admin import NewTopic
 from strom.client.cluster import ClusterClient
 from strom.client.consumer import AsyncConsumer
@@ -216,6 +216,26 @@ def test_the_cli_lists_and_describes_transactions_and_consumes_read_committed(
         loop.close()
     assert "CompleteCommit" in strom(cluster, "transactions", "list")
     assert strom(cluster, *consume, "--isolation-level", "read_committed") == "open\n"
+
+
+def test_the_sync_facade_commits_and_aborts(cluster: Cluster) -> None:
+    make_topics(cluster, "t-sync", partitions=1)
+    with Producer(cluster.bootstrap, transactional_id="sync-1", linger_ms=0) as p:
+        p.init_transactions()
+        p.begin_transaction()
+        p.send("t-sync", b"kept")
+        p.commit_transaction()
+        p.begin_transaction()
+        p.send("t-sync", b"dropped")
+        p.abort_transaction()
+    with Consumer(
+        cluster.bootstrap, auto_offset_reset="earliest", isolation_level="read_committed"
+    ) as c:
+        c.assign([TopicPartition("t-sync", 0)])
+        values: list[bytes] = []
+        for _ in range(10):
+            values += [r.value or b"" for r in c.poll(timeout_ms=200)]
+    assert values == [b"kept"]
 
 
 def test_bad_transactional_requests_are_refused_with_kafka_codes(cluster: Cluster) -> None:
