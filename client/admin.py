@@ -18,6 +18,11 @@ from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2, group_pb2_grp
 from ._loop import LoopThread
 from .acl import AclBinding, AclBindingFilter
 from .admin_security import AsyncSecurityAdmin, UserDescription
+from .admin_transactions import (
+    AsyncTransactionsAdmin,
+    TransactionDescription,
+    TransactionListing,
+)
 from .cluster import Backoff, ClusterClient, TopicMeta
 from .coordinator import call_coordinator
 from .errors import METADATA_STALE, error_from_code
@@ -108,7 +113,9 @@ def _topic_resource(name: str) -> admin_pb2.ConfigResource:
     )
 
 
-class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin):
+class AsyncAdmin(
+    AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin, AsyncTransactionsAdmin
+):
     def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
         self.cluster = ClusterClient(bootstrap_servers, **options)
 
@@ -649,6 +656,16 @@ class Admin:
         self, partitions: Sequence[tuple[str, int]], timestamp: int
     ) -> dict[tuple[str, int], int]:
         return self._run(self._async.list_offsets(partitions, timestamp))
+
+    # ---- transactions (client/admin_transactions.py) ---------------------------------------
+
+    def list_transactions(self, states: Sequence[str] | None = None) -> list[TransactionListing]:
+        return self._run(self._async.list_transactions(states))
+
+    def describe_transactions(
+        self, transactional_ids: Sequence[str]
+    ) -> list[TransactionDescription]:
+        return self._run(self._async.describe_transactions(transactional_ids))
 
     # ---- users and ACLs (client/admin_security.py) -----------------------------------------
 

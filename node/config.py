@@ -305,6 +305,28 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         "offsets.topic.replication.factor", int, 3, "replicas of __consumer_offsets", _at_least(1)
     ),
     ConfigKey(
+        "transaction.state.log.num.partitions",
+        int,
+        50,
+        "partitions of __transaction_state",
+        _at_least(1),
+    ),
+    ConfigKey(
+        "transaction.state.log.replication.factor",
+        int,
+        3,
+        "replicas of __transaction_state",
+        _at_least(1),
+    ),
+    ConfigKey(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        int,
+        10_000,
+        "how often the transaction coordinator aborts transactions past their timeout (and "
+        "retries markers it could not write)",
+        _at_least(1),
+    ),
+    ConfigKey(
         "offset.metadata.max.bytes",
         int,
         4096,

@@ -189,6 +189,7 @@ class LocalCluster:
                 "num.partitions": 3,
                 "default.replication.factor": min(3, count),
                 "offsets.topic.replication.factor": min(3, count),
+                "transaction.state.log.replication.factor": min(3, count),
                 **({"admin.listener": node.admin_address} if node.admin_port else {}),
                 **(self._tls_config(node.node_id) if tls else {}),
                 **(overrides or {}),

@@ -23,6 +23,7 @@ from strom.node.cli import (
     reassign,
     security,
     topics,
+    transactions,
     web_console,
 )
 from strom.node.cli.common import CommandError, Handler
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_commands(sub)
     security.add_commands(sub)
     reassign.add_commands(sub)
+    transactions.add_commands(sub)
     web_console.add_commands(sub)
     demo.add_commands(sub)
     return parser

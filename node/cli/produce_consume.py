@@ -109,7 +109,8 @@ def _consume(args: argparse.Namespace) -> int:
         shown = 0
         async with AsyncConsumer(
             args.bootstrap_server, auto_offset_reset=reset, group_id=args.group,
-            client_id="strom-console-consumer", **client_options(args),
+            client_id="strom-console-consumer", isolation_level=args.isolation_level,
+            **client_options(args),
         ) as consumer:  # fmt: skip
             if args.group is not None:
                 if args.partition is not None:
@@ -197,4 +198,10 @@ def add_commands(sub: Any) -> None:
     consume.add_argument("--timeout-ms", type=int, help="stop after this long without records")
     consume.add_argument("--property", action="append", help="print.key=true, key.separator=:")
     consume.add_argument("--group", help="join this consumer group and commit as it goes")
+    consume.add_argument(
+        "--isolation-level",
+        choices=("read_uncommitted", "read_committed"),
+        default="read_uncommitted",
+        help="read_committed: only records of committed transactions (and non-transactional)",
+    )
     consume.set_defaults(handler=_consume)

@@ -428,6 +428,15 @@ class Partition:
             )
         self._coordinator_epochs[producer_id] = coordinator_epoch
 
+    def next_sequence(self, producer_id: int, producer_epoch: int) -> int:
+        """The sequence the producer's next batch here must start with, for a batch the broker
+        writes on the producer's behalf (the group coordinator's TxnOffsetCommit records): 0
+        in a new epoch, else after its last batch."""
+        entry = self._log.producer_state.producers.get(producer_id)
+        if entry is None or entry.epoch != producer_epoch:
+            return 0
+        return (entry.last_seq + 1) % (1 << 31)
+
     def accepts_transactional(self, producer_id: int) -> bool:
         return (
             producer_id in self._registered_transactions

@@ -129,7 +129,16 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
             result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
             try:
                 partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
-                partition.write_markers([marker], self.manager.clock.now_ms())
+                info = partition.write_markers([marker], self.manager.clock.now_ms())
+                # Written once the ISR has it, as Kafka's markers (acks=all): a marker only
+                # the old leader held would leave the transaction open on the new one, and
+                # the coordinator completes the transaction on this answer.
+                min_isr = self.manager.min_insync_replicas(partition.topic)
+                await partition.wait_for_isr(
+                    info.last_offset, min_isr, self.manager.config["request.timeout.ms"] / 1000
+                )
+                for callback in self.manager.on_txn_marker:
+                    callback(partition.topic, partition.partition, marker)
             except (PartitionError, StorageError) as exc:
                 answer_refusal(result, refusal(exc))
         return response
