@@ -53,42 +53,49 @@ class _FetchBuffer:
 
     Kept as runs (not one flat list) so that taking records costs one slice per run, and the
     consumed position of each partition comes from the last record taken from its run, with no
-    per-record bookkeeping."""
+    per-record bookkeeping. Each run also carries the fetch position after it: once the run
+    is taken, the consumed position moves there, past what the fetch skipped (transaction
+    markers, aborted batches, compacted gaps), as Kafka's consumer does; a fetch that yields
+    only skipped batches adds an empty run, so a read_committed consumer's position reaches
+    the last stable offset."""
 
     def __init__(self) -> None:
-        self._runs: deque[tuple[TopicPartition, list[ConsumerRecord]]] = deque()
+        self._runs: deque[tuple[TopicPartition, list[ConsumerRecord], int]] = deque()
         self._head = 0  # records of the first run already taken
         self.count = 0
 
     def __len__(self) -> int:
         return self.count
 
-    def add(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        if records:
-            self._runs.append((tp, records))
-            self.count += len(records)
+    def add(self, tp: TopicPartition, records: list[ConsumerRecord], end: int) -> None:
+        """`records` of one fetch of `tp` (maybe none), `end` the fetch position after them."""
+        self._runs.append((tp, records, end))
+        self.count += len(records)
 
     def discard(self, drop: Callable[[TopicPartition], bool]) -> None:
         """Forget the buffered records of the partitions `drop` picks (revoked, reset, sought)."""
-        if not any(drop(tp) for tp, _ in self._runs):
+        if not any(drop(tp) for tp, _, _ in self._runs):
             return
-        first_tp, first = self._runs[0]
+        first_tp, first, first_end = self._runs[0]
         if self._head:
-            self._runs[0] = (first_tp, first[self._head :])
+            self._runs[0] = (first_tp, first[self._head :], first_end)
             self._head = 0
-        self._runs = deque((tp, run) for tp, run in self._runs if not drop(tp))
-        self.count = sum(len(run) for _, run in self._runs)
+        self._runs = deque(run for run in self._runs if not drop(run[0]))
+        self.count = sum(len(run) for _, run, _ in self._runs)
 
     def take(self, max_records: int, consumed: dict[TopicPartition, int]) -> list[ConsumerRecord]:
-        """Up to `max_records` records, oldest first; sets `consumed` past each one taken."""
+        """Up to `max_records` records, oldest first; sets `consumed` past each one taken, and
+        to a run's end position once the whole run is taken."""
         out: list[ConsumerRecord] = []
-        while self._runs and len(out) < max_records:
-            tp, run = self._runs[0]
+        while self._runs and (len(out) < max_records or not self._runs[0][1]):
+            tp, run, end = self._runs[0]
             piece = run[self._head : self._head + max_records - len(out)]
             out += piece
-            consumed[tp] = piece[-1].offset + 1
+            if piece:
+                consumed[tp] = piece[-1].offset + 1
             self._head += len(piece)
             if self._head >= len(run):
+                consumed[tp] = end
                 self._runs.popleft()
                 self._head = 0
         self.count -= len(out)
@@ -594,8 +601,10 @@ class AsyncConsumer:
         """Buffer the records of `data`. Control batches (transaction markers) are never
         records; under read_committed the batches of `aborted` transactions are dropped
         (Kafka's rule: a producer's batches from an aborted transaction's first offset until
-        its abort marker)."""
+        its abort marker). The buffer learns the position after the last batch even when that
+        batch was skipped, so the consumed position moves past it too."""
         position = self._positions[tp]
+        buffered_to = position
         topic, partition = tp
         starts = sorted((a.first_offset, a.producer_id) for a in aborted)
         aborting: set[int] = set()
@@ -612,9 +621,13 @@ class AsyncConsumer:
                     data, start, ConsumerRecord, topic, partition, min_offset=position,
                     decompressed_bytes_max=self.max_batch_decompressed_bytes,
                 )  # fmt: skip
-                self._buffer.add(tp, records)
+                position = max(position, end)
+                self._buffer.add(tp, records, position)
+                buffered_to = position
             # A compacted batch may have lost its last records: continue after the batch.
             position = max(position, end)
+        if position > buffered_to:
+            self._buffer.add(tp, [], position)  # only skipped batches after the last records
         self._positions[tp] = position
 
 

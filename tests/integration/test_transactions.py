@@ -82,6 +82,21 @@ async def read_all(
         return out
 
 
+async def lag_after_reading(bootstrap: str, topic: str, partitions: int = 2) -> dict[int, int]:
+    """A read_committed consumer reads `topic` for a second: how far each partition's position
+    is then from its last stable offset (0: past the trailing markers and aborted batches)."""
+    async with AsyncConsumer(
+        bootstrap, auto_offset_reset="earliest", isolation_level="read_committed"
+    ) as consumer:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            await consumer.poll(timeout_ms=200)
+        stable = await consumer.list_offsets(tps, -1)
+        return {tp.partition: stable[tp] - await consumer.position(tp) for tp in tps}
+
+
 async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int:
     async with AsyncConsumer(bootstrap, group_id=group) as consumer:
         return (await consumer.committed_offsets([tp]))[tp]
@@ -123,6 +138,7 @@ def test_committed_records_and_offsets_are_visible_aborted_ones_never(cluster: C
         assert sorted(committed_values) == [b"c0", b"c1", b"c2", b"c3"]
         everything = await read_all(cluster.bootstrap, "t-payments", "read_uncommitted", 6)
         assert sorted(everything) == [b"a0", b"a1", b"c0", b"c1", b"c2", b"c3"]  # no markers
+        assert await lag_after_reading(cluster.bootstrap, "t-payments") == {0: 0, 1: 0}
         assert await committed(cluster.bootstrap, "g-pay", orders0) == 3  # not the aborted 9
 
     asyncio.run(scenario())
