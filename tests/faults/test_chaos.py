@@ -96,7 +96,10 @@ def lab(tmp_path: Path, nemesis_recorder: Recorder) -> Iterator[Lab]:
     assert not lab.leftovers(), "the lab left processes, namespaces or links behind"
 
 
-def start_cluster(lab: Lab, workdir: Path) -> dict[str, list[str]]:
+def start_cluster(
+    lab: Lab, workdir: Path, extra: dict[str, Any] | None = None
+) -> dict[str, list[str]]:
+    """`extra`: node configuration over FAST (test_txn_chaos.py's transaction settings)."""
     cluster_id = random_uuid()
     voters = ",".join(f"{i}@{lab.addr(h)}:9093" for i, h in enumerate(NODES, 1))
     argvs = {}
@@ -108,6 +111,7 @@ def start_cluster(lab: Lab, workdir: Path) -> dict[str, list[str]]:
             "listeners": f"PLAINTEXT://{lab.addr(host)}:9092,CONTROLLER://{lab.addr(host)}:9093",
             "log.dirs": str(data),
             **FAST,
+            **(extra or {}),
         }
         (workdir / host).mkdir(parents=True, exist_ok=True)
         path = workdir / host / "node.yaml"
