@@ -526,7 +526,7 @@ class AsyncConsumer:
             )
         try:
             response = await self.cluster.call(
-                address, self.cluster.broker_stub(address).Fetch, request,
+                address, self.cluster.fetch_call(address), request,
                 max_wait_ms / 1000 + self.cluster.request_timeout_s,
             )  # fmt: skip
         except RetriableError:

@@ -566,6 +566,12 @@ def add_commands(
             metavar="PARTITIONS:RF",
             help="create the topic first if missing, e.g. 3:3",
         )
+        p.add_argument(
+            "--rpc",
+            choices=("stream", "unary"),
+            default="stream",
+            help="Produce and Fetch on one stream per broker (where offered), or a call each",
+        )
         return p
 
     produce = common(perf_sub.add_parser("produce", help="like kafka-producer-perf-test"))
@@ -600,7 +606,8 @@ def add_commands(
     )
 
     def handler(args: argparse.Namespace) -> int:
-        return _run(args, producer_options, connection_options(args))
+        connection = {**connection_options(args), "streaming": args.rpc == "stream"}
+        return _run(args, producer_options, connection)
 
     for p in (produce, consume, e2e):
         p.set_defaults(handler=handler)

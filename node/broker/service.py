@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
 from strom.node import metrics
+from strom.node.broker.streams import InvalidRequest, answer_unary, serve_stream
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.delayed import wait_any
 from strom.node.internal_topics import is_internal
@@ -121,10 +122,26 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     async def Produce(
         self, request: broker_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ProduceResponse:
+        return await answer_unary(context, self.answer_produce(request))
+
+    async def ProduceStream(
+        self,
+        requests: AsyncIterator[broker_pb2.ProduceStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[broker_pb2.ProduceStreamResponse]:
+        async for answer in serve_stream(
+            requests, self.answer_produce, broker_pb2.ProduceStreamResponse
+        ):
+            yield answer
+
+    async def answer_produce(
+        self, request: broker_pb2.ProduceRequest
+    ) -> broker_pb2.ProduceResponse:
+        """Produce's answer, for the unary call and the stream alike; raises InvalidRequest."""
         if request.acks not in (0, 1, -1):
-            await _invalid(context, f"acks must be 0, 1 or -1 (all), got {request.acks}")
+            raise InvalidRequest(f"acks must be 0, 1 or -1 (all), got {request.acks}")
         if request.timeout_ms < 0:
-            await _invalid(context, f"timeout_ms must be >= 0, got {request.timeout_ms}")
+            raise InvalidRequest(f"timeout_ms must be >= 0, got {request.timeout_ms}")
         response = broker_pb2.ProduceResponse()
         waits: list[Awaitable[None]] = []
         turns = TurnBudget()
@@ -181,8 +198,22 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     async def Fetch(
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.FetchResponse:
+        return await answer_unary(context, self.answer_fetch(request))
+
+    async def FetchStream(
+        self,
+        requests: AsyncIterator[broker_pb2.FetchStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[broker_pb2.FetchStreamResponse]:
+        async for answer in serve_stream(
+            requests, self.answer_fetch, broker_pb2.FetchStreamResponse
+        ):
+            yield answer
+
+    async def answer_fetch(self, request: broker_pb2.FetchRequest) -> broker_pb2.FetchResponse:
+        """Fetch's answer, for the unary call and the stream alike; raises InvalidRequest."""
         if request.max_wait_ms < 0 or request.min_bytes < 0 or request.max_bytes < 0:
-            await _invalid(context, "max_wait_ms, min_bytes and max_bytes must be >= 0")
+            raise InvalidRequest("max_wait_ms, min_bytes and max_bytes must be >= 0")
         max_bytes = min(
             request.max_bytes or self.config["fetch.max.bytes"], self.config["fetch.max.bytes"]
         )
