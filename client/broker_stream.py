@@ -1,5 +1,8 @@
 """One long-lived bidirectional stream to one broker for one RPC (Produce or Fetch), issue #17.
 
+Used when the client asks for it (`ClusterClient(streaming=True)`); off by default, because in
+bench/stream_rpc.py it was no faster than a unary call per request (bench/RESULTS.md).
+
 A unary gRPC call costs the client and the broker 0.5–1 ms of CPU each in Python; a message on an
 open stream costs a fraction of that. `BrokerStream.call(request)` behaves like the unary stub
 method it replaces: it returns the same response message, or raises the same

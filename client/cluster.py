@@ -132,7 +132,7 @@ class ClusterClient:
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1_000,
         bootstrap_timeout_ms: int | None = None,
-        streaming: bool = True,
+        streaming: bool = False,
         **security_options: Any,
     ) -> None:
         """`security_options`: the fields of `SecurityOptions` (security_protocol, ssl_cafile,
@@ -141,7 +141,8 @@ class ClusterClient:
         after this long instead of the request timeout (command-line tools: a wrong or dead
         bootstrap address is reported in seconds, naming it). `streaming`: send Produce and
         Fetch on one bidirectional stream per broker (client/broker_stream.py) where the broker
-        offers it; False: a unary call per request."""
+        offers it; off by default, since it measured no faster than a unary call per request
+        (bench/RESULTS.md, "Streaming RPCs")."""
         self.security = SecurityOptions.from_options(security_options)
         self.bootstrap = parse_bootstrap(bootstrap_servers)
         self.client_id = client_id

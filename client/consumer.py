@@ -115,7 +115,8 @@ class AsyncConsumer:
         **security_options: Any,
     ) -> None:
         """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
-        (client/tls.py `SecurityOptions`). `max_batch_decompressed_bytes`: a compressed batch
+        (client/tls.py `SecurityOptions`), and `streaming` (ClusterClient: requests on one
+        stream per broker, off by default). `max_batch_decompressed_bytes`: a compressed batch
         that would inflate past this is refused (MESSAGE_TOO_LARGE) as it inflates, so a gzip
         bomb cannot exhaust the consumer's memory; leaders already refuse batches that inflate
         past their topic's max.message.bytes."""

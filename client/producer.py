@@ -70,7 +70,8 @@ class AsyncProducer:
         **security_options: Any,
     ) -> None:
         """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
-        (client/tls.py `SecurityOptions`)."""
+        (client/tls.py `SecurityOptions`), and `streaming` (ClusterClient: requests on one
+        stream per broker, off by default)."""
         if acks not in _ACKS:
             raise FatalError(
                 common_pb2.INVALID_REQUIRED_ACKS, f"acks must be all, 1 or 0, got {acks!r}"

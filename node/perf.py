@@ -569,8 +569,9 @@ def add_commands(
         p.add_argument(
             "--rpc",
             choices=("stream", "unary"),
-            default="stream",
-            help="Produce and Fetch on one stream per broker (where offered), or a call each",
+            default="unary",
+            help="Produce and Fetch as a call each (the SDK's default), or on one stream per "
+            "broker where offered (the SDK's streaming=True)",
         )
         return p
 

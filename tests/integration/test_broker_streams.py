@@ -6,7 +6,7 @@ the unary call answers it (per-partition errors, INVALID_ARGUMENT with the same 
 stream goes on); a message the stream cannot read, or one above the message cap, ends that stream
 with a clear status and the node serves on. Against a secured listener, which offers no streams,
 the SDK falls back to unary calls. Against a three-node cluster: the SDK's producer and consumer
-use the streams, keep each partition's order, and survive a broker restart mid-stream.
+use the streams (streaming=True), keep each partition's order, and survive a broker restart mid-stream.
 """
 
 from __future__ import annotations
@@ -202,11 +202,13 @@ def test_a_listener_without_streams_gets_unary_calls(tmp_path: Path) -> None:
             admin.create_topics([NewTopic("fallback", 1, 1)])
 
         async def round_trip() -> tuple[list[bytes], bool, bool]:
-            async with AsyncProducer(bootstrap, acks="all", **login) as producer:
+            async with AsyncProducer(bootstrap, acks="all", streaming=True, **login) as producer:
                 futures = [await producer.send("fallback", b"v%d" % i) for i in range(50)]
                 await asyncio.gather(*futures)
                 produce_stream = producer.cluster._produce_streams[bootstrap]
-            async with AsyncConsumer(bootstrap, auto_offset_reset="earliest", **login) as consumer:
+            async with AsyncConsumer(
+                bootstrap, auto_offset_reset="earliest", streaming=True, **login
+            ) as consumer:
                 consumer.assign([TopicPartition("fallback", 0)])
                 values: list[bytes] = []
                 deadline = time.monotonic() + TIMEOUT_S
@@ -225,7 +227,9 @@ def test_a_listener_without_streams_gets_unary_calls(tmp_path: Path) -> None:
 
 def _read_all(bootstrap: str, topic: str, partitions: int, count: int) -> dict[int, list[bytes]]:
     async def run() -> tuple[dict[int, list[bytes]], int]:
-        async with AsyncConsumer(bootstrap, auto_offset_reset="earliest") as consumer:
+        async with AsyncConsumer(
+            bootstrap, auto_offset_reset="earliest", streaming=True
+        ) as consumer:
             consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
             out: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
             deadline = time.monotonic() + 30
@@ -244,15 +248,17 @@ def _read_all(bootstrap: str, topic: str, partitions: int, count: int) -> dict[i
 def test_streamed_produce_and_fetch_keep_each_partitions_order(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
-    """The essential proof: the SDK's defaults send on streams to every leader, and every record
-    arrives once, in its partition's send order."""
+    """The essential proof: with streaming=True the SDK sends on a stream to every leader, and
+    every record arrives once, in its partition's send order."""
     cluster = cluster_factory(3)
     with cluster.admin() as admin:
         admin.create_topics([NewTopic("ordered", 3, 3, {"min.insync.replicas": "2"})])
     count = 30_000
 
     async def produce() -> int:
-        async with AsyncProducer(cluster.bootstrap, acks="all", linger_ms=2) as producer:
+        async with AsyncProducer(
+            cluster.bootstrap, acks="all", linger_ms=2, streaming=True
+        ) as producer:
             futures = [
                 await producer.send("ordered", b"%d" % i, partition=i % 3) for i in range(count)
             ]
@@ -288,7 +294,7 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(
     async def produce() -> tuple[int, int]:
         async with AsyncProducer(
             cluster.bootstrap, acks="all", linger_ms=5, batch_size=16_384,
-            delivery_timeout_ms=60_000,
+            delivery_timeout_ms=60_000, streaming=True,
         ) as producer:  # fmt: skip
             futures = []
             for i in range(count):
