@@ -59,6 +59,10 @@ def main() -> int:
     parser.add_argument("--e2e-records", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end measures")
+    parser.add_argument(
+        "--producer-props", nargs="*", default=[], metavar="KEY=VALUE",
+        help="for the produce and end-to-end measures (default: the SDK's defaults)",
+    )  # fmt: skip
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="strom-stream-bench-", dir="."))
     cluster = LocalCluster(root / "cluster")
@@ -92,13 +96,14 @@ def main() -> int:
         for rnd in range(args.rounds):
             for mode in MODES if rnd % 2 == 0 else reversed(MODES):
                 rpc = ("--rpc", mode)
+                props = ("--producer-props", *args.producer_props) if args.producer_props else ()
                 throughput = () if args.e2e_only else (("produce RF=3 acks=all", "3:3", "all"),
                                                         ("produce RF=1 acks=1", "3:1", "1"))  # fmt: skip
                 for name, _spec, acks in throughput:
                     before = load()
                     out = perf(bootstrap, "produce", "--topic", f"p{rnd}{mode}{acks}",
                                "--num-records", str(args.records), "--acks", acks,
-                               *rpc)  # fmt: skip
+                               *rpc, *props)  # fmt: skip
                     record(name, mode, {"value": out["records_per_sec"], "p50": out["p50_ms"],
                                         "p99": out["p99_ms"], "load": before})  # fmt: skip
                 if not args.e2e_only:
@@ -110,8 +115,8 @@ def main() -> int:
                 for parts in (1, 3):
                     before = load()
                     out = perf(bootstrap, "end-to-end", "--topic", f"e{rnd}{mode}{parts}",
-                               "--num-records", str(args.e2e_records), "--throughput", "10000", "--acks", "all",
-                               *rpc)  # fmt: skip
+                               "--num-records", str(args.e2e_records),
+                               "--throughput", "10000", "--acks", "all", *rpc, *props)  # fmt: skip
                     record(f"end-to-end 10k/s RF=3, {parts} partition(s)", mode,
                            {"value": out["records_per_sec"], "p50": out["p50_ms"],
                             "p99": out["p99_ms"], "p95": out["p95_ms"],
