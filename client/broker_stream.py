@@ -106,7 +106,7 @@ class BrokerStream(Generic[Req, Resp]):
             yield envelope
 
     async def _read(self, call: Any, outgoing: asyncio.Queue[Any]) -> None:
-        failure: BaseException
+        failure: BaseException = rpc_error(grpc.StatusCode.UNAVAILABLE, "the stream failed")
         try:
             while (message := await call.read()) is not grpc.aio.EOF:
                 waiting = self._pending.get(message.id)
@@ -127,6 +127,9 @@ class BrokerStream(Generic[Req, Resp]):
         except asyncio.CancelledError:
             failure = rpc_error(grpc.StatusCode.CANCELLED, "the client closed the stream")
             raise
+        except Exception as exc:  # a bug, not an answer: its callers see it as a failed call
+            log.exception("reading the stream failed")
+            failure = rpc_error(grpc.StatusCode.UNKNOWN, f"reading the stream failed: {exc!r}")
         finally:
             if self._outgoing is outgoing:
                 self._outgoing, self._call, self._reader = None, None, None
