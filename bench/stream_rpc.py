@@ -32,9 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from strom.node.cli import wait_until_healthy
-from strom.node.demo import _free_base_port
-from strom.node.local_cluster import LocalCluster
+from strom.node.cli.cluster import wait_until_healthy
+from strom.node.local_cluster import LocalCluster, free_base_port
 
 MODES = ("unary", "stream")
 STROM = str(Path(sys.executable).with_name("strom"))
@@ -66,7 +65,7 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="strom-stream-bench-", dir="."))
     cluster = LocalCluster(root / "cluster")
-    cluster.create(3, _free_base_port(3), {"log.level": "WARNING"})
+    cluster.create(3, free_base_port(3), {"log.level": "WARNING"})
     # measure -> mode -> list of (value, p50, p99, load)
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
 
