@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from strom.client.tls import SECURITY_PROTOCOLS
+from strom.node.replica.read_replica import RACK_AWARE_SELECTOR, REPLICA_SELECTORS
 from strom.node.topic_config import TOPIC_CONFIGS, broker_key_check
 
 ENV_PREFIX = "STROM_"
@@ -147,7 +148,15 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         "client certificates on SSL listeners: required, requested (= none in gRPC), none",
         _one_of("required", "requested", "none"),
     ),
-    ConfigKey("broker.rack", str, "", "rack of this broker (shown in cluster descriptions)"),
+    ConfigKey("broker.rack", str, "", "rack of this broker (placement, closest-replica reads)"),
+    ConfigKey(
+        "replica.selector.class",
+        str,
+        "",
+        "which replica consumers read from (KIP-392): empty or LeaderSelector for the leader, "
+        f"{RACK_AWARE_SELECTOR} for a follower in the consumer's client.rack",
+        _one_of(*REPLICA_SELECTORS),
+    ),
     ConfigKey("log.dirs", list, ["/tmp/strom-logs"], "data directories (the first holds metadata)"),
     ConfigKey(
         "metadata.log.dir", str, "", "where the metadata Raft log lives; default: log.dirs[0]"

@@ -275,6 +275,7 @@ class KafkaApis:
             max_wait_ms=max(0, body["max_wait_ms"]),
             min_bytes=max(0, body["min_bytes"]),
             max_bytes=max(0, body["max_bytes"]),
+            rack_id=body["rack_id"] or "",  # KIP-392, v11+
         )
         for topic in body["topics"]:
             out = request.topics.add(name=topic["topic"])
@@ -308,7 +309,7 @@ class KafkaApis:
                             "last_stable_offset": p.high_watermark if not p.error_code else -1,
                             "log_start_offset": p.log_start_offset if not p.error_code else -1,
                             "aborted_transactions": None,
-                            "preferred_read_replica": -1,
+                            "preferred_read_replica": p.preferred_read_replica or -1,
                             "records": p.records,
                         }
                         for p in t.partitions

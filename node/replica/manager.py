@@ -60,6 +60,7 @@ from .fetcher import ReplicaFetcher
 from .hw_checkpoint import read_hw_checkpoint, write_hw_checkpoint
 from .leader_state import IsrChange
 from .partition import Partition, PartitionError, is_storage_failure
+from .read_replica import FollowerView, preferred_read_replica
 from .throttle import ReplicationThrottle
 
 log = logging.getLogger("strom.replica")
@@ -162,6 +163,36 @@ class ReplicaManager:
                 f"partition {index}",
             )
         return partition
+
+    def preferred_read_replica(
+        self, partition: Partition, client_rack: str, fetch_offset: int
+    ) -> int | None:
+        """KIP-392 on the leader: the follower a consumer in `client_rack` should fetch
+        `partition` from instead of this broker, or None (node/replica/read_replica.py)."""
+        state = partition.leader_state
+        selector: str = self.config["replica.selector.class"]
+        if state is None or not client_rack or not selector:
+            return None
+        brokers = self.image.brokers
+        me = brokers.get(self.broker_id)
+        topic_meta = self.image.topic_by_name(partition.topic)
+        offline_replicas: tuple[int, ...] = ()
+        if topic_meta is not None and partition.partition in topic_meta.partitions:
+            offline_replicas = topic_meta.partitions[partition.partition].offline_replicas
+        followers = (
+            FollowerView(
+                broker_id,
+                brokers[broker_id].rack,
+                progress.log_end_offset,
+                broker_id in state.isr and broker_id not in offline_replicas,
+                brokers[broker_id].active,
+            )
+            for broker_id, progress in state.followers.items()
+            if broker_id in brokers
+        )
+        return preferred_read_replica(
+            selector, client_rack, me.rack if me else "", followers, fetch_offset
+        )
 
     def _refuse_if_offline(self, key: Key) -> None:
         offline = self.offline.get(key)

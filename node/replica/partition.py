@@ -704,7 +704,7 @@ class Partition:
         and the aborted transactions that may have records among them (the consumer drops
         those records, as Kafka's do). Same offset rules as `read_committed`."""
         stable = self.last_stable_offset
-        self._check_readable(offset)
+        self.check_readable(offset)
         if offset >= stable:
             return b"", []
         data: bytes = self._log.read(offset, max_bytes, max_offset=stable)
@@ -712,7 +712,7 @@ class Partition:
             return data, []
         return data, self._log.aborted_transactions(offset, _end_of(data))
 
-    def _check_readable(self, offset: int) -> None:
+    def check_readable(self, offset: int) -> None:
         if offset > self._log.log_end_offset:
             raise PartitionError(
                 common_pb2.OFFSET_OUT_OF_RANGE,
@@ -731,7 +731,7 @@ class Partition:
         An offset between the high watermark and the log end is valid but not yet readable
         (a new leader's HW can trail what consumers already read from the old one): the read is
         empty, never OFFSET_OUT_OF_RANGE, or consumers would reset and re-read (Kafka's rule)."""
-        self._check_readable(offset)
+        self.check_readable(offset)
         if offset >= self.high_watermark:
             return b""
         data: bytes = self._log.read(offset, max_bytes, max_offset=self.high_watermark)

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from strom.v1 import common_pb2 as strom_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15strom/v1/broker.proto\x12\x08strom.v1\x1a\x15strom/v1/common.proto\"^\n\x0eProduceRequest\x12\x0c\n\x04\x61\x63ks\x18\x01 \x01(\x05\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\x12*\n\x06topics\x18\x03 \x03(\x0b\x32\x1a.strom.v1.TopicProduceData\"T\n\x10TopicProduceData\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.strom.v1.PartitionProduceData\":\n\x14PartitionProduceData\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0f\n\x07records\x18\x02 \x01(\x0c\"A\n\x0fProduceResponse\x12.\n\x06topics\x18\x01 \x03(\x0b\x32\x1e.strom.v1.TopicProduceResponse\"\\\n\x14TopicProduceResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\npartitions\x18\x02 \x03(\x0b\x32\".strom.v1.PartitionProduceResponse\"\xec\x01\n\x18PartitionProduceResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x13\n\x0b\x62\x61se_offset\x18\x04 \x01(\x03\x12\x1a\n\x12log_append_time_ms\x18\x05 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\x12\x32\n\x0e\x63urrent_leader\x18\x07 \x01(\x0b\x32\x1a.strom.v1.LeaderIdAndEpoch\"\xa2\x01\n\x0c\x46\x65tchRequest\x12\x13\n\x0bmax_wait_ms\x18\x01 \x01(\x05\x12\x11\n\tmin_bytes\x18\x02 \x01(\x05\x12\x11\n\tmax_bytes\x18\x03 \x01(\x05\x12$\n\x06topics\x18\x04 \x03(\x0b\x32\x14.strom.v1.FetchTopic\x12\x31\n\x0fisolation_level\x18\x05 \x01(\x0e\x32\x18.strom.v1.IsolationLevel\"H\n\nFetchTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\npartitions\x18\x02 \x03(\x0b\x32\x18.strom.v1.FetchPartition\"t\n\x0e\x46\x65tchPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x14\n\x0c\x66\x65tch_offset\x18\x02 \x01(\x03\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x03 \x01(\x05\x12\x1b\n\x13partition_max_bytes\x18\x04 \x01(\x05\"=\n\rFetchResponse\x12,\n\x06topics\x18\x01 \x03(\x0b\x32\x1c.strom.v1.FetchTopicResponse\"X\n\x12\x46\x65tchTopicResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\npartitions\x18\x02 \x03(\x0b\x32 .strom.v1.FetchPartitionResponse\"\xba\x02\n\x16\x46\x65tchPartitionResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x0f\n\x07records\x18\x06 \x01(\x0c\x12\x32\n\x0e\x63urrent_leader\x18\x07 \x01(\x0b\x32\x1a.strom.v1.LeaderIdAndEpoch\x12\x1a\n\x12last_stable_offset\x18\x08 \x01(\x03\x12:\n\x14\x61\x62orted_transactions\x18\t \x03(\x0b\x32\x1c.strom.v1.AbortedTransaction\"?\n\x12\x41\x62ortedTransaction\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x03\"s\n\x12ListOffsetsRequest\x12*\n\x06topics\x18\x01 \x03(\x0b\x32\x1a.strom.v1.ListOffsetsTopic\x12\x31\n\x0fisolation_level\x18\x02 \x01(\x0e\x32\x18.strom.v1.IsolationLevel\"T\n\x10ListOffsetsTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.strom.v1.ListOffsetsPartition\"Z\n\x14ListOffsetsPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x02 \x01(\x05\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"I\n\x13ListOffsetsResponse\x12\x32\n\x06topics\x18\x01 \x03(\x0b\x32\".strom.v1.ListOffsetsTopicResponse\"d\n\x18ListOffsetsTopicResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12:\n\npartitions\x18\x02 \x03(\x0b\x32&.strom.v1.ListOffsetsPartitionResponse\"\xaa\x01\n\x1cListOffsetsPartitionResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x11\n\ttimestamp\x18\x04 \x01(\x03\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\"X\n\x0fMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x12\n\nall_topics\x18\x02 \x01(\x08\x12!\n\x19\x61llow_auto_topic_creation\x18\x03 \x01(\x08\"K\n\x0e\x42rokerMetadata\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0c\n\x04rack\x18\x04 \x01(\t\"\xb1\x01\n\x11PartitionMetadata\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x10\n\x08replicas\x18\x05 \x03(\x05\x12\x0b\n\x03isr\x18\x06 \x03(\x05\x12\x18\n\x10offline_replicas\x18\x07 \x03(\x05\"\xb5\x01\n\rTopicMetadata\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08topic_id\x18\x04 \x01(\x0c\x12\x13\n\x0bis_internal\x18\x05 \x01(\x08\x12/\n\npartitions\x18\x06 \x03(\x0b\x32\x1b.strom.v1.PartitionMetadata\"\x91\x01\n\x10MetadataResponse\x12)\n\x07\x62rokers\x18\x01 \x03(\x0b\x32\x18.strom.v1.BrokerMetadata\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\x12\'\n\x06topics\x18\x04 \x03(\x0b\x32\x17.strom.v1.TopicMetadata\"\x17\n\x15InitProducerIdRequest\"\x85\x01\n\x16InitProducerIdResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05*:\n\x0eIsolationLevel\x12\x14\n\x10READ_UNCOMMITTED\x10\x00\x12\x12\n\x0eREAD_COMMITTED\x10\x01\x32\xe6\x02\n\x06\x42roker\x12>\n\x07Produce\x12\x18.strom.v1.ProduceRequest\x1a\x19.strom.v1.ProduceResponse\x12\x38\n\x05\x46\x65tch\x12\x16.strom.v1.FetchRequest\x1a\x17.strom.v1.FetchResponse\x12J\n\x0bListOffsets\x12\x1c.strom.v1.ListOffsetsRequest\x1a\x1d.strom.v1.ListOffsetsResponse\x12\x41\n\x08Metadata\x12\x19.strom.v1.MetadataRequest\x1a\x1a.strom.v1.MetadataResponse\x12S\n\x0eInitProducerId\x12\x1f.strom.v1.InitProducerIdRequest\x1a .strom.v1.InitProducerIdResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15strom/v1/broker.proto\x12\x08strom.v1\x1a\x15strom/v1/common.proto\"^\n\x0eProduceRequest\x12\x0c\n\x04\x61\x63ks\x18\x01 \x01(\x05\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\x12*\n\x06topics\x18\x03 \x03(\x0b\x32\x1a.strom.v1.TopicProduceData\"T\n\x10TopicProduceData\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.strom.v1.PartitionProduceData\":\n\x14PartitionProduceData\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0f\n\x07records\x18\x02 \x01(\x0c\"A\n\x0fProduceResponse\x12.\n\x06topics\x18\x01 \x03(\x0b\x32\x1e.strom.v1.TopicProduceResponse\"\\\n\x14TopicProduceResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\npartitions\x18\x02 \x03(\x0b\x32\".strom.v1.PartitionProduceResponse\"\xec\x01\n\x18PartitionProduceResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x13\n\x0b\x62\x61se_offset\x18\x04 \x01(\x03\x12\x1a\n\x12log_append_time_ms\x18\x05 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\x12\x32\n\x0e\x63urrent_leader\x18\x07 \x01(\x0b\x32\x1a.strom.v1.LeaderIdAndEpoch\"\xb3\x01\n\x0c\x46\x65tchRequest\x12\x13\n\x0bmax_wait_ms\x18\x01 \x01(\x05\x12\x11\n\tmin_bytes\x18\x02 \x01(\x05\x12\x11\n\tmax_bytes\x18\x03 \x01(\x05\x12$\n\x06topics\x18\x04 \x03(\x0b\x32\x14.strom.v1.FetchTopic\x12\x31\n\x0fisolation_level\x18\x05 \x01(\x0e\x32\x18.strom.v1.IsolationLevel\x12\x0f\n\x07rack_id\x18\x06 \x01(\t\"H\n\nFetchTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\npartitions\x18\x02 \x03(\x0b\x32\x18.strom.v1.FetchPartition\"t\n\x0e\x46\x65tchPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x14\n\x0c\x66\x65tch_offset\x18\x02 \x01(\x03\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x03 \x01(\x05\x12\x1b\n\x13partition_max_bytes\x18\x04 \x01(\x05\"=\n\rFetchResponse\x12,\n\x06topics\x18\x01 \x03(\x0b\x32\x1c.strom.v1.FetchTopicResponse\"X\n\x12\x46\x65tchTopicResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\npartitions\x18\x02 \x03(\x0b\x32 .strom.v1.FetchPartitionResponse\"\xda\x02\n\x16\x46\x65tchPartitionResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x0f\n\x07records\x18\x06 \x01(\x0c\x12\x32\n\x0e\x63urrent_leader\x18\x07 \x01(\x0b\x32\x1a.strom.v1.LeaderIdAndEpoch\x12\x1a\n\x12last_stable_offset\x18\x08 \x01(\x03\x12:\n\x14\x61\x62orted_transactions\x18\t \x03(\x0b\x32\x1c.strom.v1.AbortedTransaction\x12\x1e\n\x16preferred_read_replica\x18\n \x01(\x05\"?\n\x12\x41\x62ortedTransaction\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x03\"s\n\x12ListOffsetsRequest\x12*\n\x06topics\x18\x01 \x03(\x0b\x32\x1a.strom.v1.ListOffsetsTopic\x12\x31\n\x0fisolation_level\x18\x02 \x01(\x0e\x32\x18.strom.v1.IsolationLevel\"T\n\x10ListOffsetsTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.strom.v1.ListOffsetsPartition\"Z\n\x14ListOffsetsPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x02 \x01(\x05\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"I\n\x13ListOffsetsResponse\x12\x32\n\x06topics\x18\x01 \x03(\x0b\x32\".strom.v1.ListOffsetsTopicResponse\"d\n\x18ListOffsetsTopicResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12:\n\npartitions\x18\x02 \x03(\x0b\x32&.strom.v1.ListOffsetsPartitionResponse\"\xaa\x01\n\x1cListOffsetsPartitionResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x11\n\ttimestamp\x18\x04 \x01(\x03\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\"X\n\x0fMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x12\n\nall_topics\x18\x02 \x01(\x08\x12!\n\x19\x61llow_auto_topic_creation\x18\x03 \x01(\x08\"K\n\x0e\x42rokerMetadata\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0c\n\x04rack\x18\x04 \x01(\t\"\xb1\x01\n\x11PartitionMetadata\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x10\n\x08replicas\x18\x05 \x03(\x05\x12\x0b\n\x03isr\x18\x06 \x03(\x05\x12\x18\n\x10offline_replicas\x18\x07 \x03(\x05\"\xb5\x01\n\rTopicMetadata\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08topic_id\x18\x04 \x01(\x0c\x12\x13\n\x0bis_internal\x18\x05 \x01(\x08\x12/\n\npartitions\x18\x06 \x03(\x0b\x32\x1b.strom.v1.PartitionMetadata\"\x91\x01\n\x10MetadataResponse\x12)\n\x07\x62rokers\x18\x01 \x03(\x0b\x32\x18.strom.v1.BrokerMetadata\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\x12\'\n\x06topics\x18\x04 \x03(\x0b\x32\x17.strom.v1.TopicMetadata\"\x17\n\x15InitProducerIdRequest\"\x85\x01\n\x16InitProducerIdResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05*:\n\x0eIsolationLevel\x12\x14\n\x10READ_UNCOMMITTED\x10\x00\x12\x12\n\x0eREAD_COMMITTED\x10\x01\x32\xe6\x02\n\x06\x42roker\x12>\n\x07Produce\x12\x18.strom.v1.ProduceRequest\x1a\x19.strom.v1.ProduceResponse\x12\x38\n\x05\x46\x65tch\x12\x16.strom.v1.FetchRequest\x1a\x17.strom.v1.FetchResponse\x12J\n\x0bListOffsets\x12\x1c.strom.v1.ListOffsetsRequest\x1a\x1d.strom.v1.ListOffsetsResponse\x12\x41\n\x08Metadata\x12\x19.strom.v1.MetadataRequest\x1a\x1a.strom.v1.MetadataResponse\x12S\n\x0eInitProducerId\x12\x1f.strom.v1.InitProducerIdRequest\x1a .strom.v1.InitProducerIdResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'strom.v1.broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ISOLATIONLEVEL']._serialized_start=3077
-  _globals['_ISOLATIONLEVEL']._serialized_end=3135
+  _globals['_ISOLATIONLEVEL']._serialized_start=3126
+  _globals['_ISOLATIONLEVEL']._serialized_end=3184
   _globals['_PRODUCEREQUEST']._serialized_start=58
   _globals['_PRODUCEREQUEST']._serialized_end=152
   _globals['_TOPICPRODUCEDATA']._serialized_start=154
@@ -47,45 +47,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARTITIONPRODUCERESPONSE']._serialized_start=462
   _globals['_PARTITIONPRODUCERESPONSE']._serialized_end=698
   _globals['_FETCHREQUEST']._serialized_start=701
-  _globals['_FETCHREQUEST']._serialized_end=863
-  _globals['_FETCHTOPIC']._serialized_start=865
-  _globals['_FETCHTOPIC']._serialized_end=937
-  _globals['_FETCHPARTITION']._serialized_start=939
-  _globals['_FETCHPARTITION']._serialized_end=1055
-  _globals['_FETCHRESPONSE']._serialized_start=1057
-  _globals['_FETCHRESPONSE']._serialized_end=1118
-  _globals['_FETCHTOPICRESPONSE']._serialized_start=1120
-  _globals['_FETCHTOPICRESPONSE']._serialized_end=1208
-  _globals['_FETCHPARTITIONRESPONSE']._serialized_start=1211
-  _globals['_FETCHPARTITIONRESPONSE']._serialized_end=1525
-  _globals['_ABORTEDTRANSACTION']._serialized_start=1527
-  _globals['_ABORTEDTRANSACTION']._serialized_end=1590
-  _globals['_LISTOFFSETSREQUEST']._serialized_start=1592
-  _globals['_LISTOFFSETSREQUEST']._serialized_end=1707
-  _globals['_LISTOFFSETSTOPIC']._serialized_start=1709
-  _globals['_LISTOFFSETSTOPIC']._serialized_end=1793
-  _globals['_LISTOFFSETSPARTITION']._serialized_start=1795
-  _globals['_LISTOFFSETSPARTITION']._serialized_end=1885
-  _globals['_LISTOFFSETSRESPONSE']._serialized_start=1887
-  _globals['_LISTOFFSETSRESPONSE']._serialized_end=1960
-  _globals['_LISTOFFSETSTOPICRESPONSE']._serialized_start=1962
-  _globals['_LISTOFFSETSTOPICRESPONSE']._serialized_end=2062
-  _globals['_LISTOFFSETSPARTITIONRESPONSE']._serialized_start=2065
-  _globals['_LISTOFFSETSPARTITIONRESPONSE']._serialized_end=2235
-  _globals['_METADATAREQUEST']._serialized_start=2237
-  _globals['_METADATAREQUEST']._serialized_end=2325
-  _globals['_BROKERMETADATA']._serialized_start=2327
-  _globals['_BROKERMETADATA']._serialized_end=2402
-  _globals['_PARTITIONMETADATA']._serialized_start=2405
-  _globals['_PARTITIONMETADATA']._serialized_end=2582
-  _globals['_TOPICMETADATA']._serialized_start=2585
-  _globals['_TOPICMETADATA']._serialized_end=2766
-  _globals['_METADATARESPONSE']._serialized_start=2769
-  _globals['_METADATARESPONSE']._serialized_end=2914
-  _globals['_INITPRODUCERIDREQUEST']._serialized_start=2916
-  _globals['_INITPRODUCERIDREQUEST']._serialized_end=2939
-  _globals['_INITPRODUCERIDRESPONSE']._serialized_start=2942
-  _globals['_INITPRODUCERIDRESPONSE']._serialized_end=3075
-  _globals['_BROKER']._serialized_start=3138
-  _globals['_BROKER']._serialized_end=3496
+  _globals['_FETCHREQUEST']._serialized_end=880
+  _globals['_FETCHTOPIC']._serialized_start=882
+  _globals['_FETCHTOPIC']._serialized_end=954
+  _globals['_FETCHPARTITION']._serialized_start=956
+  _globals['_FETCHPARTITION']._serialized_end=1072
+  _globals['_FETCHRESPONSE']._serialized_start=1074
+  _globals['_FETCHRESPONSE']._serialized_end=1135
+  _globals['_FETCHTOPICRESPONSE']._serialized_start=1137
+  _globals['_FETCHTOPICRESPONSE']._serialized_end=1225
+  _globals['_FETCHPARTITIONRESPONSE']._serialized_start=1228
+  _globals['_FETCHPARTITIONRESPONSE']._serialized_end=1574
+  _globals['_ABORTEDTRANSACTION']._serialized_start=1576
+  _globals['_ABORTEDTRANSACTION']._serialized_end=1639
+  _globals['_LISTOFFSETSREQUEST']._serialized_start=1641
+  _globals['_LISTOFFSETSREQUEST']._serialized_end=1756
+  _globals['_LISTOFFSETSTOPIC']._serialized_start=1758
+  _globals['_LISTOFFSETSTOPIC']._serialized_end=1842
+  _globals['_LISTOFFSETSPARTITION']._serialized_start=1844
+  _globals['_LISTOFFSETSPARTITION']._serialized_end=1934
+  _globals['_LISTOFFSETSRESPONSE']._serialized_start=1936
+  _globals['_LISTOFFSETSRESPONSE']._serialized_end=2009
+  _globals['_LISTOFFSETSTOPICRESPONSE']._serialized_start=2011
+  _globals['_LISTOFFSETSTOPICRESPONSE']._serialized_end=2111
+  _globals['_LISTOFFSETSPARTITIONRESPONSE']._serialized_start=2114
+  _globals['_LISTOFFSETSPARTITIONRESPONSE']._serialized_end=2284
+  _globals['_METADATAREQUEST']._serialized_start=2286
+  _globals['_METADATAREQUEST']._serialized_end=2374
+  _globals['_BROKERMETADATA']._serialized_start=2376
+  _globals['_BROKERMETADATA']._serialized_end=2451
+  _globals['_PARTITIONMETADATA']._serialized_start=2454
+  _globals['_PARTITIONMETADATA']._serialized_end=2631
+  _globals['_TOPICMETADATA']._serialized_start=2634
+  _globals['_TOPICMETADATA']._serialized_end=2815
+  _globals['_METADATARESPONSE']._serialized_start=2818
+  _globals['_METADATARESPONSE']._serialized_end=2963
+  _globals['_INITPRODUCERIDREQUEST']._serialized_start=2965
+  _globals['_INITPRODUCERIDREQUEST']._serialized_end=2988
+  _globals['_INITPRODUCERIDRESPONSE']._serialized_start=2991
+  _globals['_INITPRODUCERIDRESPONSE']._serialized_end=3124
+  _globals['_BROKER']._serialized_start=3187
+  _globals['_BROKER']._serialized_end=3545
 # @@protoc_insertion_point(module_scope)
