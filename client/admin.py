@@ -17,6 +17,7 @@ from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2, group_pb2_grp
 from ._loop import LoopThread
 from .acl import AclBinding, AclBindingFilter
 from .admin_security import AsyncSecurityAdmin, UserDescription
+from .broker_configs import AsyncBrokerConfigsAdmin, ConfigEntry
 from .cluster import Backoff, ClusterClient, TopicMeta
 from .coordinator import call_coordinator
 from .errors import METADATA_STALE, error_from_code
@@ -106,7 +107,9 @@ def _topic_resource(name: str) -> admin_pb2.ConfigResource:
     )
 
 
-class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin):
+class AsyncAdmin(
+    AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin, AsyncBrokerConfigsAdmin
+):
     def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
         self.cluster = ClusterClient(bootstrap_servers, **options)
 
@@ -612,6 +615,18 @@ class Admin:
 
     def describe_log_dirs(self, topics: Sequence[str] | None = None) -> list[LogDir]:
         return self._run(self._async.describe_log_dirs(topics))
+
+    def describe_broker_configs(self, broker_id: int | None = None) -> dict[str, ConfigEntry]:
+        return self._run(self._async.describe_broker_configs(broker_id))
+
+    def alter_broker_configs(
+        self,
+        broker_id: int | None,
+        set_configs: Mapping[str, str],
+        delete: Sequence[str] = (),
+        validate_only: bool = False,
+    ) -> None:
+        self._run(self._async.alter_broker_configs(broker_id, set_configs, delete, validate_only))
 
     def alter_partition_reassignments(
         self, reassignments: Mapping[tuple[str, int], Sequence[int] | None]

@@ -44,7 +44,8 @@ from typing import Any
 
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import NodeConfig
-from strom.node.metadata.image import MetadataDelta, MetadataImage, PartitionInfo
+from strom.node.dynamic_config import broker_configs_changed
+from strom.node.metadata.image import TOPIC, MetadataDelta, MetadataImage, PartitionInfo
 from strom.node.metadata.state import full_delta
 from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.tls import inter_broker_security
@@ -225,6 +226,10 @@ class ReplicaManager:
 
     def on_metadata(self, image: MetadataImage, delta: MetadataDelta) -> None:
         self.image = image
+        if broker_configs_changed(delta):  # dynamic broker configs, already in self.config
+            self.move_throttle.set_rate(
+                self.config["follower.replication.throttled.rate"], self.clock.now_ms()
+            )
         if self.caught_up:
             self._apply(image, delta)
 
@@ -267,7 +272,10 @@ class ReplicaManager:
                                index, info, now)  # fmt: skip
             elif key in self.partitions or key in self.offline:
                 self._isolated(changed.name, key, self._drop, changed.name, topic_id, index, True)
-        for _, name in delta.changed_configs:
+        reconfigured = {name for kind, name in delta.changed_configs if kind == TOPIC}
+        if broker_configs_changed(delta):  # topic defaults may have changed: every topic
+            reconfigured = {topic.name for topic in image.topics.values()}
+        for name in sorted(reconfigured):
             configured = image.topic_by_name(name)
             if configured is None:
                 continue
@@ -728,9 +736,9 @@ class ReplicaManager:
         """Every `log.cleaner.backoff.ms`, clean each hosted partition of a compacted topic below
         min(high watermark, active segment base). The scan and the writing of cleaned copies run
         in a worker thread; the swap runs here, on the loop that owns the log."""
-        period_s = self.config["log.cleaner.backoff.ms"] / 1000
         while True:
-            await asyncio.sleep(period_s)
+            # Read every round: a dynamic broker config (node/dynamic_config.py).
+            await asyncio.sleep(self.config["log.cleaner.backoff.ms"] / 1000)
             for partition in list(self.partitions.values()):
                 try:
                     await self._clean(partition)

@@ -20,6 +20,24 @@ class ReplicationThrottle:
         self._tokens = float(bytes_per_s) if self.limited else 0.0
         self._at_ms = now_ms
 
+    def set_rate(self, bytes_per_s: int, now_ms: int) -> None:
+        """A new rate (a dynamic broker config): what is owed stays owed, what was saved is
+        capped at one second of the new rate."""
+        if bytes_per_s == self.bytes_per_s:
+            return
+        if self.limited:
+            self._refill(now_ms)
+        was_limited = self.limited
+        self.bytes_per_s = bytes_per_s
+        self.limited = 0 < bytes_per_s < UNLIMITED
+        if not self.limited:
+            self._tokens = 0.0
+        elif not was_limited:
+            self._tokens = float(bytes_per_s)
+        else:
+            self._tokens = min(self._tokens, float(bytes_per_s))
+        self._at_ms = max(self._at_ms, now_ms)
+
     def _refill(self, now_ms: int) -> None:
         elapsed_s = max(0, now_ms - self._at_ms) / 1000
         self._tokens = min(float(self.bytes_per_s), self._tokens + elapsed_s * self.bytes_per_s)
