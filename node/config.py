@@ -268,6 +268,14 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         _at_least(1),
     ),
     ConfigKey(
+        "leader.replication.throttled.rate",
+        int,
+        9_223_372_036_854_775_807,
+        "bytes/s a leader sends to replicas a reassignment is adding that are not in the ISR "
+        "yet (the default: no limit)",
+        _at_least(1),
+    ),
+    ConfigKey(
         "replica.lag.time.max.ms",
         int,
         30_000,

@@ -126,6 +126,10 @@ class ReplicaManager:
         self.move_throttle = ReplicationThrottle(
             config["follower.replication.throttled.rate"], clock.now_ms()
         )
+        # Shared by every partition this broker leads: what it sends to replicas being added.
+        self.leader_throttle = ReplicationThrottle(
+            config["leader.replication.throttled.rate"], clock.now_ms()
+        )
         self._pending_opens: dict[Key, None] = {}  # new logs not opened yet, in order
         self._creating: set[tuple[str, int]] = set()  # folders a worker thread is creating
         self._opener: asyncio.Task[None] | None = None
@@ -229,6 +233,9 @@ class ReplicaManager:
         if broker_configs_changed(delta):  # dynamic broker configs, already in self.config
             self.move_throttle.set_rate(
                 self.config["follower.replication.throttled.rate"], self.clock.now_ms()
+            )
+            self.leader_throttle.set_rate(
+                self.config["leader.replication.throttled.rate"], self.clock.now_ms()
             )
         if self.caught_up:
             self._apply(image, delta)
@@ -545,6 +552,17 @@ class ReplicaManager:
         """Is this broker's replica of `key` one a reassignment is adding (throttled)?"""
         info = self.image.partition(*key)
         return info is not None and self.broker_id in info.adding_replicas
+
+    def leader_throttles(self, partition: Partition, replica_id: int) -> bool:
+        """Does this leader throttle what it sends `replica_id` of `partition`? Only a replica a
+        reassignment is adding and not yet in the ISR (Kafka's leader-side throttle)."""
+        info = self.image.partition(partition.topic_id, partition.partition)
+        return (
+            self.leader_throttle.limited
+            and info is not None
+            and replica_id in info.adding_replicas
+            and replica_id not in partition.isr
+        )
 
     def _is_fetching(self, key: Key, leader: int) -> bool:
         fetcher = self.fetchers.get(leader)

@@ -503,7 +503,10 @@ class Partition:
         active_brokers: set[int],
         now_ms: int,
         broker_epoch: int = -1,
+        send_records: bool = True,
     ) -> FollowerFetchResult:
+        """A follower's fetch: records its position (ISR, high watermark) and reads from it;
+        `send_records` False (the leader's throttle is spent): the position only."""
         state = self._require_leader()
         if replica_id not in self.replicas:
             raise PartitionError(
@@ -532,7 +535,9 @@ class Partition:
                 f"{self.name}: offset {fetch_offset} was deleted; log starts at "
                 f"{self._log.log_start_offset}",
             )
-        records = self._log.read(fetch_offset, max_bytes) if fetch_offset < leo else b""
+        records = (
+            self._log.read(fetch_offset, max_bytes) if fetch_offset < leo and send_records else b""
+        )
         return FollowerFetchResult(
             records, self.high_watermark, self._log.log_start_offset, None, change
         )

@@ -195,7 +195,10 @@ def test_the_replica_manager_applies_a_broker_config_change_to_logs_and_the_thro
         dynamic = with_broker_configs(
             plain,
             default={"log.retention.ms": "1234"},
-            b1={"follower.replication.throttled.rate": "4096"},
+            b1={
+                "follower.replication.throttled.rate": "4096",
+                "leader.replication.throttled.rate": "8192",
+            },
         )
         delta = MetadataDelta()
         delta.changed_configs = {(BROKER, ""), (BROKER, "1")}
@@ -203,6 +206,7 @@ def test_the_replica_manager_applies_a_broker_config_change_to_logs_and_the_thro
             listener(dynamic, delta)
         assert partition.log.config.retention_ms == 1234
         assert broker1.move_throttle.limited and broker1.move_throttle.bytes_per_s == 4096
+        assert broker1.leader_throttle.bytes_per_s == 8192
         await broker1.stop()
         broker1.logs.close()
 
