@@ -1197,6 +1197,9 @@ def build_parser() -> argparse.ArgumentParser:
     from strom.node.cli_reassign import add_commands as add_reassign_commands
 
     add_reassign_commands(sub, client)
+    from strom.node.cli_configs import add_commands as add_configs_commands
+
+    add_configs_commands(sub, client, _admin)
 
     from strom.node.console import add_arguments as add_console_arguments
 
@@ -1222,6 +1225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from strom.client.errors import StromError
+    from strom.node.cli_configs import ConfigsCommandError
     from strom.node.cli_reassign import ReassignmentFileError
     from strom.node.config import ConfigError
     from strom.node.local_cluster import ClusterError
@@ -1230,6 +1234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     errors = (
         CommandError,
+        ConfigsCommandError,
         ReassignmentFileError,
         StromError,
         ConfigError,
