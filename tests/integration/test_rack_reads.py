@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import urllib.request
 from collections.abc import Callable
 
@@ -53,9 +54,8 @@ async def read(consumer: AsyncConsumer, count: int) -> list[bytes]:
     return got
 
 
-def test_a_consumer_reads_from_its_racks_follower_and_falls_back_to_the_leader(
-    cluster_factory: Callable[..., Cluster],
-) -> None:
+def racked_cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    """Nodes 1-3 without a rack, broker 4 in rack east; TOPIC on {1, 2, 4} led by 1."""
     cluster = cluster_factory(3, admin=True, **{"replica.selector.class": RACK_AWARE_SELECTOR})
     cluster.local.add_broker(4, {"broker.rack": "east"})
     cluster.local.up()
@@ -72,6 +72,13 @@ def test_a_consumer_reads_from_its_racks_follower_and_falls_back_to_the_leader(
             lambda: admin.describe_topics([TOPIC])[0].partitions[0].leader == 1,
             what="broker 1 leading",
         )
+    return cluster
+
+
+def test_a_consumer_reads_from_its_racks_follower_and_falls_back_to_the_leader(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    cluster = racked_cluster(cluster_factory)
     first = [b"a%d" % i for i in range(200)]
     later = [b"b%d" % i for i in range(200)]
 
@@ -93,3 +100,32 @@ def test_a_consumer_reads_from_its_racks_follower_and_falls_back_to_the_leader(
     assert before == first  # all of it, in order, from broker 4
     assert after == later  # from the leader once broker 4 is gone
     assert bytes_out(cluster, 1) > 0
+
+
+@pytest.mark.slow
+def test_a_kafka_client_with_client_rack_reads_from_the_follower_too(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """librdkafka (confluent-kafka) speaks KIP-392 over the Kafka listener: Fetch v11's rack_id
+    and preferred_read_replica."""
+    from confluent_kafka import OFFSET_BEGINNING
+    from confluent_kafka import Consumer as ConfluentConsumer
+    from confluent_kafka import TopicPartition as ConfluentPartition
+
+    cluster = racked_cluster(cluster_factory)
+    values = [b"k%d" % i for i in range(100)]
+    asyncio.run(produce(cluster.bootstrap, values))
+    consumer = ConfluentConsumer(
+        {"bootstrap.servers": cluster.local.kafka_bootstrap(), "group.id": "racked",
+         "client.rack": "east", "enable.auto.commit": False}
+    )  # fmt: skip
+    consumer.assign([ConfluentPartition(TOPIC, 0, OFFSET_BEGINNING)])
+    seen: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while len(seen) < len(values) and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            seen.append(message.value())
+    consumer.close()
+    assert seen == values
+    assert bytes_out(cluster, 4) > 0
