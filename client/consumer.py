@@ -578,6 +578,8 @@ class AsyncConsumer:
                     continue
                 if p.error_code == common_pb2.NONE and p.preferred_read_replica > 0:
                     self._read_replicas.choose(tp, p.preferred_read_replica)
+                    if self.cluster.address_of(p.preferred_read_replica) is None:
+                        self.cluster.invalidate(t.name)  # a broker this client has not seen
                     continue
                 if p.error_code == common_pb2.OFFSET_OUT_OF_RANGE:
                     log.warning(
