@@ -15,7 +15,7 @@ import pytest
 from cluster_harness import Cluster, SteadyProducer, eventually, read_partition
 
 from strom.client.admin import NewTopic
-from strom.node.cli_reassign import THROTTLE_KEYS
+from strom.node.cli.reassign import THROTTLE_KEYS
 
 pytestmark = pytest.mark.integration
 

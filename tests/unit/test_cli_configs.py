@@ -1,4 +1,4 @@
-"""`strom configs` and `strom log-dirs` (node/cli_configs.py): Kafka's --add-config syntax, the
+"""`strom configs` and `strom log-dirs` (node/cli/configs.py): Kafka's --add-config syntax, the
 checks made before connecting, and kafka-log-dirs' JSON."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 
 from strom.client.log_dirs import LogDir, ReplicaLog
 from strom.node import cli
-from strom.node.cli_configs import log_dirs_json, parse_add_config
+from strom.node.cli import configs as cli_configs
+from strom.node.cli.configs import log_dirs_json, parse_add_config
 
 
 def test_add_config_takes_kafkas_syntax() -> None:
@@ -46,7 +47,7 @@ def test_arguments_that_do_not_go_together_fail_before_connecting(
     def no_cluster(args: argparse.Namespace) -> None:
         raise AssertionError("connected")
 
-    monkeypatch.setattr(cli, "_admin", no_cluster)
+    monkeypatch.setattr(cli_configs, "admin_client", no_cluster)
     assert cli.main([*argv, "--bootstrap-server", "localhost:1"]) == 1
     assert says in capsys.readouterr().err
 

@@ -132,7 +132,7 @@ def test_a_leader_sends_nothing_to_a_moving_replica_while_its_throttle_is_spent(
     """Kafka's leader.replication.throttled.rate: replica 3, being added and outside the ISR,
     gets no records once the leader's bucket is spent (its position still counts); replica 2,
     in the ISR, is never throttled."""
-    from strom.node.broker.service import ReplicaServicer
+    from strom.node.replica.service import ReplicaServicer
     from strom.v1 import replica_pb2
 
     async def scenario() -> None:

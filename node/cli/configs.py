@@ -25,7 +25,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from strom.node.cli_output import print_table
+from strom.node.cli.common import CommandError, admin_client, client_arguments
+from strom.node.cli.output import print_table
 
 BROKERS, TOPICS = "brokers", "topics"
 
@@ -76,7 +77,7 @@ def parse_broker_ids(text: str) -> list[int]:
     return ids
 
 
-class ConfigsCommandError(Exception):
+class ConfigsCommandError(CommandError):
     """Arguments that do not go together; the message says which."""
 
 
@@ -252,18 +253,14 @@ def _log_dirs(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> int
     return 0
 
 
-def add_commands(
-    sub: Any,
-    client: Callable[[argparse.ArgumentParser], Any],
-    admin_for: Callable[[argparse.Namespace], Any],
-) -> None:
+def add_commands(sub: Any) -> None:
     configs = sub.add_parser("configs", help="Kafka's kafka-configs: broker and topic configs")
     actions = configs.add_subparsers(dest="action", required=True)
     for action, help_text in (
         ("describe", "the dynamic configs (--all: every config with its source)"),
         ("alter", "set or delete configs; brokers apply them without a restart"),
     ):
-        parser = client(actions.add_parser(action, help=help_text))
+        parser = client_arguments(actions.add_parser(action, help=help_text))
         parser.add_argument("--entity-type", choices=(BROKERS, TOPICS), required=True)
         entity = parser.add_mutually_exclusive_group()
         entity.add_argument("--entity-name", help="a broker id or a topic name")
@@ -277,15 +274,15 @@ def add_commands(
                                 metavar="K=V,...", help="e.g. log.retention.ms=3600000")  # fmt: skip
             parser.add_argument("--delete-config", type=parse_names, action="append",
                                 metavar="K,...", help="back to the next source")  # fmt: skip
-        parser.set_defaults(handler=lambda args: _configs(args, lambda: admin_for(args)))
+        parser.set_defaults(handler=lambda args: _configs(args, lambda: admin_client(args)))
 
     log_dirs = sub.add_parser("log-dirs", help="Kafka's kafka-log-dirs: replica sizes on disk")
     log_dirs_actions = log_dirs.add_subparsers(dest="action", required=True)
-    describe = client(
+    describe = client_arguments(
         log_dirs_actions.add_parser("describe", help="each broker's log directories and replicas")
     )
     describe.add_argument("--broker-list", type=parse_broker_ids, metavar="IDS",
                           help="e.g. 1,2 (default: every broker)")  # fmt: skip
     describe.add_argument("--topic-list", type=parse_names, metavar="TOPICS",
                           help="e.g. t1,t2 (default: every topic)")  # fmt: skip
-    describe.set_defaults(handler=lambda args: _log_dirs(args, lambda: admin_for(args)))
+    describe.set_defaults(handler=lambda args: _log_dirs(args, lambda: admin_client(args)))
