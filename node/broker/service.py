@@ -186,12 +186,12 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(request.max_wait_ms, FETCH_WAIT_MS_MAX) / 1000
         while True:
-            response, total, errors, watched = await self._read_all(request, max_bytes)
+            response, total, answer_now, watched = await self._read_all(request, max_bytes)
             remaining = deadline - loop.time()
             # Nothing to watch (no partitions asked for): waiting could never end early, and
             # wait_any would return at once, so looping here would spin the event loop until
             # the deadline (up to a minute): answer now.
-            if total >= max(1, request.min_bytes) or errors or remaining <= 0 or not watched:
+            if total >= max(1, request.min_bytes) or answer_now or remaining <= 0 or not watched:
                 for topic in response.topics:
                     metrics.record_fetch(topic.name, sum(len(p.records) for p in topic.partitions))
                 return response
@@ -206,7 +206,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     ) -> tuple[broker_pb2.FetchResponse, int, bool, list]:  # type: ignore[type-arg]
         response = broker_pb2.FetchResponse()
         total = 0
-        errors = False
+        answer_now = False  # an error or a redirect is answered without waiting
         watched = []
         turns = TurnBudget()
         for topic in request.topics:
@@ -215,8 +215,21 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 await turns.spend()
                 result = topic_response.partitions.add(partition=wanted.partition)
                 try:
+                    # Any replica serves consumers (KIP-392): a follower below the high
+                    # watermark it knows; only a leader sends consumers elsewhere.
                     partition = self.manager.partition_by_name(topic.name, wanted.partition)
-                    partition.check_leader(wanted.current_leader_epoch)
+                    partition.check_leader_epoch(wanted.current_leader_epoch)
+                    elsewhere = self.manager.preferred_read_replica(
+                        partition, request.rack_id, wanted.fetch_offset
+                    )
+                    if elsewhere is not None:
+                        partition.check_readable(wanted.fetch_offset)
+                        result.preferred_read_replica = elsewhere
+                        result.high_watermark = partition.high_watermark
+                        result.log_start_offset = partition.log_start_offset
+                        result.last_stable_offset = partition.last_stable_offset
+                        answer_now = True  # the consumer has somewhere better to wait
+                        continue
                     budget = max_bytes - total
                     limit = min(wanted.partition_max_bytes or budget, budget)
                     # At least one batch when nothing has been taken yet (Kafka's rule).
@@ -240,8 +253,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 except (PartitionError, StorageError) as exc:
                     answer_refusal(result, refusal(exc))
                     result.current_leader.CopyFrom(self._leader_hint(topic.name, wanted.partition))
-                    errors = True
-        return response, total, errors, watched
+                    answer_now = True
+        return response, total, answer_now, watched
 
     # ---- offsets -----------------------------------------------------------------------
 

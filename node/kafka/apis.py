@@ -278,6 +278,7 @@ class KafkaApis(TransactionApis):
                 broker_pb2.READ_COMMITTED if body["isolation_level"] == 1
                 else broker_pb2.READ_UNCOMMITTED
             ),
+            rack_id=body["rack_id"] or "",  # KIP-392, v11+
         )  # fmt: skip
         for topic in body["topics"]:
             out = request.topics.add(name=topic["topic"])
@@ -315,7 +316,7 @@ class KafkaApis(TransactionApis):
                             ]
                             if body["isolation_level"] == 1
                             else None,
-                            "preferred_read_replica": -1,
+                            "preferred_read_replica": p.preferred_read_replica or -1,
                             "records": p.records,
                         }
                         for p in t.partitions

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from strom.v1 import common_pb2 as strom_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15strom/v1/broker.proto\x12\x08strom.v1\x1a\x15strom/v1/common.proto\"3\n\x0bStreamError\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"M\n\x14ProduceStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12)\n\x07request\x18\x02 \x01(\x0b\x32\x18.strom.v1.ProduceRequest\"\x84\x01\n\x15ProduceStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.strom.v1.ProduceResponseH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.strom.v1.StreamErrorH\x00\x42\x08\n\x06\x61nswer\"I\n\x12\x46\x65tchStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x07request\x18\x02 \x01(\x0b\x32\x16.strom.v1.FetchRequest\"\x80\x01\n\x13\x46\x65tchStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12+\n\x08response\x18\x02 \x01(\x0b\x32\x17.strom.v1.FetchResponseH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.strom.v1.StreamErrorH\x00\x42\x08\n\x06\x61nswer\"^\n\x0eProduceRequest\x12\x0c\n\x04\x61\x63ks\x18\x01 \x01(\x05\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\x12*\n\x06topics\x18\x03 \x03(\x0b\x32\x1a.strom.v1.TopicProduceData\"T\n\x10TopicProduceData\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.strom.v1.PartitionProduceData\":\n\x14PartitionProduceData\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0f\n\x07records\x18\x02 \x01(\x0c\"A\n\x0fProduceResponse\x12.\n\x06topics\x18\x01 \x03(\x0b\x32\x1e.strom.v1.TopicProduceResponse\"\\\n\x14TopicProduceResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\npartitions\x18\x02 \x03(\x0b\x32\".strom.v1.PartitionProduceResponse\"\xec\x01\n\x18PartitionProduceResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x13\n\x0b\x62\x61se_offset\x18\x04 \x01(\x03\x12\x1a\n\x12log_append_time_ms\x18\x05 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\x12\x32\n\x0e\x63urrent_leader\x18\x07 \x01(\x0b\x32\x1a.strom.v1.LeaderIdAndEpoch\"\xa2\x01\n\x0c\x46\x65tchRequest\x12\x13\n\x0bmax_wait_ms\x18\x01 \x01(\x05\x12\x11\n\tmin_bytes\x18\x02 \x01(\x05\x12\x11\n\tmax_bytes\x18\x03 \x01(\x05\x12$\n\x06topics\x18\x04 \x03(\x0b\x32\x14.strom.v1.FetchTopic\x12\x31\n\x0fisolation_level\x18\x05 \x01(\x0e\x32\x18.strom.v1.IsolationLevel\"H\n\nFetchTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\npartitions\x18\x02 \x03(\x0b\x32\x18.strom.v1.FetchPartition\"t\n\x0e\x46\x65tchPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x14\n\x0c\x66\x65tch_offset\x18\x02 \x01(\x03\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x03 \x01(\x05\x12\x1b\n\x13partition_max_bytes\x18\x04 \x01(\x05\"=\n\rFetchResponse\x12,\n\x06topics\x18\x01 \x03(\x0b\x32\x1c.strom.v1.FetchTopicResponse\"X\n\x12\x46\x65tchTopicResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\npartitions\x18\x02 \x03(\x0b\x32 .strom.v1.FetchPartitionResponse\"\xba\x02\n\x16\x46\x65tchPartitionResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x0f\n\x07records\x18\x06 \x01(\x0c\x12\x32\n\x0e\x63urrent_leader\x18\x07 \x01(\x0b\x32\x1a.strom.v1.LeaderIdAndEpoch\x12\x1a\n\x12last_stable_offset\x18\x08 \x01(\x03\x12:\n\x14\x61\x62orted_transactions\x18\t \x03(\x0b\x32\x1c.strom.v1.AbortedTransaction\"?\n\x12\x41\x62ortedTransaction\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x03\"s\n\x12ListOffsetsRequest\x12*\n\x06topics\x18\x01 \x03(\x0b\x32\x1a.strom.v1.ListOffsetsTopic\x12\x31\n\x0fisolation_level\x18\x02 \x01(\x0e\x32\x18.strom.v1.IsolationLevel\"T\n\x10ListOffsetsTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.strom.v1.ListOffsetsPartition\"Z\n\x14ListOffsetsPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x02 \x01(\x05\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"I\n\x13ListOffsetsResponse\x12\x32\n\x06topics\x18\x01 \x03(\x0b\x32\".strom.v1.ListOffsetsTopicResponse\"d\n\x18ListOffsetsTopicResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12:\n\npartitions\x18\x02 \x03(\x0b\x32&.strom.v1.ListOffsetsPartitionResponse\"\xaa\x01\n\x1cListOffsetsPartitionResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x11\n\ttimestamp\x18\x04 \x01(\x03\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\"X\n\x0fMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x12\n\nall_topics\x18\x02 \x01(\x08\x12!\n\x19\x61llow_auto_topic_creation\x18\x03 \x01(\x08\"K\n\x0e\x42rokerMetadata\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0c\n\x04rack\x18\x04 \x01(\t\"\xb1\x01\n\x11PartitionMetadata\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x10\n\x08replicas\x18\x05 \x03(\x05\x12\x0b\n\x03isr\x18\x06 \x03(\x05\x12\x18\n\x10offline_replicas\x18\x07 \x03(\x05\"\xb5\x01\n\rTopicMetadata\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08topic_id\x18\x04 \x01(\x0c\x12\x13\n\x0bis_internal\x18\x05 \x01(\x08\x12/\n\npartitions\x18\x06 \x03(\x0b\x32\x1b.strom.v1.PartitionMetadata\"\x91\x01\n\x10MetadataResponse\x12)\n\x07\x62rokers\x18\x01 \x03(\x0b\x32\x18.strom.v1.BrokerMetadata\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\x12\'\n\x06topics\x18\x04 \x03(\x0b\x32\x17.strom.v1.TopicMetadata\"\x17\n\x15InitProducerIdRequest\"\x85\x01\n\x16InitProducerIdResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05*:\n\x0eIsolationLevel\x12\x14\n\x10READ_UNCOMMITTED\x10\x00\x12\x12\n\x0eREAD_COMMITTED\x10\x01\x32\x8c\x04\n\x06\x42roker\x12>\n\x07Produce\x12\x18.strom.v1.ProduceRequest\x1a\x19.strom.v1.ProduceResponse\x12\x38\n\x05\x46\x65tch\x12\x16.strom.v1.FetchRequest\x1a\x17.strom.v1.FetchResponse\x12J\n\x0bListOffsets\x12\x1c.strom.v1.ListOffsetsRequest\x1a\x1d.strom.v1.ListOffsetsResponse\x12\x41\n\x08Metadata\x12\x19.strom.v1.MetadataRequest\x1a\x1a.strom.v1.MetadataResponse\x12S\n\x0eInitProducerId\x12\x1f.strom.v1.InitProducerIdRequest\x1a .strom.v1.InitProducerIdResponse\x12T\n\rProduceStream\x12\x1e.strom.v1.ProduceStreamRequest\x1a\x1f.strom.v1.ProduceStreamResponse(\x01\x30\x01\x12N\n\x0b\x46\x65tchStream\x12\x1c.strom.v1.FetchStreamRequest\x1a\x1d.strom.v1.FetchStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15strom/v1/broker.proto\x12\x08strom.v1\x1a\x15strom/v1/common.proto\"3\n\x0bStreamError\x12\x13\n\x0bstatus_code\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"M\n\x14ProduceStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12)\n\x07request\x18\x02 \x01(\x0b\x32\x18.strom.v1.ProduceRequest\"\x84\x01\n\x15ProduceStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.strom.v1.ProduceResponseH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.strom.v1.StreamErrorH\x00\x42\x08\n\x06\x61nswer\"I\n\x12\x46\x65tchStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x07request\x18\x02 \x01(\x0b\x32\x16.strom.v1.FetchRequest\"\x80\x01\n\x13\x46\x65tchStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12+\n\x08response\x18\x02 \x01(\x0b\x32\x17.strom.v1.FetchResponseH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.strom.v1.StreamErrorH\x00\x42\x08\n\x06\x61nswer\"^\n\x0eProduceRequest\x12\x0c\n\x04\x61\x63ks\x18\x01 \x01(\x05\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x05\x12*\n\x06topics\x18\x03 \x03(\x0b\x32\x1a.strom.v1.TopicProduceData\"T\n\x10TopicProduceData\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.strom.v1.PartitionProduceData\":\n\x14PartitionProduceData\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0f\n\x07records\x18\x02 \x01(\x0c\"A\n\x0fProduceResponse\x12.\n\x06topics\x18\x01 \x03(\x0b\x32\x1e.strom.v1.TopicProduceResponse\"\\\n\x14TopicProduceResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\npartitions\x18\x02 \x03(\x0b\x32\".strom.v1.PartitionProduceResponse\"\xec\x01\n\x18PartitionProduceResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x13\n\x0b\x62\x61se_offset\x18\x04 \x01(\x03\x12\x1a\n\x12log_append_time_ms\x18\x05 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\x12\x32\n\x0e\x63urrent_leader\x18\x07 \x01(\x0b\x32\x1a.strom.v1.LeaderIdAndEpoch\"\xb3\x01\n\x0c\x46\x65tchRequest\x12\x13\n\x0bmax_wait_ms\x18\x01 \x01(\x05\x12\x11\n\tmin_bytes\x18\x02 \x01(\x05\x12\x11\n\tmax_bytes\x18\x03 \x01(\x05\x12$\n\x06topics\x18\x04 \x03(\x0b\x32\x14.strom.v1.FetchTopic\x12\x31\n\x0fisolation_level\x18\x05 \x01(\x0e\x32\x18.strom.v1.IsolationLevel\x12\x0f\n\x07rack_id\x18\x06 \x01(\t\"H\n\nFetchTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\npartitions\x18\x02 \x03(\x0b\x32\x18.strom.v1.FetchPartition\"t\n\x0e\x46\x65tchPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x14\n\x0c\x66\x65tch_offset\x18\x02 \x01(\x03\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x03 \x01(\x05\x12\x1b\n\x13partition_max_bytes\x18\x04 \x01(\x05\"=\n\rFetchResponse\x12,\n\x06topics\x18\x01 \x03(\x0b\x32\x1c.strom.v1.FetchTopicResponse\"X\n\x12\x46\x65tchTopicResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\npartitions\x18\x02 \x03(\x0b\x32 .strom.v1.FetchPartitionResponse\"\xda\x02\n\x16\x46\x65tchPartitionResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x0f\n\x07records\x18\x06 \x01(\x0c\x12\x32\n\x0e\x63urrent_leader\x18\x07 \x01(\x0b\x32\x1a.strom.v1.LeaderIdAndEpoch\x12\x1a\n\x12last_stable_offset\x18\x08 \x01(\x03\x12:\n\x14\x61\x62orted_transactions\x18\t \x03(\x0b\x32\x1c.strom.v1.AbortedTransaction\x12\x1e\n\x16preferred_read_replica\x18\n \x01(\x05\"?\n\x12\x41\x62ortedTransaction\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x14\n\x0c\x66irst_offset\x18\x02 \x01(\x03\"s\n\x12ListOffsetsRequest\x12*\n\x06topics\x18\x01 \x03(\x0b\x32\x1a.strom.v1.ListOffsetsTopic\x12\x31\n\x0fisolation_level\x18\x02 \x01(\x0e\x32\x18.strom.v1.IsolationLevel\"T\n\x10ListOffsetsTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.strom.v1.ListOffsetsPartition\"Z\n\x14ListOffsetsPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x02 \x01(\x05\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"I\n\x13ListOffsetsResponse\x12\x32\n\x06topics\x18\x01 \x03(\x0b\x32\".strom.v1.ListOffsetsTopicResponse\"d\n\x18ListOffsetsTopicResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12:\n\npartitions\x18\x02 \x03(\x0b\x32&.strom.v1.ListOffsetsPartitionResponse\"\xaa\x01\n\x1cListOffsetsPartitionResponse\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\x11\n\ttimestamp\x18\x04 \x01(\x03\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\"X\n\x0fMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x12\n\nall_topics\x18\x02 \x01(\x08\x12!\n\x19\x61llow_auto_topic_creation\x18\x03 \x01(\x08\"K\n\x0e\x42rokerMetadata\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\x0c\n\x04rack\x18\x04 \x01(\t\"\xb1\x01\n\x11PartitionMetadata\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x10\n\x08replicas\x18\x05 \x03(\x05\x12\x0b\n\x03isr\x18\x06 \x03(\x05\x12\x18\n\x10offline_replicas\x18\x07 \x03(\x05\"\xb5\x01\n\rTopicMetadata\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08topic_id\x18\x04 \x01(\x0c\x12\x13\n\x0bis_internal\x18\x05 \x01(\x08\x12/\n\npartitions\x18\x06 \x03(\x0b\x32\x1b.strom.v1.PartitionMetadata\"\x91\x01\n\x10MetadataResponse\x12)\n\x07\x62rokers\x18\x01 \x03(\x0b\x32\x18.strom.v1.BrokerMetadata\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\x12\'\n\x06topics\x18\x04 \x03(\x0b\x32\x17.strom.v1.TopicMetadata\"\x17\n\x15InitProducerIdRequest\"\x85\x01\n\x16InitProducerIdResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05*:\n\x0eIsolationLevel\x12\x14\n\x10READ_UNCOMMITTED\x10\x00\x12\x12\n\x0eREAD_COMMITTED\x10\x01\x32\x8c\x04\n\x06\x42roker\x12>\n\x07Produce\x12\x18.strom.v1.ProduceRequest\x1a\x19.strom.v1.ProduceResponse\x12\x38\n\x05\x46\x65tch\x12\x16.strom.v1.FetchRequest\x1a\x17.strom.v1.FetchResponse\x12J\n\x0bListOffsets\x12\x1c.strom.v1.ListOffsetsRequest\x1a\x1d.strom.v1.ListOffsetsResponse\x12\x41\n\x08Metadata\x12\x19.strom.v1.MetadataRequest\x1a\x1a.strom.v1.MetadataResponse\x12S\n\x0eInitProducerId\x12\x1f.strom.v1.InitProducerIdRequest\x1a .strom.v1.InitProducerIdResponse\x12T\n\rProduceStream\x12\x1e.strom.v1.ProduceStreamRequest\x1a\x1f.strom.v1.ProduceStreamResponse(\x01\x30\x01\x12N\n\x0b\x46\x65tchStream\x12\x1c.strom.v1.FetchStreamRequest\x1a\x1d.strom.v1.FetchStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'strom.v1.broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ISOLATIONLEVEL']._serialized_start=3550
-  _globals['_ISOLATIONLEVEL']._serialized_end=3608
+  _globals['_ISOLATIONLEVEL']._serialized_start=3599
+  _globals['_ISOLATIONLEVEL']._serialized_end=3657
   _globals['_STREAMERROR']._serialized_start=58
   _globals['_STREAMERROR']._serialized_end=109
   _globals['_PRODUCESTREAMREQUEST']._serialized_start=111
@@ -57,45 +57,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARTITIONPRODUCERESPONSE']._serialized_start=935
   _globals['_PARTITIONPRODUCERESPONSE']._serialized_end=1171
   _globals['_FETCHREQUEST']._serialized_start=1174
-  _globals['_FETCHREQUEST']._serialized_end=1336
-  _globals['_FETCHTOPIC']._serialized_start=1338
-  _globals['_FETCHTOPIC']._serialized_end=1410
-  _globals['_FETCHPARTITION']._serialized_start=1412
-  _globals['_FETCHPARTITION']._serialized_end=1528
-  _globals['_FETCHRESPONSE']._serialized_start=1530
-  _globals['_FETCHRESPONSE']._serialized_end=1591
-  _globals['_FETCHTOPICRESPONSE']._serialized_start=1593
-  _globals['_FETCHTOPICRESPONSE']._serialized_end=1681
-  _globals['_FETCHPARTITIONRESPONSE']._serialized_start=1684
-  _globals['_FETCHPARTITIONRESPONSE']._serialized_end=1998
-  _globals['_ABORTEDTRANSACTION']._serialized_start=2000
-  _globals['_ABORTEDTRANSACTION']._serialized_end=2063
-  _globals['_LISTOFFSETSREQUEST']._serialized_start=2065
-  _globals['_LISTOFFSETSREQUEST']._serialized_end=2180
-  _globals['_LISTOFFSETSTOPIC']._serialized_start=2182
-  _globals['_LISTOFFSETSTOPIC']._serialized_end=2266
-  _globals['_LISTOFFSETSPARTITION']._serialized_start=2268
-  _globals['_LISTOFFSETSPARTITION']._serialized_end=2358
-  _globals['_LISTOFFSETSRESPONSE']._serialized_start=2360
-  _globals['_LISTOFFSETSRESPONSE']._serialized_end=2433
-  _globals['_LISTOFFSETSTOPICRESPONSE']._serialized_start=2435
-  _globals['_LISTOFFSETSTOPICRESPONSE']._serialized_end=2535
-  _globals['_LISTOFFSETSPARTITIONRESPONSE']._serialized_start=2538
-  _globals['_LISTOFFSETSPARTITIONRESPONSE']._serialized_end=2708
-  _globals['_METADATAREQUEST']._serialized_start=2710
-  _globals['_METADATAREQUEST']._serialized_end=2798
-  _globals['_BROKERMETADATA']._serialized_start=2800
-  _globals['_BROKERMETADATA']._serialized_end=2875
-  _globals['_PARTITIONMETADATA']._serialized_start=2878
-  _globals['_PARTITIONMETADATA']._serialized_end=3055
-  _globals['_TOPICMETADATA']._serialized_start=3058
-  _globals['_TOPICMETADATA']._serialized_end=3239
-  _globals['_METADATARESPONSE']._serialized_start=3242
-  _globals['_METADATARESPONSE']._serialized_end=3387
-  _globals['_INITPRODUCERIDREQUEST']._serialized_start=3389
-  _globals['_INITPRODUCERIDREQUEST']._serialized_end=3412
-  _globals['_INITPRODUCERIDRESPONSE']._serialized_start=3415
-  _globals['_INITPRODUCERIDRESPONSE']._serialized_end=3548
-  _globals['_BROKER']._serialized_start=3611
-  _globals['_BROKER']._serialized_end=4135
+  _globals['_FETCHREQUEST']._serialized_end=1353
+  _globals['_FETCHTOPIC']._serialized_start=1355
+  _globals['_FETCHTOPIC']._serialized_end=1427
+  _globals['_FETCHPARTITION']._serialized_start=1429
+  _globals['_FETCHPARTITION']._serialized_end=1545
+  _globals['_FETCHRESPONSE']._serialized_start=1547
+  _globals['_FETCHRESPONSE']._serialized_end=1608
+  _globals['_FETCHTOPICRESPONSE']._serialized_start=1610
+  _globals['_FETCHTOPICRESPONSE']._serialized_end=1698
+  _globals['_FETCHPARTITIONRESPONSE']._serialized_start=1701
+  _globals['_FETCHPARTITIONRESPONSE']._serialized_end=2047
+  _globals['_ABORTEDTRANSACTION']._serialized_start=2049
+  _globals['_ABORTEDTRANSACTION']._serialized_end=2112
+  _globals['_LISTOFFSETSREQUEST']._serialized_start=2114
+  _globals['_LISTOFFSETSREQUEST']._serialized_end=2229
+  _globals['_LISTOFFSETSTOPIC']._serialized_start=2231
+  _globals['_LISTOFFSETSTOPIC']._serialized_end=2315
+  _globals['_LISTOFFSETSPARTITION']._serialized_start=2317
+  _globals['_LISTOFFSETSPARTITION']._serialized_end=2407
+  _globals['_LISTOFFSETSRESPONSE']._serialized_start=2409
+  _globals['_LISTOFFSETSRESPONSE']._serialized_end=2482
+  _globals['_LISTOFFSETSTOPICRESPONSE']._serialized_start=2484
+  _globals['_LISTOFFSETSTOPICRESPONSE']._serialized_end=2584
+  _globals['_LISTOFFSETSPARTITIONRESPONSE']._serialized_start=2587
+  _globals['_LISTOFFSETSPARTITIONRESPONSE']._serialized_end=2757
+  _globals['_METADATAREQUEST']._serialized_start=2759
+  _globals['_METADATAREQUEST']._serialized_end=2847
+  _globals['_BROKERMETADATA']._serialized_start=2849
+  _globals['_BROKERMETADATA']._serialized_end=2924
+  _globals['_PARTITIONMETADATA']._serialized_start=2927
+  _globals['_PARTITIONMETADATA']._serialized_end=3104
+  _globals['_TOPICMETADATA']._serialized_start=3107
+  _globals['_TOPICMETADATA']._serialized_end=3288
+  _globals['_METADATARESPONSE']._serialized_start=3291
+  _globals['_METADATARESPONSE']._serialized_end=3436
+  _globals['_INITPRODUCERIDREQUEST']._serialized_start=3438
+  _globals['_INITPRODUCERIDREQUEST']._serialized_end=3461
+  _globals['_INITPRODUCERIDRESPONSE']._serialized_start=3464
+  _globals['_INITPRODUCERIDRESPONSE']._serialized_end=3597
+  _globals['_BROKER']._serialized_start=3660
+  _globals['_BROKER']._serialized_end=4184
 # @@protoc_insertion_point(module_scope)
