@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from strom.client.acl import binding_from_proto, binding_to_proto, filter_from_proto
-from strom.node.config import NODE_KEYS_BY_NAME, NodeConfig
+from strom.node.config import NODE_KEYS_BY_NAME, SECRET_KEYS, NodeConfig
 from strom.node.internal_topics import internal_topic_refusal, is_internal
 from strom.node.metadata.image import MetadataImage
 from strom.node.peers import ControllerClient, ControllerRefused, ControllerUnavailable
@@ -27,6 +27,15 @@ from strom.node.topic_config import TOPIC_CONFIGS
 from strom.v1 import admin_pb2, admin_pb2_grpc, common_pb2, metadata_pb2
 
 VISIBLE_WAIT_S = 5.0
+
+
+def config_text(raw: Any) -> str:
+    """A config value as Kafka's tools show it: booleans lower case, lists comma-separated."""
+    if isinstance(raw, bool):
+        return str(raw).lower()
+    if isinstance(raw, list | tuple):
+        return ",".join(str(v) for v in raw)
+    return str(raw)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
@@ -145,7 +154,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.IncrementalAlterConfigsResponse:
         before = self.image().last_index
         response = await self._forward("IncrementalAlterConfigs", request, context)
-        if any(r.error_code == common_pb2.NONE for r in response.results):
+        if not request.validate_only and any(
+            r.error_code == common_pb2.NONE for r in response.results
+        ):
             # The change committed as some entry after `before`: wait until it is applied here.
             await self._until(lambda image: image.last_index > before)
         return response  # type: ignore[no-any-return]
@@ -278,9 +289,12 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         response = admin_pb2.DescribeConfigsResponse()
         for resource in request.resources:
             result = response.results.add(resource=resource)
+            if resource.resource_type == metadata_pb2.CONFIG_RESOURCE_BROKER:
+                self._describe_broker_configs(resource.resource_name, result)
+                continue
             if resource.resource_type != metadata_pb2.CONFIG_RESOURCE_TOPIC:
                 result.error_code = common_pb2.INVALID_REQUEST
-                result.error_message = "only topic configs can be described"
+                result.error_message = "only topic and broker configs can be described"
                 continue
             if image.topic_by_name(resource.resource_name) is None:
                 result.error_code = common_pb2.UNKNOWN_TOPIC_OR_PARTITION
@@ -293,7 +307,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                     value, source = overrides[name], admin_pb2.CONFIG_SOURCE_DYNAMIC_TOPIC
                 else:
                     raw = self.config[broker_key]
-                    value = str(raw).lower() if isinstance(raw, bool) else str(raw)
+                    value = config_text(raw)
                     default = NODE_KEYS_BY_NAME[broker_key].default
                     source = (
                         admin_pb2.CONFIG_SOURCE_DEFAULT
@@ -302,6 +316,28 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                     )
                 result.configs.add(name=name, value=value, source=source)
         return response
+
+    def _describe_broker_configs(self, name: str, result: admin_pb2.DescribeConfigsResult) -> None:
+        """This node's own configuration (strom has no dynamic broker configs: every value is
+        the file's or the default). Asked of one broker by its id, as Kafka asks; secrets are
+        named with an empty value, never shown."""
+        if name != str(self.config.node_id):
+            result.error_code = common_pb2.INVALID_REQUEST
+            result.error_message = (
+                f"broker configs are answered by the broker itself: this is broker "
+                f"{self.config.node_id}, asked for {name!r}"
+            )
+            return
+        for key, raw in sorted(self.config.values().items()):
+            known = NODE_KEYS_BY_NAME.get(key)
+            source = (
+                admin_pb2.CONFIG_SOURCE_DEFAULT
+                if known is not None and raw == known.default
+                else admin_pb2.CONFIG_SOURCE_STATIC_BROKER
+            )
+            result.configs.add(
+                name=key, value="" if key in SECRET_KEYS else config_text(raw), source=source
+            )
 
     async def DescribeLogDirs(
         self, request: admin_pb2.DescribeLogDirsRequest, context: grpc.aio.ServicerContext

@@ -468,7 +468,8 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             to_delete = [c.name for c in resource.configs if c.op == admin_pb2.ALTER_CONFIG_DELETE]
             status, _ = await self._decide(
                 functools.partial(self._without_result, self.logic.alter_topic_configs,
-                                  resource.resource.resource_name, to_set, to_delete)
+                                  resource.resource.resource_name, to_set, to_delete,
+                                  request.validate_only)
             )  # fmt: skip
             result.error_code = status.error_code
             result.error_message = status.error_message

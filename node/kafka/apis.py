@@ -31,6 +31,7 @@ from strom.node.security.login_queue import LoginRefused
 from strom.storage.errors import StorageError
 from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2
 
+from .admin_apis import KafkaAdminApis, describe_config_entry
 from .codec import ZERO_UUID, Message
 from .listener import Session, api_versions_body
 from .messages import Api
@@ -129,6 +130,7 @@ class KafkaApis:
             36: self.sasl_authenticate,
             23: self.offset_for_leader_epoch,
         }
+        self._handlers.update(KafkaAdminApis(self).handlers())
 
     async def __call__(
         self, session: Session, api: Api, version: int, body: Message
@@ -873,16 +875,7 @@ class KafkaApis:
                     "resource_type": resource["resource_type"],
                     "resource_name": resource["resource_name"],
                     "configs": [
-                        {
-                            "name": c.name,
-                            "value": c.value,
-                            "read_only": False,
-                            "config_source": c.source,
-                            "is_sensitive": False,
-                            "synonyms": [],
-                            "config_type": 0,
-                            "documentation": None,
-                        }
+                        describe_config_entry(resource["resource_type"], c.name, c.value, c.source)
                         for c in result.configs
                         if keys is None or c.name in keys
                     ],
