@@ -636,6 +636,7 @@ class KafkaApis:
                 else body["session_timeout_ms"],
                 protocol_type=body["protocol_type"],
                 protocols=[(p["name"], p["metadata"]) for p in body["protocols"]],
+                require_known_member_id=version >= 4,  # KIP-394
             )
         except GroupError as exc:
             return error(exc.code, body["member_id"])
