@@ -679,13 +679,13 @@ class GroupCoordinator:
         if classic is None or (
             not classic.members and (classic.is_unused() or classic.protocol_type != protocol_type)
         ):
-            if group.classic is not None:
-                group.classic.close(common_pb2.UNKNOWN_MEMBER_ID, "the group was reset")
-            group.classic = ClassicGroup(
+            if classic is not None:
+                classic.close(common_pb2.UNKNOWN_MEMBER_ID, "the group was reset")
+            classic = group.classic = ClassicGroup(
                 group_id, protocol_type, self.clock.now_ms, self.initial_delay_ms,
                 self.new_member_id,
             )  # fmt: skip
-        return group.classic
+        return classic
 
     async def classic_join(
         self,
