@@ -31,9 +31,8 @@ from strom.client.admin import AsyncAdmin, NewTopic
 from strom.client.consumer import AsyncConsumer
 from strom.client.producer import AsyncProducer
 from strom.client.records import TopicPartition
-from strom.node.cli import wait_until_healthy
-from strom.node.demo import _free_base_port
-from strom.node.local_cluster import LocalCluster
+from strom.node.cli.cluster import wait_until_healthy
+from strom.node.local_cluster import LocalCluster, free_base_port
 from strom.storage.record_batch import Record, encode_batch
 from strom.v1 import broker_pb2
 
@@ -116,7 +115,7 @@ def main() -> int:
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="strom-bench-"))
     cluster = LocalCluster(data)
-    cluster.create(3, _free_base_port(3), {"log.level": "WARNING"})
+    cluster.create(3, free_base_port(3), {"log.level": "WARNING"})
     cluster.up()
     try:
         wait_until_healthy(cluster.bootstrap(), [1, 2, 3], timeout_s=60)

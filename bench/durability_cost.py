@@ -25,9 +25,8 @@ from pathlib import Path
 import cluster_bench
 
 from strom.client.admin import AsyncAdmin, NewTopic
-from strom.node.cli import wait_until_healthy
-from strom.node.demo import _free_base_port
-from strom.node.local_cluster import LocalCluster
+from strom.node.cli.cluster import wait_until_healthy
+from strom.node.local_cluster import LocalCluster, free_base_port
 
 POLICIES: dict[str, dict[str, str]] = {
     "page cache (default)": {},
@@ -56,7 +55,7 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="strom-durability-bench-", dir=args.data_dir))
     cluster = LocalCluster(root / "cluster")
-    cluster.create(3, _free_base_port(3), {"log.level": "WARNING"})
+    cluster.create(3, free_base_port(3), {"log.level": "WARNING"})
     results: dict[str, list[float]] = {name: [] for name in POLICIES}
     try:
         cluster.up()

@@ -27,9 +27,8 @@ from typing import Any
 from cluster_bench import produce
 
 from strom.client.admin import AsyncAdmin, NewTopic
-from strom.node.cli import wait_until_healthy
-from strom.node.demo import _free_base_port
-from strom.node.local_cluster import LocalCluster
+from strom.node.cli.cluster import wait_until_healthy
+from strom.node.local_cluster import LocalCluster, free_base_port
 
 
 def scrape_forever(ports: list[int], stop: Any) -> None:
@@ -56,8 +55,8 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="strom-metrics-bench-"))
     plain, scraped = LocalCluster(root / "plain"), LocalCluster(root / "scraped")
-    plain.create(3, _free_base_port(3), {"log.level": "WARNING"})
-    _, nodes = scraped.create(3, _free_base_port(3) + 5000, {"log.level": "WARNING"}, admin=True)
+    plain.create(3, free_base_port(3), {"log.level": "WARNING"})
+    _, nodes = scraped.create(3, free_base_port(3) + 5000, {"log.level": "WARNING"}, admin=True)
     stop = multiprocessing.Event()
     results: dict[str, list[float]] = {"without admin listener": [], "with metrics scraped": []}
     try:

@@ -28,9 +28,8 @@ from pathlib import Path
 import cluster_bench
 
 from strom.client.admin import AsyncAdmin, NewTopic
-from strom.node.cli import wait_until_healthy
-from strom.node.demo import _free_base_port
-from strom.node.local_cluster import LocalCluster
+from strom.node.cli.cluster import wait_until_healthy
+from strom.node.local_cluster import LocalCluster, free_base_port
 
 RECORD_BYTES = cluster_bench.RECORD_BYTES
 PARTITIONS = 3
@@ -48,7 +47,7 @@ COUNT_KEYS = ("records", "data_consumed_in_nmsg")
 def local_cluster(root: Path) -> Iterator[str]:
     """A fresh three-node cluster under `root`; yields its bootstrap string."""
     cluster = LocalCluster(root)
-    cluster.create(3, _free_base_port(3), {"log.level": "WARNING"})
+    cluster.create(3, free_base_port(3), {"log.level": "WARNING"})
     try:
         cluster.up()
         wait_until_healthy(cluster.bootstrap(), [1, 2, 3], timeout_s=60)

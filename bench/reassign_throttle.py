@@ -24,9 +24,8 @@ from pathlib import Path
 
 from strom.client.admin import AsyncAdmin, NewTopic
 from strom.client.producer import AsyncProducer
-from strom.node.cli import wait_until_healthy
-from strom.node.demo import _free_base_port
-from strom.node.local_cluster import LocalCluster
+from strom.node.cli.cluster import wait_until_healthy
+from strom.node.local_cluster import LocalCluster, free_base_port
 
 RECORD = b"x" * 10_000
 
@@ -67,7 +66,7 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="strom-throttle-bench-"))
     cluster = LocalCluster(root / "cluster")
-    cluster.create(3, _free_base_port(5), {"log.level": "WARNING"})
+    cluster.create(3, free_base_port(5), {"log.level": "WARNING"})
     cluster.add_broker(4, {"follower.replication.throttled.rate": str(args.rate)})
     cluster.add_broker(5)
     results = {}

@@ -29,9 +29,8 @@ from pathlib import Path
 from strom.client.admin import Admin, NewTopic
 from strom.client.consumer import Consumer
 from strom.client.producer import Producer
-from strom.node.cli import wait_until_healthy
-from strom.node.demo import _free_base_port
-from strom.node.local_cluster import LocalCluster
+from strom.node.cli.cluster import wait_until_healthy
+from strom.node.local_cluster import LocalCluster, free_base_port
 
 TOPIC = "soak"
 WARMUP_S = 60.0
@@ -74,7 +73,7 @@ def main() -> int:
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="strom-soak-"))
     cluster = LocalCluster(data)
-    cluster.create(3, _free_base_port(3), {"log.level": "WARNING"})
+    cluster.create(3, free_base_port(3), {"log.level": "WARNING"})
     cluster.up()
     stop = threading.Event()
     sent, received = [0], [0]

@@ -31,9 +31,8 @@ from pathlib import Path
 import cluster_bench
 
 from strom.client.admin import AsyncAdmin, NewTopic
-from strom.node.cli import wait_until_healthy
-from strom.node.demo import _free_base_port
-from strom.node.local_cluster import LocalCluster
+from strom.node.cli.cluster import wait_until_healthy
+from strom.node.local_cluster import LocalCluster, free_base_port
 
 
 def nodes_cpu_s(cluster: LocalCluster) -> float:
@@ -74,8 +73,8 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="strom-tls-bench-"))
     clusters = {"plaintext": LocalCluster(root / "plain"), "mutual TLS": LocalCluster(root / "tls")}
-    clusters["plaintext"].create(3, _free_base_port(3), {"log.level": "WARNING"})
-    clusters["mutual TLS"].create(3, _free_base_port(3) + 5000, {"log.level": "WARNING"}, tls=True)
+    clusters["plaintext"].create(3, free_base_port(3), {"log.level": "WARNING"})
+    clusters["mutual TLS"].create(3, free_base_port(3) + 5000, {"log.level": "WARNING"}, tls=True)
     sdk: dict[str, list[float]] = {name: [] for name in clusters}
     raw: dict[str, list[float]] = {name: [] for name in clusters}
     node_cpu: dict[str, list[float]] = {name: [] for name in clusters}

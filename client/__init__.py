@@ -6,20 +6,34 @@
 
 from .admin import Admin, NewTopic
 from .consumer import Consumer
-from .errors import FatalError, KafkaTimeoutError, RetriableError, StromError
+from .errors import (
+    FatalError,
+    KafkaTimeoutError,
+    ProducerFencedError,
+    RetriableError,
+    StromError,
+    TransactionAbortableError,
+    TransactionFatalError,
+    TransactionStateError,
+)
 from .producer import Producer
-from .records import ConsumerRecord, RecordMetadata, TopicPartition
+from .records import ConsumerGroupMetadata, ConsumerRecord, RecordMetadata, TopicPartition
 
 __all__ = [
     "Admin",
     "Consumer",
+    "ConsumerGroupMetadata",
     "ConsumerRecord",
     "FatalError",
     "KafkaTimeoutError",
     "NewTopic",
     "Producer",
+    "ProducerFencedError",
     "RecordMetadata",
     "RetriableError",
     "StromError",
     "TopicPartition",
+    "TransactionAbortableError",
+    "TransactionFatalError",
+    "TransactionStateError",
 ]

@@ -8,22 +8,31 @@ with one call per topic here, raising is the simpler equivalent).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import base64
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2, group_pb2_grpc, metadata_pb2
 
 from ._loop import LoopThread
 from .acl import AclBinding, AclBindingFilter
 from .admin_security import AsyncSecurityAdmin, UserDescription
+from .admin_transactions import (
+    AsyncTransactionsAdmin,
+    TransactionDescription,
+    TransactionListing,
+)
 from .cluster import Backoff, ClusterClient, TopicMeta
 from .coordinator import call_coordinator
 from .errors import METADATA_STALE, error_from_code
 from .log_dirs import AsyncLogDirsAdmin, LogDir
 from .reassignment import AsyncReassignmentAdmin, PartitionReassignment
 
-LIST_OFFSETS_ATTEMPTS_MAX = 3
+# Tries of a request to partitions' leaders (ListOffsets, DeleteRecords) when a leader moved.
+LEADER_ATTEMPTS_MAX = 3
+# A leader's answer per partition: (error code, error message, the value asked for).
+PartitionAnswers: TypeAlias = dict[tuple[str, int], tuple[int, str, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +104,6 @@ class QuorumDescription:
 
 def topic_id_str(topic_id: bytes) -> str:
     """Kafka prints topic ids as base64url without padding."""
-    import base64
-
     return base64.urlsafe_b64encode(topic_id).decode().rstrip("=")
 
 
@@ -106,7 +113,9 @@ def _topic_resource(name: str) -> admin_pb2.ConfigResource:
     )
 
 
-class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin):
+class AsyncAdmin(
+    AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin, AsyncTransactionsAdmin
+):
     def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
         self.cluster = ClusterClient(bootstrap_servers, **options)
 
@@ -414,42 +423,11 @@ class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin):
     async def list_offsets(
         self, partitions: Sequence[tuple[str, int]], timestamp: int
     ) -> dict[tuple[str, int], int]:
-        """Offsets at `timestamp` (-1 latest, -2 earliest, or ms) from each partition's leader:
-        one request per leader, the leaders asked concurrently. A leader that moved meanwhile
-        (stale metadata) is looked up again, up to `LIST_OFFSETS_ATTEMPTS_MAX` times."""
-        out: dict[tuple[str, int], int] = {}
-        pending = list(dict.fromkeys(partitions))
-        for attempt in range(LIST_OFFSETS_ATTEMPTS_MAX):
-            by_leader: dict[str, list[tuple[str, int]]] = {}
-            for topic, partition in pending:
-                meta = await self.cluster.topic(topic)
-                if partition not in meta.partitions:
-                    raise error_from_code(
-                        common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
-                        f"{topic} has no partition {partition}",
-                    )
-                address = self.cluster.address_of(meta.partitions[partition].leader)
-                if address is None:
-                    raise error_from_code(common_pb2.LEADER_NOT_AVAILABLE, f"{topic}-{partition}")
-                by_leader.setdefault(address, []).append((topic, partition))
-            answers = await asyncio.gather(
-                *(self._list_offsets_at(a, tps, timestamp) for a, tps in by_leader.items())
-            )
-            stale: list[tuple[str, int]] = []
-            for answer in answers:
-                for tp, (code, message, offset) in answer.items():
-                    if code == common_pb2.NONE:
-                        out[tp] = offset
-                    elif code in METADATA_STALE and attempt + 1 < LIST_OFFSETS_ATTEMPTS_MAX:
-                        self.cluster.invalidate(tp[0])
-                        stale.append(tp)
-                    else:
-                        raise error_from_code(code, message)
-            if not stale:
-                break
-            pending = stale
-            await asyncio.sleep(Backoff(self.cluster.retry_backoff_ms).next_delay_s())
-        return out
+        """Offsets at `timestamp` (-1 latest, -2 earliest, or ms) from each partition's leader
+        (`_ask_leaders`)."""
+        return await self._ask_leaders(
+            partitions, lambda address, tps: self._list_offsets_at(address, tps, timestamp)
+        )
 
     async def delete_records(
         self, offsets: Mapping[tuple[str, int], int]
@@ -459,9 +437,22 @@ class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin):
         below it, and whole segments below it are removed by the next retention pass. Sent to
         each partition's leader (looked up again if it moved). Returns each partition's new
         log start offset (its low watermark, as its leader has it)."""
+        return await self._ask_leaders(
+            offsets, lambda address, tps: self._delete_records_at(address, tps, offsets)
+        )
+
+    async def _ask_leaders(
+        self,
+        partitions: Iterable[tuple[str, int]],
+        ask: Callable[[str, list[tuple[str, int]]], Awaitable[PartitionAnswers]],
+    ) -> dict[tuple[str, int], int]:
+        """Each partition's value from its leader: one `ask` per leader, the leaders asked
+        concurrently. A partition whose leader moved meanwhile (stale metadata) is looked up
+        again, up to `LEADER_ATTEMPTS_MAX` times, with the cluster's backoff between tries."""
         out: dict[tuple[str, int], int] = {}
-        pending = dict(offsets)
-        for attempt in range(LIST_OFFSETS_ATTEMPTS_MAX):
+        pending = list(dict.fromkeys(partitions))
+        backoff = Backoff(self.cluster.retry_backoff_ms, self.cluster.retry_backoff_max_ms)
+        for attempt in range(LEADER_ATTEMPTS_MAX):
             by_leader: dict[str, list[tuple[str, int]]] = {}
             for topic, partition in pending:
                 meta = await self.cluster.topic(topic)
@@ -474,44 +465,51 @@ class AsyncAdmin(AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin):
                 if address is None:
                     raise error_from_code(common_pb2.LEADER_NOT_AVAILABLE, f"{topic}-{partition}")
                 by_leader.setdefault(address, []).append((topic, partition))
-            responses = await asyncio.gather(
-                *(
-                    self.cluster.call(
-                        address,
-                        self.cluster.admin_stub(address).DeleteRecords,
-                        admin_pb2.DeleteRecordsRequest(
-                            partitions=[
-                                admin_pb2.DeleteRecordsPartition(
-                                    topic=t, partition=p, offset=pending[(t, p)]
-                                )
-                                for t, p in tps
-                            ]
-                        ),
-                        self.cluster.request_timeout_s,
-                    )
-                    for address, tps in by_leader.items()
-                )
-            )
-            stale: dict[tuple[str, int], int] = {}
-            for response in responses:
-                for r in response.results:
-                    tp = (r.partition.topic, r.partition.partition)
-                    if r.error_code == common_pb2.NONE:
-                        out[tp] = r.low_watermark
-                    elif r.error_code in METADATA_STALE and attempt + 1 < LIST_OFFSETS_ATTEMPTS_MAX:
+            answers = await asyncio.gather(*(ask(a, tps) for a, tps in by_leader.items()))
+            stale: list[tuple[str, int]] = []
+            for answer in answers:
+                for tp, (code, message, value) in answer.items():
+                    if code == common_pb2.NONE:
+                        out[tp] = value
+                    elif code in METADATA_STALE and attempt + 1 < LEADER_ATTEMPTS_MAX:
                         self.cluster.invalidate(tp[0])
-                        stale[tp] = pending[tp]
+                        stale.append(tp)
                     else:
-                        raise error_from_code(r.error_code, r.error_message)
+                        raise error_from_code(code, message)
             if not stale:
                 break
             pending = stale
-            await asyncio.sleep(Backoff(self.cluster.retry_backoff_ms).next_delay_s())
+            await asyncio.sleep(backoff.next_delay_s())
         return out
+
+    async def _delete_records_at(
+        self,
+        address: str,
+        partitions: list[tuple[str, int]],
+        offsets: Mapping[tuple[str, int], int],
+    ) -> PartitionAnswers:
+        request = admin_pb2.DeleteRecordsRequest(
+            partitions=[
+                admin_pb2.DeleteRecordsPartition(topic=t, partition=p, offset=offsets[(t, p)])
+                for t, p in partitions
+            ]
+        )
+        response = await self.cluster.call(
+            address, self.cluster.admin_stub(address).DeleteRecords, request,
+            self.cluster.request_timeout_s,
+        )  # fmt: skip
+        return {
+            (r.partition.topic, r.partition.partition): (
+                r.error_code,
+                r.error_message,
+                r.low_watermark,
+            )
+            for r in response.results
+        }
 
     async def _list_offsets_at(
         self, address: str, partitions: list[tuple[str, int]], timestamp: int
-    ) -> dict[tuple[str, int], tuple[int, str, int]]:
+    ) -> PartitionAnswers:
         request = broker_pb2.ListOffsetsRequest()
         topics: dict[str, broker_pb2.ListOffsetsTopic] = {}
         for topic, partition in partitions:
@@ -658,6 +656,16 @@ class Admin:
         self, partitions: Sequence[tuple[str, int]], timestamp: int
     ) -> dict[tuple[str, int], int]:
         return self._run(self._async.list_offsets(partitions, timestamp))
+
+    # ---- transactions (client/admin_transactions.py) ---------------------------------------
+
+    def list_transactions(self, states: Sequence[str] | None = None) -> list[TransactionListing]:
+        return self._run(self._async.list_transactions(states))
+
+    def describe_transactions(
+        self, transactional_ids: Sequence[str]
+    ) -> list[TransactionDescription]:
+        return self._run(self._async.describe_transactions(transactional_ids))
 
     # ---- users and ACLs (client/admin_security.py) -----------------------------------------
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from strom.storage.batch_validation import split_batches
+from strom.storage.record_batch import parse_header
 from strom.storage.record_decode import decode_batch_as
 from strom.v1 import broker_pb2, common_pb2, group_pb2
 
@@ -26,7 +27,7 @@ from .cluster import ClusterClient
 from .coordinator import call_coordinator
 from .errors import METADATA_STALE, FatalError, RetriableError, StromError, error_from_code
 from .group import GroupMembership
-from .records import ConsumerRecord, TopicPartition
+from .records import ConsumerGroupMetadata, ConsumerRecord, TopicPartition
 
 log = logging.getLogger("strom.client.consumer")
 
@@ -94,6 +95,12 @@ class _FetchBuffer:
         return out
 
 
+_ISOLATION_LEVELS = {
+    "read_uncommitted": broker_pb2.READ_UNCOMMITTED,
+    "read_committed": broker_pb2.READ_COMMITTED,
+}
+
+
 class AsyncConsumer:
     def __init__(
         self,
@@ -112,10 +119,13 @@ class AsyncConsumer:
         group_remote_assignor: str = "range",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5_000,
+        bootstrap_timeout_ms: int | None = None,
+        isolation_level: str = "read_uncommitted",
         **security_options: Any,
     ) -> None:
         """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
-        (client/tls.py `SecurityOptions`). `max_batch_decompressed_bytes`: a compressed batch
+        (client/tls.py `SecurityOptions`). `bootstrap_timeout_ms`: see ClusterClient (the
+        command line's console consumer sets it). `max_batch_decompressed_bytes`: a compressed batch
         that would inflate past this is refused (MESSAGE_TOO_LARGE) as it inflates, so a gzip
         bomb cannot exhaust the consumer's memory; leaders already refuse batches that inflate
         past their topic's max.message.bytes."""
@@ -124,6 +134,16 @@ class AsyncConsumer:
                 common_pb2.INVALID_CONFIG,
                 f"auto_offset_reset must be earliest, latest or none, got {auto_offset_reset!r}",
             )
+        if isolation_level not in _ISOLATION_LEVELS:
+            raise FatalError(
+                common_pb2.INVALID_CONFIG,
+                "isolation_level must be read_uncommitted or read_committed, got "
+                f"{isolation_level!r}",
+            )
+        # read_committed (Kafka's isolation.level): records of open transactions are not
+        # fetched (leaders answer up to the last stable offset) and those of aborted ones are
+        # dropped here; read_uncommitted sees every record up to the high watermark.
+        self.isolation_level = _ISOLATION_LEVELS[isolation_level]
         self.auto_offset_reset = auto_offset_reset
         self.fetch_min_bytes = fetch_min_bytes
         self.fetch_max_wait_ms = fetch_max_wait_ms
@@ -134,6 +154,7 @@ class AsyncConsumer:
             bootstrap_servers,
             client_id=client_id,
             request_timeout_ms=request_timeout_ms,
+            bootstrap_timeout_ms=bootstrap_timeout_ms,
             **security_options,
         )
         self._assignment: list[TopicPartition] = []
@@ -253,6 +274,16 @@ class AsyncConsumer:
         if response.error_code != common_pb2.NONE:
             raise error_from_code(response.error_code, response.error_message)
         return response
+
+    def consumer_group_metadata(self) -> ConsumerGroupMetadata:
+        """The group and this member, for a transactional producer's
+        `send_offsets_to_transaction` (confluent-kafka's name)."""
+        group = self.group
+        if group is None:
+            raise FatalError(common_pb2.INVALID_GROUP_ID, "the consumer has no group_id")
+        if not group.member_id:
+            return ConsumerGroupMetadata(group.group_id)
+        return ConsumerGroupMetadata(group.group_id, group.member_id, group.member_epoch)
 
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         """Commit `offsets` (default: the position of every owned partition, i.e. what poll()
@@ -375,7 +406,8 @@ class AsyncConsumer:
         out: dict[TopicPartition, int] = {}
         by_leader = await self._by_leader(partitions)
         for address, tps in by_leader.items():
-            request = broker_pb2.ListOffsetsRequest()
+            # read_committed: "latest" is the last stable offset, not the high watermark
+            request = broker_pb2.ListOffsetsRequest(isolation_level=self.isolation_level)
             topics: dict[str, broker_pb2.ListOffsetsTopic] = {}
             for tp in tps:
                 topic = topics.get(tp.topic) or request.topics.add(name=tp.topic)
@@ -506,7 +538,10 @@ class AsyncConsumer:
         self, address: str, partitions: list[TopicPartition], max_wait_ms: int
     ) -> None:
         request = broker_pb2.FetchRequest(
-            max_wait_ms=max_wait_ms, min_bytes=self.fetch_min_bytes, max_bytes=self.fetch_max_bytes
+            max_wait_ms=max_wait_ms,
+            min_bytes=self.fetch_min_bytes,
+            max_bytes=self.fetch_max_bytes,
+            isolation_level=self.isolation_level,
         )
         topics: dict[str, broker_pb2.FetchTopic] = {}
         # A partition whose position another leader's answer just invalidated (out of range)
@@ -553,20 +588,33 @@ class AsyncConsumer:
                         self.cluster.invalidate(t.name)
                         continue
                     raise error_from_code(p.error_code, p.error_message)
-                self._take(tp, p.records)
+                self._take(tp, p.records, p.aborted_transactions)
 
-    def _take(self, tp: TopicPartition, data: bytes) -> None:
+    def _take(self, tp: TopicPartition, data: bytes, aborted: Sequence[Any] = ()) -> None:
+        """Buffer the records of `data`. Control batches (transaction markers) are never
+        records; under read_committed the batches of `aborted` transactions are dropped
+        (Kafka's rule: a producer's batches from an aborted transaction's first offset until
+        its abort marker)."""
         position = self._positions[tp]
         topic, partition = tp
-
+        starts = sorted((a.first_offset, a.producer_id) for a in aborted)
+        aborting: set[int] = set()
         for start, _ in split_batches(data):
-            header, records = decode_batch_as(
-                data, start, ConsumerRecord, topic, partition, min_offset=position,
-                decompressed_bytes_max=self.max_batch_decompressed_bytes,
-            )  # fmt: skip
-            self._buffer.add(tp, records)
+            header = parse_header(data, start)
+            while starts and starts[0][0] <= header.base_offset + header.last_offset_delta:
+                aborting.add(starts.pop(0)[1])
+            end = header.base_offset + header.last_offset_delta + 1
+            if header.is_control:
+                if header.producer_id in aborting:
+                    aborting.discard(header.producer_id)  # its abort marker ends it
+            elif not (header.is_transactional and header.producer_id in aborting):
+                _, records = decode_batch_as(
+                    data, start, ConsumerRecord, topic, partition, min_offset=position,
+                    decompressed_bytes_max=self.max_batch_decompressed_bytes,
+                )  # fmt: skip
+                self._buffer.add(tp, records)
             # A compacted batch may have lost its last records: continue after the batch.
-            position = max(position, header.base_offset + header.last_offset_delta + 1)
+            position = max(position, end)
         self._positions[tp] = position
 
 
@@ -636,6 +684,9 @@ class Consumer:
     def commit_async(self, offsets: dict[TopicPartition, int] | None = None) -> Any:
         """Returns a concurrent.futures.Future of the commit."""
         return asyncio.run_coroutine_threadsafe(self._async.commit(offsets), self._loop.loop)
+
+    def consumer_group_metadata(self) -> ConsumerGroupMetadata:
+        return self._async.consumer_group_metadata()
 
     def committed(self, partition: TopicPartition | tuple[str, int]) -> int:
         tp = TopicPartition(*partition)

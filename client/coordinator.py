@@ -10,6 +10,7 @@ answer, errors included, goes back to the caller, who knows what its request's c
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from strom.v1 import common_pb2, group_pb2, group_pb2_grpc
@@ -21,7 +22,7 @@ from .errors import RetriableError, error_from_code
 # to move after a broker dies, short enough to tell a caller when there is none.
 COORDINATOR_ATTEMPTS_MAX = 20
 
-_FIND_AGAIN = frozenset(
+FIND_AGAIN = frozenset(
     (
         common_pb2.NOT_COORDINATOR,
         common_pb2.COORDINATOR_NOT_AVAILABLE,
@@ -36,11 +37,16 @@ class CoordinatorCache(Protocol):
     coordinator: str | None
 
 
-async def find_coordinator(cluster: ClusterClient, group_id: str) -> str:
-    """The address of `group_id`'s coordinator, asked of any broker (one attempt)."""
+async def find_coordinator(
+    cluster: ClusterClient, group_id: str, key_type: int = group_pb2.GROUP
+) -> str:
+    """The address of `group_id`'s coordinator (with `key_type` TRANSACTION: the transaction
+    coordinator of that transactional id), asked of any broker (one attempt)."""
     response = await cluster.call_any(
         lambda a: group_pb2_grpc.GroupStub(cluster.channel(a)).FindCoordinator,
-        group_pb2.FindCoordinatorRequest(key=group_id),
+        group_pb2.FindCoordinatorRequest(
+            key=group_id, key_type=group_pb2.CoordinatorType.ValueType(key_type)
+        ),
     )
     if response.error_code != common_pb2.NONE:
         raise error_from_code(response.error_code, response.error_message)
@@ -53,9 +59,12 @@ async def call_coordinator(
     method: str,
     request: Any,
     cache: CoordinatorCache | None = None,
+    key_type: int = group_pb2.GROUP,
+    stub_type: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """`method` of the Group service on `group_id`'s coordinator, found again (bounded, with
-    backoff) while it moves. `cache` keeps the address between calls."""
+    """`method` of the Group service (or of `stub_type`'s) on `group_id`'s coordinator (or
+    the transactional id's, with `key_type` TRANSACTION), found again (bounded, with backoff)
+    while it moves. `cache` keeps the address between calls."""
     backoff = Backoff(cluster.retry_backoff_ms, cluster.retry_backoff_max_ms)
     last: Exception | None = None
     for _ in range(COORDINATOR_ATTEMPTS_MAX):
@@ -64,10 +73,10 @@ async def call_coordinator(
         try:
             address = cache.coordinator if cache is not None else None
             if address is None:
-                address = await find_coordinator(cluster, group_id)
+                address = await find_coordinator(cluster, group_id, key_type)
                 if cache is not None:
                     cache.coordinator = address
-            stub = group_pb2_grpc.GroupStub(cluster.channel(address))
+            stub = (stub_type or group_pb2_grpc.GroupStub)(cluster.channel(address))
             response = await cluster.call(
                 address, getattr(stub, method), request, cluster.request_timeout_s
             )
@@ -75,7 +84,7 @@ async def call_coordinator(
             last = exc  # it moved or died: find it again
         else:
             code = getattr(response, "error_code", common_pb2.NONE)
-            if code not in _FIND_AGAIN:
+            if code not in FIND_AGAIN:
                 return response
             last = error_from_code(code, getattr(response, "error_message", ""))
         if cache is not None:

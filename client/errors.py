@@ -31,6 +31,7 @@ _RETRIABLE = frozenset(
         common_pb2.OFFSET_NOT_AVAILABLE,
         common_pb2.ELIGIBLE_LEADERS_NOT_AVAILABLE,
         common_pb2.REBALANCE_IN_PROGRESS,
+        common_pb2.CONCURRENT_TRANSACTIONS,
     }
 )
 
@@ -75,6 +76,54 @@ class AuthenticationFailedError(FatalError):
 class AuthorizationFailedError(FatalError):
     """The principal may not do this (TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED); an
     administrator must grant an ACL first. Retrying cannot help."""
+
+
+class TransactionAbortableError(StromError):
+    """The current transaction cannot commit (a record was not delivered, an offset commit was
+    refused): call `abort_transaction()`, then the producer may begin a new one
+    (confluent-kafka's `txn_requires_abort()`)."""
+
+    retriable = False
+    txn_requires_abort = True
+
+
+class TransactionFatalError(FatalError):
+    """The transactional producer can do nothing more (confluent-kafka's `fatal()`): close it
+    and make a new one."""
+
+    txn_requires_abort = False
+
+
+class ProducerFencedError(TransactionFatalError):
+    """Another producer with the same transactional id called init_transactions (or the
+    coordinator aborted this one's transaction after its timeout, with a new epoch): this
+    instance is a zombie and is fenced for good (INVALID_PRODUCER_EPOCH, PRODUCER_FENCED)."""
+
+
+class TransactionStateError(FatalError):
+    """A transactional call out of order (e.g. send() before begin_transaction(), commit
+    without a transaction): the application's mistake, nothing was sent."""
+
+
+# Answers that mean "a newer instance of this transactional id exists".
+FENCED = frozenset(
+    {
+        common_pb2.INVALID_PRODUCER_EPOCH,
+        common_pb2.PRODUCER_FENCED,
+        common_pb2.TRANSACTION_COORDINATOR_FENCED,
+    }
+)
+
+
+def transaction_error(code: int, message: str = "") -> StromError:
+    """The typed error of a transactional request's answer: fenced (fatal), another fatal
+    one, or a retriable one as `error_from_code` types it."""
+    if code in FENCED:
+        return ProducerFencedError(code, message)
+    if code in (common_pb2.INVALID_PRODUCER_ID_MAPPING, common_pb2.INVALID_TXN_STATE,
+                common_pb2.INVALID_TRANSACTION_TIMEOUT):  # fmt: skip
+        return TransactionFatalError(code, message)
+    return error_from_code(code, message)
 
 
 _TYPED: dict[int, type[StromError]] = {

@@ -32,7 +32,7 @@ from .records import TopicPartition
 log = logging.getLogger("strom.client.group")
 
 _REJOIN = frozenset({common_pb2.UNKNOWN_MEMBER_ID, common_pb2.FENCED_MEMBER_EPOCH})
-_FIND_AGAIN = frozenset(
+FIND_AGAIN = frozenset(
     {
         common_pb2.NOT_COORDINATOR,
         common_pb2.COORDINATOR_NOT_AVAILABLE,
@@ -187,7 +187,7 @@ class GroupMembership:
             self.assignment = set()  # poll() revokes everything before we rejoin
             self.lost = True
             return
-        if code in _FIND_AGAIN:
+        if code in FIND_AGAIN:
             self.coordinator = None
             raise error_from_code(code, response.error_message)
         if code != common_pb2.NONE:

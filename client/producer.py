@@ -25,12 +25,14 @@ from strom.v1 import common_pb2
 
 from ._loop import LoopThread
 from .cluster import ClusterClient
-from .errors import FatalError
+from .errors import FatalError, TransactionStateError
 from .partitioner import make_partitioner
 from .producer_accumulator import RecordAccumulator
 from .producer_batch import ProducerBatch, RecordFuture
 from .producer_sender import Sender
 from .producer_sequences import SequenceState
+from .records import ConsumerGroupMetadata, TopicPartition
+from .transactions import TransactionManager
 
 _BYTES = (bytes, bytearray)  # a tuple: `bytes | bytearray` would build a union on every call
 RECORD_OVERHEAD_BYTES = 24  # a record's framing, roughly, for batch size accounting
@@ -67,10 +69,16 @@ class AsyncProducer:
         buffer_memory: int = 32 * 1024 * 1024,
         max_block_ms: int = 60_000,
         max_in_flight_requests_per_connection: int = 5,
+        bootstrap_timeout_ms: int | None = None,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
         **security_options: Any,
     ) -> None:
         """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
-        (client/tls.py `SecurityOptions`)."""
+        (client/tls.py `SecurityOptions`). `bootstrap_timeout_ms`: see ClusterClient (the
+        command line's console producer sets it). `transactional_id`: a transactional
+        producer (init_transactions, begin_transaction, send_offsets_to_transaction,
+        commit_transaction, abort_transaction); idempotent, acks=all."""
         if acks not in _ACKS:
             raise FatalError(
                 common_pb2.INVALID_REQUIRED_ACKS, f"acks must be all, 1 or 0, got {acks!r}"
@@ -88,9 +96,17 @@ class AsyncProducer:
                 "enable_idempotence=True needs acks='all' (an acks=1 write can be lost on "
                 "failover, so retries could not be deduplicated safely)",
             )
+        if transactional_id is not None and (self.acks != -1 or enable_idempotence is False):
+            raise FatalError(
+                common_pb2.INVALID_CONFIG,
+                "a transactional producer is idempotent with acks='all' (its records are "
+                "written exactly once or the transaction aborts)",
+            )
         # Kafka's default since 3.0: idempotent whenever acks=all, unless turned off.
         self.idempotent = self.acks == -1 and enable_idempotence is not False
-        self.sequences = SequenceState(self.idempotent, _COMPRESSION[compression_type])
+        self.sequences = SequenceState(
+            self.idempotent, _COMPRESSION[compression_type], transactional_id is not None
+        )
         self.linger_ms = linger_ms
         self.batch_size = batch_size
         self.request_timeout_ms = request_timeout_ms
@@ -109,8 +125,14 @@ class AsyncProducer:
             client_id=client_id,
             request_timeout_ms=request_timeout_ms,
             retry_backoff_ms=retry_backoff_ms,
+            bootstrap_timeout_ms=bootstrap_timeout_ms,
             **security_options,
         )
+        self.transactions: TransactionManager | None = None
+        if transactional_id is not None:
+            self.transactions = TransactionManager(
+                self.cluster, self.sequences, transactional_id, transaction_timeout_ms
+            )
         # Made with the first batch, over the cluster client in use then.
         self._sender: Sender | None = None
         self._closed = False
@@ -151,6 +173,8 @@ class AsyncProducer:
         """Queue one record; await the returned future for its metadata."""
         if self._closed:
             raise FatalError(common_pb2.INVALID_REQUEST, "the producer is closed")
+        if self.transactions is not None:
+            self.transactions.check_send()
         size = self.check_record(key, value, headers)
         meta = self.cluster.meta.topics.get(topic)
         if meta is None:
@@ -226,6 +250,7 @@ class AsyncProducer:
             self._sender = Sender(
                 self.cluster, self.accumulator, self.sequences, acks=self.acks,
                 request_timeout_ms=self.request_timeout_ms, max_in_flight=self.max_in_flight,
+                transactions=self.transactions,
             )  # fmt: skip
         self._sender.wakeup()
 
@@ -237,6 +262,53 @@ class AsyncProducer:
             self.wake_sender()
             waiters = {batch.result.waiter() for batch in unfinished}
             await asyncio.wait(waiters, timeout=timeout_s)
+
+    # ---- transactions (confluent-kafka's names) -----------------------------------------
+
+    def _txn(self) -> TransactionManager:
+        if self.transactions is None:
+            raise TransactionStateError(
+                common_pb2.INVALID_CONFIG, "a transactional call needs transactional_id"
+            )
+        return self.transactions
+
+    async def init_transactions(self) -> None:
+        """Register the transactional id with its coordinator and take a new epoch: an older
+        producer with the same id is fenced from now on, and its unfinished transaction is
+        aborted (or, already decided, completed) before this returns."""
+        await self._txn().init()
+
+    def begin_transaction(self) -> None:
+        self._txn().begin()
+
+    async def send_offsets_to_transaction(
+        self,
+        offsets: dict[TopicPartition, int],
+        group_metadata: ConsumerGroupMetadata | str,
+    ) -> None:
+        """Commit the consumer's `offsets` (the next offset to read, per partition) as part of
+        the transaction: they count only if it commits (consume-transform-produce)."""
+        if isinstance(group_metadata, str):
+            group_metadata = ConsumerGroupMetadata(group_metadata)
+        await self._txn().send_offsets(
+            {TopicPartition(*tp): o for tp, o in offsets.items()}, group_metadata
+        )
+
+    async def commit_transaction(self) -> None:
+        """Deliver every record of the transaction, then commit it: its records become
+        visible to read_committed consumers, its offsets committed. A record that could not
+        be delivered raises TransactionAbortableError (call abort_transaction)."""
+        transactions = self._txn()
+        transactions.check_send()
+        await self.flush()
+        await transactions.end(commit=True)
+
+    async def abort_transaction(self) -> None:
+        """Abort the transaction: its records are never visible to read_committed consumers,
+        its offsets never committed. Records still queued are sent first (and aborted)."""
+        transactions = self._txn()
+        await self.flush()
+        await transactions.end(commit=False)
 
     async def close(self) -> None:
         if self._closed:
@@ -280,6 +352,8 @@ class Producer:
         if self._closed:
             raise FatalError(common_pb2.INVALID_REQUEST, "the producer is closed")
         producer = self._async
+        if producer.transactions is not None:
+            producer.transactions.check_send()
         size = producer.check_record(key, value, headers)
         meta = producer.cluster.meta.topics.get(topic)
         if meta is None:
@@ -330,6 +404,25 @@ class Producer:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not batch.result.wait(remaining):
                 return
+
+    def init_transactions(self) -> None:
+        self._loop.run(self._async.init_transactions())
+
+    def begin_transaction(self) -> None:
+        self._async.begin_transaction()
+
+    def send_offsets_to_transaction(
+        self,
+        offsets: dict[TopicPartition, int],
+        group_metadata: ConsumerGroupMetadata | str,
+    ) -> None:
+        self._loop.run(self._async.send_offsets_to_transaction(offsets, group_metadata))
+
+    def commit_transaction(self) -> None:
+        self._loop.run(self._async.commit_transaction())
+
+    def abort_transaction(self) -> None:
+        self._loop.run(self._async.abort_transaction())
 
     def close(self) -> None:
         if self._closed:

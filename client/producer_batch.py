@@ -15,6 +15,7 @@ thread, in send order) as concurrent.futures, and `await future` as asyncio.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
@@ -23,6 +24,8 @@ from typing import Any
 from strom.storage.record_batch import BatchBuilder
 
 from .records import RecordMetadata
+
+log = logging.getLogger(__name__)
 
 
 class BatchResult:
@@ -125,9 +128,7 @@ def _run_callback(callback: Callable[[RecordFuture], object], future: RecordFutu
     try:
         callback(future)
     except Exception:  # as concurrent.futures: a failing callback must not stop the others
-        import logging
-
-        logging.getLogger(__name__).exception("a producer send() callback raised")
+        log.exception("a producer send() callback raised")
 
 
 class RecordFuture:

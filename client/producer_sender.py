@@ -43,6 +43,7 @@ from .errors import METADATA_STALE, KafkaTimeoutError, StromError, error_from_co
 from .producer_accumulator import Key, RecordAccumulator
 from .producer_batch import ProducerBatch
 from .producer_sequences import SequenceState
+from .transactions import TransactionManager
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,12 @@ class Sender:
         acks: int,
         request_timeout_ms: int,
         max_in_flight: int,
+        transactions: TransactionManager | None = None,
     ) -> None:
         self.cluster = cluster
+        # A transactional producer: each partition joins the transaction before its first
+        # batch is sent, and a batch that fails makes the transaction abortable.
+        self.transactions = transactions
         self.accumulator = accumulator
         self.sequences = sequences
         self.acks = acks
@@ -125,6 +130,16 @@ class Sender:
         self.in_flight.setdefault((batch.topic, batch.partition), deque()).append(batch)
 
     async def _dispatch(self, drained: dict[int, list[ProducerBatch]]) -> None:
+        if self.transactions is not None:
+            keys = {(b.topic, b.partition) for batches in drained.values() for b in batches}
+            try:
+                await self.transactions.add_partitions(keys)
+            except StromError as exc:
+                for batches in drained.values():
+                    for batch in batches:
+                        self.transactions.batch_failed(exc)
+                        self.accumulator.fail(batch, exc)
+                return
         for batches in drained.values():
             for batch in batches:
                 self._mark_in_flight(batch)
@@ -225,6 +240,8 @@ class Sender:
             retry.append(batch)
             retry.sort(key=lambda b: b.order)
         else:
+            if self.transactions is not None:
+                self.transactions.batch_failed(error)
             self.accumulator.fail(batch, error)
         if key in self.retrying and key not in self.in_flight and key not in self._resending:
             self._resending.add(key)
@@ -274,11 +291,12 @@ class Sender:
         self.retrying[key] = [b for b in batches if now <= b.deadline]
         ms = int(self.accumulator.delivery_timeout_s * 1000)
         for batch in expired:
-            self.accumulator.fail(
-                batch,
-                KafkaTimeoutError(f"{key[0]}-{key[1]}: not delivered within {ms} ms"),
-            )
-        if self.sequences.idempotent:
+            error = KafkaTimeoutError(f"{key[0]}-{key[1]}: not delivered within {ms} ms")
+            if self.transactions is not None:
+                self.transactions.batch_failed(error)
+            self.accumulator.fail(batch, error)
+        if self.sequences.idempotent and self.transactions is None:
+            # (a transactional producer takes a new epoch when the transaction ends instead)
             self.sequences.reset()
             self.acknowledged.clear()
             for batch in self.retrying[key]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from strom.v1 import broker_pb2, common_pb2
 
-from .errors import error_from_code
+from .errors import TransactionStateError, error_from_code
 from .producer_batch import ProducerBatch
 
 if TYPE_CHECKING:
@@ -21,9 +21,12 @@ if TYPE_CHECKING:
 
 
 class SequenceState:
-    def __init__(self, idempotent: bool, compression: int) -> None:
-        """`compression`: a `storage.record_batch.Compression` value."""
-        self.idempotent = idempotent
+    def __init__(self, idempotent: bool, compression: int, transactional: bool = False) -> None:
+        """`compression`: a `storage.record_batch.Compression` value. `transactional`: the
+        id comes from the transaction coordinator (client/transactions.py), never from here,
+        and batches carry the transactional bit."""
+        self.idempotent = idempotent or transactional
+        self.transactional = transactional
         self.compression = compression
         self.producer_id = -1
         self.producer_epoch = -1
@@ -33,6 +36,10 @@ class SequenceState:
     async def ensure_producer_id(self, cluster: ClusterClient) -> None:
         if not self.idempotent or self.producer_id >= 0:
             return
+        if self.transactional:
+            raise TransactionStateError(
+                common_pb2.INVALID_TXN_STATE, "call init_transactions() before sending"
+            )
         async with self._producer_id_lock:
             if self.producer_id >= 0:
                 return
@@ -62,5 +69,6 @@ class SequenceState:
                 producer_id=self.producer_id if self.idempotent else -1,
                 producer_epoch=self.producer_epoch if self.idempotent else -1,
                 base_sequence=sequence,
+                is_transactional=self.transactional,
             )
         return batch.encoded

@@ -27,3 +27,14 @@ class ConsumerRecord(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...]
+
+
+class ConsumerGroupMetadata(NamedTuple):
+    """What a transactional producer's `send_offsets_to_transaction` needs of a consumer
+    (`consumer.consumer_group_metadata()`): the group, and the member that commits, so a
+    member fenced from the group cannot commit offsets in a transaction (KIP-447). No member
+    (`member_id` "", `member_epoch` -1): a consumer using assign()."""
+
+    group_id: str
+    member_id: str = ""
+    member_epoch: int = -1

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from strom.client.tls import SECURITY_PROTOCOLS
+from strom.node.security.authorizer import parse_super_users
 from strom.node.topic_config import TOPIC_CONFIGS, broker_key_check
 
 ENV_PREFIX = "STROM_"
@@ -60,8 +61,6 @@ def _host_port_or_empty(value: Any) -> str | None:
 
 
 def _principals(value: Any) -> str | None:
-    from strom.node.security.authorizer import parse_super_users
-
     try:
         parse_super_users(value)
     except ValueError as exc:
@@ -304,6 +303,28 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
     ),
     ConfigKey(
         "offsets.topic.replication.factor", int, 3, "replicas of __consumer_offsets", _at_least(1)
+    ),
+    ConfigKey(
+        "transaction.state.log.num.partitions",
+        int,
+        50,
+        "partitions of __transaction_state",
+        _at_least(1),
+    ),
+    ConfigKey(
+        "transaction.state.log.replication.factor",
+        int,
+        3,
+        "replicas of __transaction_state",
+        _at_least(1),
+    ),
+    ConfigKey(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        int,
+        10_000,
+        "how often the transaction coordinator aborts transactions past their timeout (and "
+        "retries markers it could not write)",
+        _at_least(1),
     ),
     ConfigKey(
         "offset.metadata.max.bytes",

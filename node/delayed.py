@@ -17,6 +17,8 @@ import itertools
 from collections.abc import Iterable
 
 WAITERS_MAX = 100_000  # bound on parked operations per watched value
+# The longest a long-polling fetch (a client's or a follower's) waits, whatever it asks.
+FETCH_WAIT_MS_MAX = 60_000
 
 
 class TooManyWaiters(Exception):

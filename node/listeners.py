@@ -35,6 +35,8 @@ from strom.v1 import (
     raft_pb2_grpc,
     replica_pb2,
     replica_pb2_grpc,
+    txn_pb2,
+    txn_pb2_grpc,
 )
 
 log = logging.getLogger("strom.node")
@@ -50,6 +52,7 @@ BROKER = _full_name(broker_pb2, "Broker")
 REPLICA = _full_name(replica_pb2, "Replica")
 GROUP = _full_name(group_pb2, "Group")
 ADMIN = _full_name(admin_pb2, "Admin")
+TRANSACTION = _full_name(txn_pb2, "Transaction")
 
 # How each service is added to a grpc.aio.Server.
 _ADDERS: dict[str, Callable[[Any, grpc.aio.Server], None]] = {
@@ -59,6 +62,7 @@ _ADDERS: dict[str, Callable[[Any, grpc.aio.Server], None]] = {
     REPLICA: replica_pb2_grpc.add_ReplicaServicer_to_server,
     GROUP: group_pb2_grpc.add_GroupServicer_to_server,
     ADMIN: admin_pb2_grpc.add_AdminServicer_to_server,
+    TRANSACTION: txn_pb2_grpc.add_TransactionServicer_to_server,
 }
 
 

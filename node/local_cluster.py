@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from strom.client.properties import read_client_properties
+from strom.node.config import NODE_KEYS, env_name
 from strom.node.meta_properties import format_directories, random_uuid
 
 DEFAULT_DIR = ".strom/cluster"
@@ -96,6 +97,20 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def free_base_port(nodes: int, offsets: Sequence[int] = (0, 1, 3)) -> int:
+    """A base port from which `nodes` nodes' ports are all free: each node's `offsets` from its
+    own base, one PORT_STRIDE apart (client, controller and Kafka listeners; 2 is the admin
+    listener). For clusters made by the demo, the benchmarks and the tests beside others: the
+    search starts at a place that depends on this process, so two runs on one machine (other
+    worktrees) do not take the same range at the same moment."""
+    ranges = list(range(19092, 60000, 1000))
+    start = os.getpid() % len(ranges)
+    for base in ranges[start:] + ranges[:start]:
+        if all(_port_free(base + i * PORT_STRIDE + d) for i in range(nodes) for d in offsets):
+            return base
+    raise ClusterError("no free ports for a local cluster between 19092 and 60000")
 
 
 class LocalCluster:
@@ -174,6 +189,7 @@ class LocalCluster:
                 "num.partitions": 3,
                 "default.replication.factor": min(3, count),
                 "offsets.topic.replication.factor": min(3, count),
+                "transaction.state.log.replication.factor": min(3, count),
                 **({"admin.listener": node.admin_address} if node.admin_port else {}),
                 **(self._tls_config(node.node_id) if tls else {}),
                 **(overrides or {}),
@@ -425,15 +441,12 @@ def _write_node_config(path: Path, config: Mapping[str, Any]) -> None:
         out.write(yaml.safe_dump(dict(config), sort_keys=False))
 
 
-def _config_key(env_name: str) -> str:
+def _config_key(variable: str) -> str:
     """STROM_LOG_RETENTION_MS -> log.retention.ms (the reverse of config.env_name)."""
-    from strom.node.config import NODE_KEYS
-    from strom.node.config import env_name as to_env
-
     for key in NODE_KEYS:
-        if to_env(key.name) == env_name:
+        if env_name(key.name) == variable:
             return key.name
-    raise ClusterError(f"{env_name} is not a strom setting")
+    raise ClusterError(f"{variable} is not a strom setting")
 
 
 def _reap(pid: int) -> None:

@@ -30,7 +30,8 @@ from strom.node import listeners
 from strom.node.admin_http import AdminHttpServer, readiness
 from strom.node.broker.admin_service import AdminServicer
 from strom.node.broker.lifecycle import BrokerLifecycle
-from strom.node.broker.service import BrokerServicer, ProducerIdAllocator, ReplicaServicer
+from strom.node.broker.producer_ids import ProducerIdAllocator
+from strom.node.broker.service import BrokerServicer
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import Endpoint, NodeConfig
 from strom.node.controller.logic import ControllerLogic, ControllerSettings
@@ -50,8 +51,11 @@ from strom.node.quorum.driver import RaftDriver
 from strom.node.quorum.observer import MetadataObserver
 from strom.node.quorum.service import RaftServicer, RaftTransport
 from strom.node.replica.manager import ReplicaManager
+from strom.node.replica.service import ReplicaServicer
 from strom.node.security.interceptor import NodeSecurity
 from strom.node.tls import check_files, controller_security, server_ssl_context
+from strom.node.txn.host import TxnCoordinatorHost
+from strom.node.txn.service import TransactionServicer
 from strom.raft.config import Config as RaftConfig
 from strom.raft.rawnode import RawNode
 from strom.raft.types import Role
@@ -97,6 +101,7 @@ class Node:
         self.lifecycle: BrokerLifecycle | None = None
         self.controller_client: ControllerClient | None = None
         self.coordinator: GroupCoordinator | None = None
+        self.txn_host: TxnCoordinatorHost | None = None
         self.end_offsets: EndOffsets | None = None
         self.health = health.aio.HealthServicer()
         self.listeners: Listeners = (
@@ -283,8 +288,14 @@ class Node:
         )  # fmt: skip
         # After the replica manager: the coordinator reads the partitions it has just opened.
         self.metadata.subscribe(self.coordinator.on_metadata)
+        self.manager.on_txn_marker.append(self.coordinator.on_txn_marker)
+        self.txn_host = TxnCoordinatorHost(
+            config, self.manager, self.peers, self.clock, has_lease=lifecycle.has_lease
+        )
+        self.metadata.subscribe(self.txn_host.on_metadata)
         self.manager.start()
         self.coordinator.start()
+        self.txn_host.start()
         self._spawn(self.lifecycle.run(), "broker-lifecycle")
         self._spawn(self._act_when_caught_up(), "act-when-caught-up")
 
@@ -294,6 +305,8 @@ class Node:
         await self.lifecycle.unfenced.wait()
         self.manager.start_acting()
         self.coordinator.on_metadata(self.manager.image, MetadataDelta())
+        if self.txn_host is not None:
+            self.txn_host.on_metadata(self.manager.image, MetadataDelta())
 
     def _log_defaults(self) -> dict[str, int]:
         values = self.config.topic_defaults()
@@ -326,6 +339,7 @@ class Node:
             self.coordinator,
             self.security.access_control,
             self.security.verifier if sasl else None,
+            servicers[listeners.TRANSACTION],
         )
         listener = KafkaListener(
             endpoint.listener,
@@ -366,7 +380,10 @@ class Node:
             }
         if self.manager is None or self.controller_client is None:
             return None
-        assert self.coordinator is not None
+        assert self.coordinator is not None and self.txn_host is not None
+        group_servicer = GroupServicer(
+            self.coordinator, self.manager, self.controller_client, listener
+        )
         return {
             listeners.BROKER: BrokerServicer(
                 self.manager,
@@ -377,8 +394,13 @@ class Node:
                 clock=self.clock,
             ),
             listeners.REPLICA: ReplicaServicer(self.manager),
-            listeners.GROUP: GroupServicer(
-                self.coordinator, self.manager, self.controller_client, listener
+            listeners.GROUP: group_servicer,
+            listeners.TRANSACTION: TransactionServicer(
+                self.txn_host,
+                self.coordinator,
+                self.manager,
+                self.producer_ids.next_id,
+                group_servicer.ensure_internal_topic,
             ),
             listeners.ADMIN: AdminServicer(
                 self.config,
@@ -425,6 +447,8 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.transport is not None:
             await self.transport.stop()
+        if self.txn_host is not None:
+            await self.txn_host.stop()
         if self.coordinator is not None:
             await self.coordinator.stop()
         if self.manager is not None:

@@ -140,11 +140,6 @@ class BatchHeader(NamedTuple):
     def is_control(self) -> bool:
         return bool(self.attributes & CONTROL_MASK)
 
-    @property
-    def timestamp_type(self) -> int:
-        """0 = CreateTime, 1 = LogAppendTime."""
-        return 1 if self.attributes & TIMESTAMP_TYPE_MASK else 0
-
 
 _unpack_header = HEADER.unpack_from
 _make_header = BatchHeader._make

@@ -19,9 +19,11 @@ import grpc
 
 from strom.client.acl import binding_from_proto, binding_to_proto, filter_from_proto
 from strom.node.config import NODE_KEYS_BY_NAME, SECRET_KEYS, NodeConfig
+from strom.node.errors import answer_refusal
 from strom.node.internal_topics import internal_topic_refusal, is_internal
 from strom.node.metadata.image import MetadataImage
 from strom.node.peers import ControllerClient, ControllerRefused, ControllerUnavailable
+from strom.node.replica.partition import PartitionError
 from strom.node.security.access import split_call
 from strom.node.topic_config import TOPIC_CONFIGS
 from strom.v1 import admin_pb2, admin_pb2_grpc, common_pb2, metadata_pb2
@@ -220,8 +222,6 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.DeleteRecordsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteRecordsResponse:
         """Advance the log start offset of each partition this broker leads."""
-        from strom.node.replica.partition import PartitionError
-
         manager = self.manager() if self.manager is not None else None
         response = admin_pb2.DeleteRecordsResponse()
         for item in request.partitions:
@@ -235,16 +235,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 continue
             try:
                 partition = manager.partition_by_name(item.topic, item.partition)
-                if not partition.is_leader:
-                    raise PartitionError(
-                        common_pb2.NOT_LEADER_OR_FOLLOWER,
-                        f"broker {self.config.node_id} does not lead "
-                        f"{item.topic}-{item.partition} (leader: {partition.leader_id})",
-                    )
-                result.low_watermark = partition.delete_records_before(item.offset)
+                result.low_watermark = partition.delete_records_before(item.offset)  # leader only
             except PartitionError as exc:
-                result.error_code = exc.code  # type: ignore[assignment]
-                result.error_message = exc.message
+                answer_refusal(result, exc)
         return response
 
     async def UnregisterBroker(

@@ -51,7 +51,6 @@ class BrokerLifecycle:
         # (group coordination) stops when it ends.
         self.lease_until_s = float("-inf")
         self.session_timeout_s = config["broker.session.timeout.ms"] / 1000
-        self._shutting_down = False
         self.interval_s = config["broker.heartbeat.interval.ms"] / 1000
         # (topic id, partition) of every replica this broker hosts and cannot serve.
         self.offline_replicas: Callable[[], list[tuple[bytes, int]]] = list

@@ -1,4 +1,5 @@
-"""The client-facing data plane (Broker service) and replication (Replica service) over gRPC.
+"""The client-facing data plane over gRPC: the Broker service (produce, fetch, list offsets,
+metadata, producer ids). Replication between brokers is node/replica/service.py.
 
 Handlers validate the request (a malformed request is a gRPC INVALID_ARGUMENT with a message),
 then work per partition through the replica manager; every per-partition outcome is an
@@ -9,20 +10,22 @@ hands the batch bytes to the log, fetch returns slices of segment files (DESIGN.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
 
 from strom.node import metrics
+from strom.node.broker.producer_ids import ProducerIdAllocator
 from strom.node.clock import SYSTEM_CLOCK, Clock
-from strom.node.delayed import wait_any
+from strom.node.delayed import FETCH_WAIT_MS_MAX, wait_any
+from strom.node.errors import answer_refusal
 from strom.node.internal_topics import is_internal
 from strom.node.loop_turns import TurnBudget
 from strom.node.peers import ControllerClient, ControllerUnavailable
 from strom.node.replica.manager import ReplicaManager
-from strom.node.replica.partition import PartitionError
-from strom.storage.control_records import TxnMarker
+from strom.node.replica.partition import PartitionError, refusal
 from strom.storage.errors import StorageError
 from strom.storage.txn_index import AbortedTxn
 from strom.v1 import (
@@ -30,63 +33,16 @@ from strom.v1 import (
     broker_pb2,
     broker_pb2_grpc,
     common_pb2,
-    controller_pb2,
-    replica_pb2,
-    replica_pb2_grpc,
 )
 
 log = logging.getLogger("strom.broker")
 
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
-FETCH_WAIT_MS_MAX = 60_000
-
-
-def error_code(exc: Exception) -> tuple[int, str]:
-    if isinstance(exc, PartitionError):
-        return exc.code, exc.message
-    if isinstance(exc, StorageError):
-        try:
-            return common_pb2.ErrorCode.Value(exc.error_name), str(exc)
-        except ValueError:
-            return common_pb2.KAFKA_STORAGE_ERROR, str(exc)
-    return common_pb2.UNKNOWN_SERVER_ERROR, f"{type(exc).__name__}: {exc}"
 
 
 async def _invalid(context: grpc.aio.ServicerContext, message: str) -> None:
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-class ProducerIdAllocator:
-    """Hands out producer ids from blocks the active controller allocates in the metadata log,
-    so ids are unique across brokers and restarts."""
-
-    def __init__(
-        self, controller: ControllerClient, broker_id: int, broker_epoch: Callable[[], int]
-    ):
-        self.controller = controller
-        self.broker_id = broker_id
-        self.broker_epoch = broker_epoch
-        self._next = 0
-        self._end = 0
-        self._lock = asyncio.Lock()
-
-    async def next_id(self) -> int:
-        async with self._lock:
-            if self._next >= self._end:
-                request = controller_pb2.AllocateProducerIdsRequest(
-                    broker_id=self.broker_id, broker_epoch=self.broker_epoch()
-                )
-                response = await self.controller.call(
-                    lambda s: s.AllocateProducerIds, request, deadline_s=5.0
-                )
-                if response.status.error_code != common_pb2.NONE:
-                    raise ControllerUnavailable(response.status.error_message)
-                self._next = response.producer_id_start
-                self._end = response.producer_id_start + response.producer_id_len
-            producer_id = self._next
-            self._next += 1
-            return producer_id
 
 
 class BrokerServicer(broker_pb2_grpc.BrokerServicer):
@@ -126,7 +82,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         if request.timeout_ms < 0:
             await _invalid(context, f"timeout_ms must be >= 0, got {request.timeout_ms}")
         response = broker_pb2.ProduceResponse()
-        waits: list[Awaitable[None]] = []
+        # What each partition's answer waits for, started only once every partition is
+        # appended: a coroutine made earlier would never be awaited if this handler is
+        # cancelled between slices (the deadline passed, the client went away).
+        waits: list[tuple[Callable[[], Awaitable[None]], broker_pb2.PartitionProduceResponse]] = []
         turns = TurnBudget()
         for topic in request.topics:
             topic_response = response.topics.add(name=topic.name)
@@ -149,32 +108,39 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     metrics.record_produce(topic.name, info.record_count, len(data.records))
                     result.base_offset = info.first_offset
                     result.log_start_offset = partition.log_start_offset
+                    timeout_s = request.timeout_ms / 1000
                     if request.acks == -1:
-                        wait = partition.wait_for_isr(
-                            info.last_offset, min_isr, request.timeout_ms / 1000
-                        )
-                        waits.append(self._answer_when(wait, result))
+                        waits.append((
+                            functools.partial(
+                                partition.wait_for_isr, info.last_offset, min_isr, timeout_s
+                            ),
+                            result,
+                        ))  # fmt: skip
                     elif request.acks == 1 and partition.flushes_before_ack:
-                        wait = partition.wait_durable(info.last_offset, request.timeout_ms / 1000)
-                        waits.append(self._answer_when(wait, result))
+                        waits.append((
+                            functools.partial(
+                                partition.wait_durable, info.last_offset, timeout_s
+                            ),
+                            result,
+                        ))  # fmt: skip
                 except (PartitionError, StorageError) as exc:
-                    code, message = error_code(exc)
-                    result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                    answer_refusal(result, refusal(exc))
                     result.current_leader.CopyFrom(self._leader_hint(topic.name, data.partition))
         if waits:
-            await asyncio.gather(*waits)
+            await asyncio.gather(*(self._answer_when(wait, result) for wait, result in waits))
         return response
 
     @staticmethod
     async def _answer_when(
-        wait: Awaitable[None], result: broker_pb2.PartitionProduceResponse
+        wait: Callable[[], Awaitable[None]], result: broker_pb2.PartitionProduceResponse
     ) -> None:
         """Await an acknowledgement condition (the ISR, or the leader's fsync); a refusal is
-        that partition's answer."""
+        that partition's answer. The condition's coroutine is made here, so a task cancelled
+        before it first runs leaves none behind unawaited."""
         try:
-            await wait
+            await wait()
         except PartitionError as exc:
-            result.error_code, result.error_message = exc.code, exc.message  # type: ignore[assignment]
+            answer_refusal(result, exc)
 
     # ---- fetch -------------------------------------------------------------------------
 
@@ -219,12 +185,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 result = topic_response.partitions.add(partition=wanted.partition)
                 try:
                     partition = self.manager.partition_by_name(topic.name, wanted.partition)
-                    if not partition.is_leader:
-                        raise PartitionError(
-                            common_pb2.NOT_LEADER_OR_FOLLOWER,
-                            f"broker {self.manager.broker_id} does not lead {partition.name}",
-                        )
-                    partition.check_leader_epoch(wanted.current_leader_epoch)
+                    partition.check_leader(wanted.current_leader_epoch)
                     budget = max_bytes - total
                     limit = min(wanted.partition_max_bytes or budget, budget)
                     # At least one batch when nothing has been taken yet (Kafka's rule).
@@ -246,8 +207,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     result.log_start_offset = partition.log_start_offset
                     watched.append((partition.changed, partition.changed.version))
                 except (PartitionError, StorageError) as exc:
-                    code, message = error_code(exc)
-                    result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                    answer_refusal(result, refusal(exc))
                     result.current_leader.CopyFrom(self._leader_hint(topic.name, wanted.partition))
                     errors = True
         return response, total, errors, watched
@@ -267,12 +227,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 result.timestamp = -1
                 try:
                     partition = self.manager.partition_by_name(topic.name, wanted.partition)
-                    if not partition.is_leader:
-                        raise PartitionError(
-                            common_pb2.NOT_LEADER_OR_FOLLOWER,
-                            f"broker {self.manager.broker_id} does not lead {partition.name}",
-                        )
-                    partition.check_leader_epoch(wanted.current_leader_epoch)
+                    partition.check_leader(wanted.current_leader_epoch)
                     result.leader_epoch = partition.leader_epoch
                     if wanted.timestamp == EARLIEST_TIMESTAMP:
                         result.offset = partition.log_start_offset
@@ -293,8 +248,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                             "or a time in ms",
                         )
                 except (PartitionError, StorageError) as exc:
-                    code, message = error_code(exc)
-                    result.error_code, result.error_message = code, message  # type: ignore[assignment]
+                    answer_refusal(result, refusal(exc))
         return response
 
     # ---- metadata ----------------------------------------------------------------------
@@ -394,128 +348,3 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             if all(self.manager.image.topic_by_name(n) is not None for n in created):
                 return
             await asyncio.sleep(0.02)
-
-
-class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
-    def __init__(self, manager: ReplicaManager) -> None:
-        self.manager = manager
-
-    async def Fetch(
-        self, request: replica_pb2.ReplicaFetchRequest, context: grpc.aio.ServicerContext
-    ) -> replica_pb2.ReplicaFetchResponse:
-        if request.max_wait_ms < 0 or request.max_bytes < 0:
-            await _invalid(context, "max_wait_ms and max_bytes must be >= 0")
-        replica = self.manager.image.brokers.get(request.replica_id)
-        if replica is None or replica.broker_epoch != request.broker_epoch:
-            current = None if replica is None else replica.broker_epoch
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"STALE_BROKER_EPOCH: broker {request.replica_id} epoch {request.broker_epoch} "
-                f"is not the registered one ({current})",
-            )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(request.max_wait_ms, FETCH_WAIT_MS_MAX) / 1000
-        while True:
-            response, total, watched = await self._fetch(request)
-            remaining = deadline - loop.time()
-            if total >= max(1, request.min_bytes) or remaining <= 0 or not watched:
-                return response
-            if any(notifier.version != version for notifier, version in watched):
-                continue  # changed while the read yielded to the loop: read again
-            await wait_any((notifier for notifier, _ in watched), remaining)
-
-    async def _fetch(
-        self, request: replica_pb2.ReplicaFetchRequest
-    ) -> tuple[replica_pb2.ReplicaFetchResponse, int, list]:  # type: ignore[type-arg]
-        response = replica_pb2.ReplicaFetchResponse()
-        total = 0
-        watched = []
-        active = self.manager.active_brokers()
-        budget = request.max_bytes or (10 << 20)
-        turns = TurnBudget()
-        for wanted in request.partitions:
-            await turns.spend()
-            now = self.manager.clock.now_ms()
-            result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
-            try:
-                partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
-                partition.check_leader_epoch(wanted.current_leader_epoch)
-                fetched = partition.fetch_for_follower(
-                    request.replica_id,
-                    wanted.fetch_offset,
-                    wanted.last_fetched_epoch,
-                    max(1, min(wanted.partition_max_bytes or budget, budget - total)),
-                    active,
-                    now,
-                    request.broker_epoch,
-                )
-                if fetched.isr_change is not None:
-                    self.manager.submit_isr_change(partition, fetched.isr_change)
-                result.high_watermark = fetched.high_watermark
-                result.log_start_offset = fetched.log_start_offset
-                if fetched.diverging is not None:
-                    result.diverging_epoch.epoch, result.diverging_epoch.end_offset = (
-                        fetched.diverging
-                    )
-                    total += 1  # answer at once: the follower must truncate
-                else:
-                    result.records = fetched.records
-                    total += len(fetched.records)
-                watched.append((partition.changed, partition.changed.version))
-            except (PartitionError, StorageError) as exc:
-                code, message = error_code(exc)
-                result.error_code, result.error_message = code, message  # type: ignore[assignment]
-                total += 1
-        return response, total, watched
-
-    async def RegisterTxnPartitions(
-        self, request: replica_pb2.TxnPartitionsRequest, context: grpc.aio.ServicerContext
-    ) -> replica_pb2.TxnPartitionsResponse:
-        response = replica_pb2.TxnPartitionsResponse()
-        for wanted in request.partitions:
-            result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
-            try:
-                partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
-                partition.register_transaction(
-                    request.producer_id, request.producer_epoch, request.coordinator_epoch
-                )
-            except (PartitionError, StorageError) as exc:
-                code, message = error_code(exc)
-                result.error_code, result.error_message = code, message  # type: ignore[assignment]
-        return response
-
-    async def WriteTxnMarkers(
-        self, request: replica_pb2.WriteTxnMarkersRequest, context: grpc.aio.ServicerContext
-    ) -> replica_pb2.TxnPartitionsResponse:
-        response = replica_pb2.TxnPartitionsResponse()
-        marker = TxnMarker(
-            request.producer_id, request.producer_epoch, request.commit, request.coordinator_epoch
-        )
-        turns = TurnBudget()
-        for wanted in request.partitions:
-            await turns.spend()
-            result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
-            try:
-                partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
-                partition.write_markers([marker], self.manager.clock.now_ms())
-            except (PartitionError, StorageError) as exc:
-                code, message = error_code(exc)
-                result.error_code, result.error_message = code, message  # type: ignore[assignment]
-        return response
-
-    async def OffsetForLeaderEpoch(
-        self, request: replica_pb2.OffsetForLeaderEpochRequest, context: grpc.aio.ServicerContext
-    ) -> replica_pb2.OffsetForLeaderEpochResponse:
-        response = replica_pb2.OffsetForLeaderEpochResponse()
-        turns = TurnBudget()
-        for wanted in request.partitions:
-            await turns.spend()
-            result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
-            try:
-                partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
-                partition.check_leader_epoch(wanted.current_leader_epoch)
-                epoch, end = partition.end_offset_for_epoch(wanted.leader_epoch)
-                result.leader_epoch, result.end_offset = epoch, end
-            except (PartitionError, StorageError) as exc:
-                result.error_code = error_code(exc)[0]  # type: ignore[assignment]
-        return response

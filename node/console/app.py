@@ -9,6 +9,7 @@ node/console/cluster.py and messages.py, which use the SDK.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -318,8 +319,6 @@ async def serve(
     settings: ConsoleSettings, host: str, port: int, ssl_context: ssl.SSLContext | None
 ) -> None:
     """Serve until cancelled (Ctrl-C or SIGTERM), then close every client cleanly."""
-    import asyncio
-
     # Open live tails end with the process; do not wait a minute for them on shutdown.
     runner = web.AppRunner(make_app(settings), access_log=None, shutdown_timeout=SHUTDOWN_S)
     await runner.setup()

@@ -35,6 +35,7 @@ from strom.node.errors import CodedError
 from strom.node.metadata.image import MetadataDelta, MetadataImage
 from strom.node.replica.manager import ReplicaManager
 from strom.node.replica.partition import Partition, PartitionError
+from strom.storage.control_records import TxnMarker
 from strom.v1 import common_pb2
 
 from .assignors import MemberSubscription, UnsupportedAssignorError, assign, get_assignor
@@ -48,8 +49,10 @@ from .membership import (
 )
 from .offsets_log import (
     OFFSETS_TOPIC,
+    MarkerRecord,
     OffsetEntry,
-    decode_records,
+    TxnProducer,
+    decode_log,
     encode_records,
     last_offset_of,
 )
@@ -109,6 +112,12 @@ class Group:
     # Members of Kafka's classic protocol (JoinGroup/SyncGroup), node/group/classic.py; a group
     # has members of one protocol at a time.
     classic: ClassicGroup | None = None
+    # Offsets committed inside transactions (TxnOffsetCommit) not yet decided: producer id ->
+    # (topic, partition) -> (entry, its position in the offsets partition). Its commit marker
+    # makes them `offsets`; its abort marker drops them.
+    pending_txn: dict[int, dict[tuple[str, int], tuple[OffsetEntry, int]]] = field(
+        default_factory=dict
+    )
 
     @property
     def classic_members(self) -> int:
@@ -227,15 +236,24 @@ class GroupCoordinator:
                 # Continue after the last batch read, not its last record: compaction may
                 # have removed a batch's last records.
                 offset = max(offset, last_offset_of(data) + 1)
-                records = decode_records(data, lambda at, why: skipped.append((at, why)))
-                for position, group_id, topic, index, entry in records:
-                    group = groups.get(group_id) or self._new_group(group_id, partition)
-                    groups[group_id] = group
-                    group.offset_positions[(topic, index)] = position
-                    if entry is None:
-                        group.offsets.pop((topic, index), None)
+                items = decode_log(data, lambda at, why: skipped.append((at, why)))
+                for item in items:
+                    if isinstance(item, MarkerRecord):
+                        for group in groups.values():
+                            self._end_txn_offsets(group, item.producer_id, item.commit)
+                        continue
+                    group = groups.get(item.group) or self._new_group(item.group, partition)
+                    groups[item.group] = group
+                    key = (item.topic, item.partition)
+                    if item.producer_id >= 0 and item.entry is not None:
+                        pending = group.pending_txn.setdefault(item.producer_id, {})
+                        pending[key] = (item.entry, item.offset)
+                        continue
+                    group.offset_positions[key] = item.offset
+                    if item.entry is None:
+                        group.offsets.pop(key, None)
                     else:
-                        group.offsets[(topic, index)] = entry
+                        group.offsets[key] = item.entry
                 await asyncio.sleep(0)  # let other requests run between chunks
             freeze = self.clock.now_ms() + self.session_timeout_ms if took_over else 0
             self.frozen_until_ms[partition] = freeze
@@ -527,26 +545,10 @@ class GroupCoordinator:
         results: dict[tuple[str, int], tuple[int, str]] = {}
         accepted = []
         now = self.clock.now_ms()
-        image = self.manager.image
         for topic, partition, offset, metadata in offsets:
-            meta = image.topic_by_name(topic)
-            if meta is None or partition not in meta.partitions:
-                results[(topic, partition)] = (
-                    common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
-                    f"{topic}-{partition} does not exist",
-                )
-            elif offset < 0:
-                results[(topic, partition)] = (
-                    common_pb2.OFFSET_OUT_OF_RANGE,
-                    f"offset {offset} for {topic}-{partition} is negative",
-                )
-            elif len(metadata.encode()) > self.metadata_max_bytes:
-                results[(topic, partition)] = (
-                    common_pb2.OFFSET_METADATA_TOO_LARGE,
-                    f"the metadata of the commit for {topic}-{partition} is "
-                    f"{len(metadata.encode())} bytes; offset.metadata.max.bytes is "
-                    f"{self.metadata_max_bytes}",
-                )
+            problem = self._check_offset(topic, partition, offset, metadata)
+            if problem is not None:
+                results[(topic, partition)] = problem
             else:
                 accepted.append((topic, partition, OffsetEntry(offset, metadata, now)))
         if accepted:
@@ -557,6 +559,27 @@ class GroupCoordinator:
                 self._remember(group, (topic, partition), entry, position)
                 results[(topic, partition)] = (common_pb2.NONE, "")
         return results
+
+    def _check_offset(
+        self, topic: str, partition: int, offset: int, metadata: str
+    ) -> tuple[int, str] | None:
+        """Why one committed offset is refused, as (code, message); None when it is fine."""
+        meta = self.manager.image.topic_by_name(topic)
+        if meta is None or partition not in meta.partitions:
+            return common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"{topic}-{partition} does not exist"
+        if offset < 0:
+            return (
+                common_pb2.OFFSET_OUT_OF_RANGE,
+                f"offset {offset} for {topic}-{partition} is negative",
+            )
+        if len(metadata.encode()) > self.metadata_max_bytes:
+            return (
+                common_pb2.OFFSET_METADATA_TOO_LARGE,
+                f"the metadata of the commit for {topic}-{partition} is "
+                f"{len(metadata.encode())} bytes; offset.metadata.max.bytes is "
+                f"{self.metadata_max_bytes}",
+            )
+        return None
 
     def _check_committer(self, group: Group, member_id: str, member_epoch: int) -> None:
         if group.classic is not None and (member_id in group.classic.members or (
@@ -595,13 +618,16 @@ class GroupCoordinator:
             group.offsets[key] = entry
 
     async def _append(
-        self, group: Group, items: list[tuple[str, str, int, OffsetEntry | None, int]]
+        self,
+        group: Group,
+        items: list[tuple[str, str, int, OffsetEntry | None, int]],
+        txn: TxnProducer | None = None,
     ) -> list[int]:
         """Append records (synchronously, so in the order of the caller's checks), then wait
         until the ISR holds them; returns each record's offset in the offsets partition."""
         replica = self._offsets_replica(group.partition)
         min_isr = self.manager.min_insync_replicas(OFFSETS_TOPIC)
-        data = encode_records(items, self.clock.now_ms())
+        data = encode_records(items, self.clock.now_ms(), txn)
         try:
             info = replica.append_as_leader(data, -1, min_isr, self.clock.now_ms())
             await replica.wait_for_isr(
@@ -616,6 +642,71 @@ class GroupCoordinator:
             return self.manager.partition_by_name(OFFSETS_TOPIC, partition)
         except PartitionError as exc:
             raise GroupError(common_pb2.NOT_COORDINATOR, exc.message) from exc
+
+    # ---- offsets of transactions (KIP-98 / KIP-447) ---------------------------------------
+
+    async def txn_commit(
+        self,
+        group_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        member_id: str,
+        generation: int,
+        offsets: list[tuple[str, int, int, str]],
+    ) -> dict[tuple[str, int], tuple[int, str]]:
+        """TxnOffsetCommit: (topic, partition, offset, metadata) items written as transactional
+        records of the producer (who must have added this group's offsets partition to its
+        transaction: AddOffsetsToTxn registered it, else the log refuses with
+        INVALID_TXN_STATE), pending until the transaction's marker. A member id is checked as
+        for a commit; an empty one with generation -1 (a consumer using assign()) is not."""
+        if producer_id < 0 or producer_epoch < 0:
+            raise GroupError(
+                common_pb2.INVALID_PRODUCER_ID_MAPPING,
+                "a transactional offset commit needs the producer's id and epoch",
+            )
+        group = self._group(group_id, create=True)
+        assert group is not None
+        if member_id:
+            self._check_committer(group, member_id, generation)
+        results: dict[tuple[str, int], tuple[int, str]] = {}
+        accepted = []
+        now = self.clock.now_ms()
+        for topic, partition, offset, metadata in offsets:
+            problem = self._check_offset(topic, partition, offset, metadata)
+            if problem is not None:
+                results[(topic, partition)] = problem
+            else:
+                accepted.append((topic, partition, OffsetEntry(offset, metadata, now)))
+        if not accepted:
+            return results
+        replica = self._offsets_replica(group.partition)
+        txn = TxnProducer(
+            producer_id, producer_epoch, replica.next_sequence(producer_id, producer_epoch)
+        )
+        written = await self._append(
+            group, [(group_id, t, p, e, generation) for t, p, e in accepted], txn
+        )
+        pending = group.pending_txn.setdefault(producer_id, {})
+        for (topic, partition, entry), position in zip(accepted, written, strict=True):
+            pending[(topic, partition)] = (entry, position)
+            results[(topic, partition)] = (common_pb2.NONE, "")
+        return results
+
+    def on_txn_marker(self, topic: str, partition: int, marker: TxnMarker) -> None:
+        """A transaction marker is replicated in an offsets partition this broker leads: the
+        producer's pending commits there become visible (commit) or are dropped (abort)."""
+        if topic != OFFSETS_TOPIC or partition not in self.loaded:
+            return
+        for group in list(self.groups.values()):
+            if group.partition == partition:
+                self._end_txn_offsets(group, marker.producer_id, marker.commit)
+
+    def _end_txn_offsets(self, group: Group, producer_id: int, commit: bool) -> None:
+        pending = group.pending_txn.pop(producer_id, None)
+        if pending is None or not commit:
+            return
+        for key, (entry, position) in pending.items():
+            self._remember(group, key, entry, position)
 
     def fetch_offsets(
         self, group_id: str, wanted: list[tuple[str, int]] | None

@@ -3,7 +3,8 @@
 Served on client listeners of every broker. FindCoordinator creates the internal topic
 `__consumer_offsets` on first use (offsets.topic.num.partitions partitions, replicated up to
 offsets.topic.replication.factor, compacted) and answers with the leader of the group's offsets
-partition, at the listener the client used.
+partition, at the listener the client used. With key_type TRANSACTION it does the same for a
+transactional id and `__transaction_state` (transaction.state.log.*).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 
 import grpc
 
+from strom.node.errors import answer_refusal, as_error_code
+from strom.node.internal_topics import TRANSACTION_STATE_TOPIC
 from strom.node.kafka.codec import CodecError, Reader, Schema
 from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.replica.manager import ReplicaManager
@@ -28,13 +31,10 @@ from strom.v1 import (
 
 from .classic import ClassicGroup
 from .coordinator import GroupCoordinator, GroupError, check_group_id
+from .coordinator_key import coordinator_partition
 from .offsets_log import OFFSETS_TOPIC
 
 log = logging.getLogger("strom.group")
-
-
-def _code(code: int) -> common_pb2.ErrorCode.ValueType:
-    return common_pb2.ErrorCode.ValueType(code)
 
 
 class EndOffsets:
@@ -101,16 +101,20 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
         self.listener = listener
         self.config = manager.config
 
-    async def _ensure_offsets_topic(self) -> bool:
-        if self.manager.image.topic_by_name(OFFSETS_TOPIC) is not None:
+    async def ensure_internal_topic(self, name: str) -> bool:
+        """True when the internal topic `name` exists; else asks the controller to create it
+        (its partitions and replication from the node's config, capped by the active brokers;
+        compacted) and answers False: the caller says "retry"."""
+        if self.manager.image.topic_by_name(name) is not None:
             return True
+        prefix = "offsets.topic" if name == OFFSETS_TOPIC else "transaction.state.log"
         active = len(self.manager.image.active_broker_ids())
-        factor = max(1, min(self.config["offsets.topic.replication.factor"], active))
+        factor = max(1, min(self.config[f"{prefix}.replication.factor"], active))
         request = admin_pb2.CreateTopicsRequest(
             topics=[
                 admin_pb2.CreatableTopic(
-                    name=OFFSETS_TOPIC,
-                    num_partitions=self.config["offsets.topic.num.partitions"],
+                    name=name,
+                    num_partitions=self.config[f"{prefix}.num.partitions"],
                     replication_factor=factor,
                     configs={"cleanup.policy": "compact"},
                 )
@@ -119,7 +123,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
         try:
             await self.controller.call(lambda s: s.CreateTopics, request, deadline_s=5.0)
         except ControllerUnavailable as exc:
-            log.info("cannot create %s yet: %s", OFFSETS_TOPIC, exc)
+            log.info("cannot create %s yet: %s", name, exc)
         return False
 
     async def FindCoordinator(
@@ -127,28 +131,39 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
     ) -> group_pb2.FindCoordinatorResponse:
         if not request.key:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "key (the group id) is empty")
-        try:
-            check_group_id(request.key)
-        except GroupError as exc:
-            return group_pb2.FindCoordinatorResponse(
-                error_code=_code(exc.code), error_message=exc.message
+        if request.key_type == group_pb2.TRANSACTION:
+            topic_name = TRANSACTION_STATE_TOPIC
+            count = self.config["transaction.state.log.num.partitions"]
+        elif request.key_type == group_pb2.GROUP:
+            topic_name = OFFSETS_TOPIC
+            try:
+                check_group_id(request.key)
+            except GroupError as exc:
+                return answer_refusal(group_pb2.FindCoordinatorResponse(), exc)
+        else:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"key_type {request.key_type} is unknown"
             )
-        if not await self._ensure_offsets_topic():
+        if not await self.ensure_internal_topic(topic_name):
             return group_pb2.FindCoordinatorResponse(
                 error_code=common_pb2.COORDINATOR_NOT_AVAILABLE,
-                error_message=f"creating {OFFSETS_TOPIC}; retry",
+                error_message=f"creating {topic_name}; retry",
             )
         image = self.manager.image
-        topic = image.topic_by_name(OFFSETS_TOPIC)
+        topic = image.topic_by_name(topic_name)
         assert topic is not None
-        partition = self.coordinator.partition_for(request.key)
+        if topic_name == OFFSETS_TOPIC:
+            partition = self.coordinator.partition_for(request.key)
+        else:
+            # The transaction coordinator hashes over the configured count (node/txn/host.py)
+            partition = coordinator_partition(request.key, count)
         info = topic.partitions.get(partition)
         broker = image.brokers.get(info.leader) if info else None
         endpoint = broker.endpoint(self.listener) if broker and not broker.fenced else None
         if endpoint is None:
             return group_pb2.FindCoordinatorResponse(
                 error_code=common_pb2.COORDINATOR_NOT_AVAILABLE,
-                error_message=f"{OFFSETS_TOPIC}-{partition} has no leader right now; retry",
+                error_message=f"{topic_name}-{partition} has no leader right now; retry",
             )
         return group_pb2.FindCoordinatorResponse(
             node_id=broker.broker_id if broker else -1, host=endpoint.host, port=endpoint.port
@@ -175,9 +190,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
                 owned,
             )
         except GroupError as exc:
-            return group_pb2.ConsumerGroupHeartbeatResponse(
-                error_code=_code(exc.code), error_message=exc.message
-            )
+            return answer_refusal(group_pb2.ConsumerGroupHeartbeatResponse(), exc)
         return group_pb2.ConsumerGroupHeartbeatResponse(
             member_id=member_id,
             member_epoch=epoch,
@@ -201,16 +214,14 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
                 request.group_id, request.member_id, request.member_epoch, items
             )
         except GroupError as exc:
-            return group_pb2.OffsetCommitResponse(
-                error_code=_code(exc.code), error_message=exc.message
-            )
+            return answer_refusal(group_pb2.OffsetCommitResponse(), exc)
         response = group_pb2.OffsetCommitResponse()
         for t in request.topics:
             out = response.topics.add(name=t.name)
             for p in t.partitions:
                 code, message = results.get((t.name, p.partition), (common_pb2.NONE, ""))
                 out.partitions.add(
-                    partition=p.partition, error_code=_code(code), error_message=message
+                    partition=p.partition, error_code=as_error_code(code), error_message=message
                 )
         return response
 
@@ -221,9 +232,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
         try:
             offsets = self.coordinator.fetch_offsets(request.group_id, wanted)
         except GroupError as exc:
-            return group_pb2.OffsetFetchResponse(
-                error_code=_code(exc.code), error_message=exc.message
-            )
+            return answer_refusal(group_pb2.OffsetFetchResponse(), exc)
         response = group_pb2.OffsetFetchResponse()
         by_topic: dict[str, group_pb2.OffsetFetchTopic] = {}
         for (topic, partition), entry in sorted(offsets.items()):
@@ -261,7 +270,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             try:
                 group = self.coordinator.describe(group_id)
             except GroupError as exc:
-                out.error_code, out.error_message = _code(exc.code), exc.message
+                answer_refusal(out, exc)
                 out.state = "Dead"
                 continue
             out.state = self.coordinator.group_state(group)
@@ -299,7 +308,7 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             try:
                 await self.coordinator.delete_group(group_id)
             except GroupError as exc:
-                result.error_code, result.error_message = _code(exc.code), exc.message
+                answer_refusal(result, exc)
         return response
 
 

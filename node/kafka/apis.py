@@ -20,15 +20,17 @@ from typing import Any
 
 from strom.client.acl import Operation
 from strom.node.broker.admin_service import AdminServicer
-from strom.node.broker.service import BrokerServicer, error_code
+from strom.node.broker.service import BrokerServicer
+from strom.node.errors import as_error_code
 from strom.node.group.coordinator import GroupCoordinator, GroupError
 from strom.node.group.service import GroupServicer
-from strom.node.replica.partition import PartitionError
+from strom.node.replica.partition import PartitionError, refusal
 from strom.node.security.access import AccessControl, Denied
 from strom.node.security.authn import principal_of
 from strom.node.security.credentials import CredentialVerifier
 from strom.node.security.interceptor import RULES, super_users_only
 from strom.node.security.login_queue import LoginRefused
+from strom.node.txn.service import TransactionServicer
 from strom.storage.errors import StorageError
 from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2
 
@@ -37,6 +39,7 @@ from .codec import ZERO_UUID, Message
 from .fetch_sessions import FINAL_EPOCH, FetchSessionCache, FetchSessionError
 from .listener import Session, api_versions_body
 from .messages import Api
+from .txn_apis import TransactionApis
 
 log = logging.getLogger("strom.kafka")
 
@@ -81,15 +84,11 @@ class KafkaCallContext:
         return ()
 
 
-def _code(code: int) -> common_pb2.ErrorCode.ValueType:
-    return common_pb2.ErrorCode.ValueType(code)
-
-
 def _none_if_empty(text: str) -> str | None:
     return text or None
 
 
-class KafkaApis:
+class KafkaApis(TransactionApis):
     """Answers the requests of one Kafka listener with that listener's servicers."""
 
     def __init__(
@@ -100,8 +99,11 @@ class KafkaApis:
         coordinator: GroupCoordinator,
         access_control: AccessControl,
         verifier: CredentialVerifier | None = None,
+        transactions: TransactionServicer | None = None,
     ) -> None:
-        """`verifier`: the node's users, on a SASL listener (None elsewhere)."""
+        """`verifier`: the node's users, on a SASL listener (None elsewhere). `transactions`:
+        the Transaction service (node/kafka/txn_apis.py)."""
+        self.transactions = transactions
         self.broker = broker
         self.group = group
         self.admin = admin
@@ -133,6 +135,7 @@ class KafkaApis:
             17: self.sasl_handshake,
             36: self.sasl_authenticate,
             23: self.offset_for_leader_epoch,
+            **self.txn_handlers(),
         }
         self._handlers.update(KafkaAdminApis(self).handlers())
 
@@ -220,11 +223,7 @@ class KafkaApis:
                 request, UNSUPPORTED_FOR_MESSAGE_FORMAT,
                 "message sets before RecordBatch v2 (Produce v3) are not stored",
             )  # fmt: skip
-        elif body["transactional_id"] is not None:
-            response = self._produce_refused(
-                request, TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactions are not supported"
-            )
-        else:
+        else:  # transactional or not: the partition's log checks the producer (KIP-98)
             try:
                 response = await self._call(
                     session, "/strom.v1.Broker/Produce", request, self.broker.Produce
@@ -268,7 +267,7 @@ class KafkaApis:
             for p in topic.partitions:
                 out.partitions.add(
                     partition=p.partition,
-                    error_code=_code(code),
+                    error_code=as_error_code(code),
                     error_message=message,
                     base_offset=-1,
                     log_append_time_ms=-1,
@@ -281,7 +280,11 @@ class KafkaApis:
             max_wait_ms=max(0, body["max_wait_ms"]),
             min_bytes=max(0, body["min_bytes"]),
             max_bytes=max(0, body["max_bytes"]),
-        )
+            isolation_level=(
+                broker_pb2.READ_COMMITTED if body["isolation_level"] == 1
+                else broker_pb2.READ_UNCOMMITTED
+            ),
+        )  # fmt: skip
         try:
             plan = self.fetch_sessions.plan(
                 body["session_id"] if version >= 7 else 0,
@@ -335,10 +338,14 @@ class KafkaApis:
                             "partition_index": p.partition,
                             "error_code": p.error_code,
                             "high_watermark": p.high_watermark if not p.error_code else -1,
-                            # No transactions: everything below the high watermark is stable.
-                            "last_stable_offset": p.high_watermark if not p.error_code else -1,
+                            "last_stable_offset": p.last_stable_offset if not p.error_code else -1,
                             "log_start_offset": p.log_start_offset if not p.error_code else -1,
-                            "aborted_transactions": None,
+                            "aborted_transactions": [
+                                {"producer_id": a.producer_id, "first_offset": a.first_offset}
+                                for a in p.aborted_transactions
+                            ]
+                            if body["isolation_level"] == 1
+                            else None,
                             "preferred_read_replica": -1,
                             "records": p.records,
                         }
@@ -351,7 +358,12 @@ class KafkaApis:
         }
 
     async def list_offsets(self, session: Session, version: int, body: Message) -> Message:
-        request = broker_pb2.ListOffsetsRequest()
+        request = broker_pb2.ListOffsetsRequest(
+            isolation_level=(
+                broker_pb2.READ_COMMITTED if body["isolation_level"] == 1
+                else broker_pb2.READ_UNCOMMITTED
+            )
+        )  # fmt: skip
         for topic in body["topics"]:
             out = request.topics.add(name=topic["name"])
             for p in topic["partitions"]:
@@ -448,12 +460,7 @@ class KafkaApis:
 
     async def init_producer_id(self, session: Session, version: int, body: Message) -> Message:
         if body["transactional_id"] is not None:
-            return {
-                "throttle_time_ms": 0,
-                "error_code": TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                "producer_id": -1,
-                "producer_epoch": -1,
-            }
+            return await self.init_transactional_producer(session, body)
         response = await self._call(
             session,
             "/strom.v1.Broker/InitProducerId",
@@ -486,13 +493,11 @@ class KafkaApis:
                     if not allowed:
                         raise PartitionError(common_pb2.TOPIC_AUTHORIZATION_FAILED, "")
                     partition = manager.partition_by_name(name, p["partition"])
-                    if not partition.is_leader:
-                        raise PartitionError(common_pb2.NOT_LEADER_OR_FOLLOWER, "")
-                    partition.check_leader_epoch(p["current_leader_epoch"])
+                    partition.check_leader(p["current_leader_epoch"])
                     epoch, end = partition.end_offset_for_epoch(p["leader_epoch"])
                     result["leader_epoch"], result["end_offset"] = epoch, end
                 except (PartitionError, StorageError) as exc:
-                    result["error_code"] = error_code(exc)[0]
+                    result["error_code"] = refusal(exc).code
                 results.append(result)
             topics.append({"topic": name, "partitions": results})
         return {"throttle_time_ms": 0, "topics": topics}
@@ -503,18 +508,19 @@ class KafkaApis:
         keys = body["coordinator_keys"] if version >= 4 else [body["key"]]
         results = []
         for key in keys:
-            if body["key_type"] != 0:
+            if body["key_type"] not in (0, 1):
                 results.append(
                     {"key": key, "node_id": -1, "host": "", "port": -1,
-                     "error_code": COORDINATOR_NOT_AVAILABLE,
-                     "error_message": "transaction coordinators are not supported"}
+                     "error_code": INVALID_REQUEST,
+                     "error_message": f"key type {body['key_type']} is not served"}
                 )  # fmt: skip
                 continue
+            key_type = group_pb2.TRANSACTION if body["key_type"] == 1 else group_pb2.GROUP
             try:
                 r = await self._call(
                     session,
                     "/strom.v1.Group/FindCoordinator",
-                    group_pb2.FindCoordinatorRequest(key=key),
+                    group_pb2.FindCoordinatorRequest(key=key, key_type=key_type),
                     self.group.FindCoordinator,
                 )
                 results.append(
@@ -810,7 +816,7 @@ class KafkaApis:
                 code = exc.code if isinstance(exc, InvalidRequest) else CLUSTER_AUTHORIZATION_FAILED
                 topics = [
                     admin_pb2.CreateTopicResult(
-                        name=t.name, error_code=_code(code), error_message=str(exc)
+                        name=t.name, error_code=as_error_code(code), error_message=str(exc)
                     )
                     for t in request.topics
                 ]
@@ -843,7 +849,9 @@ class KafkaApis:
         except (InvalidRequest, Denied) as exc:
             code = exc.code if isinstance(exc, InvalidRequest) else CLUSTER_AUTHORIZATION_FAILED
             results = [
-                admin_pb2.DeleteTopicResult(name=n, error_code=_code(code), error_message=str(exc))
+                admin_pb2.DeleteTopicResult(
+                    name=n, error_code=as_error_code(code), error_message=str(exc)
+                )
                 for n in names
             ]
         return {
@@ -874,7 +882,7 @@ class KafkaApis:
             code = exc.code if isinstance(exc, InvalidRequest) else CLUSTER_AUTHORIZATION_FAILED
             results = [
                 admin_pb2.CreatePartitionsResult(
-                    name=t.name, error_code=_code(code), error_message=str(exc)
+                    name=t.name, error_code=as_error_code(code), error_message=str(exc)
                 )
                 for t in request.topics
             ]

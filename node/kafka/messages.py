@@ -647,6 +647,96 @@ topics [struct] 0+
 """,
 )
 
+# ---- transactions (KIP-98; handlers in node/kafka/txn_apis.py) ------------------------------
+
+ADD_PARTITIONS_TO_TXN = _api(
+    24,
+    "AddPartitionsToTxn",
+    "0-3",
+    "3+",
+    request="""
+transactional_id string 0+
+producer_id int64 0+
+producer_epoch int16 0+
+topics [struct] 0+
+  name string 0+
+  partitions [int32] 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+results [struct] 0+
+  name string 0+
+  results [struct] 0+
+    partition_index int32 0+
+    partition_error_code int16 0+
+""",
+)
+
+ADD_OFFSETS_TO_TXN = _api(
+    25,
+    "AddOffsetsToTxn",
+    "0-3",
+    "3+",
+    request="""
+transactional_id string 0+
+producer_id int64 0+
+producer_epoch int16 0+
+group_id string 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+error_code int16 0+
+""",
+)
+
+END_TXN = _api(
+    26,
+    "EndTxn",
+    "0-3",
+    "3+",
+    request="""
+transactional_id string 0+
+producer_id int64 0+
+producer_epoch int16 0+
+committed bool 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+error_code int16 0+
+""",
+)
+
+TXN_OFFSET_COMMIT = _api(
+    28,
+    "TxnOffsetCommit",
+    "0-3",
+    "3+",
+    request="""
+transactional_id string 0+
+group_id string 0+
+producer_id int64 0+
+producer_epoch int16 0+
+generation_id int32 3+ default=-1
+member_id string 3+ default=
+group_instance_id string 3+ null=3+ default=null
+topics [struct] 0+
+  name string 0+
+  partitions [struct] 0+
+    partition_index int32 0+
+    committed_offset int64 0+
+    committed_leader_epoch int32 2+ default=-1
+    committed_metadata string 0+ null=0+
+""",
+    response="""
+throttle_time_ms int32 0+
+topics [struct] 0+
+  name string 0+
+  partitions [struct] 0+
+    partition_index int32 0+
+    error_code int16 0+
+""",
+)
+
 # ---- admin: records, configs, cluster, leaders, reassignments, ACLs, log dirs, groups ----------
 # Answered by node/kafka/admin_apis.py. ACL APIs start at v1 (pattern types), as in Kafka 4.
 
@@ -981,6 +1071,10 @@ APIS: dict[int, Api] = {
         SASL_HANDSHAKE,
         SASL_AUTHENTICATE,
         OFFSET_FOR_LEADER_EPOCH,
+        ADD_PARTITIONS_TO_TXN,
+        ADD_OFFSETS_TO_TXN,
+        END_TXN,
+        TXN_OFFSET_COMMIT,
         DELETE_RECORDS,
         DESCRIBE_ACLS,
         CREATE_ACLS,

@@ -157,15 +157,6 @@ class MetadataDelta:
     changed_users: set[str] = field(default_factory=set)
     acls_changed: bool = False
 
-    def merge(self, other: MetadataDelta) -> None:
-        self.changed_partitions |= other.changed_partitions
-        self.created_topics |= other.created_topics
-        self.removed_topics.update(other.removed_topics)
-        self.changed_brokers |= other.changed_brokers
-        self.changed_configs |= other.changed_configs
-        self.changed_users |= other.changed_users
-        self.acls_changed |= other.acls_changed
-
     def is_empty(self) -> bool:
         return not (
             self.changed_partitions

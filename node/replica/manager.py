@@ -50,6 +50,7 @@ from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.tls import inter_broker_security
 from strom.node.topic_config import InvalidTopicConfig, policies, resolve
 from strom.storage import log_cleaner
+from strom.storage.control_records import TxnMarker
 from strom.storage.errors import InconsistentTopicIdError
 from strom.storage.log_config import LogConfig
 from strom.storage.log_manager import LogManager
@@ -130,6 +131,10 @@ class ReplicaManager:
         # Called after deferred logs opened: who reads replicas (the group coordinator loading
         # __consumer_offsets) looks again at what it could not find before.
         self.on_replicas_opened: list[Callable[[], None]] = []
+        # Called once a transaction marker this broker wrote as leader is replicated to the
+        # ISR: the group coordinator makes a transaction's offset commits visible (or drops
+        # them) when its marker reaches their __consumer_offsets partition.
+        self.on_txn_marker: list[Callable[[str, int, TxnMarker], None]] = []
 
     # ---- lookups -----------------------------------------------------------------------
 

@@ -78,10 +78,21 @@ class PartitionError(CodedError):
 
 def storage_refusal(name: str, exc: StorageError) -> PartitionError:
     """A storage error as the per-partition refusal it means (its Kafka error name)."""
-    code = common_pb2.ErrorCode.Value(exc.error_name) if exc.error_name in _CODES else None
-    return PartitionError(
-        common_pb2.KAFKA_STORAGE_ERROR if code is None else code, f"{name}: {exc}"
-    )
+    return PartitionError(_storage_code(exc), f"{name}: {exc}")
+
+
+def refusal(exc: PartitionError | StorageError) -> PartitionError:
+    """What a request for one partition answers when it failed: the partition's refusal, or a
+    storage error that reached the handler, as the Kafka code it names."""
+    if isinstance(exc, PartitionError):
+        return exc
+    return PartitionError(_storage_code(exc), str(exc))
+
+
+def _storage_code(exc: StorageError) -> int:
+    if exc.error_name in _CODES:
+        return common_pb2.ErrorCode.Value(exc.error_name)
+    return common_pb2.KAFKA_STORAGE_ERROR
 
 
 _CODES = frozenset(common_pb2.ErrorCode.keys())
@@ -356,6 +367,12 @@ class Partition:
             f"{self.leader_epoch}; retry",
         )
 
+    def check_leader(self, current_leader_epoch: int) -> None:
+        """A request only the leader answers (a client's fetch or list offsets, offsets for an
+        epoch): NOT_LEADER_OR_FOLLOWER unless this broker leads, then the KIP-320 epoch check."""
+        self._require_leader()
+        self.check_leader_epoch(current_leader_epoch)
+
     def _require_leader(self) -> LeaderState:
         if self.leader_state is None:
             raise PartitionError(
@@ -410,6 +427,15 @@ class Partition:
                 f"is older than {known}",
             )
         self._coordinator_epochs[producer_id] = coordinator_epoch
+
+    def next_sequence(self, producer_id: int, producer_epoch: int) -> int:
+        """The sequence the producer's next batch here must start with, for a batch the broker
+        writes on the producer's behalf (the group coordinator's TxnOffsetCommit records): 0
+        in a new epoch, else after its last batch."""
+        entry = self._log.producer_state.producers.get(producer_id)
+        if entry is None or entry.epoch != producer_epoch:
+            return 0
+        return (entry.last_seq + 1) % (1 << 31)
 
     def accepts_transactional(self, producer_id: int) -> bool:
         return (

@@ -15,8 +15,8 @@ transition is always computed from the persisted state. Failover: `load` replays
 records, then finishes every PREPARE_* transaction (markers, then COMPLETE_*); an ONGOING one
 is left to its producer or to the timeout (`abort_expired`).
 
-Not yet served: the gRPC service (InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn,
-TxnOffsetCommit) that calls this, and producer-id allocation (the caller passes fresh ids).
+Served by node/txn/service.py (the Transaction gRPC service) over node/txn/host.py, which
+implements the seams on a broker and runs the timers.
 """
 
 from __future__ import annotations
@@ -72,22 +72,45 @@ class TxnCoordinator:
             if state_partition(tid, self.num_partitions) == partition:
                 self.states[tid] = metadata
         self._owned.add(partition)
+        await self.complete_pending(partition)
+
+    async def complete_pending(self, partition: int | None = None) -> list[str]:
+        """Write the markers of every PREPARE_* transaction (of `partition`, or of every owned
+        partition) and complete it; returns the ids completed. A transaction whose markers
+        cannot be written yet (a leader unreachable) stays PREPARE_* for the next call (the
+        host retries periodically), never blocking the others."""
+        completed = []
         for tid, metadata in list(self.states.items()):
-            if metadata.state in PREPARE_STATES and self._partition_of(tid) == partition:
-                async with self._lock(tid):
-                    await self._complete(self.states[tid])
+            if metadata.state not in PREPARE_STATES:
+                continue
+            if partition is not None and self.partition_of(tid) != partition:
+                continue
+            async with self._lock(tid):
+                current = self.states.get(tid)
+                if current is None or current.state not in PREPARE_STATES:
+                    continue  # completed meanwhile (the producer's retried EndTxn)
+                try:
+                    await self._complete(current)
+                except (TxnError, OSError, ConnectionError, TimeoutError) as exc:
+                    log.warning("%r: markers not written yet (%s); retrying later", tid, exc)
+                    continue
+                completed.append(tid)
+        return completed
+
+    def owns(self, partition: int) -> bool:
+        return partition in self._owned
 
     def unload(self, partition: int) -> None:
         """Leadership of `partition` moved away: forget its ids (the new leader loads them)."""
         self._owned.discard(partition)
-        for tid in [t for t in self.states if self._partition_of(t) == partition]:
+        for tid in [t for t in self.states if self.partition_of(t) == partition]:
             del self.states[tid]
 
-    def _partition_of(self, transactional_id: str) -> int:
+    def partition_of(self, transactional_id: str) -> int:
         return state_partition(transactional_id, self.num_partitions)
 
-    def _owned_partition(self, transactional_id: str) -> int:
-        partition = self._partition_of(transactional_id)
+    def owned_partition(self, transactional_id: str) -> int:
+        partition = self.partition_of(transactional_id)
         if partition not in self._owned:
             raise TxnError(
                 common_pb2.NOT_COORDINATOR,
@@ -100,7 +123,7 @@ class TxnCoordinator:
         return self._locks.setdefault(transactional_id, asyncio.Lock())
 
     async def _write(self, metadata: TxnMetadata) -> TxnMetadata:
-        partition = self._owned_partition(metadata.transactional_id)
+        partition = self.owned_partition(metadata.transactional_id)
         await self._persist(
             partition, encode_states([(metadata.transactional_id, metadata)], self._now_ms())
         )
@@ -119,7 +142,7 @@ class TxnCoordinator:
     ) -> TxnMetadata:
         """InitProducerId with a transactional id: a new epoch, every older instance fenced.
         An open transaction is aborted first (markers with a bumped epoch)."""
-        self._owned_partition(transactional_id)
+        self.owned_partition(transactional_id)
         async with self._lock(transactional_id):
             current = self.states.get(transactional_id)
             if current is None or current.state == TxnState.DEAD:
@@ -177,12 +200,19 @@ class TxnCoordinator:
                 current = self.states.get(tid)
                 if current is None or not current.expired(self._now_ms()):
                     continue
-                await self._complete(await self._write(current.abort_for_fencing(now)))
+                log.info("%r: transaction past its %d ms timeout: aborting", tid,
+                         current.timeout_ms)  # fmt: skip
+                preparing = await self._write(current.abort_for_fencing(now))
                 aborted.append(tid)
+                try:
+                    await self._complete(preparing)
+                except (TxnError, OSError, ConnectionError, TimeoutError) as exc:
+                    # decided and persisted: complete_pending writes the markers later
+                    log.warning("%r: abort markers not written yet (%s)", tid, exc)
         return aborted
 
     def _existing(self, transactional_id: str) -> TxnMetadata:
-        self._owned_partition(transactional_id)
+        self.owned_partition(transactional_id)
         current = self.states.get(transactional_id)
         if current is None:
             raise TxnError(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +13,8 @@ from strom.client.consumer import AsyncConsumer
 from strom.client.errors import StromError
 from strom.client.producer import AsyncProducer
 from strom.client.records import TopicPartition
-from strom.node.local_cluster import PORT_STRIDE, LocalCluster
+from strom.node import local_cluster
+from strom.node.local_cluster import LocalCluster
 
 T = TypeVar("T")
 
@@ -35,24 +34,9 @@ FAST = {
 }
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def free_base_port(nodes: int) -> int:
-    # Start the search at a place that depends on this process, so two test runs on one machine
-    # (engineers' worktrees) do not both pick the first free range at the same moment.
-    ranges = list(range(20092, 60000, 1000))
-    start = os.getpid() % len(ranges)
-    for base in ranges[start:] + ranges[:start]:
-        if all(_free(base + i * PORT_STRIDE + d) for i in range(nodes + 1) for d in (0, 1, 3)):
-            return base
-    raise RuntimeError("no free port range")
+    """Room for one node more than asked: some tests add a broker to a running cluster."""
+    return local_cluster.free_base_port(nodes + 1)
 
 
 def eventually(check: Callable[[], T], timeout_s: float = 20.0, what: str = "condition") -> T:

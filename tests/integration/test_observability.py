@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from strom.client import Producer
 from strom.client.admin import NewTopic
-from strom.node.local_cluster import PORT_STRIDE, LocalCluster, LocalNode
+from strom.node.local_cluster import LocalCluster, LocalNode, free_base_port
 
 pytestmark = pytest.mark.integration
 
@@ -22,27 +21,10 @@ TOPIC = "metered"
 RECORDS = 250
 
 
-def _free_base_port(nodes: int) -> int:
-    """Like cluster_harness.free_base_port, also checking each node's admin port (+2)."""
-    for base in range(30092, 60000, 1000):
-        ports = [base + i * PORT_STRIDE + d for i in range(nodes) for d in (0, 1, 2)]
-        free = True
-        for port in ports:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    free = False
-                    break
-        if free:
-            return base
-    raise RuntimeError("no free port range")
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, dict[int, LocalNode]]]:
     local = LocalCluster(tmp_path / "cluster")
-    _, nodes = local.create(3, _free_base_port(3), dict(FAST), admin=True)
+    _, nodes = local.create(3, free_base_port(3, (0, 1, 2, 3)), dict(FAST), admin=True)
     try:
         local.up()
         cluster = Cluster(local)

@@ -21,7 +21,7 @@ from test_replication import read_partition
 
 from strom.client.admin import NewTopic
 from strom.client.producer import Producer
-from strom.node.operator_cli import key_numbers, scrape
+from strom.node.cli.node import key_numbers, scrape
 
 pytestmark = pytest.mark.integration
 

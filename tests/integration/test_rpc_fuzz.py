@@ -36,6 +36,7 @@ from strom.v1 import (
     group_pb2,
     raft_pb2,
     replica_pb2,
+    txn_pb2,
 )
 
 EXAMPLES_PER_RPC = int(os.environ.get("STROM_FUZZ_EXAMPLES", "25"))
@@ -148,7 +149,16 @@ def not_the_node(message: Message) -> Message:
 
 
 GOOD_BATCH = encode_batch([Record(b"k", b"v", (), 1_700_000_000_000)])
-MODULES = (broker_pb2, admin_pb2, group_pb2, replica_pb2, controller_pb2, raft_pb2, common_pb2)
+MODULES = (
+    broker_pb2,
+    admin_pb2,
+    group_pb2,
+    replica_pb2,
+    controller_pb2,
+    raft_pb2,
+    common_pb2,
+    txn_pb2,
+)
 METHODS = sorted(
     (
         (service, method)

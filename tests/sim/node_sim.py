@@ -18,7 +18,8 @@ majority/minority splits (clients, group members among them, land on either side
 blocks, non-transitive cuts, slow links, stalled disks (fsyncs of the metadata log wait, so the
 node applies metadata late while its network is fine), controlled shutdowns, Raft leadership transfers,
 preferred-leader elections, and a pause of the active controller while an AlterPartition request
-is in flight and a batch is proposed. A quarter of the seeds run every topic with
+is in flight and a batch is proposed, or, aimed at a request that adds a replica to an ISR, its
+answer lost, the asking leader's disk stalled and the added replica paused at once. A quarter of the seeds run every topic with
 flush.messages=1 (fsync before a write counts), with fsyncs that take 2-30 ms, and power losses:
 every node dies at once and each file keeps only what it held at its last fsync
 (tests/faults/power_loss.py). Half the seeds also move partitions (KIP-455 reassignments to
@@ -94,7 +95,7 @@ LOSSY_CONFIGS = {"unclean.leader.election.enable": "true", "min.insync.replicas"
 POWER_LOSS = "power_loss"  # drawn apart from FAULT_KINDS (see NodeSimulation.__init__)
 FAULT_KINDS = (
     "crash", "pause", "isolate", "split", "one_way", "bridge", "slow_links", "disk_stall",
-    "stop", "raft_transfer", "elect_preferred", "pause_controller_on_alter",
+    "stop", "raft_transfer", "elect_preferred", "pause_controller_on_alter", "stall_an_addition",
 )  # fmt: skip
 
 
@@ -183,7 +184,8 @@ class NodeSimulation:
         self.readers: list[Reader] = []
         self._undo: list[asyncio.TimerHandle] = []
         self._tasks: list[asyncio.Task[Any]] = []
-        self._arm_controller_pause = False
+        # 'any' (pause_controller_on_alter) or 'addition' (stall_an_addition): _watch_alters.
+        self._armed_alter_pause: str | None = None
         self.lossy_topics = frozenset({LOSSY_TOPIC})
         # Partition moves (KIP-455) in half the seeds, drawn from a generator of their own so
         # that the draws of every other fault, and so the seeds without moves, stay as they were.
@@ -421,7 +423,9 @@ class NodeSimulation:
         elif kind == "elect_preferred":
             self._tasks.append(self.loop.create_task(self._elect_preferred()))
         elif kind == "pause_controller_on_alter":
-            self._arm_controller_pause = True
+            self._armed_alter_pause = "any"
+        elif kind == "stall_an_addition":
+            self._armed_alter_pause = "addition"
         elif kind == POWER_LOSS:
             self._tasks.append(self.loop.create_task(self._power_loss()))
 
@@ -578,10 +582,19 @@ class NodeSimulation:
     async def _watch_alters(self) -> None:
         """Pauses the active controller the moment an AlterPartition request is in flight and
         the controller has a batch proposed but not committed: the answer, and perhaps the
-        commit, now wait for the pause, and another controller may take over."""
+        commit, now wait for the pause, and another controller may take over.
+
+        Armed by stall_an_addition, it aims at a request that adds a replica to an ISR, with three
+        faults at once, each common on its own: the request's answer is lost (the change
+        commits, the leader does not know), the leader's disk stalls (it applies the metadata
+        that would tell it late), and the replica being added pauses. A leader that then
+        forgets the addition on the refusal of its resend (issue #14 defect 1) moves its HW
+        without the stalled member, which the committed ISR holds. Additions are short-lived
+        and rarer than removals, so waiting for one is the only way to meet them often."""
         while True:
             await asyncio.sleep(0.005)
-            if not self._arm_controller_pause:
+            target = self._armed_alter_pause
+            if target is None:
                 continue
             in_flight = any(
                 s.node is not None and s.node.manager is not None
@@ -591,16 +604,57 @@ class NodeSimulation:
             leader = self._raft_leader()
             if not in_flight or leader is None or len(self._running()) < 2:
                 continue
+            joining = self._members_joining()
+            if target == "addition":
+                # Not one the active controller asks for: its own metadata is current the
+                # moment the change commits, so only another leader can miss it.
+                joining = [(a, b) for a, b in joining if leader not in (a, b)]
+                if not joining:
+                    continue
+                self._armed_alter_pause = None
+                self._stall_an_addition(joining)
+                continue
             node = self.cluster.nodes[leader].node
             proposing = node is not None and node.driver is not None and node.driver._pending
             if not proposing and self.rng.random() < 0.9:
                 continue  # wait, a little, for the moment it has proposed
-            self._arm_controller_pause = False
+            self._armed_alter_pause = None
             down = self._duration()
             self.event(f"nemesis: pause active controller n{leader} for {down:.3f} s "
                        "with an AlterPartition in flight")  # fmt: skip
             self.cluster.pause(leader)
             self._later(down, lambda n=leader: self._resume(n))  # type: ignore[misc]
+
+    def _stall_an_addition(self, joining: list[tuple[int, int]]) -> None:
+        leader, member = self.rng.choice(joining)
+        self.network.answers_to_lose["AlterPartition"] += 1
+        owner = self.cluster.nodes[leader].owner
+        assert owner is not None
+        # Long enough to outlast the resend (a per-try timeout, then a NOT_CONTROLLER hop).
+        stall = self.rng.uniform(1.5, 4.0)
+        owner.disk_stalled_until = max(owner.disk_stalled_until, self.loop.time() + stall)
+        down = self.rng.uniform(1.5, 4.0)
+        self.event(f"nemesis: n{leader} asks to add n{member} to an ISR: its answer is lost, "
+                   f"the disk of n{leader} stalls for {stall:.3f} s, n{member} pauses for "
+                   f"{down:.3f} s")  # fmt: skip
+        self.cluster.pause(member)
+        self._later(down, lambda n=member: self._resume(n))  # type: ignore[misc]
+
+    def _members_joining(self) -> list[tuple[int, int]]:
+        """(leader, replica) for each replica an in-flight AlterPartition request asks to add
+        to an ISR, both running."""
+        joining: set[tuple[int, int]] = set()
+        for leader, sim_node in self.cluster.nodes.items():
+            manager = sim_node.node.manager if sim_node.running and sim_node.node else None
+            if manager is None:
+                continue
+            for key in manager._alter_in_flight:
+                partition = manager.partitions.get(key)
+                state = None if partition is None else partition.leader_state
+                if state is not None and state.pending is not None:
+                    added = set(state.pending.new_isr) - set(state.isr)
+                    joining |= {(leader, m) for m in added if self.cluster.nodes[m].running}
+        return sorted(joining)
 
     async def _heal(self) -> None:
         # Producers stop first: convergence means every replica caught up with a log that no
@@ -610,8 +664,9 @@ class NodeSimulation:
         for handle in self._undo:
             handle.cancel()
         self._undo.clear()
-        self._arm_controller_pause = False
+        self._armed_alter_pause = None
         self.network.blocked.clear()
+        self.network.answers_to_lose.clear()
         self.network.slow.clear()
         self.network.faults.loss_p = 0.0
         self.network.faults.spike_p = 0.0

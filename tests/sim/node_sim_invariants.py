@@ -10,6 +10,9 @@ that any replica ever held below its high watermark: what consumers may read.
 - CommittedPrefixStable: what each replica holds below its HW agrees with `committed`.
 - ReplicasAgreeBelowHW: every live member of the committed ISR holds the leader's log below the
   leader's HW (the leader of the committed image, acting in its epoch).
+- HighWatermarkCountsCommittedIsr: a leader moves its HW only over the log ends it knows of
+  every member of the committed ISR (it counts its own pending additions until the metadata
+  ends them).
 - NoAckedLoss: an acks=all acknowledgement names a committed record, and the committed ISR and
   leader hold every acknowledged record (crashes lose nothing the page cache held, so "a majority
   of the ISR survives" always holds here).
@@ -21,7 +24,8 @@ that any replica ever held below its high watermark: what consumers may read.
 - CommittedOffsetsMonotonic: a coordinator never holds a committed offset below one it already
   acknowledged for that group and partition.
 - On a topic with unclean leader election (node_sim.LOSSY_TOPIC) records can be lost by
-  design: only HighWatermarkBelowLogEnd, HighWatermarkMonotonic and OneLeaderPerEpoch apply.
+  design: only HighWatermarkBelowLogEnd, HighWatermarkMonotonic, OneLeaderPerEpoch and
+  HighWatermarkCountsCommittedIsr (a rule within one leader epoch) apply.
 - Convergence (after the heal): within a bound, every partition has its full ISR, every replica
   holds the leader's log with HW = log end, all brokers are unfenced, one controller is active,
   and every group member owns its share.
@@ -85,6 +89,8 @@ class Checker:
         self._verified: dict[tuple[int, int, TopicPartition], tuple[int, int]] = {}
         self._epoch_leader: dict[tuple[TopicPartition, int], int] = {}
         self._hw_seen: dict[tuple[int, int, TopicPartition], tuple[int, int]] = {}
+        # The HW each leader had when this checker first saw it lead an epoch.
+        self._epoch_first_hw: dict[tuple[int, int, TopicPartition], tuple[int, int]] = {}
         self._pending: list[Violation] = []
         self._fingerprints: dict[TopicPartition, Any] = {}
         self._dirty: set[TopicPartition] = set()  # acknowledged since the last turn
@@ -262,6 +268,14 @@ class Checker:
                 raise Violation("HighWatermarkMonotonic", f"{tp} leader {sim_node.node_id} "
                                 f"epoch {p.leader_epoch}: HW {seen[1]} -> {p.high_watermark}")  # fmt: skip
             self._hw_seen[key] = (p.leader_epoch, p.high_watermark)
+            first = self._epoch_first_hw.get(key)
+            if first is None or first[0] != p.leader_epoch:
+                self._epoch_first_hw[key] = (p.leader_epoch, p.high_watermark)
+        if info is not None:
+            by_node = {s.node_id: (s, p) for s, p in hosted}
+            leader = by_node.get(info.leader)
+            if leader is not None and leader[1].leader_epoch == info.leader_epoch:
+                self._check_hw_counts_committed_isr(tp, leader[0], leader[1], info)
         if tp[0] in self.sim.lossy_topics:
             return  # unclean election may cut committed records: only the checks above hold
         # Followers count too: a follower's HW came from a leader's, and it is what the
@@ -301,6 +315,33 @@ class Checker:
                                 f"{info.leader}'s log below its HW {lp.high_watermark} "
                                 f"(committed ISR {list(info.isr)}, leader's "
                                 f"{self._describe(lp)})")  # fmt: skip
+
+    def _check_hw_counts_committed_isr(
+        self, tp: TopicPartition, sim_node: SimNode, lp: Partition, info: Any
+    ) -> None:
+        """HighWatermarkCountsCommittedIsr: the leader moves its HW only over the log ends it
+        knows of every member of the committed ISR. In one leader epoch only this leader adds
+        ISR members, and it counts an addition from the moment it asks for it until the
+        metadata ends the request, so its maximal ISR always covers the committed one. A
+        leader that forgot a committed addition (issue #14 defect 1) breaks this at its next
+        HW move, whether or not the member happens to hold the records already, which
+        ReplicasAgreeBelowHW needs to see a loss."""
+        state = lp.leader_state
+        if state is None:
+            return
+        first = self._epoch_first_hw.get(self._key(sim_node, tp))
+        if first is None or first[0] != lp.leader_epoch or lp.high_watermark <= first[1]:
+            return  # not moved in this epoch as far as seen: inherited, not computed here
+        for member in info.isr:
+            progress = state.followers.get(member)
+            if member == info.leader or progress is None or progress.log_end_offset < 0:
+                continue
+            if lp.high_watermark > progress.log_end_offset:
+                raise Violation("HighWatermarkCountsCommittedIsr", f"{tp}: leader "
+                                f"{info.leader}'s HW {lp.high_watermark} passed ISR member "
+                                f"{member}'s log end {progress.log_end_offset} as it knows it "
+                                f"(committed ISR {list(info.isr)}, its own view "
+                                f"{list(state.isr)}, pending {state.pending})")  # fmt: skip
 
     def replicas_of(self, tp: TopicPartition) -> str:
         out = []

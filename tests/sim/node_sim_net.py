@@ -17,6 +17,8 @@ Faults, all drawn from the simulation's seeded `random.Random`:
   of the code sees are its own retries: producers, AlterPartition, ControllerClient);
 - partitions as a set of blocked directed links (src, dst), checked when a message is sent and
   when it arrives, so one-way, non-transitive and majority/minority splits are all one set;
+- lost answers: the next answer of a given method is dropped after the call was served (the
+  caller cannot tell a committed request from a lost one);
 - slow links: extra delay on some directed links (a congested or asymmetric path), so nodes
   learn the same news at very different times.
 """
@@ -105,6 +107,9 @@ class SimNetwork:
         self.blocked: set[tuple[int, int]] = set()
         self.slow: dict[tuple[int, int], float] = {}  # directed link -> extra delay up to (s)
         self.stats: Counter[str] = Counter()
+        # Method name -> how many of its next answers are lost on the way back: the call was
+        # served (a write may have committed) and the caller only sees its deadline pass.
+        self.answers_to_lose: Counter[str] = Counter()
         # Messages in flight belong to no node: they arrive even if their sender crashed.
         self._context = contextvars.Context()
 
@@ -260,6 +265,11 @@ class SimNetwork:
             self.on_handler_error(f"{owner} {name}", exc)
             error = rpc_error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc).__name__}")
             self._send(dst, src, lambda: _settle(answer, error=error))
+            return
+        method = name.rsplit(".", 1)[-1]
+        if self.answers_to_lose[method] > 0:
+            self.answers_to_lose[method] -= 1
+            self.stats[f"answer lost {method}"] += 1
             return
         data = response.SerializeToString()
         response_type = type(response)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from strom.node.cli_output import format_table
+from strom.node.cli.output import format_table
 
 
 def test_columns_fit_their_widest_cell() -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from strom.node.cli_reassign import (
+from strom.node.cli.reassign import (
     ReassignmentFileError,
     assignment_json,
     parse_broker_list,
@@ -98,7 +98,8 @@ def test_verify_verdicts() -> None:
 
 
 def test_kafka_delete_records_offset_file() -> None:
-    from strom.node.cli import CommandError, parse_delete_records
+    from strom.node.cli.common import CommandError
+    from strom.node.cli.topics import parse_delete_records
 
     document = {"version": 1, "partitions": [{"topic": "t", "partition": 0, "offset": 3},
                                              {"topic": "t", "partition": 1, "offset": -1}]}  # fmt: skip
@@ -118,6 +119,7 @@ def test_topics_describe_shows_moves_and_racks(
     from strom.client.admin import BrokerInfo, PartitionDescription, TopicDescription
     from strom.client.reassignment import PartitionReassignment
     from strom.node import cli
+    from strom.node.cli import topics as cli_topics
 
     topic = TopicDescription(
         "t", "id", (PartitionDescription(0, 1, 0, (2, 3, 4, 1), (1, 2, 3)),), {}
@@ -143,7 +145,7 @@ def test_topics_describe_shows_moves_and_racks(
         def list_partition_reassignments(self) -> dict[object, PartitionReassignment]:
             return {("t", 0): PartitionReassignment((2, 3, 4, 1), (4,), (1,))}
 
-    monkeypatch.setattr(cli, "_admin", lambda args: FakeAdmin())
+    monkeypatch.setattr(cli_topics, "admin_client", lambda args: FakeAdmin())
     assert cli.main(["topics", "describe", "t"]) == 0
     out = capsys.readouterr().out
     assert "Replicas: 2,3,4,1\tIsr: 1,2,3\tAdding Replicas: 4\tRemoving Replicas: 1" in out

@@ -22,9 +22,10 @@ from strom.client.admin import (
 )
 from strom.node import metrics
 from strom.node.admin_http import AdminHttpServer, parse_address, readiness
+from strom.node.cli.cluster import describe_cluster_rows
+from strom.node.cli.node import key_numbers
 from strom.node.config import ConfigError, build_config
 from strom.node.metadata.image import BrokerRegistration, MetadataImage, PartitionInfo, TopicImage
-from strom.node.operator_cli import describe_cluster_rows, key_numbers
 
 ROOT = Path(__file__).resolve().parents[2]
 

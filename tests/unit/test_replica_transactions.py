@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from replica_fixtures import TOPIC_ID, changed, image, manager
 
-from strom.node.broker.service import BrokerServicer, ReplicaServicer
+from strom.node.broker.service import BrokerServicer
 from strom.node.metadata.image import PartitionInfo
 from strom.node.replica.partition import Partition, PartitionError
+from strom.node.replica.service import ReplicaServicer
 from strom.storage.control_records import TxnMarker
 from strom.storage.partition_log import PartitionLog
 from strom.storage.record_batch import Record, encode_batch

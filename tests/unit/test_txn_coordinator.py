@@ -147,3 +147,46 @@ def test_unknown_ids_are_refused() -> None:
         assert unknown.value.code == common_pb2.INVALID_PRODUCER_ID_MAPPING
 
     asyncio.run(scenario())
+
+
+def test_markers_that_cannot_be_written_at_failover_are_retried_not_lost() -> None:
+    """A new coordinator whose leaders are unreachable still takes the partition over; the
+    decided transaction stays PREPARE_COMMIT until `complete_pending` writes its markers."""
+
+    async def scenario() -> None:
+        cluster = Cluster()
+        old = await loaded(cluster)
+        await old.init_producer_id(TID, 60_000, cluster.fresh_id)
+        await old.add_partitions(TID, 100, 0, P)
+        cluster.markers_fail = True
+        with pytest.raises(ConnectionError):
+            await old.end_txn(TID, 100, 0, commit=True)
+        new = await loaded(cluster)  # does not raise: the load itself succeeded
+        assert new.owns(OWN) and new.states[TID].state == TxnState.PREPARE_COMMIT
+        assert await new.complete_pending() == []  # still unreachable
+        cluster.markers_fail = False
+        assert await new.complete_pending() == [TID]
+        assert cluster.markers == [(100, 0, True, P)]
+        assert new.states[TID].state == TxnState.COMPLETE_COMMIT
+
+    asyncio.run(scenario())
+
+
+def test_a_timed_out_transaction_is_decided_even_when_its_markers_must_wait() -> None:
+    async def scenario() -> None:
+        cluster = Cluster()
+        coordinator = await loaded(cluster)
+        await coordinator.init_producer_id(TID, 1_000, cluster.fresh_id)
+        await coordinator.add_partitions(TID, 100, 0, P)
+        cluster.clock += 1_001
+        cluster.markers_fail = True
+        assert await coordinator.abort_expired() == [TID]
+        assert coordinator.states[TID].state == TxnState.PREPARE_ABORT  # decided, persisted
+        with pytest.raises(TxnError) as fenced:  # the late producer is fenced already
+            await coordinator.end_txn(TID, 100, 0, commit=True)
+        assert fenced.value.code == common_pb2.INVALID_PRODUCER_EPOCH
+        cluster.markers_fail = False
+        assert await coordinator.complete_pending() == [TID]
+        assert cluster.markers == [(100, 1, False, P)]
+
+    asyncio.run(scenario())

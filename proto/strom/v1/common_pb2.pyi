@@ -105,6 +105,7 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     BROKER_ID_NOT_REGISTERED: _ErrorCode.ValueType  # 102
     INCONSISTENT_TOPIC_ID: _ErrorCode.ValueType  # 103
     INCONSISTENT_CLUSTER_ID: _ErrorCode.ValueType  # 104
+    TRANSACTIONAL_ID_NOT_FOUND: _ErrorCode.ValueType  # 105
     INELIGIBLE_REPLICA: _ErrorCode.ValueType  # 107
     NEW_LEADER_ELECTED: _ErrorCode.ValueType  # 108
     FENCED_MEMBER_EPOCH: _ErrorCode.ValueType  # 110
@@ -190,6 +191,7 @@ DUPLICATE_BROKER_REGISTRATION: ErrorCode.ValueType  # 101
 BROKER_ID_NOT_REGISTERED: ErrorCode.ValueType  # 102
 INCONSISTENT_TOPIC_ID: ErrorCode.ValueType  # 103
 INCONSISTENT_CLUSTER_ID: ErrorCode.ValueType  # 104
+TRANSACTIONAL_ID_NOT_FOUND: ErrorCode.ValueType  # 105
 INELIGIBLE_REPLICA: ErrorCode.ValueType  # 107
 NEW_LEADER_ELECTED: ErrorCode.ValueType  # 108
 FENCED_MEMBER_EPOCH: ErrorCode.ValueType  # 110

@@ -13,6 +13,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from strom.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -25,21 +26,42 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _CoordinatorType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CoordinatorTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CoordinatorType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GROUP: _CoordinatorType.ValueType  # 0
+    TRANSACTION: _CoordinatorType.ValueType  # 1
+
+class CoordinatorType(_CoordinatorType, metaclass=_CoordinatorTypeEnumTypeWrapper):
+    """Kafka's FindCoordinator key types: a group's coordinator leads its __consumer_offsets
+    partition, a transactional id's leads its __transaction_state partition.
+    """
+
+GROUP: CoordinatorType.ValueType  # 0
+TRANSACTION: CoordinatorType.ValueType  # 1
+Global___CoordinatorType: _TypeAlias = CoordinatorType  # noqa: Y015
+
 @_typing.final
 class FindCoordinatorRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
+    KEY_TYPE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    """the group id"""
+    """the group id, or the transactional id with key_type TRANSACTION"""
+    key_type: Global___CoordinatorType.ValueType
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
+        key_type: Global___CoordinatorType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "key_type", b"key_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

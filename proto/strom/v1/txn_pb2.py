@@ -22,19 +22,58 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from strom.v1 import common_pb2 as strom_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12strom/v1/txn.proto\x12\x08strom.v1\"\'\n\x0bTxnStateKey\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\"5\n\x11TxnTopicPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"\xba\x01\n\rTxnStateValue\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x05\x12\r\n\x05state\x18\x04 \x01(\x05\x12/\n\npartitions\x18\x05 \x03(\x0b\x32\x1b.strom.v1.TxnTopicPartition\x12\x10\n\x08start_ms\x18\x06 \x01(\x03\x12\x16\n\x0elast_update_ms\x18\x07 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12strom/v1/txn.proto\x12\x08strom.v1\x1a\x15strom/v1/common.proto\"\'\n\x0bTxnStateKey\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\"5\n\x11TxnTopicPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"\xba\x01\n\rTxnStateValue\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\x12\x12\n\ntimeout_ms\x18\x03 \x01(\x05\x12\r\n\x05state\x18\x04 \x01(\x05\x12/\n\npartitions\x18\x05 \x03(\x0b\x32\x1b.strom.v1.TxnTopicPartition\x12\x10\n\x08start_ms\x18\x06 \x01(\x03\x12\x16\n\x0elast_update_ms\x18\x07 \x01(\x03\"T\n\x18TxnInitProducerIdRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x1e\n\x16transaction_timeout_ms\x18\x02 \x01(\x05\"\x88\x01\n\x19TxnInitProducerIdResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05\"\x93\x01\n\x19\x41\x64\x64PartitionsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12/\n\npartitions\x18\x04 \x03(\x0b\x32\x1b.strom.v1.TxnTopicPartition\"q\n\x16\x41\x64\x64OffsetsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x10\n\x08group_id\x18\x04 \x01(\t\"f\n\rEndTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x08\"M\n\x0bTxnResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\"O\n\x18TxnOffsetCommitPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x10\n\x08metadata\x18\x03 \x01(\t\"\\\n\x14TxnOffsetCommitTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\npartitions\x18\x02 \x03(\x0b\x32\".strom.v1.TxnOffsetCommitPartition\"\xcb\x01\n\x16TxnOffsetCommitRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05\x12\x11\n\tmember_id\x18\x05 \x01(\t\x12\x15\n\rgeneration_id\x18\x06 \x01(\x05\x12.\n\x06topics\x18\x07 \x03(\x0b\x32\x1e.strom.v1.TxnOffsetCommitTopic\"s\n\x1eTxnOffsetCommitPartitionResult\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\"h\n\x1aTxnOffsetCommitTopicResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12<\n\npartitions\x18\x02 \x03(\x0b\x32(.strom.v1.TxnOffsetCommitPartitionResult\"\x8f\x01\n\x17TxnOffsetCommitResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x34\n\x06topics\x18\x03 \x03(\x0b\x32$.strom.v1.TxnOffsetCommitTopicResult\")\n\x17ListTransactionsRequest\x12\x0e\n\x06states\x18\x01 \x03(\t\"Q\n\x11ListedTransaction\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\r\n\x05state\x18\x03 \x01(\t\"v\n\x18ListTransactionsResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x31\n\x0ctransactions\x18\x02 \x03(\x0b\x32\x1b.strom.v1.ListedTransaction\"8\n\x1b\x44\x65scribeTransactionsRequest\x12\x19\n\x11transactional_ids\x18\x01 \x03(\t\"\x9d\x02\n\x16TransactionDescription\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x13\n\x0bproducer_id\x18\x05 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x06 \x01(\x05\x12\x12\n\ntimeout_ms\x18\x07 \x01(\x05\x12\x10\n\x08start_ms\x18\x08 \x01(\x03\x12/\n\npartitions\x18\t \x03(\x0b\x32\x1b.strom.v1.TxnTopicPartition\x12\x16\n\x0e\x63oordinator_id\x18\n \x01(\x05\"V\n\x1c\x44\x65scribeTransactionsResponse\x12\x36\n\x0ctransactions\x18\x01 \x03(\x0b\x32 .strom.v1.TransactionDescription2\xda\x04\n\x0bTransaction\x12Y\n\x0eInitProducerId\x12\".strom.v1.TxnInitProducerIdRequest\x1a#.strom.v1.TxnInitProducerIdResponse\x12P\n\x12\x41\x64\x64PartitionsToTxn\x12#.strom.v1.AddPartitionsToTxnRequest\x1a\x15.strom.v1.TxnResponse\x12J\n\x0f\x41\x64\x64OffsetsToTxn\x12 .strom.v1.AddOffsetsToTxnRequest\x1a\x15.strom.v1.TxnResponse\x12\x38\n\x06\x45ndTxn\x12\x17.strom.v1.EndTxnRequest\x1a\x15.strom.v1.TxnResponse\x12V\n\x0fTxnOffsetCommit\x12 .strom.v1.TxnOffsetCommitRequest\x1a!.strom.v1.TxnOffsetCommitResponse\x12Y\n\x10ListTransactions\x12!.strom.v1.ListTransactionsRequest\x1a\".strom.v1.ListTransactionsResponse\x12\x65\n\x14\x44\x65scribeTransactions\x12%.strom.v1.DescribeTransactionsRequest\x1a&.strom.v1.DescribeTransactionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'strom.v1.txn_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TXNSTATEKEY']._serialized_start=32
-  _globals['_TXNSTATEKEY']._serialized_end=71
-  _globals['_TXNTOPICPARTITION']._serialized_start=73
-  _globals['_TXNTOPICPARTITION']._serialized_end=126
-  _globals['_TXNSTATEVALUE']._serialized_start=129
-  _globals['_TXNSTATEVALUE']._serialized_end=315
+  _globals['_TXNSTATEKEY']._serialized_start=55
+  _globals['_TXNSTATEKEY']._serialized_end=94
+  _globals['_TXNTOPICPARTITION']._serialized_start=96
+  _globals['_TXNTOPICPARTITION']._serialized_end=149
+  _globals['_TXNSTATEVALUE']._serialized_start=152
+  _globals['_TXNSTATEVALUE']._serialized_end=338
+  _globals['_TXNINITPRODUCERIDREQUEST']._serialized_start=340
+  _globals['_TXNINITPRODUCERIDREQUEST']._serialized_end=424
+  _globals['_TXNINITPRODUCERIDRESPONSE']._serialized_start=427
+  _globals['_TXNINITPRODUCERIDRESPONSE']._serialized_end=563
+  _globals['_ADDPARTITIONSTOTXNREQUEST']._serialized_start=566
+  _globals['_ADDPARTITIONSTOTXNREQUEST']._serialized_end=713
+  _globals['_ADDOFFSETSTOTXNREQUEST']._serialized_start=715
+  _globals['_ADDOFFSETSTOTXNREQUEST']._serialized_end=828
+  _globals['_ENDTXNREQUEST']._serialized_start=830
+  _globals['_ENDTXNREQUEST']._serialized_end=932
+  _globals['_TXNRESPONSE']._serialized_start=934
+  _globals['_TXNRESPONSE']._serialized_end=1011
+  _globals['_TXNOFFSETCOMMITPARTITION']._serialized_start=1013
+  _globals['_TXNOFFSETCOMMITPARTITION']._serialized_end=1092
+  _globals['_TXNOFFSETCOMMITTOPIC']._serialized_start=1094
+  _globals['_TXNOFFSETCOMMITTOPIC']._serialized_end=1186
+  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_start=1189
+  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_end=1392
+  _globals['_TXNOFFSETCOMMITPARTITIONRESULT']._serialized_start=1394
+  _globals['_TXNOFFSETCOMMITPARTITIONRESULT']._serialized_end=1509
+  _globals['_TXNOFFSETCOMMITTOPICRESULT']._serialized_start=1511
+  _globals['_TXNOFFSETCOMMITTOPICRESULT']._serialized_end=1615
+  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_start=1618
+  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_end=1761
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1763
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1804
+  _globals['_LISTEDTRANSACTION']._serialized_start=1806
+  _globals['_LISTEDTRANSACTION']._serialized_end=1887
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1889
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=2007
+  _globals['_DESCRIBETRANSACTIONSREQUEST']._serialized_start=2009
+  _globals['_DESCRIBETRANSACTIONSREQUEST']._serialized_end=2065
+  _globals['_TRANSACTIONDESCRIPTION']._serialized_start=2068
+  _globals['_TRANSACTIONDESCRIPTION']._serialized_end=2353
+  _globals['_DESCRIBETRANSACTIONSRESPONSE']._serialized_start=2355
+  _globals['_DESCRIBETRANSACTIONSRESPONSE']._serialized_end=2441
+  _globals['_TRANSACTION']._serialized_start=2444
+  _globals['_TRANSACTION']._serialized_end=3046
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from strom.v1 import txn_pb2 as strom_dot_v1_dot_txn__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,345 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class TransactionStub:
+    """---- the Transaction service (KIP-98, KIP-447): served by every broker; each request goes
+    to the transactional id's coordinator (FindCoordinator with key_type TRANSACTION), except
+    TxnOffsetCommit, which goes to the group's coordinator. Errors are Kafka's codes.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.InitProducerId = channel.unary_unary(
+                '/strom.v1.Transaction/InitProducerId',
+                request_serializer=strom_dot_v1_dot_txn__pb2.TxnInitProducerIdRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_txn__pb2.TxnInitProducerIdResponse.FromString,
+                _registered_method=True)
+        self.AddPartitionsToTxn = channel.unary_unary(
+                '/strom.v1.Transaction/AddPartitionsToTxn',
+                request_serializer=strom_dot_v1_dot_txn__pb2.AddPartitionsToTxnRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_txn__pb2.TxnResponse.FromString,
+                _registered_method=True)
+        self.AddOffsetsToTxn = channel.unary_unary(
+                '/strom.v1.Transaction/AddOffsetsToTxn',
+                request_serializer=strom_dot_v1_dot_txn__pb2.AddOffsetsToTxnRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_txn__pb2.TxnResponse.FromString,
+                _registered_method=True)
+        self.EndTxn = channel.unary_unary(
+                '/strom.v1.Transaction/EndTxn',
+                request_serializer=strom_dot_v1_dot_txn__pb2.EndTxnRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_txn__pb2.TxnResponse.FromString,
+                _registered_method=True)
+        self.TxnOffsetCommit = channel.unary_unary(
+                '/strom.v1.Transaction/TxnOffsetCommit',
+                request_serializer=strom_dot_v1_dot_txn__pb2.TxnOffsetCommitRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_txn__pb2.TxnOffsetCommitResponse.FromString,
+                _registered_method=True)
+        self.ListTransactions = channel.unary_unary(
+                '/strom.v1.Transaction/ListTransactions',
+                request_serializer=strom_dot_v1_dot_txn__pb2.ListTransactionsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_txn__pb2.ListTransactionsResponse.FromString,
+                _registered_method=True)
+        self.DescribeTransactions = channel.unary_unary(
+                '/strom.v1.Transaction/DescribeTransactions',
+                request_serializer=strom_dot_v1_dot_txn__pb2.DescribeTransactionsRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_txn__pb2.DescribeTransactionsResponse.FromString,
+                _registered_method=True)
+
+
+class TransactionServicer:
+    """---- the Transaction service (KIP-98, KIP-447): served by every broker; each request goes
+    to the transactional id's coordinator (FindCoordinator with key_type TRANSACTION), except
+    TxnOffsetCommit, which goes to the group's coordinator. Errors are Kafka's codes.
+
+    """
+
+    def InitProducerId(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddPartitionsToTxn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddOffsetsToTxn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndTxn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TxnOffsetCommit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransactions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeTransactions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TransactionServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'InitProducerId': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitProducerId,
+                    request_deserializer=strom_dot_v1_dot_txn__pb2.TxnInitProducerIdRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_txn__pb2.TxnInitProducerIdResponse.SerializeToString,
+            ),
+            'AddPartitionsToTxn': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPartitionsToTxn,
+                    request_deserializer=strom_dot_v1_dot_txn__pb2.AddPartitionsToTxnRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_txn__pb2.TxnResponse.SerializeToString,
+            ),
+            'AddOffsetsToTxn': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddOffsetsToTxn,
+                    request_deserializer=strom_dot_v1_dot_txn__pb2.AddOffsetsToTxnRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_txn__pb2.TxnResponse.SerializeToString,
+            ),
+            'EndTxn': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndTxn,
+                    request_deserializer=strom_dot_v1_dot_txn__pb2.EndTxnRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_txn__pb2.TxnResponse.SerializeToString,
+            ),
+            'TxnOffsetCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.TxnOffsetCommit,
+                    request_deserializer=strom_dot_v1_dot_txn__pb2.TxnOffsetCommitRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_txn__pb2.TxnOffsetCommitResponse.SerializeToString,
+            ),
+            'ListTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransactions,
+                    request_deserializer=strom_dot_v1_dot_txn__pb2.ListTransactionsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_txn__pb2.ListTransactionsResponse.SerializeToString,
+            ),
+            'DescribeTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeTransactions,
+                    request_deserializer=strom_dot_v1_dot_txn__pb2.DescribeTransactionsRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_txn__pb2.DescribeTransactionsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'strom.v1.Transaction', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('strom.v1.Transaction', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Transaction:
+    """---- the Transaction service (KIP-98, KIP-447): served by every broker; each request goes
+    to the transactional id's coordinator (FindCoordinator with key_type TRANSACTION), except
+    TxnOffsetCommit, which goes to the group's coordinator. Errors are Kafka's codes.
+
+    """
+
+    @staticmethod
+    def InitProducerId(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Transaction/InitProducerId',
+            strom_dot_v1_dot_txn__pb2.TxnInitProducerIdRequest.SerializeToString,
+            strom_dot_v1_dot_txn__pb2.TxnInitProducerIdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPartitionsToTxn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Transaction/AddPartitionsToTxn',
+            strom_dot_v1_dot_txn__pb2.AddPartitionsToTxnRequest.SerializeToString,
+            strom_dot_v1_dot_txn__pb2.TxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddOffsetsToTxn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Transaction/AddOffsetsToTxn',
+            strom_dot_v1_dot_txn__pb2.AddOffsetsToTxnRequest.SerializeToString,
+            strom_dot_v1_dot_txn__pb2.TxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndTxn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Transaction/EndTxn',
+            strom_dot_v1_dot_txn__pb2.EndTxnRequest.SerializeToString,
+            strom_dot_v1_dot_txn__pb2.TxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TxnOffsetCommit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Transaction/TxnOffsetCommit',
+            strom_dot_v1_dot_txn__pb2.TxnOffsetCommitRequest.SerializeToString,
+            strom_dot_v1_dot_txn__pb2.TxnOffsetCommitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Transaction/ListTransactions',
+            strom_dot_v1_dot_txn__pb2.ListTransactionsRequest.SerializeToString,
+            strom_dot_v1_dot_txn__pb2.ListTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strom.v1.Transaction/DescribeTransactions',
+            strom_dot_v1_dot_txn__pb2.DescribeTransactionsRequest.SerializeToString,
+            strom_dot_v1_dot_txn__pb2.DescribeTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -7,9 +7,16 @@ transactional id, the latest wins (compacted), a tombstone (no value) when the i
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from strom.v1 import txn_pb2 as _txn_pb2
 import abc as _abc_1
 import grpc as _grpc
+import sys
 import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import Self as _Self
+else:
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -20,3 +27,94 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ig
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
+
+class TransactionStub:
+    """---- the Transaction service (KIP-98, KIP-447): served by every broker; each request goes
+    to the transactional id's coordinator (FindCoordinator with key_type TRANSACTION), except
+    TxnOffsetCommit, which goes to the group's coordinator. Errors are Kafka's codes.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> TransactionAsyncStub: ...
+    InitProducerId: _grpc.UnaryUnaryMultiCallable[_txn_pb2.TxnInitProducerIdRequest, _txn_pb2.TxnInitProducerIdResponse]
+    AddPartitionsToTxn: _grpc.UnaryUnaryMultiCallable[_txn_pb2.AddPartitionsToTxnRequest, _txn_pb2.TxnResponse]
+    AddOffsetsToTxn: _grpc.UnaryUnaryMultiCallable[_txn_pb2.AddOffsetsToTxnRequest, _txn_pb2.TxnResponse]
+    EndTxn: _grpc.UnaryUnaryMultiCallable[_txn_pb2.EndTxnRequest, _txn_pb2.TxnResponse]
+    TxnOffsetCommit: _grpc.UnaryUnaryMultiCallable[_txn_pb2.TxnOffsetCommitRequest, _txn_pb2.TxnOffsetCommitResponse]
+    ListTransactions: _grpc.UnaryUnaryMultiCallable[_txn_pb2.ListTransactionsRequest, _txn_pb2.ListTransactionsResponse]
+    DescribeTransactions: _grpc.UnaryUnaryMultiCallable[_txn_pb2.DescribeTransactionsRequest, _txn_pb2.DescribeTransactionsResponse]
+
+@_typing.type_check_only
+class TransactionAsyncStub(TransactionStub):
+    """---- the Transaction service (KIP-98, KIP-447): served by every broker; each request goes
+    to the transactional id's coordinator (FindCoordinator with key_type TRANSACTION), except
+    TxnOffsetCommit, which goes to the group's coordinator. Errors are Kafka's codes.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    InitProducerId: _aio.UnaryUnaryMultiCallable[_txn_pb2.TxnInitProducerIdRequest, _txn_pb2.TxnInitProducerIdResponse]  # type: ignore[assignment]
+    AddPartitionsToTxn: _aio.UnaryUnaryMultiCallable[_txn_pb2.AddPartitionsToTxnRequest, _txn_pb2.TxnResponse]  # type: ignore[assignment]
+    AddOffsetsToTxn: _aio.UnaryUnaryMultiCallable[_txn_pb2.AddOffsetsToTxnRequest, _txn_pb2.TxnResponse]  # type: ignore[assignment]
+    EndTxn: _aio.UnaryUnaryMultiCallable[_txn_pb2.EndTxnRequest, _txn_pb2.TxnResponse]  # type: ignore[assignment]
+    TxnOffsetCommit: _aio.UnaryUnaryMultiCallable[_txn_pb2.TxnOffsetCommitRequest, _txn_pb2.TxnOffsetCommitResponse]  # type: ignore[assignment]
+    ListTransactions: _aio.UnaryUnaryMultiCallable[_txn_pb2.ListTransactionsRequest, _txn_pb2.ListTransactionsResponse]  # type: ignore[assignment]
+    DescribeTransactions: _aio.UnaryUnaryMultiCallable[_txn_pb2.DescribeTransactionsRequest, _txn_pb2.DescribeTransactionsResponse]  # type: ignore[assignment]
+
+class TransactionServicer(metaclass=_abc_1.ABCMeta):
+    """---- the Transaction service (KIP-98, KIP-447): served by every broker; each request goes
+    to the transactional id's coordinator (FindCoordinator with key_type TRANSACTION), except
+    TxnOffsetCommit, which goes to the group's coordinator. Errors are Kafka's codes.
+    """
+
+    @_abc_1.abstractmethod
+    def InitProducerId(
+        self,
+        request: _txn_pb2.TxnInitProducerIdRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_txn_pb2.TxnInitProducerIdResponse, _abc.Awaitable[_txn_pb2.TxnInitProducerIdResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AddPartitionsToTxn(
+        self,
+        request: _txn_pb2.AddPartitionsToTxnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_txn_pb2.TxnResponse, _abc.Awaitable[_txn_pb2.TxnResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AddOffsetsToTxn(
+        self,
+        request: _txn_pb2.AddOffsetsToTxnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_txn_pb2.TxnResponse, _abc.Awaitable[_txn_pb2.TxnResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def EndTxn(
+        self,
+        request: _txn_pb2.EndTxnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_txn_pb2.TxnResponse, _abc.Awaitable[_txn_pb2.TxnResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def TxnOffsetCommit(
+        self,
+        request: _txn_pb2.TxnOffsetCommitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_txn_pb2.TxnOffsetCommitResponse, _abc.Awaitable[_txn_pb2.TxnOffsetCommitResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListTransactions(
+        self,
+        request: _txn_pb2.ListTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_txn_pb2.ListTransactionsResponse, _abc.Awaitable[_txn_pb2.ListTransactionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DescribeTransactions(
+        self,
+        request: _txn_pb2.DescribeTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_txn_pb2.DescribeTransactionsResponse, _abc.Awaitable[_txn_pb2.DescribeTransactionsResponse]]: ...
+
+def add_TransactionServicer_to_server(servicer: TransactionServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

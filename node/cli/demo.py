@@ -19,14 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from strom.client.admin import AsyncAdmin, NewTopic
 from strom.client.consumer import AsyncConsumer
 from strom.client.producer import AsyncProducer
-from strom.node.local_cluster import PORT_STRIDE, LocalCluster
+from strom.node.cli.cluster import wait_until_healthy
+from strom.node.local_cluster import LocalCluster, free_base_port
 
 WAIT_S = 60
 DEMO_OVERRIDES = {
@@ -36,22 +37,6 @@ DEMO_OVERRIDES = {
     "group.consumer.session.timeout.ms": "6000",
     "offsets.topic.num.partitions": "10",
 }
-
-
-def _free_base_port(nodes: int) -> int:
-    for base in range(19092, 60000, 1000):
-        if all(_free(base + i * PORT_STRIDE + d) for i in range(nodes) for d in (0, 1, 3)):
-            return base
-    raise RuntimeError("no free ports for the demo cluster")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def table(headers: list[str], rows: Sequence[Sequence[object]]) -> str:
@@ -230,9 +215,7 @@ async def walkthrough(bootstrap: str) -> None:
     await order_events(demo)
 
 
-def main(args: argparse.Namespace) -> int:
-    from strom.node.cli import wait_until_healthy
-
+def _run_demo(args: argparse.Namespace) -> int:
     if args.bootstrap_server:
         print(f"Running the walkthrough against {args.bootstrap_server}\n")
         asyncio.run(walkthrough(args.bootstrap_server))
@@ -242,7 +225,7 @@ def main(args: argparse.Namespace) -> int:
     if cluster.exists():
         cluster.down()
         shutil.rmtree(data_dir)
-    cluster.create(3, _free_base_port(3), DEMO_OVERRIDES)
+    cluster.create(3, free_base_port(3), DEMO_OVERRIDES)
     print(f"Starting a local three-node cluster in {data_dir} ...")
     cluster.up()
     try:
@@ -254,3 +237,13 @@ def main(args: argparse.Namespace) -> int:
         cluster.down()
         print("\nCluster stopped.")
     return 0
+
+
+def add_commands(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="run the seed document's walkthrough as tables")
+    demo.add_argument("--data-dir", default=".strom/demo")
+    demo.add_argument(
+        "--bootstrap-server",
+        help="run the walkthrough against this running cluster instead of starting one",
+    )
+    demo.set_defaults(handler=_run_demo)

@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from strom.node import reassign_plan
+from strom.node.cli.common import CommandError, admin_client, client_arguments
 
 TopicPartition = tuple[str, int]
 Assignment = dict[TopicPartition, tuple[int, ...]]
 
 
-class ReassignmentFileError(Exception):
+class ReassignmentFileError(CommandError):
     """A reassignment or topics file the command cannot use, or a plan that cannot be made,
     or moves that did not finish in time; the message says why."""
 
@@ -364,12 +365,10 @@ def _rebalance(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> in
     return 0
 
 
-def add_commands(sub: Any, client: Callable[[argparse.ArgumentParser], Any]) -> None:
-    from strom.node.cli import _admin
-
+def add_commands(sub: Any) -> None:
     partitions = sub.add_parser("partitions", help="move partitions between brokers")
     partitions_sub = partitions.add_subparsers(dest="action", required=True)
-    reassign = client(
+    reassign = client_arguments(
         partitions_sub.add_parser(
             "reassign", help="Kafka's kafka-reassign-partitions: generate, execute, verify, cancel"
         )
@@ -383,12 +382,12 @@ def add_commands(sub: Any, client: Callable[[argparse.ArgumentParser], Any]) -> 
     reassign.add_argument("--reassignment-json-file", metavar="FILE")
     reassign.add_argument("--topics-to-move-json-file", metavar="FILE")
     reassign.add_argument("--broker-list", metavar="IDS", help="e.g. 2,3,4 (with --generate)")
-    reassign.set_defaults(handler=lambda args: _reassign(args, lambda: _admin(args)))
+    reassign.set_defaults(handler=lambda args: _reassign(args, lambda: admin_client(args)))
 
     brokers = sub.add_parser("brokers", help="retire brokers").add_subparsers(
         dest="action", required=True
     )
-    decommission = client(
+    decommission = client_arguments(
         brokers.add_parser(
             "decommission",
             help="move every replica off a broker, then unregister it once it is stopped",
@@ -398,21 +397,17 @@ def add_commands(sub: Any, client: Callable[[argparse.ArgumentParser], Any]) -> 
     decommission.add_argument("--dry-run", action="store_true", help="print the plan only")
     decommission.add_argument("--timeout-s", type=float, default=600.0,
                               help="how long to wait for the moves (they go on after it)")  # fmt: skip
-    decommission.set_defaults(handler=lambda args: _decommission(args, lambda: _admin(args)))
-    unregister = client(
+    decommission.set_defaults(handler=lambda args: _decommission(args, lambda: admin_client(args)))
+    unregister = client_arguments(
         brokers.add_parser("unregister", help="remove a stopped broker that hosts nothing")
     )
     unregister.add_argument("broker", type=int)
-    unregister.set_defaults(handler=lambda args: _unregister(args, lambda: _admin(args)))
+    unregister.set_defaults(handler=lambda args: _unregister(args, lambda: admin_client(args)))
 
 
-def add_rebalance_command(
-    cluster_sub: Any, client: Callable[[argparse.ArgumentParser], Any]
-) -> None:
+def add_rebalance_command(cluster_sub: Any) -> None:
     """`strom cluster rebalance`, beside the local-cluster commands."""
-    from strom.node.cli import _admin
-
-    rebalance = client(
+    rebalance = client_arguments(
         cluster_sub.add_parser(
             "rebalance", help="even out replicas and preferred leaders across the active brokers"
         )
@@ -420,4 +415,4 @@ def add_rebalance_command(
     rebalance.add_argument("--dry-run", action="store_true", help="print the plan only")
     rebalance.add_argument("--timeout-s", type=float, default=600.0,
                            help="how long to wait for the moves (they go on after it)")  # fmt: skip
-    rebalance.set_defaults(handler=lambda args: _rebalance(args, lambda: _admin(args)))
+    rebalance.set_defaults(handler=lambda args: _rebalance(args, lambda: admin_client(args)))

@@ -28,7 +28,14 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
+from strom.client.admin import Admin, NewTopic
+from strom.client.consumer import AsyncConsumer, Consumer
 from strom.client.errors import StromError
+from strom.client.producer import AsyncProducer, Producer
+from strom.client.records import TopicPartition
+from strom.node.cli import produce_consume
+from strom.node.cli.common import client_arguments, client_options, key_values
+from strom.v1 import common_pb2
 
 REPORT_INTERVAL_S = 5.0
 LATENCY_SAMPLES_MAX = 500_000  # Kafka's perf tool keeps at most this many latency samples
@@ -216,8 +223,6 @@ def run_produce(
                 progress(line)
 
     if api == "sync":
-        from strom.client.producer import Producer
-
         clock = time.perf_counter
         with Producer(bootstrap, **options) as producer:
             started = stats.started = stats.window_started = clock()
@@ -253,8 +258,6 @@ async def _produce_async(
     acks: AckCounter,
     every_thousand: Callable[[], None],
 ) -> float:
-    from strom.client.producer import AsyncProducer
-
     clock = time.perf_counter
     async with AsyncProducer(bootstrap, **options) as producer:
         started = stats.started = stats.window_started = clock()
@@ -317,9 +320,6 @@ def run_consume(
 ) -> ConsumeSummary:  # fmt: skip
     """Consume `messages` records (or until `timeout_ms` without any). With a group, joining it
     is the rebalance time; without, every partition is assigned from the beginning."""
-    from strom.client.consumer import Consumer
-    from strom.client.records import TopicPartition
-
     started_wall = time.time()
     started = time.perf_counter()
     consumed = 0
@@ -391,10 +391,6 @@ def run_end_to_end(
     process measures send → poll latency. The consumer is positioned at the end first, so only
     this run's records count. `api` "async": producer and consumer share one event loop (the
     SDK's asyncio core); "sync": the thread-safe facades, a sending thread and a polling one."""
-    from strom.client.consumer import Consumer
-    from strom.client.producer import Producer
-    from strom.client.records import TopicPartition
-
     if record_size < _SENT_AT.size:
         raise ValueError(f"--record-size must be at least {_SENT_AT.size} bytes")
     filler = payload(record_size - _SENT_AT.size)
@@ -466,10 +462,6 @@ async def _end_to_end_async(
     connection: dict[str, Any],
     stats: LatencyStats,
 ) -> tuple[float, int]:
-    from strom.client.consumer import AsyncConsumer
-    from strom.client.producer import AsyncProducer
-    from strom.client.records import TopicPartition
-
     clock = time.perf_counter
     async with (
         AsyncProducer(bootstrap, **producer_options) as producer,
@@ -528,9 +520,6 @@ def _ensure_topic(
     bootstrap: str, topic: str, partitions: int, replication: int, connection: dict[str, Any]
 ) -> None:
     """Create the topic if it does not exist (a perf run against a fresh cluster)."""
-    from strom.client.admin import Admin, NewTopic
-    from strom.v1 import common_pb2
-
     with Admin(bootstrap, **connection) as admin:
         try:
             admin.create_topics([NewTopic(topic, partitions, replication)])
@@ -539,27 +528,24 @@ def _ensure_topic(
                 raise
 
 
-def _partitions(bootstrap: str, topic: str, connection: dict[str, Any]) -> list[int]:
-    from strom.client.admin import Admin
+def _producer_props(items: Sequence[str] | None) -> dict[str, Any]:
+    """`--producer-props` items (key=value, Kafka's names) as SDK options: the console
+    producer's parser, so both commands accept and refuse the same properties."""
+    return produce_consume.producer_options(key_values(items, "--producer-props"))
 
+
+def _partitions(bootstrap: str, topic: str, connection: dict[str, Any]) -> list[int]:
     with Admin(bootstrap, **connection) as admin:
         (description,) = admin.describe_topics([topic])
         return sorted(p.partition for p in description.partitions)
 
 
-def add_commands(
-    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
-    client: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
-    producer_options: Callable[[Sequence[str] | None], dict[str, Any]],
-    connection_options: Callable[[argparse.Namespace], dict[str, Any]],
-) -> None:
-    """`producer_options`: `--producer-props` items (key=value, Kafka names) to SDK options;
-    the CLI's own parser, so both commands accept and refuse the same properties."""
+def add_commands(sub: Any) -> None:
     perf = sub.add_parser("perf", help="load tests: produce, consume, end-to-end latency")
     perf_sub = perf.add_subparsers(dest="action", required=True)
 
     def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        client(p)
+        client_arguments(p)
         p.add_argument("--topic", required=True)
         p.add_argument(
             "--create-topic",
@@ -599,18 +585,12 @@ def add_commands(
         help="producer and consumer on one asyncio loop, or the thread-safe facades",
     )
 
-    def handler(args: argparse.Namespace) -> int:
-        return _run(args, producer_options, connection_options(args))
-
     for p in (produce, consume, e2e):
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=_run)
 
 
-def _run(
-    args: argparse.Namespace,
-    producer_options: Callable[[Sequence[str] | None], dict[str, Any]],
-    connection: dict[str, Any],
-) -> int:
+def _run(args: argparse.Namespace) -> int:
+    connection = client_options(args)
     if args.create_topic:
         parts, _, rf = args.create_topic.partition(":")
         _ensure_topic(args.bootstrap_server, args.topic, int(parts), int(rf or 1), connection)
@@ -628,7 +608,7 @@ def _run(
                 print(consumed.line())
             return 0
         options = {
-            "acks": args.acks, **producer_options(args.producer_props), **connection
+            "acks": args.acks, **_producer_props(args.producer_props), **connection
         }  # fmt: skip
         if args.action == "produce":
 

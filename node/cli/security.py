@@ -1,8 +1,7 @@
 """`strom users ...` and `strom acls ...`, with Kafka's kafka-configs / kafka-acls flags as the
-model, and the credentials every client command sends.
+model, and `strom certs create`, throwaway TLS certificates for a cluster.
 
-Credentials of the CLI itself come from the environment: STROM_SASL_USERNAME and
-STROM_SASL_PASSWORD (and STROM_SASL_MECHANISM, default PLAIN). A new user's password is read
+The CLI's own credentials are in common.py. A new user's password is read
 from stdin (`--password-stdin`) or a terminal prompt (`--password-prompt`), never from argv,
 where `ps` and shell history would show it.
 
@@ -19,44 +18,22 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-USERNAME_ENV = "STROM_SASL_USERNAME"
-PASSWORD_ENV = "STROM_SASL_PASSWORD"
-MECHANISM_ENV = "STROM_SASL_MECHANISM"
-
-
-class SecurityCommandError(Exception):
-    """A user-facing failure of a users/acls command."""
-
-
-def client_credentials() -> dict[str, Any]:
-    """SDK options for the CLI's own SASL login, from the environment; {} when not set."""
-    username = os.environ.get(USERNAME_ENV)
-    if not username:
-        return {}
-    return {
-        "sasl_username": username,
-        "sasl_password": os.environ.get(PASSWORD_ENV, ""),
-        "sasl_mechanism": os.environ.get(MECHANISM_ENV, "PLAIN"),
-    }
-
-
-def _admin(args: argparse.Namespace) -> Any:
-    from strom.client.admin import Admin
-    from strom.node.cli import (  # --command-config, then the environment
-        CLI_BOOTSTRAP_TIMEOUT_MS,
-        connection_options,
-    )
-
-    return Admin(
-        args.bootstrap_server,
-        bootstrap_timeout_ms=CLI_BOOTSTRAP_TIMEOUT_MS,
-        **connection_options(args),
-    )
+from strom.client.acl import (
+    CLUSTER_NAME,
+    AclBinding,
+    AclBindingFilter,
+    Operation,
+    PatternType,
+    Permission,
+    ResourceType,
+)
+from strom.node.certs import CLIENT_PROPERTIES, write_cluster_certs
+from strom.node.cli.common import CommandError, Handler, admin_client, client_arguments
+from strom.node.cli.output import print_json
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -65,38 +42,36 @@ def _read_password(args: argparse.Namespace) -> str:
     else:
         password = getpass.getpass(f"Password for {args.name}: ")
         if getpass.getpass("Again: ") != password:
-            raise SecurityCommandError("the passwords differ")
+            raise CommandError("the passwords differ")
     if not password:
-        raise SecurityCommandError("the password is empty")
+        raise CommandError("the password is empty")
     return password
 
 
 def _users_create(args: argparse.Namespace) -> int:
     if not (args.password_stdin or args.password_prompt):
-        raise SecurityCommandError(
+        raise CommandError(
             "give the password with --password-stdin or --password-prompt (never as an argument)"
         )
     password = _read_password(args)
-    with _admin(args) as admin:
+    with admin_client(args) as admin:
         admin.create_user(args.name, password)
     print(f"Created (or updated) user {args.name}.")
     return 0
 
 
 def _users_delete(args: argparse.Namespace) -> int:
-    with _admin(args) as admin:
+    with admin_client(args) as admin:
         admin.delete_user(args.name)
     print(f"Deleted user {args.name}.")
     return 0
 
 
 def _users_list(args: argparse.Namespace) -> int:
-    with _admin(args) as admin:
+    with admin_client(args) as admin:
         users = admin.describe_users()
     if args.output == "json":
-        from strom.node.cli import _print_json
-
-        _print_json([{"name": u.name, "mechanism": u.mechanism, "n": u.n} for u in users])
+        print_json([{"name": u.name, "mechanism": u.mechanism, "n": u.n} for u in users])
     else:
         for user in users:
             print(f"{user.name}\t{user.mechanism}\tn={user.n}")
@@ -108,22 +83,18 @@ def _users_list(args: argparse.Namespace) -> int:
 
 def _operations(names: list[str] | None) -> list[Any]:
     """Kafka's spellings (Read, ClusterAction, DescribeConfigs) or the enum's (CLUSTER_ACTION)."""
-    from strom.client.acl import Operation
-
     by_name = {o.name.replace("_", ""): o for o in Operation if o != Operation.ANY}
     out = []
     for name in names or []:
         key = name.strip().upper().replace("_", "").replace("-", "")
         if key not in by_name:
             known = ", ".join(o.name.title().replace("_", "") for o in by_name.values())
-            raise SecurityCommandError(f"unknown operation {name!r}; known: {known}")
+            raise CommandError(f"unknown operation {name!r}; known: {known}")
         out.append(by_name[key])
     return out
 
 
 def _resources(args: argparse.Namespace) -> list[tuple[Any, str]]:
-    from strom.client.acl import CLUSTER_NAME, ResourceType
-
     resources = [(ResourceType.TOPIC, t) for t in args.topic or []]
     resources += [(ResourceType.GROUP, g) for g in args.group or []]
     if args.cluster:
@@ -132,22 +103,18 @@ def _resources(args: argparse.Namespace) -> list[tuple[Any, str]]:
 
 
 def _pattern(args: argparse.Namespace, resource_type: Any) -> Any:
-    from strom.client.acl import PatternType, ResourceType
-
     if resource_type == ResourceType.CLUSTER:
         return PatternType.LITERAL
     return PatternType[args.resource_pattern_type.upper()]
 
 
 def _bindings(args: argparse.Namespace) -> list[Any]:
-    from strom.client.acl import AclBinding, Permission
-
     resources = _resources(args)
     operations = _operations(args.operation)
     principals = [(p, Permission.ALLOW) for p in args.allow_principal or []]
     principals += [(p, Permission.DENY) for p in args.deny_principal or []]
     if not resources or not operations or not principals:
-        raise SecurityCommandError(
+        raise CommandError(
             "name at least one resource (--topic, --group, --cluster), one --operation and one "
             "--allow-principal or --deny-principal"
         )
@@ -164,8 +131,8 @@ def _acls_add(args: argparse.Namespace) -> int:
     for binding in bindings:
         problem = binding.problem()
         if problem:
-            raise SecurityCommandError(f"{describe_binding(binding)}: {problem}")
-    with _admin(args) as admin:
+            raise CommandError(f"{describe_binding(binding)}: {problem}")
+    with admin_client(args) as admin:
         admin.create_acls(bindings)
     for binding in bindings:
         print(f"Added ACL: {describe_binding(binding)}")
@@ -173,14 +140,6 @@ def _acls_add(args: argparse.Namespace) -> int:
 
 
 def _filters(args: argparse.Namespace) -> list[Any]:
-    from strom.client.acl import (
-        AclBindingFilter,
-        Operation,
-        PatternType,
-        Permission,
-        ResourceType,
-    )
-
     resources: list[tuple[Any, str | None]] = list(_resources(args)) or [(ResourceType.ANY, None)]
     operations = _operations(args.operation) or [Operation.ANY]
     principals: list[tuple[str | None, Permission]] = [
@@ -210,10 +169,10 @@ def _acls_remove(args: argparse.Namespace) -> int:
     if not (
         args.topic or args.group or args.cluster or args.allow_principal or args.deny_principal
     ):
-        raise SecurityCommandError(
+        raise CommandError(
             "name what to remove (a resource or a principal); `acls list` shows the ACLs"
         )
-    with _admin(args) as admin:
+    with admin_client(args) as admin:
         deleted = admin.delete_acls(_filters(args))
     for binding in deleted:
         print(f"Removed ACL: {describe_binding(binding)}")
@@ -224,14 +183,12 @@ def _acls_remove(args: argparse.Namespace) -> int:
 
 def _acls_list(args: argparse.Namespace) -> int:
     bindings: list[Any] = []
-    with _admin(args) as admin:
+    with admin_client(args) as admin:
         for selector in _filters(args):
             bindings += admin.describe_acls(selector)
     bindings = sorted(set(bindings))
     if args.output == "json":
-        from strom.node.cli import _print_json
-
-        _print_json(
+        print_json(
             [
                 {
                     "principal": b.principal,
@@ -258,21 +215,59 @@ def describe_binding(b: Any) -> str:
     )
 
 
-def add_commands(sub: Any, client: Callable[[argparse.ArgumentParser], Any]) -> None:
+# ---- certificates ------------------------------------------------------------------------
+
+
+def _certs_create(args: argparse.Namespace) -> int:
+    """A throwaway CA and certificates for a cluster (what `cluster up --tls` does for a local
+    one), e.g. for the docker-compose TLS variant."""
+    out = Path(args.out)
+    if (out / "ca.key").exists():
+        raise CommandError(f"{out} already holds a CA (ca.key): remove it or pick another --out")
+    nodes: dict[str, list[str]] = {}
+    for item in args.node or []:
+        name, _, hosts = item.partition("=")
+        if not name:
+            raise CommandError(f"--node expects NAME[=HOST,HOST...], got {item!r}")
+        nodes[name] = [name, *(h.strip() for h in hosts.split(",") if h.strip())]
+    if not nodes:
+        raise CommandError("name at least one node: --node NAME[=HOST,...]")
+    clients = args.client or ["strom-admin"]
+    files = write_cluster_certs(out, nodes, clients)
+    if args.output == "json":
+        print_json(
+            {
+                "ca": str(out / "ca.crt"),
+                "identities": {name: str(f.certificate) for name, f in files.items()},
+                "command_config": str(out / CLIENT_PROPERTIES),
+            }
+        )
+        return 0
+    print(f"CA: {out / 'ca.crt'} (its key ca.key stays in {out}: keep the folder private)")
+    for name, identity in files.items():
+        role = "node" if name in nodes else "client"
+        print(f"{role} {name}: {identity.certificate}, {identity.key}")
+    print(f"Clients: --command-config {out / CLIENT_PROPERTIES}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
     users = sub.add_parser("users", help="SASL users (passwords stored as salted scrypt keys)")
     users_sub = users.add_subparsers(dest="action", required=True)
-    create = client(users_sub.add_parser("create", help="create a user or change its password"))
+    create = client_arguments(
+        users_sub.add_parser("create", help="create a user or change its password")
+    )
     create.add_argument("name")
     how = create.add_mutually_exclusive_group()
     how.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     how.add_argument("--password-prompt", action="store_true", help="prompt on the terminal")
     create.set_defaults(handler=_guard(_users_create))
-    delete = client(users_sub.add_parser("delete"))
+    delete = client_arguments(users_sub.add_parser("delete"))
     delete.add_argument("name")
     delete.set_defaults(handler=_guard(_users_delete))
-    client(users_sub.add_parser("list", help="names and mechanisms, never hashes")).set_defaults(
-        handler=_guard(_users_list)
-    )
+    client_arguments(
+        users_sub.add_parser("list", help="names and mechanisms, never hashes")
+    ).set_defaults(handler=_guard(_users_list))
 
     acls = sub.add_parser("acls", help="access control lists (Kafka's kafka-acls)")
     acls_sub = acls.add_subparsers(dest="action", required=True)
@@ -281,7 +276,7 @@ def add_commands(sub: Any, client: Callable[[argparse.ArgumentParser], Any]) -> 
         ("remove", _acls_remove, "remove every ACL matching the flags"),
         ("list", _acls_list, "list ACLs matching the flags (all by default)"),
     ):
-        p = client(acls_sub.add_parser(action, help=text))
+        p = client_arguments(acls_sub.add_parser(action, help=text))
         p.add_argument("--allow-principal", action="append", metavar="User:NAME")
         p.add_argument("--deny-principal", action="append", metavar="User:NAME")
         if action == "list":
@@ -301,12 +296,39 @@ def add_commands(sub: Any, client: Callable[[argparse.ArgumentParser], Any]) -> 
         p.set_defaults(handler=_guard(handler))
 
 
-def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def _guard(handler: Handler) -> Handler:
+    """A binding the ACL types refuse (ValueError) is reported as the user's error too."""
+
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except (SecurityCommandError, ValueError) as exc:
+        except (CommandError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
 
     return run
+
+
+def add_certs_commands(sub: Any) -> None:
+    certs = sub.add_parser("certs", help="throwaway TLS certificates").add_subparsers(
+        dest="action", required=True
+    )
+    certs_create = certs.add_parser(
+        "create", help="a new CA, a certificate per node and per client, properties files"
+    )
+    certs_create.add_argument("--out", required=True, help="folder to write (must hold no CA)")
+    certs_create.add_argument(
+        "--node",
+        action="append",
+        metavar="NAME[=HOST,...]",
+        help="a node certificate (server and client use) for NAME and the hosts it is dialled "
+        "by; localhost and 127.0.0.1 are always included. Repeat per node",
+    )
+    certs_create.add_argument(
+        "--client",
+        action="append",
+        metavar="NAME",
+        help="a client certificate with CN=NAME (default: strom-admin). Repeatable",
+    )
+    certs_create.add_argument("--output", choices=("text", "json"), default="text")
+    certs_create.set_defaults(handler=_certs_create)

@@ -1,4 +1,5 @@
-"""Output of the command line tools: tables whose columns fit their data.
+"""Output of the command line tools: tables whose columns fit their data, and JSON for
+`--output json`.
 
 Columns are as wide as their widest cell (header included) plus two spaces, as Kafka's tools
 print them, so a long topic, group or member id never pushes the next column out of line; the
@@ -7,7 +8,9 @@ last column is not padded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 GAP = 2
 
@@ -24,3 +27,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     print(format_table(headers, rows))
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
