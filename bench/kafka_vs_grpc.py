@@ -25,9 +25,8 @@ import cluster_bench
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from strom.client.admin import AsyncAdmin, NewTopic
-from strom.node.cli import wait_until_healthy
-from strom.node.demo import _free_base_port
-from strom.node.local_cluster import LocalCluster
+from strom.node.cli.cluster import wait_until_healthy
+from strom.node.local_cluster import LocalCluster, free_base_port
 
 RECORD = b"x" * cluster_bench.RECORD_BYTES
 
@@ -89,7 +88,7 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="strom-kafka-bench-"))
     cluster = LocalCluster(root / "cluster")
-    cluster.create(3, _free_base_port(3), {"log.level": "WARNING"})
+    cluster.create(3, free_base_port(3), {"log.level": "WARNING"})
     results: dict[str, list[float]] = {
         "produce, SDK on gRPC": [], "produce, confluent-kafka on KAFKA": [],
         "consume, SDK on gRPC": [], "consume, confluent-kafka on KAFKA": [],
