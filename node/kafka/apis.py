@@ -321,7 +321,7 @@ class KafkaApis(TransactionApis):
                 p for p in t.partitions
                 if self.fetch_sessions.worth_answering(
                     plan, (t.name, p.partition), bool(p.records), p.error_code,
-                    p.high_watermark, p.log_start_offset,
+                    p.high_watermark, p.log_start_offset, p.last_stable_offset,
                 )
             ]}
             for t in response.topics

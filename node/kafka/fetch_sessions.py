@@ -2,8 +2,8 @@
 
 A consumer that opens a session (epoch 0) sends its partitions once; later fetches (epoch 1, 2,
 ...) name only the partitions whose fetch position changed and those it forgets, and the answer
-names only partitions with something new: records, an error, or a changed high watermark or
-log start offset. The broker keeps each session's partitions and what it last told about them.
+names only partitions with something new: records, an error, or a changed high watermark, last
+stable offset or log start offset. The broker keeps each session's partitions and what it last told about them.
 
 - epoch -1: no session (a full fetch); with a session id, that session is closed first.
 - epoch 0: a new session from this full fetch (a session id given is closed first); session id
@@ -43,8 +43,9 @@ class FetchSessionError(Exception):
 @dataclass(slots=True)
 class CachedPartition:
     request: dict[str, Any]  # the partition's fields as last sent (fetch offset, max bytes...)
-    # What the last answer told: (error code, high watermark, log start offset); None: nothing.
-    told: tuple[int, int, int] | None = None
+    # What the last answer told: (error code, high watermark, last stable offset, log start
+    # offset); None: nothing yet.
+    told: tuple[int, int, int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -134,12 +135,18 @@ class FetchSessionCache:
 
     @staticmethod
     def worth_answering(
-        plan: FetchPlan, key: Key, has_records: bool, error: int, high: int, log_start: int
+        plan: FetchPlan,
+        key: Key,
+        has_records: bool,
+        error: int,
+        high: int,
+        log_start: int,
+        last_stable: int = -1,
     ) -> bool:
         """Whether a partition goes in the answer, remembering what it tells: every partition
         of a full fetch; in an incremental one, only what changed."""
         cached = plan.session.partitions.get(key) if plan.session is not None else None
-        told = (error, high, log_start)
+        told = (error, high, last_stable, log_start)
         changed = cached is None or cached.told != told
         if cached is not None:
             cached.told = told

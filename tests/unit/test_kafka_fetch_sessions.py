@@ -80,3 +80,13 @@ def test_the_cache_is_bounded_and_evicts_only_idle_sessions() -> None:
     cache.plan(second.session_id, 1, [], [])  # second is in use, first idle since 0
     third = cache.plan(0, 0, [], []).session
     assert third is not None and set(cache.sessions) == {second.session_id, third.session_id}
+
+
+def test_a_moved_last_stable_offset_is_answered_in_an_incremental_fetch() -> None:
+    cache = new_cache(Clock())
+    full = cache.plan(0, 0, [(("t", 0), part(0))], [])
+    assert full.session is not None
+    assert cache.worth_answering(full, ("t", 0), False, 0, 9, 0, last_stable=5)
+    inc = cache.plan(full.session.session_id, 1, [], [])
+    assert not cache.worth_answering(inc, ("t", 0), False, 0, 9, 0, last_stable=5)
+    assert cache.worth_answering(inc, ("t", 0), False, 0, 9, 0, last_stable=9)  # a commit
