@@ -32,6 +32,15 @@ from strom.v1 import admin_pb2, admin_pb2_grpc, common_pb2, metadata_pb2
 VISIBLE_WAIT_S = 5.0
 
 
+def config_text(raw: Any) -> str:
+    """A config value as Kafka's tools show it: booleans lower case, lists comma-separated."""
+    if isinstance(raw, bool):
+        return str(raw).lower()
+    if isinstance(raw, list | tuple):
+        return ",".join(str(v) for v in raw)
+    return str(raw)
+
+
 class AdminServicer(admin_pb2_grpc.AdminServicer):
     def __init__(
         self,

@@ -603,8 +603,14 @@ class ControllerLogic:
         )
 
     def alter_topic_configs(
-        self, name: str, set_values: Mapping[str, str], delete: Iterable[str]
+        self,
+        name: str,
+        set_values: Mapping[str, str],
+        delete: Iterable[str],
+        validate_only: bool = False,
     ) -> list[Record]:
+        """Records setting and deleting the topic's overrides; with `validate_only`, none
+        (every check still runs)."""
         if self.image.topic_by_name(name) is None:
             raise ControllerError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
@@ -628,7 +634,7 @@ class ControllerLogic:
                     )
                 )
             )
-        return self._accepted(records)
+        return [] if validate_only else self._accepted(records)
 
     def alter_broker_configs(
         self,

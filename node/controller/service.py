@@ -466,7 +466,8 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                 alter = functools.partial(self.logic.alter_broker_configs, name, to_set,
                                           to_delete, request.validate_only)  # fmt: skip
             elif resource.resource.resource_type == metadata_pb2.CONFIG_RESOURCE_TOPIC:
-                alter = functools.partial(self.logic.alter_topic_configs, name, to_set, to_delete)
+                alter = functools.partial(self.logic.alter_topic_configs, name, to_set, to_delete,
+                                          request.validate_only)  # fmt: skip
             else:
                 result.error_code = common_pb2.INVALID_REQUEST
                 result.error_message = "only topic and broker configs can be altered"
