@@ -1,15 +1,18 @@
-"""What `follower.replication.throttled.rate` does to a partition move: the rate at which a
-new replica copies a partition's log, on a throttled broker and on an unthrottled one.
+"""What the move throttles do to a partition move: the rate at which a new replica copies a
+partition's log, throttled by the follower (`follower.replication.throttled.rate`, in broker 4's
+file), by the leader (`leader.replication.throttled.rate`, set on node 1 at run time as a dynamic
+broker config, as `strom partitions reassign --throttle` does), and unthrottled.
 
     cd bench && ../.venv/bin/python reassign_throttle.py [--megabytes 24] [--rate 2000000]
 
 One local cluster: three combined nodes, broker 4 with the throttle (`--rate` bytes/s), broker 5
-without. Two one-replica topics on the combined nodes are filled with `--megabytes` of 10 KB
-records each (acks=1), then each gets a replica added by a reassignment, one on broker 4, one on
-broker 5, one after the other; a move's rate is the leader's log size over the time from the
-request until the move completed (`list_partition_reassignments` no longer shows it). The
-throttled move should take about size/rate (the bucket starts with one second's worth, so a
-little less), the unthrottled one far less.
+without. Three one-replica topics on node 1 are filled with `--megabytes` of 10 KB records each
+(acks=1), then each gets a replica added by a reassignment, one after the other: on broker 4;
+on broker 5 while node 1's leader throttle is `--rate`; on broker 5 once that throttle is deleted.
+A move's rate is the leader's log size over the time from the request until the move completed
+(`list_partition_reassignments` no longer shows it). A throttled move should take about
+size/rate (the bucket starts with one second's worth, so a little less), the unthrottled one far
+less.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from strom.node.cli.cluster import wait_until_healthy
 from strom.node.local_cluster import LocalCluster, free_base_port
 
 RECORD = b"x" * 10_000
+TOPICS = ("throttled", "leader-throttled", "free")
 
 
 async def fill(bootstrap: str, topic: str, megabytes: int) -> None:
@@ -78,14 +82,23 @@ def main() -> int:
             async with AsyncAdmin(cluster.bootstrap()) as admin:
                 # Both start on node 1 (a reassignment right after creation), so each move
                 # copies from the same leader.
-                await admin.create_topics([NewTopic("throttled", 1, 1), NewTopic("free", 1, 1)])
-                for topic in ("throttled", "free"):
+                await admin.create_topics([NewTopic(t, 1, 1) for t in TOPICS])
+                for topic in TOPICS:
                     await admin.alter_partition_reassignments({(topic, 0): [1]})
                     while (topic, 0) in await admin.list_partition_reassignments():
                         await asyncio.sleep(0.05)
-            for topic in ("throttled", "free"):
+            for topic in TOPICS:
                 await fill(cluster.bootstrap(), topic, args.megabytes)
-            results["broker 4, throttled"] = await move(cluster.bootstrap(), "throttled", 4)
+            results["broker 4, follower-throttled"] = await move(
+                cluster.bootstrap(), "throttled", 4
+            )
+            async with AsyncAdmin(cluster.bootstrap()) as admin:
+                rate = {"leader.replication.throttled.rate": str(args.rate)}
+                await admin.alter_broker_configs(1, rate)
+                results["broker 5, leader-throttled"] = await move(
+                    cluster.bootstrap(), "leader-throttled", 5
+                )
+                await admin.alter_broker_configs(1, {}, list(rate))
             results["broker 5, unthrottled"] = await move(cluster.bootstrap(), "free", 5)
 
         asyncio.run(run())
@@ -93,7 +106,7 @@ def main() -> int:
         cluster.down()
         shutil.rmtree(root, ignore_errors=True)
     print(f"\n`{' '.join(sys.argv)}`: one replica added by a reassignment, "
-          f"follower.replication.throttled.rate={args.rate:,} B/s on broker 4\n")  # fmt: skip
+          f"throttles at {args.rate:,} B/s\n")  # fmt: skip
     print("| new replica on | bytes | seconds | bytes/s |")
     print("|---|---:|---:|---:|")
     for name, (size, seconds) in results.items():

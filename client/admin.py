@@ -23,6 +23,7 @@ from .admin_transactions import (
     TransactionDescription,
     TransactionListing,
 )
+from .broker_configs import AsyncBrokerConfigsAdmin, ConfigEntry
 from .cluster import Backoff, ClusterClient, TopicMeta
 from .coordinator import call_coordinator
 from .errors import METADATA_STALE, error_from_code
@@ -114,7 +115,11 @@ def _topic_resource(name: str) -> admin_pb2.ConfigResource:
 
 
 class AsyncAdmin(
-    AsyncSecurityAdmin, AsyncLogDirsAdmin, AsyncReassignmentAdmin, AsyncTransactionsAdmin
+    AsyncSecurityAdmin,
+    AsyncLogDirsAdmin,
+    AsyncReassignmentAdmin,
+    AsyncTransactionsAdmin,
+    AsyncBrokerConfigsAdmin,
 ):
     def __init__(self, bootstrap_servers: str | Sequence[str] = "localhost:9092", **options: Any):
         self.cluster = ClusterClient(bootstrap_servers, **options)
@@ -610,6 +615,18 @@ class Admin:
 
     def describe_log_dirs(self, topics: Sequence[str] | None = None) -> list[LogDir]:
         return self._run(self._async.describe_log_dirs(topics))
+
+    def describe_broker_configs(self, broker_id: int | None = None) -> dict[str, ConfigEntry]:
+        return self._run(self._async.describe_broker_configs(broker_id))
+
+    def alter_broker_configs(
+        self,
+        broker_id: int | None,
+        set_configs: Mapping[str, str],
+        delete: Sequence[str] = (),
+        validate_only: bool = False,
+    ) -> None:
+        self._run(self._async.alter_broker_configs(broker_id, set_configs, delete, validate_only))
 
     def alter_partition_reassignments(
         self, reassignments: Mapping[tuple[str, int], Sequence[int] | None]

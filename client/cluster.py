@@ -20,6 +20,7 @@ import grpc
 
 from strom.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
 
+from .broker_stream import BrokerStream
 from .errors import FatalError, KafkaTimeoutError, RetriableError, StromError, error_from_code
 from .tls import SecurityOptions, connection_hint, open_channel
 
@@ -131,13 +132,17 @@ class ClusterClient:
         retry_backoff_ms: int = 100,
         retry_backoff_max_ms: int = 1_000,
         bootstrap_timeout_ms: int | None = None,
+        streaming: bool = False,
         **security_options: Any,
     ) -> None:
         """`security_options`: the fields of `SecurityOptions` (security_protocol, ssl_cafile,
         ssl_certfile, ssl_keyfile, sasl_mechanism, sasl_username, sasl_password), as
         kafka-python names them. `bootstrap_timeout_ms`: until some node has answered, give up
         after this long instead of the request timeout (command-line tools: a wrong or dead
-        bootstrap address is reported in seconds, naming it)."""
+        bootstrap address is reported in seconds, naming it). `streaming`: send Produce and
+        Fetch on one bidirectional stream per broker (client/broker_stream.py) where the broker
+        offers it; off by default, since it measured no faster than a unary call per request
+        (bench/RESULTS.md, "Streaming RPCs")."""
         self.security = SecurityOptions.from_options(security_options)
         self.bootstrap = parse_bootstrap(bootstrap_servers)
         self.client_id = client_id
@@ -152,6 +157,13 @@ class ClusterClient:
         # Topics the last metadata answers refused (TOPIC_AUTHORIZATION_FAILED): name -> message.
         self.unauthorized_topics: dict[str, str] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.streaming = streaming
+        self._produce_streams: dict[
+            str, BrokerStream[broker_pb2.ProduceRequest, broker_pb2.ProduceResponse]
+        ] = {}
+        self._fetch_streams: dict[
+            str, BrokerStream[broker_pb2.FetchRequest, broker_pb2.FetchResponse]
+        ] = {}
         self._refresh_lock = asyncio.Lock()
 
     # ---- channels ----------------------------------------------------------------------
@@ -166,6 +178,38 @@ class ClusterClient:
     def broker_stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
         return broker_pb2_grpc.BrokerStub(self.channel(address))
 
+    def produce_call(
+        self, address: str
+    ) -> Callable[[broker_pb2.ProduceRequest], Awaitable[broker_pb2.ProduceResponse]]:
+        """Produce to `address`: on the broker's stream, or unary (see `streaming`)."""
+        stub = self.broker_stub(address)
+        unary: Callable[[broker_pb2.ProduceRequest], Awaitable[broker_pb2.ProduceResponse]]
+        unary = stub.Produce
+        if not self.streaming:
+            return unary
+        stream = self._produce_streams.get(address)
+        if stream is None:
+            stream = self._produce_streams[address] = BrokerStream(
+                stub.ProduceStream, broker_pb2.ProduceStreamRequest, unary
+            )
+        return stream.call
+
+    def fetch_call(
+        self, address: str
+    ) -> Callable[[broker_pb2.FetchRequest], Awaitable[broker_pb2.FetchResponse]]:
+        """Fetch from `address`: on the broker's stream, or unary (see `streaming`)."""
+        stub = self.broker_stub(address)
+        unary: Callable[[broker_pb2.FetchRequest], Awaitable[broker_pb2.FetchResponse]]
+        unary = stub.Fetch
+        if not self.streaming:
+            return unary
+        stream = self._fetch_streams.get(address)
+        if stream is None:
+            stream = self._fetch_streams[address] = BrokerStream(
+                stub.FetchStream, broker_pb2.FetchStreamRequest, unary
+            )
+        return stream.call
+
     def admin_stub(self, address: str) -> admin_pb2_grpc.AdminStub:
         return admin_pb2_grpc.AdminStub(self.channel(address))
 
@@ -177,6 +221,12 @@ class ClusterClient:
         return list(dict.fromkeys([*self.meta.brokers.values(), *self.bootstrap]))
 
     async def close(self) -> None:
+        streams: list[BrokerStream[Any, Any]] = [
+            *self._produce_streams.values(),
+            *self._fetch_streams.values(),
+        ]
+        self._produce_streams, self._fetch_streams = {}, {}
+        await asyncio.gather(*(s.close() for s in streams), return_exceptions=True)
         channels, self._channels = self._channels, {}
         await asyncio.gather(*(c.close() for c in channels.values()), return_exceptions=True)
 

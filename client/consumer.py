@@ -27,6 +27,7 @@ from .cluster import ClusterClient
 from .coordinator import call_coordinator
 from .errors import METADATA_STALE, FatalError, RetriableError, StromError, error_from_code
 from .group import GroupMembership
+from .read_replicas import ReadReplicas
 from .records import ConsumerGroupMetadata, ConsumerRecord, TopicPartition
 
 log = logging.getLogger("strom.client.consumer")
@@ -126,13 +127,19 @@ class AsyncConsumer:
         group_remote_assignor: str = "range",
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5_000,
+        client_rack: str = "",
+        metadata_max_age_ms: int = 300_000,
         bootstrap_timeout_ms: int | None = None,
         isolation_level: str = "read_uncommitted",
         **security_options: Any,
     ) -> None:
         """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
-        (client/tls.py `SecurityOptions`). `bootstrap_timeout_ms`: see ClusterClient (the
-        command line's console consumer sets it). `max_batch_decompressed_bytes`: a compressed batch
+        (client/tls.py `SecurityOptions`), and `streaming` (ClusterClient: requests on one
+        stream per broker, off by default). `client_rack` (Kafka's `client.rack`, KIP-392): the
+        rack this consumer runs in; leaders whose brokers select replicas by rack then send it
+        to a follower in that rack (client/read_replicas.py), chosen again every
+        `metadata_max_age_ms`. `bootstrap_timeout_ms`: see ClusterClient (the command line's
+        console consumer sets it). `max_batch_decompressed_bytes`: a compressed batch
         that would inflate past this is refused (MESSAGE_TOO_LARGE) as it inflates, so a gzip
         bomb cannot exhaust the consumer's memory; leaders already refuse batches that inflate
         past their topic's max.message.bytes."""
@@ -157,6 +164,8 @@ class AsyncConsumer:
         self.fetch_max_bytes = fetch_max_bytes
         self.max_partition_fetch_bytes = max_partition_fetch_bytes
         self.max_batch_decompressed_bytes = max_batch_decompressed_bytes
+        self.client_rack = client_rack
+        self._read_replicas = ReadReplicas(metadata_max_age_ms)
         self.cluster = ClusterClient(
             bootstrap_servers,
             client_id=client_id,
@@ -462,10 +471,17 @@ class AsyncConsumer:
         )  # fmt: skip
 
     async def _by_leader(
-        self, partitions: Sequence[TopicPartition]
+        self, partitions: Sequence[TopicPartition], read_replicas: bool = False
     ) -> dict[str, list[TopicPartition]]:
+        """Partitions grouped by the address of their leader, or with `read_replicas`, of
+        the follower their leader named for this consumer's rack (KIP-392) where there is one."""
         by_leader: dict[str, list[TopicPartition]] = {}
         for tp in partitions:
+            replica = self._read_replicas.of(tp) if read_replicas else None
+            replica_address = self.cluster.address_of(replica) if replica is not None else None
+            if replica_address is not None:
+                by_leader.setdefault(replica_address, []).append(tp)
+                continue
             meta = await self.cluster.topic(tp.topic)
             part = meta.partitions.get(tp.partition)
             if part is None:
@@ -533,7 +549,7 @@ class AsyncConsumer:
 
     async def _fetch(self, max_wait_ms: int) -> None:
         await self._reset_missing(self._assignment, only_if_still_missing=True)
-        by_leader = await self._by_leader(self._assignment)
+        by_leader = await self._by_leader(self._assignment, read_replicas=True)
         if not by_leader:
             await asyncio.sleep(0.1)
             return
@@ -548,6 +564,7 @@ class AsyncConsumer:
             max_wait_ms=max_wait_ms,
             min_bytes=self.fetch_min_bytes,
             max_bytes=self.fetch_max_bytes,
+            rack_id=self.client_rack,
             isolation_level=self.isolation_level,
         )
         topics: dict[str, broker_pb2.FetchTopic] = {}
@@ -557,6 +574,12 @@ class AsyncConsumer:
         if not partitions:
             return
         asked = {tp: self._positions[tp] for tp in partitions}
+        from_follower = {
+            tp
+            for tp in partitions
+            if (replica := self._read_replicas.of(tp)) is not None
+            and self.cluster.address_of(replica) == address
+        }
         for tp in partitions:
             topic = topics.get(tp.topic) or request.topics.add(name=tp.topic)
             topics[tp.topic] = topic
@@ -568,12 +591,15 @@ class AsyncConsumer:
             )
         try:
             response = await self.cluster.call(
-                address, self.cluster.broker_stub(address).Fetch, request,
+                address, self.cluster.fetch_call(address), request,
                 max_wait_ms / 1000 + self.cluster.request_timeout_s,
             )  # fmt: skip
         except RetriableError:
             # The broker is unreachable: it may no longer lead these partitions. Forget what we
-            # know of their topics so the next fetch asks for fresh metadata.
+            # know of their topics so the next fetch asks for fresh metadata; a follower we read
+            # from is left for the leader.
+            for tp in from_follower:
+                self._read_replicas.forget(tp)
             for name in {tp.topic for tp in partitions}:
                 self.cluster.invalidate(name)
             raise
@@ -582,6 +608,20 @@ class AsyncConsumer:
                 tp = TopicPartition(t.name, p.partition)
                 if self._positions.get(tp) != asked.get(tp):
                     continue  # unassigned, reset or sought while the fetch was in flight
+                if p.error_code != common_pb2.NONE and tp in from_follower:
+                    # The follower cannot serve this position (out of range as it knows it,
+                    # no longer a replica, offline): back to the leader, which decides.
+                    log.debug(
+                        "%s-%d: read replica at %s answered %s; fetching from the leader",
+                        tp.topic, tp.partition, address, p.error_message,
+                    )  # fmt: skip
+                    self._read_replicas.forget(tp)
+                    continue
+                if p.error_code == common_pb2.NONE and p.preferred_read_replica > 0:
+                    self._read_replicas.choose(tp, p.preferred_read_replica)
+                    if self.cluster.address_of(p.preferred_read_replica) is None:
+                        self.cluster.invalidate(t.name)  # a broker this client has not seen
+                    continue
                 if p.error_code == common_pb2.OFFSET_OUT_OF_RANGE:
                     log.warning(
                         "%s-%d: position %d out of range at %s (%s); resetting to %s",

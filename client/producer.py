@@ -75,7 +75,8 @@ class AsyncProducer:
         **security_options: Any,
     ) -> None:
         """`security_options`: security_protocol, ssl_cafile, ssl_certfile, ssl_keyfile
-        (client/tls.py `SecurityOptions`). `bootstrap_timeout_ms`: see ClusterClient (the
+        (client/tls.py `SecurityOptions`), and `streaming` (ClusterClient: requests on one
+        stream per broker, off by default). `bootstrap_timeout_ms`: see ClusterClient (the
         command line's console producer sets it). `transactional_id`: a transactional
         producer (init_transactions, begin_transaction, send_offsets_to_transaction,
         commit_transaction, abort_transaction); idempotent, acks=all."""

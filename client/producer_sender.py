@@ -191,7 +191,7 @@ class Sender:
                 records = self.sequences.encode(batch)
                 topic.partitions.add(partition=batch.partition, records=records)
             response = await cluster.call(
-                address, cluster.broker_stub(address).Produce, request,
+                address, cluster.produce_call(address), request,
                 self.request_timeout_ms / 1000 + 5,
             )  # fmt: skip
             results = {(t.name, p.partition): p for t in response.topics for p in t.partitions}

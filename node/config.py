@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from strom.client.tls import SECURITY_PROTOCOLS
+from strom.node.replica.read_replica import RACK_AWARE_SELECTOR, REPLICA_SELECTORS
 from strom.node.security.authorizer import parse_super_users
 from strom.node.topic_config import TOPIC_CONFIGS, broker_key_check
 
@@ -146,7 +147,15 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         "client certificates on SSL listeners: required, requested (= none in gRPC), none",
         _one_of("required", "requested", "none"),
     ),
-    ConfigKey("broker.rack", str, "", "rack of this broker (shown in cluster descriptions)"),
+    ConfigKey("broker.rack", str, "", "rack of this broker (placement, closest-replica reads)"),
+    ConfigKey(
+        "replica.selector.class",
+        str,
+        "",
+        "which replica consumers read from (KIP-392): empty or LeaderSelector for the leader, "
+        f"{RACK_AWARE_SELECTOR} for a follower in the consumer's client.rack",
+        _one_of(*REPLICA_SELECTORS),
+    ),
     ConfigKey("log.dirs", list, ["/tmp/strom-logs"], "data directories (the first holds metadata)"),
     ConfigKey(
         "metadata.log.dir", str, "", "where the metadata Raft log lives; default: log.dirs[0]"
@@ -255,6 +264,14 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         9_223_372_036_854_775_807,
         "bytes/s a broker fetches for replicas it is adding in a reassignment (the default: no "
         "limit)",
+        _at_least(1),
+    ),
+    ConfigKey(
+        "leader.replication.throttled.rate",
+        int,
+        9_223_372_036_854_775_807,
+        "bytes/s a leader sends to replicas a reassignment is adding that are not in the ISR "
+        "yet (the default: no limit)",
         _at_least(1),
     ),
     ConfigKey(
@@ -467,6 +484,11 @@ def parse_value(name: str, expected: type, raw: Any) -> Any:
     raise ConfigError(f"{name}: expected a string, got {raw!r}")
 
 
+def check_value(key: ConfigKey, raw: Any) -> Any:
+    """The typed value of `raw` for `key`, or ConfigError naming the key."""
+    return _checked(key, raw)
+
+
 def _checked(key: ConfigKey, raw: Any) -> Any:
     if key.name in SECRET_KEYS and not isinstance(raw, str | int):
         raise ConfigError(f"{key.name}: expected a string")
@@ -524,12 +546,40 @@ class NodeConfig:
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self._values = dict(values)
+        # Dynamic broker configs from the metadata log (node/dynamic_config.py), over the file.
+        self._dynamic: dict[str, Any] = {}
+        self._own_dynamic: frozenset[str] = frozenset()
 
     def __getitem__(self, name: str) -> Any:
+        if name in self._dynamic:
+            return self._dynamic[name]
         return self._values[name]
 
     def values(self) -> dict[str, Any]:
-        return dict(self._values)
+        return {**self._values, **self._dynamic}
+
+    def static(self, name: str) -> Any:
+        """The value from the node's file, environment or default, ignoring dynamic ones."""
+        return self._values[name]
+
+    def set_dynamic(self, values: Mapping[str, Any], own: set[str]) -> set[str]:
+        """Take the dynamic values now in force (`own`: set for this broker rather than as the
+        default of every broker); returns the keys whose value changed."""
+        changed = {
+            name
+            for name in set(values) | set(self._dynamic)
+            if values.get(name, self._values[name]) != self[name]
+        }
+        self._dynamic = dict(values)
+        self._own_dynamic = frozenset(own)
+        return changed
+
+    def dynamic_source(self, name: str) -> str | None:
+        """Where a dynamic value comes from: "broker" (set for this broker), "default" (for
+        every broker); None when the value is static."""
+        if name not in self._dynamic:
+            return None
+        return "broker" if name in self._own_dynamic else "default"
 
     @property
     def node_id(self) -> int:
@@ -614,7 +664,7 @@ class NodeConfig:
 
     def topic_defaults(self) -> dict[str, Any]:
         """Broker-level defaults of every topic config."""
-        return {key.name: self._values[key.broker_key] for key in TOPIC_CONFIGS}
+        return {key.name: self[key.broker_key] for key in TOPIC_CONFIGS}
 
     def validate(self) -> None:
         """Relationships between keys; each problem names the keys involved."""

@@ -36,6 +36,7 @@ from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import Endpoint, NodeConfig
 from strom.node.controller.logic import ControllerLogic, ControllerSettings
 from strom.node.controller.service import ControllerService
+from strom.node.dynamic_config import DynamicBrokerConfig
 from strom.node.group.coordinator import GroupCoordinator
 from strom.node.group.service import EndOffsets, GroupServicer
 from strom.node.kafka.apis import KafkaApis
@@ -121,6 +122,8 @@ class Node:
         directories = [Path(d) for d in config["log.dirs"]] + [config.metadata_log_dir]
         self.cluster_id = check_directories(directories, config.node_id)
         self.metadata = MetadataState(self.cluster_id)
+        # First: whatever reads the config on a metadata change must see the dynamic values.
+        self.metadata.subscribe(DynamicBrokerConfig(config).on_metadata)
         self.security = NodeSecurity(config, self._image)
         security = self.security
         self.metadata.subscribe(lambda _, delta: security.on_users_changed(delta.changed_users))

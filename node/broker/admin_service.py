@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from strom.client.acl import binding_from_proto, binding_to_proto, filter_from_proto
+from strom.node.broker.config_describe import DYNAMIC_SOURCES, describe_broker
 from strom.node.config import NODE_KEYS_BY_NAME, NodeConfig
 from strom.node.errors import answer_refusal
 from strom.node.internal_topics import internal_topic_refusal, is_internal
@@ -29,6 +30,15 @@ from strom.node.topic_config import TOPIC_CONFIGS
 from strom.v1 import admin_pb2, admin_pb2_grpc, common_pb2, metadata_pb2
 
 VISIBLE_WAIT_S = 5.0
+
+
+def config_text(raw: Any) -> str:
+    """A config value as Kafka's tools show it: booleans lower case, lists comma-separated."""
+    if isinstance(raw, bool):
+        return str(raw).lower()
+    if isinstance(raw, list | tuple):
+        return ",".join(str(v) for v in raw)
+    return str(raw)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
@@ -147,7 +157,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.IncrementalAlterConfigsResponse:
         before = self.image().last_index
         response = await self._forward("IncrementalAlterConfigs", request, context)
-        if any(r.error_code == common_pb2.NONE for r in response.results):
+        if not request.validate_only and any(
+            r.error_code == common_pb2.NONE for r in response.results
+        ):
             # The change committed as some entry after `before`: wait until it is applied here.
             await self._until(lambda image: image.last_index > before)
         return response  # type: ignore[no-any-return]
@@ -271,9 +283,12 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         response = admin_pb2.DescribeConfigsResponse()
         for resource in request.resources:
             result = response.results.add(resource=resource)
+            if resource.resource_type == metadata_pb2.CONFIG_RESOURCE_BROKER:
+                describe_broker(self.config, image, result)
+                continue
             if resource.resource_type != metadata_pb2.CONFIG_RESOURCE_TOPIC:
                 result.error_code = common_pb2.INVALID_REQUEST
-                result.error_message = "only topic configs can be described"
+                result.error_message = "only topic and broker configs can be described"
                 continue
             if image.topic_by_name(resource.resource_name) is None:
                 result.error_code = common_pb2.UNKNOWN_TOPIC_OR_PARTITION
@@ -287,12 +302,13 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 else:
                     raw = self.config[broker_key]
                     value = str(raw).lower() if isinstance(raw, bool) else str(raw)
-                    default = NODE_KEYS_BY_NAME[broker_key].default
-                    source = (
-                        admin_pb2.CONFIG_SOURCE_DEFAULT
-                        if raw == default
-                        else admin_pb2.CONFIG_SOURCE_STATIC_BROKER
-                    )
+                    dynamic = self.config.dynamic_source(broker_key)
+                    if dynamic is not None:
+                        source = DYNAMIC_SOURCES[dynamic]
+                    elif raw == NODE_KEYS_BY_NAME[broker_key].default:
+                        source = admin_pb2.CONFIG_SOURCE_DEFAULT
+                    else:
+                        source = admin_pb2.CONFIG_SOURCE_STATIC_BROKER
                 result.configs.add(name=name, value=value, source=source)
         return response
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
 from strom.node import metrics
 from strom.node.broker.producer_ids import ProducerIdAllocator
+from strom.node.broker.streams import InvalidRequest, answer_unary, serve_stream
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.delayed import FETCH_WAIT_MS_MAX, wait_any
 from strom.node.errors import answer_refusal
@@ -77,10 +78,26 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     async def Produce(
         self, request: broker_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ProduceResponse:
+        return await answer_unary(context, self.answer_produce(request))
+
+    async def ProduceStream(
+        self,
+        requests: AsyncIterator[broker_pb2.ProduceStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[broker_pb2.ProduceStreamResponse]:
+        async for answer in serve_stream(
+            requests, self.answer_produce, broker_pb2.ProduceStreamResponse
+        ):
+            yield answer
+
+    async def answer_produce(
+        self, request: broker_pb2.ProduceRequest
+    ) -> broker_pb2.ProduceResponse:
+        """Produce's answer, for the unary call and the stream alike; raises InvalidRequest."""
         if request.acks not in (0, 1, -1):
-            await _invalid(context, f"acks must be 0, 1 or -1 (all), got {request.acks}")
+            raise InvalidRequest(f"acks must be 0, 1 or -1 (all), got {request.acks}")
         if request.timeout_ms < 0:
-            await _invalid(context, f"timeout_ms must be >= 0, got {request.timeout_ms}")
+            raise InvalidRequest(f"timeout_ms must be >= 0, got {request.timeout_ms}")
         response = broker_pb2.ProduceResponse()
         # What each partition's answer waits for, started only once every partition is
         # appended: a coroutine made earlier would never be awaited if this handler is
@@ -147,20 +164,34 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     async def Fetch(
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.FetchResponse:
+        return await answer_unary(context, self.answer_fetch(request))
+
+    async def FetchStream(
+        self,
+        requests: AsyncIterator[broker_pb2.FetchStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[broker_pb2.FetchStreamResponse]:
+        async for answer in serve_stream(
+            requests, self.answer_fetch, broker_pb2.FetchStreamResponse
+        ):
+            yield answer
+
+    async def answer_fetch(self, request: broker_pb2.FetchRequest) -> broker_pb2.FetchResponse:
+        """Fetch's answer, for the unary call and the stream alike; raises InvalidRequest."""
         if request.max_wait_ms < 0 or request.min_bytes < 0 or request.max_bytes < 0:
-            await _invalid(context, "max_wait_ms, min_bytes and max_bytes must be >= 0")
+            raise InvalidRequest("max_wait_ms, min_bytes and max_bytes must be >= 0")
         max_bytes = min(
             request.max_bytes or self.config["fetch.max.bytes"], self.config["fetch.max.bytes"]
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(request.max_wait_ms, FETCH_WAIT_MS_MAX) / 1000
         while True:
-            response, total, errors, watched = await self._read_all(request, max_bytes)
+            response, total, answer_now, watched = await self._read_all(request, max_bytes)
             remaining = deadline - loop.time()
             # Nothing to watch (no partitions asked for): waiting could never end early, and
             # wait_any would return at once, so looping here would spin the event loop until
             # the deadline (up to a minute): answer now.
-            if total >= max(1, request.min_bytes) or errors or remaining <= 0 or not watched:
+            if total >= max(1, request.min_bytes) or answer_now or remaining <= 0 or not watched:
                 for topic in response.topics:
                     metrics.record_fetch(topic.name, sum(len(p.records) for p in topic.partitions))
                 return response
@@ -175,7 +206,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     ) -> tuple[broker_pb2.FetchResponse, int, bool, list]:  # type: ignore[type-arg]
         response = broker_pb2.FetchResponse()
         total = 0
-        errors = False
+        answer_now = False  # an error or a redirect is answered without waiting
         watched = []
         turns = TurnBudget()
         for topic in request.topics:
@@ -184,8 +215,21 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 await turns.spend()
                 result = topic_response.partitions.add(partition=wanted.partition)
                 try:
+                    # Any replica serves consumers (KIP-392): a follower below the high
+                    # watermark it knows; only a leader sends consumers elsewhere.
                     partition = self.manager.partition_by_name(topic.name, wanted.partition)
-                    partition.check_leader(wanted.current_leader_epoch)
+                    partition.check_leader_epoch(wanted.current_leader_epoch)
+                    elsewhere = self.manager.preferred_read_replica(
+                        partition, request.rack_id, wanted.fetch_offset
+                    )
+                    if elsewhere is not None:
+                        partition.check_readable(wanted.fetch_offset)
+                        result.preferred_read_replica = elsewhere
+                        result.high_watermark = partition.high_watermark
+                        result.log_start_offset = partition.log_start_offset
+                        result.last_stable_offset = partition.last_stable_offset
+                        answer_now = True  # the consumer has somewhere better to wait
+                        continue
                     budget = max_bytes - total
                     limit = min(wanted.partition_max_bytes or budget, budget)
                     # At least one batch when nothing has been taken yet (Kafka's rule).
@@ -209,8 +253,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 except (PartitionError, StorageError) as exc:
                     answer_refusal(result, refusal(exc))
                     result.current_leader.CopyFrom(self._leader_hint(topic.name, wanted.partition))
-                    errors = True
-        return response, total, errors, watched
+                    answer_now = True
+        return response, total, answer_now, watched
 
     # ---- offsets -----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ $STROM_SASL_USERNAME / $STROM_SASL_PASSWORD), with Kafka's flag names where they
     node.py             node run|health|ready|metrics, storage format|random-uuid
     cluster.py          cluster up|status|stop|down|describe (local clusters), quorum status
     reassign.py         partitions reassign, brokers decommission|unregister, cluster rebalance
+    configs.py          configs describe|alter (brokers, topics), log-dirs describe
     topics.py           topics create|list|describe|alter|delete|delete-records|elect-leaders
     produce_consume.py  the console producer and consumer
     groups.py           groups list|describe|reset-offsets|delete

@@ -15,6 +15,7 @@ from strom import __version__
 from strom.client.errors import StromError
 from strom.node.cli import (
     cluster,
+    configs,
     demo,
     groups,
     node,
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_commands(sub)
     security.add_commands(sub)
     reassign.add_commands(sub)
+    configs.add_commands(sub)
     transactions.add_commands(sub)
     web_console.add_commands(sub)
     demo.add_commands(sub)

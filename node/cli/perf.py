@@ -552,6 +552,13 @@ def add_commands(sub: Any) -> None:
             metavar="PARTITIONS:RF",
             help="create the topic first if missing, e.g. 3:3",
         )
+        p.add_argument(
+            "--rpc",
+            choices=("stream", "unary"),
+            default="unary",
+            help="Produce and Fetch as a call each (the SDK's default), or on one stream per "
+            "broker where offered (the SDK's streaming=True)",
+        )
         return p
 
     produce = common(perf_sub.add_parser("produce", help="like kafka-producer-perf-test"))
@@ -590,7 +597,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    connection = client_options(args)
+    connection = {**client_options(args), "streaming": args.rpc == "stream"}
     if args.create_topic:
         parts, _, rf = args.create_topic.partition(":")
         _ensure_topic(args.bootstrap_server, args.topic, int(parts), int(rf or 1), connection)

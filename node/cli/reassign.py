@@ -2,7 +2,7 @@
 `strom brokers decommission|unregister` and `strom cluster rebalance`.
 
     strom partitions reassign --generate --topics-to-move-json-file topics.json --broker-list 2,3,4
-    strom partitions reassign --reassignment-json-file plan.json --execute
+    strom partitions reassign --reassignment-json-file plan.json --execute [--throttle B/S]
     strom partitions reassign --reassignment-json-file plan.json --verify
     strom partitions reassign --reassignment-json-file plan.json --cancel
     strom partitions reassign --list
@@ -11,7 +11,10 @@ The reassignment file is Kafka's: {"version": 1, "partitions": [{"topic": "t", "
 "replicas": [2, 3, 4]}]} (`log_dirs`, when present, must be "any": strom places a replica in
 the broker's own log directory). The topics file for --generate is {"version": 1, "topics":
 [{"topic": "t"}]}. --execute prints the current assignment first, to save for a rollback;
---verify exits 0 only when every move in the file has completed.
+--verify exits 0 only when every move in the file has completed. As Kafka's tool does,
+`--throttle` sets the leader and follower replication throttle rates (dynamic broker configs,
+node/dynamic_config.py) on every broker the moves involve, and the --verify that finds every move
+complete removes those rates from every broker.
 
     strom brokers decommission 4 [--dry-run]   # move every replica off broker 4, wait, and
                                                # unregister it once it is stopped
@@ -169,6 +172,31 @@ def verify(
     return lines, done
 
 
+THROTTLE_KEYS = ("leader.replication.throttled.rate", "follower.replication.throttled.rate")
+
+
+def involved_brokers(
+    plan: Mapping[TopicPartition, Sequence[int]], current: Mapping[TopicPartition, Sequence[int]]
+) -> list[int]:
+    """The brokers a move sends data from or to: the partitions' replicas now and after."""
+    return sorted({b for tp, target in plan.items() for b in (*target, *current.get(tp, ()))})
+
+
+def set_move_throttle(admin: Any, brokers: Sequence[int], bytes_per_s: int) -> None:
+    rate = str(bytes_per_s)
+    for broker in brokers:
+        admin.alter_broker_configs(broker, {key: rate for key in THROTTLE_KEYS})
+
+
+def clear_move_throttles(admin: Any) -> list[int]:
+    """Remove the throttle rates from every registered broker (Kafka's tool clears them all,
+    not knowing which an earlier --execute set); the brokers cleared."""
+    brokers = sorted(b.node_id for b in admin.describe_cluster().brokers)
+    for broker in brokers:
+        admin.alter_broker_configs(broker, {}, THROTTLE_KEYS)
+    return brokers
+
+
 # ---- the command -------------------------------------------------------------------------
 
 
@@ -187,6 +215,8 @@ def current_assignment(admin: Any, topics: Sequence[str]) -> Assignment:
 
 
 def _reassign(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> int:
+    if args.throttle is not None and not args.execute:
+        raise ReassignmentFileError("--throttle goes with --execute")
     if args.list:
         with admin_factory() as admin:
             ongoing = admin.list_partition_reassignments()
@@ -228,9 +258,18 @@ def _reassign(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> int
     names = ",".join(f"{t}-{p}" for t, p in sorted(plan))
     with admin_factory() as admin:
         if args.execute:
+            before = current_assignment(admin, sorted({t for t, _ in plan}))
             print("Current partition replica assignment\n")
-            print(assignment_json(current_assignment(admin, sorted({t for t, _ in plan}))))
+            print(assignment_json(before))
             print("\nSave this to use as the --reassignment-json-file option during rollback")
+            if args.throttle is not None:
+                # Before the moves start, so their first bytes are already throttled.
+                set_move_throttle(admin, involved_brokers(plan, before), args.throttle)
+                print(
+                    "Warning: You must run --verify periodically, until the reassignment "
+                    "completes, to ensure the throttle is removed."
+                )
+                print(f"The inter-broker throttle limit was set to {args.throttle} B/s")
             admin.alter_partition_reassignments(dict(plan))
             print(f"Successfully started partition reassignments for {names}")
             return 0
@@ -250,9 +289,12 @@ def _reassign(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> int
             for topic in admin.describe_topics(sorted({t for t, _ in plan}))
             for p in topic.partitions
         }
-    lines, done = verify(plan, ongoing, current)
-    print("Status of partition reassignment:")
-    print("\n".join(lines))
+        lines, done = verify(plan, ongoing, current)
+        print("Status of partition reassignment:")
+        print("\n".join(lines))
+        if done:
+            cleared = clear_move_throttles(admin)
+            print(f"Clearing broker-level throttles on brokers {','.join(map(str, cleared))}")
     return 0 if done else 1
 
 
@@ -365,6 +407,16 @@ def _rebalance(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> in
     return 0
 
 
+def _positive_rate(text: str) -> int:
+    try:
+        rate = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bytes/s") from None
+    if rate < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte/s, got {rate}")
+    return rate
+
+
 def add_commands(sub: Any) -> None:
     partitions = sub.add_parser("partitions", help="move partitions between brokers")
     partitions_sub = partitions.add_subparsers(dest="action", required=True)
@@ -382,6 +434,13 @@ def add_commands(sub: Any) -> None:
     reassign.add_argument("--reassignment-json-file", metavar="FILE")
     reassign.add_argument("--topics-to-move-json-file", metavar="FILE")
     reassign.add_argument("--broker-list", metavar="IDS", help="e.g. 2,3,4 (with --generate)")
+    reassign.add_argument(
+        "--throttle",
+        type=_positive_rate,
+        metavar="B/S",
+        help="with --execute: cap the moves' replication at this many bytes per second per "
+        "broker (removed by the --verify that finds them complete)",
+    )
     reassign.set_defaults(handler=lambda args: _reassign(args, lambda: admin_client(args)))
 
     brokers = sub.add_parser("brokers", help="retire brokers").add_subparsers(

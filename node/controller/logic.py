@@ -32,8 +32,16 @@ from dataclasses import dataclass
 
 from strom.client.acl import AclBinding, AclBindingFilter
 from strom.client.sasl import ScryptCredential
+from strom.node.config import ConfigError
+from strom.node.dynamic_config import (
+    CLUSTER_DEFAULT,
+    DYNAMIC_BROKER_KEYS,
+    check_broker_resource,
+    dynamic_value_text,
+)
 from strom.node.internal_topics import internal_topic_refusal, is_internal
 from strom.node.metadata.image import (
+    BROKER,
     NO_LEADER,
     TOPIC,
     MetadataImage,
@@ -195,9 +203,11 @@ class ControllerLogic:
         return set(self.image.active_broker_ids())
 
     def _unclean_allowed(self, topic: TopicImage) -> bool:
+        """The topic's config, else the dynamic default of every broker, else the node's."""
+        key = "unclean.leader.election.enable"
+        dynamic_default = self.image.configs.get((BROKER, CLUSTER_DEFAULT), {})
         value = self.image.topic_configs(topic.name).get(
-            "unclean.leader.election.enable",
-            self.settings.topic_defaults.get("unclean.leader.election.enable", False),
+            key, dynamic_default.get(key, self.settings.topic_defaults.get(key, False))
         )
         return str(value).lower() == "true"
 
@@ -593,8 +603,14 @@ class ControllerLogic:
         )
 
     def alter_topic_configs(
-        self, name: str, set_values: Mapping[str, str], delete: Iterable[str]
+        self,
+        name: str,
+        set_values: Mapping[str, str],
+        delete: Iterable[str],
+        validate_only: bool = False,
     ) -> list[Record]:
+        """Records setting and deleting the topic's overrides; with `validate_only`, none
+        (every check still runs)."""
         if self.image.topic_by_name(name) is None:
             raise ControllerError(
                 common_pb2.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist"
@@ -618,7 +634,41 @@ class ControllerLogic:
                     )
                 )
             )
-        return self._accepted(records)
+        return [] if validate_only else self._accepted(records)
+
+    def alter_broker_configs(
+        self,
+        resource: str,
+        set_values: Mapping[str, str],
+        delete: Iterable[str],
+        validate_only: bool = False,
+    ) -> list[Record]:
+        """Dynamic broker configs (node/dynamic_config.py) of one broker ("1") or of every
+        broker (""): each value checked by the node config table before anything is written."""
+        try:
+            check_broker_resource(resource)
+            checked = {key: dynamic_value_text(key, value) for key, value in set_values.items()}
+            for key in delete:
+                if key not in DYNAMIC_BROKER_KEYS:
+                    dynamic_value_text(key, "")  # names why: unknown, or not dynamic
+        except ConfigError as exc:
+            raise ControllerError(common_pb2.INVALID_CONFIG, str(exc)) from exc
+        records = [
+            Record(
+                config=metadata_pb2.ConfigRecord(
+                    resource_type=BROKER, resource_name=resource, name=key, value=value
+                )
+            )
+            for key, value in sorted(checked.items())
+        ] + [
+            Record(
+                config=metadata_pb2.ConfigRecord(
+                    resource_type=BROKER, resource_name=resource, name=key
+                )
+            )
+            for key in sorted(set(delete))
+        ]
+        return [] if validate_only else self._accepted(records)
 
     # ---- partitions --------------------------------------------------------------------
 

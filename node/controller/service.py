@@ -457,19 +457,23 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
         results = []
         for resource in request.resources:
             result = admin_pb2.AlterConfigsResult(resource=resource.resource)
-            if resource.resource.resource_type != metadata_pb2.CONFIG_RESOURCE_TOPIC:
-                result.error_code = common_pb2.INVALID_REQUEST
-                result.error_message = "only topic configs can be altered at runtime"
-                results.append(result)
-                continue
             to_set = {
                 c.name: c.value for c in resource.configs if c.op == admin_pb2.ALTER_CONFIG_SET
             }
             to_delete = [c.name for c in resource.configs if c.op == admin_pb2.ALTER_CONFIG_DELETE]
-            status, _ = await self._decide(
-                functools.partial(self._without_result, self.logic.alter_topic_configs,
-                                  resource.resource.resource_name, to_set, to_delete)
-            )  # fmt: skip
+            name = resource.resource.resource_name
+            if resource.resource.resource_type == metadata_pb2.CONFIG_RESOURCE_BROKER:
+                alter = functools.partial(self.logic.alter_broker_configs, name, to_set,
+                                          to_delete, request.validate_only)  # fmt: skip
+            elif resource.resource.resource_type == metadata_pb2.CONFIG_RESOURCE_TOPIC:
+                alter = functools.partial(self.logic.alter_topic_configs, name, to_set, to_delete,
+                                          request.validate_only)  # fmt: skip
+            else:
+                result.error_code = common_pb2.INVALID_REQUEST
+                result.error_message = "only topic and broker configs can be altered"
+                results.append(result)
+                continue
+            status, _ = await self._decide(functools.partial(self._without_result, alter))
             result.error_code = status.error_code
             result.error_message = status.error_message
             results.append(result)

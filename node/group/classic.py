@@ -33,6 +33,7 @@ ILLEGAL_GENERATION = common_pb2.ILLEGAL_GENERATION
 UNKNOWN_MEMBER_ID = common_pb2.UNKNOWN_MEMBER_ID
 REBALANCE_IN_PROGRESS = common_pb2.REBALANCE_IN_PROGRESS
 INVALID_SESSION_TIMEOUT = common_pb2.INVALID_SESSION_TIMEOUT
+MEMBER_ID_REQUIRED = 79
 
 EMPTY = "Empty"
 PREPARING = "PreparingRebalance"
@@ -85,6 +86,10 @@ class ClassicGroup:
     protocol_name: str = ""
     leader: str = ""
     members: dict[str, ClassicMember] = field(default_factory=dict)
+    # KIP-394: member ids handed out with MEMBER_ID_REQUIRED and not yet used to join, each
+    # with the time it expires (the asking member's session timeout), so a client that never
+    # comes back costs nothing after that.
+    pending_member_ids: dict[str, int] = field(default_factory=dict)
     _deadline: asyncio.TimerHandle | None = None
     _initial: bool = False
 
@@ -100,7 +105,12 @@ class ClassicGroup:
         rebalance_timeout_ms: int,
         protocol_type: str,
         protocols: list[tuple[str, bytes]],
+        require_known_member_id: bool = False,
     ) -> asyncio.Future[JoinResult]:
+        """`require_known_member_id` (JoinGroup v4+, KIP-394): a member without an id and
+        without a static instance id is answered MEMBER_ID_REQUIRED with an id to join with,
+        and only joins when it comes back with it, so a client whose join response was lost
+        cannot leave a stray member behind."""
         if protocol_type != self.protocol_type or not protocols:
             raise ClassicGroupError(
                 INCONSISTENT_GROUP_PROTOCOL,
@@ -113,14 +123,24 @@ class ClassicGroup:
                 f"none of {[p for p, _ in protocols]} is supported by every member of "
                 f"{self.group_id!r}",
             )
-        if member_id and member_id not in self.members:
+        now = self.now_ms()
+        self._expire_pending_member_ids(now)
+        if not member_id and instance_id is None and require_known_member_id:
+            member_id = self.new_member_id()
+            self.pending_member_ids[member_id] = now + session_timeout_ms
+            required: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
+            required.set_result(
+                JoinResult(MEMBER_ID_REQUIRED, -1, protocol_type, "", "", member_id, [])
+            )
+            return required
+        known = self.pending_member_ids.pop(member_id, None) is not None
+        if member_id and member_id not in self.members and not known:
             raise ClassicGroupError(
                 UNKNOWN_MEMBER_ID, f"member {member_id!r} is not in group {self.group_id!r}"
             )
-        now = self.now_ms()
         member = self.members.get(member_id) if member_id else None
         if member is None:
-            member_id = self.new_member_id()
+            member_id = member_id or self.new_member_id()
             member = ClassicMember(
                 member_id, instance_id, client_id, host, session_timeout_ms,
                 rebalance_timeout_ms, protocols, now,
@@ -141,6 +161,16 @@ class ClassicGroup:
         else:
             self._maybe_complete_join()
         return future
+
+    def is_unused(self) -> bool:
+        """No member, and no member id handed out that may still come back to join with."""
+        self._expire_pending_member_ids(self.now_ms())
+        return not self.members and not self.pending_member_ids
+
+    def _expire_pending_member_ids(self, now: int) -> None:
+        expired = [m for m, deadline in self.pending_member_ids.items() if deadline <= now]
+        for member_id in expired:
+            del self.pending_member_ids[member_id]
 
     def _common_protocols(self, protocols: list[tuple[str, bytes]]) -> set[str]:
         names = {p for p, _ in protocols}

@@ -764,14 +764,19 @@ class GroupCoordinator:
                 f"group {group_id!r} has members of strom's consumer protocol "
                 "(ConsumerGroupHeartbeat); a group serves one protocol at a time",
             )
-        if group.classic is None or not group.classic.members:
-            if group.classic is not None:
-                group.classic.close(common_pb2.UNKNOWN_MEMBER_ID, "the group was reset")
-            group.classic = ClassicGroup(
+        # Replaced only when no member is in it or on its way (KIP-394 ids handed out), unless
+        # its last member left and a join of another protocol type arrives.
+        classic = group.classic
+        if classic is None or (
+            not classic.members and (classic.is_unused() or classic.protocol_type != protocol_type)
+        ):
+            if classic is not None:
+                classic.close(common_pb2.UNKNOWN_MEMBER_ID, "the group was reset")
+            classic = group.classic = ClassicGroup(
                 group_id, protocol_type, self.clock.now_ms, self.initial_delay_ms,
                 self.new_member_id,
             )  # fmt: skip
-        return group.classic
+        return classic
 
     async def classic_join(
         self,
@@ -784,6 +789,7 @@ class GroupCoordinator:
         rebalance_timeout_ms: int,
         protocol_type: str,
         protocols: list[tuple[str, bytes]],
+        require_known_member_id: bool = False,
     ) -> JoinResult:
         if session_timeout_ms <= 0 or rebalance_timeout_ms < 0:
             raise GroupError(
@@ -794,7 +800,7 @@ class GroupCoordinator:
         try:
             pending = classic.join(
                 member_id, instance_id, client_id, host, session_timeout_ms,
-                rebalance_timeout_ms, protocol_type, protocols,
+                rebalance_timeout_ms, protocol_type, protocols, require_known_member_id,
             )  # fmt: skip
             result = await pending
         except ClassicGroupError as exc:

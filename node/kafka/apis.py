@@ -14,6 +14,7 @@ server-side groups, with Kafka's group ACLs checked here.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,7 +34,9 @@ from strom.node.txn.service import TransactionServicer
 from strom.storage.errors import StorageError
 from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2
 
+from .admin_apis import KafkaAdminApis, describe_config_entry
 from .codec import ZERO_UUID, Message
+from .fetch_sessions import FINAL_EPOCH, FetchSessionCache, FetchSessionError
 from .listener import Session, api_versions_body
 from .messages import Api
 from .txn_apis import TransactionApis
@@ -107,6 +110,8 @@ class KafkaApis(TransactionApis):
         self.coordinator = coordinator
         self.access_control = access_control
         self.verifier = verifier
+        # KIP-227 sessions of this listener's consumers (Fetch v7+).
+        self.fetch_sessions = FetchSessionCache(lambda: int(time.monotonic() * 1000))
         self._handlers: dict[int, Callable[[Session, int, Message], Awaitable[Message | None]]] = {
             0: self.produce,
             1: self.fetch,
@@ -132,6 +137,7 @@ class KafkaApis(TransactionApis):
             23: self.offset_for_leader_epoch,
             **self.txn_handlers(),
         }
+        self._handlers.update(KafkaAdminApis(self).handlers())
 
     async def __call__(
         self, session: Session, api: Api, version: int, body: Message
@@ -278,16 +284,32 @@ class KafkaApis(TransactionApis):
                 broker_pb2.READ_COMMITTED if body["isolation_level"] == 1
                 else broker_pb2.READ_UNCOMMITTED
             ),
+            rack_id=body["rack_id"] or "",  # KIP-392, v11+
         )  # fmt: skip
-        for topic in body["topics"]:
-            out = request.topics.add(name=topic["topic"])
-            for p in topic["partitions"]:
-                out.partitions.add(
-                    partition=p["partition"],
-                    fetch_offset=p["fetch_offset"],
-                    current_leader_epoch=p["current_leader_epoch"],
-                    partition_max_bytes=max(0, p["partition_max_bytes"]),
-                )
+        try:
+            plan = self.fetch_sessions.plan(
+                body["session_id"] if version >= 7 else 0,
+                body["session_epoch"] if version >= 7 else FINAL_EPOCH,
+                [
+                    ((t["topic"], p["partition"]), p)
+                    for t in body["topics"]
+                    for p in t["partitions"]
+                ],
+                [(t["topic"], i) for t in body["forgotten_topics_data"] for i in t["partitions"]],
+            )
+        except FetchSessionError as exc:
+            return {"error_code": exc.code, "session_id": 0, "responses": [],
+                    "throttle_time_ms": 0}  # fmt: skip
+        topics: dict[str, Any] = {}
+        for (name, _), p in plan.partitions:
+            if name not in topics:
+                topics[name] = request.topics.add(name=name)
+            topics[name].partitions.add(
+                partition=p["partition"],
+                fetch_offset=p["fetch_offset"],
+                current_leader_epoch=p["current_leader_epoch"],
+                partition_max_bytes=max(0, p["partition_max_bytes"]),
+            )
         try:
             response = await self._call(
                 session, "/strom.v1.Broker/Fetch", request, self.broker.Fetch
@@ -295,13 +317,23 @@ class KafkaApis(TransactionApis):
         except (InvalidRequest, Denied) as exc:
             code = exc.code if isinstance(exc, InvalidRequest) else CLUSTER_AUTHORIZATION_FAILED
             return {"error_code": code, "session_id": 0, "responses": [], "throttle_time_ms": 0}
+        answered = [
+            {"topic": t.name, "partitions": [
+                p for p in t.partitions
+                if self.fetch_sessions.worth_answering(
+                    plan, (t.name, p.partition), bool(p.records), p.error_code,
+                    p.high_watermark, p.log_start_offset, p.last_stable_offset,
+                )
+            ]}
+            for t in response.topics
+        ]  # fmt: skip
         return {
             "throttle_time_ms": 0,
             "error_code": NONE,
-            "session_id": 0,
+            "session_id": plan.session.session_id if plan.session is not None else 0,
             "responses": [
                 {
-                    "topic": t.name,
+                    "topic": t["topic"],
                     "partitions": [
                         {
                             "partition_index": p.partition,
@@ -315,13 +347,14 @@ class KafkaApis(TransactionApis):
                             ]
                             if body["isolation_level"] == 1
                             else None,
-                            "preferred_read_replica": -1,
+                            "preferred_read_replica": p.preferred_read_replica or -1,
                             "records": p.records,
                         }
-                        for p in t.partitions
+                        for p in t["partitions"]
                     ],
                 }
-                for t in response.topics
+                for t in answered
+                if t["partitions"]
             ],
         }
 
@@ -640,6 +673,7 @@ class KafkaApis(TransactionApis):
                 else body["session_timeout_ms"],
                 protocol_type=body["protocol_type"],
                 protocols=[(p["name"], p["metadata"]) for p in body["protocols"]],
+                require_known_member_id=version >= 4,  # KIP-394
             )
         except GroupError as exc:
             return error(exc.code, body["member_id"])
@@ -881,16 +915,7 @@ class KafkaApis(TransactionApis):
                     "resource_type": resource["resource_type"],
                     "resource_name": resource["resource_name"],
                     "configs": [
-                        {
-                            "name": c.name,
-                            "value": c.value,
-                            "read_only": False,
-                            "config_source": c.source,
-                            "is_sensitive": False,
-                            "synonyms": [],
-                            "config_type": 0,
-                            "documentation": None,
-                        }
+                        describe_config_entry(resource["resource_type"], c.name, c.value, c.source)
                         for c in result.configs
                         if keys is None or c.name in keys
                     ],

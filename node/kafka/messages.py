@@ -737,6 +737,312 @@ topics [struct] 0+
 """,
 )
 
+# ---- admin: records, configs, cluster, leaders, reassignments, ACLs, log dirs, groups ----------
+# Answered by node/kafka/admin_apis.py. ACL APIs start at v1 (pattern types), as in Kafka 4.
+
+DELETE_RECORDS = _api(
+    21,
+    "DeleteRecords",
+    "0-2",
+    "2+",
+    request="""
+topics [struct] 0+
+  name string 0+
+  partitions [struct] 0+
+    partition_index int32 0+
+    offset int64 0+
+timeout_ms int32 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+topics [struct] 0+
+  name string 0+
+  partitions [struct] 0+
+    partition_index int32 0+
+    low_watermark int64 0+
+    error_code int16 0+
+""",
+)
+
+DESCRIBE_ACLS = _api(
+    29,
+    "DescribeAcls",
+    "1-3",
+    "2+",
+    request="""
+resource_type_filter int8 0+
+resource_name_filter string 0+ null=0+
+pattern_type_filter int8 1+ default=3
+principal_filter string 0+ null=0+
+host_filter string 0+ null=0+
+operation int8 0+
+permission_type int8 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+error_code int16 0+
+error_message string 0+ null=0+
+resources [struct] 0+
+  resource_type int8 0+
+  resource_name string 0+
+  pattern_type int8 1+ default=3
+  acls [struct] 0+
+    principal string 0+
+    host string 0+
+    operation int8 0+
+    permission_type int8 0+
+""",
+)
+
+CREATE_ACLS = _api(
+    30,
+    "CreateAcls",
+    "1-3",
+    "2+",
+    request="""
+creations [struct] 0+
+  resource_type int8 0+
+  resource_name string 0+
+  resource_pattern_type int8 1+ default=3
+  principal string 0+
+  host string 0+
+  operation int8 0+
+  permission_type int8 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+results [struct] 0+
+  error_code int16 0+
+  error_message string 0+ null=0+
+""",
+)
+
+DELETE_ACLS = _api(
+    31,
+    "DeleteAcls",
+    "1-3",
+    "2+",
+    request="""
+filters [struct] 0+
+  resource_type_filter int8 0+
+  resource_name_filter string 0+ null=0+
+  pattern_type_filter int8 1+ default=3
+  principal_filter string 0+ null=0+
+  host_filter string 0+ null=0+
+  operation int8 0+
+  permission_type int8 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+filter_results [struct] 0+
+  error_code int16 0+
+  error_message string 0+ null=0+
+  matching_acls [struct] 0+
+    error_code int16 0+
+    error_message string 0+ null=0+
+    resource_type int8 0+
+    resource_name string 0+
+    pattern_type int8 1+ default=3
+    principal string 0+
+    host string 0+
+    operation int8 0+
+    permission_type int8 0+
+""",
+)
+
+ALTER_CONFIGS = _api(
+    33,
+    "AlterConfigs",
+    "0-2",
+    "2+",
+    request="""
+resources [struct] 0+
+  resource_type int8 0+
+  resource_name string 0+
+  configs [struct] 0+
+    name string 0+
+    value string 0+ null=0+
+validate_only bool 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+responses [struct] 0+
+  error_code int16 0+
+  error_message string 0+ null=0+
+  resource_type int8 0+
+  resource_name string 0+
+""",
+)
+
+DESCRIBE_LOG_DIRS = _api(
+    35,
+    "DescribeLogDirs",
+    "1-4",
+    "2+",
+    request="""
+topics [struct] 0+ null=0+
+  topic string 0+
+  partitions [int32] 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+error_code int16 3+
+results [struct] 0+
+  error_code int16 0+
+  log_dir string 0+
+  topics [struct] 0+
+    name string 0+
+    partitions [struct] 0+
+      partition_index int32 0+
+      partition_size int64 0+
+      offset_lag int64 0+
+      is_future_key bool 0+
+  total_bytes int64 4+ default=-1
+  usable_bytes int64 4+ default=-1
+""",
+)
+
+DELETE_GROUPS = _api(
+    42,
+    "DeleteGroups",
+    "0-2",
+    "2+",
+    request="""
+groups_names [string] 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+results [struct] 0+
+  group_id string 0+
+  error_code int16 0+
+""",
+)
+
+ELECT_LEADERS = _api(
+    43,
+    "ElectLeaders",
+    "0-2",
+    "2+",
+    request="""
+election_type int8 1+
+topic_partitions [struct] 0+ null=0+
+  topic string 0+
+  partitions [int32] 0+
+timeout_ms int32 0+ default=60000
+""",
+    response="""
+throttle_time_ms int32 0+
+error_code int16 1+
+replica_election_results [struct] 0+
+  topic string 0+
+  partition_result [struct] 0+
+    partition_id int32 0+
+    error_code int16 0+
+    error_message string 0+ null=0+
+""",
+)
+
+INCREMENTAL_ALTER_CONFIGS = _api(
+    44,
+    "IncrementalAlterConfigs",
+    "0-1",
+    "1+",
+    request="""
+resources [struct] 0+
+  resource_type int8 0+
+  resource_name string 0+
+  configs [struct] 0+
+    name string 0+
+    config_operation int8 0+
+    value string 0+ null=0+
+validate_only bool 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+responses [struct] 0+
+  error_code int16 0+
+  error_message string 0+ null=0+
+  resource_type int8 0+
+  resource_name string 0+
+""",
+)
+
+ALTER_PARTITION_REASSIGNMENTS = _api(
+    45,
+    "AlterPartitionReassignments",
+    "0",
+    "0+",
+    request="""
+timeout_ms int32 0+ default=60000
+topics [struct] 0+
+  name string 0+
+  partitions [struct] 0+
+    partition_index int32 0+
+    replicas [int32] 0+ null=0+ default=null
+""",
+    response="""
+throttle_time_ms int32 0+
+error_code int16 0+
+error_message string 0+ null=0+
+responses [struct] 0+
+  name string 0+
+  partitions [struct] 0+
+    partition_index int32 0+
+    error_code int16 0+
+    error_message string 0+ null=0+
+""",
+)
+
+LIST_PARTITION_REASSIGNMENTS = _api(
+    46,
+    "ListPartitionReassignments",
+    "0",
+    "0+",
+    request="""
+timeout_ms int32 0+ default=60000
+topics [struct] 0+ null=0+ default=null
+  name string 0+
+  partition_indexes [int32] 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+error_code int16 0+
+error_message string 0+ null=0+
+topics [struct] 0+
+  name string 0+
+  partitions [struct] 0+
+    partition_index int32 0+
+    replicas [int32] 0+
+    adding_replicas [int32] 0+
+    removing_replicas [int32] 0+
+""",
+)
+
+DESCRIBE_CLUSTER = _api(
+    60,
+    "DescribeCluster",
+    "0-1",
+    "0+",
+    request="""
+include_cluster_authorized_operations bool 0+
+endpoint_type int8 1+ default=1
+""",
+    response="""
+throttle_time_ms int32 0+
+error_code int16 0+
+error_message string 0+ null=0+ default=null
+endpoint_type int8 1+ default=1
+cluster_id string 0+
+controller_id int32 0+ default=-1
+brokers [struct] 0+
+  broker_id int32 0+
+  host string 0+
+  port int32 0+
+  rack string 0+ null=0+ default=null
+cluster_authorized_operations int32 0+ default=-2147483648
+""",
+)
+
 # What a SASL listener answers before the client has authenticated.
 BEFORE_AUTHENTICATION = frozenset({API_VERSIONS.key, SASL_HANDSHAKE.key, SASL_AUTHENTICATE.key})
 
@@ -769,5 +1075,17 @@ APIS: dict[int, Api] = {
         ADD_OFFSETS_TO_TXN,
         END_TXN,
         TXN_OFFSET_COMMIT,
+        DELETE_RECORDS,
+        DESCRIBE_ACLS,
+        CREATE_ACLS,
+        DELETE_ACLS,
+        ALTER_CONFIGS,
+        DESCRIBE_LOG_DIRS,
+        DELETE_GROUPS,
+        ELECT_LEADERS,
+        INCREMENTAL_ALTER_CONFIGS,
+        ALTER_PARTITION_REASSIGNMENTS,
+        LIST_PARTITION_REASSIGNMENTS,
+        DESCRIBE_CLUSTER,
     )
 }

@@ -44,7 +44,8 @@ from typing import Any
 
 from strom.node.clock import SYSTEM_CLOCK, Clock
 from strom.node.config import NodeConfig
-from strom.node.metadata.image import MetadataDelta, MetadataImage, PartitionInfo
+from strom.node.dynamic_config import broker_configs_changed
+from strom.node.metadata.image import TOPIC, MetadataDelta, MetadataImage, PartitionInfo
 from strom.node.metadata.state import full_delta
 from strom.node.peers import ControllerClient, ControllerUnavailable, Peers
 from strom.node.tls import inter_broker_security
@@ -61,6 +62,7 @@ from .fetcher import ReplicaFetcher
 from .hw_checkpoint import read_hw_checkpoint, write_hw_checkpoint
 from .leader_state import IsrChange
 from .partition import Partition, PartitionError, is_storage_failure
+from .read_replica import FollowerView, preferred_read_replica
 from .throttle import ReplicationThrottle
 
 log = logging.getLogger("strom.replica")
@@ -125,6 +127,10 @@ class ReplicaManager:
         self.move_throttle = ReplicationThrottle(
             config["follower.replication.throttled.rate"], clock.now_ms()
         )
+        # Shared by every partition this broker leads: what it sends to replicas being added.
+        self.leader_throttle = ReplicationThrottle(
+            config["leader.replication.throttled.rate"], clock.now_ms()
+        )
         self._pending_opens: dict[Key, None] = {}  # new logs not opened yet, in order
         self._creating: set[tuple[str, int]] = set()  # folders a worker thread is creating
         self._opener: asyncio.Task[None] | None = None
@@ -168,6 +174,36 @@ class ReplicaManager:
             )
         return partition
 
+    def preferred_read_replica(
+        self, partition: Partition, client_rack: str, fetch_offset: int
+    ) -> int | None:
+        """KIP-392 on the leader: the follower a consumer in `client_rack` should fetch
+        `partition` from instead of this broker, or None (node/replica/read_replica.py)."""
+        state = partition.leader_state
+        selector: str = self.config["replica.selector.class"]
+        if state is None or not client_rack or not selector:
+            return None
+        brokers = self.image.brokers
+        me = brokers.get(self.broker_id)
+        topic_meta = self.image.topic_by_name(partition.topic)
+        offline_replicas: tuple[int, ...] = ()
+        if topic_meta is not None and partition.partition in topic_meta.partitions:
+            offline_replicas = topic_meta.partitions[partition.partition].offline_replicas
+        followers = (
+            FollowerView(
+                broker_id,
+                brokers[broker_id].rack,
+                progress.log_end_offset,
+                broker_id in state.isr and broker_id not in offline_replicas,
+                brokers[broker_id].active,
+            )
+            for broker_id, progress in state.followers.items()
+            if broker_id in brokers
+        )
+        return preferred_read_replica(
+            selector, client_rack, me.rack if me else "", followers, fetch_offset
+        )
+
     def _refuse_if_offline(self, key: Key) -> None:
         offline = self.offline.get(key)
         if offline is not None:
@@ -199,6 +235,13 @@ class ReplicaManager:
 
     def on_metadata(self, image: MetadataImage, delta: MetadataDelta) -> None:
         self.image = image
+        if broker_configs_changed(delta):  # dynamic broker configs, already in self.config
+            self.move_throttle.set_rate(
+                self.config["follower.replication.throttled.rate"], self.clock.now_ms()
+            )
+            self.leader_throttle.set_rate(
+                self.config["leader.replication.throttled.rate"], self.clock.now_ms()
+            )
         if self.caught_up:
             self._apply(image, delta)
 
@@ -241,7 +284,10 @@ class ReplicaManager:
                                index, info, now)  # fmt: skip
             elif key in self.partitions or key in self.offline:
                 self._isolated(changed.name, key, self._drop, changed.name, topic_id, index, True)
-        for _, name in delta.changed_configs:
+        reconfigured = {name for kind, name in delta.changed_configs if kind == TOPIC}
+        if broker_configs_changed(delta):  # topic defaults may have changed: every topic
+            reconfigured = {topic.name for topic in image.topics.values()}
+        for name in sorted(reconfigured):
             configured = image.topic_by_name(name)
             if configured is None:
                 continue
@@ -512,6 +558,17 @@ class ReplicaManager:
         info = self.image.partition(*key)
         return info is not None and self.broker_id in info.adding_replicas
 
+    def leader_throttles(self, partition: Partition, replica_id: int) -> bool:
+        """Does this leader throttle what it sends `replica_id` of `partition`? Only a replica a
+        reassignment is adding and not yet in the ISR (Kafka's leader-side throttle)."""
+        info = self.image.partition(partition.topic_id, partition.partition)
+        return (
+            self.leader_throttle.limited
+            and info is not None
+            and replica_id in info.adding_replicas
+            and replica_id not in partition.isr
+        )
+
     def _is_fetching(self, key: Key, leader: int) -> bool:
         fetcher = self.fetchers.get(leader)
         return fetcher is not None and key in fetcher.partitions
@@ -702,9 +759,9 @@ class ReplicaManager:
         """Every `log.cleaner.backoff.ms`, clean each hosted partition of a compacted topic below
         min(high watermark, active segment base). The scan and the writing of cleaned copies run
         in a worker thread; the swap runs here, on the loop that owns the log."""
-        period_s = self.config["log.cleaner.backoff.ms"] / 1000
         while True:
-            await asyncio.sleep(period_s)
+            # Read every round: a dynamic broker config (node/dynamic_config.py).
+            await asyncio.sleep(self.config["log.cleaner.backoff.ms"] / 1000)
             for partition in list(self.partitions.values()):
                 try:
                     await self._clean(partition)

@@ -529,7 +529,10 @@ class Partition:
         active_brokers: set[int],
         now_ms: int,
         broker_epoch: int = -1,
+        send_records: bool = True,
     ) -> FollowerFetchResult:
+        """A follower's fetch: records its position (ISR, high watermark) and reads from it;
+        `send_records` False (the leader's throttle is spent): the position only."""
         state = self._require_leader()
         if replica_id not in self.replicas:
             raise PartitionError(
@@ -558,7 +561,9 @@ class Partition:
                 f"{self.name}: offset {fetch_offset} was deleted; log starts at "
                 f"{self._log.log_start_offset}",
             )
-        records = self._log.read(fetch_offset, max_bytes) if fetch_offset < leo else b""
+        records = (
+            self._log.read(fetch_offset, max_bytes) if fetch_offset < leo and send_records else b""
+        )
         return FollowerFetchResult(
             records, self.high_watermark, self._log.log_start_offset, None, change
         )
@@ -730,7 +735,7 @@ class Partition:
         and the aborted transactions that may have records among them (the consumer drops
         those records, as Kafka's do). Same offset rules as `read_committed`."""
         stable = self.last_stable_offset
-        self._check_readable(offset)
+        self.check_readable(offset)
         if offset >= stable:
             return b"", []
         data: bytes = self._log.read(offset, max_bytes, max_offset=stable)
@@ -738,7 +743,7 @@ class Partition:
             return data, []
         return data, self._log.aborted_transactions(offset, _end_of(data))
 
-    def _check_readable(self, offset: int) -> None:
+    def check_readable(self, offset: int) -> None:
         if offset > self._log.log_end_offset:
             raise PartitionError(
                 common_pb2.OFFSET_OUT_OF_RANGE,
@@ -757,7 +762,7 @@ class Partition:
         An offset between the high watermark and the log end is valid but not yet readable
         (a new leader's HW can trail what consumers already read from the old one): the read is
         empty, never OFFSET_OUT_OF_RANGE, or consumers would reset and re-read (Kafka's rule)."""
-        self._check_readable(offset)
+        self.check_readable(offset)
         if offset >= self.high_watermark:
             return b""
         data: bytes = self._log.read(offset, max_bytes, max_offset=self.high_watermark)

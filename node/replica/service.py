@@ -74,6 +74,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
             try:
                 partition = self.manager.partition_by_id(wanted.topic_id, wanted.partition)
                 partition.check_leader_epoch(wanted.current_leader_epoch)
+                throttled = self.manager.leader_throttles(partition, request.replica_id)
                 fetched = partition.fetch_for_follower(
                     request.replica_id,
                     wanted.fetch_offset,
@@ -82,7 +83,10 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                     active,
                     now,
                     request.broker_epoch,
+                    send_records=not throttled or self.manager.leader_throttle.allows(now),
                 )
+                if throttled:
+                    self.manager.leader_throttle.charge(len(fetched.records), now)
                 if fetched.isr_change is not None:
                     self.manager.submit_isr_change(partition, fetched.isr_change)
                 result.high_watermark = fetched.high_watermark

@@ -15,6 +15,7 @@ import pytest
 from cluster_harness import Cluster, SteadyProducer, eventually, read_partition
 
 from strom.client.admin import NewTopic
+from strom.node.cli.reassign import THROTTLE_KEYS
 
 pytestmark = pytest.mark.integration
 
@@ -186,3 +187,44 @@ def test_a_move_survives_kill_9_of_the_active_controller(
     eventually(completed, timeout_s=30, what="the move completed by the new controller")
     cluster.local.start(controller)
     cluster.wait_healthy([1, 2, 3, 4])
+
+
+def test_throttle_is_set_on_the_moving_brokers_and_cleared_by_verify(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """`--execute --throttle` sets both replication throttle rates on the brokers the move
+    involves (and no other) before it starts; the --verify that finds it complete clears them."""
+    with cluster.admin() as admin:
+        admin.create_topics([NewTopic("slowly", 1, 1)])
+        admin.alter_partition_reassignments({("slowly", 0): [1]})
+    plan = tmp_path / "plan.json"
+    plan.write_text(
+        json.dumps({"version": 1, "partitions": [{"topic": "slowly", "partition": 0,
+                                                  "replicas": [2]}]})
+    )  # fmt: skip
+    refused = strom(cluster, "partitions", "reassign", "--verify", "--throttle", "100",
+                    "--reassignment-json-file", str(plan))  # fmt: skip
+    assert refused.returncode == 1 and "--throttle goes with --execute" in refused.stderr
+    started = strom(cluster, "partitions", "reassign", "--execute", "--throttle", "50000000",
+                    "--reassignment-json-file", str(plan))  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert "The inter-broker throttle limit was set to 50000000 B/s" in started.stdout
+
+    def rates(broker: int) -> set[tuple[str, str]]:
+        with cluster.admin() as admin:
+            configs = admin.describe_broker_configs(broker)
+        return {
+            (k, configs[k].value) for k in THROTTLE_KEYS if configs[k].source != "DEFAULT_CONFIG"
+        }
+
+    assert rates(1) == rates(2) == {(k, "50000000") for k in THROTTLE_KEYS}
+    assert rates(3) == set()
+
+    def verified() -> str:
+        result = strom(cluster, "partitions", "reassign", "--verify",
+                       "--reassignment-json-file", str(plan))  # fmt: skip
+        return result.stdout if result.returncode == 0 else ""
+
+    out = eventually(verified, timeout_s=30, what="the move completed")
+    assert "Clearing broker-level throttles on brokers 1,2,3" in out
+    assert rates(1) == rates(2) == set()

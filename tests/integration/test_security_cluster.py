@@ -361,9 +361,12 @@ def test_kafka_clients_log_in_with_sasl_plain_and_meet_the_same_acls(cluster: Se
         allow("User:bob", Operation.DESCRIBE, ResourceType.TOPIC, "k-open"),
         allow("User:bob", Operation.WRITE, ResourceType.TOPIC, "k-open"),
     ])  # fmt: skip
+    # kafka-python retries a refused login until its bootstrap timeout (30 s by default).
     with pytest.raises(KafkaError) as wrong:
-        KafkaAdminClient(**kafka_login(cluster, "bob", WRONG_PW)).list_topics()
+        KafkaAdminClient(**kafka_login(cluster, "bob", WRONG_PW), bootstrap_timeout_ms=2_000)
     SEEN_ERRORS.append(repr(wrong.value))
+    logs = [(cluster.local.node_dir(n) / "node.log").read_text(errors="replace") for n in (1, 2, 3)]
+    assert any("SASL authentication failed" in text for text in logs), "refused for the password"
     bob = KafkaAdminClient(**kafka_login(cluster, "bob", BOB_PW))
     try:
         topics = bob.list_topics()

@@ -156,3 +156,11 @@ def test_topics_describe_shows_moves_and_racks(
     assert cli.main(["topics", "describe", "--output", "json"]) == 0
     described = json.loads(capsys.readouterr().out)[0]["partitions"][0]
     assert described["adding_replicas"] == [4] and described["racks"] == ["r0", "r1", "r0", "r1"]
+
+
+def test_a_throttle_covers_the_brokers_a_move_sends_from_and_to() -> None:
+    from strom.node.cli.reassign import involved_brokers
+
+    plan = {("t", 0): [2, 3], ("t", 1): [4]}
+    current = {("t", 0): (1, 2), ("t", 1): (4,), ("u", 0): (5,)}
+    assert involved_brokers(plan, current) == [1, 2, 3, 4]  # not 5: u is not moving

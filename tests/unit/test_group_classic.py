@@ -14,6 +14,7 @@ from strom.node.group.classic import (
     EMPTY,
     ILLEGAL_GENERATION,
     INCONSISTENT_GROUP_PROTOCOL,
+    MEMBER_ID_REQUIRED,
     PREPARING,
     REBALANCE_IN_PROGRESS,
     STABLE,
@@ -134,5 +135,40 @@ def test_protocols_must_be_shared_and_of_the_groups_type() -> None:
         with pytest.raises(ClassicGroupError) as other_type:
             group.join("", None, "c", "h", 10_000, 1_000, "connect", [("x", b"")])
         assert other_type.value.code == INCONSISTENT_GROUP_PROTOCOL
+
+    asyncio.run(run())
+
+
+def test_a_join_without_member_id_gets_one_to_rejoin_with_kip_394() -> None:
+    """JoinGroup v4+: the first join only hands out an id (MEMBER_ID_REQUIRED); the member
+    joins when it comes back with it. An id not used within the session timeout expires."""
+
+    async def run() -> None:
+        clock = FakeClock()
+        group = new_group(clock)
+
+        def join_v4(member_id: str = "", instance_id: str | None = None):  # type: ignore[no-untyped-def]
+            return group.join(
+                member_id, instance_id, "client", "host", 10_000, 1_000, "consumer",
+                [("range", b"range")], require_known_member_id=True,
+            )  # fmt: skip
+
+        first = await join_v4()
+        assert first.error_code == MEMBER_ID_REQUIRED and first.member_id
+        assert group.members == {} and group.state == EMPTY
+        joined = await join_v4(first.member_id)
+        assert joined.error_code == 0 and joined.member_id == first.member_id
+        assert joined.leader == first.member_id and list(group.members) == [first.member_id]
+
+        lost = await join_v4()
+        clock.ms += 10_000  # the session timeout of the member that asked
+        with pytest.raises(ClassicGroupError) as expired:
+            join_v4(lost.member_id)
+        assert expired.value.code == UNKNOWN_MEMBER_ID
+        assert group.pending_member_ids == {}
+
+        static = join_v4(instance_id="instance-1")  # static members keep their identity
+        assert group.state == PREPARING and not static.done()
+        static.cancel()
 
     asyncio.run(run())

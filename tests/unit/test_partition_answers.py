@@ -1,6 +1,7 @@
 """How the broker answers one partition it cannot serve (issue #19's per-partition helper): the
 real BrokerServicer over a real ReplicaManager, with a partition this broker leads and one it
-follows. Fetch and ListOffsets share the leader check and the KIP-320 epoch check; every refusal
+follows. Fetch and ListOffsets share the KIP-320 epoch check (only ListOffsets needs the leader:
+a follower serves fetches, KIP-392); every refusal
 fills the partition's code and message; a storage error that reaches a handler is answered with
 the Kafka code it names."""
 
@@ -50,13 +51,10 @@ def list_offsets(partition: int, epoch: int) -> broker_pb2.ListOffsetsRequest:
     return request
 
 
-def test_fetch_and_list_offsets_refuse_a_follower_and_a_wrong_epoch_alike(
-    tmp_path: Path,
-) -> None:
+def test_fetch_and_list_offsets_refuse_a_wrong_epoch_alike(tmp_path: Path) -> None:
     async def scenario() -> None:
         servicer = broker(tmp_path)
         cases = [
-            (FOLLOWED, -1, common_pb2.NOT_LEADER_OR_FOLLOWER, "does not lead t-1 (leader: 2)"),
             (LED, 2, common_pb2.FENCED_LEADER_EPOCH, "leader epoch 2 is older than 3"),
             (LED, 4, common_pb2.UNKNOWN_LEADER_EPOCH, "leader epoch 4 is newer than"),
             (LED, 3, common_pb2.NONE, ""),
@@ -67,8 +65,25 @@ def test_fetch_and_list_offsets_refuse_a_follower_and_a_wrong_epoch_alike(
             listed = (await servicer.ListOffsets(list_offsets(partition, epoch), None)).topics[0]  # type: ignore[arg-type]
             for result in (fetched.partitions[0], listed.partitions[0]):
                 assert (result.error_code, message in result.error_message) == (code, True)
-        # Fetch also tells the client where the leader is.
-        hint = (await servicer.Fetch(fetch(FOLLOWED, -1), None)).topics[0].partitions[0]  # type: ignore[arg-type]
+
+    asyncio.run(scenario())
+
+
+def test_a_follower_serves_fetches_but_not_list_offsets(tmp_path: Path) -> None:
+    """Fetch from a follower is KIP-392's (node/replica/read_replica.py): served below the high
+    watermark it knows. ListOffsets stays the leader's, and tells the client where it is."""
+
+    async def scenario() -> None:
+        servicer = broker(tmp_path)
+        fetched = (await servicer.Fetch(fetch(FOLLOWED, -1), None)).topics[0].partitions[0]  # type: ignore[arg-type]
+        assert fetched.error_code == common_pb2.NONE
+        listed = (await servicer.ListOffsets(list_offsets(FOLLOWED, -1), None)).topics[0]  # type: ignore[arg-type]
+        (refused,) = listed.partitions
+        assert refused.error_code == common_pb2.NOT_LEADER_OR_FOLLOWER
+        assert "does not lead t-1 (leader: 2)" in refused.error_message
+        # Fetch tells the client where the leader is when it cannot serve.
+        hint = (await servicer.Fetch(fetch(FOLLOWED, 6), None)).topics[0].partitions[0]  # type: ignore[arg-type]
+        assert hint.error_code == common_pb2.UNKNOWN_LEADER_EPOCH
         assert (hint.current_leader.leader_id, hint.current_leader.leader_epoch) == (2, 5)
 
     asyncio.run(scenario())

@@ -86,6 +86,9 @@ class FakeCluster:
     def broker_stub(self, address: str) -> Any:
         return self
 
+    def produce_call(self, address: str) -> Any:  # ClusterClient's: the stub's Produce here
+        return self.broker_stub(address).Produce
+
     @property
     def Produce(self) -> Any:  # the stub method's name
         return self.leader.produce

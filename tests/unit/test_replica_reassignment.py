@@ -124,3 +124,45 @@ def test_fetchers_leave_moving_replicas_out_while_the_throttle_is_spent(tmp_path
         broker3.logs.close()
 
     asyncio.run(scenario())
+
+
+def test_a_leader_sends_nothing_to_a_moving_replica_while_its_throttle_is_spent(
+    tmp_path: Path,
+) -> None:
+    """Kafka's leader.replication.throttled.rate: replica 3, being added and outside the ISR,
+    gets no records once the leader's bucket is spent (its position still counts); replica 2,
+    in the ISR, is never throttled."""
+    from strom.node.replica.service import ReplicaServicer
+    from strom.v1 import replica_pb2
+
+    async def scenario() -> None:
+        broker1 = manager(tmp_path, broker_id=1, **{"leader.replication.throttled.rate": 500})
+        img = image({0: moving(1, 1, (1, 2, 3), (1, 2), adding=(3,))})
+        broker1.on_metadata(img, changed(img))
+        leader = broker1.partition_by_name("t", 0)
+        for _ in range(3):
+            leader.append_as_leader(encode_batch([Record(None, b"v" * 600, (), 1)]), 1, 1, 0)
+        servicer = ReplicaServicer(broker1)
+
+        async def fetch(replica_id: int, offset: int) -> bytes:
+            request = replica_pb2.ReplicaFetchRequest(
+                replica_id=replica_id, broker_epoch=10 + replica_id, max_wait_ms=0
+            )
+            request.partitions.add(
+                topic_id=TOPIC_ID, partition=0, fetch_offset=offset, current_leader_epoch=1,
+                last_fetched_epoch=-1, partition_max_bytes=700,
+            )  # fmt: skip
+            response = await servicer.Fetch(request, None)  # type: ignore[arg-type]
+            (result,) = response.partitions
+            assert result.error_code == common_pb2.NONE, result.error_message
+            return result.records
+
+        assert await fetch(3, 0)  # the bucket holds a second's worth: one batch goes
+        assert await fetch(3, 1) == b""  # spent by that batch
+        assert leader.leader_state is not None
+        assert leader.leader_state.followers[3].log_end_offset == 1  # the position counted
+        assert await fetch(2, 0) and await fetch(2, 1)  # in the ISR: never throttled
+        await broker1.stop()
+        broker1.logs.close()
+
+    asyncio.run(scenario())

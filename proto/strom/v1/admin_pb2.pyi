@@ -32,6 +32,10 @@ class _ConfigSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConfigSo
     CONFIG_SOURCE_UNKNOWN: _ConfigSource.ValueType  # 0
     CONFIG_SOURCE_DYNAMIC_TOPIC: _ConfigSource.ValueType  # 1
     """set on the topic"""
+    CONFIG_SOURCE_DYNAMIC_BROKER: _ConfigSource.ValueType  # 2
+    """set at runtime for this broker (strom configs alter)"""
+    CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER: _ConfigSource.ValueType  # 3
+    """set at runtime for every broker"""
     CONFIG_SOURCE_STATIC_BROKER: _ConfigSource.ValueType  # 4
     """from the node's configuration file"""
     CONFIG_SOURCE_DEFAULT: _ConfigSource.ValueType  # 5
@@ -42,6 +46,10 @@ class ConfigSource(_ConfigSource, metaclass=_ConfigSourceEnumTypeWrapper): ...
 CONFIG_SOURCE_UNKNOWN: ConfigSource.ValueType  # 0
 CONFIG_SOURCE_DYNAMIC_TOPIC: ConfigSource.ValueType  # 1
 """set on the topic"""
+CONFIG_SOURCE_DYNAMIC_BROKER: ConfigSource.ValueType  # 2
+"""set at runtime for this broker (strom configs alter)"""
+CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER: ConfigSource.ValueType  # 3
+"""set at runtime for every broker"""
 CONFIG_SOURCE_STATIC_BROKER: ConfigSource.ValueType  # 4
 """from the node's configuration file"""
 CONFIG_SOURCE_DEFAULT: ConfigSource.ValueType  # 5
@@ -382,6 +390,7 @@ class ConfigResource(_message.Message):
     RESOURCE_NAME_FIELD_NUMBER: _builtins.int
     resource_type: _metadata_pb2.ConfigResourceType.ValueType
     resource_name: _builtins.str
+    """A topic's name; for brokers the broker id, or "" for the default of every broker."""
     def __init__(
         self,
         *,
@@ -423,19 +432,27 @@ class ConfigEntry(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    SENSITIVE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     value: _builtins.str
+    """empty for a sensitive key"""
     source: Global___ConfigSource.ValueType
+    read_only: _builtins.bool
+    """broker configs: cannot be altered at runtime"""
+    sensitive: _builtins.bool
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         value: _builtins.str = ...,
         source: Global___ConfigSource.ValueType = ...,
+        read_only: _builtins.bool = ...,
+        sensitive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "source", b"source", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "read_only", b"read_only", "sensitive", b"sensitive", "source", b"source", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -59,6 +59,16 @@ class BrokerStub:
                 request_serializer=strom_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
                 response_deserializer=strom_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
                 _registered_method=True)
+        self.ProduceStream = channel.stream_stream(
+                '/strom.v1.Broker/ProduceStream',
+                request_serializer=strom_dot_v1_dot_broker__pb2.ProduceStreamRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_broker__pb2.ProduceStreamResponse.FromString,
+                _registered_method=True)
+        self.FetchStream = channel.stream_stream(
+                '/strom.v1.Broker/FetchStream',
+                request_serializer=strom_dot_v1_dot_broker__pb2.FetchStreamRequest.SerializeToString,
+                response_deserializer=strom_dot_v1_dot_broker__pb2.FetchStreamResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -94,6 +104,25 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProduceStream(self, request_iterator, context):
+        """Produce and Fetch on one long-lived stream per client and broker (issue #17): each request
+        carries an id its answer repeats, so many may be in flight and answers come back as they
+        are ready, not in order. Each request is validated and answered exactly as the unary call
+        would; a request the unary call would refuse with a status is answered with that status in
+        `error`, and the stream goes on. A message the stream cannot read ends the stream with a
+        status. A broker without these (an older one, or a secured listener) answers UNIMPLEMENTED,
+        and clients fall back to the unary calls.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +150,16 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.InitProducerId,
                     request_deserializer=strom_dot_v1_dot_broker__pb2.InitProducerIdRequest.FromString,
                     response_serializer=strom_dot_v1_dot_broker__pb2.InitProducerIdResponse.SerializeToString,
+            ),
+            'ProduceStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProduceStream,
+                    request_deserializer=strom_dot_v1_dot_broker__pb2.ProduceStreamRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_broker__pb2.ProduceStreamResponse.SerializeToString,
+            ),
+            'FetchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.FetchStream,
+                    request_deserializer=strom_dot_v1_dot_broker__pb2.FetchStreamRequest.FromString,
+                    response_serializer=strom_dot_v1_dot_broker__pb2.FetchStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +297,60 @@ class Broker:
             '/strom.v1.Broker/InitProducerId',
             strom_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
             strom_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProduceStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/strom.v1.Broker/ProduceStream',
+            strom_dot_v1_dot_broker__pb2.ProduceStreamRequest.SerializeToString,
+            strom_dot_v1_dot_broker__pb2.ProduceStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/strom.v1.Broker/FetchStream',
+            strom_dot_v1_dot_broker__pb2.FetchStreamRequest.SerializeToString,
+            strom_dot_v1_dot_broker__pb2.FetchStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

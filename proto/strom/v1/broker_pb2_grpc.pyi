@@ -42,6 +42,16 @@ class BrokerStub:
     ListOffsets: _grpc.UnaryUnaryMultiCallable[_broker_pb2.ListOffsetsRequest, _broker_pb2.ListOffsetsResponse]
     Metadata: _grpc.UnaryUnaryMultiCallable[_broker_pb2.MetadataRequest, _broker_pb2.MetadataResponse]
     InitProducerId: _grpc.UnaryUnaryMultiCallable[_broker_pb2.InitProducerIdRequest, _broker_pb2.InitProducerIdResponse]
+    ProduceStream: _grpc.StreamStreamMultiCallable[_broker_pb2.ProduceStreamRequest, _broker_pb2.ProduceStreamResponse]
+    """Produce and Fetch on one long-lived stream per client and broker (issue #17): each request
+    carries an id its answer repeats, so many may be in flight and answers come back as they
+    are ready, not in order. Each request is validated and answered exactly as the unary call
+    would; a request the unary call would refuse with a status is answered with that status in
+    `error`, and the stream goes on. A message the stream cannot read ends the stream with a
+    status. A broker without these (an older one, or a secured listener) answers UNIMPLEMENTED,
+    and clients fall back to the unary calls.
+    """
+    FetchStream: _grpc.StreamStreamMultiCallable[_broker_pb2.FetchStreamRequest, _broker_pb2.FetchStreamResponse]
 
 @_typing.type_check_only
 class BrokerAsyncStub(BrokerStub):
@@ -51,6 +61,16 @@ class BrokerAsyncStub(BrokerStub):
     ListOffsets: _aio.UnaryUnaryMultiCallable[_broker_pb2.ListOffsetsRequest, _broker_pb2.ListOffsetsResponse]  # type: ignore[assignment]
     Metadata: _aio.UnaryUnaryMultiCallable[_broker_pb2.MetadataRequest, _broker_pb2.MetadataResponse]  # type: ignore[assignment]
     InitProducerId: _aio.UnaryUnaryMultiCallable[_broker_pb2.InitProducerIdRequest, _broker_pb2.InitProducerIdResponse]  # type: ignore[assignment]
+    ProduceStream: _aio.StreamStreamMultiCallable[_broker_pb2.ProduceStreamRequest, _broker_pb2.ProduceStreamResponse]  # type: ignore[assignment]
+    """Produce and Fetch on one long-lived stream per client and broker (issue #17): each request
+    carries an id its answer repeats, so many may be in flight and answers come back as they
+    are ready, not in order. Each request is validated and answered exactly as the unary call
+    would; a request the unary call would refuse with a status is answered with that status in
+    `error`, and the stream goes on. A message the stream cannot read ends the stream with a
+    status. A broker without these (an older one, or a secured listener) answers UNIMPLEMENTED,
+    and clients fall back to the unary calls.
+    """
+    FetchStream: _aio.StreamStreamMultiCallable[_broker_pb2.FetchStreamRequest, _broker_pb2.FetchStreamResponse]  # type: ignore[assignment]
 
 class BrokerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -87,5 +107,27 @@ class BrokerServicer(metaclass=_abc_1.ABCMeta):
         request: _broker_pb2.InitProducerIdRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_broker_pb2.InitProducerIdResponse, _abc.Awaitable[_broker_pb2.InitProducerIdResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ProduceStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_broker_pb2.ProduceStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_broker_pb2.ProduceStreamResponse], _abc.AsyncIterator[_broker_pb2.ProduceStreamResponse]]:
+        """Produce and Fetch on one long-lived stream per client and broker (issue #17): each request
+        carries an id its answer repeats, so many may be in flight and answers come back as they
+        are ready, not in order. Each request is validated and answered exactly as the unary call
+        would; a request the unary call would refuse with a status is answered with that status in
+        `error`, and the stream goes on. A message the stream cannot read ends the stream with a
+        status. A broker without these (an older one, or a secured listener) answers UNIMPLEMENTED,
+        and clients fall back to the unary calls.
+        """
+
+    @_abc_1.abstractmethod
+    def FetchStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_broker_pb2.FetchStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_broker_pb2.FetchStreamResponse], _abc.AsyncIterator[_broker_pb2.FetchStreamResponse]]: ...
 
 def add_BrokerServicer_to_server(servicer: BrokerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
