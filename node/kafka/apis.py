@@ -39,7 +39,7 @@ from .codec import ZERO_UUID, Message
 from .fetch_sessions import FINAL_EPOCH, FetchSessionCache, FetchSessionError
 from .listener import Session, api_versions_body
 from .messages import Api
-from .txn_apis import TransactionApis
+from .txn_apis import TransactionApis, add_committed_offsets
 
 log = logging.getLogger("strom.kafka")
 
@@ -551,14 +551,7 @@ class KafkaApis(TransactionApis):
             member_id=body["member_id"],
             member_epoch=body["generation_id_or_member_epoch"],
         )
-        for topic in body["topics"]:
-            out = request.topics.add(name=topic["name"])
-            for p in topic["partitions"]:
-                out.partitions.add(
-                    partition=p["partition_index"],
-                    offset=p["committed_offset"],
-                    metadata=p["committed_metadata"] or "",
-                )
+        add_committed_offsets(request.topics, body["topics"])
 
         def everywhere(code: int) -> Message:
             return {

@@ -126,14 +126,7 @@ class TransactionApis:
             member_id=body["member_id"],
             generation_id=body["generation_id"],
         )
-        for topic in body["topics"]:
-            out = request.topics.add(name=topic["name"])
-            for p in topic["partitions"]:
-                out.partitions.add(
-                    partition=p["partition_index"],
-                    offset=p["committed_offset"],
-                    metadata=p["committed_metadata"] or "",
-                )
+        add_committed_offsets(request.topics, body["topics"])
         code, response = await self._txn_call(session, "TxnOffsetCommit", request)
         results = {}
         if response is not None:
@@ -157,3 +150,15 @@ class TransactionApis:
                 for topic in body["topics"]
             ],
         }
+
+
+def add_committed_offsets(topics: Any, body_topics: list[Message]) -> None:
+    """A Kafka OffsetCommit or TxnOffsetCommit body's topics, added to strom's request."""
+    for topic in body_topics:
+        out = topics.add(name=topic["name"])
+        for p in topic["partitions"]:
+            out.partitions.add(
+                partition=p["partition_index"],
+                offset=p["committed_offset"],
+                metadata=p["committed_metadata"] or "",
+            )
