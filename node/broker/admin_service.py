@@ -405,7 +405,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 user.mechanism = metadata_pb2.CREDENTIAL_MECHANISM_SCRYPT
                 user.n = credential.n
             for mechanism, one in sorted(scram.items()):
-                user.scram.add(mechanism=mechanism, iterations=one.iterations)  # type: ignore[arg-type]
+                user.scram.add(mechanism=mechanism, iterations=one.iterations)
         return response
 
     async def DescribeAcls(
