@@ -408,3 +408,28 @@ def test_scram_admin_apis_need_alter_and_describe_on_the_cluster() -> None:
         assert described["results"] == []
 
     asyncio.run(scenario())
+
+
+def test_sasl_enabled_mechanisms_config() -> None:
+    from strom.node.config import ConfigError, build_config
+
+    base = {
+        "node.id": 1,
+        "controller.quorum.voters": "1@localhost:9093",
+        "listeners": "PLAINTEXT://:9092,CONTROLLER://:9093,KAFKA://:9095",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+        "KAFKA:SASL_PLAINTEXT",
+        "listener.wire.protocol.map": "KAFKA:KAFKA",
+    }
+    default = build_config(base, environ={})
+    assert default.listener_setting("KAFKA", "sasl.enabled.mechanisms") == [
+        "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512",
+    ]  # fmt: skip
+    one = build_config(
+        base, environ={"STROM_LISTENER_NAME_KAFKA_SASL_ENABLED_MECHANISMS": "SCRAM-SHA-512"}
+    )
+    assert one.listener_setting("KAFKA", "sasl.enabled.mechanisms") == ["SCRAM-SHA-512"]
+    assert one["sasl.enabled.mechanisms"] == default["sasl.enabled.mechanisms"]
+    for bad in ("GSSAPI", "SCRAM-SHA-1,PLAIN", ""):
+        with pytest.raises(ConfigError, match="sasl.enabled.mechanisms"):
+            build_config({**base, "sasl.enabled.mechanisms": bad}, environ={})
