@@ -7,9 +7,9 @@ Kafka's rules, kept here:
   client) with its salt and iteration count; this listener turns it into StoredKey and
   ServerKey (client/scram.py) at once, so neither the salted password nor the password reaches
   the controller or the metadata log. One result per user; a user's operations succeed or fail
-  together; an unknown mechanism is UNSUPPORTED_SASL_MECHANISM, an empty salt or salted
-  password or an iteration count outside 4096..16384 UNACCEPTABLE_CREDENTIAL, a mechanism
-  named twice for one user DUPLICATE_RESOURCE, deleting a missing credential
+  together; an unknown mechanism is UNSUPPORTED_SASL_MECHANISM; an empty user name, salt or
+  salted password or an iteration count outside 4096..16384 UNACCEPTABLE_CREDENTIAL; a
+  mechanism named twice for one user DUPLICATE_RESOURCE; deleting a missing credential
   RESOURCE_NOT_FOUND.
 - Describe: null or empty `users` describes every user that has a SCRAM credential; a named
   user without one is RESOURCE_NOT_FOUND, a name given twice DUPLICATE_RESOURCE. Only
@@ -91,6 +91,9 @@ class ScramCredentialApis:
         ))  # fmt: skip
         errors: dict[str, tuple[int, str]] = {}
         request = admin_pb2.AlterUserCredentialsRequest()
+        for name in users:
+            if not name:  # Kafka's answer to an empty user name
+                errors[name] = (UNACCEPTABLE_CREDENTIAL, "the user name is empty")
         for d in body["deletions"]:
             if d["mechanism"] not in scram.HASHES:
                 errors.setdefault(d["name"], _unknown_mechanism(d["mechanism"]))

@@ -340,11 +340,13 @@ def test_alter_and_describe_user_scram_credentials_like_kafka() -> None:
                 upsert("lee", 3, b"x"),  # an unknown mechanism
                 upsert("max", SHA256, b"x", 100),  # too few iterations
                 upsert("ned", SHA256, b"x"), upsert("ned", SHA256, b"y"),  # twice
+                upsert("", SHA256, b"x"),  # no name
             ]})  # fmt: skip
             codes = {r["user"]: r["error_code"] for r in answer["results"]}
             assert codes == {"kim": 0, "lee": common_pb2.UNSUPPORTED_SASL_MECHANISM,
                              "max": common_pb2.UNACCEPTABLE_CREDENTIAL,
-                             "ned": common_pb2.DUPLICATE_RESOURCE}  # fmt: skip
+                             "ned": common_pb2.DUPLICATE_RESOURCE,
+                             "": common_pb2.UNACCEPTABLE_CREDENTIAL}  # fmt: skip
             image = admin.image()
             assert set(image.scram) == {("kim", SHA256), ("kim", SHA512)}
             assert b"k-pw" not in encode_snapshot(image, "c")  # neither password...
