@@ -23,6 +23,7 @@ from strom.client.acl import Operation
 from strom.node import metrics
 from strom.node.broker.admin_service import AdminServicer
 from strom.node.broker.service import BrokerServicer
+from strom.node.config import SASL_MECHANISMS
 from strom.node.errors import as_error_code
 from strom.node.group.coordinator import GroupCoordinator, GroupError
 from strom.node.group.service import GroupServicer
@@ -59,7 +60,6 @@ UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
 UNSUPPORTED_SASL_MECHANISM = common_pb2.UNSUPPORTED_SASL_MECHANISM
 ILLEGAL_SASL_STATE = 34
 SASL_AUTHENTICATION_FAILED = common_pb2.SASL_AUTHENTICATION_FAILED
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 UNKNOWN_TOPIC_ID = common_pb2.UNKNOWN_TOPIC_ID
 
 
