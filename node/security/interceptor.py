@@ -35,6 +35,7 @@ from .authn import (
 )
 from .authorizer import AuthorizerSettings, parse_super_users
 from .credentials import CredentialVerifier
+from .scram import ScramLogins
 
 log = logging.getLogger("strom.security")
 
@@ -188,6 +189,10 @@ class NodeSecurity:
         username = config["node.sasl.username"]
         node_passwords = {username: config["node.sasl.password"]} if username else {}
         self.verifier = CredentialVerifier(lambda: image().users, node_passwords)
+        # SCRAM logins of the Kafka listeners (node/security/scram.py).
+        self.scram_logins = ScramLogins(
+            lambda name, m: image().scram.get((name, m)), node_passwords
+        )
         self.failure_log = FailureLog()  # one rate limit for the node's SASL listeners
         self.access_control = AccessControl(self.settings, image)
 
