@@ -120,3 +120,48 @@ def test_a_failed_record_makes_the_transaction_abortable_a_fenced_one_fatal() ->
         await producer.cluster.close()
 
     asyncio.run(scenario())
+
+
+def test_concurrent_transactions_is_retried_soon_and_other_errors_with_the_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the previous transaction's markers are written the coordinator answers
+    CONCURRENT_TRANSACTIONS: the producer retries it after ~20 ms (not retry_backoff_ms), and
+    a fenced answer stops the retries with a fatal error."""
+    from strom.client import transactions as module
+    from strom.v1 import txn_pb2
+
+    answers = [common_pb2.CONCURRENT_TRANSACTIONS, common_pb2.CONCURRENT_TRANSACTIONS,
+               common_pb2.COORDINATOR_LOAD_IN_PROGRESS, common_pb2.NONE]  # fmt: skip
+    asked: list[str] = []
+    delays: list[float] = []
+
+    async def coordinator(cluster, key, method, request, cache, **kw):  # type: ignore[no-untyped-def]
+        asked.append(method)
+        return txn_pb2.TxnInitProducerIdResponse(
+            error_code=answers.pop(0), producer_id=5, producer_epoch=1
+        )
+
+    async def sleep(delay_s: float) -> None:
+        delays.append(delay_s)
+
+    async def scenario() -> None:
+        producer = AsyncProducer("localhost:1", transactional_id="t", retry_backoff_ms=500)
+        transactions = producer.transactions
+        assert transactions is not None
+        monkeypatch.setattr(module, "call_coordinator", coordinator)
+        monkeypatch.setattr(module.asyncio, "sleep", sleep)
+        await transactions.init()
+        assert transactions.state == TxnState.READY
+        assert (producer.sequences.producer_id, producer.sequences.producer_epoch) == (5, 1)
+        assert asked == ["InitProducerId"] * 4
+        assert 0.016 <= delays[0] <= 0.024 and 0.032 <= delays[1] <= 0.048  # 20, 40 ms
+        assert delays[2] >= 0.4  # another retriable answer: retry_backoff_ms
+        answers.append(common_pb2.PRODUCER_FENCED)
+        with pytest.raises(ProducerFencedError):
+            await transactions.init()
+        assert transactions.state == TxnState.FATAL
+        monkeypatch.undo()
+        await producer.cluster.close()
+
+    asyncio.run(scenario())
