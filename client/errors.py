@@ -32,6 +32,7 @@ _RETRIABLE = frozenset(
         common_pb2.ELIGIBLE_LEADERS_NOT_AVAILABLE,
         common_pb2.REBALANCE_IN_PROGRESS,
         common_pb2.CONCURRENT_TRANSACTIONS,
+        common_pb2.UNSTABLE_OFFSET_COMMIT,
     }
 )
 

@@ -591,9 +591,9 @@ class KafkaApis(TransactionApis):
         }
 
     async def _offsets_of(
-        self, session: Session, group_id: str, topics: list[Message] | None
+        self, session: Session, group_id: str, topics: list[Message] | None, require_stable: bool
     ) -> tuple[int, list[Message]]:
-        request = group_pb2.OffsetFetchRequest(group_id=group_id)
+        request = group_pb2.OffsetFetchRequest(group_id=group_id, require_stable=require_stable)
         for topic in topics or ():
             request.topics.add(topic=topic["name"], partitions=topic["partition_indexes"])
         response = await self._call(
@@ -610,7 +610,7 @@ class KafkaApis(TransactionApis):
                         "committed_offset": p.offset,
                         "committed_leader_epoch": -1,
                         "metadata": p.metadata,
-                        "error_code": NONE,
+                        "error_code": p.error_code,
                     }
                     for p in t.partitions
                 ],
@@ -620,7 +620,9 @@ class KafkaApis(TransactionApis):
 
     async def offset_fetch(self, session: Session, version: int, body: Message) -> Message:
         if version < 8:
-            code, topics = await self._offsets_of(session, body["group_id"], body["topics"])
+            code, topics = await self._offsets_of(
+                session, body["group_id"], body["topics"], body["require_stable"]
+            )
             if code and version < 2:  # no top-level error before v2: per partition
                 topics = [
                     {"name": t["name"],
@@ -634,7 +636,9 @@ class KafkaApis(TransactionApis):
             return {"throttle_time_ms": 0, "topics": topics, "error_code": code}
         groups = []
         for group in body["groups"]:
-            code, topics = await self._offsets_of(session, group["group_id"], group["topics"])
+            code, topics = await self._offsets_of(
+                session, group["group_id"], group["topics"], body["require_stable"]
+            )
             groups.append({"group_id": group["group_id"], "topics": topics, "error_code": code})
         return {"throttle_time_ms": 0, "groups": groups}
 
