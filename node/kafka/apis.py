@@ -49,8 +49,8 @@ INVALID_REQUIRED_ACKS = common_pb2.INVALID_REQUIRED_ACKS
 INVALID_REQUEST = common_pb2.INVALID_REQUEST
 CLUSTER_AUTHORIZATION_FAILED = common_pb2.CLUSTER_AUTHORIZATION_FAILED
 GROUP_AUTHORIZATION_FAILED = common_pb2.GROUP_AUTHORIZATION_FAILED
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = common_pb2.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 COORDINATOR_NOT_AVAILABLE = common_pb2.COORDINATOR_NOT_AVAILABLE
-TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
 UNSUPPORTED_SASL_MECHANISM = common_pb2.UNSUPPORTED_SASL_MECHANISM
 ILLEGAL_SASL_STATE = 34
@@ -222,6 +222,14 @@ class KafkaApis(TransactionApis):
             response = self._produce_refused(
                 request, UNSUPPORTED_FOR_MESSAGE_FORMAT,
                 "message sets before RecordBatch v2 (Produce v3) are not stored",
+            )  # fmt: skip
+        elif body["transactional_id"] is not None and not self._txn_id_allowed(
+            session, body["transactional_id"]
+        ):  # Kafka's check: a transactional Produce needs WRITE on its transactional id
+            response = self._produce_refused(
+                request, TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                f"{session.principal} is not authorized to WRITE transactional id "
+                f"{body['transactional_id']!r}",
             )  # fmt: skip
         else:  # transactional or not: the partition's log checks the producer (KIP-98)
             try:
@@ -641,6 +649,10 @@ class KafkaApis(TransactionApis):
             )
             groups.append({"group_id": group["group_id"], "topics": topics, "error_code": code})
         return {"throttle_time_ms": 0, "groups": groups}
+
+    def _txn_id_allowed(self, session: Session, transactional_id: str) -> bool:
+        access = self.access_control.access(session.principal)
+        return not access.enabled or access.transactional_id(Operation.WRITE, transactional_id)
 
     def _group_allowed(self, session: Session, operation: Operation, group_id: str) -> bool:
         access = self.access_control.access(session.principal)

@@ -211,3 +211,17 @@ def test_a_read_committed_consumer_waits_for_stable_offsets(
         await consumer.cluster.close()
 
     asyncio.run(scenario())
+
+
+def test_a_transactional_id_refused_by_the_authorizer_is_fatal() -> None:
+    from strom.client.errors import (
+        AuthorizationFailedError,
+        TransactionalIdAuthorizationError,
+        TransactionFatalError,
+        transaction_error,
+    )
+
+    error = transaction_error(common_pb2.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "needs WRITE")
+    assert isinstance(error, TransactionalIdAuthorizationError)
+    assert isinstance(error, TransactionFatalError) and isinstance(error, AuthorizationFailedError)
+    assert not error.retriable
