@@ -58,8 +58,8 @@ async def add_partitions(access: Access, request: Any, call: Call) -> Any:
     refused = _refused_id(access, Operation.WRITE, request.transactional_id)
     if refused is not None:
         return txn_pb2.TxnResponse(error_code=refused[0], error_message=refused[1])
-    hidden = sorted({p.topic for p in request.partitions if not access.topic(Operation.WRITE,
-                                                                             p.topic)})  # fmt: skip
+    topics = {p.topic for p in request.partitions}
+    hidden = sorted(t for t in topics if not access.topic(Operation.WRITE, t))
     if hidden:
         return txn_pb2.TxnResponse(
             error_code=TOPIC_FAILED,
