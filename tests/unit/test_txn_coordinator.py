@@ -262,3 +262,47 @@ def test_requests_while_markers_are_written_get_concurrent_transactions_then_suc
         await coordinator.stop()
 
     asyncio.run(scenario())
+
+
+def test_complete_rides_on_the_next_replicated_write_and_a_lost_one_is_redone() -> None:
+    """With the `append` seam, COMPLETE_* is appended without waiting for the ISR: the next
+    transaction's first persisted transition (after it in the same log) replicates it. If it
+    is lost instead (failover before that), the new coordinator finds PREPARE_* and writes the
+    same markers again: nothing decided is lost, nothing undecided is claimed."""
+
+    async def scenario() -> None:
+        cluster = Cluster()
+        durable: dict[int, int] = {}  # bytes of each state log replicated so far
+
+        async def persist(partition: int, records: bytes) -> None:
+            await cluster.persist(partition, records)
+            durable[partition] = len(cluster.logs[partition])
+
+        def append(partition: int, records: bytes) -> None:
+            cluster.logs[partition] = cluster.logs.get(partition, b"") + records
+
+        def coordinator() -> TxnCoordinator:
+            return TxnCoordinator(PARTITIONS, persist, cluster.send_markers, cluster.register,
+                                  lambda: cluster.clock, append)  # fmt: skip
+
+        old = coordinator()
+        await old.load(OWN, b"")
+        await old.init_producer_id(TID, 60_000, cluster.fresh_id)
+        await old.add_partitions(TID, 100, 0, P)
+        await old.end_txn(TID, 100, 0, commit=True)
+        await settled(old)
+        assert old.states[TID].state == TxnState.COMPLETE_COMMIT
+        assert states_in_log(cluster)[-1] == TxnState.COMPLETE_COMMIT
+        assert durable[OWN] < len(cluster.logs[OWN])  # appended, not yet replicated
+        replicated = cluster.logs[OWN][: durable[OWN]]  # what a failover now would find
+        # no failover: the next transaction's AddPartitionsToTxn replicates COMPLETE with it
+        await old.add_partitions(TID, 100, 0, frozenset({("orders", 0)}))
+        assert durable[OWN] == len(cluster.logs[OWN])
+        assert states_in_log(cluster)[-2:] == [TxnState.COMPLETE_COMMIT, TxnState.ONGOING]
+        # a failover before that write: the new leader's log ends at PREPARE_COMMIT
+        new = coordinator()
+        await new.load(OWN, replicated)
+        assert cluster.markers == [(100, 0, True, P), (100, 0, True, P)]  # the same, again
+        assert new.states[TID].state == TxnState.COMPLETE_COMMIT
+
+    asyncio.run(scenario())
