@@ -84,6 +84,10 @@ def test_transactions_stay_atomic_under_faults(
     ops = load([history, tmp_path / "nemesis.jsonl"])
     report = check_transactions(ops)
     print(report)
+    targeted = [op.value for op in ops if op.f == "fault-start" and "coordinator" in op.value]
+    print("coordinator faults: " + ", ".join(
+        f"{v['kind']} {v['host']} (the coordinator: {v['coordinator']})" for v in targeted
+    ))  # fmt: skip
     assert report.faults.get("fault-start", 0) == len(KINDS), report.faults
     assert report.committed >= 10 and report.aborted >= 3, (
         f"too few transactions for a meaningful run:\n{report}"
