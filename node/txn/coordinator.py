@@ -9,11 +9,6 @@
   if it cannot (the coordinator retries later; the state stays PREPARE_*).
 - `register(metadata, partitions)`: tell those partitions' leaders the producer may write
   transactional batches there (RegisterTxnPartitions), before AddPartitionsToTxn answers.
-- `append(partition, records)` (optional): append without waiting for the ISR. Used for
-  COMPLETE_* only: its loss costs nothing (a new coordinator finds PREPARE_* and writes the same
-  markers again), and the id's next transition, persisted after it in the same log, is
-  replicated only with it. So the next transaction's AddPartitionsToTxn does not wait for a
-  replication of its own. Without it, COMPLETE_* is persisted like every other state.
 
 One owner per transactional id: requests for one id are serialized by its lock, so a
 transition is always computed from the persisted state. Failover: `load` replays a partition's
@@ -65,7 +60,6 @@ _MARKER_FAILURES = (TxnError, OSError, ConnectionError, TimeoutError)
 Persist = Callable[[int, bytes], Awaitable[None]]
 SendMarkers = Callable[[TxnMetadata, bool], Awaitable[None]]
 Register = Callable[[TxnMetadata, frozenset[tuple[str, int]]], Awaitable[None]]
-Append = Callable[[int, bytes], None]
 
 
 class TxnCoordinator:
@@ -76,10 +70,8 @@ class TxnCoordinator:
         send_markers: SendMarkers,
         register: Register,
         now_ms: Callable[[], int],
-        append: Append | None = None,
     ) -> None:
         self.num_partitions = num_partitions
-        self._append = append
         self._persist = persist
         self._send_markers = send_markers
         self._register = register
@@ -181,14 +173,7 @@ class TxnCoordinator:
         async with self._lock(transactional_id):
             if self.states.get(transactional_id) is not preparing:
                 return False  # completed meanwhile, or this broker lost the partition
-            complete = preparing.complete(self._now_ms())
-            if self._append is None:
-                await self._write(complete)
-            else:  # replicated with the id's next transition (see the module docstring)
-                partition = self.owned_partition(transactional_id)
-                records = encode_states([(transactional_id, complete)], self._now_ms())
-                self._append(partition, records)
-                self.states[transactional_id] = complete
+            await self._write(preparing.complete(self._now_ms()))
         return True
 
     def _schedule_completion(self, transactional_id: str) -> None:

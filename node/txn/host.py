@@ -75,7 +75,6 @@ class TxnCoordinatorHost:
             self._send_markers,
             self._register,
             clock.now_ms,
-            self._append,
         )
         self.loading: dict[int, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -199,16 +198,6 @@ class TxnCoordinatorHost:
             min_isr = self.manager.min_insync_replicas(TRANSACTION_STATE_TOPIC)
             info = replica.append_as_leader(records, -1, min_isr, self.clock.now_ms())
             await replica.wait_for_isr(info.last_offset, min_isr, self.timeout_s)
-        except PartitionError as exc:
-            code = common_pb2.NOT_COORDINATOR if exc.code in _MOVED else exc.code
-            raise TxnError(code, exc.message) from exc
-
-    def _append(self, partition: int, records: bytes) -> None:
-        """Append without waiting for the ISR (COMPLETE_* states: node/txn/coordinator.py)."""
-        try:
-            replica = self.manager.partition_by_name(TRANSACTION_STATE_TOPIC, partition)
-            min_isr = self.manager.min_insync_replicas(TRANSACTION_STATE_TOPIC)
-            replica.append_as_leader(records, -1, min_isr, self.clock.now_ms())
         except PartitionError as exc:
             code = common_pb2.NOT_COORDINATOR if exc.code in _MOVED else exc.code
             raise TxnError(code, exc.message) from exc

@@ -1,7 +1,6 @@
 """One transactional id's state and its transitions (Kafka's TransactionMetadata and the checks
 of TransactionCoordinator), pure: no I/O, no clock; the coordinator persists each transition to
-`__transaction_state` before it answers (a Complete state is replicated with the id's next
-one), and writes markers for the Prepare states.
+`__transaction_state` before it answers, and writes markers for the Prepare states.
 
 States::
 
