@@ -9,6 +9,7 @@ where `ps` and shell history would show it.
     strom users alter alice --password-prompt --mechanism SCRAM-SHA-512 --iterations 8192
     strom acls add --allow-principal User:alice --operation Read --operation Describe --topic t
     strom acls add --allow-principal User:alice --operation Read --group g1
+    strom acls add --allow-principal User:app --operation Write --transactional-id app-
     strom acls add --deny-principal User:bob --operation Write --topic logs- \\
         --resource-pattern-type prefixed
     strom acls list --topic t
@@ -113,6 +114,7 @@ def _operations(names: list[str] | None) -> list[Any]:
 def _resources(args: argparse.Namespace) -> list[tuple[Any, str]]:
     resources = [(ResourceType.TOPIC, t) for t in args.topic or []]
     resources += [(ResourceType.GROUP, g) for g in args.group or []]
+    resources += [(ResourceType.TRANSACTIONAL_ID, t) for t in args.transactional_id or []]
     if args.cluster:
         resources.append((ResourceType.CLUSTER, CLUSTER_NAME))
     return resources
@@ -131,7 +133,8 @@ def _bindings(args: argparse.Namespace) -> list[Any]:
     principals += [(p, Permission.DENY) for p in args.deny_principal or []]
     if not resources or not operations or not principals:
         raise CommandError(
-            "name at least one resource (--topic, --group, --cluster), one --operation and one "
+            "name at least one resource (--topic, --group, --transactional-id, --cluster), one "
+            "--operation and one "
             "--allow-principal or --deny-principal"
         )
     return [
@@ -321,6 +324,12 @@ def add_commands(sub: Any) -> None:
                        "DescribeConfigs, AlterConfigs, IdempotentWrite")  # fmt: skip
         p.add_argument("--topic", action="append")
         p.add_argument("--group", action="append")
+        p.add_argument(
+            "--transactional-id",
+            action="append",
+            metavar="ID",
+            help="a transactional producer's id (Write: use transactions; Describe)",
+        )
         p.add_argument("--cluster", action="store_true")
         p.add_argument(
             "--resource-pattern-type",

@@ -54,8 +54,8 @@ INVALID_REQUIRED_ACKS = common_pb2.INVALID_REQUIRED_ACKS
 INVALID_REQUEST = common_pb2.INVALID_REQUEST
 CLUSTER_AUTHORIZATION_FAILED = common_pb2.CLUSTER_AUTHORIZATION_FAILED
 GROUP_AUTHORIZATION_FAILED = common_pb2.GROUP_AUTHORIZATION_FAILED
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = common_pb2.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 COORDINATOR_NOT_AVAILABLE = common_pb2.COORDINATOR_NOT_AVAILABLE
-TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
 UNSUPPORTED_SASL_MECHANISM = common_pb2.UNSUPPORTED_SASL_MECHANISM
 ILLEGAL_SASL_STATE = 34
@@ -277,6 +277,14 @@ class KafkaApis(TransactionApis):
             response = self._produce_refused(
                 request, UNSUPPORTED_FOR_MESSAGE_FORMAT,
                 "message sets before RecordBatch v2 (Produce v3) are not stored",
+            )  # fmt: skip
+        elif body["transactional_id"] is not None and not self._txn_id_allowed(
+            session, body["transactional_id"]
+        ):  # Kafka's check: a transactional Produce needs WRITE on its transactional id
+            response = self._produce_refused(
+                request, TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                f"{session.principal} is not authorized to WRITE transactional id "
+                f"{body['transactional_id']!r}",
             )  # fmt: skip
         else:  # transactional or not: the partition's log checks the producer (KIP-98)
             try:
@@ -646,9 +654,9 @@ class KafkaApis(TransactionApis):
         }
 
     async def _offsets_of(
-        self, session: Session, group_id: str, topics: list[Message] | None
+        self, session: Session, group_id: str, topics: list[Message] | None, require_stable: bool
     ) -> tuple[int, list[Message]]:
-        request = group_pb2.OffsetFetchRequest(group_id=group_id)
+        request = group_pb2.OffsetFetchRequest(group_id=group_id, require_stable=require_stable)
         for topic in topics or ():
             request.topics.add(topic=topic["name"], partitions=topic["partition_indexes"])
         response = await self._call(
@@ -665,7 +673,7 @@ class KafkaApis(TransactionApis):
                         "committed_offset": p.offset,
                         "committed_leader_epoch": -1,
                         "metadata": p.metadata,
-                        "error_code": NONE,
+                        "error_code": p.error_code,
                     }
                     for p in t.partitions
                 ],
@@ -675,7 +683,9 @@ class KafkaApis(TransactionApis):
 
     async def offset_fetch(self, session: Session, version: int, body: Message) -> Message:
         if version < 8:
-            code, topics = await self._offsets_of(session, body["group_id"], body["topics"])
+            code, topics = await self._offsets_of(
+                session, body["group_id"], body["topics"], body["require_stable"]
+            )
             if code and version < 2:  # no top-level error before v2: per partition
                 topics = [
                     {"name": t["name"],
@@ -689,9 +699,15 @@ class KafkaApis(TransactionApis):
             return {"throttle_time_ms": 0, "topics": topics, "error_code": code}
         groups = []
         for group in body["groups"]:
-            code, topics = await self._offsets_of(session, group["group_id"], group["topics"])
+            code, topics = await self._offsets_of(
+                session, group["group_id"], group["topics"], body["require_stable"]
+            )
             groups.append({"group_id": group["group_id"], "topics": topics, "error_code": code})
         return {"throttle_time_ms": 0, "groups": groups}
+
+    def _txn_id_allowed(self, session: Session, transactional_id: str) -> bool:
+        access = self.access_control.access(session.principal)
+        return not access.enabled or access.transactional_id(Operation.WRITE, transactional_id)
 
     def _group_allowed(self, session: Session, operation: Operation, group_id: str) -> bool:
         access = self.access_control.access(session.principal)

@@ -24,7 +24,7 @@ import grpc
 from strom.node.config import NodeConfig
 from strom.node.metadata.image import MetadataImage
 
-from . import rules_admin, rules_broker, rules_group
+from . import rules_admin, rules_broker, rules_group, rules_txn
 from .access import Access, AccessControl, Call, Denied, Rule, cluster_action, open_to_all
 from .authn import (
     SASL_PROTOCOLS,
@@ -100,6 +100,13 @@ RULES: dict[str, Rule] = {
     "/strom.v1.Group/ListGroups": rules_group.list_groups,
     "/strom.v1.Group/DescribeGroups": rules_group.describe_groups,
     "/strom.v1.Group/DeleteGroups": rules_group.delete_groups,
+    "/strom.v1.Transaction/InitProducerId": rules_txn.init_producer_id,
+    "/strom.v1.Transaction/AddPartitionsToTxn": rules_txn.add_partitions,
+    "/strom.v1.Transaction/AddOffsetsToTxn": rules_txn.add_offsets,
+    "/strom.v1.Transaction/EndTxn": rules_txn.end_txn,
+    "/strom.v1.Transaction/TxnOffsetCommit": rules_txn.txn_offset_commit,
+    "/strom.v1.Transaction/ListTransactions": rules_txn.list_transactions,
+    "/strom.v1.Transaction/DescribeTransactions": rules_txn.describe_transactions,
 }
 
 

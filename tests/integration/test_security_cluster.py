@@ -47,7 +47,12 @@ from strom.client.acl import (
     ResourceType,
 )
 from strom.client.admin import Admin, NewTopic
-from strom.client.errors import AuthenticationFailedError, AuthorizationFailedError, StromError
+from strom.client.errors import (
+    AuthenticationFailedError,
+    AuthorizationFailedError,
+    StromError,
+    TransactionalIdAuthorizationError,
+)
 from strom.client.sasl import sasl_metadata
 from strom.node import cli
 from strom.node.kafka.codec import Reader
@@ -288,6 +293,41 @@ def test_deny_overrides_allow(cluster: Secured) -> None:
         refused(AuthorizationFailedError, lambda: producer.send("payments", b"no").result(15))
     with cluster.admin("bob", BOB_PW) as bob:
         assert {"pay-in", "payments"} <= set(bob.list_topics())  # DESCRIBE is not denied
+
+
+def test_transactions_need_write_on_the_transactional_id(cluster: Secured) -> None:
+    """Kafka's TRANSACTIONAL_ID resource: WRITE on the topic is not enough for a transactional
+    producer; with WRITE on its id (a prefix here) it commits, and only its ids."""
+    with cluster.admin() as admin:
+        admin.create_topics([NewTopic("txn-out", 1, 3)])
+    cluster.grant([allow("User:bob", Operation.WRITE, ResourceType.TOPIC, "txn-out")])
+
+    def transactional(tid: str) -> Producer:
+        return Producer(
+            cluster.bootstrap, sasl_username="bob", sasl_password=BOB_PW, transactional_id=tid,
+            linger_ms=0, **TIMEOUT,
+        )  # fmt: skip
+
+    with transactional("bob-1") as producer:
+        error = refused(TransactionalIdAuthorizationError, producer.init_transactions)
+        assert error.name == "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
+    cluster.grant(
+        [allow("User:bob", Operation.WRITE, ResourceType.TRANSACTIONAL_ID, "bob-",
+               PatternType.PREFIXED)]
+    )  # fmt: skip
+    with transactional("bob-1") as producer:
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send("txn-out", b"committed").result(15)
+        producer.commit_transaction()
+    with transactional("alice-1") as producer:  # not one of bob's ids
+        refused(TransactionalIdAuthorizationError, producer.init_transactions)
+    with cluster.consumer("admin", ADMIN_PW, isolation_level="read_committed") as consumer:
+        consumer.assign([("txn-out", 0)])
+        seen: list[bytes] = []
+        eventually(lambda: seen.extend(r.value for r in consumer.poll(500)) or bool(seen),
+                   20, "the committed record")  # fmt: skip
+        assert seen == [b"committed"]
 
 
 def test_no_acl_found_means_closed_and_cluster_action_is_for_nodes(cluster: Secured) -> None:

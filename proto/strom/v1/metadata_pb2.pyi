@@ -56,6 +56,8 @@ class _AclResourceTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AclRe
     ACL_RESOURCE_GROUP: _AclResourceType.ValueType  # 3
     ACL_RESOURCE_CLUSTER: _AclResourceType.ValueType  # 4
     """the one resource named "kafka-cluster" """
+    ACL_RESOURCE_TRANSACTIONAL_ID: _AclResourceType.ValueType  # 5
+    """a transactional producer's id (KIP-98)"""
 
 class AclResourceType(_AclResourceType, metaclass=_AclResourceTypeEnumTypeWrapper):
     """---- security: users and ACLs (node/security/) ----------------------------------------------
@@ -70,6 +72,8 @@ ACL_RESOURCE_TOPIC: AclResourceType.ValueType  # 2
 ACL_RESOURCE_GROUP: AclResourceType.ValueType  # 3
 ACL_RESOURCE_CLUSTER: AclResourceType.ValueType  # 4
 """the one resource named "kafka-cluster" """
+ACL_RESOURCE_TRANSACTIONAL_ID: AclResourceType.ValueType  # 5
+"""a transactional producer's id (KIP-98)"""
 Global___AclResourceType: _TypeAlias = AclResourceType  # noqa: Y015
 
 class _AclPatternType:
