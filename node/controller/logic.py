@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from strom.client.acl import AclBinding, AclBindingFilter
 from strom.client.sasl import ScryptCredential
+from strom.client.scram import ScramCredential
 from strom.node.config import ConfigError
 from strom.node.dynamic_config import (
     CLUSTER_DEFAULT,
@@ -787,9 +788,15 @@ class ControllerLogic:
     # ---- reassignment (node/controller/reassignment.py decides) --------------------------
 
     def reassign_partition(
-        self, topic_name: str, partition: int, target: Sequence[int] | None
+        self,
+        topic_name: str,
+        partition: int,
+        target: Sequence[int] | None,
+        keep_replication_factor: bool = False,
     ) -> list[Record]:
-        """Start, replace (a target) or cancel (None) the move of one partition: one record."""
+        """Start, replace (a target) or cancel (None) the move of one partition: one record.
+        `keep_replication_factor` (KIP-860) refuses a target of another size than the replicas
+        the partition had before any move in progress."""
         topic = self.image.topic_by_name(topic_name)
         part = None if topic is None else topic.partitions.get(partition)
         if topic is None or part is None:
@@ -802,6 +809,14 @@ class ControllerLogic:
             state = reassignment.cancel(part, active)
         else:
             reassignment.validate_target(target, self.image.brokers)
+            original = part.original_replicas
+            if keep_replication_factor and len(target) != len(original):
+                raise ControllerError(
+                    common_pb2.INVALID_REPLICATION_FACTOR,
+                    f"{topic_name}-{partition}: the target {list(target)} would change the "
+                    f"replication factor from {len(original)} to {len(target)}, which this "
+                    "request does not allow",
+                )
             state = reassignment.start(part, target, active)
         if not state.differs_from(part):
             return []
@@ -861,8 +876,15 @@ class ControllerLogic:
 
     # ---- users and ACLs (node/controller/security.py decides) --------------------------
 
-    def upsert_user(self, name: str, credential: ScryptCredential) -> list[Record]:
-        return self._accepted(security.upsert_user(self.image, name, credential))
+    def upsert_user(
+        self, name: str, credential: ScryptCredential, scram: Sequence[ScramCredential] = ()
+    ) -> list[Record]:
+        return self._accepted(security.upsert_user(self.image, name, credential, scram))
+
+    def alter_scram(
+        self, name: str, upsertions: Sequence[ScramCredential], deletions: Sequence[int]
+    ) -> list[Record]:
+        return self._accepted(security.alter_scram(self.image, name, upsertions, deletions))
 
     def delete_user(self, name: str) -> list[Record]:
         return self._accepted(security.delete_user(self.image, name))

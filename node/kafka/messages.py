@@ -970,10 +970,11 @@ responses [struct] 0+
 ALTER_PARTITION_REASSIGNMENTS = _api(
     45,
     "AlterPartitionReassignments",
-    "0",
+    "0-1",
     "0+",
     request="""
 timeout_ms int32 0+ default=60000
+allow_replication_factor_change bool 1+ default=true
 topics [struct] 0+
   name string 0+
   partitions [struct] 0+
@@ -982,6 +983,7 @@ topics [struct] 0+
 """,
     response="""
 throttle_time_ms int32 0+
+allow_replication_factor_change bool 1+ default=true
 error_code int16 0+
 error_message string 0+ null=0+
 responses [struct] 0+
@@ -1043,6 +1045,54 @@ cluster_authorized_operations int32 0+ default=-2147483648
 """,
 )
 
+DESCRIBE_USER_SCRAM_CREDENTIALS = _api(
+    50,
+    "DescribeUserScramCredentials",
+    "0",
+    "0+",
+    request="""
+users [struct] 0+ null=0+
+  name string 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+error_code int16 0+
+error_message string 0+ null=0+ default=null
+results [struct] 0+
+  user string 0+
+  error_code int16 0+
+  error_message string 0+ null=0+ default=null
+  credential_infos [struct] 0+
+    mechanism int8 0+
+    iterations int32 0+
+""",
+)
+
+ALTER_USER_SCRAM_CREDENTIALS = _api(
+    51,
+    "AlterUserScramCredentials",
+    "0",
+    "0+",
+    request="""
+deletions [struct] 0+
+  name string 0+
+  mechanism int8 0+
+upsertions [struct] 0+
+  name string 0+
+  mechanism int8 0+
+  iterations int32 0+
+  salt bytes 0+
+  salted_password bytes 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+results [struct] 0+
+  user string 0+
+  error_code int16 0+
+  error_message string 0+ null=0+ default=null
+""",
+)
+
 # What a SASL listener answers before the client has authenticated.
 BEFORE_AUTHENTICATION = frozenset({API_VERSIONS.key, SASL_HANDSHAKE.key, SASL_AUTHENTICATE.key})
 
@@ -1087,5 +1137,7 @@ APIS: dict[int, Api] = {
         ALTER_PARTITION_REASSIGNMENTS,
         LIST_PARTITION_REASSIGNMENTS,
         DESCRIBE_CLUSTER,
+        DESCRIBE_USER_SCRAM_CREDENTIALS,
+        ALTER_USER_SCRAM_CREDENTIALS,
     )
 }
