@@ -37,6 +37,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,24 +49,37 @@ from strom.node.controller.logic import ControllerLogic
 from strom.node.quorum import driver as raft_driver
 from strom.node.replica import manager as manager_module
 from strom.node.replica.partition import Partition
+from strom.node.txn.coordinator import TxnCoordinator
+from strom.node.txn.state import PREPARE_STATES, TxnError
 from strom.raft.errors import NotLeader, RaftError
 from strom.storage.log_config import LogConfig
+from strom.storage.partition_log import PartitionLog
 from strom.v1 import common_pb2
 
 CI_SEEDS = range(200)
 CHUNK_SEEDS = 25
 SLOW_SEEDS = range(1_000, 11_000)
 SLOW_CHUNK_SEEDS = 50
+# Transactions (node_sim_txn.py): a few seeds in the default run, more in the slow set; the
+# planted transactional defects are looked for in TXN_PLANTED_SEEDS.
+TXN_CI_SEEDS = range(3)
+TXN_SLOW_SEEDS = range(3, 403)
+TXN_SLOW_CHUNK_SEEDS = 20
+TXN_PLANTED_SEEDS = range(40)
 
 
-def run_seeds(seeds: range | list[int]) -> Counter[str]:
+def run_seeds(seeds: range | list[int], transactions: bool = False) -> Counter[str]:
     totals: Counter[str] = Counter()
     for seed in seeds:
-        totals += NodeSimulation(seed).run().summary()
+        totals += NodeSimulation(seed, transactions=transactions).run().summary()
     return totals
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "txn_seed" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--seed")
+        seeds = list(TXN_CI_SEEDS) if chosen is None else [chosen]
+        metafunc.parametrize("txn_seed", seeds, ids=[f"seed{s}" for s in seeds])
     if "chunk" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--seed")
         if chosen is not None:
@@ -99,6 +113,27 @@ def test_real_nodes_hold_their_invariants(chunk: tuple[int, int]) -> None:
 @pytest.mark.parametrize("first", range(SLOW_SEEDS.start, SLOW_SEEDS.stop, SLOW_CHUNK_SEEDS))
 def test_many_more_seeds(first: int) -> None:
     run_seeds(range(first, first + SLOW_CHUNK_SEEDS))
+
+
+def test_transactions_hold_their_invariants(txn_seed: int) -> None:
+    """Transactional producers, zombies, read_committed readers and faults aimed at the
+    coordinator's states (node_sim_txn.py) beside the usual workload and faults;
+    `-k transactions --seed N` replays one seed."""
+    totals = run_seeds([txn_seed], transactions=True)
+    print(f"\ntransactional node sim seed {txn_seed}: {dict(sorted(totals.items()))}")
+    # It must exercise what the invariants are about (seed 0-2 give each of these).
+    assert totals["txn commits"] and totals["txn aborts"], totals
+    assert totals["txn records read"] and totals["txn offsets checked"], totals
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "first", range(TXN_SLOW_SEEDS.start, TXN_SLOW_SEEDS.stop, TXN_SLOW_CHUNK_SEEDS)
+)
+def test_transactions_in_many_more_seeds(first: int) -> None:
+    totals = run_seeds(range(first, first + TXN_SLOW_CHUNK_SEEDS), transactions=True)
+    assert totals["txn committed"] and totals["txn zombie batch refused"], totals
+    assert any(k.startswith("txn fault PREPARE") for k in totals), totals
 
 
 # ---- determinism --------------------------------------------------------------------------------
@@ -208,6 +243,37 @@ def _ignore_the_flush_policy(self: Partition) -> None:
     """A broker that ignores flush.messages: acknowledged writes live in the page cache only."""
 
 
+def _stable_is_the_high_watermark(self: PartitionLog, high_watermark: int) -> int:
+    """The LSO computed ignoring open transactions: read_committed serves undecided records."""
+    return high_watermark
+
+
+async def _complete_pending_skipping_a_marker(
+    self: TxnCoordinator, partition: int | None = None
+) -> list[str]:
+    """A coordinator that finishes a decided transaction (after a failover, or retrying)
+    writing the markers of every partition but the first: that one's transaction hangs open,
+    its records never stable, while the others show theirs."""
+    completed = []
+    for tid, metadata in list(self.states.items()):
+        if metadata.state not in PREPARE_STATES:
+            continue
+        if partition is not None and self.partition_of(tid) != partition:
+            continue
+        async with self._lock(tid):
+            current = self.states.get(tid)
+            if current is None or current.state not in PREPARE_STATES:
+                continue
+            if len(current.partitions) > 1:
+                current = replace(current, partitions=frozenset(sorted(current.partitions)[1:]))
+            try:
+                await self._complete(current)
+            except (TxnError, OSError, ConnectionError, TimeoutError):
+                continue
+            completed.append(tid)
+    return completed
+
+
 Patch = tuple[Any, str, Any]
 
 PLANTED: dict[str, tuple[list[Patch], set[str]]] = {
@@ -238,13 +304,23 @@ PLANTED: dict[str, tuple[list[Patch], set[str]]] = {
         [(raft_driver.RaftDriver, "_drain_inputs", _drain_inputs_calling_every_refusal_not_leader)],
         {"ControllerActive"},
     ),
+    # Transactions (issue #21), run with transactions=True over TXN_PLANTED_SEEDS.
+    "txn_lso_ignores_open_transactions": (
+        [(PartitionLog, "last_stable_offset", _stable_is_the_high_watermark)],
+        {"VisibleOnlyIfCommitted", "AbortedNeverVisible", "ZombieFenced", "TxnHistory"},
+    ),
+    "txn_coordinator_failover_skips_a_marker": (
+        [(TxnCoordinator, "complete_pending", _complete_pending_skipping_a_marker)],
+        {"TransactionsComplete", "TxnHistory", "TxnOffsetsLost"},
+    ),
 }  # fmt: skip
+TXN_PLANTED = {"txn_lso_ignores_open_transactions", "txn_coordinator_failover_skips_a_marker"}
 
 
-def first_failure(seeds: range) -> tuple[int, SimulationFailure] | None:
+def first_failure(seeds: range, transactions: bool = False) -> tuple[int, SimulationFailure] | None:
     for seed in seeds:
         try:
-            NodeSimulation(seed).run()
+            NodeSimulation(seed, transactions=transactions).run()
         except SimulationFailure as failure:
             return seed, failure
     return None
@@ -257,8 +333,10 @@ def test_the_simulation_catches_a_planted_defect(
     patches, expected = PLANTED[name]
     for owner, attribute, broken in patches:
         monkeypatch.setattr(owner, attribute, broken)
-    found = first_failure(CI_SEEDS)
-    assert found is not None, f"planted {name} survived seeds {CI_SEEDS}"
+    txn = name in TXN_PLANTED
+    seeds = TXN_PLANTED_SEEDS if txn else CI_SEEDS
+    found = first_failure(seeds, transactions=txn)
+    assert found is not None, f"planted {name} survived seeds {seeds}"
     seed, failure = found
     print(f"\n{name}: caught by seed {seed}: {str(failure).splitlines()[0]}")
     assert failure.name in expected, str(failure)
