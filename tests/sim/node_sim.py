@@ -34,6 +34,11 @@ one active controller, every group member owning its share); clients then drain 
 and the fault suite's history checker (tests/faults/checker.py) reads what they saw. The
 invariants (node_sim_invariants.py) are checked after every turn of the event loop.
 
+With `transactions=True` (node_sim_txn.py) a seed also runs transactional producers, zombies
+of older epochs and read_committed readers on topic x0, with faults aimed at the transaction
+coordinator's states, checked by node_sim_txn_invariants.py; its draws come from generators of
+their own. Replay such a seed with `-k transactions --seed N`.
+
 A failure raises `SimulationFailure`, whose message names the invariant, the seed's draws, a
 command that replays it, and the last events (faults, client outcomes and the nodes' own INFO
 log lines, on virtual time):
@@ -163,9 +168,10 @@ class _TraceHandler(logging.Handler):
 
 
 class NodeSimulation:
-    def __init__(self, seed: int, fault_s: float = 9.0, transactions: bool = False) -> None:
+    def __init__(self, seed: int, fault_s: float | None = None, transactions: bool = False) -> None:
         self.seed = seed
-        self.fault_s = fault_s
+        # Transactions take several round trips each: their seeds fault for longer.
+        self.fault_s = fault_s if fault_s is not None else 15.0 if transactions else 9.0
         # Transactional producers, zombies, read_committed readers and faults aimed at the
         # transaction coordinator (node_sim_txn.py), drawn from generators of their own.
         self.transactions = transactions
@@ -248,6 +254,8 @@ class NodeSimulation:
         )  # fmt: skip
         self.loop.set_exception_handler(self._loop_exception)
         end_s = FORMATION_S * 2 + self.fault_s + CONVERGE_S * 2 + DRAIN_S
+        if self.transactions:  # topic x0 and the first InitProducerIds; the last ones, drains
+            end_s += FORMATION_S * 2 + DRAIN_S
 
         def after_turn() -> None:
             self.checker.after_turn()

@@ -59,6 +59,7 @@ TXN_TIMEOUT_MS = 3_000
 ABORT_ONE_IN = 3
 RECORDS_PER_PARTITION = 2
 TRIES_MAX = 40
+CALL_DEADLINE_S = 5.0  # a coordinator call retries this long, then the outcome is unknown
 ZOMBIE_SENDS_MAX = 3
 # Node settings for transactions in the simulation: few state partitions (as the offsets
 # topic), and the timeout timer often enough to matter within a seed's seconds of faults.
@@ -154,7 +155,8 @@ class TxnProducer(Client):
         """`method` on the coordinator of `key` (the transactional id), retried on retriable
         answers; the response, or `Unknown` when every try went unanswered or refused."""
         key = self.tid if key is None else key
-        for _ in range(TRIES_MAX):
+        deadline = self.loop.time() + CALL_DEADLINE_S
+        while self.loop.time() < deadline:
             address = await self._coordinator(key, key_type)
             if address is None:
                 await self.pause(0.05, 0.2)
@@ -549,7 +551,7 @@ class TxnWorkload:
         rng = self.rng
         while self.sim.loop.time() < end:
             await asyncio.sleep(rng.uniform(0.3, 1.5))
-            if rng.random() < 0.35:
+            if rng.random() < 0.2:
                 tid = rng.choice(TRANSACTIONAL_IDS)
                 self.sim.event(f"txn: a new instance of {tid}; the old one is a zombie now")
                 self.sim.stats["txn new instances"] += 1

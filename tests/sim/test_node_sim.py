@@ -274,6 +274,15 @@ async def _complete_pending_skipping_a_marker(
     return completed
 
 
+def _accepts_any_epoch(self: Partition, producer_id: int, producer_epoch: int) -> bool:
+    """Registration checked by producer id only, as before the simulation found it: a fenced
+    instance's batch joins the transaction its successor registered here."""
+    return (
+        producer_id in self._registered_transactions
+        or producer_id in self._log.producer_state.ongoing
+    )
+
+
 Patch = tuple[Any, str, Any]
 
 PLANTED: dict[str, tuple[list[Patch], set[str]]] = {
@@ -313,8 +322,12 @@ PLANTED: dict[str, tuple[list[Patch], set[str]]] = {
         [(TxnCoordinator, "complete_pending", _complete_pending_skipping_a_marker)],
         {"TransactionsComplete", "TxnHistory", "TxnOffsetsLost"},
     ),
+    "txn_zombie_joins_its_successors_transaction": (
+        [(Partition, "accepts_transactional", _accepts_any_epoch)],
+        {"ZombieFenced"},
+    ),
 }  # fmt: skip
-TXN_PLANTED = {"txn_lso_ignores_open_transactions", "txn_coordinator_failover_skips_a_marker"}
+TXN_PLANTED = {name for name in PLANTED if name.startswith("txn_")}
 
 
 def first_failure(seeds: range, transactions: bool = False) -> tuple[int, SimulationFailure] | None:
