@@ -61,6 +61,7 @@ RECORDS_PER_PARTITION = 2
 TRIES_MAX = 40
 CALL_DEADLINE_S = 5.0  # a coordinator call retries this long, then the outcome is unknown
 ZOMBIE_SENDS_MAX = 3
+ZOMBIE_WAIT_S = 2.0
 # Node settings for transactions in the simulation: few state partitions (as the offsets
 # topic), and the timeout timer often enough to matter within a seed's seconds of faults.
 TXN_OVERRIDES = {
@@ -320,10 +321,22 @@ class TxnProducer(Client):
 
     async def zombie(self) -> None:
         """Fenced, and going on anyway: batches of the old epoch to partitions never added
-        (each refused, or else a violation once visible), then a commit request."""
+        (each refused, or else a violation once visible), then a commit request. Aimed, as a
+        worst case: it waits (a little) for its successor's transaction to be open, and sends
+        to that transaction's partitions where its own sequence numbers are still current."""
+        aimed: list[int] = []
+        deadline = self.loop.time() + ZOMBIE_WAIT_S
+        while self.loop.time() < deadline and not aimed:
+            successor = self.work.ongoing_partitions(self.tid, self.epoch)
+            aimed = sorted(p for t, p in self.sequences if (t, p) in successor) or (
+                sorted(p for _, p in successor) if successor else []
+            )
+            if not aimed:
+                await asyncio.sleep(0.005)
         number = self.work.next_txn()
         name = f"{self.tid}/{number}"
-        writes = [[self.rng.randrange(TXN_PARTITIONS), self.work.next_value()]
+        writes = [[self.rng.choice(aimed) if aimed else self.rng.randrange(TXN_PARTITIONS),
+                   self.work.next_value()]
                   for _ in range(self.rng.randint(1, ZOMBIE_SENDS_MAX))]  # fmt: skip
         op = self.recorder.invoke(self.client_id, "txn", {
             "txn": name, "writes": writes, "outcome": "commit"})  # fmt: skip
@@ -510,6 +523,18 @@ class TxnWorkload:
     def next_txn(self) -> int:
         self._txn += 1
         return self._txn
+
+    def ongoing_partitions(self, tid: str, older_than: int) -> set[TopicPartition]:
+        """The x0 partitions of `tid`'s open transaction of a newer epoch than `older_than`,
+        as a coordinator holds it (empty when none)."""
+        for sim_node in self.sim.cluster.node_list:
+            node = sim_node.node if sim_node.running else None
+            host = None if node is None else node.txn_host
+            metadata = None if host is None else host.coordinator.states.get(tid)
+            if (metadata is not None and metadata.state == TxnState.ONGOING
+                    and metadata.producer_epoch > older_than):  # fmt: skip
+                return {tp for tp in metadata.partitions if tp[0] == TXN_TOPIC}
+        return set()
 
     def _new_client_id(self) -> int:
         self._client_id += 1
