@@ -17,9 +17,9 @@ At every read_committed read (`on_read`):
 
 After every turn (`after_turn`), on the real nodes:
 - LastStableOffsetBelowHighWatermark: on every replica of x0, LSO <= HW.
-- LastStableOffsetMonotonic: a leader's LSO never decreases within its leader epoch (what its
-  readers see; a new leader may start lower, as its HW may, so readers' positions are never
-  held to it — Kafka promises no more).
+- LastStableOffsetMonotonic: a leader's LSO never decreases within its leader epoch, on the
+  node and as each reader is served it (a new leader may start lower, as its HW may, so
+  readers' positions are never held to it — Kafka promises no more).
 - TxnOffsetsOnlyIfCommitted: a group coordinator's committed offset of a transactional id's
   group is one a transaction sent whose producer asked to commit and was not told it aborted
   (offsets of an open or aborted transaction stay pending, never visible).
@@ -74,6 +74,7 @@ class TxnChecker:
         self.zombie_values: set[int] = set()
         self.latest: dict[str, tuple[int, int]] = {}
         self._lso_seen: dict[tuple[int, int, tuple[str, int]], tuple[int, int]] = {}
+        self._lso_read: dict[tuple[int, int, int], int] = {}  # (reader, leader, epoch) -> LSO
         self.reads = 0
 
     def _fail(self, name: str, detail: str) -> None:
@@ -115,6 +116,11 @@ class TxnChecker:
     ) -> None:  # fmt: skip
         lso = int(result.last_stable_offset)
         where = f"reader c{reader.client_id} of {reader.tp} from n{leader[0]} (epoch {leader[1]})"
+        key = (reader.client_id, leader[0], leader[1])
+        if lso < self._lso_read.get(key, -1):
+            self._fail("LastStableOffsetMonotonic", f"{where} was served LSO {lso} after "
+                       f"{self._lso_read[key]} in the same leader epoch")  # fmt: skip
+        self._lso_read[key] = max(lso, self._lso_read.get(key, -1))
         for offset, value, producer_id in taken:
             self.reads += 1
             if offset >= lso:
