@@ -74,7 +74,8 @@ class TxnChecker:
         self.zombie_values: set[int] = set()
         self.latest: dict[str, tuple[int, int]] = {}
         self._lso_seen: dict[tuple[int, int, tuple[str, int]], tuple[int, int]] = {}
-        self._lso_read: dict[tuple[int, int, int], int] = {}  # (reader, leader, epoch) -> LSO
+        # (reader, leader, its incarnation, leader epoch) -> the LSO it served last
+        self._lso_read: dict[tuple[int, int, int, int], int] = {}
         self.reads = 0
 
     def _fail(self, name: str, detail: str) -> None:
@@ -116,7 +117,10 @@ class TxnChecker:
     ) -> None:  # fmt: skip
         lso = int(result.last_stable_offset)
         where = f"reader c{reader.client_id} of {reader.tp} from n{leader[0]} (epoch {leader[1]})"
-        key = (reader.client_id, leader[0], leader[1])
+        # A node restarted within one leader epoch reloads an older HW: a new incarnation
+        # (as HighWatermarkMonotonic keys its leaders).
+        owner = self.sim.cluster.nodes[leader[0]].owner
+        key = (reader.client_id, leader[0], -1 if owner is None else owner.number, leader[1])
         if lso < self._lso_read.get(key, -1):
             self._fail("LastStableOffsetMonotonic", f"{where} was served LSO {lso} after "
                        f"{self._lso_read[key]} in the same leader epoch")  # fmt: skip
