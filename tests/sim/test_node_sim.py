@@ -161,6 +161,13 @@ def test_a_seed_replays_exactly() -> None:
     assert a.summary() == b.summary()
 
 
+def test_a_transactional_seed_replays_exactly() -> None:
+    a = NodeSimulation(REPLAY_SEED, transactions=True).run()
+    b = NodeSimulation(REPLAY_SEED, transactions=True).run()
+    assert a.stats["txn records read"] > 0
+    assert a.trace_digest == b.trace_digest and a.summary() == b.summary()
+
+
 def test_a_seed_replays_in_another_process_with_another_hash_seed() -> None:
     """Nothing in the node depends on set order of str/bytes, object addresses or real time."""
     here = Path(__file__).parent
