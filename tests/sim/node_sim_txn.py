@@ -58,8 +58,9 @@ TRANSACTIONAL_IDS = ("tx-a", "tx-b")
 TXN_TIMEOUT_MS = 3_000
 ABORT_ONE_IN = 3
 RECORDS_PER_PARTITION = 2
-TRIES_MAX = 40
-CALL_DEADLINE_S = 5.0  # a coordinator call retries this long, then the outcome is unknown
+# A coordinator call or a batch is retried this long; then the call's outcome is unknown, and
+# the batch's transaction aborts.
+CALL_DEADLINE_S = 4.0
 ZOMBIE_SENDS_MAX = 3
 ZOMBIE_WAIT_S = 2.0
 # Node settings for transactions in the simulation: few state partitions (as the offsets
@@ -218,14 +219,16 @@ class TxnProducer(Client):
         self.sim.txn_checker.on_send(self.tid, self.producer_id, self.epoch, value)
         request = broker_pb2.ProduceRequest(acks=-1, timeout_ms=1_500)
         request.topics.add(name=tp[0]).partitions.add(partition=tp[1], records=data)
-        for _ in range(TRIES_MAX):
+        deadline = self.loop.time() + CALL_DEADLINE_S
+        while self.loop.time() < deadline:
             leader = await self.leader_of(tp)
             if leader is None:
                 await self.pause(0.05, 0.2)
                 continue
             try:
                 response = await self.broker(leader[0]).Produce(request, timeout=2.0)
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as exc:
+                self.sim.stats[f"txn produce {exc.code().name}"] += 1
                 self.leaders.pop(tp, None)
                 await self.pause(0.02, 0.1)
                 continue
