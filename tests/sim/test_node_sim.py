@@ -62,7 +62,7 @@ from strom.node.quorum import driver as raft_driver
 from strom.node.replica import manager as manager_module
 from strom.node.replica.partition import Partition
 from strom.node.txn.coordinator import TxnCoordinator
-from strom.node.txn.state import PREPARE_STATES, TxnError
+from strom.node.txn.state import PREPARE_STATES, TxnError, TxnState
 from strom.raft.errors import NotLeader, RaftError
 from strom.storage.log_config import LogConfig
 from strom.storage.partition_log import PartitionLog
@@ -273,26 +273,28 @@ def _stable_is_the_high_watermark(self: PartitionLog, high_watermark: int) -> in
 async def _complete_pending_skipping_a_marker(
     self: TxnCoordinator, partition: int | None = None
 ) -> list[str]:
-    """A coordinator that finishes a decided transaction (after a failover, or retrying)
-    writing the markers of every partition but the first: that one's transaction hangs open,
-    its records never stable, while the others show theirs."""
+    """A coordinator that finishes the decided transactions it loads (failover) writing the
+    markers of every partition but the first: that one's transaction hangs open, its records
+    never stable, while the others show theirs. (EndTxn's own completion task is left as is.)"""
     completed = []
     for tid, metadata in list(self.states.items()):
-        if metadata.state not in PREPARE_STATES:
+        if metadata.state not in PREPARE_STATES or self.completing(tid):
             continue
         if partition is not None and self.partition_of(tid) != partition:
             continue
-        async with self._lock(tid):
-            current = self.states.get(tid)
-            if current is None or current.state not in PREPARE_STATES:
-                continue
-            if len(current.partitions) > 1:
-                current = replace(current, partitions=frozenset(sorted(current.partitions)[1:]))
-            try:
-                await self._complete(current)
-            except (TxnError, OSError, ConnectionError, TimeoutError):
-                continue
-            completed.append(tid)
+        skipping = metadata
+        if len(metadata.partitions) > 1:
+            skipping = replace(metadata, partitions=frozenset(sorted(metadata.partitions)[1:]))
+        try:
+            await self._send_markers(skipping, metadata.state == TxnState.PREPARE_COMMIT)
+            async with self._lock(tid):
+                if self.states.get(tid) is not metadata:
+                    continue
+                await self._write(metadata.complete(self._now_ms()))
+        except (TxnError, OSError, ConnectionError, TimeoutError):
+            self._schedule_completion(tid)
+            continue
+        completed.append(tid)
     return completed
 
 
