@@ -599,7 +599,10 @@ class TxnWorkload:
         drain the readers, then check the history and the committed offsets."""
         for task in [*self.tasks, *self.reader_tasks]:
             task.cancel()
-        await asyncio.gather(*self.tasks, *self.reader_tasks, return_exceptions=True)
+        ended = await asyncio.gather(*self.tasks, *self.reader_tasks, return_exceptions=True)
+        for result in ended:
+            if isinstance(result, Exception):  # a bug of the workload, never to pass unseen
+                raise Violation("Crash", f"a transactional client raised {result!r}")
         loop = self.sim.loop
         deadline = loop.time() + drain_s
         for tid in TRANSACTIONAL_IDS:
