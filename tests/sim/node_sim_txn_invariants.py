@@ -235,15 +235,29 @@ class TxnChecker:
                                 f"after the commit of offset {max(acked)} was acknowledged")  # fmt: skip
             self.sim.stats["txn offsets checked"] += 1
 
-    def _group_offset(self, group_id: str) -> int | None:
+    def groups_unloaded(self) -> str | None:
+        """A transactional group that committed offsets and no running coordinator has
+        loaded, or None."""
+        for tid in TRANSACTIONAL_IDS:
+            if any(t.tid == tid and t.commit_acked and t.number is not None
+                   for t in self.txns.values()) and self._loaded(group_of(tid)) is None:  # fmt: skip
+                return group_of(tid)
+        return None
+
+    def _loaded(self, group_id: str) -> Any:
         for sim_node in self.sim.cluster.node_list:
             node = sim_node.node if sim_node.running else None
             coordinator = None if node is None else node.coordinator
-            if coordinator is None:
-                continue
-            group = coordinator.groups.get(group_id)
-            if group is None or group.partition not in coordinator.loaded:
-                continue
-            entry = group.offsets.get((TXN_TOPIC, 0))
-            return None if entry is None else int(entry.offset)
+            group = None if coordinator is None else coordinator.groups.get(group_id)
+            if (
+                group is not None
+                and coordinator is not None
+                and (group.partition in coordinator.loaded)
+            ):
+                return group
         return None
+
+    def _group_offset(self, group_id: str) -> int | None:
+        group = self._loaded(group_id)
+        entry = None if group is None else group.offsets.get((TXN_TOPIC, 0))
+        return None if entry is None else int(entry.offset)
