@@ -15,6 +15,7 @@ from strom.node.broker.service import BrokerServicer
 from strom.node.metadata.image import PartitionInfo
 from strom.node.replica.partition import Partition, PartitionError
 from strom.node.replica.service import ReplicaServicer
+from strom.node.txn.host import answered
 from strom.storage.control_records import TxnMarker
 from strom.storage.partition_log import PartitionLog
 from strom.storage.record_batch import Record, encode_batch
@@ -231,3 +232,25 @@ def test_coordinator_rpcs_register_write_markers_and_fence_old_coordinators(
         assert unknown.partitions[0].error_code != common_pb2.NONE
 
     asyncio.run(scenario())
+
+
+def test_a_marker_refused_by_a_broker_not_hosting_the_partition_yet_is_retried() -> None:
+    """The coordinator counts UNKNOWN_TOPIC_OR_PARTITION as done only when the metadata no
+    longer has the partition (a deleted topic). A restarted leader still opening its logs
+    answers the same code; counting that as written completed the transaction without the
+    marker, leaving it open there for ever (node simulation, transactional seed 50)."""
+    img = image({0: PartitionInfo(replicas=(1,), isr=(1,), leader=1, leader_epoch=1,
+                                  partition_epoch=1)})  # fmt: skip
+    unknown = common_pb2.UNKNOWN_TOPIC_OR_PARTITION
+
+    def result(code: int, partition: int = 0) -> replica_pb2.TxnPartitionResult:
+        return replica_pb2.TxnPartitionResult(
+            topic_id=TOPIC_ID,
+            partition=partition,
+            error_code=code,  # type: ignore[arg-type]
+        )
+
+    assert answered(img, result(common_pb2.NONE))
+    assert not answered(img, result(unknown))  # the partition exists: not written yet
+    assert answered(img, result(unknown, partition=7))  # gone from the metadata
+    assert not answered(img, result(common_pb2.NOT_LEADER_OR_FOLLOWER))
