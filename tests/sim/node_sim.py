@@ -282,7 +282,7 @@ class NodeSimulation:
             self.cluster.release_all()
             self.loop.close()
             shutil.rmtree(root, ignore_errors=True)
-            _collect_dead_incarnations()
+            collect_dead_incarnations()
         return self
 
     def _failure(self, name: str, detail: str) -> SimulationFailure:
@@ -780,7 +780,7 @@ class NodeSimulation:
         return c
 
 
-def _collect_dead_incarnations() -> None:
+def collect_dead_incarnations() -> None:
     """Collect now what crashed incarnations and the closed loop left behind: coroutines that
     were scheduled but never ran (a crash drops a node's pending callbacks, as SIGKILL does).
     Left to the garbage collector, they warn "never awaited" whenever it runs, even inside
