@@ -361,7 +361,7 @@ def first_failure(seeds: range, transactions: bool = False) -> tuple[int, Simula
         except SimulationFailure as failure:
             # Its traceback holds the failed run's frames, so the run and what its crashed
             # nodes left would be collected at some later moment: now, and quietly.
-            failure.__traceback__ = None
+            failure.__traceback__ = failure.__cause__ = failure.__context__ = None
             collect_dead_incarnations()
             return seed, failure
     return None
