@@ -38,7 +38,11 @@ too (seeds 109, 10) before their fixes reached this branch. Later: a flush task 
 replica whose log had closed (seed 229; tests/unit/test_replica_durability.py). With
 transactions: a zombie's batch (a fenced epoch) accepted into the transaction its successor had
 registered but not yet written, then made visible by the successor's commit (transactional seed
-4; the registration is now checked with the epoch; tests/unit/test_replica_transactions.py).
+4; the registration is now checked with the epoch; tests/unit/test_replica_transactions.py); a
+transaction completed without one partition's marker, open there for ever, because a leader
+restarted and still opening its logs answered UNKNOWN_TOPIC_OR_PARTITION, which the coordinator
+took for a deleted topic (transactional seeds 50 and 65; node/txn/host.py `answered`, same test
+file); a coordinator completion task destroyed unfinished raising from its `finally`.
 """
 
 from __future__ import annotations
