@@ -179,6 +179,7 @@ class ReplicaFetcher:
                     partition=key[1],
                     fetch_offset=partition.log_end_offset,
                     current_leader_epoch=partition.leader_epoch,
+                    partition_epoch=partition.partition_epoch,
                     last_fetched_epoch=-1 if latest is None else latest,
                     log_start_offset=partition.log_start_offset,
                     partition_max_bytes=self.partition_bytes_max,

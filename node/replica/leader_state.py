@@ -18,6 +18,13 @@ Rules, as Kafka has them:
 - At most one ISR change is in flight per partition; the next waits for the answer.
 - A new leader knows no follower's LEO (unknown, -1) until they fetch, so its HW cannot move
   until every ISR member has fetched at least once.
+- A replica a move is adding may have been removed and deleted its log since it last fetched
+  (moved away and back), even if this leader's metadata jumped over the step where it was gone.
+  So whenever the assignment (replicas, adding replicas) changes, each adding replica becomes a
+  new follower with an unknown LEO, and a fetch it sent from an older view of the partition
+  (partition epoch below the change) is not counted: that fetch's offset, delayed in the network
+  or parked in a long poll, would let the leader add an empty replica to the ISR and count it
+  as holding the HW. The node simulation found this (a move away and back, a fetch in flight).
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ class FollowerProgress:
     last_caught_up_ms: int = -1
     leader_leo_at_last_fetch: int = UNKNOWN_OFFSET
     broker_epoch: int = -1  # of the follower's last fetch (KIP-903)
+    # The partition epoch of the assignment that (re)added this replica while this leader led
+    # (-1: it was a replica when this leader began); older fetches are not counted.
+    joined_partition_epoch: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +72,11 @@ class LeaderState:
         epoch_start_offset: int,
         high_watermark: int,
         now_ms: int,
+        adding: Iterable[int] = (),
     ) -> None:
         self.leader_id = leader_id
         self.replicas = tuple(replicas)
+        self.adding = tuple(adding)
         self.isr = tuple(isr)
         self.leader_epoch = leader_epoch
         self.partition_epoch = partition_epoch
@@ -74,7 +86,12 @@ class LeaderState:
         # A new leader gives every follower a fresh lag clock: none is thrown out of the ISR for
         # silence that happened before this leader existed.
         self.followers = {
-            r: FollowerProgress(last_caught_up_ms=now_ms) for r in self.replicas if r != leader_id
+            r: FollowerProgress(
+                last_caught_up_ms=now_ms,
+                joined_partition_epoch=partition_epoch if r in self.adding else -1,
+            )
+            for r in self.replicas
+            if r != leader_id
         }
 
     @property
@@ -85,16 +102,26 @@ class LeaderState:
         return frozenset(members)
 
     def update_assignment(
-        self, replicas: Iterable[int], isr: Iterable[int], partition_epoch: int, now_ms: int
+        self,
+        replicas: Iterable[int],
+        isr: Iterable[int],
+        partition_epoch: int,
+        now_ms: int,
+        adding: Iterable[int] = (),
     ) -> None:
-        """The committed partition state changed (same leader epoch): take the new ISR."""
-        self.replicas = tuple(replicas)
+        """The committed partition state changed (same leader epoch): take the new ISR; a
+        changed assignment starts its adding replicas afresh (see the module's rules)."""
+        replicas, adding = tuple(replicas), tuple(adding)
+        moved = (replicas, adding) != (self.replicas, self.adding)
+        self.replicas, self.adding = replicas, adding
         self.isr = tuple(isr)
         self.partition_epoch = partition_epoch
         self.pending = None
         for r in self.replicas:
-            if r != self.leader_id and r not in self.followers:
-                self.followers[r] = FollowerProgress(last_caught_up_ms=now_ms)
+            if r != self.leader_id and (r not in self.followers or (moved and r in adding)):
+                self.followers[r] = FollowerProgress(
+                    last_caught_up_ms=now_ms, joined_partition_epoch=partition_epoch
+                )
         for r in list(self.followers):
             if r not in self.replicas:
                 del self.followers[r]
@@ -106,11 +133,15 @@ class LeaderState:
         leader_leo: int,
         now_ms: int,
         broker_epoch: int = -1,
+        partition_epoch: int = -1,
     ) -> None:
-        """Record a follower fetch at `fetch_offset` (the follower's LEO)."""
+        """Record a follower fetch at `fetch_offset` (the follower's LEO), sent when the
+        follower knew the partition at `partition_epoch` (-1: unknown, counted)."""
         progress = self.followers.get(replica_id)
         if progress is None:
             return  # not a replica of this partition (the caller answers the error)
+        if 0 <= partition_epoch < progress.joined_partition_epoch:
+            return  # sent before this replica was (re)added: its log may be gone since
         if broker_epoch != progress.broker_epoch:
             # A restarted follower: what it held before tells nothing about its log now.
             progress.broker_epoch = broker_epoch

@@ -299,7 +299,7 @@ class Partition:
         )
         if not new_epoch and self.leader_state is not None:
             self.leader_state.update_assignment(
-                info.replicas, info.isr, info.partition_epoch, now_ms
+                info.replicas, info.isr, info.partition_epoch, now_ms, info.adding_replicas
             )
             self._maybe_advance_hw()
             return
@@ -316,6 +316,7 @@ class Partition:
             epoch_start_offset=leo,
             high_watermark=self.high_watermark,
             now_ms=now_ms,
+            adding=info.adding_replicas,
         )
         log.info(
             "%s: leader in epoch %d at offset %d (ISR %s, HW %d)",
@@ -539,9 +540,12 @@ class Partition:
         now_ms: int,
         broker_epoch: int = -1,
         send_records: bool = True,
+        partition_epoch: int = -1,
     ) -> FollowerFetchResult:
         """A follower's fetch: records its position (ISR, high watermark) and reads from it;
-        `send_records` False (the leader's throttle is spent): the position only."""
+        `send_records` False (the leader's throttle is spent): the position only.
+        `partition_epoch` is the follower's view as it sent the fetch (-1: unknown, counted);
+        LeaderState ignores the position of a fetch older than the replica's (re)addition."""
         state = self._require_leader()
         if replica_id not in self.replicas:
             raise PartitionError(
@@ -561,7 +565,9 @@ class Partition:
                 common_pb2.OFFSET_OUT_OF_RANGE,
                 f"{self.name}: follower offset {fetch_offset} is past the leader's end {leo}",
             )
-        state.on_follower_fetch(replica_id, fetch_offset, leo, now_ms, broker_epoch)
+        state.on_follower_fetch(
+            replica_id, fetch_offset, leo, now_ms, broker_epoch, partition_epoch
+        )
         self._maybe_advance_hw()
         change = state.maybe_expand_isr(replica_id, active_brokers)
         if fetch_offset < self._log.log_start_offset:

@@ -84,6 +84,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                     now,
                     request.broker_epoch,
                     send_records=not throttled or self.manager.leader_throttle.allows(now),
+                    partition_epoch=wanted.partition_epoch,
                 )
                 if throttled:
                     self.manager.leader_throttle.charge(len(fetched.records), now)

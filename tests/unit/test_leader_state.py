@@ -102,3 +102,40 @@ def test_divergence_detection_and_truncation() -> None:
     assert truncation_offset((3, 100), local_epoch_end=(3, 120), local_log_end_offset=130) == 100
     # KIP-279: follower lacks epoch 3; its epoch 2 ends at 80 locally: truncate to 80.
     assert truncation_offset((3, 100), local_epoch_end=(2, 80), local_log_end_offset=130) == 80
+
+
+def test_a_fetch_from_before_a_replica_was_moved_away_and_back_is_not_counted() -> None:
+    """Replica 3 fetched at 5 (HW 5), was moved off the partition (its log deleted) and back
+    as an adding replica. Its old fetch at 5, delayed or parked, arrives after: counting it
+    would put an empty replica in the ISR holding the HW. Found by the node simulation."""
+    state = leader(isr=(1, 2, 3))
+    for follower in (2, 3):
+        state.on_follower_fetch(follower, 5, leader_leo=5, now_ms=1, partition_epoch=0)
+    assert state.maybe_advance_high_watermark(5) and state.high_watermark == 5
+    state.update_assignment((1, 2), (1, 2), partition_epoch=1, now_ms=2)
+    state.update_assignment((1, 2, 3), (1, 2), partition_epoch=2, now_ms=3, adding=(3,))
+    state.on_follower_fetch(3, 5, leader_leo=5, now_ms=4, partition_epoch=0)  # the old fetch
+    assert state.followers[3].log_end_offset == -1
+    assert state.maybe_expand_isr(3, {1, 2, 3}) is None
+    state.on_follower_fetch(3, 0, leader_leo=5, now_ms=5, partition_epoch=2)  # the new log
+    assert state.followers[3].log_end_offset == 0
+    assert state.maybe_expand_isr(3, {1, 2, 3}) is None
+    state.on_follower_fetch(3, 5, leader_leo=5, now_ms=6, partition_epoch=2)
+    change = state.maybe_expand_isr(3, {1, 2, 3})
+    assert change is not None and change.new_isr == (1, 2, 3)
+
+
+def test_a_move_away_and_back_the_leader_never_saw_still_forgets_the_old_position() -> None:
+    """The same, when this leader's metadata jumped from 3 in the ISR straight to 3 being
+    added again (the step without 3 applied in one delta): the changed assignment is enough."""
+    state = leader(isr=(1, 2, 3))
+    for follower in (2, 3):
+        state.on_follower_fetch(follower, 5, leader_leo=5, now_ms=1, partition_epoch=0)
+    state.update_assignment((1, 2, 3), (1, 2), partition_epoch=2, now_ms=3, adding=(3,))
+    assert state.followers[3].log_end_offset == -1
+    state.on_follower_fetch(3, 5, leader_leo=5, now_ms=4, partition_epoch=1)
+    assert state.maybe_expand_isr(3, {1, 2, 3}) is None
+    # An ISR change of the same assignment keeps what the adding replica has shown since.
+    state.on_follower_fetch(3, 4, leader_leo=5, now_ms=5, partition_epoch=2)
+    state.update_assignment((1, 2, 3), (1,), partition_epoch=3, now_ms=6, adding=(3,))
+    assert state.followers[3].log_end_offset == 4

@@ -150,7 +150,7 @@ def test_a_leader_sends_nothing_to_a_moving_replica_while_its_throttle_is_spent(
             )
             request.partitions.add(
                 topic_id=TOPIC_ID, partition=0, fetch_offset=offset, current_leader_epoch=1,
-                last_fetched_epoch=-1, partition_max_bytes=700,
+                last_fetched_epoch=-1, partition_max_bytes=700, partition_epoch=1,
             )  # fmt: skip
             response = await servicer.Fetch(request, None)  # type: ignore[arg-type]
             (result,) = response.partitions

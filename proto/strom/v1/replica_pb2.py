@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from strom.v1 import common_pb2 as strom_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16strom/v1/replica.proto\x12\x08strom.v1\x1a\x15strom/v1/common.proto\"3\n\x0cTxnPartition\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\"\x8a\x01\n\x14TxnPartitionsRequest\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\x12\x19\n\x11\x63oordinator_epoch\x18\x03 \x01(\x05\x12*\n\npartitions\x18\x04 \x03(\x0b\x32\x16.strom.v1.TxnPartition\"\x9c\x01\n\x16WriteTxnMarkersRequest\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\x12\x19\n\x11\x63oordinator_epoch\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x08\x12*\n\npartitions\x18\x05 \x03(\x0b\x32\x16.strom.v1.TxnPartition\"y\n\x12TxnPartitionResult\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\'\n\nerror_code\x18\x03 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x04 \x01(\t\"I\n\x15TxnPartitionsResponse\x12\x30\n\npartitions\x18\x01 \x03(\x0b\x32\x1c.strom.v1.TxnPartitionResult\"\xc3\x01\n\x15ReplicaFetchPartition\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x14\n\x0c\x66\x65tch_offset\x18\x03 \x01(\x03\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x04 \x01(\x05\x12\x1a\n\x12last_fetched_epoch\x18\x05 \x01(\x05\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\x12\x1b\n\x13partition_max_bytes\x18\x07 \x01(\x05\"\xaf\x01\n\x13ReplicaFetchRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x13\n\x0bmax_wait_ms\x18\x03 \x01(\x05\x12\x11\n\tmin_bytes\x18\x04 \x01(\x05\x12\x11\n\tmax_bytes\x18\x05 \x01(\x05\x12\x33\n\npartitions\x18\x06 \x03(\x0b\x32\x1f.strom.v1.ReplicaFetchPartition\"3\n\x0e\x45pochEndOffset\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x12\n\nend_offset\x18\x02 \x01(\x03\"\xae\x02\n\x1dReplicaFetchPartitionResponse\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\'\n\nerror_code\x18\x03 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x16\n\x0ehigh_watermark\x18\x05 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\x12\x0f\n\x07records\x18\x07 \x01(\x0c\x12\x31\n\x0f\x64iverging_epoch\x18\x08 \x01(\x0b\x32\x18.strom.v1.EpochEndOffset\x12\x32\n\x0e\x63urrent_leader\x18\t \x01(\x0b\x32\x1a.strom.v1.LeaderIdAndEpoch\"S\n\x14ReplicaFetchResponse\x12;\n\npartitions\x18\x01 \x03(\x0b\x32\'.strom.v1.ReplicaFetchPartitionResponse\"x\n\x1dOffsetForLeaderEpochPartition\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\"n\n\x1bOffsetForLeaderEpochRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\x05\x12;\n\npartitions\x18\x02 \x03(\x0b\x32\'.strom.v1.OffsetForLeaderEpochPartition\"\x94\x01\n\x1aOffsetForLeaderEpochResult\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\'\n\nerror_code\x18\x03 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x12\n\nend_offset\x18\x05 \x01(\x03\"X\n\x1cOffsetForLeaderEpochResponse\x12\x38\n\npartitions\x18\x01 \x03(\x0b\x32$.strom.v1.OffsetForLeaderEpochResult2\xe8\x02\n\x07Replica\x12\x46\n\x05\x46\x65tch\x12\x1d.strom.v1.ReplicaFetchRequest\x1a\x1e.strom.v1.ReplicaFetchResponse\x12\x65\n\x14OffsetForLeaderEpoch\x12%.strom.v1.OffsetForLeaderEpochRequest\x1a&.strom.v1.OffsetForLeaderEpochResponse\x12X\n\x15RegisterTxnPartitions\x12\x1e.strom.v1.TxnPartitionsRequest\x1a\x1f.strom.v1.TxnPartitionsResponse\x12T\n\x0fWriteTxnMarkers\x12 .strom.v1.WriteTxnMarkersRequest\x1a\x1f.strom.v1.TxnPartitionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16strom/v1/replica.proto\x12\x08strom.v1\x1a\x15strom/v1/common.proto\"3\n\x0cTxnPartition\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\"\x8a\x01\n\x14TxnPartitionsRequest\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\x12\x19\n\x11\x63oordinator_epoch\x18\x03 \x01(\x05\x12*\n\npartitions\x18\x04 \x03(\x0b\x32\x16.strom.v1.TxnPartition\"\x9c\x01\n\x16WriteTxnMarkersRequest\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\x12\x19\n\x11\x63oordinator_epoch\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x08\x12*\n\npartitions\x18\x05 \x03(\x0b\x32\x16.strom.v1.TxnPartition\"y\n\x12TxnPartitionResult\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\'\n\nerror_code\x18\x03 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x04 \x01(\t\"I\n\x15TxnPartitionsResponse\x12\x30\n\npartitions\x18\x01 \x03(\x0b\x32\x1c.strom.v1.TxnPartitionResult\"\xdc\x01\n\x15ReplicaFetchPartition\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x14\n\x0c\x66\x65tch_offset\x18\x03 \x01(\x03\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x04 \x01(\x05\x12\x1a\n\x12last_fetched_epoch\x18\x05 \x01(\x05\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\x12\x1b\n\x13partition_max_bytes\x18\x07 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x08 \x01(\x05\"\xaf\x01\n\x13ReplicaFetchRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x13\n\x0bmax_wait_ms\x18\x03 \x01(\x05\x12\x11\n\tmin_bytes\x18\x04 \x01(\x05\x12\x11\n\tmax_bytes\x18\x05 \x01(\x05\x12\x33\n\npartitions\x18\x06 \x03(\x0b\x32\x1f.strom.v1.ReplicaFetchPartition\"3\n\x0e\x45pochEndOffset\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x12\n\nend_offset\x18\x02 \x01(\x03\"\xae\x02\n\x1dReplicaFetchPartitionResponse\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\'\n\nerror_code\x18\x03 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x16\n\x0ehigh_watermark\x18\x05 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x06 \x01(\x03\x12\x0f\n\x07records\x18\x07 \x01(\x0c\x12\x31\n\x0f\x64iverging_epoch\x18\x08 \x01(\x0b\x32\x18.strom.v1.EpochEndOffset\x12\x32\n\x0e\x63urrent_leader\x18\t \x01(\x0b\x32\x1a.strom.v1.LeaderIdAndEpoch\"S\n\x14ReplicaFetchResponse\x12;\n\npartitions\x18\x01 \x03(\x0b\x32\'.strom.v1.ReplicaFetchPartitionResponse\"x\n\x1dOffsetForLeaderEpochPartition\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x1c\n\x14\x63urrent_leader_epoch\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\"n\n\x1bOffsetForLeaderEpochRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\x05\x12;\n\npartitions\x18\x02 \x03(\x0b\x32\'.strom.v1.OffsetForLeaderEpochPartition\"\x94\x01\n\x1aOffsetForLeaderEpochResult\x12\x10\n\x08topic_id\x18\x01 \x01(\x0c\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\'\n\nerror_code\x18\x03 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x12\n\nend_offset\x18\x05 \x01(\x03\"X\n\x1cOffsetForLeaderEpochResponse\x12\x38\n\npartitions\x18\x01 \x03(\x0b\x32$.strom.v1.OffsetForLeaderEpochResult2\xe8\x02\n\x07Replica\x12\x46\n\x05\x46\x65tch\x12\x1d.strom.v1.ReplicaFetchRequest\x1a\x1e.strom.v1.ReplicaFetchResponse\x12\x65\n\x14OffsetForLeaderEpoch\x12%.strom.v1.OffsetForLeaderEpochRequest\x1a&.strom.v1.OffsetForLeaderEpochResponse\x12X\n\x15RegisterTxnPartitions\x12\x1e.strom.v1.TxnPartitionsRequest\x1a\x1f.strom.v1.TxnPartitionsResponse\x12T\n\x0fWriteTxnMarkers\x12 .strom.v1.WriteTxnMarkersRequest\x1a\x1f.strom.v1.TxnPartitionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,23 +43,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TXNPARTITIONSRESPONSE']._serialized_start=535
   _globals['_TXNPARTITIONSRESPONSE']._serialized_end=608
   _globals['_REPLICAFETCHPARTITION']._serialized_start=611
-  _globals['_REPLICAFETCHPARTITION']._serialized_end=806
-  _globals['_REPLICAFETCHREQUEST']._serialized_start=809
-  _globals['_REPLICAFETCHREQUEST']._serialized_end=984
-  _globals['_EPOCHENDOFFSET']._serialized_start=986
-  _globals['_EPOCHENDOFFSET']._serialized_end=1037
-  _globals['_REPLICAFETCHPARTITIONRESPONSE']._serialized_start=1040
-  _globals['_REPLICAFETCHPARTITIONRESPONSE']._serialized_end=1342
-  _globals['_REPLICAFETCHRESPONSE']._serialized_start=1344
-  _globals['_REPLICAFETCHRESPONSE']._serialized_end=1427
-  _globals['_OFFSETFORLEADEREPOCHPARTITION']._serialized_start=1429
-  _globals['_OFFSETFORLEADEREPOCHPARTITION']._serialized_end=1549
-  _globals['_OFFSETFORLEADEREPOCHREQUEST']._serialized_start=1551
-  _globals['_OFFSETFORLEADEREPOCHREQUEST']._serialized_end=1661
-  _globals['_OFFSETFORLEADEREPOCHRESULT']._serialized_start=1664
-  _globals['_OFFSETFORLEADEREPOCHRESULT']._serialized_end=1812
-  _globals['_OFFSETFORLEADEREPOCHRESPONSE']._serialized_start=1814
-  _globals['_OFFSETFORLEADEREPOCHRESPONSE']._serialized_end=1902
-  _globals['_REPLICA']._serialized_start=1905
-  _globals['_REPLICA']._serialized_end=2265
+  _globals['_REPLICAFETCHPARTITION']._serialized_end=831
+  _globals['_REPLICAFETCHREQUEST']._serialized_start=834
+  _globals['_REPLICAFETCHREQUEST']._serialized_end=1009
+  _globals['_EPOCHENDOFFSET']._serialized_start=1011
+  _globals['_EPOCHENDOFFSET']._serialized_end=1062
+  _globals['_REPLICAFETCHPARTITIONRESPONSE']._serialized_start=1065
+  _globals['_REPLICAFETCHPARTITIONRESPONSE']._serialized_end=1367
+  _globals['_REPLICAFETCHRESPONSE']._serialized_start=1369
+  _globals['_REPLICAFETCHRESPONSE']._serialized_end=1452
+  _globals['_OFFSETFORLEADEREPOCHPARTITION']._serialized_start=1454
+  _globals['_OFFSETFORLEADEREPOCHPARTITION']._serialized_end=1574
+  _globals['_OFFSETFORLEADEREPOCHREQUEST']._serialized_start=1576
+  _globals['_OFFSETFORLEADEREPOCHREQUEST']._serialized_end=1686
+  _globals['_OFFSETFORLEADEREPOCHRESULT']._serialized_start=1689
+  _globals['_OFFSETFORLEADEREPOCHRESULT']._serialized_end=1837
+  _globals['_OFFSETFORLEADEREPOCHRESPONSE']._serialized_start=1839
+  _globals['_OFFSETFORLEADEREPOCHRESPONSE']._serialized_end=1927
+  _globals['_REPLICA']._serialized_start=1930
+  _globals['_REPLICA']._serialized_end=2290
 # @@protoc_insertion_point(module_scope)

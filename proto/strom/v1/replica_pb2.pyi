@@ -165,6 +165,7 @@ class ReplicaFetchPartition(_message.Message):
     LAST_FETCHED_EPOCH_FIELD_NUMBER: _builtins.int
     LOG_START_OFFSET_FIELD_NUMBER: _builtins.int
     PARTITION_MAX_BYTES_FIELD_NUMBER: _builtins.int
+    PARTITION_EPOCH_FIELD_NUMBER: _builtins.int
     topic_id: _builtins.bytes
     partition: _builtins.int
     fetch_offset: _builtins.int
@@ -175,6 +176,11 @@ class ReplicaFetchPartition(_message.Message):
     """epoch of the follower's last batch (KIP-595 divergence)"""
     log_start_offset: _builtins.int
     partition_max_bytes: _builtins.int
+    partition_epoch: _builtins.int
+    """The follower's view of the partition epoch as it sent this fetch. A leader does not count a
+    fetch from before the assignment that last (re)added this replica: the replica may have been
+    deleted and created empty since, and such a fetch's offset says nothing about its log now.
+    """
     def __init__(
         self,
         *,
@@ -185,10 +191,11 @@ class ReplicaFetchPartition(_message.Message):
         last_fetched_epoch: _builtins.int = ...,
         log_start_offset: _builtins.int = ...,
         partition_max_bytes: _builtins.int = ...,
+        partition_epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_leader_epoch", b"current_leader_epoch", "fetch_offset", b"fetch_offset", "last_fetched_epoch", b"last_fetched_epoch", "log_start_offset", b"log_start_offset", "partition", b"partition", "partition_max_bytes", b"partition_max_bytes", "topic_id", b"topic_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_leader_epoch", b"current_leader_epoch", "fetch_offset", b"fetch_offset", "last_fetched_epoch", b"last_fetched_epoch", "log_start_offset", b"log_start_offset", "partition", b"partition", "partition_epoch", b"partition_epoch", "partition_max_bytes", b"partition_max_bytes", "topic_id", b"topic_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
