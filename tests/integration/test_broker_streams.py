@@ -187,16 +187,11 @@ def test_the_sdk_client_maps_a_stream_refusal_like_a_unary_one(node: NodeThread)
     assert asyncio.run(refusal(True)) == asyncio.run(refusal(False))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open race, seen once after merging main at 2ea81b8: the stream refused by the SASL "
-    "listener surfaced as INTERNAL ('Failed execute_batch: SendMessageOperation', the request "
-    "iterator's write racing the refusal) instead of UNIMPLEMENTED, so no fallback; "
-    "tests/unit/test_broker_stream.py covers the fallback against a server without the method",
-)
 def test_a_listener_without_streams_gets_unary_calls(tmp_path: Path) -> None:
     """A SASL listener serves unary calls only (each call is authenticated and authorized on its
-    own): the stream is refused UNIMPLEMENTED, and the SDK produces and fetches unary instead."""
+    own): the stream is refused UNIMPLEMENTED, and the SDK produces and fetches unary instead.
+    (The refusal used to race the client's first write and surface as INTERNAL now and then;
+    tests/unit/test_broker_stream.py drives that race.)"""
     overrides = {
         "listener.security.protocol.map": "PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
         "node.sasl.username": "node",
