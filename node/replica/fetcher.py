@@ -18,6 +18,14 @@ A fetcher never dies silently (its task only ends when stopped):
 - both are counted in `strom_server_replicafetcher_errors_total`.
 A partition whose producer state is being replayed (after a truncation) is not fetched until
 that replay is done.
+
+A partition added while a fetch is in flight (a new topic, a new leader epoch) does not wait
+for that fetch to come back, which may be a whole long-poll (`replica.fetch.wait.max.ms`) away
+when the leader has nothing new for the others: the fetch is abandoned (its RPC cancelled; the
+leader's only state from it is the follower offsets it reported, which the next request
+reports again) and a new one asks for every partition. So that adds arriving faster than
+fetches complete cannot starve replication, at most `FETCH_RESTARTS_MAX` fetches in a row are
+abandoned; the next one is waited for.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ RETRY_DELAY_MS = 200
 RETRY_DELAY_MS_MAX = 5_000
 PARTITION_FAILURES_MAX = 5
 LOOP_BACKOFF_S_MAX = 1.0
+FETCH_RESTARTS_MAX = 3  # fetches abandoned in a row for partitions added meanwhile
 
 OnPartitionFailed = Callable[[Partition, BaseException], None]
 
@@ -86,7 +95,9 @@ class ReplicaFetcher:
         self._delayed_until: dict[Key, int] = {}
         self._failures: dict[Key, int] = {}  # consecutive failures per partition
         self.on_partition_failed = on_partition_failed
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a partition was added (since the request was built)
+        self._added: set[Key] = set()  # ... these, at most every partition: bounded
+        self._restarts = 0  # fetches abandoned in a row (FETCH_RESTARTS_MAX)
         self.clock = clock
         self._stub = peers.stub(replica_pb2_grpc.ReplicaStub, address, security)
         self._task: asyncio.Task[None] | None = None
@@ -94,11 +105,14 @@ class ReplicaFetcher:
         self.throttled = throttled
 
     def add(self, partition: Partition) -> None:
-        self.partitions[(partition.topic_id, partition.partition)] = partition
+        key = (partition.topic_id, partition.partition)
+        self.partitions[key] = partition
+        self._added.add(key)
         self._wake.set()
 
     def remove(self, key: Key) -> None:
         self.partitions.pop(key, None)
+        self._added.discard(key)
         self._delayed_until.pop(key, None)
         self._failures.pop(key, None)
 
@@ -187,6 +201,8 @@ class ReplicaFetcher:
         return request, snapshot
 
     async def _fetch_once(self) -> None:
+        self._wake.clear()
+        self._added.clear()
         request, snapshot = self._request()
         if not snapshot:
             wait_ms = RETRY_DELAY_MS
@@ -195,9 +211,9 @@ class ReplicaFetcher:
             await asyncio.sleep(wait_ms / 1000)
             return
         asked_epochs = {key: p.leader_epoch for key, p in snapshot.items()}
-        response = await self._stub.Fetch(
-            request, timeout=self.max_wait_ms / 1000 + self.request_timeout_s
-        )
+        response = await self._fetch_unless_added(request, asked_epochs)
+        if response is None:
+            return  # abandoned for a partition added meanwhile: ask again, for all of them
         for result in response.partitions:
             key = (result.topic_id, result.partition)
             partition = snapshot.get(key)
@@ -222,6 +238,42 @@ class ReplicaFetcher:
                 before_next_fetch.append(flushing)
         if before_next_fetch:
             await asyncio.gather(*before_next_fetch, return_exceptions=True)
+
+    async def _fetch_unless_added(
+        self, request: replica_pb2.ReplicaFetchRequest, asked_epochs: dict[Key, int]
+    ) -> replica_pb2.ReplicaFetchResponse | None:
+        """The leader's answer to `request`; or None when a partition it does not ask for (or
+        asks for at an older leader epoch) was added before the answer came, and the fetch was
+        abandoned so that partition need not wait out the long-poll."""
+        fetch = asyncio.ensure_future(
+            self._stub.Fetch(request, timeout=self.max_wait_ms / 1000 + self.request_timeout_s)
+        )
+        try:
+            while self._restarts < FETCH_RESTARTS_MAX:
+                added = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait((fetch, added), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    added.cancel()
+                if fetch.done():
+                    break
+                self._wake.clear()
+                if any(self._not_asked(key, asked_epochs) for key in self._added):
+                    self._restarts += 1
+                    fetch.cancel()
+                    await asyncio.gather(fetch, return_exceptions=True)
+                    return None
+                self._added.clear()  # added again as asked (same epoch): nothing to ask anew
+            self._restarts = 0  # this fetch is waited for, whatever it brings
+            return await fetch
+        finally:
+            fetch.cancel()  # only when this coroutine itself was cancelled or failed
+
+    def _not_asked(self, key: Key, asked_epochs: dict[Key, int]) -> bool:
+        partition = self.partitions.get(key)
+        if partition is None or self._delayed_until.get(key, 0) > self.clock.now_ms():
+            return False
+        return asked_epochs.get(key) != partition.leader_epoch
 
     def _partition_failed(self, key: Key, partition: Partition, exc: Exception) -> None:
         """Back off one partition whose data could not be handled; report it failed when the
