@@ -68,6 +68,10 @@ class NodeThread:
     async def _start(self) -> None:
         self.watchdog.start()  # a stalled loop is logged with its stack: the clue to a freeze
         await self.node.start()
+        # Ready means registered and unfenced: a test's first CreateTopics before then is refused
+        # with INVALID_REPLICATION_FACTOR (0 available brokers), as Kafka's controller refuses it.
+        if self.node.lifecycle is not None:
+            await asyncio.wait_for(self.node.lifecycle.unfenced.wait(), timeout=20)
 
     async def _stop(self) -> None:
         try:

@@ -75,7 +75,12 @@ def _node_still_serves(node: NodeThread) -> None:
             offset = produced.topics[0].partitions[0].base_offset
             assert produced.topics[0].partitions[0].error_code == common_pb2.NONE
             fetch = broker_pb2.FetchRequest(max_bytes=1 << 20)
-            fetch.topics.add(name="s").partitions.add(partition=1, fetch_offset=offset)
+            # -1: no epoch check. A loaded machine can stall the node's loop past its broker
+            # session while the test thread builds a 128 MiB message, and the re-election that
+            # follows moves the epoch on; the node serving is what is checked here.
+            fetch.topics.add(name="s").partitions.add(
+                partition=1, fetch_offset=offset, current_leader_epoch=-1
+            )
             fetched = await stub.Fetch(fetch, timeout=5)
             assert fetched.topics[0].partitions[0].records
 

@@ -371,6 +371,9 @@ def test_an_unauthorized_user_does_not_see_a_topic(env: Env, browser: Any) -> No
         admin.create_acls([AclBinding(ResourceType.TOPIC, "alice-orders", PatternType.LITERAL,
                                       "User:alice", "*", Operation.READ, Permission.ALLOW)])  # fmt: skip
     browser.find_element(By.CSS_SELECTOR, "header form button").click()  # sign out
+    # The sign-out POST must be answered before the next page loads: a GET /login racing it
+    # renders the old session's CSRF token, which the logout then ends (the form is then stale).
+    wait(browser, lambda d: "/login" in d.current_url and not rows(d, "#user"), "signed out")
     sign_in(browser, env, "alice", "wr0ng-password")
     assert "refused that user name and password" in text(browser, "#error")
     assert "wr0ng-password" not in browser.page_source
