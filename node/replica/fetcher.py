@@ -25,12 +25,16 @@ when the leader has nothing new for the others: the fetch is abandoned (its RPC 
 leader's only state from it is the follower offsets it reported, which the next request
 reports again) and a new one asks for every partition. So that adds arriving faster than
 fetches complete cannot starve replication, at most `FETCH_RESTARTS_MAX` fetches in a row are
-abandoned; the next one is waited for.
+abandoned; the next one is waited for. The abandoned request may still reach the leader, or
+wake from its long-poll there, after the new one: every request carries a `fetch_sequence`
+(growing across the follower's fetchers) by which the leader tells it was overtaken and takes
+no positions from it (node/replica/service.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -80,9 +84,12 @@ class ReplicaFetcher:
         on_partition_failed: OnPartitionFailed = _report_only,
         throttle: ReplicationThrottle | None = None,
         throttled: Callable[[Key], bool] = lambda key: False,
+        next_fetch_sequence: Callable[[], int] | None = None,
     ) -> None:
         """`throttle`, `throttled`: the broker's bucket for partition moves, and which
-        partitions it applies to (the replicas this broker is adding; node/replica/throttle.py)."""
+        partitions it applies to (the replicas this broker is adding; node/replica/throttle.py).
+        `next_fetch_sequence`: the broker's counter for `fetch_sequence`, shared by its
+        fetchers so that a fetcher replacing another to the same leader goes on counting."""
         self.broker_id = broker_id
         self.broker_epoch = broker_epoch
         self.leader_id = leader_id
@@ -103,6 +110,7 @@ class ReplicaFetcher:
         self._task: asyncio.Task[None] | None = None
         self.throttle = throttle
         self.throttled = throttled
+        self.next_fetch_sequence = next_fetch_sequence or itertools.count(1).__next__
 
     def add(self, partition: Partition) -> None:
         key = (partition.topic_id, partition.partition)
@@ -166,6 +174,7 @@ class ReplicaFetcher:
             max_wait_ms=self.max_wait_ms,
             min_bytes=1,
             max_bytes=self.response_bytes_max,
+            fetch_sequence=self.next_fetch_sequence(),
         )
         now = self.clock.now_ms()
         held_back = self.throttle is not None and not self.throttle.allows(now)
@@ -245,7 +254,7 @@ class ReplicaFetcher:
         """The leader's answer to `request`; or None when a partition it does not ask for (or
         asks for at an older leader epoch) was added before the answer came, and the fetch was
         abandoned so that partition need not wait out the long-poll."""
-        fetch = asyncio.ensure_future(
+        fetch: asyncio.Future[replica_pb2.ReplicaFetchResponse] = asyncio.ensure_future(
             self._stub.Fetch(request, timeout=self.max_wait_ms / 1000 + self.request_timeout_s)
         )
         try:

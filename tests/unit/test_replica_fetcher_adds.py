@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from replica_fixtures import changed, image, led_by, manager, until
+from replica_fixtures import TOPIC_ID, changed, image, led_by, manager, until
 
 from strom.node.replica import fetcher as fetcher_module
+from strom.node.replica.service import ReplicaServicer
+from strom.storage.record_batch import Record, encode_batch
 from strom.v1 import replica_pb2
 
 
@@ -132,5 +134,53 @@ def test_adds_faster_than_fetches_cannot_starve_replication(tmp_path: Path) -> N
         assert leader.fetches[-2].outcome == "cancelled"
         await replicas.stop()
         replicas.logs.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_fetch_overtaken_by_a_newer_one_takes_no_position_at_the_leader(tmp_path: Path) -> None:
+    """The leader's half (node/replica/service.py): a fetch the follower abandoned may still
+    arrive, or wake from its long-poll, after a newer one. By its fetch_sequence the leader
+    answers it empty and records nothing from it; otherwise the follower's log end as the leader
+    knows it would move back under the HW (the node simulation caught that, seed 70)."""
+
+    async def scenario() -> None:
+        broker1 = manager(tmp_path, broker_id=1)
+        img = image({0: led_by(1)})
+        broker1.on_metadata(img, changed(img))
+        leader = broker1.partition_by_name("t", 0)
+        for i in range(3):
+            leader.append_as_leader(encode_batch([Record(None, b"x%d" % i, (), 1)]), 1, 1, 0)
+        servicer = ReplicaServicer(broker1)
+        assert leader.leader_state is not None
+        follower = leader.leader_state.followers[2]
+
+        async def fetch(sequence: int, offset: int, wait_ms: int = 0) -> bytes:
+            request = replica_pb2.ReplicaFetchRequest(
+                replica_id=2, broker_epoch=12, max_wait_ms=wait_ms, fetch_sequence=sequence
+            )
+            request.partitions.add(
+                topic_id=TOPIC_ID, partition=0, fetch_offset=offset, current_leader_epoch=1,
+                last_fetched_epoch=1 if offset else -1, partition_max_bytes=1 << 20,
+            )  # fmt: skip
+            response = await servicer.Fetch(request, None)  # type: ignore[arg-type]
+            return b"".join(p.records for p in response.partitions)
+
+        assert await fetch(2, 3) == b"" and follower.log_end_offset == 3
+        assert await fetch(1, 0) == b""  # arrives late: answered empty...
+        assert follower.log_end_offset == 3  # ...and its position is not taken
+
+        parked = asyncio.create_task(fetch(3, 3, wait_ms=60_000))
+        await _settle()
+        assert not parked.done()
+        await fetch(4, 3)  # the follower abandoned 3 and asked again
+        leader.append_as_leader(encode_batch([Record(None, b"x3", (), 1)]), 1, 1, 0)
+        assert await asyncio.wait_for(parked, 5) == b""  # woke, overtaken: nothing sent
+        assert await fetch(5, 3) and await fetch(6, 4) == b""
+        assert follower.log_end_offset == 4
+        assert await fetch(3, 3) == b"" and follower.log_end_offset == 4
+        assert await fetch(0, 3) and follower.log_end_offset == 3  # 0: unordered, as before
+        await broker1.stop()
+        broker1.logs.close()
 
     asyncio.run(scenario())
