@@ -21,9 +21,9 @@ that replay is done.
 
 A partition added while a fetch is in flight (a new topic, a new leader epoch) does not wait
 for that fetch to come back, which may be a whole long-poll (`replica.fetch.wait.max.ms`) away
-when the leader has nothing new for the others: the fetch is abandoned (its RPC cancelled; the
-leader's only state from it is the follower offsets it reported, which the next request
-reports again) and a new one asks for every partition. So that adds arriving faster than
+when the leader has nothing new for the others: `add` cancels that fetch's RPC, and a new
+fetch asks for every partition (nothing of the abandoned one was applied here; its answer is
+never read). So that adds arriving faster than
 fetches complete cannot starve replication, at most `FETCH_RESTARTS_MAX` fetches in a row are
 abandoned; the next one is waited for. The abandoned request may still reach the leader, or
 wake from its long-poll there, after the new one: every request carries a `fetch_sequence`
@@ -102,8 +102,11 @@ class ReplicaFetcher:
         self._delayed_until: dict[Key, int] = {}
         self._failures: dict[Key, int] = {}  # consecutive failures per partition
         self.on_partition_failed = on_partition_failed
-        self._wake = asyncio.Event()  # a partition was added (since the request was built)
-        self._added: set[Key] = set()  # ... these, at most every partition: bounded
+        self._wake = asyncio.Event()
+        # The fetch in flight, the leader epochs it asks for, and the one add() abandoned.
+        self._in_flight: asyncio.Future[replica_pb2.ReplicaFetchResponse] | None = None
+        self._asked_epochs: dict[Key, int] = {}
+        self._abandoned: asyncio.Future[replica_pb2.ReplicaFetchResponse] | None = None
         self._restarts = 0  # fetches abandoned in a row (FETCH_RESTARTS_MAX)
         self.clock = clock
         self._stub = peers.stub(replica_pb2_grpc.ReplicaStub, address, security)
@@ -115,12 +118,25 @@ class ReplicaFetcher:
     def add(self, partition: Partition) -> None:
         key = (partition.topic_id, partition.partition)
         self.partitions[key] = partition
-        self._added.add(key)
         self._wake.set()
+        self._maybe_abandon_fetch(key, partition)
+
+    def _maybe_abandon_fetch(self, key: Key, partition: Partition) -> None:
+        """Cancel the fetch in flight when it does not ask for `key` at its current leader
+        epoch, so that the partition need not wait out the long-poll (the module docstring)."""
+        fetch = self._in_flight
+        if fetch is None or fetch.done() or self._restarts >= FETCH_RESTARTS_MAX:
+            return
+        if self._asked_epochs.get(key) == partition.leader_epoch:
+            return
+        if self._delayed_until.get(key, 0) > self.clock.now_ms():
+            return  # backing off: it would not be asked for anyway
+        self._restarts += 1
+        self._abandoned = fetch
+        fetch.cancel()
 
     def remove(self, key: Key) -> None:
         self.partitions.pop(key, None)
-        self._added.discard(key)
         self._delayed_until.pop(key, None)
         self._failures.pop(key, None)
 
@@ -210,8 +226,6 @@ class ReplicaFetcher:
         return request, snapshot
 
     async def _fetch_once(self) -> None:
-        self._wake.clear()
-        self._added.clear()
         request, snapshot = self._request()
         if not snapshot:
             wait_ms = RETRY_DELAY_MS
@@ -220,9 +234,23 @@ class ReplicaFetcher:
             await asyncio.sleep(wait_ms / 1000)
             return
         asked_epochs = {key: p.leader_epoch for key, p in snapshot.items()}
-        response = await self._fetch_unless_added(request, asked_epochs)
-        if response is None:
-            return  # abandoned for a partition added meanwhile: ask again, for all of them
+        self._asked_epochs = asked_epochs
+        fetch: asyncio.Future[replica_pb2.ReplicaFetchResponse] = asyncio.ensure_future(
+            self._stub.Fetch(request, timeout=self.max_wait_ms / 1000 + self.request_timeout_s)
+        )
+        self._in_flight = fetch
+        try:
+            response = await fetch
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if fetch is self._abandoned and not (current is not None and current.cancelling()):
+                return  # abandoned for a partition added meanwhile: ask again, for all of them
+            raise
+        finally:
+            self._in_flight, self._asked_epochs = None, {}
+            if fetch is not self._abandoned:
+                self._restarts = 0  # this fetch was waited for, whatever it brought
+            fetch.cancel()  # when this task itself was cancelled
         for result in response.partitions:
             key = (result.topic_id, result.partition)
             partition = snapshot.get(key)
@@ -247,42 +275,6 @@ class ReplicaFetcher:
                 before_next_fetch.append(flushing)
         if before_next_fetch:
             await asyncio.gather(*before_next_fetch, return_exceptions=True)
-
-    async def _fetch_unless_added(
-        self, request: replica_pb2.ReplicaFetchRequest, asked_epochs: dict[Key, int]
-    ) -> replica_pb2.ReplicaFetchResponse | None:
-        """The leader's answer to `request`; or None when a partition it does not ask for (or
-        asks for at an older leader epoch) was added before the answer came, and the fetch was
-        abandoned so that partition need not wait out the long-poll."""
-        fetch: asyncio.Future[replica_pb2.ReplicaFetchResponse] = asyncio.ensure_future(
-            self._stub.Fetch(request, timeout=self.max_wait_ms / 1000 + self.request_timeout_s)
-        )
-        try:
-            while self._restarts < FETCH_RESTARTS_MAX:
-                added = asyncio.ensure_future(self._wake.wait())
-                try:
-                    await asyncio.wait((fetch, added), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    added.cancel()
-                if fetch.done():
-                    break
-                self._wake.clear()
-                if any(self._not_asked(key, asked_epochs) for key in self._added):
-                    self._restarts += 1
-                    fetch.cancel()
-                    await asyncio.gather(fetch, return_exceptions=True)
-                    return None
-                self._added.clear()  # added again as asked (same epoch): nothing to ask anew
-            self._restarts = 0  # this fetch is waited for, whatever it brings
-            return await fetch
-        finally:
-            fetch.cancel()  # only when this coroutine itself was cancelled or failed
-
-    def _not_asked(self, key: Key, asked_epochs: dict[Key, int]) -> bool:
-        partition = self.partitions.get(key)
-        if partition is None or self._delayed_until.get(key, 0) > self.clock.now_ms():
-            return False
-        return asked_epochs.get(key) != partition.leader_epoch
 
     def _partition_failed(self, key: Key, partition: Partition, exc: Exception) -> None:
         """Back off one partition whose data could not be handled; report it failed when the
