@@ -23,12 +23,11 @@ A partition added while a fetch is in flight (a new topic, a new leader epoch) d
 for that fetch to come back, which may be a whole long-poll (`replica.fetch.wait.max.ms`) away
 when the leader has nothing new for the others: `add` cancels that fetch's RPC, and a new
 fetch asks for every partition (nothing of the abandoned one was applied here; its answer is
-never read). So that adds arriving faster than
-fetches complete cannot starve replication, at most `FETCH_RESTARTS_MAX` fetches in a row are
-abandoned; the next one is waited for. The abandoned request may still reach the leader, or
-wake from its long-poll there, after the new one: every request carries a `fetch_sequence`
-(growing across the follower's fetchers) by which the leader tells it was overtaken and takes
-no positions from it (node/replica/service.py).
+never read). So that adds arriving faster than fetches complete cannot starve replication, at
+most `FETCH_RESTARTS_MAX` fetches in a row are abandoned; the next one is waited for. The
+abandoned request may still reach the leader, or wake from its long-poll there, after the new
+one: every request carries a `fetch_sequence` (growing across the follower's fetchers) by which
+the leader tells it was overtaken and takes no positions from it (node/replica/service.py).
 """
 
 from __future__ import annotations
