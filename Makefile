@@ -32,7 +32,7 @@ system-packages:
 # The test command CI runs: lint, types, stale generated code, then every non-slow test plus
 # a bounded, seeded sample of the slow ones (tests/conftest.py).
 test: install lint typecheck system-packages
-	$(BIN)/python -m pytest -q --slow-sample=$${STROM_SLOW_SAMPLE:-4} $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 --slow-sample=$${STROM_SLOW_SAMPLE:-4} $(PYTEST_ARGS)
 
 test-all: install
 	$(BIN)/python -m pytest -q --run-slow $(PYTEST_ARGS)

@@ -629,9 +629,15 @@ class Admin:
         self._run(self._async.alter_broker_configs(broker_id, set_configs, delete, validate_only))
 
     def alter_partition_reassignments(
-        self, reassignments: Mapping[tuple[str, int], Sequence[int] | None]
+        self,
+        reassignments: Mapping[tuple[str, int], Sequence[int] | None],
+        allow_replication_factor_change: bool = True,
     ) -> None:
-        return self._run(self._async.alter_partition_reassignments(reassignments))
+        return self._run(
+            self._async.alter_partition_reassignments(
+                reassignments, allow_replication_factor_change
+            )
+        )
 
     def list_partition_reassignments(
         self, partitions: Sequence[tuple[str, int]] | None = None

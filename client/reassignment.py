@@ -37,12 +37,16 @@ class AsyncReassignmentAdmin:
     cluster: ClusterClient
 
     async def alter_partition_reassignments(
-        self, reassignments: Mapping[TopicPartition, Sequence[int] | None]
+        self,
+        reassignments: Mapping[TopicPartition, Sequence[int] | None],
+        allow_replication_factor_change: bool = True,
     ) -> None:
         """Start a move of each partition to its target replicas (the first the preferred
         leader), replacing a move in progress; None cancels the partition's move. Every
         partition is tried; a refused one raises a typed error naming each refusal (for
-        example INVALID_REPLICA_ASSIGNMENT, NO_REASSIGNMENT_IN_PROGRESS)."""
+        example INVALID_REPLICA_ASSIGNMENT, NO_REASSIGNMENT_IN_PROGRESS). With
+        `allow_replication_factor_change=False` (KIP-860) a target of another size than the
+        partition's replicas is refused with INVALID_REPLICATION_FACTOR."""
         request = admin_pb2.AlterPartitionReassignmentsRequest(
             partitions=[
                 admin_pb2.ReassignablePartition(
@@ -54,6 +58,7 @@ class AsyncReassignmentAdmin:
                 for (topic, partition), target in reassignments.items()
             ],
             timeout_ms=int(self.cluster.request_timeout_s * 1000),
+            keep_replication_factor=not allow_replication_factor_change,
         )
         response = await self.cluster.call_any(
             lambda a: self.cluster.admin_stub(a).AlterPartitionReassignments, request

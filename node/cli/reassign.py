@@ -3,6 +3,7 @@
 
     strom partitions reassign --generate --topics-to-move-json-file topics.json --broker-list 2,3,4
     strom partitions reassign --reassignment-json-file plan.json --execute [--throttle B/S]
+        [--disallow-replication-factor-change]
     strom partitions reassign --reassignment-json-file plan.json --verify
     strom partitions reassign --reassignment-json-file plan.json --cancel
     strom partitions reassign --list
@@ -217,6 +218,8 @@ def current_assignment(admin: Any, topics: Sequence[str]) -> Assignment:
 def _reassign(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> int:
     if args.throttle is not None and not args.execute:
         raise ReassignmentFileError("--throttle goes with --execute")
+    if args.disallow_replication_factor_change and not args.execute:
+        raise ReassignmentFileError("--disallow-replication-factor-change goes with --execute")
     if args.list:
         with admin_factory() as admin:
             ongoing = admin.list_partition_reassignments()
@@ -270,7 +273,10 @@ def _reassign(args: argparse.Namespace, admin_factory: Callable[[], Any]) -> int
                     "completes, to ensure the throttle is removed."
                 )
                 print(f"The inter-broker throttle limit was set to {args.throttle} B/s")
-            admin.alter_partition_reassignments(dict(plan))
+            admin.alter_partition_reassignments(
+                dict(plan),
+                allow_replication_factor_change=not args.disallow_replication_factor_change,
+            )
             print(f"Successfully started partition reassignments for {names}")
             return 0
         if args.cancel:
@@ -440,6 +446,12 @@ def add_commands(sub: Any) -> None:
         metavar="B/S",
         help="with --execute: cap the moves' replication at this many bytes per second per "
         "broker (removed by the --verify that finds them complete)",
+    )
+    reassign.add_argument(
+        "--disallow-replication-factor-change",
+        action="store_true",
+        help="with --execute: refuse any move that would change a partition's replica count "
+        "(KIP-860)",
     )
     reassign.set_defaults(handler=lambda args: _reassign(args, lambda: admin_client(args)))
 

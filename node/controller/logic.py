@@ -787,9 +787,15 @@ class ControllerLogic:
     # ---- reassignment (node/controller/reassignment.py decides) --------------------------
 
     def reassign_partition(
-        self, topic_name: str, partition: int, target: Sequence[int] | None
+        self,
+        topic_name: str,
+        partition: int,
+        target: Sequence[int] | None,
+        keep_replication_factor: bool = False,
     ) -> list[Record]:
-        """Start, replace (a target) or cancel (None) the move of one partition: one record."""
+        """Start, replace (a target) or cancel (None) the move of one partition: one record.
+        `keep_replication_factor` (KIP-860) refuses a target of another size than the replicas
+        the partition had before any move in progress."""
         topic = self.image.topic_by_name(topic_name)
         part = None if topic is None else topic.partitions.get(partition)
         if topic is None or part is None:
@@ -802,6 +808,14 @@ class ControllerLogic:
             state = reassignment.cancel(part, active)
         else:
             reassignment.validate_target(target, self.image.brokers)
+            original = part.original_replicas
+            if keep_replication_factor and len(target) != len(original):
+                raise ControllerError(
+                    common_pb2.INVALID_REPLICATION_FACTOR,
+                    f"{topic_name}-{partition}: the target {list(target)} would change the "
+                    f"replication factor from {len(original)} to {len(target)}, which this "
+                    "request does not allow",
+                )
             state = reassignment.start(part, target, active)
         if not state.differs_from(part):
             return []

@@ -523,6 +523,7 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                         item.topic,
                         item.partition,
                         None if item.cancel else list(item.replicas),
+                        request.keep_replication_factor,
                     )
                 )
                 for item in request.partitions

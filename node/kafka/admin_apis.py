@@ -340,7 +340,10 @@ class KafkaAdminApis:
     async def alter_partition_reassignments(
         self, session: Session, version: int, body: Message
     ) -> Message:
-        request = admin_pb2.AlterPartitionReassignmentsRequest(timeout_ms=body["timeout_ms"])
+        allow_change = bool(body["allow_replication_factor_change"])
+        request = admin_pb2.AlterPartitionReassignmentsRequest(
+            timeout_ms=body["timeout_ms"], keep_replication_factor=not allow_change
+        )
         for topic in body["topics"]:
             for p in topic["partitions"]:
                 replicas = p["replicas"]
@@ -366,6 +369,7 @@ class KafkaAdminApis:
         )  # fmt: skip
         return {
             "throttle_time_ms": 0,
+            "allow_replication_factor_change": allow_change,
             "error_code": top,
             "error_message": _none_if_empty(top_message),
             "responses": [{"name": t, "partitions": parts} for t, parts in grouped],

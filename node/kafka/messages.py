@@ -970,10 +970,11 @@ responses [struct] 0+
 ALTER_PARTITION_REASSIGNMENTS = _api(
     45,
     "AlterPartitionReassignments",
-    "0",
+    "0-1",
     "0+",
     request="""
 timeout_ms int32 0+ default=60000
+allow_replication_factor_change bool 1+ default=true
 topics [struct] 0+
   name string 0+
   partitions [struct] 0+
@@ -982,6 +983,7 @@ topics [struct] 0+
 """,
     response="""
 throttle_time_ms int32 0+
+allow_replication_factor_change bool 1+ default=true
 error_code int16 0+
 error_message string 0+ null=0+
 responses [struct] 0+

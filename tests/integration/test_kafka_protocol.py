@@ -34,6 +34,8 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from strom.client import Consumer, Producer
 from strom.client.admin import NewTopic as StromTopic
 from strom.client.records import TopicPartition as StromPartition
+from strom.node.kafka.fetch_sessions import FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH
+from strom.node.kafka.messages import FETCH
 
 pytestmark = pytest.mark.integration
 
@@ -330,6 +332,24 @@ def test_bad_frames_close_only_their_connection(cluster_factory: Callable[..., C
     answer = send(struct.pack(">ihhih", 10, 18, 99, 42, 0))
     size, correlation, error = struct.unpack_from(">iih", answer)
     assert (size, correlation, error) == (len(answer) - 4, 42, 35)
+
+    # Incremental fetch sessions (KIP-227) on a live node: a fetch naming a session the node
+    # never made, and one at the wrong epoch of a session it did make, are refused whole.
+    def fetch(session_id: int, epoch: int) -> dict[str, Any]:
+        body = FETCH.request.encode(
+            {"max_wait_ms": 0, "min_bytes": 0, "session_id": session_id,
+             "session_epoch": epoch, "topics": [], "forgotten_topics_data": []}, 7,
+        )  # fmt: skip
+        header = struct.pack(">hhih", FETCH.key, 7, 9, 1) + b"t"
+        answer = send(struct.pack(">i", len(header) + len(body)) + header + body)
+        assert struct.unpack_from(">ii", answer) == (len(answer) - 4, 9)
+        return FETCH.response.decode_bytes(answer[8:], 7)
+
+    assert fetch(123_456, 3)["error_code"] == FETCH_SESSION_ID_NOT_FOUND
+    opened = fetch(0, 0)
+    assert opened["error_code"] == 0 and opened["session_id"] != 0
+    assert fetch(opened["session_id"], 2)["error_code"] == INVALID_FETCH_SESSION_EPOCH
+    assert fetch(opened["session_id"], 1)["error_code"] == 0
     # The node still serves Kafka clients.
     admin = KafkaAdminClient(bootstrap_servers=f"{host}:{port}", request_timeout_ms=5_000)
     try:

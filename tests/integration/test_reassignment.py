@@ -205,6 +205,14 @@ def test_throttle_is_set_on_the_moving_brokers_and_cleared_by_verify(
     refused = strom(cluster, "partitions", "reassign", "--verify", "--throttle", "100",
                     "--reassignment-json-file", str(plan))  # fmt: skip
     assert refused.returncode == 1 and "--throttle goes with --execute" in refused.stderr
+    grow = tmp_path / "grow.json"
+    grow.write_text(
+        json.dumps({"version": 1, "partitions": [{"topic": "slowly", "partition": 0,
+                                                  "replicas": [2, 3]}]})
+    )  # fmt: skip
+    kept = strom(cluster, "partitions", "reassign", "--execute",
+                 "--disallow-replication-factor-change", "--reassignment-json-file", str(grow))  # fmt: skip
+    assert kept.returncode == 1 and "replication factor from 1 to 2" in kept.stderr, kept.stderr
     started = strom(cluster, "partitions", "reassign", "--execute", "--throttle", "50000000",
                     "--reassignment-json-file", str(plan))  # fmt: skip
     assert started.returncode == 0, started.stderr

@@ -194,6 +194,26 @@ def test_bad_targets_are_refused(target: tuple[int, ...], message: str) -> None:
     assert err.value.code == common_pb2.INVALID_REPLICA_ASSIGNMENT and message in err.value.message
 
 
+def test_a_move_that_changes_the_replication_factor_is_refused_when_asked() -> None:
+    """KIP-860: with keep_replication_factor a target must have as many replicas as the
+    partition had before the move in progress (not counting the replicas being added)."""
+    c = Cluster((1, 2, 3, 4, 5))
+    topic_id = c.create("t", (1, 2, 3))
+    for target in ((1, 2), (1, 2, 3, 4)):
+        with pytest.raises(ControllerError) as err:
+            c.logic.reassign_partition("t", 0, target, keep_replication_factor=True)
+        assert err.value.code == common_pb2.INVALID_REPLICATION_FACTOR
+        assert f"from 3 to {len(target)}" in err.value.message
+    assert not c.part(topic_id).reassigning  # nothing was recorded
+    c.commit(c.logic.reassign_partition("t", 0, (2, 3, 4), keep_replication_factor=True))
+    assert c.part(topic_id).replicas == (2, 3, 4, 1)  # moving: the original count is still 3
+    c.commit(c.logic.reassign_partition("t", 0, (3, 4, 5), keep_replication_factor=True))
+    with pytest.raises(ControllerError):
+        c.logic.reassign_partition("t", 0, (3, 4, 5, 2), keep_replication_factor=True)
+    c.commit(c.logic.reassign_partition("t", 0, (3, 4, 5, 2)))  # allowed by default
+    assert c.part(topic_id).adding_replicas == (4, 5)
+
+
 def test_unknown_partition_is_refused() -> None:
     c = Cluster()
     c.create("t", (1, 2, 3))

@@ -901,7 +901,12 @@ class AlterPartitionReassignmentsRequest(_message.Message):
 
     PARTITIONS_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    KEEP_REPLICATION_FACTOR_FIELD_NUMBER: _builtins.int
     timeout_ms: _builtins.int
+    keep_replication_factor: _builtins.bool
+    """KIP-860: refuse a target whose replica count differs from the partition's replicas before
+    the move (INVALID_REPLICATION_FACTOR); Kafka's AllowReplicationFactorChange=false.
+    """
     @_builtins.property
     def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReassignablePartition]: ...
     def __init__(
@@ -909,10 +914,11 @@ class AlterPartitionReassignmentsRequest(_message.Message):
         *,
         partitions: _abc.Iterable[Global___ReassignablePartition] | None = ...,
         timeout_ms: _builtins.int = ...,
+        keep_replication_factor: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["partitions", b"partitions", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_replication_factor", b"keep_replication_factor", "partitions", b"partitions", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
