@@ -10,9 +10,10 @@ partitions as cluster_bench.py does. Each run measures the three modes alternate
 A, B, C, ...) so drift on a shared machine hits all of them; a mode's figure is records
 delivered (and, transactional, committed) per second from the first send to the last commit,
 median of the runs. Every transaction is begin_transaction, `batch` awaited send()s, then
-commit_transaction (which flushes first), so the commit's round trips (EndTxn, the markers on
-every partition) are counted, and one transaction's records are all acknowledged before the
-next one starts: the serialisation a transactional producer pays.
+commit_transaction (which flushes first), so the commit's round trips are counted (EndTxn,
+answered once the decision is replicated; the markers on every partition, which the next
+transaction's AddPartitionsToTxn waits for), and one transaction's records are all acknowledged
+before the next one starts: the serialisation a transactional producer pays.
 
 `transaction.state.log.num.partitions` is 3 (not Kafka's 50) so the cluster is ready in
 seconds; it changes how the coordinator's state is spread, not the cost of one transaction.

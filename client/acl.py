@@ -28,6 +28,7 @@ class ResourceType(IntEnum):
     TOPIC = 2
     GROUP = 3
     CLUSTER = 4
+    TRANSACTIONAL_ID = 5
 
 
 class PatternType(IntEnum):
@@ -78,8 +79,11 @@ class AclBinding:
 
     def problem(self) -> str | None:
         """Why this binding may not be stored, or None (Kafka's CreateAcls validation)."""
-        if self.resource_type not in (ResourceType.TOPIC, ResourceType.GROUP, ResourceType.CLUSTER):
-            return "resource type must be TOPIC, GROUP or CLUSTER"
+        if self.resource_type not in (
+            ResourceType.TOPIC, ResourceType.GROUP, ResourceType.CLUSTER,
+            ResourceType.TRANSACTIONAL_ID,
+        ):  # fmt: skip
+            return "resource type must be TOPIC, GROUP, CLUSTER or TRANSACTIONAL_ID"
         if self.pattern_type not in (PatternType.LITERAL, PatternType.PREFIXED):
             return "pattern type must be LITERAL or PREFIXED"
         if not self.resource_name or len(self.resource_name) > RESOURCE_NAME_LENGTH_MAX:

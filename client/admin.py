@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 
 from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2, group_pb2_grpc, metadata_pb2
 
+from . import scram
 from ._loop import LoopThread
 from .acl import AclBinding, AclBindingFilter
 from .admin_security import AsyncSecurityAdmin, UserDescription
@@ -692,8 +693,14 @@ class Admin:
 
     # ---- users and ACLs (client/admin_security.py) -----------------------------------------
 
-    def create_user(self, name: str, password: str) -> None:
-        self._run(self._async.create_user(name, password))
+    def create_user(
+        self,
+        name: str,
+        password: str,
+        scram_mechanisms: Sequence[str] = tuple(scram.MECHANISMS),
+        scram_iterations: int = scram.ITERATIONS_DEFAULT,
+    ) -> None:
+        self._run(self._async.create_user(name, password, scram_mechanisms, scram_iterations))
 
     def delete_user(self, name: str) -> None:
         self._run(self._async.delete_user(name))

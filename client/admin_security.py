@@ -1,8 +1,8 @@
 """Admin operations on users and ACLs, mixed into AsyncAdmin (client/admin.py).
 
-`create_user` derives the stored credential (random salt, scrypt) on the client, in a worker
-thread, and sends only that: the password never leaves this process except as the SASL login
-of the client that later uses it. Needs ALTER on the cluster (DESCRIBE to list) when the
+`create_user` derives the stored credentials (random salt, scrypt; and one SCRAM credential per
+mechanism, client/scram.py) on the client, in a worker thread, and sends only those: the
+password never leaves this process except as the SASL login of the client that later uses it. Needs ALTER on the cluster (DESCRIBE to list) when the
 cluster's authorizer is on.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from strom.v1 import admin_pb2, common_pb2, metadata_pb2
 
+from . import scram
 from .acl import (
     AclBinding,
     AclBindingFilter,
@@ -32,8 +33,10 @@ class UserDescription:
     """A user as DescribeUsers shows it: never the salt or the hash."""
 
     name: str
-    mechanism: str  # "SCRYPT"
+    mechanism: str  # "SCRYPT", or "" for a user with SCRAM credentials only
     n: int  # the scrypt cost of its credential
+    # (mechanism, iteration count) of each SCRAM credential: ("SCRAM-SHA-256", 4096), ...
+    scram: tuple[tuple[str, int], ...] = ()
 
 
 class AsyncSecurityAdmin:
@@ -44,16 +47,29 @@ class AsyncSecurityAdmin:
             lambda a: getattr(self.cluster.admin_stub(a), method), request
         )
 
-    async def create_user(self, name: str, password: str) -> None:
-        """Create a user, or change its password (Kafka's upsert semantics)."""
+    async def create_user(
+        self,
+        name: str,
+        password: str,
+        scram_mechanisms: Sequence[str] = tuple(scram.MECHANISMS),
+        scram_iterations: int = scram.ITERATIONS_DEFAULT,
+    ) -> None:
+        """Create a user, or change its password (Kafka's upsert semantics). The user can log in
+        with SASL/PLAIN everywhere, and with each of `scram_mechanisms` on Kafka listeners
+        (none: SCRAM logins refused, old SCRAM credentials removed)."""
         try:
-            credential = await asyncio.to_thread(new_credential, password)
+            mechanisms = [scram.mechanism_number(m) for m in scram_mechanisms]
+            credential, scram_credentials = await asyncio.to_thread(
+                _derive_all, password, mechanisms, scram_iterations
+            )
         except ValueError as exc:
             raise FatalError(common_pb2.UNACCEPTABLE_CREDENTIAL, str(exc)) from None
         request = admin_pb2.AlterUserCredentialsRequest(
             upsertions=[
                 admin_pb2.UserCredentialUpsertion(
-                    name=name, credential=credential_to_proto(credential)
+                    name=name,
+                    credential=credential_to_proto(credential),
+                    scram=[scram.credential_to_proto(c) for c in scram_credentials],
                 )
             ]
         )
@@ -70,10 +86,11 @@ class AsyncSecurityAdmin:
         return [
             UserDescription(
                 u.name,
-                metadata_pb2.CredentialMechanism.Name(u.mechanism).removeprefix(
-                    "CREDENTIAL_MECHANISM_"
-                ),
+                metadata_pb2.CredentialMechanism.Name(u.mechanism)
+                .removeprefix("CREDENTIAL_MECHANISM_")
+                .replace("UNKNOWN", ""),
                 u.n,
+                tuple((scram.mechanism_name(c.mechanism), c.iterations) for c in u.scram),
             )
             for u in response.users
         ]
@@ -107,3 +124,13 @@ def _raise_first(results: Sequence[Any]) -> None:
     for result in results:
         if result.error_code != common_pb2.NONE:
             raise error_from_code(result.error_code, result.error_message)
+
+
+def _derive_all(
+    password: str, mechanisms: Sequence[int], iterations: int
+) -> tuple[Any, list[scram.ScramCredential]]:
+    """The scrypt credential and one SCRAM credential per mechanism, for one password."""
+    if len(set(mechanisms)) != len(mechanisms):
+        raise ValueError("a SCRAM mechanism is named twice")
+    credential = new_credential(password)
+    return credential, [scram.new_credential(m, password, iterations) for m in mechanisms]

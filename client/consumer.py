@@ -23,9 +23,16 @@ from strom.storage.record_decode import decode_batch_as
 from strom.v1 import broker_pb2, common_pb2, group_pb2
 
 from ._loop import LoopThread
-from .cluster import ClusterClient
+from .cluster import Backoff, ClusterClient
 from .coordinator import call_coordinator
-from .errors import METADATA_STALE, FatalError, RetriableError, StromError, error_from_code
+from .errors import (
+    METADATA_STALE,
+    FatalError,
+    KafkaTimeoutError,
+    RetriableError,
+    StromError,
+    error_from_code,
+)
 from .group import GroupMembership
 from .read_replicas import ReadReplicas
 from .records import ConsumerGroupMetadata, ConsumerRecord, TopicPartition
@@ -333,7 +340,12 @@ class AsyncConsumer:
     async def committed_offsets(
         self, partitions: Sequence[TopicPartition]
     ) -> dict[TopicPartition, int]:
-        """The group's committed offset of each partition (-1: none)."""
+        """The group's committed offset of each partition (-1: none). A read_committed
+        consumer asks for stable offsets (KIP-447, as Kafka's consumer does): while a
+        transaction that commits offsets of a partition is not yet ended, the coordinator
+        answers UNSTABLE_OFFSET_COMMIT and this retries (with backoff, up to the request
+        timeout), so a member taking a partition over never starts from the offset before a
+        transaction about to commit."""
         group = self.group
         if group is None:
             raise FatalError(common_pb2.INVALID_GROUP_ID, "committed() needs a group_id")
@@ -345,13 +357,32 @@ class AsyncConsumer:
             topics=[
                 group_pb2.TopicPartitions(topic=t, partitions=ps) for t, ps in by_topic.items()
             ],
+            require_stable=self.isolation_level == broker_pb2.READ_COMMITTED,
         )
-        response = await self._coordinator_call("OffsetFetch", request)
-        return {
-            TopicPartition(t.name, p.partition): p.offset
-            for t in response.topics
-            for p in t.partitions
-        }
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cluster.request_timeout_s
+        backoff = Backoff(self.cluster.retry_backoff_ms, self.cluster.retry_backoff_max_ms)
+        while True:
+            response = await self._coordinator_call("OffsetFetch", request)
+            unstable = []
+            for t in response.topics:
+                for p in t.partitions:
+                    if p.error_code == common_pb2.UNSTABLE_OFFSET_COMMIT:
+                        unstable.append(f"{t.name}-{p.partition}")
+                    elif p.error_code != common_pb2.NONE:
+                        raise error_from_code(p.error_code, p.error_message)
+            if not unstable:
+                return {
+                    TopicPartition(t.name, p.partition): p.offset
+                    for t in response.topics
+                    for p in t.partitions
+                }
+            if loop.time() >= deadline:
+                raise KafkaTimeoutError(
+                    f"offsets of {', '.join(unstable)} are still pending in a transaction"
+                )
+            log.debug("unstable offsets of %s; retrying", unstable)
+            await asyncio.sleep(backoff.next_delay_s())
 
     async def _maybe_auto_commit(self) -> None:
         """Start an auto-commit in the background: poll() never waits for the coordinator (one

@@ -32,6 +32,7 @@ _RETRIABLE = frozenset(
         common_pb2.ELIGIBLE_LEADERS_NOT_AVAILABLE,
         common_pb2.REBALANCE_IN_PROGRESS,
         common_pb2.CONCURRENT_TRANSACTIONS,
+        common_pb2.UNSTABLE_OFFSET_COMMIT,
     }
 )
 
@@ -100,6 +101,11 @@ class ProducerFencedError(TransactionFatalError):
     instance is a zombie and is fenced for good (INVALID_PRODUCER_EPOCH, PRODUCER_FENCED)."""
 
 
+class TransactionalIdAuthorizationError(AuthorizationFailedError, TransactionFatalError):
+    """The principal may not use this transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+    it needs WRITE on the TRANSACTIONAL_ID resource); fatal for the producer, as in Kafka."""
+
+
 class TransactionStateError(FatalError):
     """A transactional call out of order (e.g. send() before begin_transaction(), commit
     without a transaction): the application's mistake, nothing was sent."""
@@ -131,6 +137,7 @@ _TYPED: dict[int, type[StromError]] = {
     common_pb2.TOPIC_AUTHORIZATION_FAILED: AuthorizationFailedError,
     common_pb2.GROUP_AUTHORIZATION_FAILED: AuthorizationFailedError,
     common_pb2.CLUSTER_AUTHORIZATION_FAILED: AuthorizationFailedError,
+    common_pb2.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: TransactionalIdAuthorizationError,
 }
 
 

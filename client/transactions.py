@@ -14,6 +14,12 @@ Before the first batch of a partition is sent in a transaction, the sender adds 
 coordinator must know every partition whose marker it will write. Requests are retried on
 retriable answers (the coordinator moved or is loading, CONCURRENT_TRANSACTIONS while the
 previous transaction completes) until `transaction_timeout_ms`.
+
+CONCURRENT_TRANSACTIONS is the common retriable answer: the coordinator answers EndTxn once its
+decision is persisted and writes the markers afterwards, so the next transaction's first
+AddPartitionsToTxn (or a new epoch's InitProducerId) can arrive while they are written. It is
+retried after `CONCURRENT_TXN_BACKOFF_MS` doubling up to `retry_backoff_ms` (Kafka's producer
+retries it after 20 ms), not the general backoff: the markers take milliseconds.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from .producer_sequences import SequenceState
 from .records import ConsumerGroupMetadata, TopicPartition
 
 log = logging.getLogger(__name__)
+
+CONCURRENT_TXN_BACKOFF_MS = 20
 
 
 class TxnState(enum.Enum):
@@ -119,6 +127,10 @@ class TransactionManager:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.transaction_timeout_ms / 1000
         backoff = Backoff(self.cluster.retry_backoff_ms, self.cluster.retry_backoff_max_ms)
+        busy = Backoff(
+            min(CONCURRENT_TXN_BACKOFF_MS, self.cluster.retry_backoff_ms),
+            self.cluster.retry_backoff_ms,
+        )
         while True:
             try:
                 response = await call_coordinator(
@@ -139,7 +151,8 @@ class TransactionManager:
             if loop.time() >= deadline:
                 raise KafkaTimeoutError(f"{method} for {self.transactional_id!r}: {error}")
             log.debug("%s: %s; retrying", method, error)
-            await asyncio.sleep(backoff.next_delay_s())
+            wait = busy if error.code == common_pb2.CONCURRENT_TRANSACTIONS else backoff
+            await asyncio.sleep(wait.next_delay_s())
 
     async def init(self) -> None:
         """init_transactions: a new epoch of the transactional id (fencing older instances;

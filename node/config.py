@@ -6,7 +6,7 @@ dashes become underscores, upper case: `STROM_NODE_ID`, `STROM_LOG_DIRS`), conve
 value, then `NodeConfig.validate()` checks the relationships between keys. Anything wrong stops the
 node at start with a `ConfigError` that names the key.
 
-Keys in `LISTENER_KEYS` (the TLS settings) may also be set per listener, as Kafka does:
+Keys in `LISTENER_KEYS` (the TLS settings, `sasl.enabled.mechanisms`) may also be set per listener, as Kafka does:
 `listener.name.<listener name in lower case>.ssl.key.location` overrides `ssl.key.location` for
 that listener only (environment: `STROM_LISTENER_NAME_EXTERNAL_SSL_KEY_LOCATION`).
 
@@ -66,6 +66,18 @@ def _principals(value: Any) -> str | None:
         parse_super_users(value)
     except ValueError as exc:
         return str(exc)
+    return None
+
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _sasl_mechanisms(value: Any) -> str | None:
+    unknown = [m for m in value if m.upper() not in SASL_MECHANISMS]
+    if unknown:
+        return f"unknown SASL mechanisms {unknown}; known: {', '.join(SASL_MECHANISMS)}"
+    if not value:
+        return "name at least one mechanism"
     return None
 
 
@@ -419,6 +431,15 @@ NODE_KEYS: tuple[ConfigKey, ...] = (
         _principals,
     ),
     ConfigKey(
+        "sasl.enabled.mechanisms",
+        list,
+        list(SASL_MECHANISMS),
+        "what SASL_* Kafka listeners offer in SaslHandshake: PLAIN, SCRAM-SHA-256, "
+        "SCRAM-SHA-512 (per listener: listener.name.<name>.sasl.enabled.mechanisms); gRPC "
+        "listeners take PLAIN-like call credentials only",
+        _sasl_mechanisms,
+    ),
+    ConfigKey(
         "connection.failed.authentication.delay.ms",
         int,
         100,
@@ -439,7 +460,13 @@ NODE_KEYS_BY_NAME: dict[str, ConfigKey] = {key.name: key for key in NODE_KEYS}
 
 # Keys a listener may override as `listener.name.<name>.<key>`.
 LISTENER_KEYS = frozenset(
-    {"ssl.certificate.location", "ssl.key.location", "ssl.ca.location", "ssl.client.auth"}
+    {
+        "ssl.certificate.location",
+        "ssl.key.location",
+        "ssl.ca.location",
+        "ssl.client.auth",
+        "sasl.enabled.mechanisms",
+    }
 )
 _LISTENER_KEY = re.compile(r"^listener\.name\.(?P<listener>[a-z_][a-z0-9_]*)\.(?P<key>.+)$")
 

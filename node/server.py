@@ -343,6 +343,12 @@ class Node:
             self.security.access_control,
             self.security.verifier if sasl else None,
             servicers[listeners.TRANSACTION],
+            scram_logins=self.security.scram_logins if sasl else None,
+            sasl_mechanisms=tuple(
+                m.upper()
+                for m in self.config.listener_setting(endpoint.listener, "sasl.enabled.mechanisms")
+            ),
+            failure_delay_s=self.config["connection.failed.authentication.delay.ms"] / 1000,
         )
         listener = KafkaListener(
             endpoint.listener,

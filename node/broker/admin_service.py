@@ -387,21 +387,25 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     async def DescribeUsers(
         self, request: admin_pb2.DescribeUsersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DescribeUsersResponse:
-        users = self.image().users
+        image = self.image()
         response = admin_pb2.DescribeUsersResponse()
-        for name in list(request.names) or sorted(users):
-            credential = users.get(name)
-            if credential is None:
+        for name in list(request.names) or sorted(image.user_names()):
+            credential = image.users.get(name)
+            scram = image.scram_of(name)
+            if credential is None and not scram:
                 response.users.add(
                     name=name,
                     error_code=common_pb2.RESOURCE_NOT_FOUND,
                     error_message=f"user {name!r} does not exist",
                 )
-            else:
-                # Never the salt or the hash: they stay in the metadata log.
-                response.users.add(
-                    name=name, mechanism=metadata_pb2.CREDENTIAL_MECHANISM_SCRYPT, n=credential.n
-                )
+                continue
+            # Never salts, hashes or keys: they stay in the metadata log.
+            user = response.users.add(name=name)
+            if credential is not None:
+                user.mechanism = metadata_pb2.CREDENTIAL_MECHANISM_SCRYPT
+                user.n = credential.n
+            for mechanism, one in sorted(scram.items()):
+                user.scram.add(mechanism=mechanism, iterations=one.iterations)
         return response
 
     async def DescribeAcls(

@@ -6,8 +6,10 @@ from stdin (`--password-stdin`) or a terminal prompt (`--password-prompt`), neve
 where `ps` and shell history would show it.
 
     strom users create alice --password-stdin
+    strom users alter alice --password-prompt --mechanism SCRAM-SHA-512 --iterations 8192
     strom acls add --allow-principal User:alice --operation Read --operation Describe --topic t
     strom acls add --allow-principal User:alice --operation Read --group g1
+    strom acls add --allow-principal User:app --operation Write --transactional-id app-
     strom acls add --deny-principal User:bob --operation Write --topic logs- \\
         --resource-pattern-type prefixed
     strom acls list --topic t
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from strom.client import scram
 from strom.client.acl import (
     CLUSTER_NAME,
     AclBinding,
@@ -53,10 +56,18 @@ def _users_create(args: argparse.Namespace) -> int:
         raise CommandError(
             "give the password with --password-stdin or --password-prompt (never as an argument)"
         )
+    if args.no_scram and args.mechanism:
+        raise CommandError("--no-scram and --mechanism contradict each other")
+    mechanisms = [] if args.no_scram else list(dict.fromkeys(args.mechanism or scram.MECHANISMS))
+    if not scram.ITERATIONS_MIN <= args.iterations <= scram.ITERATIONS_MAX:
+        raise CommandError(
+            f"--iterations must be in {scram.ITERATIONS_MIN}..{scram.ITERATIONS_MAX} (Kafka's bounds)"
+        )
     password = _read_password(args)
     with admin_client(args) as admin:
-        admin.create_user(args.name, password)
-    print(f"Created (or updated) user {args.name}.")
+        admin.create_user(args.name, password, mechanisms, args.iterations)
+    logins = ", ".join(["PLAIN", *mechanisms])
+    print(f"Created (or updated) user {args.name}: logs in with {logins}.")
     return 0
 
 
@@ -71,10 +82,16 @@ def _users_list(args: argparse.Namespace) -> int:
     with admin_client(args) as admin:
         users = admin.describe_users()
     if args.output == "json":
-        print_json([{"name": u.name, "mechanism": u.mechanism, "n": u.n} for u in users])
+        print_json([
+            {"name": u.name, "mechanism": u.mechanism, "n": u.n,
+             "scram": [{"mechanism": m, "iterations": i} for m, i in u.scram]}
+            for u in users
+        ])  # fmt: skip
     else:
         for user in users:
-            print(f"{user.name}\t{user.mechanism}\tn={user.n}")
+            scrypt = f"{user.mechanism} n={user.n}" if user.mechanism else "-"
+            scram_text = " ".join(f"{m} iterations={i}" for m, i in user.scram) or "-"
+            print(f"{user.name}\t{scrypt}\t{scram_text}")
     return 0
 
 
@@ -97,6 +114,7 @@ def _operations(names: list[str] | None) -> list[Any]:
 def _resources(args: argparse.Namespace) -> list[tuple[Any, str]]:
     resources = [(ResourceType.TOPIC, t) for t in args.topic or []]
     resources += [(ResourceType.GROUP, g) for g in args.group or []]
+    resources += [(ResourceType.TRANSACTIONAL_ID, t) for t in args.transactional_id or []]
     if args.cluster:
         resources.append((ResourceType.CLUSTER, CLUSTER_NAME))
     return resources
@@ -115,7 +133,8 @@ def _bindings(args: argparse.Namespace) -> list[Any]:
     principals += [(p, Permission.DENY) for p in args.deny_principal or []]
     if not resources or not operations or not principals:
         raise CommandError(
-            "name at least one resource (--topic, --group, --cluster), one --operation and one "
+            "name at least one resource (--topic, --group, --transactional-id, --cluster), one "
+            "--operation and one "
             "--allow-principal or --deny-principal"
         )
     return [
@@ -252,21 +271,40 @@ def _certs_create(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    users = sub.add_parser("users", help="SASL users (passwords stored as salted scrypt keys)")
+    users = sub.add_parser(
+        "users", help="SASL users (salted scrypt keys, and SCRAM credentials for Kafka clients)"
+    )
     users_sub = users.add_subparsers(dest="action", required=True)
     create = client_arguments(
-        users_sub.add_parser("create", help="create a user or change its password")
+        users_sub.add_parser(
+            "create", aliases=["alter"], help="create a user or change its password"
+        )
     )
     create.add_argument("name")
     how = create.add_mutually_exclusive_group()
     how.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     how.add_argument("--password-prompt", action="store_true", help="prompt on the terminal")
+    create.add_argument(
+        "--mechanism", action="append", choices=tuple(scram.MECHANISMS),
+        help="a SASL/SCRAM mechanism to derive a credential for, for Kafka clients (repeatable; "
+        "default: both). The user always logs in with PLAIN too; a mechanism not named loses "
+        "its old credential",
+    )  # fmt: skip
+    create.add_argument(
+        "--iterations", type=int, default=scram.ITERATIONS_DEFAULT,
+        help=f"SCRAM iteration count, {scram.ITERATIONS_MIN}..{scram.ITERATIONS_MAX}",
+    )  # fmt: skip
+    create.add_argument(
+        "--no-scram", action="store_true", help="no SCRAM credentials (PLAIN logins only)"
+    )
     create.set_defaults(handler=_guard(_users_create))
     delete = client_arguments(users_sub.add_parser("delete"))
     delete.add_argument("name")
     delete.set_defaults(handler=_guard(_users_delete))
     client_arguments(
-        users_sub.add_parser("list", help="names and mechanisms, never hashes")
+        users_sub.add_parser(
+            "list", aliases=["describe"], help="names and mechanisms, never hashes"
+        )
     ).set_defaults(handler=_guard(_users_list))
 
     acls = sub.add_parser("acls", help="access control lists (Kafka's kafka-acls)")
@@ -286,6 +324,12 @@ def add_commands(sub: Any) -> None:
                        "DescribeConfigs, AlterConfigs, IdempotentWrite")  # fmt: skip
         p.add_argument("--topic", action="append")
         p.add_argument("--group", action="append")
+        p.add_argument(
+            "--transactional-id",
+            action="append",
+            metavar="ID",
+            help="a transactional producer's id (Write: use transactions; Describe)",
+        )
         p.add_argument("--cluster", action="store_true")
         p.add_argument(
             "--resource-pattern-type",

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from strom.client.acl import AclBinding, AclBindingFilter
 from strom.client.sasl import ScryptCredential
+from strom.client.scram import ScramCredential
 from strom.node.config import ConfigError
 from strom.node.dynamic_config import (
     CLUSTER_DEFAULT,
@@ -875,8 +876,15 @@ class ControllerLogic:
 
     # ---- users and ACLs (node/controller/security.py decides) --------------------------
 
-    def upsert_user(self, name: str, credential: ScryptCredential) -> list[Record]:
-        return self._accepted(security.upsert_user(self.image, name, credential))
+    def upsert_user(
+        self, name: str, credential: ScryptCredential, scram: Sequence[ScramCredential] = ()
+    ) -> list[Record]:
+        return self._accepted(security.upsert_user(self.image, name, credential, scram))
+
+    def alter_scram(
+        self, name: str, upsertions: Sequence[ScramCredential], deletions: Sequence[int]
+    ) -> list[Record]:
+        return self._accepted(security.alter_scram(self.image, name, upsertions, deletions))
 
     def delete_user(self, name: str) -> list[Record]:
         return self._accepted(security.delete_user(self.image, name))

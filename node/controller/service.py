@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import grpc
 
+from strom.client import scram
 from strom.client.acl import binding_from_proto, binding_to_proto, filter_from_proto
 from strom.client.sasl import credential_from_proto
 from strom.node.clock import SYSTEM_CLOCK, Clock
@@ -570,10 +571,13 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
                     error_message=str(exc),
                 )
                 continue
+            scram_credentials = [scram.credential_from_proto(c) for c in upsertion.scram]
             decisions.append(
                 (
                     upsertion.name,
-                    functools.partial(self.logic.upsert_user, upsertion.name, credential),
+                    functools.partial(
+                        self.logic.upsert_user, upsertion.name, credential, scram_credentials
+                    ),
                 )
             )
         for name in request.deletions:
@@ -583,7 +587,35 @@ class ControllerService(controller_pb2_grpc.ControllerServicer):
             response.results.add(
                 name=name, error_code=status.error_code, error_message=status.error_message
             )
+        await self._alter_scram(request, response)
         return response
+
+    async def _alter_scram(
+        self,
+        request: admin_pb2.AlterUserCredentialsRequest,
+        response: admin_pb2.AlterUserCredentialsResponse,
+    ) -> None:
+        """Kafka's AlterUserScramCredentials: one decision per user (all its operations or
+        none), its outcome repeated for each of its items."""
+        upserts: dict[str, list[scram.ScramCredential]] = {}
+        deletes: dict[str, list[int]] = {}
+        for u in request.scram_upsertions:
+            upserts.setdefault(u.name, []).append(scram.credential_from_proto(u.credential))
+        for d in request.scram_deletions:
+            deletes.setdefault(d.name, []).append(int(d.mechanism))
+        outcome: dict[str, controller_pb2.ControllerStatus] = {}
+        for name in dict.fromkeys([*upserts, *deletes]):
+            decide = functools.partial(
+                self.logic.alter_scram, name, upserts.get(name, []), deletes.get(name, [])
+            )
+            outcome[name], _ = await self._decide(functools.partial(self._without_result, decide))
+        for name in [u.name for u in request.scram_upsertions] + [
+            d.name for d in request.scram_deletions
+        ]:
+            status = outcome[name]
+            response.results.add(
+                name=name, error_code=status.error_code, error_message=status.error_message
+            )
 
     async def CreateAcls(
         self, request: admin_pb2.CreateAclsRequest, context: grpc.aio.ServicerContext

@@ -718,6 +718,15 @@ class GroupCoordinator:
             return dict(group.offsets)
         return {tp: group.offsets.get(tp) for tp in wanted}
 
+    def pending_offsets(self, group_id: str) -> set[tuple[str, int]]:
+        """The partitions with an offset committed in a transaction not yet ended by its
+        marker (KIP-447: OffsetFetch with require_stable answers them UNSTABLE_OFFSET_COMMIT,
+        so a consumer taking one over does not start from the offset before it)."""
+        group = self._group(group_id, create=False)
+        if group is None:
+            return set()
+        return {key for pending in group.pending_txn.values() for key in pending}
+
     async def delete_group(self, group_id: str) -> None:
         group = self._group(group_id, create=False)
         if group is None:

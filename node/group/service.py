@@ -233,12 +233,26 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
             offsets = self.coordinator.fetch_offsets(request.group_id, wanted)
         except GroupError as exc:
             return answer_refusal(group_pb2.OffsetFetchResponse(), exc)
+        unstable = set()
+        if request.require_stable:  # KIP-447
+            unstable = self.coordinator.pending_offsets(request.group_id)
+            if wanted is None:
+                for key in unstable:
+                    offsets.setdefault(key, None)
         response = group_pb2.OffsetFetchResponse()
         by_topic: dict[str, group_pb2.OffsetFetchTopic] = {}
         for (topic, partition), entry in sorted(offsets.items()):
             out = by_topic.get(topic)
             if out is None:
                 out = by_topic[topic] = response.topics.add(name=topic)
+            if (topic, partition) in unstable:
+                out.partitions.add(
+                    partition=partition, offset=-1, commit_timestamp_ms=-1,
+                    error_code=common_pb2.UNSTABLE_OFFSET_COMMIT,
+                    error_message=f"{topic}-{partition} has an offset pending in a transaction; "
+                    "retry",
+                )  # fmt: skip
+                continue
             out.partitions.add(
                 partition=partition,
                 offset=-1 if entry is None else entry.offset,

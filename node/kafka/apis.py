@@ -13,14 +13,17 @@ server-side groups, with Kafka's group ACLs checked here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from strom.client.acl import Operation
+from strom.node import metrics
 from strom.node.broker.admin_service import AdminServicer
 from strom.node.broker.service import BrokerServicer
+from strom.node.config import SASL_MECHANISMS
 from strom.node.errors import as_error_code
 from strom.node.group.coordinator import GroupCoordinator, GroupError
 from strom.node.group.service import GroupServicer
@@ -30,6 +33,7 @@ from strom.node.security.authn import principal_of
 from strom.node.security.credentials import CredentialVerifier
 from strom.node.security.interceptor import RULES, super_users_only
 from strom.node.security.login_queue import LoginRefused
+from strom.node.security.scram import ScramFailed, ScramLogins
 from strom.node.txn.service import TransactionServicer
 from strom.storage.errors import StorageError
 from strom.v1 import admin_pb2, broker_pb2, common_pb2, group_pb2
@@ -39,6 +43,7 @@ from .codec import ZERO_UUID, Message
 from .fetch_sessions import FINAL_EPOCH, FetchSessionCache, FetchSessionError
 from .listener import Session, api_versions_body
 from .messages import Api
+from .scram_apis import ScramCredentialApis
 from .txn_apis import TransactionApis, add_committed_offsets
 
 log = logging.getLogger("strom.kafka")
@@ -49,13 +54,12 @@ INVALID_REQUIRED_ACKS = common_pb2.INVALID_REQUIRED_ACKS
 INVALID_REQUEST = common_pb2.INVALID_REQUEST
 CLUSTER_AUTHORIZATION_FAILED = common_pb2.CLUSTER_AUTHORIZATION_FAILED
 GROUP_AUTHORIZATION_FAILED = common_pb2.GROUP_AUTHORIZATION_FAILED
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = common_pb2.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 COORDINATOR_NOT_AVAILABLE = common_pb2.COORDINATOR_NOT_AVAILABLE
-TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
 UNSUPPORTED_SASL_MECHANISM = common_pb2.UNSUPPORTED_SASL_MECHANISM
 ILLEGAL_SASL_STATE = 34
 SASL_AUTHENTICATION_FAILED = common_pb2.SASL_AUTHENTICATION_FAILED
-SASL_MECHANISMS = ("PLAIN",)
 UNKNOWN_TOPIC_ID = common_pb2.UNKNOWN_TOPIC_ID
 
 
@@ -100,9 +104,21 @@ class KafkaApis(TransactionApis):
         access_control: AccessControl,
         verifier: CredentialVerifier | None = None,
         transactions: TransactionServicer | None = None,
+        *,
+        scram_logins: ScramLogins | None = None,
+        sasl_mechanisms: tuple[str, ...] = SASL_MECHANISMS,
+        failure_delay_s: float = 0.0,
     ) -> None:
         """`verifier`: the node's users, on a SASL listener (None elsewhere). `transactions`:
-        the Transaction service (node/kafka/txn_apis.py)."""
+        the Transaction service (node/kafka/txn_apis.py). `scram_logins`: SCRAM credentials
+        (node/security/scram.py). `sasl_mechanisms`: what SaslHandshake offers
+        (`sasl.enabled.mechanisms`); SCRAM ones only with `scram_logins`. `failure_delay_s`:
+        a refused login is answered after this (connection.failed.authentication.delay.ms)."""
+        self.scram_logins = scram_logins
+        self.sasl_mechanisms = tuple(
+            m for m in sasl_mechanisms if m == "PLAIN" or scram_logins is not None
+        )
+        self.failure_delay_s = failure_delay_s
         self.transactions = transactions
         self.broker = broker
         self.group = group
@@ -137,7 +153,9 @@ class KafkaApis(TransactionApis):
             23: self.offset_for_leader_epoch,
             **self.txn_handlers(),
         }
-        self._handlers.update(KafkaAdminApis(self).handlers())
+        admin_apis = KafkaAdminApis(self)
+        self._handlers.update(admin_apis.handlers())
+        self._handlers.update(ScramCredentialApis(admin_apis).handlers())
 
     async def __call__(
         self, session: Session, api: Api, version: int, body: Message
@@ -171,43 +189,80 @@ class KafkaApis(TransactionApis):
     # ---- SASL ----------------------------------------------------------------------------
 
     async def sasl_handshake(self, session: Session, version: int, body: Message) -> Message:
-        offered = list(SASL_MECHANISMS) if self.verifier is not None else []
+        offered = list(self.sasl_mechanisms) if self.verifier is not None else []
         mechanism = body["mechanism"].upper()
-        if session.authenticated or mechanism not in offered:
+        if session.authenticated or session.sasl_mechanism or mechanism not in offered:
             return {"error_code": UNSUPPORTED_SASL_MECHANISM, "mechanisms": offered}
         session.sasl_mechanism = mechanism
         return {"error_code": NONE, "mechanisms": offered}
 
     async def sasl_authenticate(self, session: Session, version: int, body: Message) -> Message:
-        def failed(code: int, message: str) -> Message:
-            session.close_after_response = f"SASL authentication failed: {message}"
-            return {"error_code": code, "error_message": message, "auth_bytes": b""}
-
+        """PLAIN in one round; SCRAM in two (server-first, then server-final). Any refusal
+        answers SASL_AUTHENTICATION_FAILED (after the failure delay), is logged and counted,
+        and closes the connection."""
         if session.authenticated or not session.sasl_mechanism or self.verifier is None:
-            return failed(ILLEGAL_SASL_STATE, "SaslAuthenticate without a SaslHandshake first")
-        parts = body["auth_bytes"].split(b"\0")
-        if len(parts) != 3:
-            return failed(SASL_AUTHENTICATION_FAILED, "malformed PLAIN message")
-        authzid, username, password = (p.decode("utf-8", errors="replace") for p in parts)
-        if authzid and authzid != username:
-            return failed(SASL_AUTHENTICATION_FAILED, "authorization id differs from the user")
-        try:
-            ok = await self.verifier.verify(username, password, session.peer)
-        except LoginRefused:
-            return failed(SASL_AUTHENTICATION_FAILED, "too many login attempts; retry later")
-        if not ok:
-            # Neither the password nor whether the user exists.
-            return failed(
-                SASL_AUTHENTICATION_FAILED, "authentication failed: wrong username or password"
+            return self._sasl_failed(
+                session, ILLEGAL_SASL_STATE, "SaslAuthenticate without a SaslHandshake first"
             )
+        if session.sasl_mechanism == "PLAIN":
+            return await self._plain(session, body["auth_bytes"])
+        return await self._scram(session, body["auth_bytes"])
+
+    def _sasl_failed(self, session: Session, code: int, message: str) -> Message:
+        session.close_after_response = f"SASL authentication failed: {message}"
+        return {"error_code": code, "error_message": message, "auth_bytes": b""}
+
+    async def _refused(self, session: Session, reason: str, message: str) -> Message:
+        metrics.record_authentication_failure(reason)
+        # Kafka's connection.failed.authentication.delay.ms: a guesser waits for each answer.
+        await asyncio.sleep(self.failure_delay_s)
+        return self._sasl_failed(session, SASL_AUTHENTICATION_FAILED, message)
+
+    @staticmethod
+    def _sasl_ok(session: Session, username: str, auth_bytes: bytes = b"") -> Message:
         session.principal = principal_of(username)
         session.authenticated = True
         return {
             "error_code": NONE,
             "error_message": None,
-            "auth_bytes": b"",
+            "auth_bytes": auth_bytes,
             "session_lifetime_ms": 0,
         }
+
+    async def _plain(self, session: Session, auth_bytes: bytes) -> Message:
+        assert self.verifier is not None
+        parts = auth_bytes.split(b"\0")
+        if len(parts) != 3:
+            return await self._refused(session, "malformed", "malformed PLAIN message")
+        authzid, username, password = (p.decode("utf-8", errors="replace") for p in parts)
+        if authzid and authzid != username:
+            return await self._refused(
+                session, "malformed", "authorization id differs from the user"
+            )
+        try:
+            ok = await self.verifier.verify(username, password, session.peer)
+        except LoginRefused:
+            return await self._refused(session, "busy", "too many login attempts; retry later")
+        if not ok:
+            # Neither the password nor whether the user exists.
+            return await self._refused(
+                session, "credentials", "authentication failed: wrong username or password"
+            )
+        return self._sasl_ok(session, username)
+
+    async def _scram(self, session: Session, auth_bytes: bytes) -> Message:
+        assert self.scram_logins is not None
+        try:
+            if session.scram is None:  # round 1: client-first -> server-first
+                session.scram = self.scram_logins.start(session.sasl_mechanism)
+                server_first = session.scram.first(auth_bytes)
+                return {"error_code": NONE, "error_message": None, "auth_bytes": server_first,
+                        "session_lifetime_ms": 0}  # fmt: skip
+            server_final = session.scram.final(auth_bytes)  # round 2
+        except ScramFailed as exc:
+            return await self._refused(session, exc.reason, str(exc))
+        assert session.scram.username is not None
+        return self._sasl_ok(session, session.scram.username, server_final)
 
     # ---- data plane ----------------------------------------------------------------------
 
@@ -222,6 +277,14 @@ class KafkaApis(TransactionApis):
             response = self._produce_refused(
                 request, UNSUPPORTED_FOR_MESSAGE_FORMAT,
                 "message sets before RecordBatch v2 (Produce v3) are not stored",
+            )  # fmt: skip
+        elif body["transactional_id"] is not None and not self._txn_id_allowed(
+            session, body["transactional_id"]
+        ):  # Kafka's check: a transactional Produce needs WRITE on its transactional id
+            response = self._produce_refused(
+                request, TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                f"{session.principal} is not authorized to WRITE transactional id "
+                f"{body['transactional_id']!r}",
             )  # fmt: skip
         else:  # transactional or not: the partition's log checks the producer (KIP-98)
             try:
@@ -591,9 +654,9 @@ class KafkaApis(TransactionApis):
         }
 
     async def _offsets_of(
-        self, session: Session, group_id: str, topics: list[Message] | None
+        self, session: Session, group_id: str, topics: list[Message] | None, require_stable: bool
     ) -> tuple[int, list[Message]]:
-        request = group_pb2.OffsetFetchRequest(group_id=group_id)
+        request = group_pb2.OffsetFetchRequest(group_id=group_id, require_stable=require_stable)
         for topic in topics or ():
             request.topics.add(topic=topic["name"], partitions=topic["partition_indexes"])
         response = await self._call(
@@ -610,7 +673,7 @@ class KafkaApis(TransactionApis):
                         "committed_offset": p.offset,
                         "committed_leader_epoch": -1,
                         "metadata": p.metadata,
-                        "error_code": NONE,
+                        "error_code": p.error_code,
                     }
                     for p in t.partitions
                 ],
@@ -620,7 +683,9 @@ class KafkaApis(TransactionApis):
 
     async def offset_fetch(self, session: Session, version: int, body: Message) -> Message:
         if version < 8:
-            code, topics = await self._offsets_of(session, body["group_id"], body["topics"])
+            code, topics = await self._offsets_of(
+                session, body["group_id"], body["topics"], body["require_stable"]
+            )
             if code and version < 2:  # no top-level error before v2: per partition
                 topics = [
                     {"name": t["name"],
@@ -634,9 +699,15 @@ class KafkaApis(TransactionApis):
             return {"throttle_time_ms": 0, "topics": topics, "error_code": code}
         groups = []
         for group in body["groups"]:
-            code, topics = await self._offsets_of(session, group["group_id"], group["topics"])
+            code, topics = await self._offsets_of(
+                session, group["group_id"], group["topics"], body["require_stable"]
+            )
             groups.append({"group_id": group["group_id"], "topics": topics, "error_code": code})
         return {"throttle_time_ms": 0, "groups": groups}
+
+    def _txn_id_allowed(self, session: Session, transactional_id: str) -> bool:
+        access = self.access_control.access(session.principal)
+        return not access.enabled or access.transactional_id(Operation.WRITE, transactional_id)
 
     def _group_allowed(self, session: Session, operation: Operation, group_id: str) -> bool:
         access = self.access_control.access(session.principal)

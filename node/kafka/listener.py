@@ -56,6 +56,8 @@ class Session:
     # SASL: the mechanism chosen by SaslHandshake, and whether authentication succeeded.
     sasl_mechanism: str = ""
     authenticated: bool = False
+    # A SCRAM exchange between its two rounds (node/security/scram.py ScramExchange).
+    scram: Any = None
     # Set by a handler whose answer must be the connection's last (a failed SASL login).
     close_after_response: str = ""
 

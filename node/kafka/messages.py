@@ -1045,6 +1045,54 @@ cluster_authorized_operations int32 0+ default=-2147483648
 """,
 )
 
+DESCRIBE_USER_SCRAM_CREDENTIALS = _api(
+    50,
+    "DescribeUserScramCredentials",
+    "0",
+    "0+",
+    request="""
+users [struct] 0+ null=0+
+  name string 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+error_code int16 0+
+error_message string 0+ null=0+ default=null
+results [struct] 0+
+  user string 0+
+  error_code int16 0+
+  error_message string 0+ null=0+ default=null
+  credential_infos [struct] 0+
+    mechanism int8 0+
+    iterations int32 0+
+""",
+)
+
+ALTER_USER_SCRAM_CREDENTIALS = _api(
+    51,
+    "AlterUserScramCredentials",
+    "0",
+    "0+",
+    request="""
+deletions [struct] 0+
+  name string 0+
+  mechanism int8 0+
+upsertions [struct] 0+
+  name string 0+
+  mechanism int8 0+
+  iterations int32 0+
+  salt bytes 0+
+  salted_password bytes 0+
+""",
+    response="""
+throttle_time_ms int32 0+
+results [struct] 0+
+  user string 0+
+  error_code int16 0+
+  error_message string 0+ null=0+ default=null
+""",
+)
+
 # What a SASL listener answers before the client has authenticated.
 BEFORE_AUTHENTICATION = frozenset({API_VERSIONS.key, SASL_HANDSHAKE.key, SASL_AUTHENTICATE.key})
 
@@ -1089,5 +1137,7 @@ APIS: dict[int, Api] = {
         ALTER_PARTITION_REASSIGNMENTS,
         LIST_PARTITION_REASSIGNMENTS,
         DESCRIBE_CLUSTER,
+        DESCRIBE_USER_SCRAM_CREDENTIALS,
+        ALTER_USER_SCRAM_CREDENTIALS,
     )
 }

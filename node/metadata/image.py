@@ -18,8 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from strom.client import scram
 from strom.client.acl import AclBinding, binding_from_proto, binding_to_proto
 from strom.client.sasl import ScryptCredential, credential_from_proto, credential_to_proto
+from strom.client.scram import ScramCredential
 from strom.v1 import metadata_pb2
 
 NO_LEADER = -1
@@ -128,7 +130,19 @@ class MetadataImage:
     next_producer_id: int = 0
     # SASL users by name (salted scrypt keys, never passwords) and the ACL bindings.
     users: Mapping[str, ScryptCredential] = field(default_factory=lambda: MappingProxyType({}))
+    # SASL/SCRAM credentials by (user name, metadata_pb2.ScramMechanism): salts and keys only.
+    scram: Mapping[tuple[str, int], ScramCredential] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     acls: frozenset[AclBinding] = frozenset()
+
+    def scram_of(self, name: str) -> dict[int, ScramCredential]:
+        """The SCRAM credentials of one user, by mechanism."""
+        return {m: c for (user, m), c in self.scram.items() if user == name}
+
+    def user_names(self) -> set[str]:
+        """Every user: with a scrypt credential, SCRAM credentials, or both."""
+        return set(self.users) | {name for name, _ in self.scram}
 
     def topic_by_name(self, name: str) -> TopicImage | None:
         topic_id = self.topic_ids.get(name)
@@ -183,6 +197,7 @@ class _Builder:
         self.partitions: dict[bytes, dict[int, PartitionInfo]] = {}
         self.next_producer_id = image.next_producer_id
         self.users: dict[str, ScryptCredential] | None = None
+        self.scram: dict[tuple[str, int], ScramCredential] | None = None
         self.acls: set[AclBinding] | None = None
         self.delta = MetadataDelta()
 
@@ -190,6 +205,11 @@ class _Builder:
         if self.users is None:
             self.users = dict(self.base.users)
         return self.users
+
+    def _scram(self) -> dict[tuple[str, int], ScramCredential]:
+        if self.scram is None:
+            self.scram = dict(self.base.scram)
+        return self.scram
 
     def _acls(self) -> set[AclBinding]:
         if self.acls is None:
@@ -352,6 +372,18 @@ class _Builder:
         assert removed is not None, f"removal of unknown user {rec.name!r}"
         self.delta.changed_users.add(rec.name)
 
+    def _apply_user_scram_credential(self, rec: metadata_pb2.UserScramCredentialRecord) -> None:
+        credential = scram.credential_from_proto(rec.credential)
+        self._scram()[(rec.name, credential.mechanism)] = credential
+        self.delta.changed_users.add(rec.name)
+
+    def _apply_remove_user_scram_credential(
+        self, rec: metadata_pb2.RemoveUserScramCredentialRecord
+    ) -> None:
+        removed = self._scram().pop((rec.name, int(rec.mechanism)), None)
+        assert removed is not None, f"removal of an unknown SCRAM credential of {rec.name!r}"
+        self.delta.changed_users.add(rec.name)
+
     # ACL records are idempotent: a binding is its own identity, and the image holds a set.
     def _apply_acl(self, rec: metadata_pb2.AclRecord) -> None:
         self._acls().add(binding_from_proto(rec.binding))
@@ -380,6 +412,7 @@ class _Builder:
             configs=base.configs if self.configs is None else MappingProxyType(self.configs),
             next_producer_id=self.next_producer_id,
             users=base.users if self.users is None else MappingProxyType(self.users),
+            scram=base.scram if self.scram is None else MappingProxyType(self.scram),
             acls=base.acls if self.acls is None else frozenset(self.acls),
         )
 
@@ -493,6 +526,14 @@ def _security_records(image: MetadataImage) -> list[metadata_pb2.MetadataRecord]
             )
         )
         for name, credential in sorted(image.users.items())
+    ]
+    records += [
+        metadata_pb2.MetadataRecord(
+            user_scram_credential=metadata_pb2.UserScramCredentialRecord(
+                name=name, credential=scram.credential_to_proto(credential)
+            )
+        )
+        for (name, _), credential in sorted(image.scram.items())
     ]
     records += [
         metadata_pb2.MetadataRecord(acl=metadata_pb2.AclRecord(binding=binding_to_proto(b)))

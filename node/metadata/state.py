@@ -46,7 +46,7 @@ def full_delta(old: MetadataImage, new: MetadataImage) -> MetadataDelta:
         (tid, p) for tid, topic in new.topics.items() for p in topic.partitions
     }
     delta.changed_configs = set(old.configs) | set(new.configs)
-    delta.changed_users = set(old.users) | set(new.users)
+    delta.changed_users = old.user_names() | new.user_names()
     delta.acls_changed = old.acls != new.acls
     return delta
 

@@ -45,6 +45,11 @@ class Access:
     def group(self, operation: Operation, name: str) -> bool:
         return self.authorizer.authorize(self.principal, operation, ResourceType.GROUP, name)
 
+    def transactional_id(self, operation: Operation, name: str) -> bool:
+        return self.authorizer.authorize(
+            self.principal, operation, ResourceType.TRANSACTIONAL_ID, name
+        )
+
     def cluster(self, operation: Operation) -> bool:
         return self.authorizer.authorize(
             self.principal, operation, ResourceType.CLUSTER, CLUSTER_NAME

@@ -24,7 +24,7 @@ import grpc
 from strom.node.config import NodeConfig
 from strom.node.metadata.image import MetadataImage
 
-from . import rules_admin, rules_broker, rules_group
+from . import rules_admin, rules_broker, rules_group, rules_txn
 from .access import Access, AccessControl, Call, Denied, Rule, cluster_action, open_to_all
 from .authn import (
     SASL_PROTOCOLS,
@@ -35,6 +35,7 @@ from .authn import (
 )
 from .authorizer import AuthorizerSettings, parse_super_users
 from .credentials import CredentialVerifier
+from .scram import ScramLogins
 
 log = logging.getLogger("strom.security")
 
@@ -99,6 +100,13 @@ RULES: dict[str, Rule] = {
     "/strom.v1.Group/ListGroups": rules_group.list_groups,
     "/strom.v1.Group/DescribeGroups": rules_group.describe_groups,
     "/strom.v1.Group/DeleteGroups": rules_group.delete_groups,
+    "/strom.v1.Transaction/InitProducerId": rules_txn.init_producer_id,
+    "/strom.v1.Transaction/AddPartitionsToTxn": rules_txn.add_partitions,
+    "/strom.v1.Transaction/AddOffsetsToTxn": rules_txn.add_offsets,
+    "/strom.v1.Transaction/EndTxn": rules_txn.end_txn,
+    "/strom.v1.Transaction/TxnOffsetCommit": rules_txn.txn_offset_commit,
+    "/strom.v1.Transaction/ListTransactions": rules_txn.list_transactions,
+    "/strom.v1.Transaction/DescribeTransactions": rules_txn.describe_transactions,
 }
 
 
@@ -188,6 +196,10 @@ class NodeSecurity:
         username = config["node.sasl.username"]
         node_passwords = {username: config["node.sasl.password"]} if username else {}
         self.verifier = CredentialVerifier(lambda: image().users, node_passwords)
+        # SCRAM logins of the Kafka listeners (node/security/scram.py).
+        self.scram_logins = ScramLogins(
+            lambda name, m: image().scram.get((name, m)), node_passwords
+        )
         self.failure_log = FailureLog()  # one rate limit for the node's SASL listeners
         self.access_control = AccessControl(self.settings, image)
 

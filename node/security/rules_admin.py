@@ -165,6 +165,8 @@ async def alter_user_credentials(access: Access, request: Any, call: Call) -> An
         return await call(request)
     message = f"{access.principal} may not ALTER on the cluster (needed to manage users)"
     names = [u.name for u in request.upsertions] + list(request.deletions)
+    names += [u.name for u in request.scram_upsertions]
+    names += [d.name for d in request.scram_deletions]
     return admin_pb2.AlterUserCredentialsResponse(
         results=[
             admin_pb2.AlterUserCredentialsResult(

@@ -2,7 +2,9 @@
 
 | RPC                    | needs                                                               |
 |------------------------|---------------------------------------------------------------------|
-| FindCoordinator        | DESCRIBE on the group, else GROUP_AUTHORIZATION_FAILED              |
+| FindCoordinator        | DESCRIBE on the group, else GROUP_AUTHORIZATION_FAILED (key type    |
+|                        | TRANSACTION: on the transactional id, else                          |
+|                        | TRANSACTIONAL_ID_AUTHORIZATION_FAILED)                              |
 | ConsumerGroupHeartbeat | READ on the group; DESCRIBE on every subscribed topic, else         |
 |                        | TOPIC_AUTHORIZATION_FAILED                                          |
 | OffsetCommit           | READ on the group; READ on each topic, else that topic's partitions |
@@ -27,6 +29,14 @@ TOPIC_FAILED = common_pb2.TOPIC_AUTHORIZATION_FAILED
 
 
 async def find_coordinator(access: Access, request: Any, call: Call) -> Any:
+    if request.key_type == group_pb2.TRANSACTION:
+        if access.transactional_id(Operation.DESCRIBE, request.key):
+            return await call(request)
+        return group_pb2.FindCoordinatorResponse(
+            error_code=common_pb2.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            error_message=access.refusal(Operation.DESCRIBE, "transactional id", request.key),
+            node_id=-1,
+        )
     if access.group(Operation.DESCRIBE, request.key):
         return await call(request)
     return group_pb2.FindCoordinatorResponse(

@@ -15,6 +15,17 @@ transition is always computed from the persisted state. Failover: `load` replays
 records, then finishes every PREPARE_* transaction (markers, then COMPLETE_*); an ONGOING one
 is left to its producer or to the timeout (`abort_expired`).
 
+EndTxn is answered once its decision (PREPARE_COMMIT / PREPARE_ABORT) is persisted, as Kafka's
+coordinator does: the markers and the COMPLETE_* state follow in a completion task of the id
+(`_completer`), which retries with backoff while this broker coordinates the id. Nothing else
+moves a PREPARE_* state (every request answers CONCURRENT_TRANSACTIONS meanwhile), so the
+markers are written outside the id's lock and only the COMPLETE_* write takes it. A request
+that arrives while the markers are written waits for them up to `concurrent_wait_ms_max`
+before it is answered CONCURRENT_TRANSACTIONS (Kafka answers at once; the short wait spares
+the producer a retry round trip in the common case, markers written in a few ms). A failover
+loses nothing: the decision is in `__transaction_state`, and the new coordinator's `load`
+writes the markers.
+
 Served by node/txn/service.py (the Transaction gRPC service) over node/txn/host.py, which
 implements the seams on a broker and runs the timers.
 """
@@ -38,6 +49,14 @@ from .state_log import encode_states, load_states, state_partition
 
 log = logging.getLogger("strom.txn")
 
+# How long a request arriving while a decided transaction's markers are written waits for
+# them before it is answered CONCURRENT_TRANSACTIONS (the client retries).
+CONCURRENT_WAIT_MS_MAX = 100
+# The completion task's backoff between attempts at the markers (a leader unreachable).
+COMPLETE_BACKOFF_MS_MIN = 50
+COMPLETE_BACKOFF_MS_MAX = 2_000
+_MARKER_FAILURES = (TxnError, OSError, ConnectionError, TimeoutError)
+
 Persist = Callable[[int, bytes], Awaitable[None]]
 SendMarkers = Callable[[TxnMetadata, bool], Awaitable[None]]
 Register = Callable[[TxnMetadata, frozenset[tuple[str, int]]], Awaitable[None]]
@@ -60,6 +79,9 @@ class TxnCoordinator:
         self.states: dict[str, TxnMetadata] = {}
         self._owned: set[int] = set()  # state partitions this broker leads and has loaded
         self._locks: dict[str, asyncio.Lock] = {}
+        # the running completion task (markers, then COMPLETE_*) of each PREPARE_* id
+        self._completing: dict[str, asyncio.Task[None]] = {}
+        self.concurrent_wait_ms_max = CONCURRENT_WAIT_MS_MAX
 
     # ---- ownership -------------------------------------------------------------------------
 
@@ -78,24 +100,26 @@ class TxnCoordinator:
         """Write the markers of every PREPARE_* transaction (of `partition`, or of every owned
         partition) and complete it; returns the ids completed. A transaction whose markers
         cannot be written yet (a leader unreachable) stays PREPARE_* for the next call (the
-        host retries periodically), never blocking the others."""
+        id's completion task retries with backoff), never blocking the others. An id whose
+        completion task is running is left to it."""
         completed = []
         for tid, metadata in list(self.states.items()):
-            if metadata.state not in PREPARE_STATES:
+            if metadata.state not in PREPARE_STATES or self.completing(tid):
                 continue
             if partition is not None and self.partition_of(tid) != partition:
                 continue
-            async with self._lock(tid):
-                current = self.states.get(tid)
-                if current is None or current.state not in PREPARE_STATES:
-                    continue  # completed meanwhile (the producer's retried EndTxn)
-                try:
-                    await self._complete(current)
-                except (TxnError, OSError, ConnectionError, TimeoutError) as exc:
-                    log.warning("%r: markers not written yet (%s); retrying later", tid, exc)
-                    continue
+            if await self._finish(tid):
                 completed.append(tid)
         return completed
+
+    async def _finish(self, transactional_id: str) -> bool:
+        """One attempt at the id's markers now; when it fails, its completion task retries."""
+        try:
+            return await self._complete_once(transactional_id)
+        except _MARKER_FAILURES as exc:
+            log.warning("%r: markers not written yet (%s); retrying", transactional_id, exc)
+            self._schedule_completion(transactional_id)
+            return False
 
     def owns(self, partition: int) -> bool:
         return partition in self._owned
@@ -105,6 +129,9 @@ class TxnCoordinator:
         self._owned.discard(partition)
         for tid in [t for t in self.states if self.partition_of(t) == partition]:
             del self.states[tid]
+            task = self._completing.pop(tid, None)
+            if task is not None:
+                task.cancel()  # the new coordinator writes the markers
 
     def partition_of(self, transactional_id: str) -> int:
         return state_partition(transactional_id, self.num_partitions)
@@ -130,10 +157,67 @@ class TxnCoordinator:
         self.states[metadata.transactional_id] = metadata
         return metadata
 
-    async def _complete(self, preparing: TxnMetadata) -> TxnMetadata:
-        """Markers for a PREPARE_* state, then its COMPLETE_* state, persisted."""
+    def completing(self, transactional_id: str) -> bool:
+        """A completion task (markers, then COMPLETE_*) runs for the id."""
+        task = self._completing.get(transactional_id)
+        return task is not None and not task.done()
+
+    async def _complete_once(self, transactional_id: str) -> bool:
+        """One attempt to finish the id's PREPARE_* state: its markers (outside the lock:
+        nothing else moves a PREPARE_* state), then COMPLETE_*, persisted. False when there
+        was nothing to finish; raises when the markers or the write failed."""
+        preparing = self.states.get(transactional_id)
+        if preparing is None or preparing.state not in PREPARE_STATES:
+            return False
         await self._send_markers(preparing, preparing.state == TxnState.PREPARE_COMMIT)
-        return await self._write(preparing.complete(self._now_ms()))
+        async with self._lock(transactional_id):
+            if self.states.get(transactional_id) is not preparing:
+                return False  # completed meanwhile, or this broker lost the partition
+            await self._write(preparing.complete(self._now_ms()))
+        return True
+
+    def _schedule_completion(self, transactional_id: str) -> None:
+        """Start the id's completion task unless one runs."""
+        if not self.completing(transactional_id):
+            self._completing[transactional_id] = asyncio.get_running_loop().create_task(
+                self._completer(transactional_id), name=f"txn-complete-{transactional_id}"
+            )
+
+    async def _completer(self, transactional_id: str) -> None:
+        """Finish the id's PREPARE_* state, retrying with backoff while this broker still
+        coordinates it (unload cancels the task: the next coordinator finishes it)."""
+        delay_ms = COMPLETE_BACKOFF_MS_MIN
+        try:
+            while True:
+                try:
+                    await self._complete_once(transactional_id)
+                    return
+                except _MARKER_FAILURES as exc:
+                    current = self.states.get(transactional_id)
+                    if current is None or current.state not in PREPARE_STATES:
+                        return
+                    log.warning("%r: markers not written yet (%s); retrying in %d ms",
+                                transactional_id, exc, delay_ms)  # fmt: skip
+                await asyncio.sleep(delay_ms / 1000)
+                delay_ms = min(COMPLETE_BACKOFF_MS_MAX, delay_ms * 2)
+        finally:
+            if self._completing.get(transactional_id) is asyncio.current_task():
+                del self._completing[transactional_id]
+
+    async def _await_completion(self, transactional_id: str) -> None:
+        """Wait (bounded) for the id's running completion task, outside its lock."""
+        task = self._completing.get(transactional_id)
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=self.concurrent_wait_ms_max / 1000)
+
+    async def stop(self) -> None:
+        """Cancel the completion tasks (shutdown): the decisions are persisted, the next
+        coordinator of their partitions writes the markers."""
+        tasks = list(self._completing.values())
+        self._completing.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # ---- requests --------------------------------------------------------------------------
 
@@ -141,8 +225,11 @@ class TxnCoordinator:
         self, transactional_id: str, timeout_ms: int, fresh_producer_id: Callable[[], int]
     ) -> TxnMetadata:
         """InitProducerId with a transactional id: a new epoch, every older instance fenced.
-        An open transaction is aborted first (markers with a bumped epoch)."""
+        An open transaction is aborted first (PREPARE_ABORT with a bumped epoch, its markers
+        written by the completion task); while a transaction completes the answer is
+        CONCURRENT_TRANSACTIONS (after a bounded wait) and the producer retries, as Kafka's."""
         self.owned_partition(transactional_id)
+        await self._await_completion(transactional_id)
         async with self._lock(transactional_id):
             current = self.states.get(transactional_id)
             if current is None or current.state == TxnState.DEAD:
@@ -152,9 +239,14 @@ class TxnCoordinator:
                     )
                 )
             if current.state == TxnState.ONGOING:
-                current = await self._write(current.abort_for_fencing(self._now_ms()))
-            if current.state in PREPARE_STATES:
-                current = await self._complete(current)
+                await self._write(current.abort_for_fencing(self._now_ms()))
+        current = self.states.get(transactional_id)
+        if current is not None and current.state in PREPARE_STATES:
+            self._schedule_completion(transactional_id)
+            await self._await_completion(transactional_id)
+        async with self._lock(transactional_id):
+            current = self._existing(transactional_id)
+            # PREPARE_* still (markers not written yet): CONCURRENT_TRANSACTIONS
             return await self._write(
                 current.init_producer(timeout_ms, self._now_ms(), fresh_producer_id())
             )
@@ -164,7 +256,10 @@ class TxnCoordinator:
         partitions: frozenset[tuple[str, int]],
     ) -> TxnMetadata:  # fmt: skip
         """AddPartitionsToTxn (AddOffsetsToTxn passes the group's `__consumer_offsets`
-        partition): persisted, then registered with the partitions' leaders."""
+        partition): persisted, then registered with the partitions' leaders. The previous
+        transaction's markers still being written: CONCURRENT_TRANSACTIONS after a bounded
+        wait (the producer retries)."""
+        await self._await_completion(transactional_id)
         async with self._lock(transactional_id):
             current = self._existing(transactional_id)
             added = current.add_partitions(producer_id, producer_epoch, partitions, self._now_ms())
@@ -176,18 +271,17 @@ class TxnCoordinator:
     async def end_txn(
         self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool
     ) -> TxnMetadata:
-        """EndTxn: PREPARE_* persisted (the decision), markers written, COMPLETE_* persisted.
-        Answered once complete, so the producer's next transaction sees its outcome."""
+        """EndTxn: PREPARE_* persisted (the decision), then answered; the completion task
+        writes the markers and COMPLETE_*. A retry of a decided or completed EndTxn answers
+        the same outcome (the decision is durable either way)."""
         async with self._lock(transactional_id):
             current = self._existing(transactional_id)
             ended = current.end(producer_id, producer_epoch, commit, self._now_ms())
-            if ended is current and ended.state not in PREPARE_STATES:
-                return ended  # a retry of what is already complete
             if ended is not current:
                 ended = await self._write(ended)
-            if ended.state in PREPARE_STATES:
-                ended = await self._complete(ended)
-            return ended
+        if ended.state in PREPARE_STATES:
+            self._schedule_completion(transactional_id)
+        return ended
 
     async def abort_expired(self) -> list[str]:
         """Abort every ONGOING transaction past its timeout, fencing its producer (a bumped
@@ -202,13 +296,9 @@ class TxnCoordinator:
                     continue
                 log.info("%r: transaction past its %d ms timeout: aborting", tid,
                          current.timeout_ms)  # fmt: skip
-                preparing = await self._write(current.abort_for_fencing(now))
+                await self._write(current.abort_for_fencing(now))
                 aborted.append(tid)
-                try:
-                    await self._complete(preparing)
-                except (TxnError, OSError, ConnectionError, TimeoutError) as exc:
-                    # decided and persisted: complete_pending writes the markers later
-                    log.warning("%r: abort markers not written yet (%s)", tid, exc)
+            await self._finish(tid)  # decided and persisted: markers now or retried
         return aborted
 
     def _existing(self, transactional_id: str) -> TxnMetadata:

@@ -15,7 +15,8 @@ broker comes to lead them, and the timers.
   (TRANSACTION_COORDINATOR_FENCED). A partition whose topic was deleted needs no marker.
 - Every `transaction.abort.timed.out.transaction.cleanup.interval.ms` the timer aborts the
   transactions past their timeout (fencing their producers) and retries the markers of any
-  transaction left PREPARE_* by an unreachable leader.
+  transaction left PREPARE_* without a completion task (the coordinator's own tasks retry
+  markers an unreachable leader refused, with backoff).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class TxnCoordinatorHost:
                 chunks.append(data)
                 await asyncio.sleep(0)
             # Registered as owned before the PREPARE_* transactions are finished: their
-            # markers may take a while, and the producers' retried EndTxn waits on their lock.
+            # markers may take a while, and the producers' requests are answered meanwhile.
             self.loading.pop(partition, None)
             await self.coordinator.load(partition, b"".join(chunks))
             log.info(
@@ -166,6 +167,7 @@ class TxnCoordinatorHost:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.coordinator.stop()
 
     async def _timer(self) -> None:
         interval_s = self.config["transaction.abort.timed.out.transaction.cleanup.interval.ms"]

@@ -15,8 +15,9 @@ Rules (KIP-98):
   for Kafka's newer clients). With a transaction ONGOING it must be aborted first: the caller
   gets the abort to complete and retries (CONCURRENT_TRANSACTIONS), as Kafka does.
 - AddPartitionsToTxn / AddOffsetsToTxn / EndTxn from an older epoch: INVALID_PRODUCER_EPOCH.
-  During PREPARE_*: CONCURRENT_TRANSACTIONS (retriable). EndTxn with nothing ongoing:
-  INVALID_TXN_STATE, except the retry of the EndTxn that completed (same outcome) succeeds.
+  During PREPARE_* (EndTxn is answered once PREPARE_* is persisted; the markers follow):
+  CONCURRENT_TRANSACTIONS (retriable). EndTxn with nothing ongoing: INVALID_TXN_STATE, except
+  the retry of the EndTxn decided or completed (same outcome) succeeds.
 - An ONGOING transaction older than its timeout is aborted by the coordinator with a bumped
   epoch, so the late producer is fenced and told.
 """

@@ -18,6 +18,13 @@ Kinds (`KINDS`); a step starts one, holds it, undoes it, then waits before the n
     double              two of the kinds in `COMPOSABLE` at once, on different victims where
                         both stop a process
 
+Targeted kinds, run only when a test asks for them by name (`step`), never drawn by `run`:
+
+    kill-coordinator    SIGKILL the node `locate_coordinator` names (a group's or a
+                        transactional id's coordinator: the test decides), restart it after the
+                        hold; the coordinator's state must move to another node and back
+    pause-coordinator   SIGSTOP that node for the hold, then SIGCONT
+
 The first pass runs every kind once, in a seeded order, even when the run's duration is over
 before it ends: a run of any length has every kind. Later steps draw kinds at random. The last
 step stays active until `heal_all` (the final heal) ends it, so the recovery after the final heal
@@ -62,6 +69,7 @@ COMPOSABLE = (
 KINDS = (*COMPOSABLE, "kill-cycle", "minority-consumers", "double")
 LEFT_ACTIVE = tuple(kind for kind in KINDS if kind != "kill-cycle")  # the run's last step
 PROCESS_KINDS = frozenset({"kill", "pause", "pause-controller"})
+TARGETED = ("kill-coordinator", "pause-coordinator")
 
 
 class FaultLab(Protocol):
@@ -141,9 +149,10 @@ class Nemesis:
     def step(self, kind: str, *, leave_active: bool = False) -> None:
         """Start one fault of `kind`, hold it, undo it; recorded as fault-start/fault-stop.
         With `leave_active` it is held until `heal_all`, which records its stop."""
+        assert kind in KINDS or kind in TARGETED, f"unknown fault kind {kind!r}"
         self.steps += 1
         number = self.steps
-        self.counts[kind] += 1
+        self.counts[kind] = self.counts.get(kind, 0) + 1
         if kind == "kill-cycle":
             assert not leave_active, "a kill cycle ends by itself"
             self._kill_cycle(number)
@@ -202,6 +211,15 @@ class Nemesis:
             victim = found if found in self.nodes and found not in taken else self._pick(a, taken)
             self.lab.pause(victim)
             return _Active(kind, {"host": victim, "controller": found == victim}, paused=[victim])
+        if kind in TARGETED:
+            found = self._locate_coordinator()
+            victim = found if found in self.nodes and found not in taken else self._pick(a, taken)
+            details = {"host": victim, "coordinator": found == victim}
+            if kind == "kill-coordinator":
+                self.lab.kill(victim)
+                return _Active(kind, details, killed=[victim])
+            self.lab.pause(victim)
+            return _Active(kind, details, paused=[victim])
         if kind == "isolate":
             victim = self._pick(a, set())
             self.lab.isolate(victim)

@@ -44,10 +44,20 @@ def quorum_leader(bootstrap: str, timeout_ms: int) -> int | None:
 
 def group_coordinator(bootstrap: str, group_id: str, timeout_ms: int) -> str | None:
     """host:port of `group_id`'s coordinator, or None if no node answered in time."""
+    return _coordinator(bootstrap, group_pb2.FindCoordinatorRequest(key=group_id), timeout_ms)
 
+
+def transaction_coordinator(bootstrap: str, transactional_id: str, timeout_ms: int) -> str | None:
+    """host:port of `transactional_id`'s transaction coordinator, or None."""
+    request = group_pb2.FindCoordinatorRequest(key=transactional_id, key_type=group_pb2.TRANSACTION)
+    return _coordinator(bootstrap, request, timeout_ms)
+
+
+def _coordinator(
+    bootstrap: str, request: group_pb2.FindCoordinatorRequest, timeout_ms: int
+) -> str | None:
     async def run() -> str | None:
         async with AsyncAdmin(bootstrap, request_timeout_ms=timeout_ms) as admin:
-            request = group_pb2.FindCoordinatorRequest(key=group_id)
             response = await admin.cluster.call_any(
                 lambda a: group_pb2_grpc.GroupStub(admin.cluster.channel(a)).FindCoordinator,
                 request,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from .history import NEMESIS, Recorder
-from .nemesis import COMPOSABLE, KINDS, PROCESS_KINDS, Nemesis
+from .nemesis import COMPOSABLE, KINDS, PROCESS_KINDS, TARGETED, Nemesis
 
 pytestmark = pytest.mark.faults
 
@@ -223,3 +223,18 @@ def test_minority_consumers_puts_the_second_client_host_with_one_node() -> None:
             assert "n3" in minority
         assert step["hold_s"] > 4  # outlasts the chaos config's group session timeout
     assert coordinators == {True, False}
+
+
+def test_coordinator_kinds_fault_the_node_the_cluster_names_and_are_never_drawn() -> None:
+    for kind, action, undo in (("kill-coordinator", "kill", "spawn"),
+                               ("pause-coordinator", "pause", "resume")):  # fmt: skip
+        lab, step = run_kind(kind, coordinator="n3")
+        assert [a[1:] for a in lab.actions] == [(action, "n3"), (undo, "n3")]
+        assert step["host"] == "n3" and step["coordinator"] is True
+        lab, step = run_kind(kind, coordinator=None)  # the cluster did not say: a drawn node
+        assert step["coordinator"] is False and [a[1] for a in lab.actions] == [action, undo]
+    nemesis, _, recorder, _ = make(3)
+    nemesis.run(duration_s=300)
+    assert not {step["kind"] for step in started(recorder)} & set(TARGETED)
+    with pytest.raises(AssertionError, match="unknown fault kind"):
+        nemesis.step("kill-everything")

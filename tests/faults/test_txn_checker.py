@@ -133,3 +133,31 @@ def test_a_value_sent_twice_is_a_bad_history() -> None:
     txn(rec, "b", [(1, "x")], "commit")
     with pytest.raises(HistoryError, match="sent twice"):
         check_transactions(rec.ops)
+
+
+def lso(rec: Recorder, offsets: Sequence[tuple[int, int]], process: str = "reader") -> None:
+    rec.invoke(process, "lso", {}).ok({"offsets": [list(o) for o in offsets]})
+
+
+def test_a_last_stable_offset_going_backwards_is_reported() -> None:
+    rec = _recorder()
+    txn(rec, "a", [(0, "a0"), (1, "a1")], "commit")
+    lso(rec, [(0, 0), (1, 0)])
+    poll(rec, [(0, 0, "a0"), (1, 0, "a1")])
+    lso(rec, [(0, 2), (1, 2)])
+    rec.invoke("final", "lso", {}).ok({"offsets": [[0, 1]]})  # another reader: its own view
+    only(check_transactions(rec.ops))
+    lso(rec, [(0, 1), (1, 2)])  # partition 0 went back from 2
+    report = check_transactions(rec.ops)
+    only(report, "lso-regression")
+    (found,) = report.anomalies["lso-regression"]
+    assert found.detail == {"process": "reader", "partition": 0, "lso": 1, "before": 2}
+
+
+def test_a_last_stable_offset_below_a_record_already_read_is_reported() -> None:
+    rec = _recorder()
+    txn(rec, "a", [(0, "a0"), (0, "a1")], "commit")
+    poll(rec, [(0, 4, "a0"), (0, 5, "a1")])  # read at 5: the LSO was past 5
+    rec.invoke("reader", "lso", {}).info("timed out")  # unknown answers prove nothing
+    lso(rec, [(0, 5)])
+    only(check_transactions(rec.ops), "lso-regression")

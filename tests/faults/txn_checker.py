@@ -11,6 +11,8 @@ Operations, beside checker.py's `poll`:
                    with an abortable error and abort_transaction then returned)
             info   unknown: it may have committed or not
     poll    ok     {"records": [[p, o, v], ...]} of a read_committed consumer
+    lso     ok     {"offsets": [[p, lso], ...]}: the last stable offsets a read_committed
+                   consumer was told (ListOffsets latest), between its polls
 
 Anomalies (a transaction is "read" when some poll returned one of its values):
 
@@ -25,6 +27,10 @@ Anomalies (a transaction is "read" when some poll returned one of its values):
     duplicate         one value read at two or more (partition, offset) positions, or in a
                       partition it was not sent to.
     phantom           a value read that no transaction sent.
+    lso-regression    a read_committed consumer saw a partition's last stable offset go
+                      backwards: a later `lso` below an earlier one, or below an offset it had
+                      already read (reading offset o under read_committed means the LSO was
+                      past o). Per consumer process, whose operations are sequential.
 
 Not anomalies: an indeterminate transaction read in full or not at all.
 """
@@ -46,6 +52,7 @@ TXN_ANOMALY_KINDS = (
     "txn-order",
     "duplicate",
     "phantom",
+    "lso-regression",
 )
 
 
@@ -157,6 +164,8 @@ def check_transactions(ops: Sequence[Op]) -> TxnReport:
                 report("txn-order", txn=txn.txn, partition=partition, value=value,
                        offset=offset, after=before)  # fmt: skip
             last_offset[partition] = offset
+    for process, partition, lso, floor in _lso_regressions(ops):
+        report("lso-regression", process=process, partition=partition, lso=lso, before=floor)
     status = Counter(t.status for t in txns.values())
     return TxnReport(
         committed=status["committed"],
@@ -166,3 +175,27 @@ def check_transactions(ops: Sequence[Op]) -> TxnReport:
         faults=dict(Counter(op.f for op in ops if op.process == NEMESIS)),
         anomalies=anomalies,
     )
+
+
+def _lso_regressions(ops: Sequence[Op]) -> list[tuple[Hashable, Hashable, int, int]]:
+    """(process, partition, lso seen, the floor it fell below) for each time a consumer was told
+    a last stable offset lower than what it knew already: an earlier `lso`, or one past an
+    offset it had read. A process's operations are sequential, so its completion order is the
+    order it saw them in."""
+    floors: dict[tuple[Hashable, Hashable], int] = {}
+    found = []
+    for c in _pair(ops):
+        if c.end.type != "ok":
+            continue
+        if c.invoke.f == "poll":
+            for partition, offset, _ in c.end.value["records"]:
+                key = (c.invoke.process, _key(partition))
+                floors[key] = max(floors.get(key, 0), int(offset) + 1)
+        elif c.invoke.f == "lso":
+            for partition, lso in c.end.value["offsets"]:
+                key = (c.invoke.process, _key(partition))
+                floor = floors.get(key, 0)
+                if int(lso) < floor:
+                    found.append((c.invoke.process, _key(partition), int(lso), floor))
+                floors[key] = max(floor, int(lso))
+    return found

@@ -15,7 +15,9 @@ Run inside a lab client host (never the root namespace):
   fatal error the producer is closed and a new one calls init_transactions with the same
   transactional id, which fences the old epoch and ends its open transaction.
 - The reader (process "reader") is a read_committed consumer assigned every partition from
-  offset 0, polling until the producer stops.
+  offset 0, polling until the producer stops; after each poll it asks the partitions' last
+  stable offsets (`lso`, ListOffsets latest under read_committed), so the checker sees whether
+  an LSO ever goes backwards, across leader and coordinator failovers.
 - The test writes the heal's CLOCK_MONOTONIC time into `healed_flag`; the producer then runs
   `after_heal_s` more and stops. A last init_transactions ends any transaction left open, and a
   fresh read_committed consumer ("final") drains every partition to its last stable offset, so
@@ -41,7 +43,7 @@ from strom.client.errors import TransactionAbortableError
 from strom.client.producer import AsyncProducer
 from strom.client.records import TopicPartition
 
-TRANSACTIONAL_ID = "chaos-txn"
+TRANSACTIONAL_ID = "chaos-txn"  # test_txn_chaos.py locates its coordinator by it
 RECORDS_PER_PARTITION = 2
 ABORT_ONE_IN = 3
 
@@ -127,7 +129,8 @@ async def read_committed(
         bootstrap, auto_offset_reset="earliest", request_timeout_ms=5_000,
         isolation_level="read_committed",
     ) as c:  # fmt: skip
-        c.assign([TopicPartition(topic, p) for p in range(partitions)])
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        c.assign(tps)
         while not stop.is_set():
             pending = rec.invoke("reader", "poll", {})
             try:
@@ -136,6 +139,21 @@ async def read_committed(
             except Exception as exc:
                 pending.info(f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.2)
+            await observe_lso(rec, "reader", c, tps)
+
+
+async def observe_lso(
+    rec: Recorder, process: str, c: AsyncConsumer, tps: list[TopicPartition]
+) -> dict[TopicPartition, int] | None:
+    """The last stable offsets the consumer is told now, recorded as an `lso` op."""
+    pending = rec.invoke(process, "lso", {})
+    try:
+        stable = await c.list_offsets(tps, -1)  # read_committed: the last stable offsets
+    except Exception as exc:
+        pending.info(f"{type(exc).__name__}: {exc}")
+        return None
+    pending.ok({"offsets": [[tp.partition, stable[tp]] for tp in tps]})
+    return stable
 
 
 async def end_open_transaction(bootstrap: str, deadline_s: float) -> None:
@@ -157,7 +175,12 @@ async def final_drain(
         isolation_level="read_committed",
     ) as c:  # fmt: skip
         c.assign(tps)
-        stable = await c.list_offsets(tps, -1)  # read_committed: the last stable offsets
+        stable = await observe_lso(rec, "final", c, tps)
+        while stable is None and time.monotonic() < end:
+            await asyncio.sleep(0.2)
+            stable = await observe_lso(rec, "final", c, tps)
+        assert stable is not None, "no last stable offsets before the deadline"
+        positions: dict[TopicPartition, int] = {}
         while time.monotonic() < end:
             pending = rec.invoke("final", "poll", {})
             try:

@@ -11,12 +11,13 @@ from collections.abc import Callable
 import pytest
 from cluster_harness import Cluster
 from confluent_kafka import Consumer as ConfluentConsumer
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as ConfluentProducer
 from confluent_kafka import TopicPartition as ConfluentPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin import NewTopic as ConfluentTopic
 
-from strom.client import Consumer
+from strom.client import Consumer, KafkaTimeoutError
 from strom.client.records import TopicPartition
 
 pytestmark = pytest.mark.integration
@@ -75,7 +76,25 @@ def test_confluent_kafka_transactions_commit_and_abort(
         [ConfluentPartition("k-orders", 0, 7)], group.consumer_group_metadata(), 15
     )
     producer.flush(15)
+    # KIP-447: the offset 7 is pending in this transaction, so a read_committed member gets no
+    # offset for k-orders-0 (librdkafka asks OffsetFetch v7+ with require_stable and retries
+    # UNSTABLE_OFFSET_COMMIT until its timeout), nor does strom's SDK
+    taking_over = ConfluentConsumer(
+        {"bootstrap.servers": bootstrap, "group.id": "rd-service",
+         "isolation.level": "read_committed"}
+    )  # fmt: skip
+    with pytest.raises(KafkaException) as unstable:
+        taking_over.committed([ConfluentPartition("k-orders", 0)], timeout=2)
+    assert unstable.value.args[0].code() == KafkaError._TIMED_OUT, unstable.value
+    sdk_member = Consumer(cluster.bootstrap, group_id="rd-service",
+                          isolation_level="read_committed", request_timeout_ms=1_000)  # fmt: skip
+    with sdk_member, pytest.raises(KafkaTimeoutError, match="k-orders-0"):
+        sdk_member.committed(TopicPartition("k-orders", 0))
     producer.abort_transaction(15)
+    # stable again once the abort marker is written: the last committed transaction's offset
+    stable = taking_over.committed([ConfluentPartition("k-orders", 0)], timeout=10)
+    assert stable[0].offset == 3
+    taking_over.close()
     group.close()
 
     committed = [f"committed-{i}".encode() for i in range(3)]

@@ -10,8 +10,13 @@ every error message a client saw for the passwords used here.
 
 from __future__ import annotations
 
+import gc
 import io
+import json
 import re
+import socket
+import struct
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +25,14 @@ from typing import Any
 import grpc
 import pytest
 from cluster_harness import FAST, eventually, free_base_port
+from confluent_kafka import KafkaError as ConfluentError
+from confluent_kafka import Producer as ConfluentProducer
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
 
@@ -34,9 +47,16 @@ from strom.client.acl import (
     ResourceType,
 )
 from strom.client.admin import Admin, NewTopic
-from strom.client.errors import AuthenticationFailedError, AuthorizationFailedError, StromError
+from strom.client.errors import (
+    AuthenticationFailedError,
+    AuthorizationFailedError,
+    StromError,
+    TransactionalIdAuthorizationError,
+)
 from strom.client.sasl import sasl_metadata
 from strom.node import cli
+from strom.node.kafka.codec import Reader
+from strom.node.kafka.messages import SASL_AUTHENTICATE, SASL_HANDSHAKE
 from strom.node.local_cluster import LocalCluster
 from strom.v1 import (
     admin_pb2,
@@ -55,7 +75,8 @@ ALICE_PW = "al1ce-Pw-9d0e17aa"
 BOB_PW = "b0b-Pw-51aa6c3f"
 WRONG_PW = "wr0ng-Pw-e83b02f9"
 CAROL_PW = "car0l-Pw-0b7d44e1"
-PASSWORDS = (NODE_PW, ADMIN_PW, ALICE_PW, BOB_PW, WRONG_PW, CAROL_PW)
+KIM_PW = "k1m-Pw-3e5f0a9d"
+PASSWORDS = (NODE_PW, ADMIN_PW, ALICE_PW, BOB_PW, WRONG_PW, CAROL_PW, KIM_PW)
 TIMEOUT = {"request_timeout_ms": 5_000}
 
 # Every error message a client saw in this module: the secrets test checks them too.
@@ -189,7 +210,9 @@ def test_users_list_shows_names_and_mechanisms_only(cluster: Secured) -> None:
             admin_pb2.DescribeUsersRequest(), metadata=sasl_metadata("admin", ADMIN_PW), timeout=5
         )
     for user in raw.users:
-        assert {f.name for f, _ in user.ListFields()} <= {"name", "mechanism", "n"}
+        assert {f.name for f, _ in user.ListFields()} <= {"name", "mechanism", "n", "scram"}
+        for info in user.scram:  # SCRAM: the mechanism and iteration count, no salt or key
+            assert {f.name for f, _ in info.ListFields()} == {"mechanism", "iterations"}
     # Alice (no ACL on the cluster) may not list users.
     refused(AuthorizationFailedError, lambda: cluster.admin("alice", ALICE_PW).describe_users())
 
@@ -272,6 +295,41 @@ def test_deny_overrides_allow(cluster: Secured) -> None:
         assert {"pay-in", "payments"} <= set(bob.list_topics())  # DESCRIBE is not denied
 
 
+def test_transactions_need_write_on_the_transactional_id(cluster: Secured) -> None:
+    """Kafka's TRANSACTIONAL_ID resource: WRITE on the topic is not enough for a transactional
+    producer; with WRITE on its id (a prefix here) it commits, and only its ids."""
+    with cluster.admin() as admin:
+        admin.create_topics([NewTopic("txn-out", 1, 3)])
+    cluster.grant([allow("User:bob", Operation.WRITE, ResourceType.TOPIC, "txn-out")])
+
+    def transactional(tid: str) -> Producer:
+        return Producer(
+            cluster.bootstrap, sasl_username="bob", sasl_password=BOB_PW, transactional_id=tid,
+            linger_ms=0, **TIMEOUT,
+        )  # fmt: skip
+
+    with transactional("bob-1") as producer:
+        error = refused(TransactionalIdAuthorizationError, producer.init_transactions)
+        assert error.name == "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
+    cluster.grant(
+        [allow("User:bob", Operation.WRITE, ResourceType.TRANSACTIONAL_ID, "bob-",
+               PatternType.PREFIXED)]
+    )  # fmt: skip
+    with transactional("bob-1") as producer:
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send("txn-out", b"committed").result(15)
+        producer.commit_transaction()
+    with transactional("alice-1") as producer:  # not one of bob's ids
+        refused(TransactionalIdAuthorizationError, producer.init_transactions)
+    with cluster.consumer("admin", ADMIN_PW, isolation_level="read_committed") as consumer:
+        consumer.assign([("txn-out", 0)])
+        seen: list[bytes] = []
+        eventually(lambda: seen.extend(r.value for r in consumer.poll(500)) or bool(seen),
+                   20, "the committed record")  # fmt: skip
+        assert seen == [b"committed"]
+
+
 def test_no_acl_found_means_closed_and_cluster_action_is_for_nodes(cluster: Secured) -> None:
     with cluster.admin() as admin:
         admin.create_topics([NewTopic("unguarded", 1, 3)])
@@ -312,7 +370,16 @@ def test_cli_users_and_acls(
     assert listed.count('"principal": "User:carol"') == 3 and '"permission": "DENY"' in listed
     assert cli.main(["users", "list", *server]) == 0
     users = capsys.readouterr().out
-    assert re.search(r"^carol\tSCRYPT\tn=\d+$", users, re.M)
+    both = "SCRAM-SHA-256 iterations=4096 SCRAM-SHA-512 iterations=4096"
+    assert re.search(rf"^carol\tSCRYPT n=\d+\t{both}$", users, re.M), users
+    # A password change that derives SCRAM-SHA-512 only: the SHA-256 credential goes.
+    monkeypatch.setattr("sys.stdin", io.StringIO(CAROL_PW + "\n"))
+    assert cli.main(["users", "alter", "carol", "--password-stdin", "--mechanism",
+                     "SCRAM-SHA-512", "--iterations", "8192", *server]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert cli.main(["users", "describe", "--output", "json", *server]) == 0
+    carol_json = [u for u in json.loads(capsys.readouterr().out) if u["name"] == "carol"]
+    assert carol_json[0]["scram"] == [{"mechanism": "SCRAM-SHA-512", "iterations": 8192}]
     with cluster.admin("carol", CAROL_PW) as carol:
         assert "events" in carol.list_topics()
     assert cli.main(["acls", "remove", "--allow-principal", "User:carol", "--topic", "events",
@@ -384,6 +451,109 @@ def test_kafka_clients_log_in_with_sasl_plain_and_meet_the_same_acls(cluster: Se
         producer.close()
     with cluster.admin() as admin:
         assert admin.list_offsets([("k-hidden", 0)], -1) == {("k-hidden", 0): 0}
+
+
+def scram_login(cluster: Secured, mechanism: str, user: str, password: str) -> dict[str, Any]:
+    return {**kafka_login(cluster, user, password), "sasl_mechanism": mechanism}
+
+
+def confluent_login(cluster: Secured, mechanism: str, user: str, password: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": cluster.local.kafka_bootstrap(),
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": mechanism,
+        "sasl.username": user,
+        "sasl.password": password,
+    }
+
+
+def raw_scram_first(cluster: Secured, client_first: bytes) -> tuple[int, str, bool]:
+    """SaslHandshake SCRAM-SHA-256, then `client_first` on a bare socket: (error code, error
+    message, whether the node closed the connection after answering)."""
+    host, port = cluster.local.kafka_bootstrap().split(",")[0].rsplit(":", 1)
+
+    def request(api: Any, version: int, correlation_id: int, body: dict[str, Any]) -> bytes:
+        data = struct.pack(">hhih", api.key, version, correlation_id, 4) + b"test"
+        data += api.request.encode(body, version)
+        return struct.pack(">i", len(data)) + data
+
+    def answer(sock: socket.socket) -> bytes:
+        size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
+        return sock.recv(size, socket.MSG_WAITALL)[4:]  # after the correlation id
+
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request(SASL_HANDSHAKE, 1, 1, {"mechanism": "SCRAM-SHA-256"}))
+        assert SASL_HANDSHAKE.response.decode(Reader(answer(sock)), 1)["error_code"] == 0
+        sock.sendall(request(SASL_AUTHENTICATE, 0, 2, {"auth_bytes": client_first}))
+        body = SASL_AUTHENTICATE.response.decode(Reader(answer(sock)), 0)
+        return body["error_code"], body["error_message"], sock.recv(1) == b""
+
+
+def test_kafka_clients_log_in_with_scram(cluster: Secured) -> None:
+    """SASL/SCRAM-SHA-256 and -512 on the KAFKA listener. kafka-python and confluent-kafka log in
+    as users made by strom's SDK (SCRAM credentials derived beside the scrypt key) and by Kafka's
+    AlterUserScramCredentials (confluent-kafka's admin API, as User:admin); both clients'
+    DescribeUserScramCredentials answer; a wrong password is refused and logged; garbage in the
+    exchange closes that connection and the node serves on."""
+    for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+        bob = KafkaAdminClient(**scram_login(cluster, mechanism, "bob", BOB_PW))
+        try:
+            assert isinstance(bob.list_topics(), list)
+        finally:
+            bob.close()
+    admin = AdminClient(confluent_login(cluster, "SCRAM-SHA-512", "admin", ADMIN_PW))
+    made = admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
+        "kim", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192), KIM_PW.encode()
+    )])  # fmt: skip
+    made["kim"].result(timeout=15)
+    described = admin.describe_user_scram_credentials(["kim", "alice"])
+    kim = described["kim"].result(timeout=15).scram_credential_infos
+    assert [(i.mechanism, i.iterations) for i in kim] == [(ScramMechanism.SCRAM_SHA_256, 8192)]
+    alice = described["alice"].result(timeout=15).scram_credential_infos
+    assert sorted((i.mechanism.value, i.iterations) for i in alice) == [(1, 4096), (2, 4096)]
+    cluster.settle(lambda names: "kim" in names, users=True)
+    kim_admin = AdminClient(confluent_login(cluster, "SCRAM-SHA-256", "kim", KIM_PW))
+    assert kim_admin.list_topics(timeout=15).brokers  # logged in: metadata answered
+    with cluster.admin() as strom_admin:  # a SCRAM-only user: no scrypt key, so no PLAIN login
+        (kim_user,) = strom_admin.describe_users(["kim"])
+    assert kim_user.mechanism == "" and kim_user.scram == (("SCRAM-SHA-256", 8192),)
+    kafka_admin = KafkaAdminClient(**scram_login(cluster, "SCRAM-SHA-256", "admin", ADMIN_PW))
+    try:
+        listed = kafka_admin.describe_user_scram_credentials(["kim"])
+        assert "kim" in str(listed) and "8192" in str(listed)
+    finally:
+        kafka_admin.close()
+    # A wrong password: refused, logged, for both clients.
+    errors: list[Any] = []
+    wrong = ConfluentProducer(
+        {**confluent_login(cluster, "SCRAM-SHA-512", "kim", WRONG_PW), "error_cb": errors.append}
+    )
+    deadline = time.monotonic() + 15
+    while not any(e.code() == ConfluentError._AUTHENTICATION for e in errors):
+        assert time.monotonic() < deadline, f"no authentication error: {errors}"
+        wrong.poll(0.2)
+    SEEN_ERRORS.append(str(errors))
+    wrong.close()  # else librdkafka retries its login until the module's cluster is gone
+    with pytest.raises(KafkaError) as refused_login:
+        KafkaAdminClient(**scram_login(cluster, "SCRAM-SHA-256", "alice", WRONG_PW),
+                         bootstrap_timeout_ms=2_000)  # fmt: skip
+    SEEN_ERRORS.append(repr(refused_login.value))
+    logs = [(cluster.local.node_dir(n) / "node.log").read_text(errors="replace") for n in (1, 2, 3)]
+    assert any(
+        "SASL authentication failed: authentication failed: wrong username or password" in text
+        for text in logs
+    )
+    # Bad input in the exchange: a clear refusal, the connection closed, the node fine.
+    for garbage in (b"\xff\x00garbage", b"n,,n=kim", b"n,,n=kim,r=abc," + b"x" * 5000):
+        code, message, closed = raw_scram_first(cluster, garbage)
+        assert code == 58 and "SCRAM client-first" in message and closed, (code, message)
+        SEEN_ERRORS.append(message)
+    assert kim_admin.list_topics(timeout=15).brokers
+    kim_again = AdminClient(confluent_login(cluster, "SCRAM-SHA-256", "kim", KIM_PW))
+    assert kim_again.list_topics(timeout=15).brokers
+    # AdminClient has no close(): drop the handles now, not when the module's cluster is gone.
+    del admin, made, described, kim_admin, kim_again
+    gc.collect()
 
 
 def test_allow_everyone_if_no_acl_found(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from strom.client.records import TopicPartition
 from strom.client.transactions import TxnState
 from strom.storage.control_records import TxnMarker, encode_marker
 from strom.storage.record_batch import Record, encode_batch
-from strom.v1 import common_pb2
+from strom.v1 import broker_pb2, common_pb2
 
 TP = TopicPartition("payments", 0)
 
@@ -120,3 +120,108 @@ def test_a_failed_record_makes_the_transaction_abortable_a_fenced_one_fatal() ->
         await producer.cluster.close()
 
     asyncio.run(scenario())
+
+
+def test_concurrent_transactions_is_retried_soon_and_other_errors_with_the_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the previous transaction's markers are written the coordinator answers
+    CONCURRENT_TRANSACTIONS: the producer retries it after ~20 ms (not retry_backoff_ms), and
+    a fenced answer stops the retries with a fatal error."""
+    from strom.client import transactions as module
+    from strom.v1 import txn_pb2
+
+    answers = [common_pb2.CONCURRENT_TRANSACTIONS, common_pb2.CONCURRENT_TRANSACTIONS,
+               common_pb2.COORDINATOR_LOAD_IN_PROGRESS, common_pb2.NONE]  # fmt: skip
+    asked: list[str] = []
+    delays: list[float] = []
+
+    async def coordinator(cluster, key, method, request, cache, **kw):  # type: ignore[no-untyped-def]
+        asked.append(method)
+        return txn_pb2.TxnInitProducerIdResponse(
+            error_code=answers.pop(0), producer_id=5, producer_epoch=1
+        )
+
+    async def sleep(delay_s: float) -> None:
+        delays.append(delay_s)
+
+    async def scenario() -> None:
+        producer = AsyncProducer("localhost:1", transactional_id="t", retry_backoff_ms=500)
+        transactions = producer.transactions
+        assert transactions is not None
+        monkeypatch.setattr(module, "call_coordinator", coordinator)
+        monkeypatch.setattr(module.asyncio, "sleep", sleep)
+        await transactions.init()
+        assert transactions.state == TxnState.READY
+        assert (producer.sequences.producer_id, producer.sequences.producer_epoch) == (5, 1)
+        assert asked == ["InitProducerId"] * 4
+        assert 0.016 <= delays[0] <= 0.024 and 0.032 <= delays[1] <= 0.048  # 20, 40 ms
+        assert delays[2] >= 0.4  # another retriable answer: retry_backoff_ms
+        answers.append(common_pb2.PRODUCER_FENCED)
+        with pytest.raises(ProducerFencedError):
+            await transactions.init()
+        assert transactions.state == TxnState.FATAL
+        monkeypatch.undo()
+        await producer.cluster.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_read_committed_consumer_waits_for_stable_offsets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """KIP-447: a read_committed consumer fetches committed offsets with require_stable and
+    retries UNSTABLE_OFFSET_COMMIT (a transaction's offsets pending) until they settle, up to
+    its request timeout; a read_uncommitted one does not ask for stability (Kafka's rule)."""
+    from strom.client.errors import KafkaTimeoutError
+    from strom.v1 import group_pb2
+
+    def answer(code: int, offset: int) -> group_pb2.OffsetFetchResponse:
+        response = group_pb2.OffsetFetchResponse()
+        response.topics.add(name="orders").partitions.add(
+            partition=0,
+            offset=offset,
+            error_code=code,  # type: ignore[arg-type]
+        )
+        return response
+
+    async def scenario() -> None:
+        consumer = AsyncConsumer(
+            "localhost:1", group_id="g", isolation_level="read_committed",
+            retry_backoff_ms=1, retry_backoff_max_ms=2, request_timeout_ms=200,
+        )  # fmt: skip
+        answers = [answer(common_pb2.UNSTABLE_OFFSET_COMMIT, -1)] * 2 + [answer(0, 10)]
+        asked: list[bool] = []
+
+        async def call(method: str, request: group_pb2.OffsetFetchRequest) -> object:
+            asked.append(request.require_stable)
+            return answers.pop(0) if answers else answer(common_pb2.UNSTABLE_OFFSET_COMMIT, -1)
+
+        monkeypatch.setattr(consumer, "_coordinator_call", call)
+        orders0 = TopicPartition("orders", 0)
+        assert await consumer.committed_offsets([orders0]) == {orders0: 10}
+        assert asked == [True, True, True]
+        with pytest.raises(KafkaTimeoutError, match="orders-0"):
+            await consumer.committed_offsets([orders0])  # never settles: bounded
+        consumer.isolation_level = broker_pb2.READ_UNCOMMITTED
+        answers.append(answer(0, 3))
+        asked.clear()
+        assert await consumer.committed_offsets([orders0]) == {orders0: 3}
+        assert asked == [False]
+        await consumer.cluster.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_transactional_id_refused_by_the_authorizer_is_fatal() -> None:
+    from strom.client.errors import (
+        AuthorizationFailedError,
+        TransactionalIdAuthorizationError,
+        TransactionFatalError,
+        transaction_error,
+    )
+
+    error = transaction_error(common_pb2.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "needs WRITE")
+    assert isinstance(error, TransactionalIdAuthorizationError)
+    assert isinstance(error, TransactionFatalError) and isinstance(error, AuthorizationFailedError)
+    assert not error.retriable

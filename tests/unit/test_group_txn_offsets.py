@@ -89,3 +89,50 @@ def test_a_producer_that_did_not_add_the_offsets_partition_is_refused(tmp_path: 
             assert offset_of(b) is None
 
     asyncio.run(scenario())
+
+
+def test_offset_fetch_requiring_stable_offsets_answers_unstable_while_pending(
+    tmp_path: Path,
+) -> None:
+    """KIP-447 through the Group service's OffsetFetch: with require_stable, a partition whose
+    offset is pending in a transaction answers UNSTABLE_OFFSET_COMMIT (listing all offsets
+    too); without it, the last stable offset (Kafka's older clients); after the marker, the
+    transaction's offset."""
+    from strom.node.group.service import GroupServicer
+    from strom.v1 import group_pb2
+
+    async def fetch(servicer: GroupServicer, stable: bool, all_: bool = False) -> dict:
+        request = group_pb2.OffsetFetchRequest(group_id=GROUP, require_stable=stable)
+        if not all_:
+            request.topics.add(topic="orders", partitions=[0, 1])
+        response = await servicer.OffsetFetch(request, None)  # type: ignore[arg-type]
+        assert response.error_code == common_pb2.NONE
+        return {
+            (t.name, p.partition): (p.offset, common_pb2.ErrorCode.Name(p.error_code))
+            for t in response.topics
+            for p in t.partitions
+        }
+
+    async def scenario() -> None:
+        async with broker(tmp_path) as b:
+            servicer = GroupServicer(b.coordinator, b.manager, None, "internal")  # type: ignore[arg-type]
+            await b.coordinator.commit(GROUP, "", -1, [("orders", 0, 3, ""), ("orders", 1, 4, "")])
+            await txn_commit(b, 10)
+            assert await fetch(servicer, stable=True) == {
+                ("orders", 0): (-1, "UNSTABLE_OFFSET_COMMIT"), ("orders", 1): (4, "NONE"),
+            }  # fmt: skip
+            assert (await fetch(servicer, stable=True, all_=True))[("orders", 0)] == (
+                -1, "UNSTABLE_OFFSET_COMMIT",
+            )  # fmt: skip
+            assert (await fetch(servicer, stable=False))[("orders", 0)] == (3, "NONE")
+            end_txn(b, commit=True)
+            assert (await fetch(servicer, stable=True))[("orders", 0)] == (10, "NONE")
+            await txn_commit(b, 20)
+            await reload(b)  # a new coordinator still knows the undecided offset
+            assert (await fetch(servicer, stable=True))[("orders", 0)] == (
+                -1, "UNSTABLE_OFFSET_COMMIT",
+            )  # fmt: skip
+            end_txn(b, commit=False)
+            assert (await fetch(servicer, stable=True))[("orders", 0)] == (10, "NONE")
+
+    asyncio.run(scenario())

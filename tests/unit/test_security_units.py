@@ -344,6 +344,112 @@ def test_group_and_inter_node_rules() -> None:
     assert run(cluster_action(access("User:n2", granted), object(), echo)) == "called"
 
 
+def test_transactions_need_write_on_their_transactional_id() -> None:
+    """Kafka's TRANSACTIONAL_ID resource: WRITE on the id for every producer request, DESCRIBE
+    to find its coordinator or see it; the topics and the group are checked too."""
+    from strom.node.security import rules_txn
+    from strom.v1 import txn_pb2
+
+    def txn_binding(name: str, op: Operation, pattern: PatternType = PatternType.LITERAL,
+                    permission: Permission = Permission.ALLOW) -> AclBinding:  # fmt: skip
+        return AclBinding(ResourceType.TRANSACTIONAL_ID, name, pattern, "User:a", "*", op,
+                          permission)  # fmt: skip
+
+    async def never(request: Any) -> Any:
+        raise AssertionError("the handler must not run")
+
+    seen: list[Any] = []
+
+    async def handler(request: Any) -> Any:
+        seen.append(request)
+        return txn_pb2.TxnResponse()
+
+    failed = common_pb2.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    nobody = access("User:a", binding("orders", Operation.WRITE))
+    app = access(
+        "User:a", binding("orders", Operation.WRITE), binding("in", Operation.READ),
+        txn_binding("app-", Operation.WRITE, PatternType.PREFIXED),
+        txn_binding("app-secret", Operation.ALL, permission=Permission.DENY),
+        AclBinding(ResourceType.GROUP, "g", PatternType.LITERAL, "User:a", "*", Operation.READ,
+                   Permission.ALLOW),
+    )  # fmt: skip
+    init = txn_pb2.TxnInitProducerIdRequest(transactional_id="app-1", transaction_timeout_ms=1)
+    assert run(rules_txn.init_producer_id(nobody, init, never)).error_code == failed
+    run(rules_txn.init_producer_id(app, init, handler))
+    denied = txn_pb2.TxnInitProducerIdRequest(transactional_id="app-secret")
+    assert run(rules_txn.init_producer_id(app, denied, never)).error_code == failed
+
+    def add(*topics: str) -> txn_pb2.AddPartitionsToTxnRequest:
+        return txn_pb2.AddPartitionsToTxnRequest(
+            transactional_id="app-1", producer_id=1,
+            partitions=[txn_pb2.TxnTopicPartition(topic=t) for t in topics],
+        )  # fmt: skip
+
+    assert run(rules_txn.add_partitions(nobody, add("orders"), never)).error_code == failed
+    assert run(rules_txn.add_partitions(app, add("orders", "in"), never)).error_code == (
+        common_pb2.TOPIC_AUTHORIZATION_FAILED  # READ is not WRITE
+    )
+    run(rules_txn.add_partitions(app, add("orders"), handler))
+    end = txn_pb2.EndTxnRequest(transactional_id="app-1", commit=True)
+    assert run(rules_txn.end_txn(nobody, end, never)).error_code == failed
+    run(rules_txn.end_txn(app, end, handler))
+    offsets = txn_pb2.AddOffsetsToTxnRequest(transactional_id="app-1", group_id="other")
+    assert run(rules_txn.add_offsets(app, offsets, never)).error_code == (
+        common_pb2.GROUP_AUTHORIZATION_FAILED
+    )
+    commit = txn_pb2.TxnOffsetCommitRequest(transactional_id="app-1", group_id="g")
+    commit.topics.add(name="in").partitions.add(partition=0, offset=5)
+    commit.topics.add(name="orders").partitions.add(partition=1, offset=7)  # WRITE, not READ
+
+    async def commit_handler(request: Any) -> Any:
+        seen.append(request)
+        response = txn_pb2.TxnOffsetCommitResponse()
+        for t in request.topics:
+            response.topics.add(name=t.name).partitions.add(partition=t.partitions[0].partition)
+        return response
+
+    answered = run(rules_txn.txn_offset_commit(app, commit, commit_handler))
+    assert [t.name for t in seen[-1].topics] == ["in"]
+    assert [(t.name, t.partitions[0].error_code) for t in answered.topics] == [
+        ("in", common_pb2.NONE), ("orders", common_pb2.TOPIC_AUTHORIZATION_FAILED)
+    ]  # fmt: skip
+    assert run(rules_txn.txn_offset_commit(nobody, commit, never)).error_code == failed
+    # WRITE implies DESCRIBE: app may find its coordinator, nobody may not
+    find = group_pb2.FindCoordinatorRequest(key="app-1", key_type=group_pb2.TRANSACTION)
+    assert run(rules_group.find_coordinator(nobody, find, never)).error_code == failed
+
+    async def found(request: Any) -> Any:
+        return group_pb2.FindCoordinatorResponse(node_id=1)
+
+    assert run(rules_group.find_coordinator(app, find, found)).node_id == 1
+
+    async def listing(request: Any) -> Any:
+        response = txn_pb2.ListTransactionsResponse()
+        for tid in ("app-1", "app-secret", "other"):
+            response.transactions.add(transactional_id=tid)
+        return response
+
+    listed = run(rules_txn.list_transactions(app, txn_pb2.ListTransactionsRequest(), listing))
+    assert [t.transactional_id for t in listed.transactions] == ["app-1"]
+
+    async def describing(request: Any) -> Any:
+        return txn_pb2.DescribeTransactionsResponse(
+            transactions=[txn_pb2.TransactionDescription(transactional_id=t, state="Empty")
+                          for t in request.transactional_ids]
+        )  # fmt: skip
+
+    described = run(rules_txn.describe_transactions(
+        app, txn_pb2.DescribeTransactionsRequest(transactional_ids=["other", "app-2"]),
+        describing,
+    ))  # fmt: skip
+    assert [(d.transactional_id, d.error_code) for d in described.transactions] == [
+        ("other", failed), ("app-2", common_pb2.NONE)
+    ]  # fmt: skip
+    bad = AclBinding(ResourceType.TRANSACTIONAL_ID, "", PatternType.LITERAL, "User:a", "*",
+                     Operation.WRITE, Permission.ALLOW)  # fmt: skip
+    assert bad.problem() is not None and txn_binding("x", Operation.WRITE).problem() is None
+
+
 # ---- configuration and coverage ----------------------------------------------------------------
 
 
@@ -357,11 +463,20 @@ def test_every_strom_rpc_has_an_authorization_rule() -> None:
         group_pb2,
         raft_pb2,
         replica_pb2,
+        txn_pb2,
     )
 
     methods = {
         f"/{service.full_name}/{method.name}"
-        for module in (admin_pb2, broker_pb2, controller_pb2, group_pb2, raft_pb2, replica_pb2)
+        for module in (
+            admin_pb2,
+            broker_pb2,
+            controller_pb2,
+            group_pb2,
+            raft_pb2,
+            replica_pb2,
+            txn_pb2,
+        )
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
         # Streams are refused on secured listeners (the interceptor authorizes unary calls

@@ -12,7 +12,8 @@ import pytest
 
 from strom.node.txn.coordinator import TxnCoordinator
 from strom.node.txn.state import TxnError, TxnMetadata, TxnState
-from strom.node.txn.state_log import state_partition
+from strom.node.txn.state_log import load_states, state_partition
+from strom.storage.batch_validation import split_batches
 from strom.v1 import common_pb2
 
 PARTITIONS = 4
@@ -54,6 +55,26 @@ class Cluster:
         return next(self.ids)
 
 
+def states_in_log(cluster: Cluster) -> list[TxnState]:
+    """The states of TID persisted so far, in order (one batch per transition)."""
+    data = cluster.logs.get(OWN, b"")
+    found = []
+    for position, size in split_batches(data):
+        one: dict[str, TxnMetadata] = {}
+        load_states(data[position : position + size], one, lambda o, why: None)
+        found.extend(m.state for t, m in one.items() if t == TID)
+    return found
+
+
+async def settled(coordinator: TxnCoordinator) -> None:
+    """Let the completion tasks run to their end (bounded)."""
+    for _ in range(1_000):
+        if not any(coordinator.completing(t) for t in list(coordinator.states)):
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("completion tasks still running")
+
+
 async def loaded(cluster: Cluster) -> TxnCoordinator:
     coordinator = cluster.coordinator()
     await coordinator.load(OWN, cluster.logs.get(OWN, b""))
@@ -68,14 +89,21 @@ def test_commit_and_abort_write_markers_after_persisting_the_decision() -> None:
         assert (meta.producer_id, meta.producer_epoch) == (100, 0)
         await coordinator.add_partitions(TID, 100, 0, P)
         assert cluster.registered == [(100, 0, P)]
-        done = await coordinator.end_txn(TID, 100, 0, commit=True)
-        assert done.state == TxnState.COMPLETE_COMMIT
+        decided = await coordinator.end_txn(TID, 100, 0, commit=True)
+        # answered once the decision is persisted; the markers follow
+        assert decided.state == TxnState.PREPARE_COMMIT
+        assert states_in_log(cluster)[-1] == TxnState.PREPARE_COMMIT
+        await settled(coordinator)
         assert cluster.markers == [(100, 0, True, P)]
+        assert states_in_log(cluster)[-1] == TxnState.COMPLETE_COMMIT
         # a retried EndTxn answers the same and writes nothing more
-        assert (await coordinator.end_txn(TID, 100, 0, commit=True)).state == done.state
+        retried = await coordinator.end_txn(TID, 100, 0, commit=True)
+        assert retried.state == TxnState.COMPLETE_COMMIT
+        await settled(coordinator)
         assert len(cluster.markers) == 1
         await coordinator.add_partitions(TID, 100, 0, frozenset({("orders", 0)}))
         await coordinator.end_txn(TID, 100, 0, commit=False)
+        await settled(coordinator)
         assert cluster.markers[-1] == (100, 0, False, frozenset({("orders", 0)}))
 
     asyncio.run(scenario())
@@ -123,9 +151,11 @@ def test_a_new_coordinator_completes_a_decided_commit() -> None:
         await old.init_producer_id(TID, 60_000, cluster.fresh_id)
         await old.add_partitions(TID, 100, 0, P)
         cluster.markers_fail = True
-        with pytest.raises(ConnectionError):
-            await old.end_txn(TID, 100, 0, commit=True)  # decided, markers not written
-        old.unload(OWN)
+        decided = await old.end_txn(TID, 100, 0, commit=True)  # answered: the decision
+        assert decided.state == TxnState.PREPARE_COMMIT and old.completing(TID)
+        old.unload(OWN)  # the old coordinator's completion task stops with its partition
+        await asyncio.sleep(0)
+        assert not old.completing(TID)
         with pytest.raises(TxnError) as moved:
             await old.end_txn(TID, 100, 0, commit=True)
         assert moved.value.code == common_pb2.NOT_COORDINATOR
@@ -159,13 +189,14 @@ def test_markers_that_cannot_be_written_at_failover_are_retried_not_lost() -> No
         await old.init_producer_id(TID, 60_000, cluster.fresh_id)
         await old.add_partitions(TID, 100, 0, P)
         cluster.markers_fail = True
-        with pytest.raises(ConnectionError):
-            await old.end_txn(TID, 100, 0, commit=True)
+        await old.end_txn(TID, 100, 0, commit=True)
+        old.unload(OWN)
         new = await loaded(cluster)  # does not raise: the load itself succeeded
         assert new.owns(OWN) and new.states[TID].state == TxnState.PREPARE_COMMIT
-        assert await new.complete_pending() == []  # still unreachable
+        assert new.completing(TID)  # its completion task retries with backoff
+        assert await new.complete_pending() == []  # left to that task
         cluster.markers_fail = False
-        assert await new.complete_pending() == [TID]
+        await settled(new)
         assert cluster.markers == [(100, 0, True, P)]
         assert new.states[TID].state == TxnState.COMPLETE_COMMIT
 
@@ -186,7 +217,48 @@ def test_a_timed_out_transaction_is_decided_even_when_its_markers_must_wait() ->
             await coordinator.end_txn(TID, 100, 0, commit=True)
         assert fenced.value.code == common_pb2.INVALID_PRODUCER_EPOCH
         cluster.markers_fail = False
-        assert await coordinator.complete_pending() == [TID]
+        await settled(coordinator)
         assert cluster.markers == [(100, 1, False, P)]
+        assert coordinator.states[TID].state == TxnState.COMPLETE_ABORT
+
+    asyncio.run(scenario())
+
+
+def test_requests_while_markers_are_written_get_concurrent_transactions_then_succeed() -> None:
+    """Kafka's rule: after EndTxn is answered, the same producer's next AddPartitionsToTxn or
+    InitProducerId is refused CONCURRENT_TRANSACTIONS (retriable) until the markers are written;
+    a request waits a bounded time for them first."""
+
+    async def scenario() -> None:
+        cluster = Cluster()
+        coordinator = await loaded(cluster)
+        coordinator.concurrent_wait_ms_max = 20
+        await coordinator.init_producer_id(TID, 60_000, cluster.fresh_id)
+        await coordinator.add_partitions(TID, 100, 0, P)
+        cluster.markers_fail = True
+        await coordinator.end_txn(TID, 100, 0, commit=True)
+        for request in (
+            coordinator.add_partitions(TID, 100, 0, P),
+            coordinator.init_producer_id(TID, 60_000, cluster.fresh_id),
+        ):
+            with pytest.raises(TxnError) as busy:
+                await request
+            assert busy.value.code == common_pb2.CONCURRENT_TRANSACTIONS
+        # the opposite outcome is refused; the same one answers the decision again
+        with pytest.raises(TxnError) as opposite:
+            await coordinator.end_txn(TID, 100, 0, commit=False)
+        assert opposite.value.code == common_pb2.INVALID_TXN_STATE
+        assert (await coordinator.end_txn(TID, 100, 0, True)).state == TxnState.PREPARE_COMMIT
+        assert cluster.markers == []
+        cluster.markers_fail = False
+        # markers written within the bounded wait: the next transaction starts at once
+        coordinator.concurrent_wait_ms_max = 5_000
+        added = await coordinator.add_partitions(TID, 100, 0, frozenset({("orders", 0)}))
+        assert added.state == TxnState.ONGOING
+        assert cluster.markers == [(100, 0, True, P)]
+        assert states_in_log(cluster)[-3:] == [
+            TxnState.PREPARE_COMMIT, TxnState.COMPLETE_COMMIT, TxnState.ONGOING
+        ]  # fmt: skip
+        await coordinator.stop()
 
     asyncio.run(scenario())

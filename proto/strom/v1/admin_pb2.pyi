@@ -1198,14 +1198,50 @@ class UserCredentialUpsertion(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
+    SCRAM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     @_builtins.property
     def credential(self) -> _metadata_pb2.UserCredential: ...
+    @_builtins.property
+    def scram(self) -> _containers.RepeatedCompositeFieldContainer[_metadata_pb2.ScramCredential]:
+        """SCRAM credentials derived from the same password (at most one per mechanism). A
+        mechanism the user had and this upsertion does not name loses its credential: the old
+        password must not keep working through SCRAM.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         credential: _metadata_pb2.UserCredential | None = ...,
+        scram: _abc.Iterable[_metadata_pb2.ScramCredential] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "name", b"name", "scram", b"scram"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserCredentialUpsertion: _TypeAlias = UserCredentialUpsertion  # noqa: Y015
+
+@_typing.final
+class ScramCredentialUpsertion(_message.Message):
+    """Kafka's AlterUserScramCredentials: one mechanism of one user at a time. A user's operations
+    (across both lists) succeed or fail together.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def credential(self) -> _metadata_pb2.ScramCredential: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        credential: _metadata_pb2.ScramCredential | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1213,7 +1249,29 @@ class UserCredentialUpsertion(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___UserCredentialUpsertion: _TypeAlias = UserCredentialUpsertion  # noqa: Y015
+Global___ScramCredentialUpsertion: _TypeAlias = ScramCredentialUpsertion  # noqa: Y015
+
+@_typing.final
+class ScramCredentialDeletion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MECHANISM_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    mechanism: _metadata_pb2.ScramMechanism.ValueType
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        mechanism: _metadata_pb2.ScramMechanism.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mechanism", b"mechanism", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScramCredentialDeletion: _TypeAlias = ScramCredentialDeletion  # noqa: Y015
 
 @_typing.final
 class AlterUserCredentialsRequest(_message.Message):
@@ -1221,19 +1279,29 @@ class AlterUserCredentialsRequest(_message.Message):
 
     UPSERTIONS_FIELD_NUMBER: _builtins.int
     DELETIONS_FIELD_NUMBER: _builtins.int
+    SCRAM_UPSERTIONS_FIELD_NUMBER: _builtins.int
+    SCRAM_DELETIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def upsertions(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserCredentialUpsertion]: ...
     @_builtins.property
-    def deletions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def deletions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the user whole: scrypt and SCRAM credentials"""
+
+    @_builtins.property
+    def scram_upsertions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScramCredentialUpsertion]: ...
+    @_builtins.property
+    def scram_deletions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScramCredentialDeletion]: ...
     def __init__(
         self,
         *,
         upsertions: _abc.Iterable[Global___UserCredentialUpsertion] | None = ...,
         deletions: _abc.Iterable[_builtins.str] | None = ...,
+        scram_upsertions: _abc.Iterable[Global___ScramCredentialUpsertion] | None = ...,
+        scram_deletions: _abc.Iterable[Global___ScramCredentialDeletion] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deletions", b"deletions", "upsertions", b"upsertions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deletions", b"deletions", "scram_deletions", b"scram_deletions", "scram_upsertions", b"scram_upsertions", "upsertions", b"upsertions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1271,7 +1339,7 @@ class AlterUserCredentialsResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlterUserCredentialsResult]:
-        """upsertions first, then deletions"""
+        """One per item, in request order: upsertions, deletions, scram_upsertions, scram_deletions."""
 
     def __init__(
         self,
@@ -1319,12 +1387,16 @@ class UserDescription(_message.Message):
     N_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    SCRAM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     mechanism: _metadata_pb2.CredentialMechanism.ValueType
+    """UNKNOWN for a user with SCRAM credentials only"""
     n: _builtins.int
     error_code: _common_pb2.ErrorCode.ValueType
     """RESOURCE_NOT_FOUND for a named user that does not exist"""
     error_message: _builtins.str
+    @_builtins.property
+    def scram(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScramCredentialInfo]: ...
     def __init__(
         self,
         *,
@@ -1333,14 +1405,39 @@ class UserDescription(_message.Message):
         n: _builtins.int = ...,
         error_code: _common_pb2.ErrorCode.ValueType = ...,
         error_message: _builtins.str = ...,
+        scram: _abc.Iterable[Global___ScramCredentialInfo] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "error_message", b"error_message", "mechanism", b"mechanism", "n", b"n", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "error_message", b"error_message", "mechanism", b"mechanism", "n", b"n", "name", b"name", "scram", b"scram"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UserDescription: _TypeAlias = UserDescription  # noqa: Y015
+
+@_typing.final
+class ScramCredentialInfo(_message.Message):
+    """Kafka's DescribeUserScramCredentials answer: the mechanism and iteration count only."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MECHANISM_FIELD_NUMBER: _builtins.int
+    ITERATIONS_FIELD_NUMBER: _builtins.int
+    mechanism: _metadata_pb2.ScramMechanism.ValueType
+    iterations: _builtins.int
+    def __init__(
+        self,
+        *,
+        mechanism: _metadata_pb2.ScramMechanism.ValueType = ...,
+        iterations: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["iterations", b"iterations", "mechanism", b"mechanism"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScramCredentialInfo: _TypeAlias = ScramCredentialInfo  # noqa: Y015
 
 @_typing.final
 class DescribeUsersResponse(_message.Message):

@@ -78,6 +78,7 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     INVALID_TRANSACTION_TIMEOUT: _ErrorCode.ValueType  # 50
     CONCURRENT_TRANSACTIONS: _ErrorCode.ValueType  # 51
     TRANSACTION_COORDINATOR_FENCED: _ErrorCode.ValueType  # 52
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED: _ErrorCode.ValueType  # 53
     KAFKA_STORAGE_ERROR: _ErrorCode.ValueType  # 56
     SASL_AUTHENTICATION_FAILED: _ErrorCode.ValueType  # 58
     UNKNOWN_PRODUCER_ID: _ErrorCode.ValueType  # 59
@@ -93,8 +94,10 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     ELECTION_NOT_NEEDED: _ErrorCode.ValueType  # 84
     NO_REASSIGNMENT_IN_PROGRESS: _ErrorCode.ValueType  # 85
     INVALID_RECORD: _ErrorCode.ValueType  # 87
+    UNSTABLE_OFFSET_COMMIT: _ErrorCode.ValueType  # 88
     PRODUCER_FENCED: _ErrorCode.ValueType  # 90
     RESOURCE_NOT_FOUND: _ErrorCode.ValueType  # 91
+    DUPLICATE_RESOURCE: _ErrorCode.ValueType  # 92
     UNACCEPTABLE_CREDENTIAL: _ErrorCode.ValueType  # 93
     INCONSISTENT_VOTER_SET: _ErrorCode.ValueType  # 94
     INVALID_UPDATE_VERSION: _ErrorCode.ValueType  # 95
@@ -164,6 +167,7 @@ INVALID_PRODUCER_ID_MAPPING: ErrorCode.ValueType  # 49
 INVALID_TRANSACTION_TIMEOUT: ErrorCode.ValueType  # 50
 CONCURRENT_TRANSACTIONS: ErrorCode.ValueType  # 51
 TRANSACTION_COORDINATOR_FENCED: ErrorCode.ValueType  # 52
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode.ValueType  # 53
 KAFKA_STORAGE_ERROR: ErrorCode.ValueType  # 56
 SASL_AUTHENTICATION_FAILED: ErrorCode.ValueType  # 58
 UNKNOWN_PRODUCER_ID: ErrorCode.ValueType  # 59
@@ -179,8 +183,10 @@ ELIGIBLE_LEADERS_NOT_AVAILABLE: ErrorCode.ValueType  # 83
 ELECTION_NOT_NEEDED: ErrorCode.ValueType  # 84
 NO_REASSIGNMENT_IN_PROGRESS: ErrorCode.ValueType  # 85
 INVALID_RECORD: ErrorCode.ValueType  # 87
+UNSTABLE_OFFSET_COMMIT: ErrorCode.ValueType  # 88
 PRODUCER_FENCED: ErrorCode.ValueType  # 90
 RESOURCE_NOT_FOUND: ErrorCode.ValueType  # 91
+DUPLICATE_RESOURCE: ErrorCode.ValueType  # 92
 UNACCEPTABLE_CREDENTIAL: ErrorCode.ValueType  # 93
 INCONSISTENT_VOTER_SET: ErrorCode.ValueType  # 94
 INVALID_UPDATE_VERSION: ErrorCode.ValueType  # 95

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from strom.v1 import common_pb2 as strom_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14strom/v1/group.proto\x12\x08strom.v1\x1a\x15strom/v1/common.proto\"R\n\x16\x46indCoordinatorRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x08key_type\x18\x02 \x01(\x0e\x32\x19.strom.v1.CoordinatorType\"\x86\x01\n\x17\x46indCoordinatorResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x05\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x0c\n\x04port\x18\x05 \x01(\x05\"4\n\x0fTopicPartitions\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\"\xb0\x02\n\x1d\x43onsumerGroupHeartbeatRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x03 \x01(\x05\x12\x13\n\x0binstance_id\x18\x04 \x01(\t\x12\x11\n\tclient_id\x18\x05 \x01(\t\x12\x1e\n\x16subscribed_topic_names\x18\x06 \x03(\t\x12\x17\n\x0fserver_assignor\x18\x07 \x01(\t\x12\x33\n\x10owned_partitions\x18\x08 \x03(\x0b\x32\x19.strom.v1.TopicPartitions\x12 \n\x18owned_partitions_present\x18\t \x01(\x08\x12\x1c\n\x14rebalance_timeout_ms\x18\n \x01(\x05\"\xf3\x01\n\x1e\x43onsumerGroupHeartbeatResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x04 \x01(\x05\x12\x1d\n\x15heartbeat_interval_ms\x18\x05 \x01(\x05\x12\x1a\n\x12session_timeout_ms\x18\x06 \x01(\x05\x12-\n\nassignment\x18\x07 \x03(\x0b\x32\x19.strom.v1.TopicPartitions\"L\n\x15OffsetCommitPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x10\n\x08metadata\x18\x03 \x01(\t\"V\n\x11OffsetCommitTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x33\n\npartitions\x18\x02 \x03(\x0b\x32\x1f.strom.v1.OffsetCommitPartition\"}\n\x13OffsetCommitRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x03 \x01(\x05\x12+\n\x06topics\x18\x04 \x03(\x0b\x32\x1b.strom.v1.OffsetCommitTopic\"p\n\x1bOffsetCommitPartitionResult\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\"b\n\x17OffsetCommitTopicResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x39\n\npartitions\x18\x02 \x03(\x0b\x32%.strom.v1.OffsetCommitPartitionResult\"\x89\x01\n\x14OffsetCommitResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x31\n\x06topics\x18\x03 \x03(\x0b\x32!.strom.v1.OffsetCommitTopicResult\"Q\n\x12OffsetFetchRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12)\n\x06topics\x18\x02 \x03(\x0b\x32\x19.strom.v1.TopicPartitions\"h\n\x14OffsetFetchPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x10\n\x08metadata\x18\x03 \x01(\t\x12\x1b\n\x13\x63ommit_timestamp_ms\x18\x04 \x01(\x03\"T\n\x10OffsetFetchTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.strom.v1.OffsetFetchPartition\"\x81\x01\n\x13OffsetFetchResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12*\n\x06topics\x18\x03 \x03(\x0b\x32\x1a.strom.v1.OffsetFetchTopic\"\x13\n\x11ListGroupsRequest\"D\n\x0bListedGroup\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x14\n\x0cmember_count\x18\x03 \x01(\x05\"d\n\x12ListGroupsResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12%\n\x06groups\x18\x02 \x03(\x0b\x32\x15.strom.v1.ListedGroup\"*\n\x15\x44\x65scribeGroupsRequest\x12\x11\n\tgroup_ids\x18\x01 \x03(\t\"\x83\x02\n\x16GroupMemberDescription\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63lient_host\x18\x04 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x05 \x01(\x05\x12\x1e\n\x16subscribed_topic_names\x18\x06 \x03(\t\x12-\n\nassignment\x18\x07 \x03(\x0b\x32\x19.strom.v1.TopicPartitions\x12\x34\n\x11target_assignment\x18\x08 \x03(\x0b\x32\x19.strom.v1.TopicPartitions\"\xe5\x01\n\x10GroupDescription\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x13\n\x0bgroup_epoch\x18\x05 \x01(\x05\x12\x10\n\x08\x61ssignor\x18\x06 \x01(\t\x12\x31\n\x07members\x18\x07 \x03(\x0b\x32 .strom.v1.GroupMemberDescription\x12\x16\n\x0e\x63oordinator_id\x18\x08 \x01(\x05\"D\n\x16\x44\x65scribeGroupsResponse\x12*\n\x06groups\x18\x01 \x03(\x0b\x32\x1a.strom.v1.GroupDescription\"(\n\x13\x44\x65leteGroupsRequest\x12\x11\n\tgroup_ids\x18\x01 \x03(\t\"e\n\x11\x44\x65leteGroupResult\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\"D\n\x14\x44\x65leteGroupsResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.strom.v1.DeleteGroupResult\"B\n\x0fOffsetCommitKey\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\"h\n\x11OffsetCommitValue\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x10\n\x08metadata\x18\x02 \x01(\t\x12\x1b\n\x13\x63ommit_timestamp_ms\x18\x03 \x01(\x03\x12\x14\n\x0cmember_epoch\x18\x04 \x01(\x05*-\n\x0f\x43oordinatorType\x12\t\n\x05GROUP\x10\x00\x12\x0f\n\x0bTRANSACTION\x10\x01\x32\xd4\x04\n\x05Group\x12V\n\x0f\x46indCoordinator\x12 .strom.v1.FindCoordinatorRequest\x1a!.strom.v1.FindCoordinatorResponse\x12k\n\x16\x43onsumerGroupHeartbeat\x12\'.strom.v1.ConsumerGroupHeartbeatRequest\x1a(.strom.v1.ConsumerGroupHeartbeatResponse\x12M\n\x0cOffsetCommit\x12\x1d.strom.v1.OffsetCommitRequest\x1a\x1e.strom.v1.OffsetCommitResponse\x12J\n\x0bOffsetFetch\x12\x1c.strom.v1.OffsetFetchRequest\x1a\x1d.strom.v1.OffsetFetchResponse\x12G\n\nListGroups\x12\x1b.strom.v1.ListGroupsRequest\x1a\x1c.strom.v1.ListGroupsResponse\x12S\n\x0e\x44\x65scribeGroups\x12\x1f.strom.v1.DescribeGroupsRequest\x1a .strom.v1.DescribeGroupsResponse\x12M\n\x0c\x44\x65leteGroups\x12\x1d.strom.v1.DeleteGroupsRequest\x1a\x1e.strom.v1.DeleteGroupsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14strom/v1/group.proto\x12\x08strom.v1\x1a\x15strom/v1/common.proto\"R\n\x16\x46indCoordinatorRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x08key_type\x18\x02 \x01(\x0e\x32\x19.strom.v1.CoordinatorType\"\x86\x01\n\x17\x46indCoordinatorResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x05\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x0c\n\x04port\x18\x05 \x01(\x05\"4\n\x0fTopicPartitions\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\"\xb0\x02\n\x1d\x43onsumerGroupHeartbeatRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x03 \x01(\x05\x12\x13\n\x0binstance_id\x18\x04 \x01(\t\x12\x11\n\tclient_id\x18\x05 \x01(\t\x12\x1e\n\x16subscribed_topic_names\x18\x06 \x03(\t\x12\x17\n\x0fserver_assignor\x18\x07 \x01(\t\x12\x33\n\x10owned_partitions\x18\x08 \x03(\x0b\x32\x19.strom.v1.TopicPartitions\x12 \n\x18owned_partitions_present\x18\t \x01(\x08\x12\x1c\n\x14rebalance_timeout_ms\x18\n \x01(\x05\"\xf3\x01\n\x1e\x43onsumerGroupHeartbeatResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x11\n\tmember_id\x18\x03 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x04 \x01(\x05\x12\x1d\n\x15heartbeat_interval_ms\x18\x05 \x01(\x05\x12\x1a\n\x12session_timeout_ms\x18\x06 \x01(\x05\x12-\n\nassignment\x18\x07 \x03(\x0b\x32\x19.strom.v1.TopicPartitions\"L\n\x15OffsetCommitPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x10\n\x08metadata\x18\x03 \x01(\t\"V\n\x11OffsetCommitTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x33\n\npartitions\x18\x02 \x03(\x0b\x32\x1f.strom.v1.OffsetCommitPartition\"}\n\x13OffsetCommitRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x03 \x01(\x05\x12+\n\x06topics\x18\x04 \x03(\x0b\x32\x1b.strom.v1.OffsetCommitTopic\"p\n\x1bOffsetCommitPartitionResult\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\"b\n\x17OffsetCommitTopicResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x39\n\npartitions\x18\x02 \x03(\x0b\x32%.strom.v1.OffsetCommitPartitionResult\"\x89\x01\n\x14OffsetCommitResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x31\n\x06topics\x18\x03 \x03(\x0b\x32!.strom.v1.OffsetCommitTopicResult\"i\n\x12OffsetFetchRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12)\n\x06topics\x18\x02 \x03(\x0b\x32\x19.strom.v1.TopicPartitions\x12\x16\n\x0erequire_stable\x18\x03 \x01(\x08\"\xa8\x01\n\x14OffsetFetchPartition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x10\n\x08metadata\x18\x03 \x01(\t\x12\x1b\n\x13\x63ommit_timestamp_ms\x18\x04 \x01(\x03\x12\'\n\nerror_code\x18\x05 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x06 \x01(\t\"T\n\x10OffsetFetchTopic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\npartitions\x18\x02 \x03(\x0b\x32\x1e.strom.v1.OffsetFetchPartition\"\x81\x01\n\x13OffsetFetchResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12*\n\x06topics\x18\x03 \x03(\x0b\x32\x1a.strom.v1.OffsetFetchTopic\"\x13\n\x11ListGroupsRequest\"D\n\x0bListedGroup\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x14\n\x0cmember_count\x18\x03 \x01(\x05\"d\n\x12ListGroupsResponse\x12\'\n\nerror_code\x18\x01 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12%\n\x06groups\x18\x02 \x03(\x0b\x32\x15.strom.v1.ListedGroup\"*\n\x15\x44\x65scribeGroupsRequest\x12\x11\n\tgroup_ids\x18\x01 \x03(\t\"\x83\x02\n\x16GroupMemberDescription\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63lient_host\x18\x04 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x05 \x01(\x05\x12\x1e\n\x16subscribed_topic_names\x18\x06 \x03(\t\x12-\n\nassignment\x18\x07 \x03(\x0b\x32\x19.strom.v1.TopicPartitions\x12\x34\n\x11target_assignment\x18\x08 \x03(\x0b\x32\x19.strom.v1.TopicPartitions\"\xe5\x01\n\x10GroupDescription\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x13\n\x0bgroup_epoch\x18\x05 \x01(\x05\x12\x10\n\x08\x61ssignor\x18\x06 \x01(\t\x12\x31\n\x07members\x18\x07 \x03(\x0b\x32 .strom.v1.GroupMemberDescription\x12\x16\n\x0e\x63oordinator_id\x18\x08 \x01(\x05\"D\n\x16\x44\x65scribeGroupsResponse\x12*\n\x06groups\x18\x01 \x03(\x0b\x32\x1a.strom.v1.GroupDescription\"(\n\x13\x44\x65leteGroupsRequest\x12\x11\n\tgroup_ids\x18\x01 \x03(\t\"e\n\x11\x44\x65leteGroupResult\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\'\n\nerror_code\x18\x02 \x01(\x0e\x32\x13.strom.v1.ErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\"D\n\x14\x44\x65leteGroupsResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.strom.v1.DeleteGroupResult\"B\n\x0fOffsetCommitKey\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\"h\n\x11OffsetCommitValue\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x10\n\x08metadata\x18\x02 \x01(\t\x12\x1b\n\x13\x63ommit_timestamp_ms\x18\x03 \x01(\x03\x12\x14\n\x0cmember_epoch\x18\x04 \x01(\x05*-\n\x0f\x43oordinatorType\x12\t\n\x05GROUP\x10\x00\x12\x0f\n\x0bTRANSACTION\x10\x01\x32\xd4\x04\n\x05Group\x12V\n\x0f\x46indCoordinator\x12 .strom.v1.FindCoordinatorRequest\x1a!.strom.v1.FindCoordinatorResponse\x12k\n\x16\x43onsumerGroupHeartbeat\x12\'.strom.v1.ConsumerGroupHeartbeatRequest\x1a(.strom.v1.ConsumerGroupHeartbeatResponse\x12M\n\x0cOffsetCommit\x12\x1d.strom.v1.OffsetCommitRequest\x1a\x1e.strom.v1.OffsetCommitResponse\x12J\n\x0bOffsetFetch\x12\x1c.strom.v1.OffsetFetchRequest\x1a\x1d.strom.v1.OffsetFetchResponse\x12G\n\nListGroups\x12\x1b.strom.v1.ListGroupsRequest\x1a\x1c.strom.v1.ListGroupsResponse\x12S\n\x0e\x44\x65scribeGroups\x12\x1f.strom.v1.DescribeGroupsRequest\x1a .strom.v1.DescribeGroupsResponse\x12M\n\x0c\x44\x65leteGroups\x12\x1d.strom.v1.DeleteGroupsRequest\x1a\x1e.strom.v1.DeleteGroupsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'strom.v1.group_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COORDINATORTYPE']._serialized_start=3129
-  _globals['_COORDINATORTYPE']._serialized_end=3174
+  _globals['_COORDINATORTYPE']._serialized_start=3218
+  _globals['_COORDINATORTYPE']._serialized_end=3263
   _globals['_FINDCOORDINATORREQUEST']._serialized_start=57
   _globals['_FINDCOORDINATORREQUEST']._serialized_end=139
   _globals['_FINDCOORDINATORRESPONSE']._serialized_start=142
@@ -57,37 +57,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OFFSETCOMMITRESPONSE']._serialized_start=1393
   _globals['_OFFSETCOMMITRESPONSE']._serialized_end=1530
   _globals['_OFFSETFETCHREQUEST']._serialized_start=1532
-  _globals['_OFFSETFETCHREQUEST']._serialized_end=1613
-  _globals['_OFFSETFETCHPARTITION']._serialized_start=1615
-  _globals['_OFFSETFETCHPARTITION']._serialized_end=1719
-  _globals['_OFFSETFETCHTOPIC']._serialized_start=1721
-  _globals['_OFFSETFETCHTOPIC']._serialized_end=1805
-  _globals['_OFFSETFETCHRESPONSE']._serialized_start=1808
-  _globals['_OFFSETFETCHRESPONSE']._serialized_end=1937
-  _globals['_LISTGROUPSREQUEST']._serialized_start=1939
-  _globals['_LISTGROUPSREQUEST']._serialized_end=1958
-  _globals['_LISTEDGROUP']._serialized_start=1960
-  _globals['_LISTEDGROUP']._serialized_end=2028
-  _globals['_LISTGROUPSRESPONSE']._serialized_start=2030
-  _globals['_LISTGROUPSRESPONSE']._serialized_end=2130
-  _globals['_DESCRIBEGROUPSREQUEST']._serialized_start=2132
-  _globals['_DESCRIBEGROUPSREQUEST']._serialized_end=2174
-  _globals['_GROUPMEMBERDESCRIPTION']._serialized_start=2177
-  _globals['_GROUPMEMBERDESCRIPTION']._serialized_end=2436
-  _globals['_GROUPDESCRIPTION']._serialized_start=2439
-  _globals['_GROUPDESCRIPTION']._serialized_end=2668
-  _globals['_DESCRIBEGROUPSRESPONSE']._serialized_start=2670
-  _globals['_DESCRIBEGROUPSRESPONSE']._serialized_end=2738
-  _globals['_DELETEGROUPSREQUEST']._serialized_start=2740
-  _globals['_DELETEGROUPSREQUEST']._serialized_end=2780
-  _globals['_DELETEGROUPRESULT']._serialized_start=2782
-  _globals['_DELETEGROUPRESULT']._serialized_end=2883
-  _globals['_DELETEGROUPSRESPONSE']._serialized_start=2885
-  _globals['_DELETEGROUPSRESPONSE']._serialized_end=2953
-  _globals['_OFFSETCOMMITKEY']._serialized_start=2955
-  _globals['_OFFSETCOMMITKEY']._serialized_end=3021
-  _globals['_OFFSETCOMMITVALUE']._serialized_start=3023
-  _globals['_OFFSETCOMMITVALUE']._serialized_end=3127
-  _globals['_GROUP']._serialized_start=3177
-  _globals['_GROUP']._serialized_end=3773
+  _globals['_OFFSETFETCHREQUEST']._serialized_end=1637
+  _globals['_OFFSETFETCHPARTITION']._serialized_start=1640
+  _globals['_OFFSETFETCHPARTITION']._serialized_end=1808
+  _globals['_OFFSETFETCHTOPIC']._serialized_start=1810
+  _globals['_OFFSETFETCHTOPIC']._serialized_end=1894
+  _globals['_OFFSETFETCHRESPONSE']._serialized_start=1897
+  _globals['_OFFSETFETCHRESPONSE']._serialized_end=2026
+  _globals['_LISTGROUPSREQUEST']._serialized_start=2028
+  _globals['_LISTGROUPSREQUEST']._serialized_end=2047
+  _globals['_LISTEDGROUP']._serialized_start=2049
+  _globals['_LISTEDGROUP']._serialized_end=2117
+  _globals['_LISTGROUPSRESPONSE']._serialized_start=2119
+  _globals['_LISTGROUPSRESPONSE']._serialized_end=2219
+  _globals['_DESCRIBEGROUPSREQUEST']._serialized_start=2221
+  _globals['_DESCRIBEGROUPSREQUEST']._serialized_end=2263
+  _globals['_GROUPMEMBERDESCRIPTION']._serialized_start=2266
+  _globals['_GROUPMEMBERDESCRIPTION']._serialized_end=2525
+  _globals['_GROUPDESCRIPTION']._serialized_start=2528
+  _globals['_GROUPDESCRIPTION']._serialized_end=2757
+  _globals['_DESCRIBEGROUPSRESPONSE']._serialized_start=2759
+  _globals['_DESCRIBEGROUPSRESPONSE']._serialized_end=2827
+  _globals['_DELETEGROUPSREQUEST']._serialized_start=2829
+  _globals['_DELETEGROUPSREQUEST']._serialized_end=2869
+  _globals['_DELETEGROUPRESULT']._serialized_start=2871
+  _globals['_DELETEGROUPRESULT']._serialized_end=2972
+  _globals['_DELETEGROUPSRESPONSE']._serialized_start=2974
+  _globals['_DELETEGROUPSRESPONSE']._serialized_end=3042
+  _globals['_OFFSETCOMMITKEY']._serialized_start=3044
+  _globals['_OFFSETCOMMITKEY']._serialized_end=3110
+  _globals['_OFFSETCOMMITVALUE']._serialized_start=3112
+  _globals['_OFFSETCOMMITVALUE']._serialized_end=3216
+  _globals['_GROUP']._serialized_start=3266
+  _globals['_GROUP']._serialized_end=3862
 # @@protoc_insertion_point(module_scope)

@@ -56,6 +56,8 @@ class _AclResourceTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AclRe
     ACL_RESOURCE_GROUP: _AclResourceType.ValueType  # 3
     ACL_RESOURCE_CLUSTER: _AclResourceType.ValueType  # 4
     """the one resource named "kafka-cluster" """
+    ACL_RESOURCE_TRANSACTIONAL_ID: _AclResourceType.ValueType  # 5
+    """a transactional producer's id (KIP-98)"""
 
 class AclResourceType(_AclResourceType, metaclass=_AclResourceTypeEnumTypeWrapper):
     """---- security: users and ACLs (node/security/) ----------------------------------------------
@@ -70,6 +72,8 @@ ACL_RESOURCE_TOPIC: AclResourceType.ValueType  # 2
 ACL_RESOURCE_GROUP: AclResourceType.ValueType  # 3
 ACL_RESOURCE_CLUSTER: AclResourceType.ValueType  # 4
 """the one resource named "kafka-cluster" """
+ACL_RESOURCE_TRANSACTIONAL_ID: AclResourceType.ValueType  # 5
+"""a transactional producer's id (KIP-98)"""
 Global___AclResourceType: _TypeAlias = AclResourceType  # noqa: Y015
 
 class _AclPatternType:
@@ -177,6 +181,24 @@ CREDENTIAL_MECHANISM_UNKNOWN: CredentialMechanism.ValueType  # 0
 CREDENTIAL_MECHANISM_SCRYPT: CredentialMechanism.ValueType  # 1
 """hash = scrypt(password, salt, n, r, p), 32 bytes"""
 Global___CredentialMechanism: _TypeAlias = CredentialMechanism  # noqa: Y015
+
+class _ScramMechanism:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ScramMechanismEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ScramMechanism.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SCRAM_MECHANISM_UNKNOWN: _ScramMechanism.ValueType  # 0
+    SCRAM_SHA_256: _ScramMechanism.ValueType  # 1
+    SCRAM_SHA_512: _ScramMechanism.ValueType  # 2
+
+class ScramMechanism(_ScramMechanism, metaclass=_ScramMechanismEnumTypeWrapper):
+    """SASL/SCRAM (RFC 5802, 7677) on the Kafka listeners; numbers are Kafka's ScramMechanism."""
+
+SCRAM_MECHANISM_UNKNOWN: ScramMechanism.ValueType  # 0
+SCRAM_SHA_256: ScramMechanism.ValueType  # 1
+SCRAM_SHA_512: ScramMechanism.ValueType  # 2
+Global___ScramMechanism: _TypeAlias = ScramMechanism  # noqa: Y015
 
 @_typing.final
 class Endpoint(_message.Message):
@@ -676,6 +698,92 @@ class RemoveUserCredentialRecord(_message.Message):
 Global___RemoveUserCredentialRecord: _TypeAlias = RemoveUserCredentialRecord  # noqa: Y015
 
 @_typing.final
+class ScramCredential(_message.Message):
+    """A user's SCRAM credential for one mechanism, as Kafka stores it: the salt and iteration
+    count, StoredKey = H(HMAC(SaltedPassword, "Client Key")) and ServerKey =
+    HMAC(SaltedPassword, "Server Key"). Neither the password nor the salted password is kept.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MECHANISM_FIELD_NUMBER: _builtins.int
+    SALT_FIELD_NUMBER: _builtins.int
+    ITERATIONS_FIELD_NUMBER: _builtins.int
+    STORED_KEY_FIELD_NUMBER: _builtins.int
+    SERVER_KEY_FIELD_NUMBER: _builtins.int
+    mechanism: Global___ScramMechanism.ValueType
+    salt: _builtins.bytes
+    iterations: _builtins.int
+    stored_key: _builtins.bytes
+    server_key: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        mechanism: Global___ScramMechanism.ValueType = ...,
+        salt: _builtins.bytes = ...,
+        iterations: _builtins.int = ...,
+        stored_key: _builtins.bytes = ...,
+        server_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["iterations", b"iterations", "mechanism", b"mechanism", "salt", b"salt", "server_key", b"server_key", "stored_key", b"stored_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScramCredential: _TypeAlias = ScramCredential  # noqa: Y015
+
+@_typing.final
+class UserScramCredentialRecord(_message.Message):
+    """Creates or replaces the SCRAM credential of (name, mechanism): Kafka's
+    UserScramCredentialRecord. It lives beside the user's scrypt credential, or alone (a user
+    created through Kafka's AlterUserScramCredentials logs in with SCRAM only).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def credential(self) -> Global___ScramCredential: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        credential: Global___ScramCredential | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserScramCredentialRecord: _TypeAlias = UserScramCredentialRecord  # noqa: Y015
+
+@_typing.final
+class RemoveUserScramCredentialRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MECHANISM_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    mechanism: Global___ScramMechanism.ValueType
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        mechanism: Global___ScramMechanism.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mechanism", b"mechanism", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveUserScramCredentialRecord: _TypeAlias = RemoveUserScramCredentialRecord  # noqa: Y015
+
+@_typing.final
 class AclRecord(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -732,6 +840,8 @@ class MetadataRecord(_message.Message):
     ACL_FIELD_NUMBER: _builtins.int
     REMOVE_ACL_FIELD_NUMBER: _builtins.int
     UNREGISTER_BROKER_FIELD_NUMBER: _builtins.int
+    USER_SCRAM_CREDENTIAL_FIELD_NUMBER: _builtins.int
+    REMOVE_USER_SCRAM_CREDENTIAL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register_broker(self) -> Global___RegisterBrokerRecord: ...
     @_builtins.property
@@ -758,6 +868,10 @@ class MetadataRecord(_message.Message):
     def remove_acl(self) -> Global___RemoveAclRecord: ...
     @_builtins.property
     def unregister_broker(self) -> Global___UnregisterBrokerRecord: ...
+    @_builtins.property
+    def user_scram_credential(self) -> Global___UserScramCredentialRecord: ...
+    @_builtins.property
+    def remove_user_scram_credential(self) -> Global___RemoveUserScramCredentialRecord: ...
     def __init__(
         self,
         *,
@@ -774,12 +888,14 @@ class MetadataRecord(_message.Message):
         acl: Global___AclRecord | None = ...,
         remove_acl: Global___RemoveAclRecord | None = ...,
         unregister_broker: Global___UnregisterBrokerRecord | None = ...,
+        user_scram_credential: Global___UserScramCredentialRecord | None = ...,
+        remove_user_scram_credential: Global___RemoveUserScramCredentialRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "unregister_broker", b"unregister_broker", "user_credential", b"user_credential"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "remove_user_scram_credential", b"remove_user_scram_credential", "topic", b"topic", "unregister_broker", b"unregister_broker", "user_credential", b"user_credential", "user_scram_credential", b"user_scram_credential"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "topic", b"topic", "unregister_broker", b"unregister_broker", "user_credential", b"user_credential"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "broker_registration_change", b"broker_registration_change", "config", b"config", "partition", b"partition", "partition_change", b"partition_change", "producer_ids", b"producer_ids", "record", b"record", "register_broker", b"register_broker", "remove_acl", b"remove_acl", "remove_topic", b"remove_topic", "remove_user_credential", b"remove_user_credential", "remove_user_scram_credential", b"remove_user_scram_credential", "topic", b"topic", "unregister_broker", b"unregister_broker", "user_credential", b"user_credential", "user_scram_credential", b"user_scram_credential"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["register_broker", "broker_registration_change", "topic", "partition", "partition_change", "remove_topic", "config", "producer_ids", "user_credential", "remove_user_credential", "acl", "remove_acl", "unregister_broker"]  # noqa: Y015
+    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["register_broker", "broker_registration_change", "topic", "partition", "partition_change", "remove_topic", "config", "producer_ids", "user_credential", "remove_user_credential", "acl", "remove_acl", "unregister_broker", "user_scram_credential", "remove_user_scram_credential"]  # noqa: Y015
     _WhichOneofArgType_record: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_record) -> _WhichOneofReturnType_record | None: ...
 
