@@ -322,11 +322,17 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(
                     what="the restarted broker back in the ISR",
                 )
                 admin.elect_leaders("preferred", [TopicPartition("restart", 0)])
-            await producer.cluster.refresh_metadata(["restart"])
-            # Read only now: the records may all be acknowledged (by the new leader) before the
-            # restarted broker is unfenced again, and metadata names only unfenced brokers.
-            address = producer.cluster.address_of(leader)
-            assert address is not None
+            # Read only now, and until the broker answering the producer's metadata request
+            # names it: the records may all be acknowledged (by the new leader) before the
+            # restarted broker is unfenced again, metadata names only unfenced brokers, and
+            # each broker's metadata image catches up on its own.
+            deadline = time.monotonic() + TIMEOUT_S
+            while True:
+                await producer.cluster.refresh_metadata(["restart"])
+                if (address := producer.cluster.address_of(leader)) is not None:
+                    break
+                assert time.monotonic() < deadline, "the restarted broker is not in metadata"
+                await asyncio.sleep(0.1)
             after = [await producer.send("restart", b"%d" % (count + i)) for i in range(100)]
             await asyncio.gather(*after)
             stream = producer.cluster._produce_streams[address]
