@@ -321,15 +321,26 @@ def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(
                     lambda: leader in admin.describe_topics(["restart"])[0].partitions[0].isr,
                     what="the restarted broker back in the ISR",
                 )
-                admin.elect_leaders("preferred", [TopicPartition("restart", 0)])
+
+                def led_again() -> bool:
+                    # Retried until it takes: a restart shorter than replica.lag.time.max.ms
+                    # may never have left the ISR, so the check above can pass while the broker
+                    # is not yet back, and a preferred election then keeps the other leader.
+                    if admin.describe_topics(["restart"])[0].partitions[0].leader == leader:
+                        return True
+                    admin.elect_leaders("preferred", [TopicPartition("restart", 0)])
+                    return False
+
+                eventually(led_again, what="the restarted broker leader again")
             # Read only now, and until the broker answering the producer's metadata request
-            # names it: the records may all be acknowledged (by the new leader) before the
-            # restarted broker is unfenced again, metadata names only unfenced brokers, and
-            # each broker's metadata image catches up on its own.
+            # names it (as the leader): the records may all be acknowledged (by the new leader)
+            # before the restarted broker is unfenced again, metadata names only unfenced
+            # brokers, and each broker's metadata image catches up on its own.
             deadline = time.monotonic() + TIMEOUT_S
             while True:
-                await producer.cluster.refresh_metadata(["restart"])
-                if (address := producer.cluster.address_of(leader)) is not None:
+                meta = await producer.cluster.refresh_metadata(["restart"])
+                address = producer.cluster.address_of(leader)
+                if address is not None and meta.topics["restart"].partitions[0].leader == leader:
                     break
                 assert time.monotonic() < deadline, "the restarted broker is not in metadata"
                 await asyncio.sleep(0.1)
