@@ -331,16 +331,18 @@ class PartitionLog:
         *,
         now_ms: int,
         batches_max: int | None = None,
-        transactional_producers: Container[int] = (),
+        transactional_producers: Container[tuple[int, int]] = (),
     ) -> AppendInfo:
         """Append batches produced by a client, as leader, in one pass: validate every batch,
         check it against the producer state, then assign offsets from the log end offset, stamp
         `leader_epoch` in place and write. Raises `CorruptRecordError` or `ProducerStateError`
         (nothing written) on bad input, and INVALID_RECORD for more than `batches_max` batches.
         A request that only retries one batch this log already holds writes nothing and answers
-        where that batch was written (`batch_count` 0). A transactional batch from a producer
-        not in `transactional_producers` (those the transaction coordinator registered for this
-        partition) is refused with INVALID_TXN_STATE: its transaction could never end here."""
+        where that batch was written (`batch_count` 0). A transactional batch whose (producer id,
+        epoch) is not in `transactional_producers` (those the transaction coordinator registered
+        for this partition) is refused with INVALID_TXN_STATE: its transaction could never end
+        here. The epoch counts: a fenced instance's batch must not join the transaction its
+        successor registered, whose commit marker would make it visible."""
         self._check_open()
         config = self.config
         checked = validate_batches(
@@ -357,11 +359,14 @@ class PartitionLog:
                 "RECORD_LIST_TOO_LARGE",
             )
         for _, header in checked:
-            if header.is_transactional and header.producer_id not in transactional_producers:
+            if (
+                header.is_transactional
+                and (header.producer_id, header.producer_epoch) not in transactional_producers
+            ):
                 raise ProducerStateError(
                     "INVALID_TXN_STATE",
-                    f"producer {header.producer_id} is not in a transaction the coordinator "
-                    "registered for this partition",
+                    f"producer {header.producer_id} epoch {header.producer_epoch} is not in a "
+                    "transaction the coordinator registered for this partition",
                 )
         self._check_producer_state()
         duplicates = self._producers.check([header for _, header in checked])

@@ -437,10 +437,19 @@ class Partition:
             return 0
         return (entry.last_seq + 1) % (1 << 31)
 
-    def accepts_transactional(self, producer_id: int) -> bool:
+    def accepts_transactional(self, producer_id: int, producer_epoch: int) -> bool:
+        """A transaction of exactly this epoch was registered here, or is open in the log. An
+        older epoch is a fenced instance (a zombie): the coordinator may have registered its
+        successor here before the successor wrote anything, so the log's producer state does
+        not know the new epoch yet and would take the zombie's batch into the successor's
+        transaction (found by the node simulation with transactions, issue #21)."""
+        if self._registered_transactions.get(producer_id) == producer_epoch:
+            return True
+        entry = self._log.producer_state.producers.get(producer_id)
         return (
-            producer_id in self._registered_transactions
-            or producer_id in self._log.producer_state.ongoing
+            producer_id in self._log.producer_state.ongoing
+            and entry is not None
+            and entry.epoch == producer_epoch
         )
 
     def write_markers(self, markers: list[TxnMarker], now_ms: int) -> AppendInfo:
@@ -770,15 +779,18 @@ class Partition:
 
 
 class _TransactionalProducers:
-    """`producer_id in ...`: may this producer write transactional batches here now?"""
+    """`(producer_id, producer_epoch) in ...`: may this producer instance write transactional
+    batches here now?"""
 
     __slots__ = ("_partition",)
 
     def __init__(self, partition: Partition) -> None:
         self._partition = partition
 
-    def __contains__(self, producer_id: object) -> bool:
-        return isinstance(producer_id, int) and self._partition.accepts_transactional(producer_id)
+    def __contains__(self, ids: object) -> bool:
+        if not isinstance(ids, tuple) or len(ids) != 2:
+            return False
+        return self._partition.accepts_transactional(ids[0], ids[1])
 
 
 def _end_of(data: bytes) -> int:

@@ -187,6 +187,9 @@ class TxnCoordinator:
         """Finish the id's PREPARE_* state, retrying with backoff while this broker still
         coordinates it (unload cancels the task: the next coordinator finishes it)."""
         delay_ms = COMPLETE_BACKOFF_MS_MIN
+        # Taken while the loop runs: a task destroyed unfinished (its process gone, its loop
+        # closed) runs this `finally` with no loop, where current_task() raises.
+        me = asyncio.current_task()
         try:
             while True:
                 try:
@@ -201,7 +204,7 @@ class TxnCoordinator:
                 await asyncio.sleep(delay_ms / 1000)
                 delay_ms = min(COMPLETE_BACKOFF_MS_MAX, delay_ms * 2)
         finally:
-            if self._completing.get(transactional_id) is asyncio.current_task():
+            if self._completing.get(transactional_id) is me:
                 del self._completing[transactional_id]
 
     async def _await_completion(self, transactional_id: str) -> None:

@@ -54,6 +54,21 @@ def _always() -> bool:
     return True
 
 
+def answered(image: MetadataImage, result: replica_pb2.TxnPartitionResult) -> bool:
+    """A leader's answer for one partition ends that partition's step: NONE, or
+    UNKNOWN_TOPIC_OR_PARTITION for a partition the metadata no longer has (its topic was
+    deleted: nothing there to end). A broker that does not host the partition *yet* (restarted
+    and still opening its logs, while the metadata still names it leader) answers the same
+    code: that is retried, or the transaction would complete without this partition's marker
+    and stay open there for ever (found by the node simulation, transactional seed 50)."""
+    if result.error_code == common_pb2.NONE:
+        return True
+    return (
+        result.error_code == common_pb2.UNKNOWN_TOPIC_OR_PARTITION
+        and image.partition(result.topic_id, result.partition) is None
+    )
+
+
 class TxnCoordinatorHost:
     def __init__(
         self,
@@ -250,10 +265,7 @@ class TxnCoordinatorHost:
             except grpc.aio.AioRpcError as exc:
                 raise TxnError(common_pb2.NETWORK_EXCEPTION, f"{address}: {exc.details()}") from exc
             for result in response.partitions:
-                if result.error_code not in (
-                    common_pb2.NONE,
-                    common_pb2.UNKNOWN_TOPIC_OR_PARTITION,
-                ):
+                if not answered(self.manager.image, result):
                     raise TxnError(result.error_code, f"{address}: {result.error_message}")
 
         await asyncio.gather(*(one(a, ps) for a, ps in grouped.items()))

@@ -15,6 +15,7 @@ from strom.node.broker.service import BrokerServicer
 from strom.node.metadata.image import PartitionInfo
 from strom.node.replica.partition import Partition, PartitionError
 from strom.node.replica.service import ReplicaServicer
+from strom.node.txn.host import answered
 from strom.storage.control_records import TxnMarker
 from strom.storage.partition_log import PartitionLog
 from strom.storage.record_batch import Record, encode_batch
@@ -62,6 +63,28 @@ def test_unregistered_transactional_producers_are_refused(leader: Partition) -> 
         append(leader, txn_batch(5, 2))
 
 
+def test_a_zombie_cannot_join_its_successors_transaction(leader: Partition) -> None:
+    """Epoch 0 wrote here and committed; a new instance (epoch 1) added this partition to its
+    transaction but has not written yet, so the log still knows epoch 0. The fenced instance's
+    next batch was accepted (registration was checked by producer id only) and opened a
+    transaction that epoch 1's commit marker then made visible: a zombie write read by
+    read_committed consumers (the node simulation with transactions, issue #21)."""
+    leader.register_transaction(5, 0)
+    append(leader, txn_batch(5, 0, epoch=0))  # 0-1
+    leader.write_markers([TxnMarker(5, 0, commit=True, coordinator_epoch=0)], NOW)  # 2
+    leader.register_transaction(5, 1)  # the successor's AddPartitionsToTxn
+    with pytest.raises(PartitionError) as refused:
+        append(leader, txn_batch(5, 2, epoch=0))  # the zombie, in sequence for epoch 0
+    assert refused.value.code == common_pb2.INVALID_TXN_STATE
+    append(leader, txn_batch(5, 0, epoch=1))  # 3-4: the successor's own batch is welcome
+    append(leader, txn_batch(5, 2, epoch=1))  # 5-6: its transaction is open here now
+    leader.write_markers([TxnMarker(5, 1, commit=True, coordinator_epoch=0)], NOW)  # 7
+    data, aborted = leader.read_stable(0, 1 << 20)
+    assert aborted == []
+    values = [r.value for r in decode_batches(data) if r.value and r.value.startswith(b"5-")]
+    assert values == [b"5-0", b"5-1", b"5-0", b"5-1", b"5-2", b"5-3"]  # no zombie record
+
+
 def test_read_committed_stops_at_the_lso_and_names_aborted_transactions(
     leader: Partition,
 ) -> None:
@@ -103,7 +126,7 @@ def test_markers_need_leadership_and_refuse_an_older_epoch(leader: Partition) ->
 
 def test_a_new_leader_accepts_a_transaction_the_log_holds_open(tmp_path: Path) -> None:
     log = PartitionLog.open(str(tmp_path / "t-0"), now_ms=NOW)
-    log.append(txn_batch(5, 0), 0, now_ms=NOW, transactional_producers={5})
+    log.append(txn_batch(5, 0), 0, now_ms=NOW, transactional_producers={(5, 0)})
     partition = Partition("t", 0, TOPIC_ID, log, broker_id=1, high_watermark=0)
     partition.make_leader(
         PartitionInfo(replicas=(1,), isr=(1,), leader=1, leader_epoch=1, partition_epoch=1), NOW
@@ -209,3 +232,25 @@ def test_coordinator_rpcs_register_write_markers_and_fence_old_coordinators(
         assert unknown.partitions[0].error_code != common_pb2.NONE
 
     asyncio.run(scenario())
+
+
+def test_a_marker_refused_by_a_broker_not_hosting_the_partition_yet_is_retried() -> None:
+    """The coordinator counts UNKNOWN_TOPIC_OR_PARTITION as done only when the metadata no
+    longer has the partition (a deleted topic). A restarted leader still opening its logs
+    answers the same code; counting that as written completed the transaction without the
+    marker, leaving it open there for ever (node simulation, transactional seed 50)."""
+    img = image({0: PartitionInfo(replicas=(1,), isr=(1,), leader=1, leader_epoch=1,
+                                  partition_epoch=1)})  # fmt: skip
+    unknown = common_pb2.UNKNOWN_TOPIC_OR_PARTITION
+
+    def result(code: int, partition: int = 0) -> replica_pb2.TxnPartitionResult:
+        return replica_pb2.TxnPartitionResult(
+            topic_id=TOPIC_ID,
+            partition=partition,
+            error_code=code,  # type: ignore[arg-type]
+        )
+
+    assert answered(img, result(common_pb2.NONE))
+    assert not answered(img, result(unknown))  # the partition exists: not written yet
+    assert answered(img, result(unknown, partition=7))  # gone from the metadata
+    assert not answered(img, result(common_pb2.NOT_LEADER_OR_FOLLOWER))

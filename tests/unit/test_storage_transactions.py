@@ -174,7 +174,7 @@ def test_the_leader_refuses_transactional_batches_of_unregistered_producers(tmp_
     with pytest.raises(ProducerStateError, match="INVALID_TXN_STATE"):
         log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS)
     assert log.log_end_offset == 0
-    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})
+    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={(1, 0)})
     assert log.log_end_offset == 2
     log.close()
 
@@ -182,8 +182,8 @@ def test_the_leader_refuses_transactional_batches_of_unregistered_producers(tmp_
 def test_lso_index_and_aborted_transactions_through_the_log(tmp_path: Path) -> None:
     log = open_log(tmp_path)
     log.append(plain_batch(), EPOCH, now_ms=TS)  # 0
-    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})  # 1-2
-    log.append(txn_batch(2, 0, 0), EPOCH, now_ms=TS, transactional_producers={2})  # 3-4
+    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={(1, 0)})  # 1-2
+    log.append(txn_batch(2, 0, 0), EPOCH, now_ms=TS, transactional_producers={(2, 0)})  # 3-4
     assert log.last_stable_offset(high_watermark=5) == 1
     assert log.last_stable_offset(high_watermark=0) == 0  # never above the HW
     log.append_markers([abort(1)], EPOCH, now_ms=TS)  # 5
@@ -195,7 +195,7 @@ def test_lso_index_and_aborted_transactions_through_the_log(tmp_path: Path) -> N
     assert log.aborted_transactions(0, 1) == []  # begins at or after the fetch's end
     index_path = tmp_path / f"{0:020d}.txnindex"
     assert index_path.stat().st_size == 34
-    log.append(txn_batch(1, 0, 2), EPOCH, now_ms=TS, transactional_producers={1})  # 7-8
+    log.append(txn_batch(1, 0, 2), EPOCH, now_ms=TS, transactional_producers={(1, 0)})  # 7-8
     assert log.first_unstable_offset() == 7  # the producer's next transaction
     log.append_markers([abort(1, 1)], EPOCH, now_ms=TS)  # 9: the coordinator fenced epoch 0
     assert txn_index_entries(log)[-1] == AbortedTxn(1, 7, 9, 10)
@@ -207,7 +207,7 @@ def test_lso_index_and_aborted_transactions_through_the_log(tmp_path: Path) -> N
 
 def test_an_abort_in_a_later_segment_is_found_from_the_first_one(tmp_path: Path) -> None:
     log = open_log(tmp_path, segment_bytes=400)
-    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})
+    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={(1, 0)})
     for _ in range(8):
         log.append(plain_batch(), EPOCH, now_ms=TS)
     assert len(log.segment_base_offsets) > 1
@@ -220,7 +220,7 @@ def test_an_abort_in_a_later_segment_is_found_from_the_first_one(tmp_path: Path)
 
 def test_truncation_removes_aborts_and_reopens_the_transaction(tmp_path: Path) -> None:
     log = open_log(tmp_path)
-    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})  # 0-1
+    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={(1, 0)})  # 0-1
     log.append_markers([abort(1)], EPOCH, now_ms=TS)  # 2
     assert len(txn_index_entries(log)) == 1
     log.truncate_to(2, now_ms=TS)
@@ -234,12 +234,12 @@ def test_truncation_removes_aborts_and_reopens_the_transaction(tmp_path: Path) -
 @pytest.mark.parametrize("clean", [True, False])
 def test_open_transactions_and_aborts_survive_reopening(tmp_path: Path, clean: bool) -> None:
     log = open_log(tmp_path, segment_bytes=500)
-    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})
-    log.append(txn_batch(2, 0, 0), EPOCH, now_ms=TS, transactional_producers={2})
+    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={(1, 0)})
+    log.append(txn_batch(2, 0, 0), EPOCH, now_ms=TS, transactional_producers={(2, 0)})
     for _ in range(6):
         log.append(plain_batch(), EPOCH, now_ms=TS)
     log.append_markers([abort(1)], EPOCH, now_ms=TS)
-    log.append(txn_batch(3, 0, 0), EPOCH, now_ms=TS, transactional_producers={3})
+    log.append(txn_batch(3, 0, 0), EPOCH, now_ms=TS, transactional_producers={(3, 0)})
     log.append_markers([abort(3)], EPOCH, now_ms=TS)
     expected = txn_index_entries(log)
     assert len(expected) == 2 and snapshot_offsets(str(tmp_path))
@@ -252,7 +252,7 @@ def test_open_transactions_and_aborts_survive_reopening(tmp_path: Path, clean: b
 
 def test_a_crash_that_lost_txn_index_entries_is_repaired_by_the_replay(tmp_path: Path) -> None:
     log = open_log(tmp_path)
-    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})
+    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={(1, 0)})
     log.append_markers([abort(1)], EPOCH, now_ms=TS)
     expected = txn_index_entries(log)
     log.close(clean=False)
@@ -265,7 +265,7 @@ def test_a_crash_that_lost_txn_index_entries_is_repaired_by_the_replay(tmp_path:
 
 def test_a_damaged_txn_index_is_rebuilt_from_the_log_start(tmp_path: Path) -> None:
     log = open_log(tmp_path, segment_bytes=400)
-    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})
+    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={(1, 0)})
     log.append_markers([abort(1)], EPOCH, now_ms=TS)
     for _ in range(8):
         log.append(plain_batch(), EPOCH, now_ms=TS)
@@ -311,7 +311,7 @@ def test_compaction_never_lets_an_aborted_record_supersede_a_committed_one(
         [Record(b"k", b"aborted", (), TS)], producer_id=1, producer_epoch=0, base_sequence=0,
         is_transactional=True,
     )  # fmt: skip
-    log.append(aborted, EPOCH, now_ms=TS, transactional_producers={1})  # 1
+    log.append(aborted, EPOCH, now_ms=TS, transactional_producers={(1, 0)})  # 1
     log.append_markers([abort(1)], EPOCH, now_ms=TS)  # 2
     for i in range(6):
         log.append(encode_batch([Record(b"other", b"%d" % i, (), TS)]), EPOCH, now_ms=TS)
@@ -330,8 +330,8 @@ def test_a_follower_builds_the_same_transaction_state_from_the_leaders_bytes(
     tmp_path: Path,
 ) -> None:
     leader = open_log(tmp_path / "leader")
-    leader.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})
-    leader.append(txn_batch(2, 0, 0), EPOCH, now_ms=TS, transactional_producers={2})
+    leader.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={(1, 0)})
+    leader.append(txn_batch(2, 0, 0), EPOCH, now_ms=TS, transactional_producers={(2, 0)})
     leader.append_markers([abort(1)], EPOCH, now_ms=TS)
     follower = open_log(tmp_path / "follower")
     follower.append_as_follower(leader.read(0, 1 << 20), now_ms=TS)
@@ -343,7 +343,7 @@ def test_a_follower_builds_the_same_transaction_state_from_the_leaders_bytes(
 
 def test_a_torn_abort_marker_is_cut_by_recovery_with_its_index_entry(tmp_path: Path) -> None:
     log = open_log(tmp_path)
-    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})  # 0-1
+    log.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={(1, 0)})  # 0-1
     log.append_markers([abort(1)], EPOCH, now_ms=TS)  # 2
     assert len(txn_index_entries(log)) == 1
     log.close(clean=False)
@@ -358,7 +358,7 @@ def test_a_torn_abort_marker_is_cut_by_recovery_with_its_index_entry(tmp_path: P
 
 def test_a_follower_refuses_an_unreadable_marker_before_writing_anything(tmp_path: Path) -> None:
     leader = open_log(tmp_path / "leader")
-    leader.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={1})
+    leader.append(txn_batch(1, 0, 0), EPOCH, now_ms=TS, transactional_producers={(1, 0)})
     good = leader.read(0, 1 << 20)
     # a control batch whose record is not a transaction marker (key type 5)
     bad = encode_batch(
