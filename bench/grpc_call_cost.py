@@ -49,7 +49,7 @@ async def _unary(request: Any, context: Any) -> broker_pb2.ProduceResponse:
 
 
 async def _stream(requests: Any, context: Any) -> Any:
-    async for answer in serve_stream(requests, _answer, broker_pb2.ProduceStreamResponse):
+    async for answer in serve_stream(requests, context, _answer, broker_pb2.ProduceStreamResponse):
         yield answer
 
 

@@ -17,6 +17,15 @@ on the stream), so `ClusterClient.call` maps errors, deadlines and retries exact
 - A broker that does not offer the stream (an older broker, or a secured listener, which serves
   unary calls only) answers UNIMPLEMENTED: this broker is then called unary from then on, and the
   requests that met the refusal are sent unary (the broker never saw them).
+- Nothing is written on a stream before the broker accepted it: the broker's first act is to
+  send initial metadata carrying `STREAM_ACCEPTED` (node/broker/streams.py). Metadata without it
+  is a refusal (gRPC's trailers-only answer), whose status follows. This keeps the refusal
+  deterministic: were a request written while the refusal is on its way, grpc.aio's writer
+  would find the call finished in its core and mark it INTERNAL ("Failed execute_batch:
+  SendMessageOperation", `_write` in grpc/aio/_call.py) before the UNIMPLEMENTED status is read,
+  and the client could not tell a refusal from a failure. A refused stream's request iterator
+  also ends only once the status is read, so gRPC does not half-close a call it has not seen
+  finish (a failed half-close cancels the call, which would hide the status in the same way).
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ Resp = TypeVar("Resp")
 # Requests outstanding on one stream. The producer sends at most max.in.flight (5) batches per
 # partition and the consumer one fetch per broker, so this bounds only unusual callers.
 STREAM_IN_FLIGHT_MAX = 64
+
+# The initial metadata entry by which a broker says it serves the stream it was asked for.
+STREAM_ACCEPTED = ("strom-stream", "accepted")
 
 
 class StreamUnsupported(Exception):
@@ -93,21 +105,35 @@ class BrokerStream(Generic[Req, Resp]):
     def _ensure_open(self) -> asyncio.Queue[Any]:
         if self._outgoing is None:
             outgoing: asyncio.Queue[Any] = asyncio.Queue()
-            call = self._open_stream(self._drain(outgoing))
+            accepted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            call = self._open_stream(self._drain(outgoing, accepted))
             self._outgoing, self._call = outgoing, call
-            self._reader = asyncio.get_running_loop().create_task(self._read(call, outgoing))
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read(call, outgoing, accepted)
+            )
             self.opened += 1
         return self._outgoing
 
     @staticmethod
-    async def _drain(outgoing: asyncio.Queue[Any]) -> AsyncIterator[Any]:
-        # gRPC's own task writes what this yields, one message at a time, with flow control.
+    async def _drain(
+        outgoing: asyncio.Queue[Any], accepted: asyncio.Future[bool]
+    ) -> AsyncIterator[Any]:
+        # gRPC's own task writes what this yields, one message at a time, with flow control;
+        # it writes nothing before the broker accepted the stream (the module docstring).
+        if not await accepted:
+            return
         while (envelope := await outgoing.get()) is not None:
             yield envelope
 
-    async def _read(self, call: Any, outgoing: asyncio.Queue[Any]) -> None:
+    async def _read(
+        self, call: Any, outgoing: asyncio.Queue[Any], accepted: asyncio.Future[bool]
+    ) -> None:
         failure: BaseException = rpc_error(grpc.StatusCode.UNAVAILABLE, "the stream failed")
         try:
+            key, value = STREAM_ACCEPTED
+            if (key, value) in tuple(await call.initial_metadata()):
+                accepted.set_result(True)
+            # else a refusal: `read` raises its status (or returns EOF for a bare OK).
             while (message := await call.read()) is not grpc.aio.EOF:
                 waiting = self._pending.get(message.id)
                 if waiting is None or waiting.done():
@@ -120,7 +146,7 @@ class BrokerStream(Generic[Req, Resp]):
             failure = rpc_error(grpc.StatusCode.UNAVAILABLE, "the broker ended the stream")
         except grpc.aio.AioRpcError as exc:
             failure = exc
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED and not accepted.done():
                 log.info("broker does not offer %s: unary calls instead", type(self).__name__)
                 self.unsupported = True
                 failure = StreamUnsupported()
@@ -133,6 +159,8 @@ class BrokerStream(Generic[Req, Resp]):
         finally:
             if self._outgoing is outgoing:
                 self._outgoing, self._call, self._reader = None, None, None
+            if not accepted.done():
+                accepted.set_result(False)  # the call has ended: the iterator ends unwritten
             outgoing.put_nowait(None)  # ends the request iterator
             # Only the requests sent on this stream: every request still pending was.
             for waiting in list(self._pending.values()):

@@ -86,7 +86,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[broker_pb2.ProduceStreamResponse]:
         async for answer in serve_stream(
-            requests, self.answer_produce, broker_pb2.ProduceStreamResponse
+            requests, context, self.answer_produce, broker_pb2.ProduceStreamResponse
         ):
             yield answer
 
@@ -172,7 +172,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[broker_pb2.FetchStreamResponse]:
         async for answer in serve_stream(
-            requests, self.answer_fetch, broker_pb2.FetchStreamResponse
+            requests, context, self.answer_fetch, broker_pb2.FetchStreamResponse
         ):
             yield answer
 

@@ -13,6 +13,13 @@ on; an exception no handler chose is that request's UNKNOWN, as gRPC reports it 
 A message the stream cannot read (not a valid envelope, or above the listener's message size
 cap) is gRPC's to refuse: it ends this stream with a status and touches nothing else.
 
+The broker accepts a stream by sending its initial metadata with `STREAM_ACCEPTED` at once,
+before any answer; the client writes nothing until it has seen that (client/broker_stream.py).
+A listener that does not offer the stream refuses it (UNIMPLEMENTED) before the client wrote a
+message, so the client always sees that status and falls back to unary calls. (A write racing
+the refusal would otherwise turn it into INTERNAL: grpc.aio's `_write` marks a call whose core
+has already finished as failed with "Failed execute_batch".)
+
 At most `STREAM_IN_FLIGHT_MAX` requests of one stream are worked on at once; past that the
 handler stops reading, and HTTP/2 flow control holds the client back.
 """
@@ -26,6 +33,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from strom.client.broker_stream import STREAM_ACCEPTED
 from strom.v1 import broker_pb2
 
 log = logging.getLogger("strom.broker")
@@ -56,14 +64,17 @@ def _error(status: grpc.StatusCode, message: str) -> broker_pb2.StreamError:
 
 async def serve_stream(
     requests: AsyncIterator[Any],
+    context: grpc.aio.ServicerContext,
     answer: Callable[[Any], Awaitable[Any]],
     reply: Callable[..., Any],
     in_flight_max: int = STREAM_IN_FLIGHT_MAX,
 ) -> AsyncIterator[Any]:
-    """Answer every envelope of `requests` (a *StreamRequest: `id`, `request`) with `reply(id=..., response=answer(request))` or
-    `reply(id=..., error=StreamError)`, concurrently up to `in_flight_max`, in the order the
+    """Accept the stream (initial metadata with `STREAM_ACCEPTED`), then answer every envelope
+    of `requests` (a *StreamRequest: `id`, `request`) with `reply(id=..., response=answer(request))`
+    or `reply(id=..., error=StreamError)`, concurrently up to `in_flight_max`, in the order the
     answers are ready. Ends when the client ends its side and every answer is out; a failure to
     read the stream ends it with that failure (the client fails what it still waits for)."""
+    await context.send_initial_metadata((STREAM_ACCEPTED,))
     out: asyncio.Queue[Any] = asyncio.Queue()
     slots = asyncio.Semaphore(in_flight_max)
     working: set[asyncio.Task[None]] = set()

@@ -18,11 +18,22 @@ A fetcher never dies silently (its task only ends when stopped):
 - both are counted in `strom_server_replicafetcher_errors_total`.
 A partition whose producer state is being replayed (after a truncation) is not fetched until
 that replay is done.
+
+A partition added while a fetch is in flight (a new topic, a new leader epoch) does not wait
+for that fetch to come back, which may be a whole long-poll (`replica.fetch.wait.max.ms`) away
+when the leader has nothing new for the others: `add` cancels that fetch's RPC, and a new
+fetch asks for every partition (nothing of the abandoned one was applied here; its answer is
+never read). So that adds arriving faster than fetches complete cannot starve replication, at
+most `FETCH_RESTARTS_MAX` fetches in a row are abandoned; the next one is waited for. The
+abandoned request may still reach the leader, or wake from its long-poll there, after the new
+one: every request carries a `fetch_sequence` (growing across the follower's fetchers) by which
+the leader tells it was overtaken and takes no positions from it (node/replica/service.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -46,6 +57,7 @@ RETRY_DELAY_MS = 200
 RETRY_DELAY_MS_MAX = 5_000
 PARTITION_FAILURES_MAX = 5
 LOOP_BACKOFF_S_MAX = 1.0
+FETCH_RESTARTS_MAX = 3  # fetches abandoned in a row for partitions added meanwhile
 
 OnPartitionFailed = Callable[[Partition, BaseException], None]
 
@@ -71,9 +83,12 @@ class ReplicaFetcher:
         on_partition_failed: OnPartitionFailed = _report_only,
         throttle: ReplicationThrottle | None = None,
         throttled: Callable[[Key], bool] = lambda key: False,
+        next_fetch_sequence: Callable[[], int] | None = None,
     ) -> None:
         """`throttle`, `throttled`: the broker's bucket for partition moves, and which
-        partitions it applies to (the replicas this broker is adding; node/replica/throttle.py)."""
+        partitions it applies to (the replicas this broker is adding; node/replica/throttle.py).
+        `next_fetch_sequence`: the broker's counter for `fetch_sequence`, shared by its
+        fetchers so that a fetcher replacing another to the same leader goes on counting."""
         self.broker_id = broker_id
         self.broker_epoch = broker_epoch
         self.leader_id = leader_id
@@ -87,15 +102,37 @@ class ReplicaFetcher:
         self._failures: dict[Key, int] = {}  # consecutive failures per partition
         self.on_partition_failed = on_partition_failed
         self._wake = asyncio.Event()
+        # The fetch in flight, the leader epochs it asks for, and the one add() abandoned.
+        self._in_flight: asyncio.Future[replica_pb2.ReplicaFetchResponse] | None = None
+        self._asked_epochs: dict[Key, int] = {}
+        self._abandoned: asyncio.Future[replica_pb2.ReplicaFetchResponse] | None = None
+        self._restarts = 0  # fetches abandoned in a row (FETCH_RESTARTS_MAX)
         self.clock = clock
         self._stub = peers.stub(replica_pb2_grpc.ReplicaStub, address, security)
         self._task: asyncio.Task[None] | None = None
         self.throttle = throttle
         self.throttled = throttled
+        self.next_fetch_sequence = next_fetch_sequence or itertools.count(1).__next__
 
     def add(self, partition: Partition) -> None:
-        self.partitions[(partition.topic_id, partition.partition)] = partition
+        key = (partition.topic_id, partition.partition)
+        self.partitions[key] = partition
         self._wake.set()
+        self._maybe_abandon_fetch(key, partition)
+
+    def _maybe_abandon_fetch(self, key: Key, partition: Partition) -> None:
+        """Cancel the fetch in flight when it does not ask for `key` at its current leader
+        epoch, so that the partition need not wait out the long-poll (the module docstring)."""
+        fetch = self._in_flight
+        if fetch is None or fetch.done() or self._restarts >= FETCH_RESTARTS_MAX:
+            return
+        if self._asked_epochs.get(key) == partition.leader_epoch:
+            return
+        if self._delayed_until.get(key, 0) > self.clock.now_ms():
+            return  # backing off: it would not be asked for anyway
+        self._restarts += 1
+        self._abandoned = fetch
+        fetch.cancel()
 
     def remove(self, key: Key) -> None:
         self.partitions.pop(key, None)
@@ -152,6 +189,7 @@ class ReplicaFetcher:
             max_wait_ms=self.max_wait_ms,
             min_bytes=1,
             max_bytes=self.response_bytes_max,
+            fetch_sequence=self.next_fetch_sequence(),
         )
         now = self.clock.now_ms()
         held_back = self.throttle is not None and not self.throttle.allows(now)
@@ -196,9 +234,23 @@ class ReplicaFetcher:
             await asyncio.sleep(wait_ms / 1000)
             return
         asked_epochs = {key: p.leader_epoch for key, p in snapshot.items()}
-        response = await self._stub.Fetch(
-            request, timeout=self.max_wait_ms / 1000 + self.request_timeout_s
+        self._asked_epochs = asked_epochs
+        fetch: asyncio.Future[replica_pb2.ReplicaFetchResponse] = asyncio.ensure_future(
+            self._stub.Fetch(request, timeout=self.max_wait_ms / 1000 + self.request_timeout_s)
         )
+        self._in_flight = fetch
+        try:
+            response = await fetch
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if fetch is self._abandoned and not (current is not None and current.cancelling()):
+                return  # abandoned for a partition added meanwhile: ask again, for all of them
+            raise
+        finally:
+            self._in_flight, self._asked_epochs = None, {}
+            if fetch is not self._abandoned:
+                self._restarts = 0  # this fetch was waited for, whatever it brought
+            fetch.cancel()  # when this task itself was cancelled
         for result in response.partitions:
             key = (result.topic_id, result.partition)
             partition = snapshot.get(key)

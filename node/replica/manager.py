@@ -36,6 +36,7 @@ away (`bring_online`) is reported online again and rejoins the ISR by fetching.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -117,6 +118,7 @@ class ReplicaManager:
         self.image = MetadataImage()
         self.partitions: dict[Key, Partition] = {}
         self.fetchers: dict[int, ReplicaFetcher] = {}
+        self._fetch_sequences = itertools.count(1)  # every fetcher's fetch_sequence
         self._hw_path = os.path.join(logs.data_dir, HW_CHECKPOINT_FILE)
         self._checkpointed_hw = read_hw_checkpoint(self._hw_path)
         self._tasks: list[asyncio.Task[None]] = []
@@ -609,6 +611,7 @@ class ReplicaManager:
                 on_partition_failed=self._on_partition_failure,
                 throttle=self.move_throttle,
                 throttled=self._is_being_added,
+                next_fetch_sequence=self._fetch_sequences.__next__,
             )
             self.fetchers[leader] = fetcher
             fetcher.start()

@@ -30,6 +30,14 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
 
     def __init__(self, manager: ReplicaManager) -> None:
         self.manager = manager
+        # replica id -> (broker epoch, fetch_sequence) of the newest fetch it sent here: one
+        # entry per broker. A fetch behind it was abandoned by its follower (fetcher.py).
+        self._newest_fetch: dict[int, tuple[int, int]] = {}
+
+    def _overtaken(self, request: replica_pb2.ReplicaFetchRequest) -> bool:
+        newest = self._newest_fetch.get(request.replica_id)
+        ours = (request.broker_epoch, request.fetch_sequence)
+        return request.fetch_sequence != 0 and newest is not None and newest > ours
 
     async def Fetch(
         self, request: replica_pb2.ReplicaFetchRequest, context: grpc.aio.ServicerContext
@@ -46,10 +54,17 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
                 f"STALE_BROKER_EPOCH: broker {request.replica_id} epoch {request.broker_epoch} "
                 f"is not the registered one ({current})",
             )
+        if request.fetch_sequence:
+            if self._overtaken(request):
+                return replica_pb2.ReplicaFetchResponse()  # abandoned: its positions are old
+            self._newest_fetch[request.replica_id] = (request.broker_epoch, request.fetch_sequence)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(request.max_wait_ms, FETCH_WAIT_MS_MAX) / 1000
         while True:
-            response, total, watched = await self._fetch(request)
+            fetched = await self._fetch(request)
+            if fetched is None:  # overtaken while it waited: answer nothing, take nothing
+                return replica_pb2.ReplicaFetchResponse()
+            response, total, watched = fetched
             remaining = deadline - loop.time()
             if total >= max(1, request.min_bytes) or remaining <= 0 or not watched:
                 return response
@@ -59,7 +74,9 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
 
     async def _fetch(
         self, request: replica_pb2.ReplicaFetchRequest
-    ) -> tuple[replica_pb2.ReplicaFetchResponse, int, list]:  # type: ignore[type-arg]
+    ) -> tuple[replica_pb2.ReplicaFetchResponse, int, list] | None:  # type: ignore[type-arg]
+        """The answer, its size and the partitions to watch; None when a newer fetch of the same
+        replica overtook this one (checked before each position it would record)."""
         response = replica_pb2.ReplicaFetchResponse()
         total = 0
         watched = []
@@ -69,6 +86,8 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServicer):
         turns = TurnBudget()
         for wanted in request.partitions:
             await turns.spend()
+            if self._overtaken(request):
+                return None
             now = self.manager.clock.now_ms()
             result = response.partitions.add(topic_id=wanted.topic_id, partition=wanted.partition)
             try:
