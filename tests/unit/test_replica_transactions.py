@@ -9,13 +9,15 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from replica_fixtures import TOPIC_ID, changed, image, manager
+from replica_fixtures import TOPIC_ID, changed, image, manager, until
 
 from strom.node.broker.service import BrokerServicer
 from strom.node.metadata.image import PartitionInfo
 from strom.node.replica.partition import Partition, PartitionError
 from strom.node.replica.service import ReplicaServicer
-from strom.node.txn.host import answered
+from strom.node.txn.host import TxnCoordinatorHost, answered
+from strom.node.txn.state import TxnMetadata, TxnState
+from strom.node.txn.state_log import encode_states
 from strom.storage.control_records import TxnMarker
 from strom.storage.partition_log import PartitionLog
 from strom.storage.record_batch import Record, encode_batch
@@ -254,3 +256,34 @@ def test_a_marker_refused_by_a_broker_not_hosting_the_partition_yet_is_retried()
     assert not answered(img, result(unknown))  # the partition exists: not written yet
     assert answered(img, result(unknown, partition=7))  # gone from the metadata
     assert not answered(img, result(common_pb2.NOT_LEADER_OR_FOLLOWER))
+
+
+def test_a_new_coordinator_acts_only_on_committed_state(tmp_path: Path) -> None:
+    """A new leader of __transaction_state whose log ends in a record its predecessor never
+    committed (here a PREPARE_COMMIT above the HW) loads nothing until the HW covers it: a
+    later leader may lack that record, and finishing it would commit part of a transaction
+    that coordinator aborts. Found by the node simulation (transactional seed 66)."""
+
+    async def scenario() -> None:
+        replicas = manager(tmp_path, **{"transaction.state.log.num.partitions": 1})
+        info = PartitionInfo(replicas=(1, 2), isr=(1, 2), leader=1, leader_epoch=1,
+                             partition_epoch=1)  # fmt: skip
+        img = image({0: info}, topic="__transaction_state")
+        replicas.on_metadata(img, changed(img))
+        state_log = replicas.partition_by_name("__transaction_state", 0)
+        preparing = TxnMetadata("tx", 7, 0, 60_000, TxnState.PREPARE_COMMIT, frozenset({("t", 0)}))
+        state_log.append_as_leader(encode_states([("tx", preparing)], NOW), -1, 1, NOW)
+        assert state_log.high_watermark == 0  # broker 2 has not fetched it: not committed
+        host = TxnCoordinatorHost(replicas.config, replicas, peers=None)  # type: ignore[arg-type]
+        loading = asyncio.ensure_future(host._load(0))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not loading.done() and not host.coordinator.owns(0)
+        state_log.fetch_for_follower(2, 1, -1, 1 << 20, {1, 2}, NOW, partition_epoch=1)
+        assert state_log.high_watermark == 1
+        await until(lambda: host.coordinator.owns(0))
+        await host.coordinator.stop()  # before its marker writing, which this test does not serve
+        await replicas.stop()
+        replicas.logs.close()
+
+    asyncio.run(scenario())
