@@ -103,13 +103,20 @@ class GroupServicer(group_pb2_grpc.GroupServicer):
 
     async def ensure_internal_topic(self, name: str) -> bool:
         """True when the internal topic `name` exists; else asks the controller to create it
-        (its partitions and replication from the node's config, capped by the active brokers;
-        compacted) and answers False: the caller says "retry"."""
+        (its partitions and replication from the node's config; compacted) and answers False:
+        the caller says "retry".
+        The configured replication is capped by the cluster's size, taken as the larger of the
+        brokers registered and the controller voters (a one-node cluster works with the default
+        of 3), never by the brokers active right now: a cluster still starting (this broker's
+        image may know of one broker) must not get a topic with fewer replicas than it will
+        have for good; with min.insync.replicas 2 a one-replica __transaction_state never takes
+        a write. Until enough brokers are active the controller refuses the topic (Kafka's
+        rule) and the caller retries. (The node simulation found the one-replica topic.)"""
         if self.manager.image.topic_by_name(name) is not None:
             return True
         prefix = "offsets.topic" if name == OFFSETS_TOPIC else "transaction.state.log"
-        active = len(self.manager.image.active_broker_ids())
-        factor = max(1, min(self.config[f"{prefix}.replication.factor"], active))
+        size = max(len(self.manager.image.brokers), len(self.config.voters))
+        factor = max(1, min(self.config[f"{prefix}.replication.factor"], size))
         request = admin_pb2.CreateTopicsRequest(
             topics=[
                 admin_pb2.CreatableTopic(
