@@ -61,6 +61,8 @@ log = logging.getLogger("strom.group")
 
 INCONSISTENT_GROUP_PROTOCOL = 23  # Kafka's code; not an ErrorCode of strom's gRPC API
 LOAD_CHUNK_BYTES = 1 << 20
+# How long one wait for a new leader's HW to cover its log end lasts before looking again.
+LOAD_HW_WAIT_S = 1.0
 LAG_REFRESH_S = 5.0
 MEMBERS_MAX = 1_000
 
@@ -226,6 +228,13 @@ class GroupCoordinator:
         started = self.clock.now_ms()
         try:
             replica = self.manager.partition_by_name(OFFSETS_TOPIC, partition)
+            # Only committed offsets are served: a new leader's log may end in commits its
+            # predecessor wrote but never committed, which the next leader may lack (an offset
+            # served and then gone would move a consumer back). So the HW must cover the log end
+            # first, as for the transaction coordinator (node/txn/host.py).
+            end = replica.log.log_end_offset
+            while replica.high_watermark < end:
+                await replica.hw_waiters.wait_for(end, LOAD_HW_WAIT_S)
             offset = replica.log.log_start_offset
             groups: dict[str, Group] = {}
             skipped: list[tuple[int, str]] = []
