@@ -18,6 +18,7 @@ import grpc
 
 from strom.node.group.coordinator import GroupCoordinator, GroupError
 from strom.node.internal_topics import OFFSETS_TOPIC, is_internal
+from strom.node.peers import ControllerUnavailable
 from strom.node.replica.manager import ReplicaManager
 from strom.v1 import common_pb2, txn_pb2, txn_pb2_grpc
 
@@ -76,7 +77,12 @@ class TransactionServicer(txn_pb2_grpc.TransactionServicer):
         try:
             self.host.check_coordinator(request.transactional_id)
             self.coordinator.owned_partition(request.transactional_id)
-            fresh = await self.next_producer_id()
+            try:
+                fresh = await self.next_producer_id()
+            except ControllerUnavailable as exc:  # retriable, as the broker's InitProducerId
+                raise TxnError(
+                    common_pb2.COORDINATOR_NOT_AVAILABLE, f"cannot allocate producer ids now: {exc}"
+                ) from exc
             metadata = await self.coordinator.init_producer_id(
                 request.transactional_id, request.transaction_timeout_ms, lambda: fresh
             )

@@ -1,6 +1,7 @@
-"""How a broker asks for an internal topic (__consumer_offsets, __transaction_state): the
-configured replication, capped by the cluster's size (registered brokers or controller voters,
-the larger), never by the brokers active at that moment."""
+"""What a coordinator needs before it can answer, asked for from the controller: its internal
+topic (__consumer_offsets, __transaction_state), with the configured replication capped by the
+cluster's size (registered brokers or controller voters, the larger), never by the brokers
+active at that moment; and producer ids, whose unavailability is a retriable answer."""
 
 from __future__ import annotations
 
@@ -53,3 +54,25 @@ def test_a_one_node_cluster_gets_one_replica_with_the_default_of_three() -> None
 def test_more_brokers_than_voters_are_counted_and_the_config_caps() -> None:
     assert asked_factor("1@a:1", registered=2) == 2
     assert asked_factor("1@a:1", registered=5) == 3
+
+
+def test_a_transactional_init_without_a_reachable_controller_is_retriable() -> None:
+    """InitProducerId with a transactional id needs a producer id block from the controller;
+    a stale broker epoch or no active controller answers COORDINATOR_NOT_AVAILABLE (the client
+    retries), never an exception out of the handler (the node simulation's seed 196)."""
+    from strom.node.peers import ControllerUnavailable
+    from strom.node.txn.service import TransactionServicer
+    from strom.v1 import common_pb2, txn_pb2
+
+    async def no_ids() -> int:
+        raise ControllerUnavailable("broker 4 epoch 41 is stale; current is 34: register again")
+
+    host = SimpleNamespace(
+        coordinator=SimpleNamespace(owned_partition=lambda tid: 0),
+        check_coordinator=lambda tid: None,
+    )
+    servicer = TransactionServicer(host, None, None, no_ids, None)  # type: ignore[arg-type]
+    request = txn_pb2.TxnInitProducerIdRequest(transactional_id="tx", transaction_timeout_ms=60_000)
+    answer = asyncio.run(servicer.InitProducerId(request, None))  # type: ignore[arg-type]
+    assert answer.error_code == common_pb2.COORDINATOR_NOT_AVAILABLE
+    assert "stale" in answer.error_message
