@@ -186,7 +186,10 @@ class AsyncConsumer:
         self._positions: dict[TopicPartition, int] = {}
         self._consumed: dict[TopicPartition, int] = {}
         self._buffer = _FetchBuffer()
+        # The fetch round poll() waits on, and each broker's fetch in flight (at most one per
+        # broker); a round ends as soon as any broker answers, the others keep their long poll.
         self._prefetch: asyncio.Task[None] | None = None
+        self._fetching: dict[str, asyncio.Task[None]] = {}
         self.client_id = client_id
         self.enable_auto_commit = enable_auto_commit
         self.auto_commit_interval_s = auto_commit_interval_ms / 1000
@@ -212,10 +215,12 @@ class AsyncConsumer:
 
     async def close(self) -> None:
         """Commit (with auto-commit), give up the partitions, leave the group promptly."""
-        if self._prefetch is not None:
-            self._prefetch.cancel()
-            await asyncio.gather(self._prefetch, return_exceptions=True)
-            self._prefetch = None
+        in_flight = [*self._fetching.values(), *([self._prefetch] if self._prefetch else [])]
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
+        self._prefetch = None
+        self._fetching.clear()
         try:
             await self._settle_auto_commit()
             if self.group is not None and self.group.member_epoch > 0:
@@ -579,14 +584,34 @@ class AsyncConsumer:
             task.result()
 
     async def _fetch(self, max_wait_ms: int) -> None:
+        """One fetch round: start a fetch at every broker that serves an assigned partition and
+        has none in flight, then wait for the first of the brokers' fetches to finish.
+
+        Each broker's fetch runs on its own, as Kafka's consumer sends to each node that has no
+        request pending: records a broker returns are handed out at once, not after the other
+        brokers' long polls (up to fetch.max.wait.ms when their partitions get nothing new).
+        Waiting for every broker made the end-to-end p99 of a three-partition topic 4x its
+        one-partition figure. A fetch that outlives its round is picked up by a later one."""
         await self._reset_missing(self._assignment, only_if_still_missing=True)
         by_leader = await self._by_leader(self._assignment, read_replicas=True)
-        if not by_leader:
+        loop = asyncio.get_running_loop()
+        for address, tps in by_leader.items():
+            if address not in self._fetching:
+                self._fetching[address] = loop.create_task(
+                    self._fetch_from(address, tps, max_wait_ms)
+                )
+        if not self._fetching:
             await asyncio.sleep(0.1)
             return
-        await asyncio.gather(
-            *(self._fetch_from(a, tps, max_wait_ms) for a, tps in by_leader.items())
-        )
+        await asyncio.wait(self._fetching.values(), return_when=asyncio.FIRST_COMPLETED)
+        failure: BaseException | None = None
+        for address, task in list(self._fetching.items()):
+            if task.done():
+                del self._fetching[address]
+                if failure is None and not task.cancelled():
+                    failure = task.exception()
+        if failure is not None:
+            raise failure
 
     async def _fetch_from(
         self, address: str, partitions: list[TopicPartition], max_wait_ms: int
