@@ -69,9 +69,20 @@ async def offset_commit(access: Access, request: Any, call: Call) -> Any:
             error_message=access.refusal(Operation.READ, "group", request.group_id),
         )
 
-    def refused(topic: group_pb2.OffsetCommitTopic) -> group_pb2.OffsetCommitTopicResult:
+    return await commit_readable_topics(
+        access, request, call, group_pb2.OffsetCommitTopicResult, group_pb2.OffsetCommitResponse
+    )
+
+
+async def commit_readable_topics(
+    access: Access, request: Any, call: Call, topic_result: type, response: type
+) -> Any:
+    """Commit offsets of the topics the caller may READ; each partition of the others answers
+    TOPIC_AUTHORIZATION_FAILED. OffsetCommit and TxnOffsetCommit share this shape."""
+
+    def refused(topic: Any) -> Any:
         message = access.refusal(Operation.READ, "topic", topic.name)
-        out = group_pb2.OffsetCommitTopicResult(name=topic.name)
+        out = topic_result(name=topic.name)
         for p in topic.partitions:
             out.partitions.add(
                 partition=p.partition, error_code=TOPIC_FAILED, error_message=message
@@ -80,7 +91,7 @@ async def offset_commit(access: Access, request: Any, call: Call) -> Any:
 
     return await split_call(
         request, "topics", lambda t: access.topic(Operation.READ, t.name), call, "topics",
-        refused, group_pb2.OffsetCommitResponse,
+        refused, response,
     )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from strom.client.acl import Operation
 from strom.v1 import common_pb2, txn_pb2
 
 from .access import Access, Call, split_call
+from .rules_group import commit_readable_topics
 
 TXN_FAILED = common_pb2.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 GROUP_FAILED = common_pb2.GROUP_AUTHORIZATION_FAILED
@@ -91,19 +92,9 @@ async def txn_offset_commit(access: Access, request: Any, call: Call) -> Any:
     if refused is not None:
         return txn_pb2.TxnOffsetCommitResponse(error_code=refused[0], error_message=refused[1])
 
-    def topic_refused(topic: txn_pb2.TxnOffsetCommitTopic) -> txn_pb2.TxnOffsetCommitTopicResult:
-        message = access.refusal(Operation.READ, "topic", topic.name)
-        out = txn_pb2.TxnOffsetCommitTopicResult(name=topic.name)
-        for p in topic.partitions:
-            out.partitions.add(
-                partition=p.partition, error_code=TOPIC_FAILED, error_message=message
-            )
-        return out
-
-    return await split_call(
-        request, "topics", lambda t: access.topic(Operation.READ, t.name), call, "topics",
-        topic_refused, txn_pb2.TxnOffsetCommitResponse,
-    )  # fmt: skip
+    return await commit_readable_topics(
+        access, request, call, txn_pb2.TxnOffsetCommitTopicResult, txn_pb2.TxnOffsetCommitResponse
+    )
 
 
 async def list_transactions(access: Access, request: Any, call: Call) -> Any:
