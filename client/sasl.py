@@ -114,8 +114,8 @@ def sasl_metadata(
     return ((MECHANISM_KEY, mechanism), (USERNAME_KEY, username), (PASSWORD_KEY, password))
 
 
-class SaslInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Adds the SASL credentials to every unary call of a channel."""
+class _SaslCredentials:
+    """The call metadata of one login, and how a call's details take it."""
 
     def __init__(self, username: str, password: str, mechanism: str = "PLAIN") -> None:
         if mechanism.upper() not in SUPPORTED_MECHANISMS:
@@ -125,29 +125,50 @@ class SaslInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[mis
         self._metadata = sasl_metadata(username, password, mechanism.upper())
 
     def __repr__(self) -> str:
-        return "SaslInterceptor(...)"
+        return f"{type(self).__name__}(...)"
 
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+    def _with_credentials(self, details: Any) -> Any:
         metadata: Sequence[tuple[str, str | bytes]] = tuple(details.metadata or ())
-        details = grpc.aio.ClientCallDetails(
+        return grpc.aio.ClientCallDetails(
             details.method,
             details.timeout,
             grpc.aio.Metadata(*metadata, *self._metadata),
             details.credentials,
             details.wait_for_ready,
         )
-        return await continuation(details, request)
+
+
+class SaslInterceptor(_SaslCredentials, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds the SASL credentials to every unary call of a channel."""
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_credentials(details), request)
+
+
+class SaslStreamInterceptor(_SaslCredentials, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    """The same credentials on the channel's produce and fetch streams (a stream is
+    authenticated once, when it opens). A class of its own: a grpc.aio channel files each
+    interceptor under the first call kind it is an instance of."""
+
+    async def intercept_stream_stream(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._with_credentials(details), request_iterator)
 
 
 def sasl_interceptors(
     username: str | None, password: str | None, mechanism: str = "PLAIN"
-) -> list[SaslInterceptor]:
-    """The interceptors a channel needs: none without a username."""
+) -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors a channel needs: none without a username; one for unary calls and one
+    for streams with one."""
     if not username:
         return []
     if password is None:
         raise ValueError("sasl_username is set but sasl_password is not")
-    return [SaslInterceptor(username, password, mechanism)]
+    return [
+        SaslInterceptor(username, password, mechanism),
+        SaslStreamInterceptor(username, password, mechanism),
+    ]
 
 
 def credential_from_proto(message: metadata_pb2.UserCredential) -> ScryptCredential:

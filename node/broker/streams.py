@@ -20,6 +20,12 @@ message, so the client always sees that status and falls back to unary calls. (A
 the refusal would otherwise turn it into INTERNAL: grpc.aio's `_write` marks a call whose core
 has already finished as failed with "Failed execute_batch".)
 
+On a secured listener the security interceptor authenticates the stream once, when it opens,
+and puts the listener's per-request check in `REQUEST_CHECK` for the stream's task: every
+request is then authorized on its own, by the same rule as the unary call, against the ACLs of
+the moment (as Kafka authorizes each request of an authenticated connection). A refused request
+is answered with its status (`RequestRefused`: PERMISSION_DENIED) and the stream goes on.
+
 At most `STREAM_IN_FLIGHT_MAX` requests of one stream are worked on at once; past that the
 handler stops reading, and HTTP/2 flow control holds the client back.
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import grpc
@@ -43,6 +50,22 @@ log = logging.getLogger("strom.broker")
 STREAM_IN_FLIGHT_MAX = 128
 
 T = TypeVar("T")
+
+Answer = Callable[[Any], Awaitable[Any]]
+# The listener's check of one request of a stream: (request, answer) -> the answer, or raises
+# RequestRefused. Set by the security interceptor in the context of the stream's own task (each
+# gRPC call runs in a task of its own), so it reaches this stream's requests and no other call.
+REQUEST_CHECK: ContextVar[Callable[[Any, Answer], Awaitable[Any]] | None] = ContextVar(
+    "strom_stream_request_check", default=None
+)
+
+
+class RequestRefused(Exception):
+    """One request of a stream is refused with `status` (the unary call would end with it)."""
+
+    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class InvalidRequest(Exception):
@@ -75,6 +98,7 @@ async def serve_stream(
     answers are ready. Ends when the client ends its side and every answer is out; a failure to
     read the stream ends it with that failure (the client fails what it still waits for)."""
     await context.send_initial_metadata((STREAM_ACCEPTED,))
+    check = REQUEST_CHECK.get()
     out: asyncio.Queue[Any] = asyncio.Queue()
     slots = asyncio.Semaphore(in_flight_max)
     working: set[asyncio.Task[None]] = set()
@@ -86,11 +110,15 @@ async def serve_stream(
                 error = _error(grpc.StatusCode.INVALID_ARGUMENT, "stream message has no request")
                 out.put_nowait(reply(id=envelope.id, error=error))
                 return
+            request = envelope.request
             try:
-                out.put_nowait(reply(id=envelope.id, response=await answer(envelope.request)))
+                response = await (answer(request) if check is None else check(request, answer))
+                out.put_nowait(reply(id=envelope.id, response=response))
             except InvalidRequest as exc:
                 error = _error(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
                 out.put_nowait(reply(id=envelope.id, error=error))
+            except RequestRefused as exc:
+                out.put_nowait(reply(id=envelope.id, error=_error(exc.status, str(exc))))
             except Exception as exc:  # a bug: this request's answer, as gRPC's unary UNKNOWN
                 log.exception("stream request %d failed", envelope.id)
                 error = _error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc).__name__}: {exc}")

@@ -2,11 +2,16 @@
 
 Each listener is its own gRPC server (node/server.py), so each gets its own
 `SecurityInterceptor` with the listener's protocol from `listener.security.protocol.map`. For
-every unary call to a strom service it (1) finds the principal (node/security/authn.py;
+every call to a strom service it (1) finds the principal (node/security/authn.py;
 UNAUTHENTICATED on failure), then (2) with `authorizer.enabled`, runs the RPC's rule from `RULES`
 (node/security/rules_*.py) around the real handler. A strom RPC missing from `RULES` is open to
 super users only, so a new RPC is closed until someone writes its rule. Health checking and
 reflection stay open (load balancers and `grpcurl` need them; they reveal no data).
+
+The produce and fetch streams (Broker/ProduceStream, FetchStream) are authenticated once, when
+they open, and each request on them is authorized by the unary RPC's rule, against the ACLs of
+that moment (node/broker/streams.py `REQUEST_CHECK`). Any other streaming RPC is refused
+(UNIMPLEMENTED) until it has a rule.
 
 The other direction, the credentials a node sends on its own calls to other nodes when the
 listener it calls is SASL (node.sasl.username / node.sasl.password, the JAAS-config idea kept
@@ -21,6 +26,7 @@ from typing import Any
 
 import grpc
 
+from strom.node.broker.streams import REQUEST_CHECK, Answer, RequestRefused
 from strom.node.config import NodeConfig
 from strom.node.metadata.image import MetadataImage
 
@@ -109,6 +115,12 @@ RULES: dict[str, Rule] = {
     "/strom.v1.Transaction/DescribeTransactions": rules_txn.describe_transactions,
 }
 
+# The streams, by the unary RPC whose requests they carry.
+STREAM_RULES: dict[str, Rule] = {
+    "/strom.v1.Broker/ProduceStream": RULES["/strom.v1.Broker/Produce"],
+    "/strom.v1.Broker/FetchStream": RULES["/strom.v1.Broker/Fetch"],
+}
+
 
 async def super_users_only(access: Access, request: Any, call: Call) -> Any:
     if not access.authorizer.is_super_user(access.principal):
@@ -143,30 +155,16 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or service in OPEN_SERVICES:
             return handler
         if handler.unary_unary is None:
-            # The rules authorize one request per call. The streams (Broker/ProduceStream,
-            # FetchStream) are refused (UNIMPLEMENTED) here, and clients send those requests as
-            # unary calls instead (client/broker_stream.py), each authorized on its own.
-            return None
+            stream_rule = STREAM_RULES.get(method)
+            if stream_rule is None or handler.stream_stream is None:
+                return None  # refused UNIMPLEMENTED: clients fall back to unary calls
+            return self._guard_stream(handler, stream_rule)
         inner = handler.unary_unary
         rule = RULES.get(method, super_users_only)
-        authenticator, access_control = self.authenticator, self.access_control
-        nodes_only = self.nodes_only
+        access_control = self.access_control
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                principal = await authenticator.principal(
-                    context.invocation_metadata(), context.auth_context(), context.peer()
-                )
-            except AuthenticationError as exc:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-                raise AssertionError("unreachable") from exc
-            if nodes_only is not None and not admits(nodes_only, principal):
-                await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"{principal} is not a node: this controller listener serves only the nodes "
-                    "named by controller.allowed.principals",
-                )
-            access = access_control.access(principal)
+            access = access_control.access(await self._principal(context))
             if not access.enabled:
                 return await inner(request, context)
             try:
@@ -176,6 +174,52 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 raise AssertionError("unreachable") from exc
 
         return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _principal(self, context: grpc.aio.ServicerContext) -> str:
+        """The caller's principal; ends the call UNAUTHENTICATED (or, on a controller
+        listener, PERMISSION_DENIED for a principal that is not a node)."""
+        try:
+            principal = await self.authenticator.principal(
+                context.invocation_metadata(), context.auth_context(), context.peer()
+            )
+        except AuthenticationError as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            raise AssertionError("unreachable") from exc
+        if self.nodes_only is not None and not admits(self.nodes_only, principal):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{principal} is not a node: this controller listener serves only the nodes "
+                "named by controller.allowed.principals",
+            )
+        return principal
+
+    def _guard_stream(self, handler: Any, rule: Rule) -> Any:
+        """Authenticate the stream when it opens; authorize each of its requests by `rule`."""
+        inner = handler.stream_stream
+        access_control = self.access_control
+
+        async def guarded(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            principal = await self._principal(context)
+
+            async def check(request: Any, answer: Answer) -> Any:
+                access = access_control.access(principal)  # the ACLs of this moment
+                if not access.enabled:
+                    return await answer(request)
+                try:
+                    return await rule(access, request, answer)
+                except Denied as exc:
+                    raise RequestRefused(grpc.StatusCode.PERMISSION_DENIED, str(exc)) from exc
+
+            # This call's own task: the check reaches this stream's requests only.
+            REQUEST_CHECK.set(check)
+            async for answer in inner(requests, context):
+                yield answer
+
+        return grpc.stream_stream_rpc_method_handler(
             guarded,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,

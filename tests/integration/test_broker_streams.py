@@ -4,8 +4,8 @@ client/broker_stream.py sends on them.
 Against one real node in this process (node_thread.py): each stream request is answered exactly as
 the unary call answers it (per-partition errors, INVALID_ARGUMENT with the same message, and the
 stream goes on); a message the stream cannot read, or one above the message cap, ends that stream
-with a clear status and the node serves on. Against a secured listener, which offers no streams,
-the SDK falls back to unary calls. Against a three-node cluster: the SDK's producer and consumer
+with a clear status and the node serves on. A SASL listener serves the streams too, the SDK's
+credentials going with each stream when it opens. Against a three-node cluster: the SDK's producer and consumer
 use the streams (streaming=True), keep each partition's order, and survive a broker restart mid-stream.
 """
 
@@ -192,11 +192,11 @@ def test_the_sdk_client_maps_a_stream_refusal_like_a_unary_one(node: NodeThread)
     assert asyncio.run(refusal(True)) == asyncio.run(refusal(False))
 
 
-def test_a_listener_without_streams_gets_unary_calls(tmp_path: Path) -> None:
-    """A SASL listener serves unary calls only (each call is authenticated and authorized on its
-    own): the stream is refused UNIMPLEMENTED, and the SDK produces and fetches unary instead.
-    (The refusal used to race the client's first write and surface as INTERNAL now and then;
-    tests/unit/test_broker_stream.py drives that race.)"""
+def test_a_sasl_listener_serves_the_streams(tmp_path: Path) -> None:
+    """A SASL listener serves the produce and fetch streams: the SDK's credentials go with the
+    stream when it opens, and the records go over it (the ACL side:
+    test_security_cluster.py). A listener that refuses a stream (UNIMPLEMENTED) gets unary calls
+    instead: tests/unit/test_broker_stream.py drives that, and the refusal's race with a write."""
     overrides = {
         "listener.security.protocol.map": "PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
         "node.sasl.username": "node",
@@ -208,7 +208,7 @@ def test_a_listener_without_streams_gets_unary_calls(tmp_path: Path) -> None:
         with Admin(bootstrap, request_timeout_ms=20_000, **login) as admin:
             admin.create_topics([NewTopic("fallback", 1, 1)])
 
-        async def round_trip() -> tuple[list[bytes], bool, bool]:
+        async def round_trip() -> tuple[list[bytes], Any, Any]:
             async with AsyncProducer(bootstrap, acks="all", streaming=True, **login) as producer:
                 futures = [await producer.send("fallback", b"v%d" % i) for i in range(50)]
                 await asyncio.gather(*futures)
@@ -222,11 +222,12 @@ def test_a_listener_without_streams_gets_unary_calls(tmp_path: Path) -> None:
                 while len(values) < 50 and time.monotonic() < deadline:
                     values += [r.value or b"" for r in await consumer.poll(timeout_ms=200)]
                 fetch_stream = consumer.cluster._fetch_streams[bootstrap]
-            return values, produce_stream.unsupported, fetch_stream.unsupported
+            return values, produce_stream, fetch_stream
 
-        values, produce_fell_back, fetch_fell_back = asyncio.run(round_trip())
+        values, produce_stream, fetch_stream = asyncio.run(round_trip())
     assert values == [b"v%d" % i for i in range(50)]
-    assert produce_fell_back and fetch_fell_back
+    for stream in (produce_stream, fetch_stream):
+        assert stream.opened >= 1 and not stream.unsupported
 
 
 # ---- a real cluster ---------------------------------------------------------------------------

@@ -76,7 +76,8 @@ BOB_PW = "b0b-Pw-51aa6c3f"
 WRONG_PW = "wr0ng-Pw-e83b02f9"
 CAROL_PW = "car0l-Pw-0b7d44e1"
 KIM_PW = "k1m-Pw-3e5f0a9d"
-PASSWORDS = (NODE_PW, ADMIN_PW, ALICE_PW, BOB_PW, WRONG_PW, CAROL_PW, KIM_PW)
+DANA_PW = "d4na-Pw-6c1e93b7"
+PASSWORDS = (NODE_PW, ADMIN_PW, ALICE_PW, BOB_PW, WRONG_PW, CAROL_PW, KIM_PW, DANA_PW)
 TIMEOUT = {"request_timeout_ms": 5_000}
 
 # Every error message a client saw in this module: the secrets test checks them too.
@@ -405,6 +406,65 @@ def test_acl_changes_apply_to_cluster_resources(cluster: Secured) -> None:
     assert cluster.revoke([AclBindingFilter(resource_type=ResourceType.CLUSTER)]) == [operator]
     with cluster.admin("alice", ALICE_PW) as alice:
         refused(AuthorizationFailedError, alice.describe_users)
+
+
+def test_streams_are_authenticated_once_and_authorize_every_request(cluster: Secured) -> None:
+    """The produce and fetch streams on a SASL listener: a wrong password cannot open one; an
+    open stream carries the user's requests, each authorized on its own against the ACLs of the
+    moment, so a grant or a revocation applies to the stream already open."""
+    topic = "streamed"
+    with cluster.admin() as admin:
+        admin.create_topics([NewTopic(topic, 1, 3)])
+        admin.create_user("dana", DANA_PW)
+    cluster.settle(lambda names: "dana" in names, users=True)
+    write = allow("User:dana", Operation.WRITE, ResourceType.TOPIC, topic)
+
+    wrong = Producer(cluster.bootstrap, sasl_username="dana", sasl_password=WRONG_PW,
+                     streaming=True, delivery_timeout_ms=10_000, **TIMEOUT)  # fmt: skip
+    try:
+        refused(AuthenticationFailedError, lambda: wrong.send(topic, b"x").result(15))
+    finally:
+        wrong.close()
+
+    producer = Producer(cluster.bootstrap, sasl_username="dana", sasl_password=DANA_PW,
+                        streaming=True, linger_ms=0, delivery_timeout_ms=10_000,
+                        **TIMEOUT)  # fmt: skip
+    try:
+        refused(AuthorizationFailedError, lambda: producer.send(topic, b"no").result(15))
+        # Another principal's stream to the same broker meanwhile: each stream keeps its own.
+        with Producer(cluster.bootstrap, sasl_username="admin", sasl_password=ADMIN_PW,
+                      streaming=True, linger_ms=0, **TIMEOUT) as admin_producer:  # fmt: skip
+            admin_producer.send(topic, b"by-admin").result(15)
+            refused(AuthorizationFailedError, lambda: producer.send(topic, b"no").result(15))
+        cluster.grant([write])
+        for i in range(3):
+            producer.send(topic, f"s{i}".encode()).result(15)
+        streams = list(producer._async.cluster._produce_streams.values())
+        assert streams and not any(s.unsupported for s in streams)
+        opened = sum(s.opened for s in streams)
+        assert opened >= 1, "the producer sent without a stream"
+        cluster.revoke([AclBindingFilter(resource_type=ResourceType.TOPIC, resource_name=topic,
+                                         principal="User:dana")])  # fmt: skip
+        refused(AuthorizationFailedError, lambda: producer.send(topic, b"no").result(15))
+        # The grant and the revocation reached the stream that was already open.
+        assert sum(s.opened for s in producer._async.cluster._produce_streams.values()) == opened
+    finally:
+        producer.close()
+
+    consumer = cluster.consumer("dana", DANA_PW, streaming=True)
+    try:
+        consumer.assign([(topic, 0)])
+        refused(AuthorizationFailedError, consumer.poll, 2_000)
+        cluster.grant([allow("User:dana", Operation.READ, ResourceType.TOPIC, topic)])
+        seen: list[bytes] = []
+        eventually(lambda: seen.extend(r.value for r in consumer.poll(500)) or len(seen) >= 4,
+                   30, "dana reads on a stream")  # fmt: skip
+        assert seen[:4] == [b"by-admin", b"s0", b"s1", b"s2"]
+        fetch_streams = list(consumer._async.cluster._fetch_streams.values())
+        assert sum(s.opened for s in fetch_streams) >= 1
+        assert not any(s.unsupported for s in fetch_streams)
+    finally:
+        consumer.close()
 
 
 def kafka_login(cluster: Secured, user: str, password: str) -> dict[str, Any]:
