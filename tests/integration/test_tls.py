@@ -77,6 +77,33 @@ def test_client_with_certificate_creates_produces_and_consumes(tls_cluster: Clus
     assert sorted(seen) == sorted(f"v{i}".encode() for i in range(10))
 
 
+def test_streams_over_mutual_tls(tls_cluster: Cluster) -> None:
+    """The produce and fetch streams on a TLS listener with client certificates: the stream is
+    authenticated by the certificate when it opens, and carries the records."""
+    options = tls_cluster.local.client_options()
+    bootstrap = tls_cluster.bootstrap
+    with Admin(bootstrap, request_timeout_ms=10_000, **options) as admin:
+        admin.create_topics([NewTopic("streamed-tls", 1, 3)])
+    with Producer(bootstrap, linger_ms=0, streaming=True, **options) as producer:
+        for i in range(10):
+            producer.send("streamed-tls", f"s{i}".encode()).result(15)
+        produce_streams = list(producer._async.cluster._produce_streams.values())
+    with Consumer(bootstrap, auto_offset_reset="earliest", streaming=True, **options) as consumer:
+        consumer.assign([("streamed-tls", 0)])
+        seen: list[bytes] = []
+
+        def all_read() -> bool:
+            seen.extend(r.value or b"" for r in consumer.poll(timeout_ms=500))
+            return len(seen) >= 10
+
+        eventually(all_read, 20, "ten records consumed on a stream over TLS")
+        fetch_streams = list(consumer._async.cluster._fetch_streams.values())
+    assert seen == [f"s{i}".encode() for i in range(10)]
+    for streams in (produce_streams, fetch_streams):
+        assert sum(s.opened for s in streams) >= 1
+        assert not any(s.unsupported for s in streams)
+
+
 def test_kafka_client_with_certificate_over_the_tls_kafka_listener(tls_cluster: Cluster) -> None:
     """kafka-python on the KAFKA listener (SSL, client certificates required like every
     listener of a --tls cluster): the same client properties work; no certificate, no entry."""
