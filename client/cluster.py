@@ -235,9 +235,15 @@ class ClusterClient:
     async def call(
         self, address: str, fn: Callable[[Any], Awaitable[T]], request: Any, timeout_s: float
     ) -> T:
-        """One RPC with a deadline; transport errors become typed StromErrors."""
+        """One RPC with a deadline; transport errors become typed StromErrors.
+
+        The deadline is `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11 `wait_for`
+        returns the answer and drops a cancellation that arrives in the same loop turn as it,
+        and a task that lost its cancel that way ran on for ever (a group's heartbeat task, so
+        a consumer's close() never returned: the demo hung now and then)."""
         try:
-            answer = await asyncio.wait_for(fn(request), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                answer = await fn(request)
             self.answered = True
             return answer
         except grpc.aio.AioRpcError as exc:

@@ -198,7 +198,10 @@ class KafkaListener:
         self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         while True:
-            head = await asyncio.wait_for(reader.readexactly(4), self.idle_timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation (the
+            # listener closing) that arrives in the turn the bytes do.
+            async with asyncio.timeout(self.idle_timeout_s):
+                head = await reader.readexactly(4)
             (size,) = _SIZE.unpack(head)
             if size < 0 or size > self.max_request_bytes:
                 raise CloseConnection(

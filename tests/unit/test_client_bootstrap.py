@@ -43,3 +43,29 @@ def test_without_a_bootstrap_timeout_the_request_timeout_applies() -> None:
     with pytest.raises(KafkaTimeoutError) as raised:
         asyncio.run(metadata(cluster))
     assert "no broker answered within 0.6 s" in str(raised.value)
+
+
+def test_a_cancel_that_meets_the_answer_is_not_lost() -> None:
+    """A call whose answer arrives in the same loop turn as a cancel of its task must end with
+    CancelledError. (`asyncio.wait_for` on Python 3.11 returns the answer and drops the cancel;
+    a group's heartbeat task that lost its cancel so ran for ever, and the consumer's close()
+    waited on it: `strom demo` hung now and then.)"""
+
+    async def run() -> str:
+        client = ClusterClient(["localhost:1"])
+        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        try:
+            caller = asyncio.create_task(
+                client.call("localhost:1", lambda _request: answer, None, 5.0)
+            )
+            await asyncio.sleep(0)  # the call now waits for its answer
+            answer.set_result("answered")
+            caller.cancel()  # in the same turn
+            try:
+                return await caller
+            except asyncio.CancelledError:
+                return "cancelled"
+        finally:
+            await client.close()
+
+    assert asyncio.run(run()) == "cancelled"
