@@ -356,10 +356,30 @@ PLANTED: dict[str, tuple[list[Patch], set[str]]] = {
     ),
 }  # fmt: skip
 TXN_PLANTED = {name for name in PLANTED if name.startswith("txn_")}
+# The seed that caught each defect when last run. The search tries it first, then every other
+# seed of the range in order, so a change that moves the catch costs time, not coverage: the
+# test still asks only that some seed of the range catches the defect. (Searching from seed 0
+# cost CI over two minutes: transactional runs take seconds each.)
+CAUGHT_BY: dict[str, int] = {
+    "defect1_a_committed_isr_addition_is_forgotten": 17,
+    "defect2_truncation_keeps_the_high_watermark": 31,
+    "defect3_back_pressure_switches_the_controller_off": 0,
+    "flush_policy_ignored_loses_acked_writes_to_a_power_loss": 1,
+    "txn_coordinator_failover_skips_a_marker": 17,
+    "txn_lso_ignores_open_transactions": 0,
+    "txn_zombie_joins_its_successors_transaction": 8,
+}
 
 
-def first_failure(seeds: range, transactions: bool = False) -> tuple[int, SimulationFailure] | None:
-    for seed in seeds:
+def first_failure(
+    seeds: range, transactions: bool = False, try_first: int | None = None
+) -> tuple[int, SimulationFailure] | None:
+    """The first seed of `seeds` (`try_first` before the others) whose run fails."""
+    order = list(seeds)
+    if try_first is not None and try_first in order:
+        order.remove(try_first)
+        order.insert(0, try_first)
+    for seed in order:
         try:
             NodeSimulation(seed, transactions=transactions).run()
         except SimulationFailure as failure:
@@ -380,7 +400,7 @@ def test_the_simulation_catches_a_planted_defect(
         monkeypatch.setattr(owner, attribute, broken)
     txn = name in TXN_PLANTED
     seeds = TXN_PLANTED_SEEDS if txn else CI_SEEDS
-    found = first_failure(seeds, transactions=txn)
+    found = first_failure(seeds, transactions=txn, try_first=CAUGHT_BY.get(name))
     assert found is not None, f"planted {name} survived seeds {seeds}"
     seed, failure = found
     print(f"\n{name}: caught by seed {seed}: {str(failure).splitlines()[0]}")
